@@ -1,0 +1,53 @@
+# Touchpoint: `make up` runs the whole stack, `make test` runs every test.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.DEFAULT_GOAL := help
+.PHONY: help install up demo migrate lint format test test-fast bench fuzz clean
+
+help:
+	@echo "make up      install, migrate and run the whole stack (SQLite + embedded nats-server); Ctrl-C stops it"
+	@echo "make test    install, lint and run every test"
+	@echo "make lint    ruff and mypy"
+	@echo "make bench   run the benchmarks under bench/ and write bench/results/"
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+up: install
+	$(PY) -m servicekit.devstack
+
+demo: install
+	$(PY) -m servicekit.devstack --demo
+
+migrate: install
+	$(PY) -m servicekit.devstack --migrate-only
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+format: install
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+# pytest exits 5 when it collected no test: that is a failure here too.
+test: lint
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: install
+	$(PY) -m pytest -x -q -m "not postgres" $(PYTEST_ARGS)
+
+bench: install
+	$(PY) -m bench.run
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,252 @@
+"""NATS JetStream: the connection, stream set-up and durable pull consumers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import nats
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import ConsumerConfig, DeliverPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import NotFoundError
+
+from servicekit.logging import get_logger
+
+log = get_logger(__name__)
+
+DEADLETTER_STREAM = "CRM_DEADLETTER"
+DEADLETTER_SUBJECTS = ["crm.ingest.deadletter", "crm.deadletter.>"]
+
+
+@dataclass
+class StreamSpec:
+    name: str
+    subjects: list[str]
+    work_queue: bool = False
+    max_age_s: float = 7 * 86_400
+    description: str = ""
+
+
+class Bus:
+    """One NATS connection per process, reconnecting forever; consumers re-subscribe after a reconnect.
+
+    nats-py pull subscriptions can stop receiving after the server restarts (nats-py #504), so
+    every consumer watches ``generation`` and rebuilds its subscription when it changes.
+    """
+
+    def __init__(self, url: str, *, name: str, stream_replicas: int = 1, duplicate_window_s: int = 120):
+        self.url = url
+        self.name = name
+        self.stream_replicas = stream_replicas
+        self.duplicate_window_s = duplicate_window_s
+        self.nc: NATS | None = None
+        self.js: JetStreamContext | None = None
+        self.generation = 0
+        self._streams: list[StreamSpec] = []
+        self._connect_task: asyncio.Task[None] | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self.nc is not None and self.nc.is_connected
+
+    def jetstream(self) -> JetStreamContext | None:
+        return self.js if self.connected else None
+
+    def add_streams(self, *specs: StreamSpec) -> None:
+        self._streams.extend(specs)
+
+    async def start(self) -> None:
+        """Connect in the background: a service starts (and serves) while NATS is still down."""
+        self._connect_task = asyncio.create_task(self._connect_until_done())
+
+    async def wait_connected(self, timeout: float = 10.0) -> None:
+        async def _wait() -> None:
+            while not self.connected or self._connect_task is None or not self._connect_task.done():
+                await asyncio.sleep(0.05)
+
+        await asyncio.wait_for(_wait(), timeout)
+
+    async def _connect_until_done(self) -> None:
+        delay = 0.2
+        while True:
+            try:
+                self.nc = await nats.connect(
+                    servers=self.url.split(","),
+                    name=self.name,
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=0.5,
+                    connect_timeout=2,
+                    allow_reconnect=True,
+                    reconnected_cb=self._on_reconnected,
+                    disconnected_cb=self._on_disconnected,
+                    error_cb=self._on_error,
+                    pending_size=64 * 1024 * 1024,
+                )
+                self.js = self.nc.jetstream(timeout=5)
+                await self.ensure_streams()
+                self.generation += 1
+                log.info("nats_connected", url=self.url)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("nats_connect_failed", url=self.url, error=repr(exc))
+                if self.nc is not None:
+                    with contextlib.suppress(Exception):
+                        await self.nc.close()
+                    self.nc = None
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def ensure_streams(self) -> None:
+        assert self.js is not None
+        for spec in [StreamSpec(DEADLETTER_STREAM, DEADLETTER_SUBJECTS, max_age_s=30 * 86_400), *self._streams]:
+            config = StreamConfig(
+                name=spec.name,
+                subjects=spec.subjects,
+                description=spec.description or None,
+                storage=StorageType.FILE,
+                retention=RetentionPolicy.WORK_QUEUE if spec.work_queue else RetentionPolicy.LIMITS,
+                num_replicas=self.stream_replicas,
+                duplicate_window=float(self.duplicate_window_s),
+                max_age=spec.max_age_s,
+            )
+            try:
+                await self.js.stream_info(spec.name)
+                await self.js.update_stream(config)
+            except NotFoundError:
+                await self.js.add_stream(config)
+
+    async def _on_reconnected(self) -> None:
+        self.generation += 1
+        log.info("nats_reconnected", url=self.url)
+        with contextlib.suppress(Exception):
+            await self.ensure_streams()
+
+    async def _on_disconnected(self) -> None:
+        log.warning("nats_disconnected", url=self.url)
+
+    async def _on_error(self, exc: Exception) -> None:
+        log.debug("nats_error", error=repr(exc))
+
+    async def publish(self, subject: str, payload: bytes, *, msg_id: str | None = None) -> None:
+        if self.js is None:
+            raise ConnectionError("not connected to NATS")
+        await self.js.publish(subject, payload, headers={"Nats-Msg-Id": msg_id} if msg_id else None)
+
+    async def dead_letter(
+        self,
+        subject: str,
+        *,
+        reason: str,
+        payload: bytes,
+        origin: str,
+        headers: dict[str, str] | None = None,
+        msg_id: str | None = None,
+    ) -> None:
+        """Park a message that can never succeed, with the reason and the original payload."""
+        try:
+            original: Any = json.loads(payload)
+        except (ValueError, UnicodeDecodeError):
+            original = payload.decode("utf-8", errors="replace")
+        body = json.dumps(
+            {"reason": reason, "origin": origin, "consumer": self.name, "headers": headers or {}, "payload": original}
+        ).encode()
+        await self.publish(subject, body, msg_id=f"dl-{msg_id}" if msg_id else None)
+
+    async def close(self) -> None:
+        if self._connect_task is not None:
+            self._connect_task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._connect_task
+        if self.nc is not None:
+            with contextlib.suppress(Exception):
+                await self.nc.drain()
+            with contextlib.suppress(Exception):
+                await self.nc.close()
+
+
+class PermanentError(Exception):
+    """The message can never be processed: dead-letter it instead of retrying."""
+
+
+BatchHandler = Callable[[list[Msg]], Awaitable[None]]
+
+
+@dataclass
+class DurableConsumer:
+    """A durable pull consumer that survives server restarts and never drops a message.
+
+    ``handle_batch`` gets the fetched messages and must ack, nak or term each one.
+    """
+
+    bus: Bus
+    stream: str
+    durable: str
+    filter_subjects: Sequence[str]
+    handle_batch: BatchHandler
+    batch: int = 100
+    fetch_timeout_s: float = 1.0
+    ack_wait_s: float = 30.0
+    max_ack_pending: int = 5000
+    deliver_policy: DeliverPolicy = DeliverPolicy.ALL
+    _sub: Any = field(default=None, init=False)
+    _generation: int = field(default=-1, init=False)
+
+    def _config(self) -> ConsumerConfig:
+        subjects = list(self.filter_subjects)
+        return ConsumerConfig(
+            durable_name=self.durable,
+            deliver_policy=self.deliver_policy,
+            ack_wait=self.ack_wait_s,
+            max_deliver=-1,
+            max_ack_pending=self.max_ack_pending,
+            filter_subject=subjects[0] if len(subjects) == 1 else None,
+            filter_subjects=subjects if len(subjects) > 1 else None,
+        )
+
+    async def _subscribe(self) -> Any:
+        js = self.bus.jetstream()
+        if js is None:
+            return None
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+        try:
+            await js.consumer_info(self.stream, self.durable)
+        except NotFoundError:
+            await js.add_consumer(self.stream, config=self._config())
+        self._sub = await js.pull_subscribe_bind(self.durable, stream=self.stream)
+        self._generation = self.bus.generation
+        log.info("consumer_subscribed", stream=self.stream, durable=self.durable)
+        return self._sub
+
+    async def run(self) -> None:
+        backoff = 0.2
+        while True:
+            try:
+                stale = self._sub is None or self._generation != self.bus.generation
+                if stale and await self._subscribe() is None:
+                    await asyncio.sleep(0.2)
+                    continue
+                try:
+                    msgs = await self._sub.fetch(self.batch, timeout=self.fetch_timeout_s)
+                except TimeoutError:
+                    continue
+                except nats.errors.TimeoutError:
+                    continue
+                await self.handle_batch(msgs)
+                backoff = 0.2
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("consumer_error", stream=self.stream, durable=self.durable, error=repr(exc))
+                self._sub = None
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)

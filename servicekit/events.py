@@ -1,0 +1,66 @@
+"""The CloudEvents 1.0 envelope every Touchpoint event travels in."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from servicekit.ids import new_id
+
+
+class CloudEvent(BaseModel):
+    """A CloudEvents 1.0 structured-mode JSON event.
+
+    ``type`` is versioned (``crm.contact.created.v1``); ``subject`` is the id of the entity the
+    event is about (a contact id for contact events); ``data`` is the event's document.
+    ``traceparent`` and ``requestid`` are CloudEvents extension attributes carrying the
+    request that caused the event.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    specversion: str = "1.0"
+    id: str
+    source: str
+    type: str
+    subject: str | None = None
+    time: datetime
+    datacontenttype: str = "application/json"
+    data: dict[str, Any] = Field(default_factory=dict)
+    traceparent: str | None = None
+    requestid: str | None = None
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json(exclude_none=True).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> CloudEvent:
+        return cls.model_validate_json(raw)
+
+
+def make_event(
+    *,
+    type: str,
+    source: str,
+    subject: str | uuid.UUID | None,
+    data: dict[str, Any],
+    time: datetime,
+    event_id: str | None = None,
+) -> CloudEvent:
+    """Build an event, taking the request id and traceparent from the current request's context."""
+    from servicekit.logging import current_request_context
+
+    ctx = current_request_context()
+    return CloudEvent(
+        id=event_id or str(new_id()),
+        source=source,
+        type=type,
+        subject=str(subject) if subject is not None else None,
+        time=time,
+        data=data,
+        traceparent=ctx.get("traceparent"),
+        requestid=ctx.get("request_id"),
+    )

@@ -1,0 +1,131 @@
+"""HTTP plumbing every service shares: request context, metrics, health, the app factory."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from servicekit.logging import bind_request_context, get_logger
+from servicekit.metrics import HTTP_LATENCY, HTTP_REQUESTS
+from servicekit.problems import PROBLEM_MEDIA_TYPE, install_problem_handlers, problem_body
+
+log = get_logger("http")
+
+_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+class RequestContextMiddleware:
+    """X-Request-ID (made when absent) and W3C traceparent into logs, events and the response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        request_id = headers.get("x-request-id", "")
+        if not _REQUEST_ID.match(request_id):
+            request_id = uuid.uuid4().hex
+        traceparent = headers.get("traceparent")
+        if traceparent and not _TRACEPARENT.match(traceparent):
+            traceparent = None
+        bind_request_context(request_id=request_id, traceparent=traceparent)
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            elapsed = time.perf_counter() - started
+            HTTP_REQUESTS.labels(scope["method"], template, str(status)).inc()
+            HTTP_LATENCY.labels(scope["method"], template).observe(elapsed)
+            if template not in ("/healthz", "/readyz", "/metrics"):
+                log.info("request", method=scope["method"], route=template, status=status, ms=round(elapsed * 1000, 2))
+
+
+ReadinessCheck = Callable[[], Any]
+
+
+def health_router() -> APIRouter:
+    router = APIRouter(tags=["health"])
+
+    @router.get("/healthz", summary="Liveness: the process answers")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @router.get(
+        "/readyz",
+        summary="Readiness: database and NATS reachable",
+        responses={503: {"description": "Not ready", "content": {PROBLEM_MEDIA_TYPE: {}}}},
+    )
+    async def readyz(request: Request) -> Response:
+        checks: dict[str, str] = {}
+        runtime = request.app.state.runtime
+        for name, check in runtime.readiness_checks().items():
+            try:
+                ok = await check()
+                checks[name] = "ok" if ok else "down"
+            except Exception as exc:
+                checks[name] = f"down: {type(exc).__name__}"
+        failing = [name for name, state in checks.items() if state != "ok"]
+        if failing:
+            body = problem_body(503, detail=f"Not ready: {', '.join(failing)}", checks=checks)
+            return JSONResponse(body, status_code=503, media_type=PROBLEM_MEDIA_TYPE, headers={"Retry-After": "2"})
+        return JSONResponse({"status": "ready", "checks": checks})
+
+    @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return router
+
+
+async def database_ready(runtime: Any) -> bool:
+    async with runtime.engine.connect() as conn:
+        await conn.execute(text("SELECT 1"))
+    return True
+
+
+def build_app(
+    *,
+    title: str,
+    description: str,
+    version: str,
+    lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]],
+    max_body_bytes: int,
+) -> FastAPI:
+    """A FastAPI app with problem+json errors, the body limit, request context and health routes."""
+    app = FastAPI(
+        title=title,
+        description=description,
+        version=version,
+        lifespan=lifespan,
+        max_body_size=max_body_bytes,
+    )
+    install_problem_handlers(app)
+    app.add_middleware(RequestContextMiddleware)
+    app.include_router(health_router())
+    return app

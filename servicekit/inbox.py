@@ -1,0 +1,140 @@
+"""Idempotent event handling: an inbox of processed event ids, written with the handler's effects."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+
+from nats.aio.msg import Msg
+from pydantic import ValidationError
+from sqlalchemy import Column, DateTime, MetaData, String, Table, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from servicekit.bus import Bus, PermanentError
+from servicekit.clock import Clock
+from servicekit.events import CloudEvent
+from servicekit.logging import get_logger
+from servicekit.metrics import EVENTS_CONSUMED
+
+log = get_logger(__name__)
+
+EventHandler = Callable[[AsyncSession, CloudEvent], Awaitable[None]]
+
+
+def inbox_table(metadata: MetaData) -> Table:
+    return Table(
+        "inbox",
+        metadata,
+        Column("event_id", String(64), primary_key=True),
+        Column("type", String(120), nullable=False),
+        Column("processed_at", DateTime(timezone=True), nullable=False),
+    )
+
+
+class EventInbox:
+    """Applies CloudEvents to the database exactly once.
+
+    A fetched batch is applied in one transaction (fast); if that fails, each message is
+    retried alone so one bad event cannot hold back the others. A message that is not a
+    valid event, or whose handler raises ``PermanentError``, is dead-lettered and
+    acknowledged; any other failure is nak'ed with a delay and comes back.
+    """
+
+    def __init__(
+        self,
+        *,
+        table: Table,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        handlers: Mapping[str, EventHandler],
+        clock: Clock,
+        bus: Bus,
+        name: str,
+        retry_delay_s: float = 2.0,
+        after_commit: Callable[[list[CloudEvent]], Awaitable[None]] | None = None,
+    ) -> None:
+        self.table = table
+        self.sessionmaker = sessionmaker
+        self.handlers = handlers
+        self.clock = clock
+        self.bus = bus
+        self.name = name
+        self.retry_delay_s = retry_delay_s
+        self.after_commit = after_commit
+
+    async def handle_batch(self, msgs: list[Msg]) -> None:
+        decoded: list[tuple[Msg, CloudEvent]] = []
+        for msg in msgs:
+            try:
+                decoded.append((msg, CloudEvent.from_json(msg.data)))
+            except (ValidationError, ValueError) as exc:
+                await self._dead_letter(msg, f"not a CloudEvent: {exc}")
+        if not decoded:
+            return
+        try:
+            await self._apply([event for _, event in decoded])
+        except Exception as exc:
+            if len(decoded) == 1:
+                await self._fail(decoded[0][0], decoded[0][1], exc)
+                return
+            for msg, event in decoded:
+                try:
+                    await self._apply([event])
+                except Exception as single_exc:
+                    await self._fail(msg, event, single_exc)
+                else:
+                    await msg.ack()
+            return
+        for msg, _ in decoded:
+            await msg.ack()
+
+    async def _apply(self, events: list[CloudEvent]) -> None:
+        applied: list[CloudEvent] = []
+        async with self.sessionmaker() as session, session.begin():
+            ids = [event.id for event in events]
+            seen = set(
+                (await session.scalars(select(self.table.c.event_id).where(self.table.c.event_id.in_(ids)))).all()
+            )
+            for event in events:
+                if event.id in seen:
+                    EVENTS_CONSUMED.labels(self.name, "duplicate").inc()
+                    continue
+                seen.add(event.id)
+                handler = self.handlers.get(event.type)
+                if handler is not None:
+                    await handler(session, event)
+                    applied.append(event)
+                await session.execute(
+                    self.table.insert().values(event_id=event.id, type=event.type, processed_at=self.clock.now())
+                )
+        EVENTS_CONSUMED.labels(self.name, "applied").inc(len(applied))
+        if self.after_commit is not None and applied:
+            await self.after_commit(applied)
+
+    async def _fail(self, msg: Msg, event: CloudEvent, exc: Exception) -> None:
+        if isinstance(exc, PermanentError):
+            await self._dead_letter(msg, str(exc), event_id=event.id)
+            return
+        if _is_duplicate_key(exc):
+            # Another replica applied it between our check and our commit.
+            EVENTS_CONSUMED.labels(self.name, "duplicate").inc()
+            await msg.ack()
+            return
+        log.warning("event_retry", consumer=self.name, event_id=event.id, type=event.type, error=repr(exc))
+        EVENTS_CONSUMED.labels(self.name, "retry").inc()
+        await msg.nak(delay=self.retry_delay_s)
+
+    async def _dead_letter(self, msg: Msg, reason: str, event_id: str | None = None) -> None:
+        log.error("event_dead_lettered", consumer=self.name, subject=msg.subject, reason=reason[:500])
+        EVENTS_CONSUMED.labels(self.name, "dead_letter").inc()
+        await self.bus.dead_letter(
+            f"crm.deadletter.{self.name}",
+            reason=reason,
+            payload=msg.data,
+            origin=msg.subject,
+            msg_id=event_id,
+        )
+        await msg.ack()
+
+
+def _is_duplicate_key(exc: BaseException) -> bool:
+    text = repr(exc).lower()
+    return ("unique" in text and "inbox" in text) or ("duplicate key" in text and "inbox" in text)

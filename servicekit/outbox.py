@@ -1,0 +1,215 @@
+"""Transactional outbox: events are rows written in the same transaction as the change.
+
+A relay publishes them to JetStream with ``Nats-Msg-Id`` = event id (the stream's duplicate
+window drops a re-send) and marks a row sent only after JetStream acknowledged it. While
+NATS is down, changes still commit and their events wait; they go, in order, when it is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import zlib
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    delete,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from servicekit.clock import Clock
+from servicekit.db import on_commit
+from servicekit.events import CloudEvent
+from servicekit.logging import get_logger
+from servicekit.metrics import OUTBOX_PENDING, OUTBOX_PUBLISHED
+
+log = get_logger(__name__)
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY.
+_SEQ_TYPE = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def outbox_table(metadata: MetaData) -> Table:
+    """The outbox table, declared on a service's own metadata (each service owns its database)."""
+    return Table(
+        "outbox",
+        metadata,
+        Column("seq", _SEQ_TYPE, primary_key=True, autoincrement=True),
+        Column("event_id", String(64), nullable=False, unique=True),
+        Column("subject", String(255), nullable=False),
+        Column("type", String(120), nullable=False),
+        Column("payload", Text, nullable=False),
+        Column("created_at", DateTime(timezone=True), nullable=False),
+        Column("published_at", DateTime(timezone=True), nullable=True),
+        Index(
+            "ix_outbox_unpublished",
+            "seq",
+            sqlite_where=text("published_at IS NULL"),
+            postgresql_where=text("published_at IS NULL"),
+        ),
+    )
+
+
+class Outbox:
+    """Writes events into the outbox within the caller's transaction."""
+
+    def __init__(self, table: Table, *, wake: Callable[[], None] | None = None) -> None:
+        self.table = table
+        self._wake = wake
+
+    def set_waker(self, wake: Callable[[], None] | None) -> None:
+        self._wake = wake
+
+    async def add(self, session: AsyncSession, event: CloudEvent, *, subject: str) -> None:
+        await self.add_many(session, [(event, subject)])
+
+    async def add_many(self, session: AsyncSession, events: list[tuple[CloudEvent, str]]) -> None:
+        if not events:
+            return
+        rows = [
+            {
+                "event_id": event.id,
+                "subject": subject,
+                "type": event.type,
+                "payload": event.to_json().decode(),
+                "created_at": event.time,
+            }
+            for event, subject in events
+        ]
+        await session.execute(self.table.insert(), rows)
+        if self._wake is not None:
+            on_commit(session, self._wake)
+
+
+class OutboxRelay:
+    """Publishes unsent outbox rows in order; one relay at a time per database."""
+
+    def __init__(
+        self,
+        *,
+        table: Table,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        jetstream: Callable[[], Any],
+        clock: Clock,
+        name: str,
+        batch: int = 500,
+        poll_s: float = 0.5,
+        retention_s: int = 86_400,
+        publish_timeout_s: float = 5.0,
+    ) -> None:
+        self.table = table
+        self.sessionmaker = sessionmaker
+        self._jetstream = jetstream
+        self.clock = clock
+        self.name = name
+        self.batch = batch
+        self.poll_s = poll_s
+        self.retention_s = retention_s
+        self.publish_timeout_s = publish_timeout_s
+        self._wake = asyncio.Event()
+        self._lock_key = zlib.crc32(f"outbox:{name}".encode()) & 0x7FFFFFFF
+        self._last_cleanup = 0.0
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        backoff = 0.2
+        while True:
+            try:
+                published = await self.publish_pending()
+                backoff = 0.2
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("outbox_publish_failed", relay=self.name, error=repr(exc))
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            if published >= self.batch:
+                continue
+            await self._cleanup_if_due()
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self.poll_s)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+
+    async def publish_pending(self) -> int:
+        """Publish one batch of unsent events; returns how many were acknowledged."""
+        js = self._jetstream()
+        if js is None:
+            raise ConnectionError("not connected to NATS")
+        async with self.sessionmaker() as session, session.begin():
+            if session.bind.dialect.name == "postgresql":
+                # One relay per database keeps the order; other replicas skip this round.
+                locked = await session.scalar(select(text(f"pg_try_advisory_xact_lock({self._lock_key})")))
+                if not locked:
+                    return 0
+            rows = (
+                await session.execute(
+                    select(self.table.c.seq, self.table.c.event_id, self.table.c.subject, self.table.c.payload)
+                    .where(self.table.c.published_at.is_(None))
+                    .order_by(self.table.c.seq)
+                    .limit(self.batch)
+                )
+            ).all()
+            OUTBOX_PENDING.labels(self.name).set(len(rows))
+            if not rows:
+                return 0
+            acked_through = await self._publish_in_order(js, rows)
+            if acked_through is None:
+                raise ConnectionError("JetStream did not acknowledge the first event")
+            await session.execute(
+                update(self.table)
+                .where(self.table.c.seq <= acked_through, self.table.c.published_at.is_(None))
+                .values(published_at=self.clock.now())
+            )
+            count = sum(1 for row in rows if row.seq <= acked_through)
+        OUTBOX_PUBLISHED.labels(self.name).inc(count)
+        return count
+
+    async def _publish_in_order(self, js: Any, rows: list[Any]) -> int | None:
+        """Send the whole batch pipelined, then keep the longest acknowledged prefix."""
+        futures = []
+        for row in rows:
+            future = await js.publish_async(row.subject, row.payload.encode(), headers={"Nats-Msg-Id": row.event_id})
+            futures.append(future)
+        acked_through: int | None = None
+        for row, future in zip(rows, futures, strict=True):
+            try:
+                await asyncio.wait_for(future, timeout=self.publish_timeout_s)
+            except Exception as exc:
+                log.warning("outbox_ack_missing", relay=self.name, event_id=row.event_id, error=repr(exc))
+                for rest in futures:
+                    rest.cancel()
+                break
+            acked_through = row.seq
+        return acked_through
+
+    async def _cleanup_if_due(self) -> None:
+        now = asyncio.get_running_loop().time()
+        if now - self._last_cleanup < 60:
+            return
+        self._last_cleanup = now
+        cutoff = self.clock.now() - timedelta(seconds=self.retention_s)
+        try:
+            async with self.sessionmaker() as session, session.begin():
+                await session.execute(
+                    delete(self.table).where(self.table.c.published_at.is_not(None), self.table.c.published_at < cutoff)
+                )
+        except Exception as exc:
+            log.warning("outbox_cleanup_failed", relay=self.name, error=repr(exc))

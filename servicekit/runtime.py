@@ -1,0 +1,113 @@
+"""What a running service holds: settings, clock, database, bus, outbox relay and consumers.
+
+Built in the lifespan and reached from routes through ``request.app.state.runtime``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import MetaData
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from servicekit.bus import Bus, DurableConsumer, StreamSpec
+from servicekit.clock import Clock, SystemClock
+from servicekit.db import make_engine, make_sessionmaker
+from servicekit.http import database_ready
+from servicekit.outbox import Outbox, OutboxRelay
+from servicekit.settings import ServiceSettings
+
+
+@dataclass
+class Runtime:
+    name: str
+    settings: ServiceSettings
+    clock: Clock
+    engine: AsyncEngine
+    sessionmaker: async_sessionmaker[AsyncSession]
+    bus: Bus
+    outbox: Outbox
+    relay: OutboxRelay
+    consumers: list[DurableConsumer] = field(default_factory=list)
+    background: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    extra_checks: dict[str, Callable[[], Awaitable[bool]]] = field(default_factory=dict)
+    state: dict[str, Any] = field(default_factory=dict)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        name: str,
+        settings: ServiceSettings,
+        outbox: Outbox,
+        streams: list[StreamSpec],
+        clock: Clock | None = None,
+    ) -> Runtime:
+        clock = clock or SystemClock()
+        engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
+        sessionmaker = make_sessionmaker(engine)
+        bus = Bus(
+            settings.nats_url,
+            name=name,
+            stream_replicas=settings.stream_replicas,
+            duplicate_window_s=settings.duplicate_window_s,
+        )
+        bus.add_streams(*streams)
+        relay = OutboxRelay(
+            table=outbox.table,
+            sessionmaker=sessionmaker,
+            jetstream=bus.jetstream,
+            clock=clock,
+            name=name,
+            batch=settings.outbox_batch,
+            poll_s=settings.outbox_poll_s,
+            retention_s=settings.outbox_retention_s,
+        )
+        outbox.set_waker(relay.wake)
+        return cls(
+            name=name,
+            settings=settings,
+            clock=clock,
+            engine=engine,
+            sessionmaker=sessionmaker,
+            bus=bus,
+            outbox=outbox,
+            relay=relay,
+        )
+
+    def readiness_checks(self) -> dict[str, Callable[[], Awaitable[bool]]]:
+        async def nats_ready() -> bool:
+            return self.bus.connected
+
+        return {"database": lambda: database_ready(self), "nats": nats_ready, **self.extra_checks}
+
+    async def start(self) -> None:
+        await self.bus.start()
+        self._tasks.append(asyncio.create_task(self.relay.run(), name=f"{self.name}-relay"))
+        for consumer in self.consumers:
+            self._tasks.append(asyncio.create_task(consumer.run(), name=f"{self.name}-{consumer.durable}"))
+        for job in self.background:
+            self._tasks.append(asyncio.create_task(job(), name=f"{self.name}-job"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(BaseException):
+                await task
+        self._tasks.clear()
+        await self.bus.close()
+        await self.engine.dispose()
+
+
+def shared_tables(metadata: MetaData) -> tuple[Any, Any]:
+    """The outbox and inbox tables on a service's own metadata."""
+    from servicekit.inbox import inbox_table
+    from servicekit.outbox import outbox_table
+
+    return outbox_table(metadata), inbox_table(metadata)

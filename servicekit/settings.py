@@ -1,0 +1,26 @@
+"""Settings every service shares; each service subclasses with its own env prefix."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    """Base settings. A subclass sets ``env_prefix`` (``CONTACTS_``, ``INTERACTIONS_`` …)."""
+
+    model_config = SettingsConfigDict(extra="ignore", env_file=None)
+
+    database_url: str = Field(description="SQLAlchemy async URL (sqlite+aiosqlite:/// or postgresql+asyncpg://)")
+    nats_url: str = Field("nats://127.0.0.1:4222", description="NATS server URL(s), comma separated")
+    host: str = Field("127.0.0.1", description="Interface the HTTP server binds")
+    port: int = Field(8001, description="HTTP port")
+    log_level: str = Field("INFO", description="Log level")
+    log_json: bool = Field(True, description="Log as JSON lines (false: human-readable console)")
+    max_body_bytes: int = Field(1_048_576, description="Largest accepted request body in bytes (413 above)")
+    stream_replicas: int = Field(1, description="JetStream replicas for the streams this service creates")
+    duplicate_window_s: int = Field(120, description="JetStream duplicate window for Nats-Msg-Id, seconds")
+    outbox_batch: int = Field(500, description="Outbox rows the relay publishes per round")
+    outbox_poll_s: float = Field(0.5, description="Relay poll interval when nothing woke it, seconds")
+    outbox_retention_s: int = Field(86_400, description="Published outbox rows are deleted after this, seconds")
+    db_pool_size: int = Field(10, description="Database connection pool size (PostgreSQL)")
