@@ -13,6 +13,7 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from servicekit.logging import bind_request_context, get_logger
@@ -26,10 +27,14 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
 class RequestContextMiddleware:
-    """X-Request-ID (made when absent) and W3C traceparent into logs, events and the response."""
+    """X-Request-ID (made when absent) and W3C traceparent into logs, events and the response.
 
-    def __init__(self, app: ASGIApp) -> None:
+    Also enforces the body limit as a 413 problem: a declared Content-Length over it is refused
+    before anything is read; a chunked body is counted as it arrives."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int | None = None) -> None:
         self.app = app
+        self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -43,8 +48,33 @@ class RequestContextMiddleware:
         if traceparent and not _TRACEPARENT.match(traceparent):
             traceparent = None
         bind_request_context(request_id=request_id, traceparent=traceparent)
+        declared = headers.get("content-length", "")
+        if self.max_body_bytes is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            response = JSONResponse(
+                problem_body(
+                    413,
+                    detail=f"The body is larger than the limit of {self.max_body_bytes} bytes.",
+                    max_body_bytes=self.max_body_bytes,
+                ),
+                status_code=413,
+                media_type=PROBLEM_MEDIA_TYPE,
+                headers={"x-request-id": request_id, "connection": "close"},
+            )
+            await response(scope, receive, send)
+            return
         started = time.perf_counter()
         status = 500
+        limit = self.max_body_bytes
+        received = 0
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if limit is not None and message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise StarletteHTTPException(413, f"The body is larger than the limit of {limit} bytes.")
+            return message
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -55,7 +85,7 @@ class RequestContextMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, counting_receive, send_with_id)
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
@@ -123,9 +153,8 @@ def build_app(
         description=description,
         version=version,
         lifespan=lifespan,
-        max_body_size=max_body_bytes,
     )
     install_problem_handlers(app)
-    app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=max_body_bytes)
     app.include_router(health_router())
     return app

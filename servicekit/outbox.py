@@ -154,7 +154,7 @@ class OutboxRelay:
         if js is None:
             raise ConnectionError("not connected to NATS")
         async with self.sessionmaker() as session, session.begin():
-            if session.bind.dialect.name == "postgresql":
+            if session.get_bind().dialect.name == "postgresql":
                 # One relay per database keeps the order; other replicas skip this round.
                 locked = await session.scalar(select(text(f"pg_try_advisory_xact_lock({self._lock_key})")))
                 if not locked:
@@ -170,7 +170,7 @@ class OutboxRelay:
             OUTBOX_PENDING.labels(self.name).set(len(rows))
             if not rows:
                 return 0
-            acked_through = await self._publish_in_order(js, rows)
+            acked_through = await self._publish_in_order(js, list(rows))
             if acked_through is None:
                 raise ConnectionError("JetStream did not acknowledge the first event")
             await session.execute(

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,7 +33,7 @@ class Runtime:
     outbox: Outbox
     relay: OutboxRelay
     consumers: list[DurableConsumer] = field(default_factory=list)
-    background: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    background: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
     extra_checks: dict[str, Callable[[], Awaitable[bool]]] = field(default_factory=dict)
     state: dict[str, Any] = field(default_factory=dict)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)

@@ -1,0 +1,53 @@
+from servicekit.catalogue import EventDoc
+
+CONTACT_FIELDS = (
+    "the contact as `GET /v1/contacts/{id}` returns it: id, name, company, emails, phones, handles, "
+    "external_ids, tier, preferred_channel, language, timezone, tags, attributes, consent, stage, owner, "
+    "status, created_at, updated_at, version"
+)
+
+EVENTS: list[EventDoc] = [
+    EventDoc(
+        type="crm.contact.created.v1",
+        producer="contacts",
+        subject="crm.contacts.created.<contact_id>",
+        meaning="A contact was created (by hand, by import, or by resolve-or-create from ingestion).",
+        data={"contact": CONTACT_FIELDS},
+        consumers=("gateway (timeline)",),
+    ),
+    EventDoc(
+        type="crm.contact.updated.v1",
+        producer="contacts",
+        subject="crm.contacts.updated.<contact_id>",
+        meaning="Fields of a contact changed.",
+        data={
+            "contact_id": "the contact's id",
+            "version": "the contact's version after the change",
+            "changed": "object: each changed field with its new value",
+            "previous": "object: each changed field with its value before",
+        },
+        consumers=("followups (consent, timezone, tier)", "gateway (timeline: stage and consent changes)"),
+    ),
+    EventDoc(
+        type="crm.contact.merged.v1",
+        producer="contacts",
+        subject="crm.contacts.merged.<target_id>",
+        meaning="A duplicate contact (source) was merged into another (target); the source is now a "
+        "tombstone that points to the target, and everything keyed by the source must move to the target.",
+        data={
+            "source_id": "the merged-away contact",
+            "target_id": "the surviving contact",
+            "contact": "the target after the merge (" + CONTACT_FIELDS + ")",
+        },
+        consumers=("interactions (re-key)", "followups (re-key)", "gateway (timeline)"),
+    ),
+    EventDoc(
+        type="crm.contact.erased.v1",
+        producer="contacts",
+        subject="crm.contacts.erased.<contact_id>",
+        meaning="A contact's personal data was erased (GDPR). Every service removes what it holds about "
+        "the person and keeps only what carries no personal data.",
+        data={"contact_id": "the erased contact", "erased_at": "when"},
+        consumers=("interactions (redact)", "followups (cancel all)", "gateway (timeline)"),
+    ),
+]

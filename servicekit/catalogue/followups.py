@@ -1,0 +1,3 @@
+from servicekit.catalogue import EventDoc
+
+EVENTS: list[EventDoc] = []

@@ -1,0 +1,1 @@
+"""Contacts: the customers, their identities per channel, consent, merge and GDPR erase."""

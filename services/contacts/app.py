@@ -1,0 +1,51 @@
+"""The contacts service: FastAPI factory and lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from servicekit.clock import Clock
+from servicekit.http import build_app
+from servicekit.logging import configure_logging
+from servicekit.outbox import Outbox
+from servicekit.runtime import Runtime
+from services.contacts import events
+from services.contacts.api import router
+from services.contacts.models import outbox_table
+from services.contacts.service import ContactService
+from services.contacts.settings import ContactsSettings
+
+NAME = "contacts"
+
+
+def create_app(settings: ContactsSettings | None = None, clock: Clock | None = None) -> FastAPI:
+    settings = settings or ContactsSettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        configure_logging(service=NAME, level=settings.log_level, json=settings.log_json)
+        runtime = Runtime.create(
+            name=NAME, settings=settings, outbox=Outbox(outbox_table), streams=[events.STREAM], clock=clock
+        )
+        runtime.state["contacts"] = ContactService(
+            clock=runtime.clock, outbox=runtime.outbox, default_region=settings.default_region
+        )
+        app.state.runtime = runtime
+        await runtime.start()
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    app = build_app(
+        title="Touchpoint contacts",
+        description="Customers, their identities per channel, consent, merge and GDPR erase.",
+        version="1.0.0",
+        lifespan=lifespan,
+        max_body_bytes=settings.max_body_bytes,
+    )
+    app.include_router(router)
+    return app

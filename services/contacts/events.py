@@ -1,0 +1,28 @@
+"""What the contacts service publishes (documented in servicekit/catalogue/contacts.py). It consumes nothing."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from servicekit.bus import StreamSpec
+from servicekit.events import CloudEvent, make_event
+
+SOURCE = "touchpoint/contacts"
+STREAM = StreamSpec(name="CRM_CONTACTS", subjects=["crm.contacts.>"], description="Contact events")
+
+CREATED = "crm.contact.created.v1"
+UPDATED = "crm.contact.updated.v1"
+MERGED = "crm.contact.merged.v1"
+ERASED = "crm.contact.erased.v1"
+
+
+def subject_for(event_type: str, contact_id: uuid.UUID) -> str:
+    """``crm.contact.merged.v1`` about X goes to ``crm.contacts.merged.X``."""
+    action = event_type.split(".")[2]
+    return f"crm.contacts.{action}.{contact_id}"
+
+
+def contact_event(event_type: str, contact_id: uuid.UUID, data: dict[str, Any], at: datetime) -> CloudEvent:
+    return make_event(type=event_type, source=SOURCE, subject=contact_id, data=data, time=at)

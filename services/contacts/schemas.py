@@ -1,0 +1,213 @@
+"""Request and response shapes of the contacts API (unknown fields are rejected)."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import langcodes
+from email_validator import EmailNotValidError, validate_email
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from servicekit.channels import Channel
+
+Tier = Literal["standard", "premium"]
+Stage = Literal["lead", "prospect", "customer", "repeat", "at_risk", "churned"]
+STAGES: tuple[str, ...] = ("lead", "prospect", "customer", "repeat", "at_risk", "churned")
+
+MAX_IDENTITIES = 20
+_KEY = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,39}$")
+
+
+def normalise_email(value: str) -> str:
+    try:
+        return validate_email(value.strip(), check_deliverability=False).normalized.lower()
+    except EmailNotValidError as exc:
+        raise ValueError(f"not a valid email address: {exc}") from None
+
+
+def _check_timezone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError("not an IANA time zone (e.g. Europe/Paris)") from None
+    return value
+
+
+def _check_language(value: str) -> str:
+    if not langcodes.tag_is_valid(value):
+        raise ValueError("not a BCP 47 language tag (e.g. en, fr-CA)")
+    return str(langcodes.standardize_tag(value))
+
+
+def _check_keys(value: dict[str, Any]) -> dict[str, Any]:
+    for key in value:
+        if not _KEY.match(key):
+            raise ValueError(f"key {key!r} must be 1-40 lower-case letters, digits, '_', '.' or '-'")
+    return value
+
+
+def _normalise_tags(value: list[str]) -> list[str]:
+    seen: dict[str, None] = {}
+    for tag in value:
+        cleaned = tag.strip().lower()
+        if cleaned:
+            seen.setdefault(cleaned, None)
+    return list(seen)
+
+
+def _check_json_size(value: dict[str, Any]) -> dict[str, Any]:
+    if _depth(value) > 8:
+        raise ValueError("attributes nest deeper than 8 levels")
+    if len(json.dumps(value)) > 16_384:
+        raise ValueError("attributes exceed 16384 bytes of JSON")
+    return value
+
+
+def _depth(value: Any, level: int = 1) -> int:
+    if isinstance(value, dict):
+        return max((_depth(v, level + 1) for v in value.values()), default=level)
+    if isinstance(value, list):
+        return max((_depth(v, level + 1) for v in value), default=level)
+    return level
+
+
+Text200 = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Email = Annotated[str, StringConstraints(max_length=320), AfterValidator(normalise_email)]
+Phone = Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=40)]
+Handle = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Tag = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+TimeZone = Annotated[str, StringConstraints(max_length=64), AfterValidator(_check_timezone)]
+Language = Annotated[str, StringConstraints(max_length=35), AfterValidator(_check_language)]
+Handles = Annotated[dict[str, Handle], Field(max_length=MAX_IDENTITIES), AfterValidator(_check_keys)]
+ExternalIds = Annotated[dict[str, Handle], Field(max_length=MAX_IDENTITIES), AfterValidator(_check_keys)]
+Tags = Annotated[list[Tag], Field(max_length=100), AfterValidator(_normalise_tags)]
+Attributes = Annotated[dict[str, Any], AfterValidator(_check_json_size)]
+Consent = dict[Channel, bool]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ContactCreate(Strict):
+    """A new contact. Emails are lower-cased; phones become E.164."""
+
+    name: Text200 | None = None
+    company: Text200 | None = None
+    emails: Annotated[list[Email], Field(max_length=MAX_IDENTITIES)] = []
+    phones: Annotated[list[Phone], Field(max_length=MAX_IDENTITIES)] = []
+    handles: Handles = {}
+    external_ids: ExternalIds = {}
+    tier: Tier = "standard"
+    preferred_channel: Channel | None = None
+    language: Language | None = None
+    timezone: TimeZone | None = None
+    tags: Tags = []
+    attributes: Attributes = {}
+    consent: Consent = {}
+    stage: Stage = "lead"
+    owner: Text200 | None = None
+
+
+class ContactUpdate(Strict):
+    """A JSON merge patch (RFC 7396): absent fields stay, ``null`` clears; in ``handles``,
+    ``external_ids``, ``consent`` and ``attributes`` a key set to ``null`` is removed."""
+
+    name: Text200 | None = None
+    company: Text200 | None = None
+    emails: Annotated[list[Email], Field(max_length=MAX_IDENTITIES)] | None = None
+    phones: Annotated[list[Phone], Field(max_length=MAX_IDENTITIES)] | None = None
+    handles: dict[str, Handle | None] | None = None
+    external_ids: dict[str, Handle | None] | None = None
+    tier: Tier | None = None
+    preferred_channel: Channel | None = None
+    language: Language | None = None
+    timezone: TimeZone | None = None
+    tags: Tags | None = None
+    attributes: dict[str, Any] | None = None
+    consent: dict[Channel, bool | None] | None = None
+    stage: Stage | None = None
+    owner: Text200 | None = None
+
+
+class ContactRead(BaseModel):
+    id: uuid.UUID
+    name: str | None
+    company: str | None
+    emails: list[str]
+    phones: list[str]
+    handles: dict[str, str]
+    external_ids: dict[str, str]
+    tier: str
+    preferred_channel: str | None
+    language: str | None
+    timezone: str | None
+    tags: list[str]
+    attributes: dict[str, Any]
+    consent: dict[str, bool]
+    stage: str
+    owner: str | None
+    status: Literal["active", "merged", "erased"]
+    merged_into: uuid.UUID | None = None
+    created_at: datetime
+    updated_at: datetime
+    erased_at: datetime | None = None
+    version: int
+
+    model_config = ConfigDict(from_attributes=True)
+
+
+class ContactPage(BaseModel):
+    items: list[ContactRead]
+    next_cursor: str | None
+
+
+class HandleIdentity(Strict):
+    channel: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.-]{0,39}$")]
+    value: Handle
+
+
+class ExternalIdentity(Strict):
+    source: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.-]{0,39}$")]
+    value: Handle
+
+
+class ResolveRequest(Strict):
+    """Exactly one identity; ``create`` holds the fields of a contact made when none holds it."""
+
+    email: Email | None = None
+    phone: Phone | None = None
+    handle: HandleIdentity | None = None
+    external_id: ExternalIdentity | None = None
+    create: ContactCreate | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ResolveRequest:
+        given = [k for k in ("email", "phone", "handle", "external_id") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one identity: email, phone, handle or external_id")
+        return self
+
+
+class MergeRequest(Strict):
+    source_id: uuid.UUID
+
+
+class IdentityRead(BaseModel):
+    kind: str
+    value: str
+
+
+class ContactExport(BaseModel):
+    """Everything this service stores about one contact (GDPR access)."""
+
+    contact: ContactRead
+    identities: list[IdentityRead]
+    merged_from: list[uuid.UUID]
+    events: list[dict[str, Any]]
+    exported_at: datetime

@@ -1,0 +1,526 @@
+"""The rules of contacts: identities are unique among live contacts, merge and erase keep history
+consistent, every change writes its event to the outbox in the same transaction."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import uuid
+from typing import Any
+
+import phonenumbers
+from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from servicekit.clock import Clock
+from servicekit.outbox import Outbox
+from servicekit.problems import Conflict, Gone, NotFound, PreconditionFailed, ProblemError, Unprocessable
+from services.contacts import events
+from services.contacts.models import Contact, Identity, SearchTerm, outbox_table
+from services.contacts.schemas import (
+    ContactCreate,
+    ContactExport,
+    ContactRead,
+    ContactUpdate,
+    IdentityRead,
+    ResolveRequest,
+)
+
+MAX_PAGE = 200
+PROFILE_FIELDS = (
+    "name", "company", "emails", "phones", "handles", "external_ids", "tier", "preferred_channel", "language",
+    "timezone", "tags", "attributes", "consent", "stage", "owner",
+)  # fmt: skip
+
+
+class InvalidCursor(ProblemError):
+    status, slug, title = 400, "invalid-cursor", "Invalid cursor"
+
+
+class IdentityTaken(Conflict):
+    slug, title = "identity-taken", "Identity already held by another contact"
+
+
+class MergedAway(ProblemError):
+    """The contact was merged into another: the API answers 308 to the target."""
+
+    status, slug, title = 308, "merged", "Contact merged"
+
+    def __init__(self, contact_id: uuid.UUID, target_id: uuid.UUID) -> None:
+        super().__init__(
+            f"Contact {contact_id} was merged into {target_id}.",
+            headers={"Location": f"/v1/contacts/{target_id}"},
+            merged_into=str(target_id),
+            contact_id=str(contact_id),
+        )
+        self.target_id = target_id
+
+
+# --- normalisation -------------------------------------------------------------------------------------------
+
+
+def normalise_phone(raw: str, region: str) -> str:
+    try:
+        number = phonenumbers.parse(raw, region)
+    except phonenumbers.NumberParseException:
+        raise Unprocessable(f"{raw!r} is not a phone number", field="phones") from None
+    if not phonenumbers.is_valid_number(number):
+        raise Unprocessable(f"{raw!r} is not a valid phone number", field="phones")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def identities_of(contact: Contact) -> set[tuple[str, str]]:
+    found = {("email", e) for e in contact.emails} | {("phone", p) for p in contact.phones}
+    found |= {(f"handle:{ch}", h.lower()) for ch, h in contact.handles.items()}
+    found |= {(f"external:{src}", v) for src, v in contact.external_ids.items()}
+    return found
+
+
+def search_terms_of(contact: Contact) -> set[tuple[str, str]]:
+    terms: set[tuple[str, str]] = set()
+    for text in (contact.name, contact.company):
+        if text:
+            lowered = text.lower()
+            terms.add(("q", lowered[:200]))
+            terms |= {("q", word[:200]) for word in lowered.replace(",", " ").split()}
+    terms |= {("q", email) for email in contact.emails}
+    for phone in contact.phones:
+        terms.add(("q", phone))
+        terms.add(("q", phone.lstrip("+")))
+    terms |= {("tag", tag) for tag in contact.tags}
+    return terms
+
+
+def to_read(contact: Contact) -> ContactRead:
+    return ContactRead.model_validate(contact)
+
+
+def etag(contact: Contact) -> str:
+    return f'"{contact.id}-v{contact.version}"'
+
+
+# --- reading -------------------------------------------------------------------------------------------------
+
+
+async def get_contact(
+    *, session: AsyncSession, contact_id: uuid.UUID, follow_merges: bool = False, lock: bool = False
+) -> Contact:
+    """A live contact; a merged one raises ``MergedAway`` (or is followed), an erased one ``Gone``.
+    ``lock`` takes the row lock on PostgreSQL (SQLite transactions are already serialised)."""
+    contact = await session.get(Contact, contact_id, with_for_update=lock or None, populate_existing=lock)
+    if contact is None:
+        raise NotFound(f"No contact {contact_id}.")
+    if contact.status == "merged" and contact.merged_into is not None:
+        if follow_merges:
+            return await get_contact(session=session, contact_id=contact.merged_into)
+        raise MergedAway(contact.id, contact.merged_into)
+    if contact.status == "erased":
+        raise Gone(
+            f"Contact {contact_id} was erased.", erased_at=contact.erased_at.isoformat() if contact.erased_at else None
+        )
+    return contact
+
+
+def encode_cursor(contact_id: uuid.UUID) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"before": str(contact_id)}).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> uuid.UUID:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        return uuid.UUID(json.loads(base64.urlsafe_b64decode(padded))["before"])
+    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError):
+        raise InvalidCursor("The cursor is not one this API gave out.") from None
+
+
+async def list_contacts(
+    *,
+    session: AsyncSession,
+    q: str | None = None,
+    tag: str | None = None,
+    tier: str | None = None,
+    stage: str | None = None,
+    owner: str | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> tuple[list[Contact], str | None]:
+    """Newest first, keyset on the time-ordered id: stable while contacts are added."""
+    query = select(Contact).where(col(Contact.status) == "active")
+    if q and q.strip():
+        prefix = q.strip().lower()
+        query = query.where(col(Contact.id).in_(_term_prefix(prefix)))
+    if tag:
+        query = query.where(
+            col(Contact.id).in_(
+                select(col(SearchTerm.contact_id)).where(
+                    col(SearchTerm.field) == "tag", col(SearchTerm.term) == tag.strip().lower()
+                )
+            )
+        )
+    if tier:
+        query = query.where(col(Contact.tier) == tier)
+    if stage:
+        query = query.where(col(Contact.stage) == stage)
+    if owner:
+        query = query.where(col(Contact.owner) == owner)
+    if cursor:
+        query = query.where(col(Contact.id) < decode_cursor(cursor))
+    rows = list((await session.scalars(query.order_by(col(Contact.id).desc()).limit(limit + 1))).all())
+    next_cursor = encode_cursor(rows[limit - 1].id) if len(rows) > limit else None
+    return rows[:limit], next_cursor
+
+
+def _term_prefix(prefix: str) -> Any:
+    # A range on the term index; the phone digits are searched with or without '+'.
+    upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+    return select(col(SearchTerm.contact_id)).where(
+        col(SearchTerm.field) == "q", col(SearchTerm.term) >= prefix, col(SearchTerm.term) < upper
+    )
+
+
+# --- writing -------------------------------------------------------------------------------------------------
+
+
+class ContactService:
+    """Contact rules bound to this service's clock, outbox and phone region."""
+
+    def __init__(self, *, clock: Clock, outbox: Outbox, default_region: str) -> None:
+        self.clock = clock
+        self.outbox = outbox
+        self.default_region = default_region
+
+    async def _emit(self, session: AsyncSession, event_type: str, contact_id: uuid.UUID, data: dict[str, Any]) -> None:
+        event = events.contact_event(event_type, contact_id, data, self.clock.now())
+        await self.outbox.add(session, event, subject=events.subject_for(event_type, contact_id))
+
+    def _apply_profile(self, contact: Contact, fields: dict[str, Any]) -> None:
+        for name, value in fields.items():
+            if name == "phones":
+                value = list(dict.fromkeys(normalise_phone(p, self.default_region) for p in value))
+            elif name == "emails":
+                value = list(dict.fromkeys(value))
+            elif name == "consent":
+                value = {str(k): v for k, v in value.items()}
+            setattr(contact, name, value)
+
+    async def _claim_identities(self, session: AsyncSession, contact: Contact, previous: set[tuple[str, str]]) -> None:
+        """Make this contact's identity rows match its profile; 409 if another live contact holds one."""
+        wanted = identities_of(contact)
+        added = wanted - previous
+        removed = previous - wanted
+        for kind, value in removed:
+            await session.execute(
+                delete(Identity).where(
+                    col(Identity.kind) == kind,
+                    col(Identity.value) == value,
+                    col(Identity.contact_id) == contact.id,
+                )
+            )
+        if not added:
+            return
+        conditions = [(col(Identity.kind) == kind) & (col(Identity.value) == value) for kind, value in added]
+        holder = (await session.execute(select(Identity).where(or_(*conditions)).limit(1))).scalars().first()
+        if holder is not None and holder.contact_id != contact.id:
+            raise IdentityTaken(
+                f"{holder.kind.split(':')[0]} {holder.value!r} belongs to contact {holder.contact_id}.",
+                contact_id=str(holder.contact_id),
+                identity={"kind": holder.kind, "value": holder.value},
+            )
+        try:
+            async with session.begin_nested():
+                session.add_all(Identity(kind=kind, value=value, contact_id=contact.id) for kind, value in added)
+                await session.flush()
+        except IntegrityError:
+            # A concurrent writer took it between our check and our insert.
+            raise IdentityTaken("An identity of this contact was just taken by another contact.") from None
+
+    async def _index(self, session: AsyncSession, contact: Contact) -> None:
+        await session.execute(delete(SearchTerm).where(col(SearchTerm.contact_id) == contact.id))
+        session.add_all(SearchTerm(contact_id=contact.id, field=f, term=t) for f, t in search_terms_of(contact))
+
+    async def create(self, *, session: AsyncSession, data: ContactCreate) -> Contact:
+        now = self.clock.now()
+        contact = Contact(created_at=now, updated_at=now)
+        self._apply_profile(contact, data.model_dump())
+        session.add(contact)
+        await session.flush()
+        await self._claim_identities(session, contact, set())
+        await self._index(session, contact)
+        await self._emit(session, events.CREATED, contact.id, {"contact": to_read(contact).model_dump(mode="json")})
+        return contact
+
+    async def update(
+        self, *, session: AsyncSession, contact_id: uuid.UUID, patch: ContactUpdate, if_match: str | None
+    ) -> Contact:
+        contact = await get_contact(session=session, contact_id=contact_id, lock=True)
+        if if_match is not None and if_match.strip() not in ("*", etag(contact)):
+            raise PreconditionFailed(
+                "The contact changed since you read it; GET it again and re-apply your change.",
+                current_etag=etag(contact),
+            )
+        before = to_read(contact).model_dump(mode="json")
+        previous_identities = identities_of(contact)
+        merged = _merge_patch(contact, patch)
+        # Re-validate the whole result as a contact, so a patch cannot leave an invalid one.
+        checked = ContactCreate.model_validate(merged)
+        self._apply_profile(contact, {k: getattr(checked, k) for k in patch.model_fields_set})
+        after = to_read(contact).model_dump(mode="json")
+        changed = {k: after[k] for k in PROFILE_FIELDS if after[k] != before[k]}
+        if not changed:
+            return contact
+        await self._claim_identities(session, contact, previous_identities)
+        contact.version += 1
+        contact.updated_at = self.clock.now()
+        await self._index(session, contact)
+        await self._emit(
+            session,
+            events.UPDATED,
+            contact.id,
+            {
+                "contact_id": str(contact.id),
+                "version": contact.version,
+                "changed": changed,
+                "previous": {k: before[k] for k in changed},
+            },
+        )
+        return contact
+
+    async def resolve(self, *, session: AsyncSession, request: ResolveRequest) -> tuple[Contact, bool]:
+        """The live contact holding this identity, or a new one with it. Returns (contact, created)."""
+        kind, value, profile = self._identity_of_request(request)
+        found = await self._holder(session, kind, value)
+        if found is not None:
+            return found, False
+        try:
+            async with session.begin_nested():
+                contact = await self.create(session=session, data=ContactCreate.model_validate(profile))
+            return contact, True
+        except IdentityTaken:
+            # Two resolves raced; the other one's contact is committed by now.
+            found = await self._holder(session, kind, value)
+            if found is None:
+                raise
+            return found, False
+
+    def _identity_of_request(self, request: ResolveRequest) -> tuple[str, str, dict[str, Any]]:
+        profile = request.create.model_dump(exclude_unset=True) if request.create else {}
+        if request.email is not None:
+            profile["emails"] = list(dict.fromkeys([request.email, *profile.get("emails", [])]))
+            return "email", request.email, profile
+        if request.phone is not None:
+            phone = normalise_phone(request.phone, self.default_region)
+            profile["phones"] = list(dict.fromkeys([phone, *profile.get("phones", [])]))
+            return "phone", phone, profile
+        if request.handle is not None:
+            profile["handles"] = {**profile.get("handles", {}), request.handle.channel: request.handle.value}
+            return f"handle:{request.handle.channel}", request.handle.value.lower(), profile
+        assert request.external_id is not None
+        source, ext = request.external_id.source, request.external_id.value
+        profile["external_ids"] = {**profile.get("external_ids", {}), source: ext}
+        return f"external:{source}", ext, profile
+
+    async def _holder(self, session: AsyncSession, kind: str, value: str) -> Contact | None:
+        identity = await session.get(Identity, (kind, value))
+        if identity is None:
+            return None
+        return await session.get(Contact, identity.contact_id, populate_existing=True)
+
+    async def merge(self, *, session: AsyncSession, target_id: uuid.UUID, source_id: uuid.UUID) -> Contact:
+        if target_id == source_id:
+            raise Unprocessable("A contact cannot be merged into itself.")
+        source = await session.get(Contact, source_id, with_for_update=True)
+        if source is None:
+            raise NotFound(f"No contact {source_id}.")
+        if source.status != "active":
+            raise Unprocessable(
+                f"Contact {source_id} is {source.status}; only a live contact can be merged.",
+                merged_into=str(source.merged_into) if source.merged_into else None,
+            )
+        target = await session.get(Contact, target_id, with_for_update=True)
+        if target is None:
+            raise NotFound(f"No contact {target_id}.")
+        if target.status == "merged" and target.merged_into is not None:
+            final = await get_contact(session=session, contact_id=target.merged_into, follow_merges=True)
+            if final.id == source_id:
+                raise Unprocessable("This merge would make a cycle: the target was merged into the source.")
+            target = final
+        elif target.status == "erased":
+            raise Gone(f"Contact {target_id} was erased.")
+        now = self.clock.now()
+        before = to_read(target).model_dump(mode="json")
+        # The source's identities move first, so the target's profile can claim them.
+        await session.execute(
+            update(Identity).where(col(Identity.contact_id) == source.id).values(contact_id=target.id)
+        )
+        target.emails = list(dict.fromkeys([*target.emails, *source.emails]))
+        target.phones = list(dict.fromkeys([*target.phones, *source.phones]))
+        target.handles = {**source.handles, **target.handles}
+        target.external_ids = {**source.external_ids, **target.external_ids}
+        target.tags = list(dict.fromkeys([*target.tags, *source.tags]))
+        target.attributes = {**source.attributes, **target.attributes}
+        # Consent: an opt-out on either record wins; a customer who said no must not be contacted.
+        consent = {**source.consent, **target.consent}
+        consent.update({ch: False for ch, ok in source.consent.items() if ok is False})
+        target.consent = consent
+        for name in ("name", "company", "preferred_channel", "language", "timezone", "owner"):
+            if getattr(target, name) is None:
+                setattr(target, name, getattr(source, name))
+        if source.tier == "premium":
+            target.tier = "premium"
+        target.version += 1
+        target.updated_at = now
+        await self._claim_identities(session, target, identities_of(target))
+        source.status = "merged"
+        source.merged_into = target.id
+        source.updated_at = now
+        source.version += 1
+        # Flatten chains: whatever pointed at the source now points at the target.
+        await session.execute(
+            update(Contact).where(col(Contact.merged_into) == source.id).values(merged_into=target.id)
+        )
+        await session.execute(delete(SearchTerm).where(col(SearchTerm.contact_id) == source.id))
+        await self._index(session, target)
+        after = to_read(target).model_dump(mode="json")
+        await self._emit(
+            session,
+            events.MERGED,
+            target.id,
+            {
+                "source_id": str(source.id),
+                "target_id": str(target.id),
+                "contact": after,
+                "changed": [k for k in PROFILE_FIELDS if after[k] != before[k]],
+            },
+        )
+        return target
+
+    async def erase(self, *, session: AsyncSession, contact_id: uuid.UUID) -> Contact:
+        """GDPR erasure: personal data is gone; a tombstone keeps the id, tier and stage."""
+        contact = await session.get(Contact, contact_id, with_for_update=True)
+        if contact is None:
+            raise NotFound(f"No contact {contact_id}.")
+        if contact.status == "erased":
+            return contact
+        now = self.clock.now()
+        for name in ("name", "company", "preferred_channel", "language", "timezone", "owner"):
+            setattr(contact, name, None)
+        contact.emails, contact.phones, contact.tags = [], [], []
+        contact.handles, contact.external_ids, contact.attributes, contact.consent = {}, {}, {}, {}
+        contact.status = "erased"
+        contact.erased_at = now
+        contact.updated_at = now
+        contact.version += 1
+        await session.execute(delete(Identity).where(col(Identity.contact_id) == contact.id))
+        await session.execute(delete(SearchTerm).where(col(SearchTerm.contact_id) == contact.id))
+        await _scrub_outbox(session, contact.id)
+        await self._emit(
+            session, events.ERASED, contact.id, {"contact_id": str(contact.id), "erased_at": now.isoformat()}
+        )
+        return contact
+
+    async def export(self, *, session: AsyncSession, contact_id: uuid.UUID) -> ContactExport:
+        contact = await session.get(Contact, contact_id)
+        if contact is None:
+            raise NotFound(f"No contact {contact_id}.")
+        identities = (await session.scalars(select(Identity).where(col(Identity.contact_id) == contact.id))).all()
+        merged_from = (
+            await session.scalars(select(col(Contact.id)).where(col(Contact.merged_into) == contact.id))
+        ).all()
+        rows = (
+            await session.execute(
+                select(outbox_table.c.payload)
+                .where(outbox_table.c.subject.like(f"crm.contacts.%.{contact.id}"))
+                .order_by(outbox_table.c.seq)
+            )
+        ).all()
+        return ContactExport(
+            contact=to_read(contact),
+            identities=[IdentityRead(kind=i.kind, value=i.value) for i in identities],
+            merged_from=list(merged_from),
+            events=[json.loads(row.payload) for row in rows],
+            exported_at=self.clock.now(),
+        )
+
+
+# Fields that identify or describe the person; ids, tier, stage, status, consent and versions are kept.
+PERSONAL_FIELDS = frozenset(
+    {
+        "name",
+        "company",
+        "emails",
+        "phones",
+        "handles",
+        "external_ids",
+        "attributes",
+        "owner",
+        "tags",
+        "language",
+        "timezone",
+        "preferred_channel",
+    }
+)
+
+
+def redact_event_data(data: dict[str, Any]) -> dict[str, Any]:
+    """The event's data without personal fields: consumers still get every id they act on."""
+    redacted: dict[str, Any] = {}
+    for key, value in data.items():
+        if (key == "contact" and isinstance(value, dict)) or (
+            key in ("changed", "previous") and isinstance(value, dict)
+        ):
+            redacted[key] = {k: v for k, v in value.items() if k not in PERSONAL_FIELDS}
+        else:
+            redacted[key] = value
+    redacted["redacted"] = True
+    return redacted
+
+
+async def _scrub_outbox(session: AsyncSession, contact_id: uuid.UUID) -> None:
+    """Earlier events about the contact still in our outbox carry its data: drop what was already sent,
+    and redact what was not (the event itself must still go out)."""
+    subject_like = f"crm.contacts.%.{contact_id}"
+    await session.execute(
+        delete(outbox_table).where(outbox_table.c.subject.like(subject_like), outbox_table.c.published_at.is_not(None))
+    )
+    pending = (
+        await session.execute(
+            select(outbox_table.c.seq, outbox_table.c.payload).where(outbox_table.c.subject.like(subject_like))
+        )
+    ).all()
+    for row in pending:
+        document = json.loads(row.payload)
+        document["data"] = redact_event_data(document.get("data", {}))
+        await session.execute(
+            update(outbox_table).where(outbox_table.c.seq == row.seq).values(payload=json.dumps(document))
+        )
+
+
+def _merge_patch(contact: Contact, patch: ContactUpdate) -> dict[str, Any]:
+    current = {name: getattr(contact, name) for name in PROFILE_FIELDS}
+    for name in patch.model_fields_set:
+        value = getattr(patch, name)
+        if name in ("handles", "external_ids", "consent", "attributes") and value is not None:
+            merged = dict(current[name] or {})
+            for key, item in value.items():
+                key = str(key)
+                if item is None:
+                    merged.pop(key, None)
+                else:
+                    merged[key] = item
+            current[name] = merged
+        elif value is None and name in ("emails", "phones", "tags"):
+            current[name] = []
+        elif value is None and name in ("tier", "stage"):
+            raise Unprocessable(f"{name} cannot be cleared.", field=name)
+        else:
+            current[name] = value
+    return current
+
+
+async def count_live(session: AsyncSession) -> int:
+    return int(
+        await session.scalar(select(func.count()).select_from(Contact).where(col(Contact.status) == "active")) or 0
+    )
