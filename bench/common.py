@@ -1,0 +1,152 @@
+"""What every benchmark shares: throwaway infrastructure, timing, and the JSON/print of results."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from servicekit.devstack import SERVICES, ServiceProcess
+from servicekit.testing.nats import NatsServer
+from servicekit.testing.ports import free_port
+from servicekit.testing.postgres import PostgresCluster
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def machine() -> dict[str, Any]:
+    """A description of the machine the figures were measured on."""
+    cpu = "unknown"
+    with open("/proc/cpuinfo") as handle:
+        for line in handle:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    memory_kb = 0
+    with open("/proc/meminfo") as handle:
+        for line in handle:
+            if line.startswith("MemTotal"):
+                memory_kb = int(line.split()[1])
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(memory_kb / 1024 / 1024, 1),
+        "python": platform.python_version(),
+        "os": platform.platform(),
+    }
+
+
+def percentiles(samples_s: list[float]) -> dict[str, float]:
+    if not samples_s:
+        return {"n": 0}
+    ordered = sorted(samples_s)
+
+    def pick(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 3)
+
+    return {"n": len(ordered), "p50_ms": pick(0.50), "p90_ms": pick(0.90), "p99_ms": pick(0.99),
+            "mean_ms": round(statistics.fmean(ordered) * 1000, 3)}  # fmt: skip
+
+
+async def timed_calls(
+    calls: list[Callable[[], Awaitable[Any]]], concurrency: int
+) -> tuple[float, list[float], list[BaseException]]:
+    """Run the calls with at most ``concurrency`` in flight; returns (elapsed s, latencies s, errors)."""
+    latencies: list[float] = []
+    errors: list[BaseException] = []
+    queue = iter(calls)
+
+    async def worker() -> None:
+        for call in queue:
+            started = time.perf_counter()
+            try:
+                await call()
+            except Exception as exc:
+                errors.append(exc)
+                continue
+            latencies.append(time.perf_counter() - started)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return time.perf_counter() - started, latencies, errors
+
+
+def expect(status: int, *allowed: int) -> None:
+    if status not in allowed:
+        raise RuntimeError(f"unexpected HTTP status {status}")
+
+
+@dataclass
+class Infra:
+    """nats-server, an optional PostgreSQL cluster and service processes in one temp dir."""
+
+    backend: str
+    base: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="touchpoint-bench-")))
+    nats: NatsServer | None = None
+    pg: PostgresCluster | None = None
+    processes: list[ServiceProcess] = field(default_factory=list)
+
+    def start(self) -> Infra:
+        self.nats = NatsServer(self.base / "nats").start()
+        if self.backend == "postgres":
+            self.pg = PostgresCluster(self.base / "pg").init().start()
+        return self
+
+    def database_url(self, name: str) -> str:
+        if self.pg is not None:
+            return self.pg.create_database(name)
+        return f"sqlite+aiosqlite:///{self.base / (name + '.db')}"
+
+    def service(self, name: str, extra_env: dict[str, str] | None = None) -> ServiceProcess:
+        spec = next(s for s in SERVICES if s.name == name)
+        assert self.nats is not None
+        env = {**os.environ, f"{spec.prefix}PORT": str(free_port()), f"{spec.prefix}NATS_URL": self.nats.url,
+               f"{spec.prefix}LOG_LEVEL": "WARNING", **(extra_env or {})}  # fmt: skip
+        env.setdefault(f"{spec.prefix}DATABASE_URL", self.database_url(name))
+        process = ServiceProcess(spec, env, self.base / "logs" / f"{name}.log")
+        self.processes.append(process)
+        return process
+
+    def stop(self) -> None:
+        for process in self.processes:
+            process.stop()
+        if self.nats is not None:
+            self.nats.stop()
+        if self.pg is not None:
+            self.pg.destroy()
+
+
+@contextmanager
+def infrastructure(backend: str) -> Iterator[Infra]:
+    infra = Infra(backend).start()
+    try:
+        yield infra
+    finally:
+        infra.stop()
+
+
+def write_results(name: str, results: dict[str, Any]) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    document = {"benchmark": name, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "machine": machine(), **results}  # fmt: skip
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(document, indent=2) + "\n")
+    print(json.dumps(document, indent=2))
+    print(f"written: {path}")
+    return path
+
+
+def client(base_url: str, concurrency: int) -> httpx.AsyncClient:
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    return httpx.AsyncClient(base_url=base_url, limits=limits, timeout=30)
