@@ -1,0 +1,100 @@
+"""Generates the README's configuration table (from the settings classes) and event catalogue.
+
+python -m servicekit.docs          # rewrite README.md between the markers
+python -m servicekit.docs --check  # exit 1 if README.md is stale (a test runs this)
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import re
+import sys
+from pathlib import Path
+
+from pydantic_settings import BaseSettings
+
+from servicekit.catalogue import render_markdown
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+
+SETTINGS_CLASSES = [
+    ("contacts", "services.contacts.settings", "ContactsSettings"),
+    ("interactions", "services.interactions.settings", "InteractionsSettings"),
+    ("followups", "services.followups.settings", "FollowupsSettings"),
+    ("gateway", "gateway.settings", "GatewaySettings"),
+]
+
+
+def settings_classes() -> list[tuple[str, type[BaseSettings]]]:
+    """Every service's settings class: the single source of truth for environment variables."""
+    found = []
+    for service, module_name, class_name in SETTINGS_CLASSES:
+        module_path = ROOT / (module_name.replace(".", "/") + ".py")
+        if not module_path.exists():
+            continue
+        module = importlib.import_module(module_name)
+        found.append((service, getattr(module, class_name)))
+    return found
+
+
+def env_names(settings_class: type[BaseSettings]) -> dict[str, str]:
+    """Environment variable name → field name, aliases included."""
+    prefix = str(settings_class.model_config.get("env_prefix", ""))
+    names = {}
+    for name, info in settings_class.model_fields.items():
+        alias = info.validation_alias
+        if isinstance(alias, str):
+            names[alias.upper()] = name
+        elif alias is not None and hasattr(alias, "choices"):
+            for choice in alias.choices:
+                if isinstance(choice, str):
+                    names[choice.upper()] = name
+            names.setdefault(f"{prefix}{name}".upper(), name)
+        else:
+            names[f"{prefix}{name}".upper()] = name
+    return names
+
+
+def render_config_table() -> str:
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for service, settings_class in settings_classes():
+        for env, field_name in env_names(settings_class).items():
+            info = settings_class.model_fields[field_name]
+            default = "" if info.is_required() else repr(info.default) if info.default is not None else "(unset)"
+            if "key" in field_name.lower() or "secret" in field_name.lower():
+                default = "(see text)" if default not in ("", "(unset)") else default
+            rows.append(f"| `{env}` | `{default}` | {service}: {info.description or ''} |".replace("``", "(none)"))
+    return "\n".join(rows) + "\n"
+
+
+def _replace(text: str, marker: str, body: str) -> str:
+    pattern = re.compile(rf"(<!-- {marker}:start -->\n).*?(<!-- {marker}:end -->)", re.S)
+    if not pattern.search(text):
+        raise SystemExit(f"README.md lacks the <!-- {marker}:start/end --> markers")
+    return pattern.sub(lambda m: m.group(1) + body + m.group(2), text)
+
+
+def render_readme(text: str) -> str:
+    text = _replace(text, "config", render_config_table())
+    return _replace(text, "events", render_markdown())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--check", action="store_true")
+    args = parser.parse_args()
+    current = README.read_text()
+    wanted = render_readme(current)
+    if args.check:
+        if current != wanted:
+            print("README.md is stale: run `python -m servicekit.docs`", file=sys.stderr)
+            return 1
+        return 0
+    README.write_text(wanted)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
