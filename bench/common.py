@@ -113,7 +113,8 @@ class Infra:
         assert self.nats is not None
         env = {**os.environ, f"{spec.prefix}PORT": str(free_port()), f"{spec.prefix}NATS_URL": self.nats.url,
                f"{spec.prefix}LOG_LEVEL": "WARNING", **(extra_env or {})}  # fmt: skip
-        env.setdefault(f"{spec.prefix}DATABASE_URL", self.database_url(name))
+        if f"{spec.prefix}DATABASE_URL" not in env:
+            env[f"{spec.prefix}DATABASE_URL"] = self.database_url(name)
         process = ServiceProcess(spec, env, self.base / "logs" / f"{name}.log")
         self.processes.append(process)
         return process

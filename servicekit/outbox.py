@@ -153,32 +153,50 @@ class OutboxRelay:
         js = self._jetstream()
         if js is None:
             raise ConnectionError("not connected to NATS")
-        async with self.sessionmaker() as session, session.begin():
+        async with self.sessionmaker() as session:
             if session.get_bind().dialect.name == "postgresql":
-                # One relay per database keeps the order; other replicas skip this round.
-                locked = await session.scalar(select(text(f"pg_try_advisory_xact_lock({self._lock_key})")))
-                if not locked:
-                    return 0
-            rows = (
-                await session.execute(
-                    select(self.table.c.seq, self.table.c.event_id, self.table.c.subject, self.table.c.payload)
-                    .where(self.table.c.published_at.is_(None))
-                    .order_by(self.table.c.seq)
-                    .limit(self.batch)
-                )
-            ).all()
-            OUTBOX_PENDING.labels(self.name).set(len(rows))
+                async with session.begin():
+                    # One relay per database keeps the order; other replicas skip this round.
+                    locked = await session.scalar(select(text(f"pg_try_advisory_xact_lock({self._lock_key})")))
+                    if not locked:
+                        return 0
+                    return await self._publish_batch(session, js)
+        # SQLite has one connection per process: never hold it while waiting for JetStream.
+        async with self.sessionmaker() as session:
+            async with session.begin():
+                rows = await self._unsent(session)
             if not rows:
                 return 0
-            acked_through = await self._publish_in_order(js, list(rows))
-            if acked_through is None:
-                raise ConnectionError("JetStream did not acknowledge the first event")
-            await session.execute(
-                update(self.table)
-                .where(self.table.c.seq <= acked_through, self.table.c.published_at.is_(None))
-                .values(published_at=self.clock.now())
-            )
-            count = sum(1 for row in rows if row.seq <= acked_through)
+            acked_through = await self._publish_in_order(js, rows)
+            async with session.begin():
+                return await self._mark_published(session, rows, acked_through)
+
+    async def _unsent(self, session: AsyncSession) -> list[Any]:
+        query = (
+            select(self.table.c.seq, self.table.c.event_id, self.table.c.subject, self.table.c.payload)
+            .where(self.table.c.published_at.is_(None))
+            .order_by(self.table.c.seq)
+            .limit(self.batch)
+        )
+        rows = list((await session.execute(query)).all())
+        OUTBOX_PENDING.labels(self.name).set(len(rows))
+        return rows
+
+    async def _publish_batch(self, session: AsyncSession, js: Any) -> int:
+        rows = await self._unsent(session)
+        if not rows:
+            return 0
+        return await self._mark_published(session, rows, await self._publish_in_order(js, rows))
+
+    async def _mark_published(self, session: AsyncSession, rows: list[Any], acked_through: int | None) -> int:
+        if acked_through is None:
+            raise ConnectionError("JetStream did not acknowledge the first event")
+        await session.execute(
+            update(self.table)
+            .where(self.table.c.seq <= acked_through, self.table.c.published_at.is_(None))
+            .values(published_at=self.clock.now())
+        )
+        count = sum(1 for row in rows if row.seq <= acked_through)
         OUTBOX_PUBLISHED.labels(self.name).inc(count)
         return count
 

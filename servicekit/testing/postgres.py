@@ -30,6 +30,7 @@ class PostgresCluster:
             raise RuntimeError("PostgreSQL not found: apt-get install postgresql")
         self.bin_dir = bin_dir
         self.base_dir = base_dir or Path(tempfile.mkdtemp(prefix="touchpoint-pg-"))
+        self.base_dir.mkdir(parents=True, exist_ok=True)
         self.data_dir = self.base_dir / "data"
         self.socket_dir = self.base_dir / "sock"
         self.log_path = self.base_dir / "postgres.log"
@@ -40,6 +41,11 @@ class PostgresCluster:
             owner = pwd.getpwnam("postgres")
             os.chown(self.base_dir, owner.pw_uid, owner.pw_gid)
             os.chmod(self.base_dir, 0o755)
+            # The postgres user must be able to reach its directory (mkdtemp makes 0700 parents).
+            for parent in self.base_dir.parents:
+                if parent == Path(tempfile.gettempdir()) or parent == Path("/"):
+                    break
+                os.chmod(parent, os.stat(parent).st_mode | 0o005)
             self._run_as = ["runuser", "-u", "postgres", "--"]
 
     def _run(self, *args: str) -> None:

@@ -229,12 +229,12 @@ class ContactService:
                 contact_id=str(holder.contact_id),
                 identity={"kind": holder.kind, "value": holder.value},
             )
+        session.add_all(Identity(kind=kind, value=value, contact_id=contact.id) for kind, value in added)
         try:
-            async with session.begin_nested():
-                session.add_all(Identity(kind=kind, value=value, contact_id=contact.id) for kind, value in added)
-                await session.flush()
+            await session.flush()
         except IntegrityError:
-            # A concurrent writer took it between our check and our insert.
+            # A concurrent writer took it between our check and our insert. The caller's transaction (or
+            # resolve's savepoint) is rolled back by raising.
             raise IdentityTaken("An identity of this contact was just taken by another contact.") from None
 
     async def _index(self, session: AsyncSession, contact: Contact) -> None:
