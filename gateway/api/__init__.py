@@ -1,0 +1,38 @@
+"""The gateway's HTTP API under ``/api/v1``: one router per resource."""
+
+from fastapi import APIRouter
+
+from gateway.api import admin, contacts, followups, interactions, metrics, policies, session, timeline
+
+MODULES = (contacts, timeline, interactions, followups, policies, metrics, admin, session)
+router = APIRouter(prefix="/api/v1")
+for module in MODULES:
+    router.include_router(module.router)
+
+
+def endpoint_actions() -> list[tuple[str, str, str | None]]:
+    """(method, path, action) of every API route: the role matrix per endpoint (docs and tests)."""
+    from fastapi.routing import APIRoute
+
+    found: list[tuple[str, str, str | None]] = []
+    for module in MODULES:
+        for route in module.router.routes:
+            if not isinstance(route, APIRoute):
+                continue
+            action = None
+            stack = list(route.dependant.dependencies)
+            while stack and action is None:
+                dependency = stack.pop()
+                action = getattr(dependency.call, "action", None)
+                stack.extend(dependency.dependencies)
+            for method in sorted(route.methods or ()):
+                found.append((method, "/api/v1" + route.path.replace(":path", ""), action))
+    return found
+
+
+def render_endpoints_markdown() -> str:
+    lines = ["| method | path | action |", "|---|---|---|"]
+    for method, path, action in endpoint_actions():
+        who = f"`{action}`" if action else "public" if path.endswith("/login") else "any caller"
+        lines.append(f"| {method} | `{path}` | {who} |")
+    return "\n".join(lines) + "\n"

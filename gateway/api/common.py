@@ -1,0 +1,54 @@
+"""What the routes share: documented problem responses and the pass-through of a service's answer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Response
+
+from gateway.auth import Principal
+from gateway.upstream import ServiceClient, relay
+from servicekit.problems import PROBLEM_MEDIA_TYPE
+
+
+def problem(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {PROBLEM_MEDIA_TYPE: {}}}
+
+
+AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: problem("No or invalid credentials"),
+    403: problem("The caller's role may not do this (or CSRF token missing)"),
+    429: problem("Rate limit reached (Retry-After)"),
+    503: problem("A service is unreachable (names it; Retry-After)"),
+    504: problem("A service did not answer in time (names it)"),
+}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: problem("Not found")}
+CONTACT_ERRORS: dict[int | str, dict[str, Any]] = {
+    404: problem("No such contact"),
+    308: problem("Merged into another contact (Location)"),
+    410: problem("Erased"),
+}
+
+
+def ok(model: Any, description: str = "OK", status: int = 200) -> dict[int | str, dict[str, Any]]:
+    return {status: {"model": model, "description": description}}
+
+
+async def forward(
+    service: ServiceClient,
+    method: str,
+    path: str,
+    principal: Principal,
+    *,
+    params: dict[str, Any] | None = None,
+    body: Any = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    """Call the service on behalf of the caller and answer with its answer."""
+    response = await service.request(method, path, caller=principal.id, params=params, json=body, headers=headers)
+    return relay(response, service=service.name)
+
+
+def body_of(model: Any) -> Any:
+    """A request model as the JSON the service receives (only the fields the caller sent)."""
+    return model.model_dump(mode="json", exclude_unset=True)

@@ -1,0 +1,150 @@
+"""Contacts through the gateway: CRUD, search, resolve, merge, export, erase."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Response
+
+from gateway.api.common import AUTH_ERRORS, CONTACT_ERRORS, body_of, forward, ok, problem
+from gateway.auth import ContactsErase, ContactsExport, ContactsRead, ContactsResolve, ContactsWrite
+from gateway.deps import RuntimeDep, ServicesDep, SessionDep, record_audit
+from gateway.schemas_services import (
+    ContactCreate,
+    ContactExport,
+    ContactPage,
+    ContactRead,
+    ContactUpdate,
+    MergeRequest,
+    ResolveRequest,
+)
+
+router = APIRouter(prefix="/contacts", tags=["contacts"], responses=AUTH_ERRORS)
+
+
+@router.post(
+    "",
+    status_code=201,
+    summary="Create a contact",
+    responses={**ok(ContactRead, "Created", 201), 409: problem("An identity is held by another contact")},
+)
+async def create_contact(body: ContactCreate, principal: ContactsWrite, services: ServicesDep) -> Response:
+    return await forward(services.contacts, "POST", "/v1/contacts", principal, body=body_of(body))
+
+
+@router.get("", summary="List and search contacts", responses=ok(ContactPage))
+async def list_contacts(
+    principal: ContactsRead,
+    services: ServicesDep,
+    q: Annotated[str | None, Query(max_length=200, description="Prefix of name, company, email or phone")] = None,
+    tag: Annotated[str | None, Query(max_length=64)] = None,
+    tier: Annotated[str | None, Query(pattern="^(standard|premium)$")] = None,
+    stage: Annotated[str | None, Query(max_length=20)] = None,
+    owner: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> Response:
+    params = {"q": q, "tag": tag, "tier": tier, "stage": stage, "owner": owner, "limit": limit, "cursor": cursor}
+    return await forward(services.contacts, "GET", "/v1/contacts", principal, params=params)
+
+
+@router.post(
+    "/resolve",
+    summary="Find the contact holding an identity, or create it",
+    responses={**ok(ContactRead, "Found"), **ok(ContactRead, "Created", 201)},
+)
+async def resolve_contact(body: ResolveRequest, principal: ContactsResolve, services: ServicesDep) -> Response:
+    return await forward(services.contacts, "POST", "/v1/contacts/resolve", principal, body=body_of(body))
+
+
+@router.get("/{contact_id}", summary="Read a contact", responses={**ok(ContactRead), **CONTACT_ERRORS})
+async def get_contact(contact_id: uuid.UUID, principal: ContactsRead, services: ServicesDep) -> Response:
+    return await forward(services.contacts, "GET", f"/v1/contacts/{contact_id}", principal)
+
+
+@router.patch(
+    "/{contact_id}",
+    summary="Change a contact (JSON merge patch; If-Match for optimistic concurrency)",
+    responses={**ok(ContactRead), **CONTACT_ERRORS, 409: problem("Identity taken"), 412: problem("Stale If-Match")},
+)
+async def patch_contact(
+    contact_id: uuid.UUID,
+    body: ContactUpdate,
+    principal: ContactsWrite,
+    services: ServicesDep,
+    if_match: Annotated[str | None, Header(max_length=200)] = None,
+) -> Response:
+    headers = {"If-Match": if_match} if if_match else None
+    return await forward(
+        services.contacts, "PATCH", f"/v1/contacts/{contact_id}", principal, body=body_of(body), headers=headers
+    )
+
+
+@router.post(
+    "/{target_id}/merge",
+    summary="Merge a duplicate (source_id) into this contact",
+    responses={**ok(ContactRead), 404: problem("No such contact"), 422: problem("Self-merge or cycle")},
+)
+async def merge_contact(
+    target_id: uuid.UUID,
+    body: MergeRequest,
+    principal: ContactsWrite,
+    services: ServicesDep,
+    session: SessionDep,
+    runtime: RuntimeDep,
+) -> Response:
+    response = await forward(
+        services.contacts, "POST", f"/v1/contacts/{target_id}/merge", principal, body=body_of(body)
+    )
+    await record_audit(
+        session=session,
+        runtime=runtime,
+        principal=principal,
+        action="contact.merge",
+        target=str(target_id),
+        outcome=response.status_code,
+        detail={"source_id": str(body.source_id)},
+    )
+    return response
+
+
+@router.delete(
+    "/{contact_id}",
+    status_code=204,
+    summary="Erase a contact's personal data everywhere (GDPR)",
+    responses={404: problem("No such contact")},
+)
+async def erase_contact(
+    contact_id: uuid.UUID, principal: ContactsErase, services: ServicesDep, session: SessionDep, runtime: RuntimeDep
+) -> Response:
+    response = await forward(services.contacts, "DELETE", f"/v1/contacts/{contact_id}", principal)
+    await record_audit(
+        session=session,
+        runtime=runtime,
+        principal=principal,
+        action="contact.erase",
+        target=str(contact_id),
+        outcome=response.status_code,
+    )
+    return response
+
+
+@router.get(
+    "/{contact_id}/export",
+    summary="Everything the contacts service stores about a contact (GDPR access)",
+    responses={**ok(ContactExport), 404: problem("No such contact")},
+)
+async def export_contact(
+    contact_id: uuid.UUID, principal: ContactsExport, services: ServicesDep, session: SessionDep, runtime: RuntimeDep
+) -> Response:
+    response = await forward(services.contacts, "GET", f"/v1/contacts/{contact_id}/export", principal)
+    await record_audit(
+        session=session,
+        runtime=runtime,
+        principal=principal,
+        action="contact.export",
+        target=str(contact_id),
+        outcome=response.status_code,
+    )
+    return response

@@ -1,0 +1,100 @@
+"""Follow-ups through the gateway: the work queue and the actions that close the loop."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+
+from gateway.api.common import AUTH_ERRORS, NOT_FOUND, body_of, forward, ok, problem
+from gateway.auth import FollowupsRead, FollowupsWork
+from gateway.deps import ServicesDep
+from gateway.schemas_services import (
+    FollowupAssign,
+    FollowupCancel,
+    FollowupComplete,
+    FollowupCreate,
+    FollowupPage,
+    FollowupRead,
+    FollowupSnooze,
+    FollowupStatus,
+)
+
+router = APIRouter(prefix="/followups", tags=["followups"], responses=AUTH_ERRORS)
+STATE_ERRORS = {
+    **NOT_FOUND,
+    409: problem("Not possible in its status"),
+    422: problem("Invalid (e.g. snooze into the past)"),
+}
+
+
+@router.get("", summary="The work queue: by priority, then due time", responses=ok(FollowupPage))
+async def list_followups(
+    principal: FollowupsRead,
+    services: ServicesDep,
+    contact_id: uuid.UUID | None = None,
+    status: FollowupStatus | None = None,
+    assignee: Annotated[str | None, Query(max_length=200)] = None,
+    team: Annotated[str | None, Query(max_length=200)] = None,
+    due_before: datetime | None = None,
+    overdue: bool | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> Response:
+    params = {
+        "contact_id": contact_id,
+        "status": status,
+        "assignee": assignee,
+        "team": team,
+        "due_before": due_before.isoformat() if due_before else None,
+        "overdue": str(overdue).lower() if overdue is not None else None,
+        "limit": limit,
+        "cursor": cursor,
+    }
+    return await forward(services.followups, "GET", "/v1/followups", principal, params=params)
+
+
+@router.post("", status_code=201, summary="Create a follow-up by hand", responses=ok(FollowupRead, "Created", 201))
+async def create_followup(body: FollowupCreate, principal: FollowupsWork, services: ServicesDep) -> Response:
+    return await forward(services.followups, "POST", "/v1/followups", principal, body=body_of(body))
+
+
+@router.get("/{followup_id}", summary="Read a follow-up", responses={**ok(FollowupRead), **NOT_FOUND})
+async def get_followup(followup_id: uuid.UUID, principal: FollowupsRead, services: ServicesDep) -> Response:
+    return await forward(services.followups, "GET", f"/v1/followups/{followup_id}", principal)
+
+
+@router.post("/{followup_id}/complete", summary="Mark done", responses={**ok(FollowupRead), **STATE_ERRORS})
+async def complete_followup(
+    followup_id: uuid.UUID, body: FollowupComplete, principal: FollowupsWork, services: ServicesDep
+) -> Response:
+    path = f"/v1/followups/{followup_id}/complete"
+    return await forward(services.followups, "POST", path, principal, body=body_of(body))
+
+
+@router.post("/{followup_id}/snooze", summary="Move the due time later", responses={**ok(FollowupRead), **STATE_ERRORS})
+async def snooze_followup(
+    followup_id: uuid.UUID, body: FollowupSnooze, principal: FollowupsWork, services: ServicesDep
+) -> Response:
+    path = f"/v1/followups/{followup_id}/snooze"
+    return await forward(services.followups, "POST", path, principal, body=body_of(body))
+
+
+@router.post("/{followup_id}/cancel", summary="Cancel", responses={**ok(FollowupRead), **STATE_ERRORS})
+async def cancel_followup(
+    followup_id: uuid.UUID, body: FollowupCancel, principal: FollowupsWork, services: ServicesDep
+) -> Response:
+    path = f"/v1/followups/{followup_id}/cancel"
+    return await forward(services.followups, "POST", path, principal, body=body_of(body))
+
+
+@router.post(
+    "/{followup_id}/assign", summary="Give to a person or a team", responses={**ok(FollowupRead), **STATE_ERRORS}
+)
+async def assign_followup(
+    followup_id: uuid.UUID, body: FollowupAssign, principal: FollowupsWork, services: ServicesDep
+) -> Response:
+    path = f"/v1/followups/{followup_id}/assign"
+    return await forward(services.followups, "POST", path, principal, body=body_of(body))

@@ -1,0 +1,135 @@
+"""Touchpoints and threads through the gateway. ``Idempotency-Key`` is passed on; the interactions
+service scopes it per caller (``X-Touchpoint-Caller`` = the API key id or user id)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Path, Query, Response
+
+from gateway.api.common import AUTH_ERRORS, NOT_FOUND, body_of, forward, ok, problem
+from gateway.auth import InteractionsLog, InteractionsRead, InteractionsUpdate
+from gateway.deps import ServicesDep
+from gateway.schemas_services import (
+    BatchResults,
+    Channel,
+    Direction,
+    InteractionBatch,
+    InteractionCreate,
+    InteractionPage,
+    InteractionRead,
+    InteractionType,
+    InteractionUpdate,
+    ThreadRead,
+)
+
+router = APIRouter(tags=["interactions"], responses=AUTH_ERRORS)
+
+IdempotencyKey = Annotated[
+    str | None, Header(max_length=255, description="Same key and body replay the first answer (24 h)")
+]
+
+
+@router.post(
+    "/interactions",
+    status_code=201,
+    summary="Log a touchpoint",
+    responses={
+        **ok(InteractionRead, "Stored", 201),
+        **ok(InteractionRead, "Already stored (same source and external_id)"),
+        409: problem("The same Idempotency-Key is still in flight"),
+        422: problem("Invalid, or the Idempotency-Key was used with another body"),
+    },
+)
+async def log_interaction(
+    body: InteractionCreate,
+    principal: InteractionsLog,
+    services: ServicesDep,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+    return await forward(
+        services.interactions, "POST", "/v1/interactions", principal, body=body_of(body), headers=headers
+    )
+
+
+@router.post(
+    "/interactions/batch",
+    summary="Log up to 1000 touchpoints; each gets its own status",
+    responses=ok(BatchResults),
+)
+async def log_interactions(
+    body: InteractionBatch,
+    principal: InteractionsLog,
+    services: ServicesDep,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+    return await forward(
+        services.interactions, "POST", "/v1/interactions/batch", principal, body=body_of(body), headers=headers
+    )
+
+
+@router.get("/interactions", summary="List touchpoints, newest first", responses=ok(InteractionPage))
+async def list_interactions(
+    principal: InteractionsRead,
+    services: ServicesDep,
+    contact_id: uuid.UUID | None = None,
+    channel: Channel | None = None,
+    type: InteractionType | None = None,
+    direction: Direction | None = None,
+    thread_id: Annotated[str | None, Query(max_length=200)] = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    before: Annotated[str | None, Query(max_length=100, description="Keyset: `<ISO at>|<uuid>`")] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> Response:
+    params = {
+        "contact_id": contact_id,
+        "channel": channel,
+        "type": type,
+        "direction": direction,
+        "thread_id": thread_id,
+        "since": since.isoformat() if since else None,
+        "until": until.isoformat() if until else None,
+        "before": before,
+        "limit": limit,
+        "cursor": cursor,
+    }
+    return await forward(services.interactions, "GET", "/v1/interactions", principal, params=params)
+
+
+@router.get(
+    "/interactions/{interaction_id}", summary="Read a touchpoint", responses={**ok(InteractionRead), **NOT_FOUND}
+)
+async def get_interaction(interaction_id: uuid.UUID, principal: InteractionsRead, services: ServicesDep) -> Response:
+    return await forward(services.interactions, "GET", f"/v1/interactions/{interaction_id}", principal)
+
+
+@router.patch(
+    "/interactions/{interaction_id}",
+    summary="Change a touchpoint's outcome, thread status or attributes",
+    responses={**ok(InteractionRead), **NOT_FOUND},
+)
+async def patch_interaction(
+    interaction_id: uuid.UUID, body: InteractionUpdate, principal: InteractionsUpdate, services: ServicesDep
+) -> Response:
+    return await forward(
+        services.interactions, "PATCH", f"/v1/interactions/{interaction_id}", principal, body=body_of(body)
+    )
+
+
+@router.get(
+    "/threads/{thread_id:path}",
+    summary="The touchpoints of one thread, its status and first response time",
+    responses={**ok(ThreadRead), **NOT_FOUND},
+)
+async def get_thread(
+    thread_id: Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@/-]{0,199}$")],
+    principal: InteractionsRead,
+    services: ServicesDep,
+) -> Response:
+    return await forward(services.interactions, "GET", f"/v1/threads/{thread_id}", principal)

@@ -1,0 +1,60 @@
+"""Service quality: CSAT, NPS, first response, SLAs, complaints, follow-ups, retention and the 80/20 view."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+
+from gateway.api.common import AUTH_ERRORS
+from gateway.auth import MetricsRead
+from gateway.deps import ServicesDep
+from gateway.schemas import ServiceMetrics
+from gateway.schemas_services import Channel
+
+router = APIRouter(prefix="/metrics", tags=["metrics"], responses=AUTH_ERRORS)
+
+
+def _pick(source: dict[str, Any], *names: str) -> Any:
+    for name in names:
+        if name in source:
+            return source[name]
+    return None
+
+
+@router.get("/service", response_model=ServiceMetrics, summary="Service quality over a period")
+async def service_metrics(
+    principal: MetricsRead,
+    services: ServicesDep,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    channel: Channel | None = None,
+    team: Annotated[str | None, Query(max_length=200)] = None,
+) -> ServiceMetrics:
+    params = {
+        "since": since.isoformat() if since else None,
+        "until": until.isoformat() if until else None,
+        "channel": channel,
+        "team": team,
+    }
+    touch, follow = await asyncio.gather(
+        services.interactions.json("GET", "/v1/stats", caller=principal.id, params=params),
+        services.followups.json("GET", "/v1/followups/stats", caller=principal.id, params=params),
+    )
+    return ServiceMetrics(
+        since=since,
+        until=until,
+        channel=channel,
+        team=team,
+        csat=_pick(touch, "csat"),
+        nps=_pick(touch, "nps"),
+        first_response=_pick(touch, "first_response", "first_response_time", "first_response_s"),
+        complaints=_pick(touch, "complaints"),
+        sla=_pick(follow, "sla", "response_sla"),
+        followups=follow,
+        retention=_pick(touch, "retention"),
+        pareto=_pick(touch, "pareto"),
+        sources={"interactions": touch, "followups": follow},
+    )

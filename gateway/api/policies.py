@@ -1,0 +1,115 @@
+"""Follow-up policies through the gateway; every change is an admin action and is audited."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Response
+
+from gateway.api.common import AUTH_ERRORS, NOT_FOUND, body_of, forward, ok, problem
+from gateway.auth import PoliciesManage, PoliciesRead, Principal
+from gateway.deps import RuntimeDep, ServicesDep, SessionDep, record_audit
+from gateway.schemas_services import PolicyDocument, PolicyList, PolicyPreview, PolicyRead
+
+router = APIRouter(prefix="/policies", tags=["policies"], responses=AUTH_ERRORS)
+PolicyId = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")]
+
+
+async def _audited(
+    response: Response,
+    *,
+    action: str,
+    target: str | None,
+    principal: Principal,
+    session: SessionDep,
+    runtime: RuntimeDep,
+) -> Response:
+    await record_audit(
+        session=session,
+        runtime=runtime,
+        principal=principal,
+        action=action,
+        target=target,
+        outcome=response.status_code,
+    )
+    return response
+
+
+@router.get("", summary="List policies", responses=ok(PolicyList))
+async def list_policies(principal: PoliciesRead, services: ServicesDep) -> Response:
+    return await forward(services.followups, "GET", "/v1/policies", principal)
+
+
+@router.get("/{policy_id}", summary="Read a policy", responses={**ok(PolicyRead), **NOT_FOUND})
+async def get_policy(policy_id: PolicyId, principal: PoliciesRead, services: ServicesDep) -> Response:
+    return await forward(services.followups, "GET", f"/v1/policies/{policy_id}", principal)
+
+
+@router.post("", status_code=201, summary="Create a policy", responses={**ok(PolicyRead, "Created", 201)})
+async def create_policy(
+    body: PolicyDocument, principal: PoliciesManage, services: ServicesDep, session: SessionDep, runtime: RuntimeDep
+) -> Response:
+    response = await forward(services.followups, "POST", "/v1/policies", principal, body=body_of(body))
+    return await _audited(
+        response, action="policy.create", target=body.id, principal=principal, session=session, runtime=runtime
+    )
+
+
+@router.put("/{policy_id}", summary="Replace a policy (new version)", responses={**ok(PolicyRead), **NOT_FOUND})
+async def replace_policy(
+    policy_id: PolicyId,
+    body: PolicyDocument,
+    principal: PoliciesManage,
+    services: ServicesDep,
+    session: SessionDep,
+    runtime: RuntimeDep,
+) -> Response:
+    response = await forward(services.followups, "PUT", f"/v1/policies/{policy_id}", principal, body=body_of(body))
+    return await _audited(
+        response, action="policy.replace", target=policy_id, principal=principal, session=session, runtime=runtime
+    )
+
+
+@router.delete("/{policy_id}", status_code=204, summary="Delete a policy", responses=NOT_FOUND)
+async def delete_policy(
+    policy_id: PolicyId, principal: PoliciesManage, services: ServicesDep, session: SessionDep, runtime: RuntimeDep
+) -> Response:
+    response = await forward(services.followups, "DELETE", f"/v1/policies/{policy_id}", principal)
+    return await _audited(
+        response, action="policy.delete", target=policy_id, principal=principal, session=session, runtime=runtime
+    )
+
+
+@router.post("/{policy_id}/enable", summary="Switch a policy on", responses={**ok(PolicyRead), **NOT_FOUND})
+async def enable_policy(
+    policy_id: PolicyId, principal: PoliciesManage, services: ServicesDep, session: SessionDep, runtime: RuntimeDep
+) -> Response:
+    response = await forward(services.followups, "POST", f"/v1/policies/{policy_id}/enable", principal)
+    return await _audited(
+        response, action="policy.enable", target=policy_id, principal=principal, session=session, runtime=runtime
+    )
+
+
+@router.post("/{policy_id}/disable", summary="Switch a policy off", responses={**ok(PolicyRead), **NOT_FOUND})
+async def disable_policy(
+    policy_id: PolicyId, principal: PoliciesManage, services: ServicesDep, session: SessionDep, runtime: RuntimeDep
+) -> Response:
+    response = await forward(services.followups, "POST", f"/v1/policies/{policy_id}/disable", principal)
+    return await _audited(
+        response, action="policy.disable", target=policy_id, principal=principal, session=session, runtime=runtime
+    )
+
+
+@router.post(
+    "/{policy_id}/preview",
+    summary="The follow-ups this policy would have made from the last N days (writes nothing)",
+    responses={**ok(PolicyPreview), **NOT_FOUND, 422: problem("Invalid days")},
+)
+async def preview_policy(
+    policy_id: PolicyId,
+    principal: PoliciesManage,
+    services: ServicesDep,
+    days: Annotated[int, Query(ge=1, le=365)] = 30,
+) -> Response:
+    path = f"/v1/policies/{policy_id}/preview"
+    return await forward(services.followups, "POST", path, principal, params={"days": days})

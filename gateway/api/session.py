@@ -1,0 +1,78 @@
+"""Staff login for the console: a session cookie (HttpOnly, SameSite=Lax, Secure outside dev) and a
+CSRF token that every unsafe request made with the cookie must carry."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import timedelta
+
+from fastapi import APIRouter, Response
+from sqlalchemy import delete, select
+from sqlmodel import col
+
+from gateway.api.common import problem
+from gateway.auth import SESSION_COOKIE, CurrentPrincipal, Unauthorized, passwords, sha256
+from gateway.deps import RuntimeDep, SessionDep, SettingsDep
+from gateway.models import StaffSession, StaffUser
+from gateway.schemas import LoginRequest, SessionInfo
+
+router = APIRouter(prefix="/auth", tags=["auth"])
+
+# Verifying against this when the email is unknown keeps the answer time the same (no user enumeration).
+_DUMMY_HASH = passwords.hash("not-a-real-password-just-timing")
+
+
+@router.post(
+    "/login",
+    response_model=SessionInfo,
+    summary="Log a staff user in: sets the session cookie, returns the CSRF token",
+    responses={401: problem("Wrong email or password")},
+)
+async def login(
+    body: LoginRequest, response: Response, session: SessionDep, runtime: RuntimeDep, settings: SettingsDep
+) -> SessionInfo:
+    user = await session.scalar(select(StaffUser).where(col(StaffUser.email) == body.email.strip().lower()))
+    valid = passwords.verify(body.password, user.password_hash if user else _DUMMY_HASH)
+    if user is None or not valid or user.disabled_at is not None:
+        raise Unauthorized("Wrong email or password.")
+    token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(24)
+    now = runtime.clock.now()
+    session.add(
+        StaffSession(
+            token_hash=sha256(token),
+            user_id=user.id,
+            csrf_token=csrf,
+            created_at=now,
+            expires_at=now + timedelta(seconds=settings.session_ttl_s),
+        )
+    )
+    response.set_cookie(
+        SESSION_COOKIE,
+        token,
+        max_age=settings.session_ttl_s,
+        httponly=True,
+        samesite="lax",
+        secure=settings.cookie_secure,
+        path="/",
+    )
+    return SessionInfo(principal_id=str(user.id), kind="user", role=user.role, name=user.email, csrf_token=csrf)
+
+
+@router.post("/logout", status_code=204, summary="End the session (needs the CSRF token)")
+async def logout(principal: CurrentPrincipal, session: SessionDep) -> Response:
+    if principal.session_id is not None:
+        await session.execute(delete(StaffSession).where(col(StaffSession.id) == principal.session_id))
+    response = Response(status_code=204)
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+@router.get("/me", response_model=SessionInfo, summary="Who is calling")
+async def me(principal: CurrentPrincipal) -> SessionInfo:
+    return SessionInfo(
+        principal_id=principal.id,
+        kind=principal.kind,
+        role=principal.role,
+        name=principal.name,
+        csrf_token=principal.csrf_token,
+    )

@@ -1,0 +1,170 @@
+"""The customer's timeline, its live stream, and the journey map."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections import deque
+from collections.abc import AsyncIterable
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.responses import JSONResponse
+from fastapi.sse import EventSourceResponse, ServerSentEvent
+
+from gateway.api.common import AUTH_ERRORS, CONTACT_ERRORS, ok, problem
+from gateway.auth import TimelineRead
+from gateway.deps import TimelineDep
+from gateway.schemas import Journey, TimelinePage
+from gateway.timeline import KINDS, Filters, InvalidCursor, Position, position_of
+from servicekit.clock import as_utc
+from servicekit.problems import Unprocessable
+
+router = APIRouter(prefix="/contacts", tags=["timeline"], responses=AUTH_ERRORS)
+
+STREAM_PAGE = 50
+STREAM_SAFETY_POLL_S = 15.0  # re-read even without a NATS message, in case one was missed
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
+
+
+def _filters(
+    kinds: Annotated[
+        str | None, Query(max_length=100, description="Comma list of interaction,followup,contact_event")
+    ] = None,
+    channel: Annotated[str | None, Query(max_length=20)] = None,
+    type: Annotated[str | None, Query(max_length=30, description="Touchpoint type, follow-up status or event")] = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> Filters:
+    chosen = tuple(KINDS)
+    if kinds:
+        wanted = [k.strip() for k in kinds.split(",") if k.strip()]
+        unknown = [k for k in wanted if k not in KINDS]
+        if unknown:
+            raise Unprocessable(f"Unknown kinds {unknown}; use {', '.join(KINDS)}.", field="kinds")
+        chosen = tuple(k for k in KINDS if k in wanted)
+    return Filters(
+        kinds=chosen,
+        channel=channel,
+        type=type,
+        since=as_utc(since) if since else None,
+        until=as_utc(until) if until else None,
+    )
+
+
+FiltersDep = Annotated[Filters, Depends(_filters)]
+
+
+@router.get(
+    "/{contact_id}/timeline",
+    summary="Everything that happened to the customer and is due, newest first",
+    responses={**ok(TimelinePage), **CONTACT_ERRORS, 400: problem("Invalid or tampered cursor")},
+)
+async def get_timeline(
+    contact_id: uuid.UUID,
+    principal: TimelineRead,
+    timeline: TimelineDep,
+    filters: FiltersDep,
+    request: Request,
+    limit: Annotated[int, Query(ge=1)] = 50,
+    cursor: Annotated[str | None, Query(max_length=1024)] = None,
+) -> JSONResponse:
+    max_limit = request.app.state.settings.timeline_max_limit
+    if limit > max_limit:
+        raise Unprocessable(f"limit must be at most {max_limit}.", field="limit", max_limit=max_limit)
+    contact = await timeline.resolve_contact(contact_id=contact_id, caller=principal.id)
+    surviving = uuid.UUID(contact["id"])
+    after = timeline.read_cursor(cursor, contact_id=surviving, filters=filters) if cursor else None
+    header, (items, last) = await asyncio.gather(
+        timeline.header(contact=contact),
+        timeline.page(contact_id=surviving, filters=filters, limit=limit, after=after, caller=principal.id),
+    )
+    body = {
+        "contact": header,
+        "items": items,
+        "next_cursor": timeline.cursor(last, contact_id=surviving, filters=filters) if last else None,
+    }
+    return JSONResponse(json.loads(json.dumps(body, default=_json_default)))
+
+
+@router.get(
+    "/{contact_id}/journey",
+    response_model=Journey,
+    summary="The journey map: stages over time, touchpoints per stage and channel, time in each stage",
+    responses=CONTACT_ERRORS,
+)
+async def get_journey(contact_id: uuid.UUID, principal: TimelineRead, timeline: TimelineDep) -> dict[str, Any]:
+    contact = await timeline.resolve_contact(contact_id=contact_id, caller=principal.id)
+    return await timeline.journey(contact=contact, caller=principal.id)
+
+
+async def _stream_contact(contact_id: uuid.UUID, principal: TimelineRead, timeline: TimelineDep) -> dict[str, Any]:
+    # Resolved before the stream starts, so an unknown or erased contact is a problem answer, not a stream.
+    return await timeline.resolve_contact(contact_id=contact_id, caller=principal.id)
+
+
+@router.get(
+    "/{contact_id}/timeline/stream",
+    response_class=EventSourceResponse,
+    summary="New timeline items as Server-Sent Events (reconnect with Last-Event-ID to miss nothing)",
+    responses=CONTACT_ERRORS,
+)
+async def stream_timeline(
+    request: Request,
+    principal: TimelineRead,
+    timeline: TimelineDep,
+    contact: Annotated[dict[str, Any], Depends(_stream_contact)],
+    last_event_id: Annotated[str | None, Header(max_length=1024)] = None,
+) -> AsyncIterable[ServerSentEvent]:
+    surviving = uuid.UUID(contact["id"])
+    filters = Filters()
+    feed = request.app.state.live
+    wake = feed.listen(str(surviving), *[str(a) for a in await timeline.aliases_of(surviving)])
+    sent: deque[tuple[str, str, str, str]] = deque(maxlen=2000)
+
+    def fingerprint(item: dict[str, Any]) -> tuple[str, str, str, str]:
+        return (item["kind"], str(item["id"]), item["at"].isoformat(), str(item["type"]))
+
+    def event_of(item: dict[str, Any]) -> ServerSentEvent:
+        sent.append(fingerprint(item))
+        token = timeline.cursor(position_of(item), contact_id=surviving, filters=filters)
+        return ServerSentEvent(
+            event="item", id=token, data=json.loads(json.dumps(item, default=_json_default)), retry=2000
+        )
+
+    try:
+        if last_event_id:
+            try:
+                position: Position = timeline.read_cursor(last_event_id, contact_id=surviving, filters=filters)
+            except InvalidCursor:
+                position = None  # type: ignore[assignment]
+            if position is not None:
+                for item in await timeline.items_above(contact_id=surviving, position=position, caller=principal.id):
+                    yield event_of(item)
+        head, _ = await timeline.page(
+            contact_id=surviving, filters=filters, limit=STREAM_PAGE, after=None, caller=principal.id
+        )
+        sent.extend(fingerprint(i) for i in head)
+        yield ServerSentEvent(event="ready", data={"contact_id": str(surviving)})
+        while not await request.is_disconnected():
+            try:
+                await asyncio.wait_for(wake.wait(), timeout=STREAM_SAFETY_POLL_S)
+            except TimeoutError:
+                pass
+            wake.clear()
+            head, _ = await timeline.page(
+                contact_id=surviving, filters=filters, limit=STREAM_PAGE, after=None, caller=principal.id
+            )
+            known = set(sent)
+            for item in reversed(head):
+                if fingerprint(item) not in known:
+                    yield event_of(item)
+    finally:
+        feed.unlisten(wake)

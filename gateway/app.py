@@ -1,0 +1,137 @@
+"""The gateway: FastAPI factory and lifespan. The only door staff and automated systems need."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+
+import httpx
+from fastapi import FastAPI, Request, Response
+
+from gateway import events
+from gateway.api import router
+from gateway.auth import Authenticator, RateLimiter
+from gateway.deps import Services
+from gateway.live import LiveFeed
+from gateway.models import inbox_table, outbox_table
+from gateway.settings import GatewaySettings
+from gateway.timeline import Timeline
+from gateway.upstream import ServiceClient, UpstreamAnswer, relay
+from servicekit.bus import DurableConsumer
+from servicekit.clock import Clock
+from servicekit.http import RequestContextMiddleware, health_router
+from servicekit.inbox import EventInbox
+from servicekit.logging import configure_logging
+from servicekit.outbox import Outbox
+from servicekit.problems import install_problem_handlers
+from servicekit.runtime import Runtime
+
+NAME = "gateway"
+SERVICE_NAMES = ("contacts", "interactions", "followups")
+
+
+def create_app(
+    settings: GatewaySettings | None = None,
+    clock: Clock | None = None,
+    transports: Mapping[str, httpx.AsyncBaseTransport] | None = None,
+) -> FastAPI:
+    """The gateway app. ``transports`` (tests only) replaces the network to a service, by name."""
+    settings = settings or GatewaySettings()
+    transports = transports or {}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        configure_logging(service=NAME, level=settings.log_level, json=settings.log_json)
+        # The gateway publishes nothing; the outbox (empty) is part of every service's runtime.
+        runtime = Runtime.create(name=NAME, settings=settings, outbox=Outbox(outbox_table), streams=[], clock=clock)
+        clients = {
+            name: ServiceClient(
+                name,
+                getattr(settings, f"{name}_url"),
+                timeout_s=settings.upstream_timeout_s,
+                connect_timeout_s=settings.upstream_connect_timeout_s,
+                read_retries=settings.upstream_read_retries,
+                pool_size=settings.upstream_pool_size,
+                transport=transports.get(name),
+            )
+            for name in SERVICE_NAMES
+        }
+        services = Services(**clients)
+        timeline = Timeline(
+            interactions=services.interactions,
+            followups=services.followups,
+            contacts=services.contacts,
+            sessionmaker=runtime.sessionmaker,
+            clock=runtime.clock,
+            signing_key=settings.signing_key,
+            header_cache_s=settings.header_cache_s,
+        )
+        for stream, durable, subjects, handlers in events.CONSUMERS:
+            inbox = EventInbox(
+                table=inbox_table,
+                sessionmaker=runtime.sessionmaker,
+                handlers=handlers,
+                clock=runtime.clock,
+                bus=runtime.bus,
+                name=durable,
+            )
+            runtime.consumers.append(
+                DurableConsumer(
+                    bus=runtime.bus,
+                    stream=stream,
+                    durable=durable,
+                    filter_subjects=subjects,
+                    handle_batch=inbox.handle_batch,
+                )
+            )
+        live = LiveFeed(runtime.bus, events.LIVE_SUBJECTS, on_event=timeline.forget_header)
+        runtime.background.append(live.run)
+        for client in services.all():
+            runtime.extra_checks[client.name] = _reachable(client)
+        app.state.runtime = runtime
+        app.state.services = services
+        app.state.timeline = timeline
+        app.state.live = live
+        app.state.authenticator = Authenticator(
+            runtime=runtime, admin_key=settings.admin_key or "", cache_s=settings.key_cache_s
+        )
+        app.state.rate_limiter = RateLimiter(per_minute=settings.rate_limit_per_minute, burst=settings.rate_limit_burst)
+        await runtime.start()
+        try:
+            yield
+        finally:
+            await runtime.stop()
+            for client in services.all():
+                await client.close()
+
+    app = FastAPI(
+        title="Touchpoint API",
+        description=(
+            "One secured API for contacts, touchpoints, threads, follow-ups and policies, the customer's "
+            "timeline and journey, and service-quality metrics. Authenticate with `Authorization: Bearer <key>`."
+        ),
+        version="1.0.0",
+        lifespan=lifespan,
+        openapi_url="/api/v1/openapi.json",
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    install_problem_handlers(app)
+
+    @app.exception_handler(UpstreamAnswer)
+    async def _upstream_answer(_request: Request, exc: UpstreamAnswer) -> Response:
+        return relay(exc.response, service=exc.service)
+
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.include_router(health_router())
+    app.include_router(router)
+    return app
+
+
+def _reachable(client: ServiceClient) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        response = await client.client.get("/healthz", timeout=2.0)
+        return response.status_code == 200
+
+    return check

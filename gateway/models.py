@@ -1,0 +1,138 @@
+"""Tables of the gateway database: callers (API keys, staff users, sessions), the audit log, and the
+projections of contact, touchpoint and follow-up events the timeline reads locally."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import registry
+from sqlmodel import JSON, Column, Field, SQLModel
+
+from servicekit.ids import new_id
+from servicekit.runtime import shared_tables
+
+
+class GatewayTable(SQLModel, registry=registry()):
+    pass
+
+
+metadata = GatewayTable.metadata
+outbox_table, inbox_table = shared_tables(metadata)
+
+_TS = sa.DateTime(timezone=True)
+
+
+class ApiKey(GatewayTable, table=True):
+    """An API key: only its public prefix (for the look-up) and a SHA-256 of the whole key are stored."""
+
+    __tablename__ = "api_keys"
+
+    id: uuid.UUID = Field(default_factory=new_id, primary_key=True)
+    name: str = Field(max_length=200)
+    role: str = Field(max_length=20)
+    prefix: str = Field(max_length=32, unique=True)
+    key_hash: str = Field(max_length=64)
+    created_at: datetime = Field(sa_type=_TS)  # type: ignore[call-overload]
+    created_by: str = Field(max_length=64)
+    expires_at: datetime | None = Field(default=None, sa_type=_TS)  # type: ignore[call-overload]
+    revoked_at: datetime | None = Field(default=None, sa_type=_TS)  # type: ignore[call-overload]
+
+
+class StaffUser(GatewayTable, table=True):
+    __tablename__ = "staff_users"
+
+    id: uuid.UUID = Field(default_factory=new_id, primary_key=True)
+    email: str = Field(max_length=320, unique=True)
+    name: str | None = Field(default=None, max_length=200)
+    role: str = Field(max_length=20)
+    password_hash: str = Field(max_length=255)
+    created_at: datetime = Field(sa_type=_TS)  # type: ignore[call-overload]
+    disabled_at: datetime | None = Field(default=None, sa_type=_TS)  # type: ignore[call-overload]
+
+
+class StaffSession(GatewayTable, table=True):
+    """A console login: the cookie holds a random token, the table its SHA-256 and the CSRF token."""
+
+    __tablename__ = "staff_sessions"
+
+    id: uuid.UUID = Field(default_factory=new_id, primary_key=True)
+    token_hash: str = Field(max_length=64, unique=True)
+    user_id: uuid.UUID = Field(foreign_key="staff_users.id", index=True)
+    csrf_token: str = Field(max_length=64)
+    created_at: datetime = Field(sa_type=_TS)  # type: ignore[call-overload]
+    expires_at: datetime = Field(sa_type=_TS)  # type: ignore[call-overload]
+
+
+class AuditEntry(GatewayTable, table=True):
+    """Who did what: every admin action and every erase. Holds ids, never personal data."""
+
+    __tablename__ = "audit_log"
+
+    id: uuid.UUID = Field(default_factory=new_id, primary_key=True)
+    at: datetime = Field(sa_type=_TS)  # type: ignore[call-overload]
+    actor_kind: str = Field(max_length=20)
+    actor_id: str = Field(max_length=64, index=True)
+    role: str = Field(max_length=20)
+    action: str = Field(max_length=60, index=True)
+    target: str | None = Field(default=None, max_length=200)
+    outcome: int = Field(default=200)
+    request_id: str | None = Field(default=None, max_length=128)
+    detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class ContactEvent(GatewayTable, table=True):
+    """A contact event as a timeline item (created, stage/consent/tier changed, merged, erased).
+
+    ``contact_id`` is re-keyed to the surviving contact on a merge; ``original_contact_id`` keeps
+    the contact the event was about. ``detail`` holds no personal data (stages, consent flags, ids)."""
+
+    __tablename__ = "contact_events"
+    __table_args__ = (sa.Index("ix_contact_events_timeline", "contact_id", "at", "id"),)
+
+    id: uuid.UUID = Field(primary_key=True)
+    contact_id: uuid.UUID
+    original_contact_id: uuid.UUID
+    at: datetime = Field(sa_type=_TS)  # type: ignore[call-overload]
+    type: str = Field(max_length=30)
+    title: str = Field(max_length=200)
+    summary: str = Field(default="", max_length=500)
+    detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class ContactAlias(GatewayTable, table=True):
+    """A merged-away contact and the contact that survived it (chains are flattened)."""
+
+    __tablename__ = "contact_aliases"
+
+    source_id: uuid.UUID = Field(primary_key=True)
+    target_id: uuid.UUID = Field(index=True)
+
+
+class TouchSummary(GatewayTable, table=True):
+    """Per contact and channel: first and last touch, count, CSAT sum (for the timeline header)."""
+
+    __tablename__ = "touch_summaries"
+
+    contact_id: uuid.UUID = Field(primary_key=True)
+    channel: str = Field(primary_key=True, max_length=20)
+    first_at: datetime = Field(sa_type=_TS)  # type: ignore[call-overload]
+    last_at: datetime = Field(sa_type=_TS)  # type: ignore[call-overload]
+    touches: int = 0
+    csat_sum: int = 0
+    csat_count: int = 0
+
+
+class FollowupState(GatewayTable, table=True):
+    """The latest known status of each follow-up (for the header's open and overdue counts)."""
+
+    __tablename__ = "followup_states"
+
+    id: uuid.UUID = Field(primary_key=True)
+    contact_id: uuid.UUID = Field(index=True)
+    status: str = Field(max_length=20)
+    overdue: bool = False
+    due_at: datetime | None = Field(default=None, sa_type=_TS)  # type: ignore[call-overload]
+    updated_at: datetime = Field(sa_type=_TS)  # type: ignore[call-overload]
