@@ -1,0 +1,338 @@
+"""The mixed load run: the multi-process stack on PostgreSQL, driven through the gateway's /api/v1 for 10 minutes.
+
+Operations at realistic ratios (weights below): touchpoints logged one by one and in batches (ingest key), timeline
+reads, contact searches, the follow-up work queue and follow-ups completed (agent key). Reported: throughput, p50
+and p99 per operation, errors (must be 0), and the resident memory of every process (services, nats-server,
+PostgreSQL) at the start and at the end (growth must stay under 20%).
+
+Until the gateway is in the checkout, the run drives the contacts service's own /v1 instead (create, resolve,
+search, get), so the harness and the report are exercised end to end.
+
+    python -m bench.load [--minutes 10] [--quick] [--backend postgres|sqlite] [--clients 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import secrets
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+from bench.common import client, percentiles, write_results
+from servicekit.devstack import SERVICES, Stack
+from servicekit.testing.ports import free_port
+from servicekit.testing.postgres import PostgresCluster
+
+CHANNELS = ["phone", "in_person", "email", "sms", "live_chat", "social", "self_service"]
+TYPES = ["inquiry", "complaint", "purchase", "return", "feedback", "survey_response", "support", "sales", "note"]
+GROWTH_LIMIT = 0.20
+
+
+def start_stack(
+    base: Path, backend: str, extra_env: dict[str, str] | None = None
+) -> tuple[Stack, PostgresCluster | None]:
+    """nats-server and every installed service as processes on free ports, on PostgreSQL or SQLite files."""
+    pg = PostgresCluster(base / "pg").init().start() if backend == "postgres" else None
+    overrides = {
+        "TOUCHPOINT_NATS_PORT": str(free_port()),
+        "TOUCHPOINT_NATS_MONITOR_PORT": str(free_port()),
+        "TOUCHPOINT_ADMIN_KEY": "tp_load_" + secrets.token_urlsafe(24),
+        "GATEWAY_DEV_MODE": "false",
+        "GATEWAY_SECRET_KEY": secrets.token_urlsafe(32),
+        **(extra_env or {}),
+    }
+    for spec in SERVICES:
+        overrides.setdefault(f"{spec.prefix}PORT", str(free_port()))
+        if pg is not None:
+            overrides.setdefault(f"{spec.prefix}DATABASE_URL", pg.create_database(spec.name))
+    stack = Stack.from_environment(base / "var", overrides)
+    try:
+        stack.start()
+    except BaseException:
+        stack.stop()
+        if pg is not None:
+            pg.destroy()
+        raise
+    return stack, pg
+
+
+def resident_memory(stack: Stack, pg: PostgresCluster | None) -> dict[str, float]:
+    """RSS in MiB of each service process and nats-server; PostgreSQL as the sum of its cluster's processes."""
+    memory: dict[str, float] = {}
+    for name, service in stack.services.items():
+        if service.process is not None:
+            memory[name] = round(psutil.Process(service.process.pid).memory_info().rss / 2**20, 1)
+    if stack.nats is not None and stack.nats.process is not None:
+        memory["nats-server"] = round(psutil.Process(stack.nats.process.pid).memory_info().rss / 2**20, 1)
+    if pg is not None:
+        pid_file = pg.data_dir / "postmaster.pid"
+        if pid_file.exists():
+            postmaster = psutil.Process(int(pid_file.read_text().split()[0]))
+            total = postmaster.memory_info().rss + sum(c.memory_info().rss for c in postmaster.children())
+            memory["postgresql"] = round(total / 2**20, 1)
+    return memory
+
+
+class UnexpectedStatus(Exception):
+    pass
+
+
+def check(response: httpx.Response, *allowed: int) -> httpx.Response:
+    if response.status_code not in allowed:
+        raise UnexpectedStatus(f"{response.request.method} {response.request.url.path}: {response.status_code} "
+                               f"{response.text[:200]}")  # fmt: skip
+    return response
+
+
+@dataclass
+class Operation:
+    name: str
+    weight: int
+    run: Callable[[random.Random], Awaitable[None]]
+
+
+@dataclass
+class Tally:
+    latencies: dict[str, list[float]] = field(default_factory=dict)
+    errors: dict[str, int] = field(default_factory=dict)
+    samples: list[str] = field(default_factory=list)
+
+
+async def drive(operations: list[Operation], *, seconds: float, clients: int, seed: int = 3) -> tuple[Tally, float]:
+    """``clients`` workers, each picking operations by weight until the time is up."""
+    tally = Tally({op.name: [] for op in operations}, {op.name: 0 for op in operations})
+    weights = [op.weight for op in operations]
+    deadline = time.monotonic() + seconds
+
+    async def worker(n: int) -> None:
+        rng = random.Random(seed * 1000 + n)
+        while time.monotonic() < deadline:
+            op = rng.choices(operations, weights)[0]
+            started = time.perf_counter()
+            try:
+                await op.run(rng)
+            except Exception as exc:
+                tally.errors[op.name] += 1
+                if len(tally.samples) < 20:
+                    tally.samples.append(f"{op.name}: {type(exc).__name__}: {exc}"[:300])
+                continue
+            tally.latencies[op.name].append(time.perf_counter() - started)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(n) for n in range(clients)))
+    return tally, time.perf_counter() - started
+
+
+def touchpoint(rng: random.Random, email: str, *, at: datetime | None = None) -> dict[str, Any]:
+    kind = rng.choices(TYPES, [30, 8, 20, 4, 8, 6, 14, 5, 5])[0]
+    body: dict[str, Any] = {
+        "contact": {"email": email},
+        "channel": rng.choice(CHANNELS),
+        "direction": rng.choices(["inbound", "outbound", "internal"], [60, 35, 5])[0],
+        "type": kind,
+        "occurred_at": (at or datetime.now(UTC) - timedelta(seconds=rng.randrange(3600))).isoformat(),
+        "subject": "Order question",
+        "body": "Hello, I would like to know where my parcel is. Thank you!",
+        "source": "loadgen",
+        "external_id": uuid.uuid4().hex,
+    }
+    if kind == "purchase":
+        body |= {"amount": f"{rng.randrange(5, 500)}.00", "currency": "EUR"}
+    if kind == "survey_response":
+        body["csat"] = rng.randint(1, 5)
+    return body
+
+
+async def gateway_operations(stack: Stack, http: httpx.AsyncClient, contacts: int) -> list[Operation]:
+    """Make an ingest and an agent key with the admin key, seed contacts, and return the gateway mix."""
+    admin = {"Authorization": f"Bearer {stack.env['TOUCHPOINT_ADMIN_KEY']}"}
+    keys = {}
+    for role in ("ingest", "agent"):
+        made = check(await http.post("/api/v1/api-keys", json={"name": f"load-{role}", "role": role}, headers=admin),
+                     201)  # fmt: skip
+        keys[role] = {"Authorization": f"Bearer {made.json()['key']}"}
+    ingest, agent = keys["ingest"], keys["agent"]
+    emails = [f"load.{n}.{uuid.uuid4().hex[:6]}@example.com" for n in range(contacts)]
+    ids: list[str] = []
+    for n, email in enumerate(emails):
+        body = {
+            "email": email,
+            "create": {"name": f"Load Customer {n}", "tier": "premium" if n % 10 == 0 else "standard"},
+        }
+        ids.append(check(await http.post("/api/v1/contacts/resolve", json=body, headers=ingest), 200, 201).json()["id"])
+    open_followups: list[str] = []
+
+    async def log_one(rng: random.Random) -> None:
+        email = rng.choice(emails) if rng.random() < 0.9 else f"new.{uuid.uuid4().hex}@example.com"
+        check(await http.post("/api/v1/interactions", json=touchpoint(rng, email),
+                              headers={**ingest, "Idempotency-Key": uuid.uuid4().hex}), 201)  # fmt: skip
+
+    async def log_batch(rng: random.Random) -> None:
+        items = [touchpoint(rng, rng.choice(emails)) for _ in range(50)]
+        results = check(await http.post("/api/v1/interactions/batch", json={"items": items}, headers=ingest),
+                        200).json()["results"]  # fmt: skip
+        failed = [r for r in results if r["status"] not in (200, 201)]
+        if failed:
+            raise UnexpectedStatus(f"batch items failed: {failed[:2]}")
+
+    async def timeline(rng: random.Random) -> None:
+        contact = rng.choice(ids)
+        page = check(await http.get(f"/api/v1/contacts/{contact}/timeline", params={"limit": 50}, headers=agent),
+                     200).json()  # fmt: skip
+        if page.get("next_cursor") and rng.random() < 0.3:
+            params = {"limit": 50, "cursor": page["next_cursor"]}
+            check(await http.get(f"/api/v1/contacts/{contact}/timeline", params=params, headers=agent), 200)
+
+    async def search(rng: random.Random) -> None:
+        prefix = rng.choice(["load", "Load Cust", rng.choice(emails)[:9]])
+        check(await http.get("/api/v1/contacts", params={"q": prefix, "limit": 20}, headers=agent), 200)
+
+    async def work_queue(rng: random.Random) -> None:
+        params: dict[str, Any] = {"limit": 20}
+        if rng.random() < 0.5:
+            params["contact_id"] = rng.choice(ids)
+        page = check(await http.get("/api/v1/followups", params=params, headers=agent), 200).json()
+        open_followups.extend(f["id"] for f in page["items"] if f["status"] in ("scheduled", "due"))
+        del open_followups[:-500]
+
+    async def complete(rng: random.Random) -> None:
+        if not open_followups:
+            await work_queue(rng)
+            return
+        followup = open_followups.pop(rng.randrange(len(open_followups)))
+        response = await http.post(f"/api/v1/followups/{followup}/complete", json={"outcome": "done"}, headers=agent)
+        # Another worker may have completed the same follow-up first (the queue is shared): a 409 is the rule.
+        check(response, 200, 409)
+
+    return [
+        Operation("log touchpoint", 35, log_one),
+        Operation("log batch of 50", 4, log_batch),
+        Operation("timeline page", 25, timeline),
+        Operation("search contacts", 15, search),
+        Operation("follow-up queue", 13, work_queue),
+        Operation("complete follow-up", 8, complete),
+    ]
+
+
+async def contacts_operations(http: httpx.AsyncClient, contacts: int) -> list[Operation]:
+    """The contacts service alone (before the gateway exists): create, resolve, search and read."""
+    emails = [f"load.{n}.{uuid.uuid4().hex[:6]}@example.com" for n in range(contacts)]
+    ids = []
+    for n, email in enumerate(emails):
+        body = {"email": email, "create": {"name": f"Load Customer {n}"}}
+        ids.append(check(await http.post("/v1/contacts/resolve", json=body), 201).json()["id"])
+
+    async def create(rng: random.Random) -> None:
+        body = {"name": "Load New", "emails": [f"new.{uuid.uuid4().hex}@example.com"], "tags": ["load"]}
+        check(await http.post("/v1/contacts", json=body), 201)
+
+    async def resolve(rng: random.Random) -> None:
+        check(await http.post("/v1/contacts/resolve", json={"email": rng.choice(emails)}), 200)
+
+    async def search(rng: random.Random) -> None:
+        check(await http.get("/v1/contacts", params={"q": rng.choice(["load", "Load Cust"]), "limit": 20}), 200)
+
+    async def read(rng: random.Random) -> None:
+        check(await http.get(f"/v1/contacts/{rng.choice(ids)}"), 200)
+
+    return [Operation("create contact", 10, create), Operation("resolve contact", 40, resolve),
+            Operation("search contacts", 30, search), Operation("read contact", 20, read)]  # fmt: skip
+
+
+async def run(backend: str, minutes: float, clients: int, contacts: int) -> dict[str, Any]:
+    base = Path(tempfile.mkdtemp(prefix="touchpoint-load-"))
+    full = all(s.installed for s in SERVICES)
+    extra = {"GATEWAY_RATE_LIMIT_PER_MINUTE": "10000000", "GATEWAY_RATE_LIMIT_BURST": "1000000"}
+    stack, pg = start_stack(base, backend, extra)
+    try:
+        target = stack.services["gateway" if full else "contacts"]
+        async with client(target.url, clients) as http:
+            print(f"[load] seeding {contacts} contacts through {'the gateway' if full else 'contacts'} …", flush=True)
+            operations = await (
+                gateway_operations(stack, http, contacts) if full else contacts_operations(http, contacts)
+            )
+            memory_start = resident_memory(stack, pg)
+            print(f"[load] {minutes} min, {clients} clients …", flush=True)
+            tally, elapsed = await drive(operations, seconds=minutes * 60, clients=clients)
+            memory_end = resident_memory(stack, pg)
+        crashed = stack.crashed()
+    finally:
+        stack.stop()
+        if pg is not None:
+            pg.destroy()
+    per_op = {}
+    for op in operations:
+        done = tally.latencies[op.name]
+        per_op[op.name] = {"per_second": round(len(done) / elapsed, 1), "errors": tally.errors[op.name],
+                           **percentiles(done)}  # fmt: skip
+    growth = {name: round(memory_end[name] / memory_start[name] - 1, 3) for name in memory_start if name in memory_end}
+    total = sum(len(v) for v in tally.latencies.values())
+    errors = sum(tally.errors.values())
+    figures: list[dict[str, Any]] = [
+        {"name": "throughput, all operations", "value": round(total / elapsed, 1), "unit": "ops/s",
+         "target": None, "better": "higher", "floor": "http_rate", "backend": backend},
+        {"name": "errors", "value": errors, "unit": "", "target": 0, "better": "lower", "backend": backend},
+        {"name": "processes that crashed", "value": len(crashed), "unit": "", "target": 0, "better": "lower",
+         "backend": backend},
+    ]  # fmt: skip
+    for name, figures_of_op in per_op.items():
+        figures += [
+            {"name": f"{name}: p50", "value": figures_of_op.get("p50_ms"), "unit": "ms", "floor": "http_p50_ms",
+             "backend": backend, "better": "lower", "target": None},
+            {"name": f"{name}: p99", "value": figures_of_op.get("p99_ms"), "unit": "ms", "floor": "http_p99_ms",
+             "backend": backend, "better": "lower", "target": None},
+            {"name": f"{name}: rate", "value": figures_of_op["per_second"], "unit": "ops/s", "backend": backend,
+             "better": "higher", "target": None},
+        ]  # fmt: skip
+    for process_name, value in growth.items():
+        # PostgreSQL's RSS grows as its shared buffers are first touched (a cache, by design): shown, no target.
+        limit = None if process_name == "postgresql" else GROWTH_LIMIT * 100
+        figures.append({"name": f"RSS growth of {process_name}", "value": round(value * 100, 1), "unit": "%",
+                        "target": limit, "better": "lower", "backend": backend})  # fmt: skip
+    return {
+        "backend": backend,
+        "through": "gateway /api/v1" if full else "contacts /v1 (gateway not in this checkout)",
+        "minutes": minutes,
+        "clients": clients,
+        "seed_contacts": contacts,
+        "elapsed_s": round(elapsed, 1),
+        "operations": per_op,
+        "error_samples": tally.samples,
+        "crashed": crashed,
+        "memory_mib_start": memory_start,
+        "memory_mib_end": memory_end,
+        "memory_growth": growth,
+        "figures": figures,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--minutes", type=float, default=None, help="length of the run (default 10; quick 0.5)")
+    parser.add_argument("--quick", action="store_true", help="a 30-second smoke run with a small seed")
+    parser.add_argument("--backend", choices=["sqlite", "postgres"], default="postgres")
+    parser.add_argument("--clients", type=int, default=16, help="concurrent clients")
+    args = parser.parse_args(argv)
+    minutes = args.minutes if args.minutes is not None else (0.5 if args.quick else 10.0)
+    contacts = 100 if args.quick else 2000
+    os.chdir(Path(__file__).resolve().parents[1])
+    result = asyncio.run(run(args.backend, minutes, args.clients, contacts))
+    write_results("load" + ("-quick" if args.quick else ""), {"quick": args.quick, **result})
+    bad = [f for f in result["figures"] if f.get("target") is not None and f["value"] > f["target"]]
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
