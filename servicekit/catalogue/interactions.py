@@ -1,3 +1,70 @@
 from servicekit.catalogue import EventDoc
 
-EVENTS: list[EventDoc] = []
+TOUCHPOINT_FIELDS = {
+    "id": "the touchpoint's id (UUIDv7)",
+    "contact_id": "the contact it is filed under (moves when that contact is merged away)",
+    "original_contact_id": "the contact it was logged for",
+    "channel": "phone | in_person | email | sms | live_chat | social | self_service",
+    "direction": "inbound | outbound | internal",
+    "type": "inquiry | complaint | purchase | return | feedback | survey_response | support | sales | note",
+    "occurred_at": "when it happened (given by the sender), ISO 8601 UTC",
+    "received_at": "when the interactions service stored it",
+    "agent, team, subject, thread_id, outcome": "as logged (null when absent; subject, outcome null once redacted)",
+    "csat, nps, duration_s": "1-5, 0-10, seconds (null when absent)",
+    "amount, currency": "purchase or return amount (JSON number) and ISO 4217 code",
+    "source, external_id": "the sending system and its id for the touchpoint",
+    "attributes": "free JSON object",
+    "sentiment": "VADER compound score of subject and body, -1 (negative) to 1; null without text",
+    "version, updated_at, redacted_at": "change counter, last change, erasure time (null unless redacted)",
+}
+
+EVENTS: list[EventDoc] = [
+    EventDoc(
+        type="crm.interaction.logged.v1",
+        producer="interactions",
+        subject="crm.interactions.logged.<contact_id>",
+        meaning="A touchpoint was stored (over HTTP, in a batch, or from crm.ingest.interactions); one event per "
+        "stored touchpoint, never for a re-sent one. Carries the whole touchpoint but its body.",
+        data=TOUCHPOINT_FIELDS,
+        consumers=("followups (policies)", "gateway (timeline, metrics)"),
+    ),
+    EventDoc(
+        type="crm.interaction.updated.v1",
+        producer="interactions",
+        subject="crm.interactions.updated.<contact_id>",
+        meaning="The outcome or attributes of a touchpoint changed (PATCH).",
+        data={**TOUCHPOINT_FIELDS, "changed": "list of the changed fields (outcome, attributes)"},
+        consumers=("gateway (timeline)",),
+    ),
+    EventDoc(
+        type="crm.thread.resolved.v1",
+        producer="interactions",
+        subject="crm.interactions.thread_resolved.<contact_id>",
+        meaning="A thread (the touchpoints of one problem or conversation) was marked resolved.",
+        data={
+            "thread_id": "the thread",
+            "contact_id": "the contact the thread is filed under",
+            "resolved_at": "when it was resolved",
+            "opened_at": "when its first touchpoint occurred",
+            "channel": "channel of its first touchpoint",
+            "type": "type of its first touchpoint",
+            "complaint": "true when any touchpoint of the thread is a complaint",
+            "first_interaction_id": "its first touchpoint",
+            "interactions": "how many touchpoints it holds",
+        },
+        consumers=("followups (satisfaction check after a complaint)", "gateway (timeline, metrics)"),
+    ),
+    EventDoc(
+        type="crm.interaction.redacted.v1",
+        producer="interactions",
+        subject="crm.interactions.redacted.<contact_id>",
+        meaning="After a contact's erasure, the subject, body, outcome and attributes of its touchpoints were "
+        "removed; channel, type, direction, times, scores, amounts and sentiment remain for the metrics.",
+        data={
+            "contact_id": "the erased contact",
+            "interactions": "how many touchpoints were redacted",
+            "redacted_at": "when",
+        },
+        consumers=("gateway (timeline)",),
+    ),
+]

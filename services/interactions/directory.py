@@ -1,0 +1,157 @@
+"""The contacts service as the interactions service sees it: which live contact a touchpoint belongs to.
+
+Contacts answer over HTTP (``GET /v1/contacts/{id}``, ``POST /v1/contacts/resolve``). Live contact ids
+are remembered in memory, so a touchpoint given by ``contact_id`` costs no call once its contact is
+known; the merge and erase events make us forget them (and the write transaction checks the
+``contact_fates`` table, so a stale memory never files a touchpoint under a dead contact).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from servicekit.logging import get_logger
+from servicekit.problems import ServiceUnavailable, Unprocessable
+from services.interactions.schemas import ContactByIdentity
+
+log = get_logger(__name__)
+
+# After a failed call, calls fail at once for this long instead of each waiting for its own timeout.
+FAIL_FAST_S = 1.0
+MAX_MERGE_HOPS = 4
+
+
+class ContactsUnavailable(ServiceUnavailable):
+    """A passing cause: the contacts service is down or slow. HTTP answers 503, NATS redelivers later."""
+
+    slug, title = "contacts-unavailable", "Contacts service unavailable"
+
+
+class UnknownContact(Unprocessable):
+    slug, title = "unknown-contact", "No such contact"
+
+
+class ContactErased(Unprocessable):
+    slug, title = "contact-erased", "Contact erased"
+
+
+class ContactRejected(Unprocessable):
+    """The contacts service refused the identity or the new contact's fields."""
+
+    slug, title = "contact-rejected", "Contact refused by the contacts service"
+
+
+@dataclass(frozen=True)
+class ContactLink:
+    """Where a touchpoint is filed (``contact_id``) and which contact it was logged for (``original``)."""
+
+    contact_id: uuid.UUID
+    original: uuid.UUID
+
+
+class ContactDirectory:
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        timeout_s: float,
+        concurrency: int,
+        cache_size: int,
+        retry_after_s: int,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        self.http = httpx.AsyncClient(
+            base_url=base_url, timeout=httpx.Timeout(timeout_s), limits=limits, transport=transport
+        )
+        self.cache_size = cache_size
+        self.retry_after_s = retry_after_s
+        self._live: OrderedDict[uuid.UUID, None] = OrderedDict()
+        self._down_until = 0.0
+        self._gate = asyncio.Semaphore(concurrency)
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
+    def forget(self, contact_id: uuid.UUID) -> None:
+        self._live.pop(contact_id, None)
+
+    def knows_live(self, contact_id: uuid.UUID) -> bool:
+        return contact_id in self._live
+
+    def _remember(self, contact_id: uuid.UUID) -> None:
+        self._live[contact_id] = None
+        self._live.move_to_end(contact_id)
+        while len(self._live) > self.cache_size:
+            self._live.popitem(last=False)
+
+    async def link_by_id(self, contact_id: uuid.UUID) -> ContactLink:
+        """The live contact for ``contact_id``: itself, or the contact it was merged into."""
+        if contact_id in self._live:
+            return ContactLink(contact_id, contact_id)
+        current = contact_id
+        for _ in range(MAX_MERGE_HOPS):
+            response = await self._call("GET", f"/v1/contacts/{current}")
+            if response.status_code == 200:
+                self._remember(current)
+                return ContactLink(current, contact_id)
+            if response.status_code == 308:
+                current = uuid.UUID(str(_json(response).get("merged_into")))
+                continue
+            if response.status_code == 410:
+                raise ContactErased(f"Contact {current} was erased; no touchpoint can be logged for it.")
+            if response.status_code == 404:
+                raise UnknownContact(f"No contact {contact_id}.", contact_id=str(contact_id))
+            raise self._unavailable(f"the contacts service answered {response.status_code}")
+        raise UnknownContact(f"Contact {contact_id} leads through too many merges.")
+
+    async def link_by_identity(self, contact: ContactByIdentity) -> ContactLink:
+        """Resolve-or-create the contact holding the identity."""
+        response = await self._call("POST", "/v1/contacts/resolve", json=contact.resolve_request())
+        if response.status_code in (200, 201):
+            contact_id = uuid.UUID(str(_json(response)["id"]))
+            self._remember(contact_id)
+            return ContactLink(contact_id, contact_id)
+        if response.status_code in (400, 409, 422):
+            body = _json(response)
+            raise ContactRejected(
+                str(body.get("detail") or "The contacts service refused the contact."), errors=body.get("errors")
+            )
+        raise self._unavailable(f"the contacts service answered {response.status_code}")
+
+    async def link(self, *, contact_id: uuid.UUID | None, contact: ContactByIdentity | None) -> ContactLink:
+        if contact_id is not None:
+            return await self.link_by_id(contact_id)
+        assert contact is not None
+        return await self.link_by_identity(contact)
+
+    async def _call(self, method: str, path: str, json: Any = None) -> httpx.Response:
+        if time.monotonic() < self._down_until:
+            raise self._unavailable("the contacts service did not answer a moment ago")
+        try:
+            async with self._gate:
+                return await self.http.request(method, path, json=json)
+        except httpx.HTTPError as exc:
+            self._down_until = time.monotonic() + FAIL_FAST_S
+            log.warning("contacts_unreachable", error=repr(exc))
+            raise self._unavailable(f"the contacts service is unreachable ({type(exc).__name__})") from None
+
+    def _unavailable(self, why: str) -> ContactsUnavailable:
+        return ContactsUnavailable(
+            f"The contact could not be checked: {why}. Retry later.", retry_after=self.retry_after_s
+        )
+
+
+def _json(response: httpx.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}

@@ -1,0 +1,157 @@
+"""Logging touchpoints, step by step: check, find each contact (HTTP to contacts, outside any
+transaction), then store them all in one transaction with their events and the idempotent response."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from servicekit.problems import ProblemError, Unprocessable, problem_body
+from services.interactions.directory import ContactDirectory, ContactLink
+from services.interactions.idempotency import Claim, IdempotencyKeys, Replay
+from services.interactions.schemas import MAX_BATCH, BatchItemResult, TouchpointCreate
+from services.interactions.service import Outcome, Prepared, TouchpointService
+
+
+class BatchTooLarge(ProblemError):
+    status, slug, title = 413, "batch-too-large", "Too many items in the batch"
+
+
+def invalid(exc: ValidationError) -> Unprocessable:
+    errors = [
+        {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": e.get("type")} for e in exc.errors()
+    ]
+    return Unprocessable("The touchpoint does not match the schema.", errors=errors)
+
+
+def as_problem(exc: ProblemError) -> dict[str, Any]:
+    return problem_body(exc.status, title=exc.title, detail=exc.detail, slug=exc.slug, **exc.extensions)
+
+
+class Ingestion:
+    def __init__(
+        self,
+        *,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        touchpoints: TouchpointService,
+        directory: ContactDirectory,
+        keys: IdempotencyKeys,
+    ) -> None:
+        self.sessionmaker = sessionmaker
+        self.touchpoints = touchpoints
+        self.directory = directory
+        self.keys = keys
+
+    async def link_all(self, items: list[TouchpointCreate]) -> list[ContactLink | ProblemError]:
+        """The contact of each item; one call per distinct contact, calls in parallel (bounded)."""
+        keys = [
+            f"id:{item.contact_id}" if item.contact_id is not None else f"who:{item.contact.cache_key()}"  # type: ignore[union-attr]
+            for item in items
+        ]
+        first: dict[str, TouchpointCreate] = {}
+        for key, item in zip(keys, items, strict=True):
+            first.setdefault(key, item)
+
+        async def one(item: TouchpointCreate) -> ContactLink | ProblemError:
+            try:
+                return await self.directory.link(contact_id=item.contact_id, contact=item.contact)
+            except ProblemError as exc:
+                return exc
+
+        found = dict(zip(first, await asyncio.gather(*(one(item) for item in first.values())), strict=True))
+        return [found[key] for key in keys]
+
+    async def _idempotent(
+        self, claim: Claim | None, store: Callable[[AsyncSession], Awaitable[tuple[int, str]]]
+    ) -> tuple[int, str]:
+        try:
+            async with self.sessionmaker() as session, session.begin():
+                status, body = await store(session)
+                if claim is not None:
+                    await self.keys.complete(session=session, claim=claim, status=status, body=body)
+            return status, body
+        except BaseException:
+            if claim is not None:
+                await self.keys.release(claim)
+            raise
+
+    async def claim(self, *, caller: str, key: str | None, fingerprint: str) -> Claim | Replay | None:
+        if key is None:
+            return None
+        return await self.keys.claim(caller=caller, key=key, fingerprint=fingerprint)
+
+    async def log_one(self, *, item: TouchpointCreate, claim: Claim | None) -> tuple[int, str]:
+        """201 with the stored touchpoint, or 200 with the one already stored under (source, external_id)."""
+        try:
+            self.touchpoints.check(item)
+            link = await self.directory.link(contact_id=item.contact_id, contact=item.contact)
+            prepared = self.touchpoints.prepare(item=item, link=link)
+        except BaseException:
+            if claim is not None:
+                await self.keys.release(claim)
+            raise
+
+        async def store(session: AsyncSession) -> tuple[int, str]:
+            (outcome,) = await self.touchpoints.store(session=session, prepared=[prepared])
+            if outcome.problem is not None:
+                raise outcome.problem
+            assert outcome.touchpoint is not None
+            return outcome.status, outcome.touchpoint.model_dump_json()
+
+        return await self._idempotent(claim, store)
+
+    async def log_batch(self, *, raw_items: list[dict[str, Any]], claim: Claim | None) -> tuple[int, str]:
+        """Each item stored or refused on its own; the valid ones in one transaction."""
+        results: list[BatchItemResult | None] = [None] * len(raw_items)
+        try:
+            if len(raw_items) > MAX_BATCH:
+                raise BatchTooLarge(
+                    f"A batch holds at most {MAX_BATCH} touchpoints; this one has {len(raw_items)}.",
+                    max_items=MAX_BATCH,
+                )
+            valid: list[tuple[int, TouchpointCreate]] = []
+            for index, raw in enumerate(raw_items):
+                try:
+                    item = TouchpointCreate.model_validate(raw)
+                    self.touchpoints.check(item)
+                    valid.append((index, item))
+                except ValidationError as exc:
+                    results[index] = _failed(index, invalid(exc))
+                except ProblemError as exc:
+                    results[index] = _failed(index, exc)
+            links = await self.link_all([item for _, item in valid])
+            prepared: list[tuple[int, Prepared]] = []
+            for (index, item), link in zip(valid, links, strict=True):
+                if isinstance(link, ProblemError):
+                    results[index] = _failed(index, link)
+                else:
+                    prepared.append((index, self.touchpoints.prepare(item=item, link=link)))
+        except BaseException:
+            if claim is not None:
+                await self.keys.release(claim)
+            raise
+
+        async def store(session: AsyncSession) -> tuple[int, str]:
+            outcomes = await self.touchpoints.store(session=session, prepared=[p for _, p in prepared])
+            for (index, _), outcome in zip(prepared, outcomes, strict=True):
+                results[index] = _result(index, outcome)
+            body = {"results": [r.model_dump(mode="json", exclude_none=True) for r in results if r is not None]}
+            return 200, json.dumps(body)
+
+        return await self._idempotent(claim, store)
+
+
+def _failed(index: int, exc: ProblemError) -> BatchItemResult:
+    return BatchItemResult(index=index, status=exc.status, problem=as_problem(exc))
+
+
+def _result(index: int, outcome: Outcome) -> BatchItemResult:
+    if outcome.problem is not None:
+        return _failed(index, outcome.problem)
+    assert outcome.touchpoint is not None
+    return BatchItemResult(index=index, status=outcome.status, id=outcome.touchpoint.id)

@@ -1,0 +1,132 @@
+"""Idempotency-Key (IETF draft-ietf-httpapi-idempotency-key-header), scoped per caller.
+
+The same key with the same request replays the first response (status and body); with another
+request it is a 422; while the first request is still running, a 409. Only completed requests
+are kept: a request that failed releases its key, so the client may retry it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import delete
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlmodel import col
+
+from servicekit.clock import Clock, as_utc
+from servicekit.problems import Conflict, ProblemError, Unprocessable
+from services.interactions.models import IdempotencyRecord
+
+MAX_KEY_LENGTH = 255
+MAX_CALLER_LENGTH = 200
+ANONYMOUS = "anonymous"
+
+
+class InvalidIdempotencyKey(ProblemError):
+    status, slug, title = 400, "invalid-idempotency-key", "Invalid Idempotency-Key"
+
+
+class KeyInFlight(Conflict):
+    slug, title = "idempotency-key-in-flight", "A request with this Idempotency-Key is still being processed"
+
+
+class KeyReused(Unprocessable):
+    slug, title = "idempotency-key-reused", "Idempotency-Key reused for another request"
+
+
+@dataclass(frozen=True)
+class Claim:
+    caller: str
+    key: str
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class Replay:
+    status: int
+    body: str
+
+
+def fingerprint(method: str, path: str, raw_body: bytes) -> str:
+    """The request's identity: method, path and the JSON body in canonical form (key order and
+    whitespace do not matter)."""
+    try:
+        canonical: Any = json.dumps(json.loads(raw_body), sort_keys=True, separators=(",", ":"))
+    except (ValueError, UnicodeDecodeError):
+        canonical = raw_body.hex()
+    return hashlib.sha256(f"{method} {path}\n{canonical}".encode()).hexdigest()
+
+
+def checked_key(key: str | None, caller: str | None) -> tuple[str | None, str]:
+    if key is not None and not (0 < len(key) <= MAX_KEY_LENGTH and key.isprintable()):
+        raise InvalidIdempotencyKey(f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} printable characters.")
+    caller = (caller or "").strip() or ANONYMOUS
+    if len(caller) > MAX_CALLER_LENGTH:
+        raise InvalidIdempotencyKey(f"X-Touchpoint-Caller must be at most {MAX_CALLER_LENGTH} characters.")
+    return key, caller
+
+
+class IdempotencyKeys:
+    def __init__(
+        self, *, sessionmaker: async_sessionmaker[AsyncSession], clock: Clock, ttl_s: int, in_flight_s: int
+    ) -> None:
+        self.sessionmaker = sessionmaker
+        self.clock = clock
+        self.ttl = timedelta(seconds=ttl_s)
+        self.in_flight = timedelta(seconds=in_flight_s)
+
+    async def claim(self, *, caller: str, key: str, fingerprint: str) -> Claim | Replay:
+        """Take the key for this request, or say what to answer instead (raises 409 or 422)."""
+        now = self.clock.now()
+        async with self.sessionmaker() as session, session.begin():
+            module: Any = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+            inserted = await session.execute(
+                module.insert(IdempotencyRecord)
+                .values(caller=caller, key=key, fingerprint=fingerprint, created_at=now, expires_at=now + self.ttl)
+                .on_conflict_do_nothing()
+                .returning(col(IdempotencyRecord.key))
+            )
+            if inserted.first() is not None:
+                return Claim(caller, key, fingerprint)
+            record = await session.get(IdempotencyRecord, (caller, key), with_for_update=True, populate_existing=True)
+            assert record is not None
+            abandoned = record.status is None and as_utc(record.created_at) + self.in_flight <= now
+            if as_utc(record.expires_at) <= now or abandoned:
+                record.fingerprint, record.status, record.response = fingerprint, None, None
+                record.created_at, record.expires_at = now, now + self.ttl
+                return Claim(caller, key, fingerprint)
+            if record.fingerprint != fingerprint:
+                raise KeyReused("This Idempotency-Key was used for a different request; use a new key.")
+            if record.status is None or record.response is None:
+                raise KeyInFlight(
+                    "The first request with this Idempotency-Key is still being processed; retry shortly.",
+                    headers={"Retry-After": "1"},
+                )
+            return Replay(record.status, record.response)
+
+    async def complete(self, *, session: AsyncSession, claim: Claim, status: int, body: str) -> None:
+        """Store the response in the transaction that stores the effect: both or neither."""
+        record = await session.get(IdempotencyRecord, (claim.caller, claim.key))
+        if record is not None and record.fingerprint == claim.fingerprint:
+            record.status, record.response = status, body
+
+    async def release(self, claim: Claim) -> None:
+        async with self.sessionmaker() as session, session.begin():
+            await session.execute(
+                delete(IdempotencyRecord).where(
+                    col(IdempotencyRecord.caller) == claim.caller,
+                    col(IdempotencyRecord.key) == claim.key,
+                    col(IdempotencyRecord.status).is_(None),
+                )
+            )
+
+    async def purge_expired(self) -> int:
+        async with self.sessionmaker() as session, session.begin():
+            result = await session.execute(
+                delete(IdempotencyRecord).where(col(IdempotencyRecord.expires_at) <= self.clock.now())
+            )
+        return int(getattr(result, "rowcount", 0) or 0)

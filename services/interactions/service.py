@@ -1,0 +1,590 @@
+"""The rules of interactions: a touchpoint is stored once and filed under a live contact, every change
+writes its event to the outbox in the same transaction, merges and erasures reach every row."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import lru_cache
+from typing import Any, cast
+
+import sqlalchemy as sa
+from sqlalchemy import delete, func, select, tuple_, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from servicekit.clock import Clock, as_utc
+from servicekit.events import CloudEvent
+from servicekit.ids import new_id
+from servicekit.outbox import Outbox
+from servicekit.problems import Conflict, NotFound, ProblemError, Unprocessable
+from services.interactions import events
+from services.interactions.directory import ContactErased, ContactLink
+from services.interactions.models import ContactFate, Thread, Touchpoint, outbox_table
+from services.interactions.schemas import (
+    ThreadRead,
+    TouchpointCreate,
+    TouchpointPatch,
+    TouchpointRead,
+    check_attributes,
+)
+
+# A sender's clock may run a little ahead; a touchpoint further in the future is a mistake.
+MAX_FUTURE = timedelta(days=1)
+MAX_THREAD_ITEMS = 1000
+MAX_MERGE_HOPS = 4
+# pg_advisory_xact_lock(classid, objid) namespace of "a contact's touchpoints" (see _lock_contacts).
+_LOCK_CLASS = 7202
+# Fields a contact's erasure removes; channel, type, times, scores and amounts stay for the metrics.
+REDACTED_FIELDS = ("subject", "body", "outcome", "attributes")
+
+_TABLE = cast(sa.Table, Touchpoint.__table__)  # type: ignore[attr-defined]
+
+
+class InvalidCursor(ProblemError):
+    status, slug, title = 400, "invalid-cursor", "Invalid cursor"
+
+
+class Redacted(Conflict):
+    slug, title = "redacted", "Touchpoint redacted"
+
+
+# --- sentiment -----------------------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=1)
+def _analyzer() -> Any:
+    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+    return SentimentIntensityAnalyzer()
+
+
+def sentiment_of(subject: str | None, body: str | None) -> float | None:
+    """VADER compound score of subject and body, from -1 (most negative) to 1; None without text."""
+    text = " ".join(part for part in (subject, body) if part and part.strip())
+    if not text:
+        return None
+    return round(float(_analyzer().polarity_scores(text)["compound"]), 4)
+
+
+# --- positions (keyset pagination) ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Position:
+    """A place in the newest-first order: items strictly older than (at, id) come after it."""
+
+    at: datetime
+    id: uuid.UUID
+
+    def cursor(self) -> str:
+        raw = json.dumps({"at": self.at.isoformat(), "id": str(self.id)}).encode()
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    def before(self) -> str:
+        return f"{self.at.isoformat().replace('+00:00', 'Z')}|{self.id}"
+
+    @classmethod
+    def from_cursor(cls, cursor: str) -> Position:
+        try:
+            document = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+            return cls._make(document["at"], document["id"])
+        except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError):
+            raise InvalidCursor("The cursor is not one this API gave out.") from None
+
+    @classmethod
+    def from_before(cls, before: str) -> Position:
+        at, sep, ident = before.rpartition("|")
+        try:
+            if not sep:
+                raise ValueError("no '|'")
+            # A '+' left unencoded in a query string arrives as a space.
+            return cls._make(at.replace(" ", "+"), ident)
+        except ValueError:
+            raise InvalidCursor(
+                "`before` is `<occurred_at ISO 8601 with offset>|<touchpoint id>`, e.g. 2026-01-05T09:00:00Z|0190…"
+            ) from None
+
+    @classmethod
+    def _make(cls, at: str, ident: str) -> Position:
+        moment = datetime.fromisoformat(at)
+        if moment.tzinfo is None:
+            raise ValueError("naive time")
+        return cls(as_utc(moment), uuid.UUID(ident))
+
+
+# --- storing -------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Prepared:
+    """A valid touchpoint whose contact is known, ready to be written."""
+
+    item: TouchpointCreate
+    link: ContactLink
+    sentiment: float | None
+    ingest_key: str | None = None
+
+
+@dataclass
+class Outcome:
+    """What became of one prepared touchpoint: 201 stored, 200 already stored, or a problem."""
+
+    status: int
+    touchpoint: TouchpointRead | None = None
+    problem: ProblemError | None = None
+
+
+def to_read(row: Touchpoint | dict[str, Any]) -> TouchpointRead:
+    return TouchpointRead.model_validate(row)
+
+
+def event_data(touchpoint: TouchpointRead) -> dict[str, Any]:
+    """The touchpoint as events carry it: everything but the body."""
+    return touchpoint.model_dump(mode="json", exclude={"body"})
+
+
+def _dialect(session: AsyncSession) -> str:
+    return session.get_bind().dialect.name
+
+
+def _lock_key(contact_id: uuid.UUID) -> int:
+    return int.from_bytes(contact_id.bytes[-4:], "big", signed=True)
+
+
+async def _lock_contacts(session: AsyncSession, contact_ids: set[uuid.UUID], *, shared: bool) -> None:
+    """On PostgreSQL, writers of a contact's touchpoints hold a shared lock and the merge and erase
+    handlers an exclusive one, so a touchpoint written during a merge is either re-keyed by it or
+    sees its ``contact_fates`` row. SQLite transactions are already serialised (BEGIN IMMEDIATE)."""
+    if not contact_ids or _dialect(session) != "postgresql":
+        return
+    function = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
+    keys = sorted({_lock_key(c) for c in contact_ids})
+    await session.execute(
+        sa.text(f"SELECT {function}({_LOCK_CLASS}, k) FROM unnest(CAST(:keys AS integer[])) AS k"), {"keys": keys}
+    )
+
+
+async def _final_contacts(session: AsyncSession, contact_ids: set[uuid.UUID]) -> dict[uuid.UUID, uuid.UUID | None]:
+    """Each contact id → the live contact to file under (after merges we know of), or None if erased."""
+    final: dict[uuid.UUID, uuid.UUID | None] = {c: c for c in contact_ids}
+    todo = set(contact_ids)
+    for _ in range(MAX_MERGE_HOPS):
+        if not todo:
+            break
+        await _lock_contacts(session, todo, shared=True)
+        fates = {
+            fate.contact_id: fate
+            for fate in (await session.scalars(select(ContactFate).where(col(ContactFate.contact_id).in_(todo)))).all()
+        }
+        moved: set[uuid.UUID] = set()
+        for given, current in final.items():
+            if current is None or current not in fates:
+                continue
+            fate = fates[current]
+            final[given] = fate.merged_into if fate.fate == "merged" else None
+            if final[given] is not None:
+                moved.add(cast(uuid.UUID, final[given]))
+        todo = moved
+    return final
+
+
+def _insert_ignoring_duplicates(dialect: str) -> Any:
+    module: Any = postgresql if dialect == "postgresql" else sqlite
+    return module.insert(_TABLE).on_conflict_do_nothing().returning(_TABLE.c.id)
+
+
+class TouchpointService:
+    """Touchpoint rules bound to this service's clock and outbox."""
+
+    def __init__(self, *, clock: Clock, outbox: Outbox) -> None:
+        self.clock = clock
+        self.outbox = outbox
+
+    def check(self, item: TouchpointCreate) -> None:
+        """Rules that need the clock (schemas cannot see it)."""
+        if as_utc(item.occurred_at) > self.clock.now() + MAX_FUTURE:
+            raise Unprocessable(
+                "occurred_at is more than a day in the future; send the time the touchpoint happened.",
+                field="occurred_at",
+            )
+
+    def prepare(self, *, item: TouchpointCreate, link: ContactLink, ingest_key: str | None = None) -> Prepared:
+        return Prepared(item=item, link=link, sentiment=sentiment_of(item.subject, item.body), ingest_key=ingest_key)
+
+    async def store(self, *, session: AsyncSession, prepared: list[Prepared]) -> list[Outcome]:
+        """Write the touchpoints in the caller's transaction (one INSERT, one outbox INSERT).
+
+        A touchpoint whose ``(source, external_id)`` or ingest key is already stored is not written
+        again: its outcome is 200 with the stored one."""
+        outcomes: list[Outcome | None] = [None] * len(prepared)
+        if not prepared:
+            return []
+        final = await _final_contacts(session, {p.link.contact_id for p in prepared})
+        now = self.clock.now()
+        rows: list[dict[str, Any]] = []
+        row_index: list[int] = []
+        for index, p in enumerate(prepared):
+            contact_id = final[p.link.contact_id]
+            if contact_id is None:
+                outcomes[index] = Outcome(
+                    422, problem=ContactErased(f"Contact {p.link.contact_id} was erased; the touchpoint is refused.")
+                )
+                continue
+            rows.append(self._row(p, contact_id, now))
+            row_index.append(index)
+        inserted: set[uuid.UUID] = set()
+        if rows:
+            result = await session.execute(_insert_ignoring_duplicates(_dialect(session)), rows)
+            inserted = set(result.scalars().all())
+        fresh = [(i, row) for i, row in zip(row_index, rows, strict=True) if row["id"] in inserted]
+        stale = [(i, row) for i, row in zip(row_index, rows, strict=True) if row["id"] not in inserted]
+        logged: list[tuple[CloudEvent, str]] = []
+        for index, row in fresh:
+            touchpoint = to_read(row)
+            outcomes[index] = Outcome(201, touchpoint)
+            logged.append(events.interaction_event(events.LOGGED, row["contact_id"], event_data(touchpoint), now))
+        await self.outbox.add_many(session, logged)
+        if stale:
+            existing = await self._existing(session, [row for _, row in stale])
+            for index, row in stale:
+                found = existing.get(("k", row["ingest_key"])) or existing.get(("s", row["source"], row["external_id"]))
+                outcomes[index] = (
+                    Outcome(200, to_read(found))
+                    if found is not None
+                    else Outcome(409, problem=Conflict("A touchpoint with the same key is being written; retry."))
+                )
+        return [o if o is not None else Outcome(500) for o in outcomes]
+
+    def _row(self, p: Prepared, contact_id: uuid.UUID, now: datetime) -> dict[str, Any]:
+        item = p.item
+        return {
+            "id": new_id(),
+            "contact_id": contact_id,
+            "original_contact_id": p.link.original,
+            "channel": str(item.channel),
+            "direction": item.direction,
+            "type": item.type,
+            "occurred_at": as_utc(item.occurred_at),
+            "received_at": now,
+            "agent": item.agent,
+            "team": item.team,
+            "subject": item.subject,
+            "body": item.body,
+            "thread_id": item.thread_id,
+            "outcome": item.outcome,
+            "csat": item.csat,
+            "nps": item.nps,
+            "duration_s": item.duration_s,
+            "amount": item.amount,
+            "currency": item.currency,
+            "source": item.source,
+            "external_id": item.external_id,
+            "ingest_key": p.ingest_key,
+            "attributes": item.attributes,
+            "sentiment": p.sentiment,
+            "version": 1,
+            "updated_at": now,
+            "redacted_at": None,
+        }
+
+    async def _existing(self, session: AsyncSession, rows: list[dict[str, Any]]) -> dict[tuple[Any, ...], Touchpoint]:
+        keys = [row["ingest_key"] for row in rows if row["ingest_key"]]
+        pairs = [(row["source"], row["external_id"]) for row in rows if row["source"] and row["external_id"]]
+        found: dict[tuple[Any, ...], Touchpoint] = {}
+        if keys:
+            for tp in (await session.scalars(select(Touchpoint).where(col(Touchpoint.ingest_key).in_(keys)))).all():
+                found[("k", tp.ingest_key)] = tp
+        if pairs:
+            query = select(Touchpoint).where(tuple_(col(Touchpoint.source), col(Touchpoint.external_id)).in_(pairs))
+            for tp in (await session.scalars(query)).all():
+                found[("s", tp.source, tp.external_id)] = tp
+        return found
+
+    # --- changing ------------------------------------------------------------------------------------------
+
+    async def update(self, *, session: AsyncSession, touchpoint_id: uuid.UUID, patch: TouchpointPatch) -> Touchpoint:
+        touchpoint = await session.get(Touchpoint, touchpoint_id, with_for_update=True)
+        if touchpoint is None:
+            raise NotFound(f"No touchpoint {touchpoint_id}.")
+        now = self.clock.now()
+        changed: list[str] = []
+        fields = patch.model_fields_set
+        if touchpoint.redacted_at is not None and fields & {"outcome", "attributes"}:
+            raise Redacted("The touchpoint was redacted when its contact was erased; it keeps no notes.")
+        if "outcome" in fields and patch.outcome != touchpoint.outcome:
+            touchpoint.outcome = patch.outcome
+            changed.append("outcome")
+        if "attributes" in fields:
+            merged = dict(touchpoint.attributes)
+            for key, value in (patch.attributes or {}).items():
+                if value is None:
+                    merged.pop(key, None)
+                else:
+                    merged[key] = value
+            try:
+                check_attributes(merged)
+            except ValueError as exc:
+                raise Unprocessable(str(exc), field="attributes") from None
+            if merged != touchpoint.attributes:
+                touchpoint.attributes = merged
+                changed.append("attributes")
+        if changed:
+            touchpoint.version += 1
+            touchpoint.updated_at = now
+            data = {**event_data(to_read(touchpoint)), "changed": changed}
+            event, subject = events.interaction_event(events.UPDATED, touchpoint.contact_id, data, now)
+            await self.outbox.add(session, event, subject=subject)
+        if "thread_status" in fields:
+            assert patch.thread_status is not None
+            await self._set_thread_status(session, touchpoint, patch.thread_status, now)
+        return touchpoint
+
+    async def _set_thread_status(
+        self, session: AsyncSession, touchpoint: Touchpoint, status: str, now: datetime
+    ) -> None:
+        if touchpoint.thread_id is None:
+            raise Unprocessable("This touchpoint belongs to no thread.", field="thread_status")
+        module: Any = postgresql if _dialect(session) == "postgresql" else sqlite
+        await session.execute(
+            module.insert(Thread)
+            .values(thread_id=touchpoint.thread_id, contact_id=touchpoint.contact_id, status="open", updated_at=now)
+            .on_conflict_do_nothing()
+        )
+        thread = await session.get(Thread, touchpoint.thread_id, with_for_update=True, populate_existing=True)
+        assert thread is not None
+        if thread.status == status:
+            return
+        thread.status = status
+        thread.resolved_at = now if status == "resolved" else None
+        thread.updated_at = now
+        if status == "resolved":
+            summary = await thread_summary(session=session, thread_id=thread.thread_id)
+            data = {
+                "thread_id": thread.thread_id,
+                "contact_id": str(thread.contact_id),
+                "resolved_at": now.isoformat(),
+                "opened_at": summary["opened_at"].isoformat(),
+                "channel": summary["channel"],
+                "type": summary["type"],
+                "complaint": summary["complaint"],
+                "first_interaction_id": str(summary["first_id"]),
+                "interactions": summary["count"],
+            }
+            event, subject = events.interaction_event(events.THREAD_RESOLVED, thread.contact_id, data, now)
+            await self.outbox.add(session, event, subject=subject)
+
+    # --- what the contacts service tells us ----------------------------------------------------------------
+
+    async def rekey(self, *, session: AsyncSession, source_id: uuid.UUID, target_id: uuid.UUID) -> int:
+        """The source contact was merged into the target: its touchpoints and threads move to the target
+        (each touchpoint keeps ``original_contact_id``). Returns how many touchpoints moved."""
+        await _lock_contacts(session, {source_id}, shared=False)
+        now = self.clock.now()
+        await self._set_fate(session, source_id, "merged", target_id, now)
+        # Flatten chains: whatever was merged into the source now points at the target.
+        await session.execute(
+            update(ContactFate).where(col(ContactFate.merged_into) == source_id).values(merged_into=target_id)
+        )
+        moved = await session.execute(
+            update(Touchpoint)
+            .where(col(Touchpoint.contact_id) == source_id)
+            .values(contact_id=target_id)
+            .execution_options(synchronize_session=False)
+        )
+        await session.execute(
+            update(Thread)
+            .where(col(Thread.contact_id) == source_id)
+            .values(contact_id=target_id)
+            .execution_options(synchronize_session=False)
+        )
+        return int(getattr(moved, "rowcount", 0) or 0)
+
+    async def redact_contact(self, *, session: AsyncSession, contact_id: uuid.UUID) -> int:
+        """GDPR erasure: subject, body, outcome and attributes of the contact's touchpoints are removed;
+        channel, type, direction, times, scores, amounts and sentiment stay so the metrics stay right."""
+        await _lock_contacts(session, {contact_id}, shared=False)
+        now = self.clock.now()
+        await self._set_fate(session, contact_id, "erased", None, now)
+        mine = sa.or_(col(Touchpoint.contact_id) == contact_id, col(Touchpoint.original_contact_id) == contact_id)
+        result = await session.execute(
+            update(Touchpoint)
+            .where(mine, col(Touchpoint.redacted_at).is_(None))
+            .values(
+                subject=None,
+                body=None,
+                outcome=None,
+                attributes={},
+                redacted_at=now,
+                updated_at=now,
+                version=col(Touchpoint.version) + 1,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        count = int(getattr(result, "rowcount", 0) or 0)
+        await _scrub_outbox(session, contact_id)
+        data = {"contact_id": str(contact_id), "interactions": count, "redacted_at": now.isoformat()}
+        event, subject = events.interaction_event(events.REDACTED, contact_id, data, now)
+        await self.outbox.add(session, event, subject=subject)
+        return count
+
+    async def _set_fate(
+        self, session: AsyncSession, contact_id: uuid.UUID, fate: str, merged_into: uuid.UUID | None, now: datetime
+    ) -> None:
+        row = await session.get(ContactFate, contact_id)
+        if row is None:
+            session.add(ContactFate(contact_id=contact_id, fate=fate, merged_into=merged_into, at=now))
+        elif row.fate != "erased":  # erasure is final
+            row.fate, row.merged_into, row.at = fate, merged_into, now
+        await session.flush()
+
+
+async def _scrub_outbox(session: AsyncSession, contact_id: uuid.UUID) -> None:
+    """Earlier events about the contact still in our outbox carry its notes: drop what was already sent,
+    redact what was not (the event itself must still go out)."""
+    subject_like = f"crm.interactions.%.{contact_id}"
+    await session.execute(
+        delete(outbox_table).where(outbox_table.c.subject.like(subject_like), outbox_table.c.published_at.is_not(None))
+    )
+    pending = (
+        await session.execute(
+            select(outbox_table.c.seq, outbox_table.c.payload).where(outbox_table.c.subject.like(subject_like))
+        )
+    ).all()
+    for row in pending:
+        document = json.loads(row.payload)
+        data = document.get("data", {})
+        for name in REDACTED_FIELDS:
+            if name in data:
+                data[name] = {} if name == "attributes" else None
+        data["redacted"] = True
+        await session.execute(
+            update(outbox_table).where(outbox_table.c.seq == row.seq).values(payload=json.dumps(document))
+        )
+
+
+# --- reading -------------------------------------------------------------------------------------------------
+
+
+async def get_touchpoint(*, session: AsyncSession, touchpoint_id: uuid.UUID) -> Touchpoint:
+    touchpoint = await session.get(Touchpoint, touchpoint_id)
+    if touchpoint is None:
+        raise NotFound(f"No touchpoint {touchpoint_id}.")
+    return touchpoint
+
+
+async def list_touchpoints(
+    *,
+    session: AsyncSession,
+    contact_id: uuid.UUID | None = None,
+    channel: str | None = None,
+    type: str | None = None,
+    direction: str | None = None,
+    thread_id: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    after: Position | None = None,
+    limit: int = 50,
+) -> tuple[list[Touchpoint], Position | None]:
+    """Newest first by (occurred_at, id), strictly older than ``after``: a page never repeats or skips
+    a touchpoint, whatever arrives meanwhile (new ones sort before the position)."""
+    query = select(Touchpoint)
+    if contact_id is not None:
+        query = query.where(col(Touchpoint.contact_id) == contact_id)
+    if channel:
+        query = query.where(col(Touchpoint.channel) == channel)
+    if type:
+        query = query.where(col(Touchpoint.type) == type)
+    if direction:
+        query = query.where(col(Touchpoint.direction) == direction)
+    if thread_id:
+        query = query.where(col(Touchpoint.thread_id) == thread_id)
+    if since is not None:
+        query = query.where(col(Touchpoint.occurred_at) >= as_utc(since))
+    if until is not None:
+        query = query.where(col(Touchpoint.occurred_at) < as_utc(until))
+    if after is not None:
+        query = query.where(tuple_(col(Touchpoint.occurred_at), col(Touchpoint.id)) < tuple_(after.at, after.id))
+    query = query.order_by(col(Touchpoint.occurred_at).desc(), col(Touchpoint.id).desc()).limit(limit + 1)
+    rows = list((await session.scalars(query)).all())
+    if len(rows) > limit:
+        last = rows[limit - 1]
+        return rows[:limit], Position(as_utc(last.occurred_at), last.id)
+    return rows, None
+
+
+async def thread_summary(*, session: AsyncSession, thread_id: str) -> dict[str, Any]:
+    first = (
+        await session.scalars(
+            select(Touchpoint)
+            .where(col(Touchpoint.thread_id) == thread_id)
+            .order_by(col(Touchpoint.occurred_at), col(Touchpoint.id))
+            .limit(1)
+        )
+    ).first()
+    if first is None:
+        raise NotFound(f"No thread {thread_id}.")
+    count, complaints = (
+        await session.execute(
+            select(func.count(), func.count().filter(col(Touchpoint.type) == "complaint")).where(
+                col(Touchpoint.thread_id) == thread_id
+            )
+        )
+    ).one()
+    return {
+        "first_id": first.id,
+        "opened_at": as_utc(first.occurred_at),
+        "channel": first.channel,
+        "type": first.type,
+        "contact_id": first.contact_id,
+        "complaint": complaints > 0,
+        "count": int(count),
+    }
+
+
+def first_response_s(touchpoints: list[tuple[str, datetime]]) -> float | None:
+    """Seconds from the first inbound touchpoint to the next outbound one (time-ordered input)."""
+    inbound_at: datetime | None = None
+    for direction, at in touchpoints:
+        if inbound_at is None and direction == "inbound":
+            inbound_at = at
+        elif inbound_at is not None and direction == "outbound":
+            return (at - inbound_at).total_seconds()
+    return None
+
+
+async def get_thread(*, session: AsyncSession, thread_id: str, limit: int = MAX_THREAD_ITEMS) -> ThreadRead:
+    rows = list(
+        (
+            await session.scalars(
+                select(Touchpoint)
+                .where(col(Touchpoint.thread_id) == thread_id)
+                .order_by(col(Touchpoint.occurred_at), col(Touchpoint.id))
+                .limit(limit + 1)
+            )
+        ).all()
+    )
+    if not rows:
+        raise NotFound(f"No thread {thread_id}.")
+    truncated = len(rows) > limit
+    rows = rows[:limit]
+    thread = await session.get(Thread, thread_id)
+    first = rows[0]
+    return ThreadRead(
+        thread_id=thread_id,
+        contact_id=thread.contact_id if thread is not None else first.contact_id,
+        status="resolved" if thread is not None and thread.status == "resolved" else "open",
+        opened_at=as_utc(first.occurred_at),
+        resolved_at=as_utc(thread.resolved_at) if thread is not None and thread.resolved_at else None,
+        channel=first.channel,
+        type=first.type,
+        complaint=any(r.type == "complaint" for r in rows),
+        first_response_s=first_response_s([(r.direction, as_utc(r.occurred_at)) for r in rows]),
+        items=[to_read(r) for r in rows],
+        truncated=truncated,
+    )

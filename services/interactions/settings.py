@@ -1,0 +1,30 @@
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from servicekit.settings import ServiceSettings
+
+
+class InteractionsSettings(ServiceSettings):
+    """Interactions service settings; every field is read from ``INTERACTIONS_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="INTERACTIONS_", extra="ignore")
+
+    database_url: str = Field("sqlite+aiosqlite:///./var/interactions.db", description="Database URL")
+    port: int = Field(8002, description="HTTP port")
+    # A batch of 1000 touchpoints with bodies needs more than the 1 MiB other services accept.
+    max_body_bytes: int = Field(16_777_216, description="Largest accepted request body in bytes (413 above)")
+    contacts_url: str = Field("http://127.0.0.1:8001", description="Base URL of the contacts service")
+    contacts_timeout_s: float = Field(2.0, description="Timeout of one call to the contacts service, seconds")
+    contacts_concurrency: int = Field(32, description="Calls to the contacts service in flight at most")
+    contact_cache_size: int = Field(
+        200_000, description="Live contact ids remembered in memory (dropped on merge and erase events)"
+    )
+    retry_after_s: int = Field(5, description="Retry-After of the 503 answered while contacts is unreachable")
+    idempotency_ttl_s: int = Field(86_400, description="How long an Idempotency-Key and its response are kept")
+    idempotency_in_flight_s: int = Field(
+        60, description="A request holding its Idempotency-Key longer than this is taken as abandoned"
+    )
+    ingest_batch: int = Field(500, description="NATS ingest messages fetched and stored per transaction")
+    ingest_retry_max_s: float = Field(
+        15.0, description="Longest redelivery delay of an ingest message that failed for a passing cause"
+    )

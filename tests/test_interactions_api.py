@@ -1,0 +1,488 @@
+"""The interactions service over HTTP with the real contacts service answering on a real port
+(SQLite and PostgreSQL, real nats-server)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import nats
+import pytest
+import uvicorn
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from servicekit.clock import MovableClock
+from servicekit.testing.apps import EventTap, running_app
+from servicekit.testing.nats import NatsServer
+from servicekit.testing.plugin import eventually
+from servicekit.testing.ports import free_port
+from services.contacts.app import create_app as create_contacts_app
+from services.contacts.settings import ContactsSettings
+from services.interactions.app import create_app
+from services.interactions.settings import InteractionsSettings
+from services.interactions.tests.conftest import ALEMBIC_INI, at, touchpoint_factory
+
+CONTACTS_ALEMBIC_INI = Path(__file__).resolve().parents[1] / "services/contacts/alembic.ini"
+PROBLEM = "application/problem+json"
+
+
+class Gate:
+    """Holds the contacts service's resolve calls while closed: a request stays in flight as long as a test wants."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.open = asyncio.Event()
+        self.open.set()
+        self.waiting = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == "/v1/contacts/resolve" and not self.open.is_set():
+            self.waiting += 1
+            await self.open.wait()
+        await self.app(scope, receive, send)
+
+
+@dataclass
+class ContactsService:
+    url: str
+    gate: Gate
+    http: httpx.AsyncClient
+
+    async def create(self, **fields: Any) -> dict[str, Any]:
+        body = {"name": "Ada Lovelace", "emails": [f"ada.{uuid.uuid4().hex[:10]}@example.com"], **fields}
+        response = await self.http.post("/v1/contacts", json=body)
+        assert response.status_code == 201, response.text
+        return dict(response.json())
+
+
+@contextlib.asynccontextmanager
+async def serve(app: ASGIApp) -> AsyncIterator[str]:
+    """Run an ASGI app (lifespan included) with uvicorn on a free port of this event loop."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+@pytest.fixture
+def contacts_db(database_factory: Callable[[Path], str]) -> str:
+    return database_factory(CONTACTS_ALEMBIC_INI)
+
+
+@pytest.fixture
+def interactions_db(database_factory: Callable[[Path], str]) -> str:
+    return database_factory(ALEMBIC_INI)
+
+
+@pytest.fixture
+async def contacts(contacts_db: str, nats_server: NatsServer, clock: MovableClock) -> AsyncIterator[ContactsService]:
+    settings = ContactsSettings(database_url=contacts_db, nats_url=nats_server.url, log_json=False, outbox_poll_s=0.05)
+    gate = Gate(create_contacts_app(settings, clock=clock))
+    async with serve(gate) as url, httpx.AsyncClient(base_url=url, timeout=10) as http:
+        yield ContactsService(url, gate, http)
+
+
+@pytest.fixture
+def settings(interactions_db: str, nats_server: NatsServer, contacts: ContactsService) -> InteractionsSettings:
+    return InteractionsSettings(
+        database_url=interactions_db,
+        nats_url=nats_server.url,
+        contacts_url=contacts.url,
+        log_json=False,
+        outbox_poll_s=0.05,
+        contacts_timeout_s=2,
+        retry_after_s=3,
+    )
+
+
+@pytest.fixture
+async def client(settings: InteractionsSettings, clock: MovableClock) -> AsyncIterator[httpx.AsyncClient]:
+    async with running_app(create_app(settings, clock=clock)) as client:
+        yield client
+
+
+@pytest.fixture
+async def js(nats_server: NatsServer) -> AsyncIterator[Any]:
+    nc = await nats.connect(nats_server.url)
+    yield nc.jetstream()
+    await nc.close()
+
+
+async def log(
+    client: httpx.AsyncClient, status: int = 201, headers: dict[str, str] | None = None, **fields: Any
+) -> dict[str, Any]:
+    response = await client.post("/v1/interactions", json=touchpoint_factory(**fields), headers=headers)
+    assert response.status_code == status, response.text
+    return dict(response.json())
+
+
+async def test_log_by_contact_id_stores_reads_and_announces_without_body(
+    client: httpx.AsyncClient, contacts: ContactsService, js: Any
+) -> None:
+    contact = await contacts.create()
+    response = await client.post(
+        "/v1/interactions",
+        json=touchpoint_factory(
+            contact_id=contact["id"],
+            csat=5,
+            agent="Grace",
+            team="support",
+            attributes={"order": "A-17"},
+            subject="Thank you, great help!",
+            body="Wonderful service, thanks a lot.",
+        ),
+        headers={"X-Request-ID": "req-tp-1"},
+    )
+    assert response.status_code == 201, response.text
+    touchpoint = response.json()
+    assert response.headers["location"] == f"/v1/interactions/{touchpoint['id']}"
+    assert touchpoint["contact_id"] == touchpoint["original_contact_id"] == contact["id"]
+    assert touchpoint["sentiment"] > 0.5 and touchpoint["received_at"] == "2026-01-05T09:00:00Z"
+    assert uuid.UUID(touchpoint["id"]).version == 7
+    assert (await client.get(f"/v1/interactions/{touchpoint['id']}")).json() == touchpoint
+    tap = await EventTap(
+        js, "CRM_INTERACTIONS", f"crm.interactions.*.{contact['id']}", durable=f"t{uuid.uuid4().hex}"
+    ).start()
+    (event,) = await tap.take(1)
+    await tap.assert_no_more(wait=0.5)
+    assert event.type == "crm.interaction.logged.v1" and event.subject == contact["id"]
+    assert event.requestid == "req-tp-1" and "body" not in event.data
+    assert event.data == {k: v for k, v in touchpoint.items() if k != "body" and (v is not None or k in event.data)}
+
+
+async def test_log_by_identity_resolves_or_creates_the_contact(
+    client: httpx.AsyncClient, contacts: ContactsService
+) -> None:
+    email = f"new.{uuid.uuid4().hex[:8]}@example.com"
+    first = await log(client, contact_id=None, contact={"email": email, "name": "Hedy Lamarr", "language": "de"})
+    again = await log(client, contact_id=None, contact={"email": email.upper()})
+    assert first["contact_id"] == again["contact_id"]
+    created = (await contacts.http.get(f"/v1/contacts/{first['contact_id']}")).json()
+    assert created["name"] == "Hedy Lamarr" and created["emails"] == [email]
+    bad = await client.post("/v1/interactions", json=touchpoint_factory(contact_id=None, contact={"email": "nope"}))
+    assert bad.status_code == 422 and bad.headers["content-type"] == PROBLEM
+    assert bad.json()["type"].endswith("/contact-rejected")
+
+
+async def test_invalid_touchpoints_and_unknown_contacts_are_422_problems(client: httpx.AsyncClient) -> None:
+    for bad in (
+        {"channel": "fax"},
+        {"direction": "sideways"},
+        {"type": "gossip"},
+        {"occurred_at": "2026-01-05T08:00:00"},  # no offset
+        {"occurred_at": at(60 * 24 * 3)},  # days in the future
+        {"csat": 6},
+        {"nps": 11},
+        {"amount": "10.00"},  # no currency
+        {"source": "shop"},  # no external_id
+        {"body": "x" * 40_000},
+        {"attributes": {"blob": "x" * 20_000}},
+        {"contact": {"email": "a@example.com"}},  # both contact_id and contact
+        {"nickname": "unknown field"},
+    ):
+        response = await client.post("/v1/interactions", json=touchpoint_factory(**bad))
+        assert response.status_code == 422, (bad, response.text)
+        assert response.headers["content-type"] == PROBLEM
+    unknown = await client.post("/v1/interactions", json=touchpoint_factory())
+    assert unknown.status_code == 422 and unknown.json()["type"].endswith("/unknown-contact")
+    assert (await client.get(f"/v1/interactions/{uuid.uuid4()}")).status_code == 404
+
+
+async def test_resent_touchpoint_with_same_source_and_external_id_is_200_with_the_first(
+    client: httpx.AsyncClient, contacts: ContactsService
+) -> None:
+    contact = await contacts.create()
+    first = await log(
+        client,
+        contact_id=contact["id"],
+        source="shop",
+        external_id="order-9",
+        type="purchase",
+        amount=42.5,
+        currency="EUR",
+    )
+    again = await log(
+        client,
+        200,
+        contact_id=contact["id"],
+        source="shop",
+        external_id="order-9",
+        type="purchase",
+        amount=42.5,
+        currency="EUR",
+        subject="resent",
+    )
+    assert again == first and first["amount"] == 42.5
+
+
+async def test_idempotency_key_replays_conflicts_and_is_scoped_per_caller(
+    client: httpx.AsyncClient, contacts: ContactsService
+) -> None:
+    contact = await contacts.create()
+    body = touchpoint_factory(contact_id=contact["id"])
+    headers = {"Idempotency-Key": "k-1", "X-Touchpoint-Caller": "key-shop"}
+    first = await client.post("/v1/interactions", json=body, headers=headers)
+    replay = await client.post("/v1/interactions", json=dict(reversed(list(body.items()))), headers=headers)
+    assert first.status_code == replay.status_code == 201
+    assert replay.content == first.content and replay.headers["idempotency-replayed"] == "true"
+    other_body = await client.post("/v1/interactions", json={**body, "csat": 3}, headers=headers)
+    assert other_body.status_code == 422 and other_body.json()["type"].endswith("/idempotency-key-reused")
+    other_caller = await client.post(
+        "/v1/interactions", json=body, headers={**headers, "X-Touchpoint-Caller": "key-phone"}
+    )
+    assert other_caller.status_code == 201 and other_caller.json()["id"] != first.json()["id"]
+    too_long = await client.post("/v1/interactions", json=body, headers={"Idempotency-Key": "k" * 256})
+    assert too_long.status_code == 400 and too_long.headers["content-type"] == PROBLEM
+    page = (await client.get("/v1/interactions", params={"contact_id": contact["id"]})).json()
+    assert len(page["items"]) == 2
+
+
+async def test_idempotency_key_in_flight_is_409_then_replays(
+    client: httpx.AsyncClient, contacts: ContactsService
+) -> None:
+    body = touchpoint_factory(contact_id=None, contact={"email": f"slow.{uuid.uuid4().hex[:8]}@example.com"})
+    headers = {"Idempotency-Key": "slow-1"}
+    contacts.gate.open.clear()
+    first = asyncio.create_task(client.post("/v1/interactions", json=body, headers=headers))
+    await eventually(lambda: contacts.gate.waiting == 1)
+    in_flight = await client.post("/v1/interactions", json=body, headers=headers)
+    assert in_flight.status_code == 409 and in_flight.headers["retry-after"] == "1"
+    assert in_flight.json()["type"].endswith("/idempotency-key-in-flight")
+    contacts.gate.open.set()
+    done = await first
+    assert done.status_code == 201
+    replay = await client.post("/v1/interactions", json=body, headers=headers)
+    assert (replay.status_code, replay.content) == (201, done.content)
+
+
+async def test_batch_stores_valid_items_and_reports_each_one(
+    client: httpx.AsyncClient, contacts: ContactsService
+) -> None:
+    contact = await contacts.create()
+    erased = await contacts.create()
+    assert (await contacts.http.delete(f"/v1/contacts/{erased['id']}")).status_code == 204
+    items = [
+        touchpoint_factory(contact_id=contact["id"], source="shop", external_id="b-1"),
+        touchpoint_factory(contact_id=contact["id"], csat=9),  # invalid
+        touchpoint_factory(),  # unknown contact
+        touchpoint_factory(contact_id=None, contact={"email": f"b.{uuid.uuid4().hex[:8]}@example.com"}),
+        touchpoint_factory(contact_id=contact["id"], source="shop", external_id="b-1"),  # same as the first
+        touchpoint_factory(contact_id=erased["id"]),
+        "not an object",
+    ]
+    response = await client.post("/v1/interactions/batch", json={"items": items})
+    assert response.status_code == 422  # "not an object" breaks the envelope itself
+    response = await client.post("/v1/interactions/batch", json={"items": items[:-1]})
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert [r["index"] for r in results] == list(range(6))
+    assert [r["status"] for r in results] == [201, 422, 422, 201, 200, 422]
+    assert results[4]["id"] == results[0]["id"]
+    assert results[1]["problem"]["errors"][0]["loc"] == ["csat"]
+    assert results[2]["problem"]["type"].endswith("/unknown-contact")
+    assert results[5]["problem"]["type"].endswith("/contact-erased")
+    for result in results:
+        assert ("id" in result) == (result["status"] < 300)
+    stored = await client.get(f"/v1/interactions/{results[3]['id']}")
+    assert stored.status_code == 200
+    too_many = await client.post("/v1/interactions/batch", json={"items": [touchpoint_factory()] * 1001})
+    assert too_many.status_code == 413 and too_many.json()["max_items"] == 1000
+    assert (await client.post("/v1/interactions/batch", json={"items": []})).status_code == 422
+
+
+async def test_contacts_down_is_503_with_retry_after(
+    interactions_db: str, nats_server: NatsServer, clock: MovableClock
+) -> None:
+    settings = InteractionsSettings(
+        database_url=interactions_db,
+        nats_url=nats_server.url,
+        log_json=False,
+        contacts_url=f"http://127.0.0.1:{free_port()}",
+        contacts_timeout_s=0.5,
+        retry_after_s=7,
+    )
+    async with running_app(create_app(settings, clock=clock)) as client:
+        for body in (touchpoint_factory(), touchpoint_factory(contact_id=None, contact={"phone": "+12025550100"})):
+            response = await client.post("/v1/interactions", json=body, headers={"Idempotency-Key": "down"})
+            assert response.status_code == 503, response.text
+            assert response.headers["retry-after"] == "7" and response.headers["content-type"] == PROBLEM
+        batch = await client.post("/v1/interactions/batch", json={"items": [touchpoint_factory(), {"channel": "x"}]})
+        assert [r["status"] for r in batch.json()["results"]] == [503, 422]
+        # The key was released: once contacts is back, the retry is processed, not refused.
+        assert (await client.get("/v1/interactions")).json()["items"] == []
+
+
+async def test_timeline_pages_by_cursor_and_before_with_filters(
+    client: httpx.AsyncClient, contacts: ContactsService
+) -> None:
+    contact = await contacts.create()
+    batch = [
+        touchpoint_factory(contact_id=contact["id"], occurred_at=at(n), channel="phone" if n % 2 else "email")
+        for n in range(7)
+    ]
+    assert (await client.post("/v1/interactions/batch", json={"items": batch})).status_code == 200
+    pages: list[list[str]] = []
+    params: dict[str, Any] = {"contact_id": contact["id"], "limit": 3}
+    while True:
+        page = (await client.get("/v1/interactions", params=params)).json()
+        pages.append([item["occurred_at"] for item in page["items"]])
+        if page["next_cursor"] is None:
+            break
+        params["cursor"] = page["next_cursor"]
+    assert pages == [[at(6), at(5), at(4)], [at(3), at(2), at(1)], [at(0)]]
+    first = (await client.get("/v1/interactions", params={"contact_id": contact["id"], "limit": 2})).json()
+    older = (
+        await client.get("/v1/interactions", params={"contact_id": contact["id"], "before": first["next_before"]})
+    ).json()
+    assert [i["occurred_at"] for i in older["items"]] == [at(n) for n in (4, 3, 2, 1, 0)]
+    phone = (
+        await client.get(
+            "/v1/interactions", params={"contact_id": contact["id"], "channel": "phone", "since": at(2), "until": at(6)}
+        )
+    ).json()
+    assert [i["occurred_at"] for i in phone["items"]] == [at(5), at(3)]
+    for bad in ({"cursor": "garbage"}, {"before": "yesterday|x"}, {"limit": 201}, {"channel": "fax"}):
+        assert (await client.get("/v1/interactions", params=bad)).status_code in (400, 422), bad
+
+
+async def test_patch_updates_outcome_attributes_and_resolves_the_thread(
+    client: httpx.AsyncClient, contacts: ContactsService, js: Any
+) -> None:
+    contact = await contacts.create()
+    opened = await log(
+        client,
+        contact_id=contact["id"],
+        type="complaint",
+        thread_id="case-7",
+        channel="phone",
+        occurred_at=at(0),
+        attributes={"a": 1, "b": 2},
+    )
+    await log(
+        client, contact_id=contact["id"], type="support", thread_id="case-7", direction="outbound", occurred_at=at(30)
+    )
+    response = await client.patch(
+        f"/v1/interactions/{opened['id']}",
+        json={"outcome": "refund sent", "attributes": {"a": None, "c": 3}, "thread_status": "resolved"},
+    )
+    assert response.status_code == 200, response.text
+    changed = response.json()
+    assert changed["outcome"] == "refund sent" and changed["attributes"] == {"b": 2, "c": 3} and changed["version"] == 2
+    thread = (await client.get("/v1/threads/case-7")).json()
+    assert thread["status"] == "resolved" and thread["first_response_s"] == 1800 and len(thread["items"]) == 2
+    assert thread["complaint"] is True and thread["channel"] == "phone"
+    tap = await EventTap(
+        js, "CRM_INTERACTIONS", f"crm.interactions.*.{contact['id']}", durable=f"t{uuid.uuid4().hex}"
+    ).start()
+    got = await tap.take(4)
+    assert [e.type for e in got] == [
+        "crm.interaction.logged.v1",
+        "crm.interaction.logged.v1",
+        "crm.interaction.updated.v1",
+        "crm.thread.resolved.v1",
+    ]
+    assert got[2].data["changed"] == ["outcome", "attributes"]
+    assert got[3].data["thread_id"] == "case-7" and got[3].data["complaint"] is True
+    lonely = await log(client, contact_id=contact["id"])
+    assert (
+        await client.patch(f"/v1/interactions/{lonely['id']}", json={"thread_status": "resolved"})
+    ).status_code == 422
+    assert (await client.patch(f"/v1/interactions/{lonely['id']}", json={})).status_code == 422
+    assert (await client.patch(f"/v1/interactions/{uuid.uuid4()}", json={"outcome": "x"})).status_code == 404
+    assert (await client.get("/v1/threads/nope")).status_code == 404
+
+
+async def test_stats_report_counts_scores_response_times_retention_and_pareto(
+    client: httpx.AsyncClient, contacts: ContactsService, clock: MovableClock
+) -> None:
+    people = [await contacts.create() for _ in range(5)]
+    items = []
+    for n, person in enumerate(people):  # purchases: the first spends most and comes back within 90 days
+        items.append(
+            touchpoint_factory(
+                contact_id=person["id"],
+                type="purchase",
+                amount=1000 if n == 0 else 50,
+                currency="EUR",
+                occurred_at=at(-60 * 24 * 50),
+                channel="self_service",
+            )
+        )
+    items.append(
+        touchpoint_factory(
+            contact_id=people[0]["id"],
+            type="purchase",
+            amount=200,
+            currency="EUR",
+            occurred_at=at(-60 * 24 * 10),
+            channel="self_service",
+        )
+    )
+    items += [
+        touchpoint_factory(
+            contact_id=people[1]["id"],
+            csat=csat,
+            nps=nps,
+            occurred_at=at(-n),
+            channel="phone",
+            type="survey_response",
+            team="support",
+        )
+        for n, (csat, nps) in enumerate([(5, 10), (4, 9), (2, 3), (5, 8)])
+    ]
+    items += [
+        touchpoint_factory(contact_id=people[2]["id"], type="complaint", thread_id="c-1", occurred_at=at(-120)),
+        touchpoint_factory(
+            contact_id=people[2]["id"],
+            type="support",
+            thread_id="c-1",
+            direction="outbound",
+            occurred_at=at(-100),
+            team="support",
+        ),
+        touchpoint_factory(contact_id=people[3]["id"], type="inquiry", thread_id="q-1", occurred_at=at(-30)),
+        touchpoint_factory(
+            contact_id=people[3]["id"],
+            type="support",
+            thread_id="q-1",
+            direction="outbound",
+            occurred_at=at(-28),
+            team="sales",
+        ),
+    ]
+    results = (await client.post("/v1/interactions/batch", json={"items": items})).json()["results"]
+    assert all(r["status"] == 201 for r in results), results
+    complaint_id = results[-4]["id"]
+    assert (
+        await client.patch(f"/v1/interactions/{complaint_id}", json={"thread_status": "resolved"})
+    ).status_code == 200
+    clock.advance(minutes=1)  # the window ends now (exclusive): the resolution is inside it
+    stats = (await client.get("/v1/stats", params={"since": at(-60 * 24 * 60)})).json()
+    assert stats["total"] == len(items)
+    assert stats["by_channel"] == {"self_service": 6, "phone": 4, "email": 4}
+    assert stats["by_type"]["purchase"] == 6 and stats["by_direction"] == {"inbound": 12, "outbound": 2}
+    assert stats["csat"] == {"responses": 4, "average": 4.0, "distribution": {"1": 0, "2": 1, "3": 0, "4": 1, "5": 2}}
+    assert stats["nps"] == {"responses": 4, "promoters": 2, "passives": 1, "detractors": 1, "score": 25.0}
+    assert stats["first_response"] == {"email": {"n": 2, "p50_s": 120.0, "p90_s": 1200.0}}
+    assert stats["complaints"] == {"opened": 1, "resolved": 1}
+    # Resolved at 09:00, the thread opened at 06:00.
+    assert stats["time_to_resolution"] == {"n": 1, "p50_s": 10800.0, "p90_s": 10800.0}
+    assert stats["retention"] == {"purchasers": 5, "repeat_within_90_days": 1, "share": 0.2}
+    assert stats["pareto"]["contacts"] == 5 and stats["pareto"]["top_contacts"] == 1
+    assert stats["pareto"]["top_share"] == round(1200 / 1400, 4)
+    by_team = (await client.get("/v1/stats", params={"since": at(-60 * 24 * 60), "team": "sales"})).json()
+    assert by_team["total"] == 1 and by_team["first_response"] == {"email": {"n": 1, "p50_s": 120.0, "p90_s": 120.0}}
