@@ -12,6 +12,7 @@ import subprocess
 import uuid
 import warnings
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -105,19 +106,63 @@ def test_topology_comes_up_as_compose_describes(topology: Topology, env_file: di
 
 
 class Journey:
-    """Calls a customer's story makes, through the gateway once it runs (the only published port),
-    straight to the services until then."""
+    """The calls a customer's story makes: through the gateway (the only published port, with the admin key
+    from .env) once it runs in this checkout, straight to the services until then."""
 
     def __init__(self, topology: Topology, env_file: dict[str, str]) -> None:
         self.topology = topology
-        self.admin_key = env_file["TOUCHPOINT_ADMIN_KEY"]
+        self.via_gateway = "gateway" in topology.processes
+        self.headers = {"Authorization": f"Bearer {env_file['TOUCHPOINT_ADMIN_KEY']}"} if self.via_gateway else {}
 
     def base(self, service: str) -> str:
-        return f"http://127.0.0.1:{self.topology.service_port(service)}"
+        return f"http://127.0.0.1:{self.topology.service_port('gateway' if self.via_gateway else service)}"
+
+    def has(self, service: str) -> bool:
+        return service in self.topology.processes
 
     async def create_contact(self, client: httpx.AsyncClient, n: str) -> httpx.Response:
         body = {"name": f"Grace Hopper {n}", "company": "Navy", "emails": [f"grace.{n}@example.com"], "tags": ["vip"]}
-        return await client.post(f"{self.base('contacts')}/v1/contacts", json=body, timeout=10)
+        return await client.post(f"{self.base('contacts')}/v1/contacts", json=body, headers=self.headers, timeout=10)
+
+    async def log_touchpoint(
+        self, client: httpx.AsyncClient, contact_id: str, key: str, **fields: Any
+    ) -> httpx.Response:
+        body = {
+            "contact_id": contact_id,
+            "channel": "email",
+            "direction": "inbound",
+            "type": "inquiry",
+            "occurred_at": datetime.now(UTC).isoformat(),
+            "subject": "Where is my order?",
+            "body": "I ordered a week ago and nothing has arrived yet.",
+            **fields,
+        }
+        headers = {**self.headers, "Idempotency-Key": key}
+        return await client.post(f"{self.base('interactions')}/v1/interactions", json=body, headers=headers, timeout=10)
+
+    async def log_until_stored(self, client: httpx.AsyncClient, contact_id: str, key: str, **fields: Any) -> str:
+        """A client that must not lose a touchpoint: it retries with the same Idempotency-Key until a 2xx."""
+        deadline = asyncio.get_running_loop().time() + 60
+        while True:
+            try:
+                response = await self.log_touchpoint(client, contact_id, key, **fields)
+                if response.status_code in (200, 201):
+                    return str(response.json()["id"])
+                assert response.status_code in (409, 502, 503, 504), response.text  # in flight, or a service away
+            except httpx.TransportError:
+                pass
+            assert asyncio.get_running_loop().time() < deadline, f"touchpoint {key} never stored"
+            await asyncio.sleep(0.1)
+
+    async def touchpoints_of(self, client: httpx.AsyncClient, contact_id: str) -> list[str]:
+        response = await client.get(
+            f"{self.base('interactions')}/v1/interactions",
+            params={"contact_id": contact_id, "limit": 200},
+            headers=self.headers,
+            timeout=10,
+        )
+        assert response.status_code == 200, response.text
+        return [item["id"] for item in response.json()["items"]]
 
 
 async def read_stream(nc: Any, stream: str) -> list[dict[str, Any]]:
@@ -138,102 +183,160 @@ async def read_stream(nc: Any, stream: str) -> list[dict[str, Any]]:
     return events
 
 
+async def events_of(topology: Topology, stream: str) -> list[dict[str, Any]]:
+    nc = await nats.connect(topology.url("nats", 4222, scheme="nats"))
+    try:
+        return await read_stream(nc, stream)
+    finally:
+        await nc.close()
+
+
 async def test_a_customers_journey(topology: Topology, env_file: dict[str, str]) -> None:
     journey = Journey(topology, env_file)
     n = uuid.uuid4().hex[:8]
     async with httpx.AsyncClient() as client:
+        # A new customer writes in.
         created = await journey.create_contact(client, n)
         assert created.status_code == 201, created.text
         contact = created.json()
         contact_url = f"{journey.base('contacts')}/v1/contacts/{contact['id']}"
         patched = await client.patch(
-            contact_url, json={"stage": "customer"}, headers={"If-Match": created.headers["ETag"]}
+            contact_url,
+            json={"stage": "customer"},
+            headers={**journey.headers, "If-Match": created.headers["ETag"]},
         )
         assert patched.status_code == 200 and patched.json()["stage"] == "customer", patched.text
         found = await client.get(f"{journey.base('contacts')}/v1/contacts", params={"q": f"grace.{n}"})
         assert [c["id"] for c in found.json()["items"]] == [contact["id"]]
 
-    nc = await nats.connect(topology.url("nats", 4222, scheme="nats"))
-    try:
+        # Touchpoints on several channels, then the list of them, newest first.
+        logged: list[str] = []
+        if journey.has("interactions"):
+            for minutes, channel in ((3, "email"), (2, "phone"), (1, "live_chat")):
+                at = (datetime.now(UTC) - timedelta(minutes=minutes)).isoformat()
+                key = f"journey-{n}-{channel}"
+                logged.append(
+                    await journey.log_until_stored(client, contact["id"], key, channel=channel, occurred_at=at)
+                )
+            # The same request again (a client retry) stores nothing new.
+            again = await journey.log_touchpoint(
+                client, contact["id"], f"journey-{n}-live_chat", channel="live_chat", occurred_at=at
+            )
+            assert again.status_code in (200, 201) and again.json()["id"] == logged[-1], again.text
+            assert await journey.touchpoints_of(client, contact["id"]) == logged[::-1]
 
-        async def contact_events() -> list[str]:
-            events = await read_stream(nc, "CRM_CONTACTS")
-            return [e["type"] for e in events if e["subject"] == contact["id"]]
+    # Every change went out as an event, once, in order.
+    async def contact_events() -> list[str]:
+        return [e["type"] for e in await events_of(topology, "CRM_CONTACTS") if e["subject"] == contact["id"]]
 
-        await eventually(lambda: contact_events(), timeout=15)
-        assert await contact_events() == ["crm.contact.created.v1", "crm.contact.updated.v1"]
-    finally:
-        await nc.close()
+    await eventually(contact_events, timeout=15)
+    assert await contact_events() == ["crm.contact.created.v1", "crm.contact.updated.v1"]
+    if logged:
+
+        async def touchpoint_events() -> list[str]:
+            events = await events_of(topology, "CRM_INTERACTIONS")
+            return [
+                e["data"]["id"]
+                for e in events
+                if e["type"] == "crm.interaction.logged.v1" and e["subject"] == contact["id"]
+            ]
+
+        await eventually(lambda: _contains_all(touchpoint_events(), logged), timeout=15)
+        assert sorted(await touchpoint_events()) == sorted(logged)
 
 
 # ---- restarts
 
 
 async def test_restarting_each_service_in_turn_loses_nothing(topology: Topology, env_file: dict[str, str]) -> None:
-    """``docker compose restart <service>`` for each service while a client keeps writing: every write the
-    client saw acknowledged is there afterwards, and its event is in the stream exactly once."""
+    """``docker compose restart <service>`` for each service in turn while clients keep writing: every write
+    a client saw acknowledged is there afterwards, and its event is in its stream exactly once."""
     journey = Journey(topology, env_file)
-    acknowledged: list[str] = []
+    contacts: list[str] = []
+    touchpoints: dict[str, tuple[str, str]] = {}  # Idempotency-Key -> (contact id, touchpoint id)
 
-    async def keep_writing(stop: asyncio.Event) -> None:
+    async def keep_creating_contacts(stop: asyncio.Event) -> None:
         async with httpx.AsyncClient() as client:
             while not stop.is_set():
                 try:
                     response = await journey.create_contact(client, uuid.uuid4().hex[:12])
                 except httpx.TransportError:
-                    await asyncio.sleep(0.05)  # the service is restarting: the client retries later
+                    await asyncio.sleep(0.05)  # the service is restarting: this client gives up on this one
                     continue
                 if response.status_code == 201:
-                    acknowledged.append(response.json()["id"])
+                    contacts.append(response.json()["id"])
                 else:
-                    assert response.status_code == 503, response.text
+                    assert response.status_code in (502, 503, 504), response.text
                     await asyncio.sleep(0.05)
+
+    async def keep_logging_touchpoints(stop: asyncio.Event) -> None:
+        async with httpx.AsyncClient() as client:
+            while not stop.is_set():
+                if not contacts:
+                    await asyncio.sleep(0.05)
+                    continue
+                key, contact_id = uuid.uuid4().hex, contacts[len(touchpoints) % len(contacts)]
+                touchpoints[key] = (contact_id, await journey.log_until_stored(client, contact_id, key))
 
     restarted: list[str] = []
     for service in running_apps(topology):
         stop = asyncio.Event()
-        writer = asyncio.create_task(keep_writing(stop))
-        await eventually(_more_than(acknowledged, 3), timeout=30)
+        writers = [asyncio.create_task(keep_creating_contacts(stop))]
+        if journey.has("interactions"):
+            writers.append(asyncio.create_task(keep_logging_touchpoints(stop)))
+        await eventually(_grown(contacts, touchpoints, 3, journey.has("interactions")), timeout=30)
         stopped_log = await asyncio.to_thread(topology.restart_service, service)
         # uvicorn drains and runs the lifespan's shutdown (relay, consumers, NATS, pool) on SIGTERM, then
         # re-raises the signal, so the exit status alone says nothing: its log does.
         assert "Application shutdown complete" in stopped_log, f"{service} did not stop cleanly:\n{stopped_log}"
-        await eventually(_more_than(acknowledged, 3), timeout=30)
+        await eventually(_grown(contacts, touchpoints, 3, journey.has("interactions")), timeout=30)
         stop.set()
-        await writer
+        await asyncio.gather(*writers)
         restarted.append(service)
     assert restarted == running_apps(topology)
-    assert len(acknowledged) == len(set(acknowledged)) >= 6 * len(restarted)
+    assert len(contacts) == len(set(contacts)) >= 6 * len(restarted)
+    assert len({tp for _, tp in touchpoints.values()}) == len(touchpoints), "a retried touchpoint was stored twice"
 
     async with httpx.AsyncClient() as client:
-        for contact_id in acknowledged:
-            read = await client.get(f"{journey.base('contacts')}/v1/contacts/{contact_id}", timeout=10)
+        for contact_id in contacts:
+            read = await client.get(f"{journey.base('contacts')}/v1/contacts/{contact_id}", headers=journey.headers)
             assert read.status_code == 200, f"acknowledged contact {contact_id} lost: {read.status_code}"
+        by_contact: dict[str, set[str]] = {}
+        for contact_id, touchpoint_id in touchpoints.values():
+            by_contact.setdefault(contact_id, set()).add(touchpoint_id)
+        for contact_id, expected in by_contact.items():
+            # Exactly the acknowledged ones: none lost, none stored twice by a retry.
+            assert set(await journey.touchpoints_of(client, contact_id)) == expected, contact_id
 
-    nc = await nats.connect(topology.url("nats", 4222, scheme="nats"))
-    try:
+    async def created() -> list[str]:
+        return [
+            e["subject"] for e in await events_of(topology, "CRM_CONTACTS") if e["type"] == "crm.contact.created.v1"
+        ]
 
-        async def created() -> list[str]:
-            events = await read_stream(nc, "CRM_CONTACTS")
-            return [e["subject"] for e in events if e["type"] == "crm.contact.created.v1"]
-
-        await eventually(lambda: _contains_all(created(), acknowledged), timeout=20)
-        subjects = await created()
-        duplicates = {s for s in subjects if subjects.count(s) > 1}
-        assert not duplicates, f"events published twice: {duplicates}"
-    finally:
-        await nc.close()
+    await eventually(lambda: _contains_all(created(), contacts), timeout=20)
+    subjects = await created()
+    assert len(subjects) == len(set(subjects)), "a contact event was published twice"
     # An event never goes out without its row: every created event names a stored contact.
     assert topology.postgres is not None
-    stored = set(topology.postgres.psql("SELECT id FROM contacts", database="contacts").split())
-    assert {uuid.UUID(s) for s in subjects} <= {uuid.UUID(s) for s in stored}
+    rows = set(topology.postgres.psql("SELECT id FROM contacts", database="contacts").split())
+    assert {uuid.UUID(s) for s in subjects} <= {uuid.UUID(r) for r in rows}
+
+    if touchpoints:
+
+        async def logged() -> list[str]:
+            events = await events_of(topology, "CRM_INTERACTIONS")
+            return [e["data"]["id"] for e in events if e["type"] == "crm.interaction.logged.v1"]
+
+        await eventually(lambda: _contains_all(logged(), [tp for _, tp in touchpoints.values()]), timeout=20)
+        ids = await logged()
+        assert len(ids) == len(set(ids)), "a touchpoint event was published twice"
 
 
 async def _contains_all(found: Any, expected: list[str]) -> bool:
     return set(expected) <= set(await found)
 
 
-def _more_than(items: list[str], count: int) -> Callable[[], bool]:
-    """A check that passes once ``count`` more items arrived than there are now."""
-    target = len(items) + count
-    return lambda: len(items) >= target
+def _grown(contacts: list[str], touchpoints: dict[str, Any], count: int, with_touchpoints: bool) -> Callable[[], bool]:
+    """A check that passes once ``count`` more contacts (and touchpoints) were acknowledged than now."""
+    contacts_target, touchpoints_target = len(contacts) + count, len(touchpoints) + count
+    return lambda: len(contacts) >= contacts_target and (not with_touchpoints or len(touchpoints) >= touchpoints_target)
