@@ -114,15 +114,18 @@ class Journey:
         self.via_gateway = "gateway" in topology.processes
         self.headers = {"Authorization": f"Bearer {env_file['TOUCHPOINT_ADMIN_KEY']}"} if self.via_gateway else {}
 
-    def base(self, service: str) -> str:
-        return f"http://127.0.0.1:{self.topology.service_port('gateway' if self.via_gateway else service)}"
+    def api(self, service: str) -> str:
+        """Where ``service``'s API is reached: the gateway's /api/v1, or the service's own /v1."""
+        if self.via_gateway:
+            return f"http://127.0.0.1:{self.topology.service_port('gateway')}/api/v1"
+        return f"http://127.0.0.1:{self.topology.service_port(service)}/v1"
 
     def has(self, service: str) -> bool:
         return service in self.topology.processes
 
     async def create_contact(self, client: httpx.AsyncClient, n: str) -> httpx.Response:
         body = {"name": f"Grace Hopper {n}", "company": "Navy", "emails": [f"grace.{n}@example.com"], "tags": ["vip"]}
-        return await client.post(f"{self.base('contacts')}/v1/contacts", json=body, headers=self.headers, timeout=10)
+        return await client.post(f"{self.api('contacts')}/contacts", json=body, headers=self.headers, timeout=10)
 
     async def log_touchpoint(
         self, client: httpx.AsyncClient, contact_id: str, key: str, **fields: Any
@@ -138,7 +141,7 @@ class Journey:
             **fields,
         }
         headers = {**self.headers, "Idempotency-Key": key}
-        return await client.post(f"{self.base('interactions')}/v1/interactions", json=body, headers=headers, timeout=10)
+        return await client.post(f"{self.api('interactions')}/interactions", json=body, headers=headers, timeout=10)
 
     async def log_until_stored(self, client: httpx.AsyncClient, contact_id: str, key: str, **fields: Any) -> str:
         """A client that must not lose a touchpoint: it retries with the same Idempotency-Key until a 2xx."""
@@ -156,7 +159,7 @@ class Journey:
 
     async def touchpoints_of(self, client: httpx.AsyncClient, contact_id: str) -> list[str]:
         response = await client.get(
-            f"{self.base('interactions')}/v1/interactions",
+            f"{self.api('interactions')}/interactions",
             params={"contact_id": contact_id, "limit": 200},
             headers=self.headers,
             timeout=10,
@@ -199,14 +202,16 @@ async def test_a_customers_journey(topology: Topology, env_file: dict[str, str])
         created = await journey.create_contact(client, n)
         assert created.status_code == 201, created.text
         contact = created.json()
-        contact_url = f"{journey.base('contacts')}/v1/contacts/{contact['id']}"
+        contact_url = f"{journey.api('contacts')}/contacts/{contact['id']}"
         patched = await client.patch(
             contact_url,
             json={"stage": "customer"},
             headers={**journey.headers, "If-Match": created.headers["ETag"]},
         )
         assert patched.status_code == 200 and patched.json()["stage"] == "customer", patched.text
-        found = await client.get(f"{journey.base('contacts')}/v1/contacts", params={"q": f"grace.{n}"})
+        found = await client.get(
+            f"{journey.api('contacts')}/contacts", params={"q": f"grace.{n}"}, headers=journey.headers
+        )
         assert [c["id"] for c in found.json()["items"]] == [contact["id"]]
 
         # Touchpoints on several channels, then the list of them, newest first.
@@ -299,7 +304,7 @@ async def test_restarting_each_service_in_turn_loses_nothing(topology: Topology,
 
     async with httpx.AsyncClient() as client:
         for contact_id in contacts:
-            read = await client.get(f"{journey.base('contacts')}/v1/contacts/{contact_id}", headers=journey.headers)
+            read = await client.get(f"{journey.api('contacts')}/contacts/{contact_id}", headers=journey.headers)
             assert read.status_code == 200, f"acknowledged contact {contact_id} lost: {read.status_code}"
         by_contact: dict[str, set[str]] = {}
         for contact_id, touchpoint_id in touchpoints.values():
