@@ -34,10 +34,11 @@ class StreamSpec:
 
 
 class Bus:
-    """One NATS connection per process, reconnecting forever; consumers re-subscribe after a reconnect.
+    """One NATS connection per process, reconnecting forever (streams are re-ensured on reconnect).
 
-    nats-py pull subscriptions can stop receiving after the server restarts (nats-py #504), so
-    every consumer watches ``generation`` and rebuilds its subscription when it changes.
+    ``generation`` counts (re)connections. Consumers do not rebuild their pull subscription on every
+    reconnect: a rebuilt subscription strands what the server already routed to the old one's pull
+    request until ack_wait (nats-py #933). They rebuild it when it stalls (see ``DurableConsumer``).
     """
 
     def __init__(self, url: str, *, name: str, stream_replicas: int = 1, duplicate_window_s: int = 120):
@@ -87,6 +88,7 @@ class Bus:
                     disconnected_cb=self._on_disconnected,
                     error_cb=self._on_error,
                     pending_size=64 * 1024 * 1024,
+                    drain_timeout=5,
                 )
                 self.js = self.nc.jetstream(timeout=5)
                 await self.ensure_streams()
@@ -183,7 +185,9 @@ BatchHandler = Callable[[list[Msg]], Awaitable[None]]
 class DurableConsumer:
     """A durable pull consumer that survives server restarts and never drops a message.
 
-    ``handle_batch`` gets the fetched messages and must ack, nak or term each one.
+    ``handle_batch`` gets the fetched messages and must ack, nak or term each one. If fetches come back
+    empty while the server says messages are pending for us (the pull subscription died with a server
+    restart, nats-py #504), the subscription is rebuilt; a test kills and restarts nats-server under it.
     """
 
     bus: Bus
@@ -193,11 +197,13 @@ class DurableConsumer:
     handle_batch: BatchHandler
     batch: int = 100
     fetch_timeout_s: float = 1.0
-    ack_wait_s: float = 30.0
+    ack_wait_s: float = 15.0
     max_ack_pending: int = 5000
     deliver_policy: DeliverPolicy = DeliverPolicy.ALL
     _sub: Any = field(default=None, init=False)
-    _generation: int = field(default=-1, init=False)
+
+    stall_check_s: float = 5.0
+    _last_progress: float = field(default=0.0, init=False)
 
     def _config(self) -> ConsumerConfig:
         subjects = list(self.filter_subjects)
@@ -223,25 +229,42 @@ class DurableConsumer:
         except NotFoundError:
             await js.add_consumer(self.stream, config=self._config())
         self._sub = await js.pull_subscribe_bind(self.durable, stream=self.stream)
-        self._generation = self.bus.generation
         log.info("consumer_subscribed", stream=self.stream, durable=self.durable)
         return self._sub
+
+    async def _check_stalled(self) -> None:
+        """Fetches came back empty for a while: if the server holds messages for us, the subscription
+        is dead (as after some server restarts) and is rebuilt."""
+        now = asyncio.get_running_loop().time()
+        if now - self._last_progress < self.stall_check_s:
+            return
+        self._last_progress = now
+        js = self.bus.jetstream()
+        if js is None:
+            return
+        try:
+            info = await js.consumer_info(self.stream, self.durable)
+        except NotFoundError:
+            self._sub = None
+            return
+        if info.num_pending:
+            log.warning("consumer_stalled", stream=self.stream, durable=self.durable, pending=info.num_pending)
+            self._sub = None
 
     async def run(self) -> None:
         backoff = 0.2
         while True:
             try:
-                stale = self._sub is None or self._generation != self.bus.generation
-                if stale and await self._subscribe() is None:
+                if self._sub is None and await self._subscribe() is None:
                     await asyncio.sleep(0.2)
                     continue
                 try:
                     msgs = await self._sub.fetch(self.batch, timeout=self.fetch_timeout_s)
-                except TimeoutError:
-                    continue
-                except nats.errors.TimeoutError:
+                except (TimeoutError, nats.errors.TimeoutError):
+                    await self._check_stalled()
                     continue
                 await self.handle_batch(msgs)
+                self._last_progress = asyncio.get_running_loop().time()
                 backoff = 0.2
             except asyncio.CancelledError:
                 raise

@@ -39,7 +39,10 @@ class NatsServer:
 
     def start(self) -> NatsServer:
         self.store_dir.mkdir(parents=True, exist_ok=True)
-        args = [self.binary, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.store_dir)]
+        # As in production: fsync every write, or a SIGKILL loses acknowledged messages (Jepsen, NATS 2.12).
+        generated = self.store_dir / "nats.conf"
+        generated.write_text(f'jetstream {{\n  store_dir: "{self.store_dir}"\n  sync_interval: always\n}}\n')
+        args = [self.binary, "-c", str(generated), "-a", "127.0.0.1", "-p", str(self.port)]
         if self.config_file is not None:
             args = [
                 self.binary,

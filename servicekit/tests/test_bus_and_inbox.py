@@ -1,0 +1,207 @@
+"""The platform's delivery promises on a real nats-server: consumers resume after the server restarts
+(nats-py #504), an event applied once however often it is delivered, poison messages dead-lettered."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import nats
+import pytest
+from sqlalchemy import Column, Integer, MetaData, String, Table, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from servicekit.bus import Bus, DurableConsumer, PermanentError, StreamSpec
+from servicekit.clock import MovableClock
+from servicekit.db import make_engine, make_sessionmaker
+from servicekit.events import CloudEvent, make_event
+from servicekit.inbox import EventInbox
+from servicekit.outbox import Outbox, OutboxRelay
+from servicekit.runtime import shared_tables
+from servicekit.testing.apps import EventTap
+from servicekit.testing.nats import NatsServer
+from servicekit.testing.plugin import eventually
+
+metadata = MetaData()
+outbox_table, inbox_table = shared_tables(metadata)
+applied = Table("applied", metadata, Column("n", Integer, primary_key=True, autoincrement=True),
+                Column("event_id", String(64)), Column("value", String(100)))  # fmt: skip
+STREAM = StreamSpec("TEST_EVENTS", ["test.events.>"])
+
+
+@pytest.fixture
+async def sessionmaker(db_backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[object]:
+    if db_backend == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'kit.db'}"
+    else:
+        cluster = request.getfixturevalue("pg_cluster")
+        url = cluster.create_database(f"kit_{tmp_path.name[-12:].replace('-', '_')}".lower())
+    engine = make_engine(url)
+    async with engine.begin() as conn:
+        await conn.run_sync(metadata.create_all)
+    yield make_sessionmaker(engine)
+    await engine.dispose()
+
+
+def event(n: int, value: str = "ok") -> CloudEvent:
+    from datetime import UTC, datetime
+
+    return make_event(type="test.thing.happened.v1", source="tests", subject=f"s{n}", data={"value": value, "n": n},
+                      time=datetime(2026, 1, 1, tzinfo=UTC))  # fmt: skip
+
+
+async def count_applied(sessionmaker: object) -> int:
+    async with sessionmaker() as session:  # type: ignore[operator]
+        return int(await session.scalar(select(func.count()).select_from(applied)) or 0)
+
+
+async def record(session: AsyncSession, e: CloudEvent) -> None:
+    if e.data["value"] == "poison":
+        raise PermanentError("this event can never be applied")
+    await session.execute(applied.insert().values(event_id=e.id, value=e.data["value"]))
+
+
+async def start_consumer(bus: Bus, sessionmaker: object, clock: MovableClock) -> asyncio.Task[None]:
+    inbox = EventInbox(table=inbox_table, sessionmaker=sessionmaker, handlers={"test.thing.happened.v1": record},  # type: ignore[arg-type]
+                       clock=clock, bus=bus, name="kit-tests", retry_delay_s=0.2)  # fmt: skip
+    consumer = DurableConsumer(bus=bus, stream="TEST_EVENTS", durable="kit-tests", filter_subjects=["test.events.>"],
+                               handle_batch=inbox.handle_batch, fetch_timeout_s=0.5)  # fmt: skip
+    return asyncio.create_task(consumer.run())
+
+
+async def publish(url: str, events: list[CloudEvent], msg_id: bool = True) -> None:
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    for e in events:
+        await js.publish(f"test.events.{e.subject}", e.to_json(), headers={"Nats-Msg-Id": e.id} if msg_id else None)
+    await nc.close()
+
+
+async def test_the_same_event_delivered_three_times_is_applied_once(
+    nats_factory: Callable[[], NatsServer], sessionmaker: object, clock: MovableClock
+) -> None:
+    server = nats_factory()
+    bus = Bus(server.url, name="kit")
+    bus.add_streams(STREAM)
+    await bus.start()
+    await bus.wait_connected()
+    task = await start_consumer(bus, sessionmaker, clock)
+    try:
+        events = [event(n) for n in range(20)]
+        # Without Nats-Msg-Id the stream keeps all three copies: only the inbox can stop a double apply.
+        for _ in range(3):
+            await publish(server.url, events, msg_id=False)
+        await eventually(lambda: _stream_drained(server.url, "kit-tests"), timeout=20)
+        assert await count_applied(sessionmaker) == 20
+        async with sessionmaker() as session:  # type: ignore[operator]
+            ids = (await session.scalars(select(applied.c.event_id))).all()
+        assert sorted(ids) == sorted(e.id for e in events)
+    finally:
+        task.cancel()
+        await bus.close()
+
+
+async def _stream_drained(url: str, durable: str) -> bool:
+    nc = await nats.connect(url)
+    try:
+        info = await nc.jetstream().consumer_info("TEST_EVENTS", durable)
+        return info.num_pending == 0 and info.num_ack_pending == 0
+    finally:
+        await nc.close()
+
+
+async def test_a_poison_event_is_dead_lettered_and_the_rest_go_on(
+    nats_factory: Callable[[], NatsServer], sessionmaker: object, clock: MovableClock
+) -> None:
+    server = nats_factory()
+    bus = Bus(server.url, name="kit")
+    bus.add_streams(STREAM)
+    await bus.start()
+    await bus.wait_connected()
+    task = await start_consumer(bus, sessionmaker, clock)
+    try:
+        nc = await nats.connect(server.url)
+        js = nc.jetstream()
+        tap = await EventTap(js, "CRM_DEADLETTER", "crm.deadletter.>", durable="dl-tap").start()
+        batch = [event(1), event(2, "poison"), event(3)]
+        await publish(server.url, batch)
+        await js.publish("test.events.garbage", b"{not a cloud event")
+        await eventually(lambda: count_applied(sessionmaker), timeout=20)
+        await eventually(lambda: _stream_drained(server.url, "kit-tests"), timeout=20)
+        assert await count_applied(sessionmaker) == 2
+        letters = []
+        for _ in range(2):
+            msgs = await tap.sub.fetch(1, timeout=10)
+            letters.append(json.loads(msgs[0].data))
+            await msgs[0].ack()
+        reasons = sorted(letter["reason"][:20] for letter in letters)
+        assert reasons[0].startswith("not a CloudEvent") and reasons[1].startswith("this event can never")
+        assert {letter["origin"] for letter in letters} == {"test.events.s2", "test.events.garbage"}
+        await nc.close()
+    finally:
+        task.cancel()
+        await bus.close()
+
+
+@pytest.mark.parametrize("how", ["restart", "kill"])
+async def test_the_consumer_resumes_after_the_server_comes_back(
+    how: str, nats_factory: Callable[[], NatsServer], sessionmaker: object, clock: MovableClock
+) -> None:
+    server = nats_factory()
+    bus = Bus(server.url, name="kit")
+    bus.add_streams(STREAM)
+    await bus.start()
+    await bus.wait_connected()
+    task = await start_consumer(bus, sessionmaker, clock)
+    try:
+        await publish(server.url, [event(n) for n in range(5)])
+        await eventually(lambda: _applied_at_least(sessionmaker, 5), timeout=20)
+        if how == "kill":
+            server.kill()
+        else:
+            server.stop()
+        await asyncio.sleep(1.0)
+        server.start()
+        await publish(server.url, [event(n) for n in range(5, 15)])
+        await eventually(lambda: _applied_at_least(sessionmaker, 15), timeout=30)
+        assert await count_applied(sessionmaker) == 15
+    finally:
+        task.cancel()
+        await bus.close()
+
+
+async def _applied_at_least(sessionmaker: object, n: int) -> bool:
+    return await count_applied(sessionmaker) >= n
+
+
+async def test_the_relay_publishes_in_order_once_nats_is_back(
+    nats_factory: Callable[[], NatsServer], sessionmaker: object, clock: MovableClock
+) -> None:
+    server = nats_factory()
+    server.stop()
+    bus = Bus(server.url, name="kit")
+    bus.add_streams(STREAM)
+    await bus.start()
+    outbox = Outbox(outbox_table)
+    relay = OutboxRelay(table=outbox_table, sessionmaker=sessionmaker, jetstream=bus.jetstream, clock=clock,  # type: ignore[arg-type]
+                        name="kit", batch=7, poll_s=0.05)  # fmt: skip
+    outbox.set_waker(relay.wake)
+    relay_task = asyncio.create_task(relay.run())
+    events = [event(n) for n in range(30)]
+    try:
+        for e in events:  # NATS is down: the writes still commit
+            async with sessionmaker() as session, session.begin():  # type: ignore[operator]
+                await outbox.add(session, e, subject=f"test.events.{e.subject}")
+        server.start()
+        await bus.wait_connected(timeout=20)
+        nc = await nats.connect(server.url)
+        tap = await EventTap(nc.jetstream(), "TEST_EVENTS", "test.events.>", durable="order").start()
+        got = await tap.take(30, timeout=30)
+        await tap.assert_no_more()
+        await nc.close()
+        assert [g.id for g in got] == [e.id for e in events]
+    finally:
+        relay_task.cancel()
+        await bus.close()
