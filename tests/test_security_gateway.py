@@ -1,0 +1,220 @@
+"""Security probes against the real stack (nats-server, the services and the gateway as processes): who may do
+what on real data (BOLA), revoked and expired keys, session fixation and CSRF on the staff session.
+
+The gateway's own tests check the permission table route by route in-process; these check that the deployed
+processes keep to it, on resources that exist."""
+
+from __future__ import annotations
+
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+
+from bench.load import start_stack
+from servicekit.devstack import Stack
+from servicekit.testing import in_ci
+from servicekit.testing.nats import nats_server_binary
+
+pytestmark = pytest.mark.stack
+
+PROBLEM = "application/problem+json"
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[Stack]:
+    if nats_server_binary() is None:
+        if in_ci():
+            pytest.fail("nats-server is not installed; CI=true requires it", pytrace=False)
+        pytest.skip("nats-server is not installed")
+    base = Path(tempfile.mkdtemp(prefix="touchpoint-security-"))
+    running, pg = start_stack(base, "sqlite")
+    assert pg is None
+    if "gateway" not in running.services:
+        running.stop()
+        pytest.fail("the gateway is not in this checkout")
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+async def http(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=stack.services["gateway"].url, timeout=30) as client:
+        yield client
+
+
+def admin(stack: Stack) -> dict[str, str]:
+    return {"Authorization": f"Bearer {stack.env['TOUCHPOINT_ADMIN_KEY']}"}
+
+
+async def make_key(http: httpx.AsyncClient, stack: Stack, role: str, **extra: object) -> tuple[str, dict[str, str]]:
+    made = await http.post(
+        "/api/v1/api-keys", json={"name": f"probe-{role}", "role": role, **extra}, headers=admin(stack)
+    )
+    assert made.status_code == 201, made.text
+    return made.json()["id"], {"Authorization": f"Bearer {made.json()['key']}"}
+
+
+def refused(response: httpx.Response, status: int) -> None:
+    assert response.status_code == status, (response.request.method, response.request.url, response.text[:300])
+    assert response.headers["content-type"] == PROBLEM
+
+
+async def test_no_or_bad_credentials_are_401_everywhere(http: httpx.AsyncClient) -> None:
+    spec = (await http.get("/api/v1/openapi.json")).json()
+    probes = 0
+    for path, operations in spec["paths"].items():
+        concrete = path
+        for name in ("contact_id", "interaction_id", "followup_id", "policy_id", "key_id", "user_id", "target_id"):
+            concrete = concrete.replace("{" + name + "}", str(uuid.uuid4()))
+        concrete = concrete.replace("{thread_id}", "t-1").replace("{thread_id:path}", "t-1")
+        for method in operations:
+            if (
+                not path.startswith("/api/v1/")
+                or path.endswith("/auth/login")
+                or method not in ("get", "post", "put", "patch", "delete")
+            ):
+                continue
+            for headers in ({}, {"Authorization": "Bearer tp_nope_0000"}, {"Authorization": "Basic YTpi"},
+                            {"Cookie": "tp_session=forged"}):  # fmt: skip
+                response = await http.request(method.upper(), concrete, headers=headers, json={})
+                refused(response, 401)
+                probes += 1
+    assert probes >= 40, probes
+
+
+async def test_an_ingest_key_cannot_read_what_it_wrote(http: httpx.AsyncClient, stack: Stack) -> None:
+    _, ingest = await make_key(http, stack, "ingest")
+    email = f"bola.{uuid.uuid4().hex[:8]}@example.com"
+    made = await http.post(
+        "/api/v1/contacts/resolve", json={"email": email, "create": {"name": "Bola"}}, headers=ingest
+    )
+    assert made.status_code == 201, made.text
+    contact_id = made.json()["id"]
+    unknown = str(uuid.uuid4())
+    for cid in (contact_id, unknown):  # the same answer for a real and an unknown id: no existence oracle
+        for path in (f"/api/v1/contacts/{cid}", f"/api/v1/contacts/{cid}/timeline", f"/api/v1/contacts/{cid}/export",
+                     f"/api/v1/contacts/{cid}/journey"):  # fmt: skip
+            refused(await http.get(path, headers=ingest), 403)
+        refused(await http.patch(f"/api/v1/contacts/{cid}", json={"name": "x"}, headers=ingest), 403)
+        refused(await http.delete(f"/api/v1/contacts/{cid}", headers=ingest), 403)
+    for path in ("/api/v1/contacts", "/api/v1/interactions", "/api/v1/followups", "/api/v1/policies",
+                 "/api/v1/api-keys", "/api/v1/audit", "/api/v1/metrics/service"):  # fmt: skip
+        refused(await http.get(path, headers=ingest, params={"contact_id": contact_id}), 403)
+
+
+async def test_an_agent_cannot_manage_keys_users_policies_or_erase(http: httpx.AsyncClient, stack: Stack) -> None:
+    _, agent = await make_key(http, stack, "agent")
+    victim_id, victim = await make_key(http, stack, "readonly")
+    refused(await http.post("/api/v1/api-keys", json={"name": "mine", "role": "admin"}, headers=agent), 403)
+    refused(await http.get("/api/v1/api-keys", headers=agent), 403)
+    refused(await http.delete(f"/api/v1/api-keys/{victim_id}", headers=agent), 403)
+    refused(await http.post("/api/v1/users", json={"email": "x@example.com", "password": "p" * 12, "role": "admin"},
+                            headers=agent), 403)  # fmt: skip
+    refused(await http.get("/api/v1/audit", headers=agent), 403)
+    refused(await http.post("/api/v1/policies", json={}, headers=agent), 403)
+    contact = await http.post("/api/v1/contacts", json={"name": "Keep Me"}, headers=agent)
+    assert contact.status_code == 201, contact.text
+    refused(await http.delete(f"/api/v1/contacts/{contact.json()['id']}", headers=agent), 403)
+    # The victim key still works: the refused revoke did nothing.
+    assert (await http.get(f"/api/v1/contacts/{contact.json()['id']}", headers=victim)).status_code == 200
+
+
+async def test_readonly_cannot_write(http: httpx.AsyncClient, stack: Stack) -> None:
+    _, readonly = await make_key(http, stack, "readonly")
+    refused(await http.post("/api/v1/contacts", json={"name": "No"}, headers=readonly), 403)
+    refused(await http.post("/api/v1/contacts/resolve", json={"email": "ro@example.com"}, headers=readonly), 403)
+    refused(await http.post("/api/v1/interactions", json={}, headers=readonly), 403)
+    refused(await http.post("/api/v1/interactions/batch", json={"items": []}, headers=readonly), 403)
+    assert (await http.get("/api/v1/contacts", headers=readonly)).status_code == 200
+
+
+async def test_a_revoked_key_stops_at_once_and_an_expired_key_never_works(
+    http: httpx.AsyncClient, stack: Stack
+) -> None:
+    key_id, agent = await make_key(http, stack, "agent")
+    assert (await http.get("/api/v1/contacts", headers=agent)).status_code == 200
+    assert (await http.delete(f"/api/v1/api-keys/{key_id}", headers=admin(stack))).status_code == 204
+    refused(await http.get("/api/v1/contacts", headers=agent), 401)
+    listed = (await http.get("/api/v1/api-keys", headers=admin(stack))).json()["items"]
+    assert next(k for k in listed if k["id"] == key_id)["revoked_at"] is not None
+
+    past = (datetime.now(UTC) - timedelta(seconds=1)).isoformat()
+    made = await http.post("/api/v1/api-keys", json={"name": "stale", "role": "agent", "expires_at": past},
+                           headers=admin(stack))  # fmt: skip
+    if made.status_code == 201:
+        refused(await http.get("/api/v1/contacts", headers={"Authorization": f"Bearer {made.json()['key']}"}), 401)
+    else:
+        refused(made, 422)
+    # A key shown once is never shown again.
+    assert all("key" not in k for k in listed)
+
+
+async def staff(http: httpx.AsyncClient, stack: Stack, role: str) -> tuple[str, str]:
+    email, password = f"{role}.{uuid.uuid4().hex[:8]}@example.com", "correct horse battery staple"
+    made = await http.post("/api/v1/users", json={"email": email, "password": password, "role": role},
+                           headers=admin(stack))  # fmt: skip
+    assert made.status_code == 201, made.text
+    return email, password
+
+
+async def login(client: httpx.AsyncClient, email: str, password: str) -> httpx.Response:
+    """Log in and keep the session cookie (it is Secure outside dev mode, and these probes speak plain HTTP)."""
+    response = await client.post("/api/v1/auth/login", json={"email": email, "password": password})
+    assert response.status_code == 200, response.text
+    client.cookies.clear()
+    client.cookies.set("tp_session", response.cookies["tp_session"])
+    return response
+
+
+async def test_login_issues_a_fresh_session_and_logout_kills_it(http: httpx.AsyncClient, stack: Stack) -> None:
+    email, password = await staff(http, stack, "agent")
+    planted = "attacker-chosen-session-value"
+    http.cookies.set("tp_session", planted)
+    login = await http.post("/api/v1/auth/login", json={"email": email, "password": password})
+    assert login.status_code == 200, login.text
+    issued = login.cookies.get("tp_session")
+    assert issued and issued != planted and len(issued) >= 32
+    set_cookie = login.headers["set-cookie"].lower()
+    assert "httponly" in set_cookie and "samesite=lax" in set_cookie and "secure" in set_cookie
+    # The planted value was not adopted: alone it is nobody.
+    async with httpx.AsyncClient(base_url=str(http.base_url)) as attacker:
+        attacker.cookies.set("tp_session", planted)
+        refused(await attacker.get("/api/v1/auth/me"), 401)
+    http.cookies.clear()
+    http.cookies.set("tp_session", issued)
+    assert (await http.get("/api/v1/auth/me")).status_code == 200
+    again = await http.post("/api/v1/auth/login", json={"email": email, "password": password})
+    assert again.cookies.get("tp_session") not in (None, issued)
+    csrf = login.json()["csrf_token"]
+    http.cookies.clear()
+    http.cookies.set("tp_session", issued)
+    assert (await http.post("/api/v1/auth/logout", headers={"X-CSRF-Token": csrf})).status_code == 204
+    # Replaying the old cookie after logout: refused server-side, whatever the browser kept.
+    http.cookies.clear()
+    http.cookies.set("tp_session", issued)
+    refused(await http.get("/api/v1/auth/me"), 401)
+
+
+async def test_cookie_sessions_need_their_own_csrf_token_on_unsafe_requests(
+    http: httpx.AsyncClient, stack: Stack
+) -> None:
+    email, password = await staff(http, stack, "agent")
+    other_email, other_password = await staff(http, stack, "agent")
+    async with httpx.AsyncClient(base_url=str(http.base_url)) as other:
+        other_token = (await login(other, other_email, other_password)).json()["csrf_token"]
+    token = (await login(http, email, password)).json()["csrf_token"]
+    body = {"name": "Csrf Target"}
+    refused(await http.post("/api/v1/contacts", json=body), 403)
+    refused(await http.post("/api/v1/contacts", json=body, headers={"X-CSRF-Token": other_token}), 403)
+    refused(await http.post("/api/v1/contacts", json=body, headers={"X-CSRF-Token": ""}), 403)
+    # A cross-site form post (the kind a browser sends without preflight) carries no token either.
+    refused(await http.post("/api/v1/contacts", content=b"name=x", headers={"content-type": "text/plain"}), 403)
+    made = await http.post("/api/v1/contacts", json=body, headers={"X-CSRF-Token": token})
+    assert made.status_code == 201, made.text
+    # Safe methods need no token.
+    assert (await http.get(f"/api/v1/contacts/{made.json()['id']}")).status_code == 200
