@@ -3,56 +3,27 @@
 
 from __future__ import annotations
 
-import fnmatch
 import importlib.util
 import re
 import subprocess
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
+from tests.deploy_support.dockerfile import (
+    DOCKERFILE,
+    context_copies,
+    dockerignore_includes,
+    dockerignore_patterns,
+    parse,
+    stage_workdir,
+)
+
 ROOT = Path(__file__).resolve().parents[1]
-DOCKERFILE = ROOT / "deploy" / "Dockerfile"
 HADOLINT = Path(sys.executable).parent / "hadolint"
 BUILD_TOOLS = ("gcc", "g++", "build-essential", "make", "clang", "cargo", "rustc", "-dev ", "git ")
-
-
-@dataclass
-class Stage:
-    base: str
-    name: str | None
-    instructions: list[tuple[str, str]] = field(default_factory=list)
-
-    def all(self, keyword: str) -> list[str]:
-        return [args for kw, args in self.instructions if kw == keyword]
-
-
-def parse(path: Path = DOCKERFILE) -> tuple[dict[str, str], list[Stage]]:
-    """Global ARGs and the stages: instructions with continuation lines joined, comments dropped."""
-    text = re.sub(r"\\\n\s*", " ", path.read_text())
-    args: dict[str, str] = {}
-    stages: list[Stage] = []
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        keyword, _, rest = line.partition(" ")
-        keyword = keyword.upper()
-        if keyword == "FROM":
-            match = re.fullmatch(r"(?:--platform=\S+\s+)?(\S+)(?:\s+AS\s+(\S+))?", rest.strip(), flags=re.IGNORECASE)
-            assert match is not None, line
-            base = re.sub(r"\$\{(\w+)\}", lambda m: args.get(m.group(1), m.group(0)), match.group(1))
-            stages.append(Stage(base=base, name=match.group(2)))
-        elif not stages:
-            assert keyword == "ARG", f"only ARG may precede FROM: {line}"
-            name, _, default = rest.partition("=")
-            args[name.strip()] = default.strip()
-        else:
-            stages[-1].instructions.append((keyword, rest.strip()))
-    return args, stages
 
 
 def test_hadolint_finds_nothing(tmp_path: Path) -> None:
@@ -159,36 +130,14 @@ def test_healthcheck_finds_the_port_of_the_main_process(tmp_path: Path, cmdline:
     assert load_healthcheck().main_process_port(proc) == port
 
 
-def dockerignore_includes(path: str, patterns: list[str]) -> bool:
-    """Docker's rule: the last pattern that matches decides (``!`` re-includes)."""
-    included = True
-    for pattern in patterns:
-        negated = pattern.startswith("!")
-        glob = pattern.removeprefix("!").rstrip("/")
-        candidates = [glob, f"{glob}/*"] if not glob.startswith("**/") else [glob[3:], f"*/{glob[3:]}", f"{glob}/*"]
-        if any(fnmatch.fnmatch(path, c) or fnmatch.fnmatch(path, f"*/{c}") for c in candidates):
-            included = negated
-    return included
-
-
-def test_build_context_holds_only_what_the_image_copies() -> None:
-    patterns = [
-        line.strip()
-        for line in (ROOT / ".dockerignore").read_text().splitlines()
-        if line.strip() and not line.startswith("#")
-    ]
+def test_build_context_holds_only_what_the_image_copies(tmp_path: Path) -> None:
+    patterns = dockerignore_patterns()
     assert patterns[0] == "*", "an allow-list: everything is excluded first"
     _, stages = parse()
-    sources = [
-        src
-        for stage in stages
-        for args in stage.all("COPY")
-        if not args.startswith("--from=")
-        for src in args.split()[:-1]
-    ]
-    for src in sources:
-        assert dockerignore_includes(src.rstrip("/"), patterns), f"COPY {src} is excluded by .dockerignore"
-        assert (ROOT / src).exists(), src
+    for stage in stages:
+        for source, _ in context_copies(stage):
+            assert dockerignore_includes(source.rstrip("/"), patterns), f"COPY {source} is excluded by .dockerignore"
+            assert (ROOT / source).exists(), source
     for secret_or_bulk in (
         ".env",
         ".venv/bin/python",
@@ -197,6 +146,11 @@ def test_build_context_holds_only_what_the_image_copies() -> None:
         "services/contacts/tests/x.py",
     ):
         assert not dockerignore_includes(secret_or_bulk, patterns), f"{secret_or_bulk} reaches the build context"
+    # The image's /app, staged: the code and the healthcheck, without tests or caches.
+    staged = stage_workdir(tmp_path / "app")
+    files = {p.relative_to(staged).as_posix() for p in staged.rglob("*") if p.is_file()}
+    assert "services/contacts/alembic.ini" in files and "deploy/healthcheck.py" in files
+    assert not [f for f in files if "/tests/" in f or f.endswith(".pyc") or f.startswith(("deploy/nats", "tests/"))]
 
 
 def test_image_requirements_are_the_project_dependencies() -> None:

@@ -9,6 +9,7 @@ import json
 import os
 import secrets
 import subprocess
+import sys
 import uuid
 import warnings
 from collections.abc import Callable, Iterator
@@ -69,6 +70,18 @@ def test_topology_comes_up_as_compose_describes(topology: Topology, env_file: di
     assert set(running_apps(topology)) == set(APP_SERVICES) - set(topology.skipped)
     if topology.skipped:
         warnings.warn(f"not run (code not landed): {topology.skipped}", stacklevel=1)
+
+    # The services run the code the image holds (its WORKDIR, staged from the Dockerfile), not the checkout.
+    for service in running_apps(topology):
+        module = topology.services[service]["command"][1].split(":")[0]
+        where = subprocess.run(
+            [sys.executable, "-c", f"import {module} as m; print(m.__file__)"],
+            cwd=topology.app_dir,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert where.stdout.strip().startswith(str(topology.app_dir)), where.stdout + where.stderr
 
     # The init script made one role per service, allowed into its own database only, with the .env password.
     for service in ("contacts", "interactions", "followups", "gateway"):
@@ -157,6 +170,17 @@ class Journey:
             assert asyncio.get_running_loop().time() < deadline, f"touchpoint {key} never stored"
             await asyncio.sleep(0.1)
 
+    async def timeline(self, client: httpx.AsyncClient, contact_id: str) -> list[dict[str, Any]]:
+        """The gateway's unified timeline of a contact, newest first (first page)."""
+        response = await client.get(
+            f"{self.api('gateway')}/contacts/{contact_id}/timeline",
+            params={"limit": 100},
+            headers=self.headers,
+            timeout=10,
+        )
+        assert response.status_code == 200, response.text
+        return list(response.json()["items"])
+
     async def touchpoints_of(self, client: httpx.AsyncClient, contact_id: str) -> list[str]:
         response = await client.get(
             f"{self.api('interactions')}/interactions",
@@ -229,6 +253,14 @@ async def test_a_customers_journey(topology: Topology, env_file: dict[str, str])
             )
             assert again.status_code in (200, 201) and again.json()["id"] == logged[-1], again.text
             assert await journey.touchpoints_of(client, contact["id"]) == logged[::-1]
+
+        if journey.via_gateway:
+            # The public port wants a key.
+            anonymous = await client.get(f"{journey.api('contacts')}/contacts/{contact['id']}", timeout=10)
+            assert anonymous.status_code == 401, anonymous.text
+            # The timeline shows the touchpoints, newest first.
+            timeline = await journey.timeline(client, contact["id"])
+            assert [i["id"] for i in timeline if i["kind"] == "interaction"] == logged[::-1]
 
     # Every change went out as an event, once, in order.
     async def contact_events() -> list[str]:

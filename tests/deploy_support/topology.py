@@ -4,9 +4,10 @@ docker-compose.yml alone.
 - ``postgres``: a PostgreSQL cluster from the Debian packages, initialised by the scripts compose mounts on
   /docker-entrypoint-initdb.d, run as the image runs them; password authentication over TCP as in the image.
 - ``nats``: nats-server with the config file compose mounts (store dir and ports moved to a temp dir).
-- ``migrate-*`` and the services: the compose ``command`` with the compose ``environment``, in the
-  repository root (the image's WORKDIR holds the same tree). Host names become 127.0.0.1 and each
-  container port a free local port; nothing else is changed.
+- ``migrate-*`` and the services: the compose ``command`` with the compose ``environment`` and the image's
+  ``ENV``, in a copy of the image's WORKDIR (what the Dockerfile copies from the build context that
+  .dockerignore lets through). Host names become 127.0.0.1 and each container port a free local port;
+  nothing else is changed.
 - ``depends_on`` conditions are honoured, and ``service_healthy`` runs the compose healthcheck itself.
 """
 
@@ -31,6 +32,7 @@ from servicekit.testing.nats import nats_server_binary
 from servicekit.testing.ports import free_port, wait_for_port
 from servicekit.testing.postgres import PostgresCluster
 from tests.deploy_support import compose
+from tests.deploy_support.dockerfile import stage_workdir
 
 ROOT = compose.ROOT
 VENV_BIN = Path(sys.executable).parent
@@ -68,6 +70,7 @@ class Process:
     args: list[str]
     env: dict[str, str]
     log_path: Path
+    cwd: Path
     popen: subprocess.Popen[bytes] | None = None
     log_offset: int = 0
 
@@ -76,7 +79,7 @@ class Process:
         self.log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child keeps it
         self.popen = subprocess.Popen(
-            self.args, env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            self.args, env=self.env, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
         log.close()
 
@@ -124,6 +127,7 @@ class Topology:
     skipped: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self.app_dir = stage_workdir(self.workdir / "app")
         self.model = compose.load(self.env_file)
         self.services: dict[str, dict[str, Any]] = self.model["services"]
         for name, service in self.services.items():
@@ -297,7 +301,7 @@ class Topology:
         command = self.services["nats"]["command"]
         assert command[0] == "nats-server"
         args = [binary, *[str(local_conf) if arg == _option(command, "--config") else arg for arg in command[1:]]]
-        process = Process("nats", args, self._process_env("nats"), self.workdir / "logs" / "nats.log")
+        process = Process("nats", args, self._process_env("nats"), self.workdir / "logs" / "nats.log", self.workdir)
         process.start()
         self.processes["nats"] = process
         wait_for_port(self.ports[("nats", client_port)])
@@ -322,7 +326,7 @@ class Topology:
         args = self._app_args(name, command)
         args = [arg.replace("127.0.0.1:", f"{name}:") if arg.startswith("http") else arg for arg in args]
         args = [self.localize(arg) for arg in args]
-        return subprocess.run(args, cwd=ROOT, capture_output=True, timeout=10).returncode == 0
+        return subprocess.run(args, cwd=self.app_dir, capture_output=True, timeout=10).returncode == 0
 
     def wait_healthy(self, name: str, timeout: float = 90.0) -> None:
         deadline = time.monotonic() + timeout
@@ -342,14 +346,14 @@ class Topology:
         """A one-shot service (a migration): it must exit 0."""
         args = self._app_args(name, self.services[name]["command"])
         result = subprocess.run(
-            args, env=self._process_env(name), cwd=ROOT, capture_output=True, text=True, timeout=timeout
+            args, env=self._process_env(name), cwd=self.app_dir, capture_output=True, text=True, timeout=timeout
         )
         if result.returncode != 0:
             raise TopologyError(f"{name} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
 
     def start_service(self, name: str) -> None:
         args = self._app_args(name, self.services[name]["command"])
-        process = Process(name, args, self._process_env(name), self.workdir / "logs" / f"{name}.log")
+        process = Process(name, args, self._process_env(name), self.workdir / "logs" / f"{name}.log", self.app_dir)
         process.start()
         self.processes[name] = process
 
