@@ -62,18 +62,31 @@ class RequestContextMiddleware:
             )
             await response(scope, receive, send)
             return
+        if _has_nul(scope):
+            response = JSONResponse(
+                problem_body(422, title="Invalid request", detail=NUL_DETAIL, slug="validation"),
+                status_code=422, media_type=PROBLEM_MEDIA_TYPE, headers={"x-request-id": request_id},
+            )  # fmt: skip
+            await response(scope, receive, send)
+            return
         started = time.perf_counter()
         status = 500
         limit = self.max_body_bytes
         received = 0
+        tail = b""
 
         async def counting_receive() -> Message:
-            nonlocal received
+            nonlocal received, tail
             message = await receive()
-            if limit is not None and message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
+            if message["type"] == "http.request":
+                chunk = message.get("body", b"")
+                received += len(chunk)
+                if limit is not None and received > limit:
                     raise StarletteHTTPException(413, f"The body is larger than the limit of {limit} bytes.")
+                # PostgreSQL text cannot hold U+0000: refuse it in any JSON string, even split across chunks.
+                if b"\\u0000" in tail + chunk:
+                    raise StarletteHTTPException(422, NUL_DETAIL)
+                tail = chunk[-5:]
             return message
 
         async def send_with_id(message: Message) -> None:
@@ -94,6 +107,14 @@ class RequestContextMiddleware:
             HTTP_LATENCY.labels(scope["method"], template).observe(elapsed)
             if template not in ("/healthz", "/readyz", "/metrics"):
                 log.info("request", method=scope["method"], route=template, status=status, ms=round(elapsed * 1000, 2))
+
+
+NUL_DETAIL = "NUL characters (U+0000) are not accepted in text."
+
+
+def _has_nul(scope: Scope) -> bool:
+    query: bytes = scope.get("query_string", b"")
+    return b"%00" in query or b"\x00" in query or "\x00" in scope.get("path", "")
 
 
 ReadinessCheck = Callable[[], Any]

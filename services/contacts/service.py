@@ -174,11 +174,24 @@ async def list_contacts(
 
 
 def _term_prefix(prefix: str) -> Any:
-    # A range on the term index; the phone digits are searched with or without '+'.
-    upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
-    return select(col(SearchTerm.contact_id)).where(
-        col(SearchTerm.field) == "q", col(SearchTerm.term) >= prefix, col(SearchTerm.term) < upper
-    )
+    """Contacts with a search term starting with ``prefix``: a range scan on the term index."""
+    terms = select(col(SearchTerm.contact_id)).where(col(SearchTerm.field) == "q")
+    upper = _next_prefix(prefix)
+    if upper is None:
+        escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        return terms.where(col(SearchTerm.term).like(escaped + "%", escape="\\"))
+    return terms.where(col(SearchTerm.term) >= prefix, col(SearchTerm.term) < upper)
+
+
+def _next_prefix(prefix: str) -> str | None:
+    """The smallest string after every string that starts with ``prefix`` (None past U+10FFFF)."""
+    for cut in range(len(prefix) - 1, -1, -1):
+        code = ord(prefix[cut]) + 1
+        if 0xD800 <= code <= 0xDFFF:
+            code = 0xE000  # surrogates cannot be stored or sent to the database
+        if code <= 0x10FFFF:
+            return prefix[:cut] + chr(code)
+    return None
 
 
 # --- writing -------------------------------------------------------------------------------------------------

@@ -292,3 +292,21 @@ async def test_chunked_body_over_the_limit_is_413(client: httpx.AsyncClient) -> 
     response = await client.post("/v1/contacts", content=chunks(), headers={"content-type": "application/json"})
     assert response.status_code == 413
     assert response.headers["content-type"] == PROBLEM
+
+
+def test_next_prefix_stays_in_storable_unicode() -> None:
+    from services.contacts.service import _next_prefix
+
+    assert _next_prefix("ada") == "adb"
+    assert _next_prefix("a\U0010ffff") == "b"
+    assert _next_prefix("\ud7ff") == "\ue000"
+    assert _next_prefix("\U0010ffff") is None
+
+
+async def test_nul_characters_are_refused_not_a_crash(client: httpx.AsyncClient) -> None:
+    # PostgreSQL text cannot hold U+0000: it is refused at the door, on both databases alike.
+    response = await client.post("/v1/contacts", json={"name": "Nul\x00Name"})
+    assert response.status_code == 422 and response.headers["content-type"] == PROBLEM
+    assert (await client.get("/v1/contacts", params={"q": "a\x00"})).status_code == 422
+    for q in ("\U0010ffff", "a\U0010ffff", "😀", "İ"):
+        assert (await client.get("/v1/contacts", params={"q": q})).status_code == 200, q
