@@ -65,7 +65,11 @@ class ContactsService:
 async def serve(app: ASGIApp) -> AsyncIterator[str]:
     """Run an ASGI app (lifespan included) with uvicorn on a free port of this event loop."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app, host="127.0.0.1", port=port, log_config=None, log_level="warning", timeout_graceful_shutdown=5
+        )
+    )
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():
