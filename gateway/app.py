@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 
@@ -11,6 +12,7 @@ from fastapi import FastAPI, Request, Response
 from gateway import events
 from gateway.api import router
 from gateway.auth import Authenticator, RateLimiter
+from gateway.console import router as console_router
 from gateway.deps import Services
 from gateway.live import LiveFeed
 from gateway.models import inbox_table, outbox_table
@@ -21,12 +23,13 @@ from servicekit.bus import DurableConsumer
 from servicekit.clock import Clock
 from servicekit.http import RequestContextMiddleware, health_router
 from servicekit.inbox import EventInbox
-from servicekit.logging import configure_logging
+from servicekit.logging import configure_logging, get_logger
 from servicekit.outbox import Outbox
 from servicekit.problems import install_problem_handlers
 from servicekit.runtime import Runtime
 
 NAME = "gateway"
+log = get_logger(__name__)
 SERVICE_NAMES = ("contacts", "interactions", "followups")
 
 
@@ -100,7 +103,7 @@ def create_app(
         try:
             yield
         finally:
-            await runtime.stop()
+            await _stop(runtime)
             for client in services.all():
                 await client.close()
 
@@ -126,6 +129,7 @@ def create_app(
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
     app.include_router(health_router())
     app.include_router(router)
+    app.include_router(console_router)
     return app
 
 
@@ -135,3 +139,16 @@ def _reachable(client: ServiceClient) -> Callable[[], Awaitable[bool]]:
         return response.status_code == 200
 
     return check
+
+
+async def _stop(runtime: Runtime, grace_s: float = 5.0) -> None:
+    """``Runtime.stop`` that cannot hang: a task that ignores its cancellation is logged and left behind."""
+    tasks = list(runtime._tasks)
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        _done, pending = await asyncio.wait(tasks, timeout=grace_s)
+        if pending:
+            log.error("tasks_ignored_cancellation", tasks=[t.get_name() for t in pending])
+    runtime._tasks.clear()
+    await runtime.stop()

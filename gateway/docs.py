@@ -6,6 +6,7 @@ python -m gateway.docs          # rewrite them
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 from gateway.api import render_endpoints_markdown
@@ -32,11 +33,14 @@ SECTIONS = {
 }
 
 
+def _replacement(generated: str) -> Callable[[re.Match[str]], str]:
+    return lambda m: m.group(1) + generated + m.group(2)
+
+
 def render(text: str) -> str:
     for name, make in SECTIONS.items():
         pattern = re.compile(rf"(<!-- {name}:begin -->\n).*?(<!-- {name}:end -->)", re.S)
-        generated = make()
-        text = pattern.sub(lambda m: m.group(1) + generated + m.group(2), text)
+        text = pattern.sub(_replacement(make()), text)
     return text
 
 

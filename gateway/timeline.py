@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, or_, select
+import sqlalchemy as sa
+from sqlalchemy import and_, literal, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
@@ -149,6 +150,13 @@ class Filters:
         return kinds
 
 
+def _family(contact_id: uuid.UUID) -> Any:
+    """The contact and the contacts merged into it. Projections re-key on a merge, but an event about a
+    source applied concurrently with its merge may still land under the source: reading both is exact."""
+    aliases = select(col(ContactAlias.source_id)).where(col(ContactAlias.target_id) == contact_id)
+    return select(literal(contact_id, type_=sa.Uuid)).union_all(aliases)
+
+
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
@@ -261,18 +269,29 @@ class Timeline:
             return cached[1]
         now = self.clock.now()
         async with self.sessionmaker() as session:
-            touches = (
-                await session.scalars(select(TouchSummary).where(col(TouchSummary.contact_id) == contact_id))
+            rows = (
+                await session.scalars(select(TouchSummary).where(col(TouchSummary.contact_id).in_(_family(contact_id))))
             ).all()
             followups = (
                 await session.scalars(
                     select(FollowupState).where(
-                        col(FollowupState.contact_id) == contact_id,
+                        col(FollowupState.contact_id).in_(_family(contact_id)),
                         col(FollowupState.status).in_(("scheduled", "due")),
                     )
                 )
             ).all()
-        csat_count = sum(t.csat_count for t in touches)
+        # Per channel, across the contact and the contacts merged into it.
+        touches: dict[str, dict[str, Any]] = {}
+        for row in rows:
+            seen = touches.setdefault(
+                row.channel, {"first": as_utc(row.first_at), "last": as_utc(row.last_at), "n": 0, "sum": 0, "count": 0}
+            )
+            seen["first"] = min(seen["first"], as_utc(row.first_at))
+            seen["last"] = max(seen["last"], as_utc(row.last_at))
+            seen["n"] += row.touches
+            seen["sum"] += row.csat_sum
+            seen["count"] += row.csat_count
+        csat_count = sum(t["count"] for t in touches.values())
         header = {
             "profile": contact,
             "stage": contact.get("stage"),
@@ -283,13 +302,13 @@ class Timeline:
                 1 for f in followups if f.status == "due" and (f.overdue or (f.due_at and as_utc(f.due_at) < now))
             ),
             "last_touch_per_channel": [
-                {"channel": t.channel, "last_at": as_utc(t.last_at), "touches": t.touches}
-                for t in sorted(touches, key=lambda t: as_utc(t.last_at), reverse=True)
+                {"channel": channel, "last_at": t["last"], "touches": t["n"]}
+                for channel, t in sorted(touches.items(), key=lambda kv: kv[1]["last"], reverse=True)
             ],
-            "csat_average": round(sum(t.csat_sum for t in touches) / csat_count, 2) if csat_count else None,
+            "csat_average": round(sum(t["sum"] for t in touches.values()) / csat_count, 2) if csat_count else None,
             "csat_responses": csat_count,
-            "first_touch_at": min((as_utc(t.first_at) for t in touches), default=None),
-            "last_touch_at": max((as_utc(t.last_at) for t in touches), default=None),
+            "first_touch_at": min((t["first"] for t in touches.values()), default=None),
+            "last_touch_at": max((t["last"] for t in touches.values()), default=None),
         }
         self._headers[contact_id] = (now_mono, header)
         if len(self._headers) > 10_000:
@@ -336,7 +355,7 @@ class Timeline:
     async def _contact_events(
         self, contact_id: uuid.UUID, bound: tuple[datetime, uuid.UUID] | None, limit: int, f: Filters
     ) -> list[dict[str, Any]]:
-        query = select(ContactEvent).where(col(ContactEvent.contact_id) == contact_id)
+        query = select(ContactEvent).where(col(ContactEvent.contact_id).in_(_family(contact_id)))
         if bound is not None:
             at, id_ = bound
             query = query.where(

@@ -1,0 +1,160 @@
+// Touchpoint console: a little plain JavaScript on top of server-rendered pages. Every piece of HTML it
+// inserts comes from the gateway's own templates (escaped there); data is never turned into markup here.
+"use strict";
+
+function fragment(html) {
+  const t = document.createElement("template");
+  t.innerHTML = html;
+  return t.content;
+}
+
+function liveSearch(form) {
+  const input = form.querySelector("input[type=search]");
+  const target = document.getElementById("results");
+  let timer = null;
+  let latest = 0;
+  input.addEventListener("input", () => {
+    clearTimeout(timer);
+    timer = setTimeout(async () => {
+      const q = input.value.trim();
+      const ticket = ++latest;
+      const response = await fetch(form.dataset.liveSearch + "?" + new URLSearchParams({ q }), {
+        credentials: "same-origin",
+      });
+      if (ticket !== latest) return; // an older answer must not overwrite a newer one
+      if (response.status === 401) return window.location.assign("/login");
+      target.replaceChildren(fragment(await response.text()));
+      history.replaceState(null, "", q ? "?" + new URLSearchParams({ q }) : location.pathname);
+    }, 180);
+  });
+}
+
+function timeline(list) {
+  const status = document.querySelector("[data-live-status]");
+  const known = () => new Set([...list.querySelectorAll("li.item")].map((li) => li.dataset.id));
+
+  function addNewest(nodes) {
+    const seen = known();
+    const first = list.querySelector("li.item");
+    let added = 0;
+    for (const li of [...nodes.querySelectorAll("li.item")]) {
+      if (seen.has(li.dataset.id)) continue;
+      li.classList.add("fresh");
+      list.insertBefore(li, first);
+      added++;
+    }
+    if (added) document.querySelector(".timeline .empty")?.remove();
+    return added;
+  }
+
+  async function refreshHead() {
+    const response = await fetch(list.dataset.fragment, { credentials: "same-origin" });
+    if (response.ok) addNewest(fragment(await response.text()));
+  }
+
+  async function loadMore(link) {
+    if (link.dataset.loading) return;
+    link.dataset.loading = "1";
+    link.textContent = "Loading…";
+    const response = await fetch(link.dataset.more, { credentials: "same-origin" });
+    const holder = link.closest("li");
+    if (!response.ok) {
+      link.textContent = "Older entries (retry)";
+      delete link.dataset.loading;
+      return;
+    }
+    const nodes = fragment(await response.text());
+    const seen = known();
+    for (const li of [...nodes.querySelectorAll("li.item")]) if (!seen.has(li.dataset.id)) list.appendChild(li);
+    holder.remove();
+    const next = nodes.querySelector("li.more");
+    if (next) {
+      list.appendChild(next);
+      watchMore();
+    }
+  }
+
+  const observer =
+    "IntersectionObserver" in window
+      ? new IntersectionObserver((entries) => {
+          for (const e of entries) if (e.isIntersecting) loadMore(e.target);
+        })
+      : null;
+  function watchMore() {
+    const link = list.querySelector("a[data-more]");
+    if (!link) return;
+    link.addEventListener("click", (event) => {
+      event.preventDefault();
+      loadMore(link);
+    });
+    observer?.observe(link);
+  }
+  watchMore();
+
+  if ("EventSource" in window && list.dataset.stream) {
+    const source = new EventSource(list.dataset.stream, { withCredentials: true });
+    // While the stream is down (EventSource retries on its own) the page still catches up now and then.
+    let polling = null;
+    source.addEventListener("ready", () => {
+      status.textContent = "live";
+      status.classList.add("on");
+      clearInterval(polling);
+      polling = null;
+      refreshHead();
+    });
+    source.addEventListener("item", () => refreshHead());
+    source.addEventListener("error", () => {
+      status.textContent = "reconnecting…";
+      status.classList.remove("on");
+      polling = polling || setInterval(refreshHead, 15000);
+    });
+    window.addEventListener("pagehide", () => source.close());
+  } else if (status) {
+    status.textContent = "";
+  }
+
+  const form = document.querySelector("form[data-log]");
+  if (form) {
+    const said = form.querySelector(".form-status");
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const button = form.querySelector("button[type=submit]");
+      button.disabled = true;
+      said.textContent = "Saving…";
+      try {
+        const response = await fetch(form.action, {
+          method: "POST",
+          body: new URLSearchParams(new FormData(form)),
+          headers: { "X-Console": "fragment" },
+          credentials: "same-origin",
+        });
+        const text = await response.text();
+        if (!response.ok) {
+          said.textContent = "Not logged: " + text;
+          said.classList.add("error");
+          return;
+        }
+        addNewest(fragment(text));
+        said.textContent = "Logged.";
+        said.classList.remove("error");
+        for (const name of ["subject", "body", "thread_id", "csat"]) form.elements[name].value = "";
+        form.elements.idempotency_key.value = response.headers.get("X-Console-Next-Key") || "";
+      } catch (error) {
+        said.textContent = "Not logged: the gateway could not be reached.";
+        said.classList.add("error");
+      } finally {
+        button.disabled = false;
+      }
+    });
+  }
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  const search = document.querySelector("form[data-live-search]");
+  if (search) liveSearch(search);
+  const list = document.getElementById("timeline");
+  if (list) timeline(list);
+  for (const input of document.querySelectorAll("[data-select-on-focus]")) {
+    input.addEventListener("focus", () => input.select());
+  }
+});

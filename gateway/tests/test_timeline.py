@@ -1,0 +1,249 @@
+"""The timeline through the gateway, over in-test stand-ins of the services (the keyset contract of
+docs/CONVENTIONS.md) and the gateway's own projection of contact events."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import nats
+import pytest
+
+from gateway.app import create_app
+from gateway.settings import GatewaySettings
+from gateway.tests.conftest import ADMIN, StubServices, make_key, served
+from gateway.timeline import MAX_ID, MIN_ID, InvalidCursor, Position, decode_position, encode_position, sign
+from servicekit.clock import MovableClock
+from servicekit.events import make_event
+from servicekit.testing.nats import NatsServer
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def test_each_source_gets_the_strict_bound_that_follows_the_last_position() -> None:
+    last = Position(T0, 1, uuid.UUID(int=5))  # a follow-up
+    assert last.before_for("followup") == (T0, uuid.UUID(int=5))
+    assert last.before_for("interaction") == (T0, MIN_ID)  # same instant: touchpoints came first
+    assert last.before_for("contact_event") == (T0, MAX_ID)  # same instant: events come after
+
+
+def test_a_changed_or_foreign_cursor_is_refused() -> None:
+    contact = uuid.uuid4()
+    token = encode_position(Position(T0, 0, uuid.uuid4()), contact_id=contact, scope="s", key=b"k" * 16)
+    assert decode_position(token, contact_id=contact, scope="s", key=b"k" * 16).at == T0
+    body, mac = token.split(".")
+    for bad in (body[:-2] + "AA." + mac, body + "." + mac[::-1], "nonsense", token + "x"):
+        with pytest.raises(InvalidCursor):
+            decode_position(bad, contact_id=contact, scope="s", key=b"k" * 16)
+    with pytest.raises(InvalidCursor):
+        decode_position(token, contact_id=uuid.uuid4(), scope="s", key=b"k" * 16)
+    with pytest.raises(InvalidCursor):
+        decode_position(token, contact_id=contact, scope="other-filters", key=b"k" * 16)
+    with pytest.raises(InvalidCursor):
+        decode_position(token, contact_id=contact, scope="s", key=b"another-key-1234")
+
+
+def _seed(stub: StubServices, contact_id: str, rng: random.Random, n: int) -> None:
+    # Many items share an instant, across kinds, so the tie-breaks are exercised.
+    instants = [T0 - timedelta(minutes=rng.randint(0, 40)) for _ in range(n)]
+    for at in instants:
+        if rng.random() < 0.6:
+            stub.add_interaction(contact_id, at, channel=rng.choice(["email", "phone", "sms"]))
+        else:
+            stub.add_followup(contact_id, at, status=rng.choice(["scheduled", "completed"]))
+
+
+async def _page_through(
+    client: httpx.AsyncClient, contact_id: str, headers: dict[str, str], query: str = "", limit: int = 7,
+    between_pages: Any = None,
+) -> list[dict[str, Any]]:  # fmt: skip
+    seen: list[dict[str, Any]] = []
+    cursor = None
+    for _ in range(500):
+        url = f"/api/v1/contacts/{contact_id}/timeline?limit={limit}{query}" + (f"&cursor={cursor}" if cursor else "")
+        response = await client.get(url, headers=headers)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        seen.extend(body["items"])
+        cursor = body["next_cursor"]
+        if cursor is None:
+            return seen
+        if between_pages is not None:
+            between_pages()
+    raise AssertionError("never reached the end")
+
+
+async def test_pages_never_repeat_or_skip_while_new_items_arrive(
+    gateway: httpx.AsyncClient, stub: StubServices
+) -> None:
+    rng = random.Random(7)
+    contact = stub.add_contact()
+    _seed(stub, contact["id"], rng, 120)
+    before = {(i["id"]) for i in stub.interactions} | {f["id"] for f in stub.followups}
+    reader = await make_key(gateway, "readonly")
+
+    def new_arrivals() -> None:
+        # Newer than everything read so far, and back at an instant already shared by others.
+        stub.add_interaction(contact["id"], T0 + timedelta(minutes=rng.randint(1, 5)))
+        stub.add_followup(contact["id"], T0 + timedelta(minutes=1))
+
+    items = await _page_through(gateway, contact["id"], reader, between_pages=new_arrivals)
+    ids = [i["id"] for i in items]
+    assert len(ids) == len(set(ids)), "no item twice"
+    assert before <= set(ids), "no item of the first read skipped"
+    keys = [(datetime.fromisoformat(i["at"]), {"interaction": 0, "followup": 1}[i["kind"]], uuid.UUID(i["id"]).int)
+            for i in items]  # fmt: skip
+    assert keys == sorted(keys, key=lambda k: (k[0], -k[1], k[2]), reverse=True), "in timeline order"
+    first = items[0]
+    assert {"id", "kind", "at", "channel", "type", "title", "summary"} <= set(first)
+
+
+async def test_filters_and_the_contact_header(gateway: httpx.AsyncClient, stub: StubServices) -> None:
+    rng = random.Random(3)
+    contact = stub.add_contact(stage="customer", tier="premium", owner="grace")
+    _seed(stub, contact["id"], rng, 60)
+    agent = await make_key(gateway, "agent")
+    sms = await _page_through(gateway, contact["id"], agent, "&channel=sms", limit=5)
+    assert sms and all(i["channel"] == "sms" for i in sms)
+    assert len(sms) == sum(1 for i in stub.interactions if i["channel"] == "sms") + sum(
+        1 for f in stub.followups if f["channel"] == "sms"
+    )
+    only_followups = await _page_through(gateway, contact["id"], agent, "&kinds=followup", limit=9)
+    assert len(only_followups) == len(stub.followups) and {i["kind"] for i in only_followups} == {"followup"}
+    completed = await _page_through(gateway, contact["id"], agent, "&type=completed", limit=9)
+    assert completed and all(i["kind"] == "followup" and i["type"] == "completed" for i in completed)
+    window = await _page_through(
+        gateway, contact["id"], agent, f"&since={(T0 - timedelta(minutes=10)).isoformat()}".replace("+", "%2B")
+    )
+    assert window and all(datetime.fromisoformat(i["at"]) >= T0 - timedelta(minutes=10) for i in window)
+
+    page = (await gateway.get(f"/api/v1/contacts/{contact['id']}/timeline?limit=3", headers=agent)).json()
+    header = page["contact"]
+    assert header["profile"]["id"] == contact["id"]
+    assert (header["stage"], header["tier"], header["owner"]) == ("customer", "premium", "grace")
+
+    # A cursor made for other filters is refused; so is a changed one.
+    other = await gateway.get(
+        f"/api/v1/contacts/{contact['id']}/timeline?channel=sms&cursor={page['next_cursor']}", headers=agent
+    )
+    assert other.status_code == 400 and other.json()["type"].endswith("/invalid-cursor")
+    forged = sign({"at": T0.isoformat(), "r": 0, "id": str(uuid.uuid4()), "c": contact["id"], "s": "x"}, b"guess")
+    assert (
+        await gateway.get(f"/api/v1/contacts/{contact['id']}/timeline?cursor={forged}", headers=agent)
+    ).status_code == 400
+    too_big = await gateway.get(f"/api/v1/contacts/{contact['id']}/timeline?limit=1000", headers=agent)
+    assert too_big.status_code == 422
+    bad_kind = await gateway.get(f"/api/v1/contacts/{contact['id']}/timeline?kinds=emails", headers=agent)
+    assert bad_kind.status_code == 422
+
+
+async def test_a_merged_away_contact_answers_with_its_target(gateway: httpx.AsyncClient, stub: StubServices) -> None:
+    target = stub.add_contact()
+    source = stub.add_contact(status="merged", merged_into=target["id"])
+    stub.add_interaction(target["id"], T0)
+    page = await gateway.get(f"/api/v1/contacts/{source['id']}/timeline", headers=ADMIN)
+    assert page.status_code == 200
+    assert page.json()["contact"]["profile"]["id"] == target["id"]
+    assert len(page.json()["items"]) == 1
+    unknown = await gateway.get(f"/api/v1/contacts/{uuid.uuid4()}/timeline", headers=ADMIN)
+    assert unknown.status_code == 404
+
+
+async def test_the_caller_request_id_and_traceparent_reach_the_services(
+    gateway: httpx.AsyncClient, stub: StubServices
+) -> None:
+    contact = stub.add_contact()
+    key = await make_key(gateway, "agent")
+    me = (await gateway.get("/api/v1/auth/me", headers=key)).json()
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    response = await gateway.get(
+        f"/api/v1/contacts/{contact['id']}/timeline",
+        headers={**key, "X-Request-ID": "req-7", "traceparent": traceparent},
+    )
+    assert response.status_code == 200
+    upstream = [r for r in stub.calls if r.url.path.startswith("/v1/")]
+    assert upstream and all(r.headers["x-request-id"] == "req-7" for r in upstream)
+    assert all(r.headers["traceparent"] == traceparent for r in upstream)
+    assert all(r.headers["x-touchpoint-caller"] == me["principal_id"] for r in upstream)
+
+
+async def _read_events(response: httpx.Response, out: asyncio.Queue[dict[str, Any]]) -> None:
+    event: dict[str, Any] = {}
+    async for line in response.aiter_lines():
+        if not line:
+            if event:
+                await out.put(event)
+            event = {}
+            continue
+        if line.startswith(":"):
+            continue
+        name, _, value = line.partition(":")
+        event[name] = value.lstrip(" ")
+
+
+async def _next(queue: asyncio.Queue[dict[str, Any]], timeout: float = 5.0) -> dict[str, Any]:
+    return await asyncio.wait_for(queue.get(), timeout)
+
+
+async def test_the_stream_pushes_a_new_item_within_a_second_and_replays_after_reconnect(
+    gateway_settings: GatewaySettings, clock: MovableClock, stub: StubServices, nats_server: NatsServer
+) -> None:
+    contact = stub.add_contact()
+    stub.add_interaction(contact["id"], T0 - timedelta(days=1))
+    nc = await nats.connect(nats_server.url)
+    app = create_app(gateway_settings, clock=clock, transports=stub.transports())
+    async with served(app) as base_url, httpx.AsyncClient(base_url=base_url, timeout=10) as client:
+        await app.state.runtime.bus.wait_connected()
+        url = f"/api/v1/contacts/{contact['id']}/timeline/stream"
+
+        async def announce(item: dict[str, Any], subject: str) -> float:
+            event = make_event(
+                type="crm.interaction.logged.v1", source="test", subject=contact["id"], data=item, time=T0
+            )
+            started = asyncio.get_running_loop().time()
+            await nc.publish(subject, event.to_json())
+            return started
+
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        async with client.stream("GET", url, headers=ADMIN) as response:
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("text/event-stream")
+            reader = asyncio.create_task(_read_events(response, queue))
+            assert (await _next(queue))["event"] == "ready"
+            await asyncio.sleep(0.2)
+            first = stub.add_interaction(contact["id"], T0, subject="Order arrived broken", type="complaint")
+            started = await announce(first, f"crm.interactions.logged.{contact['id']}")
+            pushed = await _next(queue)
+            assert asyncio.get_running_loop().time() - started < 1.0
+            assert pushed["event"] == "item"
+            data = json.loads(pushed["data"])
+            assert (
+                data["id"] == first["id"] and data["kind"] == "interaction" and data["title"] == "Order arrived broken"
+            )
+            last_id = pushed["id"]
+            reader.cancel()
+
+        # While nobody listens, two more arrive; a reconnect with Last-Event-ID gets both, in order.
+        missed = [
+            stub.add_interaction(contact["id"], T0 + timedelta(minutes=1)),
+            stub.add_followup(contact["id"], T0 + timedelta(minutes=2)),
+        ]
+        queue = asyncio.Queue()
+        async with client.stream("GET", url, headers={**ADMIN, "Last-Event-ID": last_id}) as response:
+            reader = asyncio.create_task(_read_events(response, queue))
+            replayed = [await _next(queue), await _next(queue)]
+            assert [json.loads(e["data"])["id"] for e in replayed] == [m["id"] for m in missed]
+            assert (await _next(queue))["event"] == "ready"
+            reader.cancel()
+    await nc.close()
+
+
+async def test_an_unknown_contact_stream_is_a_problem_not_a_stream(gateway: httpx.AsyncClient) -> None:
+    response = await gateway.get(f"/api/v1/contacts/{uuid.uuid4()}/timeline/stream", headers=ADMIN)
+    assert response.status_code == 404
+    assert response.headers["content-type"].startswith("application/problem+json")

@@ -1,0 +1,110 @@
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from gateway.app import create_app
+from gateway.settings import GatewaySettings
+from gateway.tests.conftest import ADMIN
+from gateway.upstream import GatewayTimeout, ServiceClient, relay
+from servicekit.clock import MovableClock
+from servicekit.problems import ServiceUnavailable
+from servicekit.testing.apps import running_app
+
+
+def _client(handler: httpx.MockTransport, retries: int = 2) -> ServiceClient:
+    return ServiceClient(
+        "interactions", "http://svc", timeout_s=1, connect_timeout_s=0.2, read_retries=retries, transport=handler
+    )
+
+
+async def test_reads_are_retried_and_writes_are_not() -> None:
+    seen: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request.method)
+        return httpx.Response(503 if len(seen) < 3 else 200, json={})
+
+    client = _client(httpx.MockTransport(answer))
+    assert (await client.request("GET", "/v1/x", caller="k1")).status_code == 200
+    assert seen == ["GET", "GET", "GET"]
+    seen.clear()
+    assert (await client.request("POST", "/v1/x", caller="k1", json={})).status_code == 503
+    assert seen == ["POST"]
+
+
+async def test_transport_failures_become_problems_naming_the_service() -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused", request=request)
+
+    def stall(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("slow", request=request)
+
+    with pytest.raises(ServiceUnavailable) as down:
+        await _client(httpx.MockTransport(refuse)).request("GET", "/v1/x", caller=None)
+    assert down.value.extensions["service"] == "interactions" and down.value.headers["Retry-After"]
+    with pytest.raises(GatewayTimeout) as slow:
+        await _client(httpx.MockTransport(stall)).request("POST", "/v1/x", caller=None)
+    assert slow.value.status == 504 and slow.value.extensions["service"] == "interactions"
+
+
+def test_a_service_answer_is_relayed_with_its_headers_and_a_gateway_location() -> None:
+    merged = httpx.Response(308, json={"merged_into": "b"}, headers={"Location": "/v1/contacts/b", "ETag": '"x"'})
+    relayed = relay(merged, service="contacts")
+    assert relayed.status_code == 308 and relayed.headers["location"] == "/api/v1/contacts/b"
+    assert relayed.headers["etag"] == '"x"'
+    crashed = relay(httpx.Response(500, text="Traceback ..."), service="contacts")
+    assert crashed.status_code == 502 and b"Traceback" not in crashed.body and b"contacts" in crashed.body
+
+
+@contextlib.asynccontextmanager
+async def silent_server() -> AsyncIterator[int]:
+    """A real TCP server that accepts connections and never answers."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def hold(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield port
+    finally:
+        for writer in held:
+            writer.close()
+        server.close()
+
+
+async def test_a_service_that_is_down_or_silent_is_503_or_504_never_a_hang(
+    gateway_settings: GatewaySettings, clock: MovableClock, unused_tcp_port: int
+) -> None:
+    async with silent_server() as silent_port:
+        settings = gateway_settings.model_copy(
+            update={
+                "contacts_url": f"http://127.0.0.1:{unused_tcp_port}",
+                "interactions_url": f"http://127.0.0.1:{silent_port}",
+                "upstream_timeout_s": 0.5,
+            }
+        )
+        async with running_app(create_app(settings, clock=clock)) as client:
+            down = await client.get(f"/api/v1/contacts/{uuid.uuid4()}", headers=ADMIN)
+            assert down.status_code == 503
+            assert down.headers["content-type"].startswith("application/problem+json")
+            assert down.json()["service"] == "contacts" and "contacts" in down.json()["detail"]
+            assert int(down.headers["retry-after"]) > 0
+
+            started = asyncio.get_running_loop().time()
+            slow = await client.get("/api/v1/interactions", headers=ADMIN)
+            assert slow.status_code == 504 and slow.json()["service"] == "interactions"
+            assert asyncio.get_running_loop().time() - started < 3
+
+            ready = await client.get("/readyz")
+            assert ready.status_code == 503
+            checks = ready.json()["checks"]
+            assert checks["database"] == "ok" and checks["nats"] == "ok"
+            assert checks["contacts"] != "ok" and checks["interactions"] != "ok"
