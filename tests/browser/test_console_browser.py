@@ -1,0 +1,139 @@
+"""The staff console in a real headless Chromium against the real stack (nats-server, the services and the
+gateway as processes, started by the test session): sign-in, search, the customer page and its live
+timeline, the follow-up queue, the dashboard and the admin pages. Each page is also photographed at
+1280x800 and 390x844 into docs/screenshots/."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from tests.browser.conftest import Console, Staff, screenshot
+
+pytestmark = [pytest.mark.stack, pytest.mark.browser]
+
+
+def sign_in(page: Any, console: Console, staff: Staff, next_path: str = "") -> None:
+    page.goto(console.url + (next_path or "/"))
+    page.get_by_label("Email").fill(staff.email)
+    page.get_by_label("Password").fill(staff.password)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(re.compile(r"/(search|customers|queue|dashboard|admin)"))
+
+
+def first_customer(console: Console, **params: Any) -> dict[str, Any]:
+    with console.api() as http:
+        found = http.get("/api/v1/contacts", params={"limit": 50, **params})
+        assert found.status_code == 200, found.text
+        items: list[dict[str, Any]] = found.json()["items"]
+    assert items
+    return items[0]
+
+
+def test_sign_in_search_open_customer_and_log_a_touchpoint(console: Console, chromium: Any) -> None:
+    page = chromium().new_page()
+    page.goto(console.url + "/")
+    assert page.url.endswith("/login")
+    screenshot(page, "sign-in")
+    sign_in(page, console, console.agent)
+    assert page.get_by_role("heading", name="Find a customer").is_visible()
+
+    customer = first_customer(console)
+    surname = customer["name"].split()[-1]
+    page.get_by_label("Name, company, email or phone").fill(surname[:4])
+    # Results as you type: no button pressed, the list fills in.
+    result = page.get_by_role("list", name="Search results").get_by_role("link").filter(has_text=customer["name"])
+    result.first.wait_for()
+    screenshot(page, "search")
+    result.first.click()
+    page.wait_for_url(re.compile(r"/customers/"))
+    assert page.get_by_role("heading", name=customer["name"], level=1).is_visible()
+    before = page.locator("#timeline li.item").count()
+    assert before > 0
+
+    subject = f"Called back about the delivery slot {uuid.uuid4().hex[:6]}"
+    log = page.get_by_role("region", name="Log a touchpoint")
+    log.get_by_label("Channel").select_option("phone")
+    log.get_by_label("Direction").select_option("outbound")
+    log.get_by_label("Type").select_option("support")
+    log.get_by_label("Subject").fill(subject)
+    log.get_by_label("Notes").fill("Customer is happy with Thursday morning.")
+    log.get_by_label("CSAT").select_option("5")
+    log.get_by_role("button", name="Log touchpoint").click()
+    entry = page.locator("#timeline li.item").filter(has_text=subject)
+    entry.wait_for()
+    assert page.locator("#timeline li.item").first.inner_text().count(subject) == 1
+    assert "CSAT 5/5" in entry.inner_text()
+    assert page.locator("#timeline li.item").filter(has_text=subject).count() == 1  # the stream does not double it
+    screenshot(page, "customer")
+
+    page.reload()
+    assert page.locator("#timeline li.item").first.filter(has_text=subject).count() == 1
+    page.goto(console.url + "/search")
+    assert page.get_by_role("list", name="Recent customers").get_by_text(customer["name"]).first.is_visible()
+
+
+def test_an_agent_does_not_see_the_admin_pages(console: Console, chromium: Any) -> None:
+    page = chromium().new_page()
+    sign_in(page, console, console.agent)
+    assert page.get_by_role("navigation", name="Main").get_by_role("link", name="Admin").count() == 0
+    for path in ("/admin/keys", "/admin/users", "/admin/policies"):
+        response = page.goto(console.url + path)
+        assert response is not None and response.status == 403
+        assert page.get_by_role("heading", name="Admins only").is_visible()
+        assert page.locator("table").count() == 0
+    screenshot(page, "agent-refused-admin")
+
+
+def test_wrong_password_is_said_and_repeated_failures_lock_the_account(console: Console, chromium: Any) -> None:
+    staff = console.make_staff("agent")
+    page = chromium().new_page()
+    page.goto(console.url + "/login")
+    for _ in range(5):
+        page.get_by_label("Email").fill(staff.email)
+        page.get_by_label("Password").fill("not the password at all")
+        page.get_by_role("button", name="Sign in").click()
+        assert page.get_by_role("alert").inner_text() == "Wrong email or password."
+    page.get_by_label("Password").fill(staff.password)  # the right one, but the account is locked now
+    page.get_by_role("button", name="Sign in").click()
+    assert "Too many failed sign-ins" in page.get_by_role("alert").inner_text()
+    assert page.url.endswith("/login")
+    screenshot(page, "sign-in-locked")
+
+
+def test_customer_data_that_looks_like_html_or_sql_shows_as_text(console: Console, chromium: Any) -> None:
+    hostile = "<img src=x onerror=alert(1)><script>alert(2)</script> Robert'); DROP TABLE contacts;--"
+    with console.api() as http:
+        made = http.post("/api/v1/contacts", json={"name": hostile[:200], "company": "<b>Bold & Co</b>"})
+        assert made.status_code == 201, made.text
+        contact_id = made.json()["id"]
+        logged = http.post(
+            "/api/v1/interactions",
+            json={"contact_id": contact_id, "channel": "email", "direction": "inbound", "type": "complaint",
+                  "occurred_at": datetime.now(UTC).isoformat(), "subject": "<script>alert(3)</script>",
+                  "body": "</li></ol><h1>injected</h1>"},
+        )  # fmt: skip
+        assert logged.status_code == 201, logged.text
+    page = chromium().new_page()
+    dialogs: list[str] = []
+
+    def caught(dialog: Any) -> None:
+        dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    page.on("dialog", caught)
+    sign_in(page, console, console.agent)
+    page.goto(f"{console.url}/customers/{contact_id}")
+    assert page.get_by_role("heading", level=1).inner_text() == hostile[:200]
+    assert page.get_by_text("<b>Bold & Co</b>").first.is_visible()
+    entry = page.locator("#timeline li.item").filter(has_text="<script>alert(3)</script>")
+    assert "</li></ol><h1>injected</h1>" in entry.inner_text()
+    assert page.locator("h1").count() == 1 and page.locator("img[src=x]").count() == 0
+    page.get_by_role("link", name="Search").click()
+    page.get_by_label("Name, company, email or phone").fill("<img")
+    page.get_by_role("list", name="Search results").get_by_text(hostile[:200]).wait_for()
+    assert dialogs == []
