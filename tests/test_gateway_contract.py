@@ -20,6 +20,13 @@ def contacts_openapi() -> dict[str, Any]:
     return create_app(ContactsSettings()).openapi()
 
 
+def interactions_openapi() -> dict[str, Any]:
+    from services.interactions.app import create_app
+    from services.interactions.settings import InteractionsSettings
+
+    return create_app(InteractionsSettings()).openapi()
+
+
 PAIRS: list[tuple[type[BaseModel], str, str]] = [
     (ours.ContactCreate, "contacts", "ContactCreate"),
     (ours.ContactUpdate, "contacts", "ContactUpdate"),
@@ -31,8 +38,17 @@ PAIRS: list[tuple[type[BaseModel], str, str]] = [
     (ours.IdentityRead, "contacts", "IdentityRead"),
     (ours.HandleIdentity, "contacts", "HandleIdentity"),
     (ours.ExternalIdentity, "contacts", "ExternalIdentity"),
+    (ours.InteractionCreate, "interactions", "TouchpointCreate"),
+    (ours.ContactRef, "interactions", "ContactByIdentity"),
+    (ours.InteractionUpdate, "interactions", "TouchpointPatch"),
+    (ours.InteractionRead, "interactions", "TouchpointRead"),
+    (ours.InteractionPage, "interactions", "TouchpointPage"),
+    (ours.InteractionBatch, "interactions", "BatchCreate"),
+    (ours.BatchResult, "interactions", "BatchItemResult"),
+    (ours.BatchResults, "interactions", "BatchResult"),
+    (ours.ThreadRead, "interactions", "ThreadRead"),
 ]
-OPENAPI = {"contacts": contacts_openapi}
+OPENAPI = {"contacts": contacts_openapi, "interactions": interactions_openapi}
 
 
 def _schema(document: dict[str, Any], name: str) -> dict[str, Any]:
