@@ -490,3 +490,33 @@ async def test_stats_report_counts_scores_response_times_retention_and_pareto(
     assert stats["pareto"]["top_share"] == round(1200 / 1400, 4)
     by_team = (await client.get("/v1/stats", params={"since": at(-60 * 24 * 60), "team": "sales"})).json()
     assert by_team["total"] == 1 and by_team["first_response"] == {"email": {"n": 1, "p50_s": 120.0, "p90_s": 120.0}}
+
+
+async def test_concurrent_single_posts_each_get_their_own_outcome(
+    client: httpx.AsyncClient, contacts: ContactsService, js: Any
+) -> None:
+    """Concurrent requests are written together (group commit); each still gets its own answer."""
+    contact = await contacts.create()
+    erased = await contacts.create()
+    await client.post("/v1/interactions", json=touchpoint_factory(contact_id=erased["id"]))  # known live
+    assert (await contacts.http.delete(f"/v1/contacts/{erased['id']}")).status_code == 204
+    await eventually(lambda: _refused(client, erased["id"]))
+    bodies = [touchpoint_factory(contact_id=contact["id"], source="web", external_id=f"g-{n % 30}") for n in range(40)]
+    bodies += [touchpoint_factory(contact_id=erased["id"]) for _ in range(3)]
+    responses = await asyncio.gather(*(client.post("/v1/interactions", json=b) for b in bodies))
+    statuses = [r.status_code for r in responses]
+    assert statuses.count(201) == 30 and statuses.count(200) == 10 and statuses[40:] == [422, 422, 422]
+    by_key: dict[str, set[str]] = {}
+    for response in responses[:40]:
+        by_key.setdefault(response.json()["external_id"], set()).add(response.json()["id"])
+    assert len(by_key) == 30 and all(len(ids) == 1 for ids in by_key.values())
+    tap = await EventTap(
+        js, "CRM_INTERACTIONS", f"crm.interactions.logged.{contact['id']}", durable=f"t{uuid.uuid4().hex}"
+    ).start()
+    assert len({e.data["id"] for e in await tap.take(30)}) == 30
+    await tap.assert_no_more(wait=0.5)
+
+
+async def _refused(client: httpx.AsyncClient, contact_id: str) -> bool:
+    response = await client.post("/v1/interactions", json=touchpoint_factory(contact_id=contact_id))
+    return response.status_code == 422

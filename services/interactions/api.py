@@ -13,8 +13,8 @@ from servicekit.channels import Channel
 from servicekit.problems import PROBLEM_MEDIA_TYPE
 from services.interactions import service
 from services.interactions.deps import IdempotencyDep, IngestionDep, RuntimeDep, SessionDep, TouchpointsDep
-from services.interactions.flows import BatchTooLarge
-from services.interactions.idempotency import Replay, fingerprint
+from services.interactions.flows import BatchTooLarge, Ingestion
+from services.interactions.idempotency import Claim, Replay, fingerprint
 from services.interactions.schemas import (
     DEFAULT_PAGE,
     DIRECTIONS,
@@ -53,6 +53,14 @@ def _json(status: int, body: str, *, replayed: bool = False, location: str | Non
     return Response(content=body, status_code=status, media_type="application/json", headers=headers)
 
 
+async def _claim(ingestion: Ingestion, request: Request, key: str | None, caller: str) -> Claim | Replay | None:
+    if key is None:
+        return None
+    return await ingestion.claim(
+        caller=caller, key=key, fingerprint=fingerprint("POST", request.url.path, await request.body())
+    )
+
+
 @router.post(
     "/interactions",
     status_code=201,
@@ -67,9 +75,7 @@ async def log_touchpoint(
     body: TouchpointCreate, request: Request, ingestion: IngestionDep, idempotency: IdempotencyDep
 ) -> Response:
     key, caller = idempotency
-    claim = await ingestion.claim(
-        caller=caller, key=key, fingerprint=fingerprint("POST", request.url.path, await request.body())
-    )
+    claim = await _claim(ingestion, request, key, caller)
     if isinstance(claim, Replay):
         return _json(claim.status, claim.body, replayed=True)
     status, text = await ingestion.log_one(item=body, claim=claim)
@@ -90,9 +96,7 @@ async def log_batch(
             f"A batch holds at most {MAX_BATCH} touchpoints; this one has {len(body.items)}.", max_items=MAX_BATCH
         )
     key, caller = idempotency
-    claim = await ingestion.claim(
-        caller=caller, key=key, fingerprint=fingerprint("POST", request.url.path, await request.body())
-    )
+    claim = await _claim(ingestion, request, key, caller)
     if isinstance(claim, Replay):
         return _json(claim.status, claim.body, replayed=True)
     status, text = await ingestion.log_batch(raw_items=body.items, claim=claim)

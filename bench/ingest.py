@@ -1,0 +1,369 @@
+"""Interactions ingest benchmark, on SQLite and PostgreSQL, through the real service processes (contacts and
+interactions as uvicorn processes, a real nats-server), every stored touchpoint's event published to JetStream:
+
+- single ``POST /v1/interactions`` with 64 concurrent clients: requests/s, p50, p99;
+- batch ingest, 500 items per ``POST /v1/interactions/batch``: touchpoints/s;
+- NATS ingest (``crm.ingest.interactions``): touchpoints/s from the first publish to the last stored;
+- for each, the time until every ``crm.interaction.logged.v1`` event is acknowledged by JetStream;
+- in the same run, the raw insert rate of the same rows straight into the database (our overhead = the ratio);
+- the contact page query (``GET /v1/interactions?contact_id=…&limit=50``, first and deeper pages) for a contact
+  with 10,000 touchpoints among 1,000,000, beside the same query straight on the database.
+
+Targets (2-core machine, PostgreSQL): batch ≥ 10,000 touchpoints/s; single ≥ 1,000 requests/s with p99 ≤ 50 ms;
+NATS ingest ≥ 5,000 touchpoints/s; contact page p99 ≤ 5 ms.
+
+    python -m bench.ingest [--quick] [--backend sqlite|postgres|both]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import nats
+from sqlalchemy import func, insert, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel import col
+
+from bench.common import client, expect, infrastructure, percentiles, timed_calls, write_results
+from bench.run import figure
+from servicekit.db import make_engine
+from servicekit.ids import new_id
+from servicekit.migrations import upgrade
+from services.interactions.models import Touchpoint, outbox_table
+from services.interactions.service import sentiment_of
+
+CHANNELS = ["phone", "in_person", "email", "sms", "live_chat", "social", "self_service"]
+TYPES = ["inquiry", "complaint", "purchase", "return", "feedback", "survey_response", "support", "sales", "note"]
+SUBJECTS = ["Where is my order?", "Thanks for the quick help", "Broken on arrival, very disappointed",
+            "Question about my invoice", "Loved the new collection"]  # fmt: skip
+START = datetime(2026, 1, 1, tzinfo=UTC)
+
+SIZES = {
+    False: {"contacts": 500, "single": 20_000, "batches": 100, "nats": 50_000, "raw": 50_000,
+            "page_total": 1_000_000, "page_hot": 10_000, "page_samples": 1000},
+    True: {"contacts": 50, "single": 600, "batches": 4, "nats": 2_000, "raw": 2_000,
+           "page_total": 20_000, "page_hot": 1_000, "page_samples": 200},
+}  # fmt: skip
+
+
+def touchpoint(rng: random.Random, contact_id: str, n: int, run: str) -> dict[str, Any]:
+    kind = rng.choice(TYPES)
+    body: dict[str, Any] = {
+        "contact_id": contact_id,
+        "channel": rng.choice(CHANNELS),
+        "direction": rng.choice(["inbound", "outbound"]),
+        "type": kind,
+        "occurred_at": (START + timedelta(seconds=n)).isoformat(),
+        "subject": rng.choice(SUBJECTS),
+        "body": f"Hello, I am writing about order {n}. Could you tell me when it will arrive?",
+        "source": "bench",
+        "external_id": f"{run}-{n}",
+        "agent": f"agent-{n % 20}",
+        "team": rng.choice(["support", "sales"]),
+    }
+    if kind == "purchase":
+        body.update(amount=round(rng.uniform(5, 500), 2), currency="EUR")
+    if kind == "survey_response":
+        body.update(csat=rng.randint(1, 5), nps=rng.randint(0, 10))
+    return body
+
+
+def raw_row(contact_id: uuid.UUID, n: int, at: datetime, rng: random.Random) -> dict[str, Any]:
+    """The row the service writes for a touchpoint (sentiment included), for the raw insert and the seed."""
+    subject = rng.choice(SUBJECTS)
+    body = f"Hello, I am writing about order {n}."
+    return {"id": new_id(), "contact_id": contact_id, "original_contact_id": contact_id,
+            "channel": rng.choice(CHANNELS), "direction": "inbound", "type": rng.choice(TYPES), "occurred_at": at,
+            "received_at": at, "agent": None, "team": "support", "subject": subject, "body": body, "thread_id": None,
+            "outcome": None, "csat": None, "nps": None, "duration_s": None, "amount": Decimal("10.00"),
+            "currency": "EUR", "source": None, "external_id": None, "ingest_key": None, "attributes": {},
+            "sentiment": sentiment_of(subject, body), "version": 1, "updated_at": at, "redacted_at": None}  # fmt: skip
+
+
+async def count_stored(engine: AsyncEngine) -> int:
+    async with engine.connect() as conn:
+        return int((await conn.execute(select(func.count()).select_from(Touchpoint))).scalar_one())
+
+
+async def count_unpublished(engine: AsyncEngine) -> int:
+    async with engine.connect() as conn:
+        query = select(func.count()).select_from(outbox_table).where(outbox_table.c.published_at.is_(None))
+        return int((await conn.execute(query)).scalar_one())
+
+
+async def wait_published(engine: AsyncEngine, started: float, timeout: float = 600) -> float:
+    """Seconds from ``started`` until every outbox event is acknowledged by JetStream."""
+    deadline = time.perf_counter() + timeout
+    while await count_unpublished(engine) > 0:
+        if time.perf_counter() > deadline:
+            raise TimeoutError("events not published")
+        await asyncio.sleep(0.05)
+    return time.perf_counter() - started
+
+
+async def single_posts(http: httpx.AsyncClient, bodies: list[bytes], concurrency: int) -> dict[str, Any]:
+    def call(body: bytes) -> Any:
+        async def post() -> None:
+            response = await http.post("/v1/interactions", content=body, headers={"content-type": "application/json"})
+            expect(response.status_code, 201)
+
+        return post
+
+    elapsed, latencies, errors = await timed_calls([call(b) for b in bodies], concurrency)
+    return {"requests": len(bodies), "per_second": round(len(bodies) / elapsed, 1), "errors": len(errors),
+            "elapsed_s": round(elapsed, 3), **percentiles(latencies)}  # fmt: skip
+
+
+async def measure_page(http: httpx.AsyncClient, engine: AsyncEngine, hot: uuid.UUID, samples: int) -> dict[str, Any]:
+    """GET one contact's page (first page, and pages starting at random places of its history)."""
+    rng = random.Random(3)
+    async with engine.connect() as conn:
+        positions = (
+            await conn.execute(
+                select(col(Touchpoint.occurred_at), col(Touchpoint.id)).where(col(Touchpoint.contact_id) == hot)
+            )
+        ).all()
+    befores = [None] + [
+        f"{(p[0] if p[0].tzinfo else p[0].replace(tzinfo=UTC)).isoformat()}|{p[1]}"
+        for p in rng.sample(list(positions), min(len(positions), samples))
+    ]
+
+    def call(before: str | None) -> Any:
+        params: dict[str, str] = {"contact_id": str(hot), "limit": "50", **({"before": before} if before else {})}
+
+        async def get() -> None:
+            response = await http.get("/v1/interactions", params=params)
+            expect(response.status_code, 200)
+
+        return get
+
+    _, first, _ = await timed_calls([call(None) for _ in range(samples)], 1)
+    _, deep, errors = await timed_calls([call(b) for b in befores[1:]], 1)
+    floor: list[float] = []
+    async with engine.connect() as conn:
+        for _ in range(samples):
+            started = time.perf_counter()
+            query = (
+                select(Touchpoint)
+                .where(col(Touchpoint.contact_id) == hot)
+                .order_by(col(Touchpoint.occurred_at).desc(), col(Touchpoint.id).desc())
+                .limit(51)
+            )
+            (await conn.execute(query)).all()
+            floor.append(time.perf_counter() - started)
+    return {"first_page": percentiles(first), "deeper_pages": percentiles(deep), "errors": len(errors),
+            "floor_database_query": percentiles(floor)}  # fmt: skip
+
+
+async def seed(engine: AsyncEngine, total: int, hot: uuid.UUID, hot_rows: int) -> float:
+    rng = random.Random(11)
+    others = [uuid.uuid4() for _ in range(max(1, total // 50))]
+    started = time.perf_counter()
+    batch = 5000
+    for offset in range(0, total, batch):
+        rows = []
+        for n in range(offset, min(total, offset + batch)):
+            owner = hot if n % max(1, total // hot_rows) == 0 and n // max(1, total // hot_rows) < hot_rows else None
+            at = START - timedelta(days=400) + timedelta(seconds=n * 17)
+            rows.append(raw_row(owner or rng.choice(others), n, at, rng))
+        async with engine.begin() as conn:
+            await conn.execute(insert(Touchpoint), rows)
+    if engine.dialect.name == "postgresql":
+        async with engine.connect() as conn:
+            autocommit = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            await autocommit.exec_driver_sql("ANALYZE interactions")
+    return time.perf_counter() - started
+
+
+async def run_backend(backend: str, quick: bool) -> dict[str, Any]:
+    size = SIZES[quick]
+    rng = random.Random(7)
+    result: dict[str, Any] = {"backend": backend, "sizes": size}
+    with infrastructure(backend) as infra:
+        contacts_url = infra.database_url("contacts")
+        interactions_url = infra.database_url("interactions")
+        await asyncio.to_thread(upgrade, "services/contacts/alembic.ini", contacts_url)
+        await asyncio.to_thread(upgrade, "services/interactions/alembic.ini", interactions_url)
+        contacts = infra.service("contacts", {"CONTACTS_DATABASE_URL": contacts_url})
+        contacts.start()
+        interactions = infra.service(
+            "interactions",
+            {"INTERACTIONS_DATABASE_URL": interactions_url, "INTERACTIONS_CONTACTS_URL": contacts.url,
+             "INTERACTIONS_DB_POOL_SIZE": "20"},
+        )  # fmt: skip
+        interactions.start()
+        engine = make_engine(interactions_url)
+        run = uuid.uuid4().hex[:8]
+        try:
+            async with client(contacts.url, 16) as http:
+                made = []
+
+                async def create() -> None:
+                    body = {"name": "Bench Customer", "emails": [f"c.{uuid.uuid4().hex}@example.com"]}
+                    response = await http.post("/v1/contacts", json=body)
+                    expect(response.status_code, 201)
+                    made.append(response.json()["id"])
+
+                await timed_calls([create] * size["contacts"], 16)
+            ids = made
+            counter = iter(range(10**9))
+
+            def bodies(count: int) -> list[dict[str, Any]]:
+                return [touchpoint(rng, rng.choice(ids), next(counter), run) for _ in range(count)]
+
+            async with client(interactions.url, 64) as http:
+                # Warm-up (not measured): every contact id checked once with the contacts service.
+                def warm(contact_id: str) -> Any:
+                    async def post() -> None:
+                        body = touchpoint(rng, contact_id, next(counter), run)
+                        expect((await http.post("/v1/interactions", json=body)).status_code, 201)
+
+                    return post
+
+                await timed_calls([warm(c) for c in ids], 16)
+                await wait_published(engine, time.perf_counter())
+                print(f"[{backend}] single POSTs …", flush=True)
+                encoded = [json.dumps(b).encode() for b in bodies(size["single"])]
+                started = time.perf_counter()
+                single = await single_posts(http, encoded, 64)
+                single["events_published_s"] = round(await wait_published(engine, started), 3)
+                result["single"] = single
+
+                print(f"[{backend}] batches of 500 …", flush=True)
+                batches = [json.dumps({"items": bodies(500)}).encode() for _ in range(size["batches"])]
+
+                def batch_call(body: bytes) -> Any:
+                    async def post() -> None:
+                        response = await http.post(
+                            "/v1/interactions/batch", content=body, headers={"content-type": "application/json"}
+                        )
+                        expect(response.status_code, 200)
+
+                    return post
+
+                started = time.perf_counter()
+                elapsed, latencies, errors = await timed_calls([batch_call(b) for b in batches], 2)
+                published = await wait_published(engine, started)
+                items = 500 * len(batches)
+                result["batch"] = {"touchpoints": items, "per_second": round(items / elapsed, 1),
+                                   "errors": len(errors), "request": percentiles(latencies),
+                                   "events_published_s": round(published, 3),
+                                   "with_events_per_second": round(items / published, 1)}  # fmt: skip
+
+            print(f"[{backend}] NATS ingest …", flush=True)
+            assert infra.nats is not None
+            nc = await nats.connect(infra.nats.url)
+            js = nc.jetstream()
+            before = await count_stored(engine)
+            messages = [json.dumps(b).encode() for b in bodies(size["nats"])]
+            started = time.perf_counter()
+            pending = []
+            for n, payload in enumerate(messages):
+                pending.append(
+                    await js.publish_async("crm.ingest.interactions", payload, headers={"Nats-Msg-Id": f"{run}-n{n}"})
+                )
+                if len(pending) >= 2000:
+                    await asyncio.gather(*pending)
+                    pending.clear()
+            await asyncio.gather(*pending)
+            published_in = time.perf_counter() - started
+            while await count_stored(engine) < before + len(messages):
+                if time.perf_counter() - started > 900:
+                    raise TimeoutError("NATS ingest did not finish")
+                await asyncio.sleep(0.05)
+            stored_in = time.perf_counter() - started
+            events_in = await wait_published(engine, started)
+            await nc.close()
+            result["nats"] = {"touchpoints": len(messages), "per_second": round(len(messages) / stored_in, 1),
+                              "publish_s": round(published_in, 3), "stored_s": round(stored_in, 3),
+                              "events_published_s": round(events_in, 3),
+                              "with_events_per_second": round(len(messages) / events_in, 1)}  # fmt: skip
+
+            print(f"[{backend}] raw insert floor …", flush=True)
+            raw = [raw_row(uuid.UUID(rng.choice(ids)), n, START, rng) for n in range(size["raw"])]
+            started = time.perf_counter()
+            for offset in range(0, len(raw), 500):
+                async with engine.begin() as conn:
+                    await conn.execute(insert(Touchpoint), raw[offset : offset + 500])
+            raw_elapsed = time.perf_counter() - started
+            result["raw_insert"] = {"rows": len(raw), "per_second": round(len(raw) / raw_elapsed, 1),
+                                    "note": "500 rows a transaction, no outbox, sentiment computed before"}  # fmt: skip
+            result["overhead_ratio_batch"] = round(
+                result["raw_insert"]["per_second"] / result["batch"]["per_second"], 2
+            )
+
+            print(f"[{backend}] seeding {size['page_total']:,} touchpoints for the page query …", flush=True)
+            hot = uuid.uuid4()
+            already = await count_stored(engine)
+            seed_s = await seed(engine, max(0, size["page_total"] - already), hot, size["page_hot"])
+            async with client(interactions.url, 4) as http:
+                page = await measure_page(http, engine, hot, size["page_samples"])
+            async with engine.connect() as conn:
+                hot_rows = (
+                    await conn.execute(select(func.count()).where(col(Touchpoint.contact_id) == hot))
+                ).scalar_one()
+                if engine.dialect.name == "postgresql":
+                    plan = (await conn.execute(text(
+                        "EXPLAIN SELECT * FROM interactions WHERE contact_id = :c "
+                        "ORDER BY occurred_at DESC, id DESC LIMIT 51"), {"c": hot})).scalars().all()  # fmt: skip
+                    page["plan"] = list(plan)
+            result["contact_page"] = {"total_rows": await count_stored(engine), "contact_rows": int(hot_rows),
+                                      "seed_s": round(seed_s, 1), **page}  # fmt: skip
+        finally:
+            await engine.dispose()
+    return result
+
+
+def figures_of(run: dict[str, Any], quick: bool) -> list[dict[str, Any]]:
+    backend = run["backend"]
+    on_pg = backend == "postgres" and not quick
+    page = run["contact_page"]
+    scale = f" ({page['contact_rows']:,} of {page['total_rows']:,} rows)"
+    return [
+        figure("single POST /v1/interactions (64 clients)", run["single"]["per_second"], "req/s",
+               target=1000 if on_pg else None, better="higher", floor="http_rate", backend=backend),
+        figure("single POST p99 (64 clients)", run["single"]["p99_ms"], "ms", target=50 if on_pg else None,
+               floor="http_p99_ms", backend=backend),
+        figure("single POST p50 (64 clients)", run["single"]["p50_ms"], "ms", floor="http_p50_ms", backend=backend),
+        figure("batch ingest (500 per request)", run["batch"]["per_second"], "touchpoints/s",
+               target=10_000 if on_pg else None, better="higher", floor="db_insert_rate", backend=backend),
+        figure("NATS ingest", run["nats"]["per_second"], "touchpoints/s", target=5000 if on_pg else None,
+               better="higher", floor="nats_consume_rate", backend=backend),
+        figure("raw insert of the same rows", run["raw_insert"]["per_second"], "rows/s", better="higher",
+               floor="db_insert_rate", backend=backend),
+        figure("contact page p99" + scale, page["first_page"]["p99_ms"], "ms", target=5 if on_pg else None,
+               floor="db_page_p99_ms", backend=backend),
+        figure("contact page, deeper pages p99" + scale, page["deeper_pages"].get("p99_ms"), "ms",
+               target=5 if on_pg else None, floor="db_page_p99_ms", backend=backend),
+    ]  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    parser.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="both")
+    args = parser.parse_args()
+    backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
+    runs = [asyncio.run(run_backend(b, args.quick)) for b in backends]
+    for run in runs:
+        print(f"[{run['backend']}] single {run['single']['per_second']} req/s p50 {run['single']['p50_ms']} ms "
+              f"p99 {run['single']['p99_ms']} ms | batch {run['batch']['per_second']} tp/s | "
+              f"NATS {run['nats']['per_second']} tp/s | raw insert {run['raw_insert']['per_second']} rows/s | "
+              f"page p99 {run['contact_page']['first_page']['p99_ms']} ms", flush=True)  # fmt: skip
+    write_results(
+        "ingest" + ("-quick" if args.quick else ""),
+        {"quick": args.quick, "runs": runs, "figures": [f for run in runs for f in figures_of(run, args.quick)]},
+    )
+
+
+if __name__ == "__main__":
+    main()
