@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 import secrets
+import time
 import unicodedata
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -214,6 +215,7 @@ def build_demo(*, seed: int = 2026, customers: int = 300, now: datetime) -> list
     rng = random.Random(seed)
     now = now.astimezone(UTC).replace(microsecond=0)
     contacts: list[DemoContact] = []
+    phones_taken: set[str] = set()
     for n in range(customers):
         first, last = rng.choice(FIRST), rng.choice(LAST)
         company = rng.choice(COMPANIES)
@@ -225,7 +227,10 @@ def build_demo(*, seed: int = 2026, customers: int = 300, now: datetime) -> list
         while "{d2}" in phone:
             phone = phone.replace("{d2}", f"{rng.randint(10, 99)}", 1)
         # Kept only when well-formed for its country: the contacts service refuses other numbers.
+        # and an identity belongs to one contact, so a number drawn twice goes to the first only.
         keep = rng.random() < 0.8 and phonenumbers.is_valid_number(phonenumbers.parse(phone))
+        keep = keep and phone not in phones_taken
+        phones_taken.add(phone)
         phone_or_none = phone if keep else None
         premium = rng.random() < 0.18
         preferred = _weighted(rng, CHANNEL_WEIGHTS)
@@ -415,6 +420,16 @@ def _story(rng: random.Random, contact: DemoContact, *, now: datetime, seed: int
                 )
 
 
+def _call(http: httpx.Client, method: str, path: str, json: Any = None) -> httpx.Response:
+    """One API call that waits out the gateway's rate limit (the demo is a burst of a thousand calls)."""
+    for _ in range(30):
+        response = http.request(method, path, json=json)
+        if response.status_code not in (429, 503):
+            return response
+        time.sleep(min(float(response.headers.get("Retry-After", "1")), 10.0))
+    return response
+
+
 def load_demo(
     *,
     base_url: str,
@@ -432,9 +447,8 @@ def load_demo(
     with httpx.Client(base_url=base_url, headers=headers, timeout=60) as http:
         password = staff_password or secrets.token_urlsafe(12)
         for email, role in (("demo.admin@touchpoint.example", "admin"), ("demo.agent@touchpoint.example", "agent")):
-            made = http.post(
-                "/api/v1/users", json={"email": email, "password": password, "role": role, "name": f"Demo {role}"}
-            )
+            user = {"email": email, "password": password, "role": role, "name": f"Demo {role}"}
+            made = _call(http, "POST", "/api/v1/users", user)
             if made.status_code == 201:
                 say(f"demo staff user {email} ({role}), password {password}")
             elif made.status_code != 409:
@@ -443,13 +457,13 @@ def load_demo(
         by_key: dict[str, str] = {}
         for contact in contacts:
             email = contact.fields["emails"][0]
-            found = http.post("/api/v1/contacts/resolve", json={"email": email, "create": contact.fields})
+            found = _call(http, "POST", "/api/v1/contacts/resolve", {"email": email, "create": contact.fields})
             found.raise_for_status()
             by_key[contact.key] = found.json()["id"]
             pending.extend({**t, "contact_id": by_key[contact.key]} for t in contact.touchpoints)
         stored = 0
         for start in range(0, len(pending), 500):
-            answer = http.post("/api/v1/interactions/batch", json={"items": pending[start : start + 500]})
+            answer = _call(http, "POST", "/api/v1/interactions/batch", {"items": pending[start : start + 500]})
             answer.raise_for_status()
             results = answer.json()["results"]
             failed = [r for r in results if r["status"] not in (200, 201)]
@@ -459,10 +473,10 @@ def load_demo(
         resolved = 0
         for contact in contacts:
             for thread_id in contact.resolve_threads:
-                thread = http.get(f"/api/v1/threads/{thread_id}")
+                thread = _call(http, "GET", f"/api/v1/threads/{thread_id}")
                 if thread.status_code != 200 or thread.json()["status"] == "resolved":
                     continue
                 last = thread.json()["items"][-1]["id"]
-                http.patch(f"/api/v1/interactions/{last}", json={"thread_status": "resolved"}).raise_for_status()
+                _call(http, "PATCH", f"/api/v1/interactions/{last}", {"thread_status": "resolved"}).raise_for_status()
                 resolved += 1
     say(f"demo data: {len(contacts)} customers, {stored} touchpoints, {resolved} complaint threads resolved")

@@ -267,60 +267,75 @@ class ThreadRead(BaseModel):
 # --- follow-ups and policies ----------------------------------------------------------------------------------
 
 
-class FollowupRead(Open):
+CloseReason = Literal["opted_out", "erased", "answered", "superseded", "manual"]
+Name200 = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class FollowupRead(BaseModel):
     id: uuid.UUID
     contact_id: uuid.UUID
-    policy: str | None = None
-    step: str | None = None
-    reason: str | None = None
-    channel: str | None = None
-    due_at: datetime | None = None
-    status: str
-    priority: str | None = None
-    assignee: str | None = None
-    team: str | None = None
-    trigger_event_id: str | None = None
-    thread_id: str | None = None
-    completed_at: datetime | None = None
-    outcome: str | None = None
-    interaction_id: uuid.UUID | None = None
-    escalation_level: int | None = None
-    cancel_reason: str | None = None
-    skip_reason: str | None = None
-    timeline_at: datetime | None = None
+    policy: str | None
+    policy_version: int | None
+    step: str | None
+    reason: str
+    channel: str | None
+    due_at: datetime
+    status: FollowupStatus
+    priority: Priority
+    assignee: str | None
+    team: str | None
+    trigger_event_id: str | None
+    thread_id: str | None
+    completed_at: datetime | None
+    outcome: str | None
+    interaction_id: uuid.UUID | None
+    escalation_level: int
+    cancel_reason: str | None
+    skip_reason: str | None
+    overdue_at: datetime | None
+    closed_at: datetime | None
+    timeline_at: datetime = Field(description="Where it shows on the timeline: closed_at once closed, else due_at")
+    created_at: datetime
+    updated_at: datetime
+    version: int
 
 
 class FollowupPage(BaseModel):
     items: list[FollowupRead]
-    next_cursor: str | None
+    next_cursor: str | None = Field(description="Work-queue order: pass as cursor; timeline order: null")
 
 
-class FollowupCreate(Open):
+class FollowupCreate(Strict):
+    """A follow-up made by hand."""
+
     contact_id: uuid.UUID
-    reason: str
-    due_at: datetime
+    reason: Annotated[str, Field(min_length=1, max_length=500)]
+    due_at: AwareDatetime
     channel: Channel | None = None
     priority: Priority = "normal"
-    assignee: str | None = None
-    team: str | None = None
+    assignee: Name200 | None = None
+    team: Name200 | None = None
+    thread_id: Annotated[str, Field(max_length=200)] | None = None
 
 
-class FollowupComplete(Open):
-    outcome: str | None = None
+class FollowupComplete(Strict):
+    outcome: Annotated[str, Field(max_length=2000)] | None = None
     interaction_id: uuid.UUID | None = None
 
 
-class FollowupSnooze(Open):
-    until: datetime
+class FollowupSnooze(Strict):
+    until: AwareDatetime
 
 
-class FollowupCancel(Open):
-    reason: str = "manual"
+class FollowupCancel(Strict):
+    reason: CloseReason = "manual"
 
 
-class FollowupAssign(Open):
-    assignee: str | None = None
-    team: str | None = None
+class FollowupAssign(Strict):
+    """An assignee, a team, or both."""
+
+    assignee: Name200 | None = None
+    team: Name200 | None = None
 
 
 class PolicyDocument(Open):
@@ -333,15 +348,42 @@ class PolicyDocument(Open):
     steps: list[dict[str, Any]] | None = None
 
 
-class PolicyRead(Open):
+class PolicyRead(BaseModel):
     id: str
-    enabled: bool | None = None
-    version: int | None = None
+    version: int
+    enabled: bool
+    updated_at: datetime
+    document: dict[str, Any]
 
 
-class PolicyList(Open):
-    items: list[PolicyRead] = []
+class PolicyList(BaseModel):
+    items: list[PolicyRead]
 
 
-class PolicyPreview(Open):
-    items: list[dict[str, Any]] = []
+class PreviewItem(BaseModel):
+    contact_id: uuid.UUID
+    step: str
+    trigger: str = Field(description="The touchpoint id, thread id or quiet contact that would trigger it")
+    anchor_at: datetime
+    due_at: datetime
+    status: Literal["scheduled", "skipped"]
+    skip_reason: str | None
+    channel: str | None
+    priority: str
+    assignee: str | None
+    team: str | None
+    reason: str
+
+
+class PolicyPreview(BaseModel):
+    policy: str
+    version: int
+    enabled: bool
+    days: int
+    since: datetime
+    until: datetime
+    considered: int = Field(description="Touchpoints and thread resolutions replayed")
+    count: int = Field(description="Follow-ups it would have made (items holds at most the first 1000)")
+    by_step: dict[str, int]
+    items: list[PreviewItem]
+    truncated: bool

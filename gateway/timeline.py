@@ -240,11 +240,24 @@ class Timeline:
         self.signing_key = signing_key
         self.header_cache_s = header_cache_s
         self._headers: dict[uuid.UUID, tuple[float, dict[str, Any]]] = {}
+        self._contacts: dict[uuid.UUID, tuple[float, dict[str, Any]]] = {}
 
     # -- the contact ---------------------------------------------------------------------------------------
 
     async def resolve_contact(self, *, contact_id: uuid.UUID, caller: str) -> dict[str, Any]:
-        """The live contact for this id; a merged-away id gives its surviving target."""
+        """The live contact for this id; a merged-away id gives its surviving target.
+
+        Reused for ``header_cache_s`` (a contact event about it, seen live, forgets it sooner)."""
+        cached = self._contacts.get(contact_id)
+        if cached is not None and time.monotonic() - cached[0] < self.header_cache_s:
+            return cached[1]
+        contact = await self._resolve(contact_id=contact_id, caller=caller)
+        self._contacts[contact_id] = (time.monotonic(), contact)
+        if len(self._contacts) > 10_000:
+            self._contacts.clear()
+        return contact
+
+    async def _resolve(self, *, contact_id: uuid.UUID, caller: str) -> dict[str, Any]:
         for _ in range(4):
             response = await self.contacts.request("GET", f"/v1/contacts/{contact_id}", caller=caller)
             if response.status_code == 200:
@@ -259,7 +272,12 @@ class Timeline:
         raise UpstreamAnswer(response, service=self.contacts.name)
 
     def forget_header(self, contact_id: uuid.UUID | str) -> None:
-        self._headers.pop(uuid.UUID(str(contact_id)), None)
+        try:
+            key = uuid.UUID(str(contact_id))
+        except ValueError:
+            return
+        self._headers.pop(key, None)
+        self._contacts.pop(key, None)
 
     async def header(self, *, contact: dict[str, Any]) -> dict[str, Any]:
         contact_id = uuid.UUID(contact["id"])

@@ -10,8 +10,7 @@ from collections.abc import AsyncIterable
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from gateway.api.common import AUTH_ERRORS, CONTACT_ERRORS, ok, problem
@@ -75,7 +74,7 @@ async def get_timeline(
     request: Request,
     limit: Annotated[int, Query(ge=1)] = 50,
     cursor: Annotated[str | None, Query(max_length=1024)] = None,
-) -> JSONResponse:
+) -> Response:
     max_limit = request.app.state.settings.timeline_max_limit
     if limit > max_limit:
         raise Unprocessable(f"limit must be at most {max_limit}.", field="limit", max_limit=max_limit)
@@ -91,7 +90,7 @@ async def get_timeline(
         "items": items,
         "next_cursor": timeline.cursor(last, contact_id=surviving, filters=filters) if last else None,
     }
-    return JSONResponse(json.loads(json.dumps(body, default=_json_default)))
+    return Response(json.dumps(body, default=_json_default).encode(), media_type="application/json")
 
 
 @router.get(

@@ -1,0 +1,235 @@
+"""Timeline benchmark: one customer's timeline through the gateway, beside the same page straight from the
+interactions database (the floor).
+
+A contact with 10,000 touchpoints and 300 follow-ups among 1,000,000 touchpoints and 100,000 contacts;
+pages of 50 read by 16 concurrent readers: p50 and p99 of the first page and of a page 100 pages deep.
+Targets (2-core machine, PostgreSQL): p99 ≤ 25 ms on both pages, and within 5 times the floor.
+
+Every service runs as its own process (nats-server, contacts, interactions, follow-ups, gateway). The
+touchpoints and contacts are bulk-inserted with the rows the services write; the follow-ups are made
+through the follow-ups API; the gateway reads everything through the services' APIs.
+
+    python -m bench.timeline [--quick] [--backend postgres|sqlite]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, or_, select
+from sqlmodel import col
+
+from bench.common import client, expect, infrastructure, percentiles, timed_calls, write_results
+from bench.contacts import seed as seed_contacts
+from bench.ingest import seed as seed_touchpoints
+from bench.run import figure
+from servicekit.db import make_engine
+from servicekit.devstack import SERVICES
+from servicekit.migrations import upgrade
+from services.interactions.models import Touchpoint
+
+ADMIN_KEY = "tp_bench_admin_key_" + uuid.uuid4().hex
+SIZES = {
+    False: {"touchpoints": 1_000_000, "contacts": 100_000, "hot_touchpoints": 10_000, "hot_followups": 300,
+            "deep_page": 100, "samples": 2000},
+    True: {"touchpoints": 20_000, "contacts": 2_000, "hot_touchpoints": 1_000, "hot_followups": 30,
+           "deep_page": 10, "samples": 200},
+}  # fmt: skip
+READERS = 16
+PAGE = 50
+
+
+def followups_installed() -> bool:
+    return next(s for s in SERVICES if s.name == "followups").installed
+
+
+async def make_followups(base_url: str, contact_id: str, count: int) -> int:
+    """Follow-ups by hand through the follow-ups API, due over the contact's history."""
+    made = 0
+    async with client(base_url, 8) as http:
+
+        async def one(n: int) -> None:
+            nonlocal made
+            due = datetime(2026, 1, 1, tzinfo=UTC) - timedelta(days=n)
+            body = {"contact_id": contact_id, "reason": f"Check-in {n}", "due_at": due.isoformat(),
+                    "channel": "phone", "priority": "normal"}  # fmt: skip
+            response = await http.post("/v1/followups", json=body)
+            expect(response.status_code, 201)
+            made += 1
+
+        def call(n: int) -> Any:
+            return lambda: one(n)
+
+        _, _, errors = await timed_calls([call(n) for n in range(count)], 8)
+    if errors:
+        print(f"follow-ups: {len(errors)} failed, first: {errors[0]!r}", flush=True)
+    return made
+
+
+async def floor(database_url: str, hot: uuid.UUID, bound: tuple[datetime, uuid.UUID] | None, samples: int) -> Any:
+    """The same page (51 rows, to know whether more follow) straight from the interactions database."""
+    engine = make_engine(database_url, pool_size=READERS)
+    query = select(Touchpoint).where(col(Touchpoint.contact_id) == hot)
+    if bound is not None:
+        at, id_ = bound
+        query = query.where(
+            or_(col(Touchpoint.occurred_at) < at, and_(col(Touchpoint.occurred_at) == at, col(Touchpoint.id) < id_))
+        )
+    query = query.order_by(col(Touchpoint.occurred_at).desc(), col(Touchpoint.id).desc()).limit(PAGE + 1)
+
+    async def read() -> None:
+        async with engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+            assert rows
+
+    try:
+        _, latencies, errors = await timed_calls([read] * samples, READERS)
+    finally:
+        await engine.dispose()
+    return {**percentiles(latencies), "errors": len(errors)}
+
+
+async def run_backend(backend: str, quick: bool) -> dict[str, Any]:
+    size = SIZES[quick]
+    with_followups = followups_installed()
+    kinds = "interaction,followup,contact_event" if with_followups else "interaction,contact_event"
+    result: dict[str, Any] = {"backend": backend, "sizes": size, "readers": READERS, "page": PAGE, "kinds": kinds}
+    with infrastructure(backend) as infra:
+        urls = {name: infra.database_url(name) for name in ("contacts", "interactions", "followups", "gateway")}
+        for name in ("contacts", "interactions", "gateway") + (("followups",) if with_followups else ()):
+            spec = next(s for s in SERVICES if s.name == name)
+            await asyncio.to_thread(upgrade, spec.alembic_ini, urls[name])
+        print(
+            f"[{backend}] seeding {size['contacts']:,} contacts and {size['touchpoints']:,} touchpoints …", flush=True
+        )
+        result["seed_contacts_s"] = round(
+            await seed_contacts(urls["contacts"], 0, size["contacts"], random.Random(5)), 1
+        )
+        contacts = infra.service("contacts", {"CONTACTS_DATABASE_URL": urls["contacts"]})
+        contacts.start()
+        async with client(contacts.url, 1) as http:
+            response = await http.post("/v1/contacts", json={"name": "Hot Customer", "tier": "premium"})
+            expect(response.status_code, 201)
+            hot = uuid.UUID(response.json()["id"])
+        engine = make_engine(urls["interactions"])
+        try:
+            result["seed_touchpoints_s"] = round(
+                await seed_touchpoints(engine, size["touchpoints"], hot, size["hot_touchpoints"]), 1
+            )
+        finally:
+            await engine.dispose()
+        interactions = infra.service(
+            "interactions",
+            {"INTERACTIONS_DATABASE_URL": urls["interactions"], "INTERACTIONS_CONTACTS_URL": contacts.url,
+             "INTERACTIONS_DB_POOL_SIZE": "20", "INTERACTIONS_LOG_LEVEL": "WARNING"},
+        )  # fmt: skip
+        interactions.start()
+        gateway_env = {
+            "GATEWAY_DATABASE_URL": urls["gateway"], "GATEWAY_CONTACTS_URL": contacts.url,
+            "GATEWAY_INTERACTIONS_URL": interactions.url, "GATEWAY_DEV_MODE": "false",
+            "TOUCHPOINT_ADMIN_KEY": ADMIN_KEY, "GATEWAY_SECRET_KEY": uuid.uuid4().hex,
+            "GATEWAY_RATE_LIMIT_PER_MINUTE": "100000000", "GATEWAY_RATE_LIMIT_BURST": "1000000",
+            "GATEWAY_DB_POOL_SIZE": "20",
+        }  # fmt: skip
+        if with_followups:
+            followups = infra.service(
+                "followups",
+                {"FOLLOWUPS_DATABASE_URL": urls["followups"], "FOLLOWUPS_CONTACTS_URL": contacts.url,
+                 "FOLLOWUPS_INTERACTIONS_URL": interactions.url, "FOLLOWUPS_LOG_LEVEL": "WARNING"},
+            )  # fmt: skip
+            followups.start()
+            gateway_env["GATEWAY_FOLLOWUPS_URL"] = followups.url
+            result["followups_made"] = await make_followups(followups.url, str(hot), size["hot_followups"])
+        else:
+            result["followups_made"] = 0
+            result["note"] = "the follow-ups service is not in this checkout: timeline read without follow-ups"
+        gateway = infra.service("gateway", gateway_env)
+        gateway.start()
+
+        headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
+        async with client(gateway.url, READERS) as http:
+            response = await http.post("/api/v1/api-keys", json={"name": "bench", "role": "readonly"}, headers=headers)
+            expect(response.status_code, 201)
+            reader = {"Authorization": f"Bearer {response.json()['key']}"}
+            path = f"/api/v1/contacts/{hot}/timeline"
+            # Walk to the deep page once (sequentially), keeping its cursor and the position it starts after.
+            cursor: str | None = None
+            last_interaction: dict[str, Any] | None = None
+            for _ in range(size["deep_page"] - 1):
+                params = {"limit": str(PAGE), "kinds": kinds, **({"cursor": cursor} if cursor else {})}
+                page = await http.get(path, params=params, headers=reader)
+                expect(page.status_code, 200)
+                body = page.json()
+                cursor = body["next_cursor"]
+                touch = [i for i in body["items"] if i["kind"] == "interaction"]
+                last_interaction = touch[-1] if touch else last_interaction
+                assert cursor is not None, "the timeline ended before the deep page"
+            assert last_interaction is not None
+            bound = (datetime.fromisoformat(last_interaction["at"]), uuid.UUID(last_interaction["id"]))
+
+            def read(params: dict[str, str]) -> Any:
+                async def get() -> None:
+                    response = await http.get(path, params=params, headers=reader)
+                    expect(response.status_code, 200)
+
+                return get
+
+            first_params = {"limit": str(PAGE), "kinds": kinds}
+            deep_params = {**first_params, "cursor": cursor or ""}
+            await timed_calls([read(first_params)] * 50, READERS)  # warm-up, not measured
+            print(f"[{backend}] measuring …", flush=True)
+            _, first, errors_first = await timed_calls([read(first_params)] * size["samples"], READERS)
+            _, deep, errors_deep = await timed_calls([read(deep_params)] * size["samples"], READERS)
+        result["first_page"] = {**percentiles(first), "errors": len(errors_first)}
+        result["deep_page"] = {**percentiles(deep), "errors": len(errors_deep), "depth": size["deep_page"]}
+        result["floor_first_page"] = await floor(urls["interactions"], hot, None, size["samples"])
+        result["floor_deep_page"] = await floor(urls["interactions"], hot, bound, size["samples"])
+        for page_name in ("first_page", "deep_page"):
+            floor_p99 = result[f"floor_{page_name}"].get("p99_ms")
+            ratio = round(result[page_name]["p99_ms"] / floor_p99, 2) if floor_p99 else None
+            result[page_name]["p99_over_floor"] = ratio
+    return result
+
+
+def figures_of(run: dict[str, Any], quick: bool) -> list[dict[str, Any]]:
+    backend = run["backend"]
+    on_pg = backend == "postgres" and not quick
+    figures = []
+    for key, label in (("first_page", "first page"), ("deep_page", f"page {run['deep_page']['depth']} deep")):
+        figures += [
+            figure(f"timeline {label} p50 ({READERS} readers)", run[key]["p50_ms"], "ms", backend=backend),
+            figure(f"timeline {label} p99 ({READERS} readers)", run[key]["p99_ms"], "ms",
+                   target=25 if on_pg else None, floor="db_page_p99_ms", backend=backend),
+            figure(f"timeline {label} p99 / same page from the database", run[key]["p99_over_floor"], "times",
+                   target=5 if on_pg else None, backend=backend),
+            figure(f"same {label} from the interactions database p99", run[f"floor_{key}"]["p99_ms"], "ms",
+                   backend=backend),
+        ]  # fmt: skip
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    parser.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="postgres")
+    args = parser.parse_args()
+    backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
+    runs = [asyncio.run(run_backend(b, args.quick)) for b in backends]
+    for run in runs:
+        print(f"[{run['backend']}] first page p50 {run['first_page']['p50_ms']} ms p99 {run['first_page']['p99_ms']} ms"
+              f" | deep page p50 {run['deep_page']['p50_ms']} ms p99 {run['deep_page']['p99_ms']} ms"
+              f" | floor p99 {run['floor_first_page']['p99_ms']} / {run['floor_deep_page']['p99_ms']} ms",
+              flush=True)  # fmt: skip
+    write_results(
+        "timeline" + ("-quick" if args.quick else ""),
+        {"quick": args.quick, "runs": runs, "figures": [f for run in runs for f in figures_of(run, args.quick)]},
+    )
+
+
+if __name__ == "__main__":
+    main()
