@@ -1,0 +1,108 @@
+"""The follow-ups service: FastAPI factory and lifespan."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from fastapi import FastAPI
+
+from servicekit.bus import DurableConsumer
+from servicekit.clock import Clock
+from servicekit.http import build_app
+from servicekit.inbox import EventInbox
+from servicekit.logging import configure_logging
+from servicekit.outbox import Outbox
+from servicekit.runtime import Runtime
+from services.followups import events
+from services.followups.api import router
+from services.followups.consumers import TouchpointConsumer, contact_handlers, interaction_handlers
+from services.followups.directory import ContactDirectory
+from services.followups.models import inbox_table, outbox_table
+from services.followups.policybook import PolicyBook
+from services.followups.scheduler import Scheduler
+from services.followups.service import FollowupService
+from services.followups.settings import FollowupsSettings
+
+NAME = "followups"
+
+
+def create_app(
+    settings: FollowupsSettings | None = None,
+    clock: Clock | None = None,
+    contacts_transport: httpx.AsyncBaseTransport | None = None,
+) -> FastAPI:
+    """``contacts_transport`` reaches the contacts service some other way than its URL (tests run it in-process)."""
+    settings = settings or FollowupsSettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        configure_logging(service=NAME, level=settings.log_level, json=settings.log_json)
+        runtime = Runtime.create(
+            name=NAME, settings=settings, outbox=Outbox(outbox_table), streams=[events.STREAM], clock=clock
+        )
+        replica = settings.replica or f"{socket.gethostname()}:{os.getpid()}"
+        policies = PolicyBook(clock=runtime.clock, cache_s=settings.policy_cache_s)
+        directory = ContactDirectory(
+            base_url=settings.contacts_url, timeout_s=settings.contacts_timeout_s,
+            concurrency=settings.contacts_concurrency, transport=contacts_transport,
+        )  # fmt: skip
+        followups = FollowupService(
+            clock=runtime.clock, outbox=runtime.outbox, policies=policies, directory=directory,
+            default_timezone=settings.default_timezone,
+        )  # fmt: skip
+        scheduler = Scheduler(
+            sessionmaker=runtime.sessionmaker, followups=followups, clock=runtime.clock, replica=replica,
+            batch=settings.scheduler_batch, interval_s=settings.scheduler_interval_s,
+            lease_s=settings.quiet_sweep_lease_s, sweep_interval_s=settings.quiet_sweep_interval_s,
+            touch_retention_days=settings.touch_retention_days,
+        )  # fmt: skip
+        async with runtime.sessionmaker() as session, session.begin():
+            await policies.load_shipped(session)
+
+        def inbox(name: str, handlers: dict) -> EventInbox:  # type: ignore[type-arg]
+            return EventInbox(
+                table=inbox_table, sessionmaker=runtime.sessionmaker, handlers=handlers, clock=runtime.clock,
+                bus=runtime.bus, name=name,
+            )  # fmt: skip
+
+        touchpoints = TouchpointConsumer(
+            inbox=inbox(events.INTERACTIONS_DURABLE, interaction_handlers(followups)),
+            sessionmaker=runtime.sessionmaker, followups=followups, directory=directory,
+        )  # fmt: skip
+        runtime.consumers += [
+            DurableConsumer(
+                bus=runtime.bus, stream=events.CONTACTS_STREAM, durable=events.CONTACTS_DURABLE,
+                filter_subjects=events.CONTACTS_SUBJECTS,
+                handle_batch=inbox(events.CONTACTS_DURABLE, contact_handlers(followups)).handle_batch,
+            ),
+            DurableConsumer(
+                bus=runtime.bus, stream=events.INTERACTIONS_STREAM, durable=events.INTERACTIONS_DURABLE,
+                filter_subjects=events.INTERACTIONS_SUBJECTS, handle_batch=touchpoints.handle_batch,
+            ),
+        ]  # fmt: skip
+        if settings.scheduler_enabled:
+            runtime.background += [scheduler.run, scheduler.run_sweeps]
+        runtime.state.update(followups=followups, policies=policies, scheduler=scheduler, directory=directory)
+        app.state.runtime = runtime
+        await runtime.start()
+        try:
+            yield
+        finally:
+            await runtime.stop()
+            await directory.close()
+
+    app = build_app(
+        title="Touchpoint follow-ups",
+        description="Follow-ups made from policies after each touchpoint (2+2+2 after a purchase, complaint "
+        "call-backs, low-score recovery, reply SLAs, premium check-ins): due on time, on a channel the customer "
+        "accepts, escalated when missed, closed by the next outbound touchpoint.",
+        version="1.0.0",
+        lifespan=lifespan,
+        max_body_bytes=settings.max_body_bytes,
+    )
+    app.include_router(router)
+    return app

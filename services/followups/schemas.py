@@ -1,0 +1,174 @@
+"""Request and response shapes of the follow-ups API (unknown fields are rejected)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+
+from servicekit.channels import Channel
+from servicekit.clock import as_utc
+
+Status = Literal["scheduled", "due", "completed", "cancelled", "skipped"]
+Priority = Literal["low", "normal", "high", "urgent"]
+CloseReason = Literal["opted_out", "erased", "answered", "superseded", "manual"]
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class FollowupRead(BaseModel):
+    """A follow-up as the API returns it and as every follow-up event carries it."""
+
+    id: uuid.UUID
+    contact_id: uuid.UUID
+    policy: str | None
+    policy_version: int | None
+    step: str | None
+    reason: str
+    channel: str | None
+    due_at: datetime
+    status: Status
+    priority: Priority
+    assignee: str | None
+    team: str | None
+    trigger_event_id: str | None
+    thread_id: str | None
+    completed_at: datetime | None
+    outcome: str | None
+    interaction_id: uuid.UUID | None
+    escalation_level: int
+    cancel_reason: str | None
+    skip_reason: str | None
+    overdue_at: datetime | None
+    closed_at: datetime | None
+    timeline_at: datetime = Field(description="Where it shows on the timeline: closed_at once closed, else due_at")
+    created_at: datetime
+    updated_at: datetime
+    version: int
+
+    model_config = ConfigDict(from_attributes=True)
+
+    @field_validator("due_at", "completed_at", "overdue_at", "closed_at", "timeline_at", "created_at", "updated_at")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        # SQLite hands back naive UTC; every time leaves as aware UTC.
+        return as_utc(value) if value is not None else None
+
+
+class FollowupPage(BaseModel):
+    items: list[FollowupRead]
+    next_cursor: str | None = Field(description="Work-queue order: pass as cursor; timeline order: null")
+
+
+class FollowupCreate(Strict):
+    """A follow-up made by hand."""
+
+    contact_id: uuid.UUID
+    reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+    due_at: AwareDatetime
+    channel: Channel | None = None
+    priority: Priority = "normal"
+    assignee: Name | None = None
+    team: Name | None = None
+    thread_id: Annotated[str, StringConstraints(max_length=200)] | None = None
+
+
+class FollowupComplete(Strict):
+    outcome: Annotated[str, StringConstraints(max_length=2000)] | None = None
+    interaction_id: uuid.UUID | None = None
+
+
+class FollowupSnooze(Strict):
+    until: AwareDatetime
+
+
+class FollowupCancel(Strict):
+    reason: CloseReason = "manual"
+
+
+class FollowupAssign(Strict):
+    assignee: Name | None = None
+    team: Name | None = None
+
+    @model_validator(mode="after")
+    def _one_given(self) -> FollowupAssign:
+        if self.assignee is None and self.team is None:
+            raise ValueError("give an assignee, a team, or both")
+        return self
+
+
+class PolicyRead(BaseModel):
+    id: str
+    version: int
+    enabled: bool
+    updated_at: datetime
+    document: dict[str, Any]
+
+    @field_validator("updated_at")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        return as_utc(value)
+
+
+class PolicyList(BaseModel):
+    items: list[PolicyRead]
+
+
+class PreviewItem(BaseModel):
+    contact_id: uuid.UUID
+    step: str
+    trigger: str = Field(description="The touchpoint id, thread id or quiet contact that would trigger it")
+    anchor_at: datetime
+    due_at: datetime
+    status: Literal["scheduled", "skipped"]
+    skip_reason: str | None
+    channel: str | None
+    priority: str
+    assignee: str | None
+    team: str | None
+    reason: str
+
+
+class PolicyPreview(BaseModel):
+    policy: str
+    version: int
+    enabled: bool
+    days: int
+    since: datetime
+    until: datetime
+    considered: int = Field(description="Touchpoints and thread resolutions replayed")
+    count: int = Field(description="Follow-ups it would have made (items holds at most the first 1000)")
+    by_step: dict[str, int]
+    items: list[PreviewItem]
+    truncated: bool
+
+
+class StatsSla(BaseModel):
+    met: int
+    missed: int
+    open: int
+    met_rate: float | None
+
+
+class FollowupStats(BaseModel):
+    """Follow-ups falling due in [since, until) (all time when absent), for one team or channel if given."""
+
+    since: datetime | None
+    until: datetime | None
+    team: str | None
+    channel: str | None
+    as_of: datetime
+    total: int
+    sla: StatsSla
+    completed_on_time: int
+    completed_late: int
+    open_overdue: int
+    escalations: int = Field(description="Escalation steps taken (a follow-up escalated twice counts 2)")
+    escalated_followups: int
+    by_status: dict[str, int]
+    by_policy: dict[str, dict[str, int]]

@@ -1,0 +1,756 @@
+"""The rules of follow-ups: made from policies once per trigger, closed by the customer's next touch, changed by
+hand; every change writes its event to the outbox in the same transaction."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import uuid
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, case, func, or_, select, tuple_, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from servicekit.bus import PermanentError
+from servicekit.clock import Clock, as_utc
+from servicekit.events import CloudEvent
+from servicekit.outbox import Outbox
+from servicekit.problems import Conflict, NotFound, ProblemError, Unprocessable
+from services.followups import events
+from services.followups.directory import ContactAnswer, ContactDirectory
+from services.followups.models import OPEN, PRIORITY_RANK, Followup, KnownContact, SeenTouch
+from services.followups.policybook import PolicyBook
+from services.followups.rules import ContactFacts, Decision, choose_channel, decide, due_time, manual_plan
+from services.followups.schemas import FollowupCreate, FollowupRead, FollowupStats, StatsSla
+
+MAX_PAGE = 200
+SLA_POLICY = "response-sla"
+
+
+class InvalidCursor(ProblemError):
+    status, slug, title = 400, "invalid-cursor", "Invalid cursor"
+
+
+class NotOpen(Conflict):
+    slug, title = "followup-closed", "The follow-up is closed"
+
+
+def to_read(followup: Followup) -> FollowupRead:
+    return FollowupRead.model_validate(followup)
+
+
+def document(followup: Followup) -> dict[str, Any]:
+    return to_read(followup).model_dump(mode="json")
+
+
+def facts_of(contact: KnownContact | None) -> ContactFacts:
+    if contact is None:
+        return ContactFacts()
+    return ContactFacts(
+        tier=contact.tier,
+        timezone=contact.timezone,
+        preferred_channel=contact.preferred_channel,
+        consent=dict(contact.consent or {}),
+        owner=contact.owner,
+        tags=list(contact.tags or []),
+    )
+
+
+def _time(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return as_utc(datetime.fromisoformat(value))
+    except ValueError:
+        return None
+
+
+def _uuid(value: Any) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(str(value))
+    except (ValueError, TypeError):
+        return None
+
+
+def touch_of(event: CloudEvent) -> dict[str, Any]:
+    """The parts of a touchpoint (``crm.interaction.logged.v1`` data) the policies read; extra fields are ignored."""
+    data = event.data
+    keep = ("id", "channel", "direction", "type", "agent", "team", "thread_id", "csat", "nps", "outcome")
+    touch = {name: data.get(name) for name in keep}
+    touch["contact_id"] = data.get("contact_id") or event.subject
+    touch["occurred_at"] = data.get("occurred_at")
+    return touch
+
+
+def thread_of(event: CloudEvent) -> dict[str, Any]:
+    """A resolved thread (``crm.thread.resolved.v1``) as the policies read it: its first touchpoint's type and
+    channel, whether it held a complaint."""
+    data = event.data
+    return {
+        "thread_id": data.get("thread_id"),
+        "contact_id": data.get("contact_id") or event.subject,
+        "type": data.get("type"),
+        "channel": data.get("channel"),
+        "complaint": bool(data.get("complaint")) or data.get("type") == "complaint",
+        "resolved_at": data.get("resolved_at"),
+        "id": data.get("first_interaction_id"),
+    }
+
+
+# --- reading -------------------------------------------------------------------------------------------------
+
+
+async def get_followup(*, session: AsyncSession, followup_id: uuid.UUID, lock: bool = False) -> Followup:
+    followup = await session.get(Followup, followup_id, with_for_update=lock or None, populate_existing=lock)
+    if followup is None:
+        raise NotFound(f"No follow-up {followup_id}.")
+    return followup
+
+
+def _encode(payload: list[Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(payload).encode()).decode().rstrip("=")
+
+
+def _decode_queue_cursor(cursor: str) -> tuple[int, datetime, uuid.UUID]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        rank, due, ident = json.loads(base64.urlsafe_b64decode(padded))
+        return int(rank), as_utc(datetime.fromisoformat(due)), uuid.UUID(ident)
+    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
+        raise InvalidCursor("The cursor is not one this API gave out.") from None
+
+
+def parse_before(value: str) -> tuple[datetime, uuid.UUID]:
+    """``<ISO time>|<uuid>``: the timeline key items must come strictly before."""
+    try:
+        at, ident = value.rsplit("|", 1)
+        moment = datetime.fromisoformat(at)
+        if moment.tzinfo is None:
+            raise ValueError("naive")
+        return as_utc(moment), uuid.UUID(ident)
+    except ValueError:
+        raise Unprocessable(
+            "before must be <ISO 8601 time with offset>|<uuid>, e.g. 2026-01-05T09:00:00+00:00|<id>.", field="before"
+        ) from None
+
+
+async def list_followups(
+    *,
+    session: AsyncSession,
+    now: datetime,
+    contact_id: uuid.UUID | None = None,
+    status: str | None = None,
+    policy: str | None = None,
+    assignee: str | None = None,
+    team: str | None = None,
+    due_before: datetime | None = None,
+    overdue: bool | None = None,
+    order: str = "queue",
+    before: str | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> tuple[list[Followup], str | None]:
+    """The work queue (priority, then due time, then id; opaque cursor) or a contact's timeline
+    (``order=timeline``: newest ``timeline_at`` first, keyset ``before``)."""
+    query = select(Followup)
+    if contact_id is not None:
+        query = query.where(col(Followup.contact_id) == contact_id)
+    if status is not None:
+        query = query.where(col(Followup.status) == status)
+    if policy is not None:
+        query = query.where(col(Followup.policy) == policy)
+    if assignee is not None:
+        query = query.where(col(Followup.assignee) == assignee)
+    if team is not None:
+        query = query.where(col(Followup.team) == team)
+    if due_before is not None:
+        query = query.where(col(Followup.due_at) < as_utc(due_before))
+    is_overdue = and_(col(Followup.status).in_(OPEN), col(Followup.overdue_at) <= now)
+    if overdue is True:
+        query = query.where(is_overdue)
+    elif overdue is False:
+        query = query.where(~is_overdue)
+    if order == "timeline":
+        if before is not None:
+            at, ident = parse_before(before)
+            query = query.where(tuple_(col(Followup.timeline_at), col(Followup.id)) < tuple_(at, ident))
+        query = query.order_by(col(Followup.timeline_at).desc(), col(Followup.id).desc()).limit(limit)
+        return list((await session.scalars(query)).all()), None
+    if cursor:
+        rank, due, ident = _decode_queue_cursor(cursor)
+        query = query.where(
+            tuple_(col(Followup.priority_rank), col(Followup.due_at), col(Followup.id)) > tuple_(rank, due, ident)
+        )
+    query = query.order_by(col(Followup.priority_rank), col(Followup.due_at), col(Followup.id)).limit(limit + 1)
+    rows = list((await session.scalars(query)).all())
+    next_cursor = None
+    if len(rows) > limit:
+        last = rows[limit - 1]
+        next_cursor = _encode([last.priority_rank, as_utc(last.due_at).isoformat(), str(last.id)])
+    return rows[:limit], next_cursor
+
+
+async def stats(
+    *,
+    session: AsyncSession,
+    now: datetime,
+    since: datetime | None,
+    until: datetime | None,
+    team: str | None,
+    channel: str | None,
+) -> FollowupStats:
+    """Counts over the follow-ups falling due in [since, until)."""
+    on_time = case(
+        (col(Followup.closed_at) <= func.coalesce(col(Followup.overdue_at), col(Followup.due_at)), 1), else_=0
+    )
+    due_passed = case((col(Followup.due_at) < now, 1), else_=0)
+    overdue_now = case((col(Followup.overdue_at) <= now, 1), else_=0)
+    query = select(
+        col(Followup.policy),
+        col(Followup.status),
+        col(Followup.cancel_reason),
+        on_time.label("on_time"),
+        due_passed.label("due_passed"),
+        overdue_now.label("overdue_now"),
+        func.count().label("n"),
+        func.coalesce(func.sum(col(Followup.escalation_level)), 0).label("escalations"),
+        func.coalesce(func.sum(case((col(Followup.escalation_level) > 0, 1), else_=0)), 0).label("escalated"),
+    )
+    if since is not None:
+        query = query.where(col(Followup.due_at) >= as_utc(since))
+    if until is not None:
+        query = query.where(col(Followup.due_at) < as_utc(until))
+    if team is not None:
+        query = query.where(col(Followup.team) == team)
+    if channel is not None:
+        query = query.where(col(Followup.channel) == channel)
+    query = query.group_by(
+        col(Followup.policy), col(Followup.status), col(Followup.cancel_reason), on_time, due_passed, overdue_now
+    )
+    rows = (await session.execute(query)).all()
+    total = met = missed = sla_open = on_time_n = late = open_overdue = escalations = escalated = 0
+    by_status: dict[str, int] = {}
+    by_policy: dict[str, dict[str, int]] = {}
+    for row in rows:
+        n = int(row.n)
+        total += n
+        escalations += int(row.escalations)
+        escalated += int(row.escalated)
+        by_status[row.status] = by_status.get(row.status, 0) + n
+        policy_counts = by_policy.setdefault(row.policy or "manual", {})
+        policy_counts[row.status] = policy_counts.get(row.status, 0) + n
+        if row.status == "completed":
+            if row.on_time:
+                on_time_n += n
+            else:
+                late += n
+        if row.status in OPEN and row.overdue_now:
+            open_overdue += n
+        if row.policy == SLA_POLICY:
+            answered = row.status == "completed" or (row.status == "cancelled" and row.cancel_reason == "answered")
+            if answered:
+                if row.on_time:
+                    met += n
+                else:
+                    missed += n
+            elif row.status in OPEN:
+                if row.due_passed:
+                    missed += n
+                else:
+                    sla_open += n
+    decided = met + missed
+    return FollowupStats(
+        since=since,
+        until=until,
+        team=team,
+        channel=channel,
+        as_of=now,
+        total=total,
+        sla=StatsSla(met=met, missed=missed, open=sla_open, met_rate=round(met / decided, 4) if decided else None),
+        completed_on_time=on_time_n,
+        completed_late=late,
+        open_overdue=open_overdue,
+        escalations=escalations,
+        escalated_followups=escalated,
+        by_status=by_status,
+        by_policy=by_policy,
+    )
+
+
+# --- writing -------------------------------------------------------------------------------------------------
+
+
+def next_action_at(followup: Followup) -> datetime | None:
+    """When the scheduler must look at this follow-up next: becoming due, overdue, or the next escalation."""
+    if followup.status not in OPEN:
+        return None
+    if followup.status == "scheduled":
+        return followup.due_at
+    overdue_at = followup.overdue_at or followup.due_at
+    if not followup.overdue:
+        return overdue_at
+    levels = followup.plan.get("levels", [])
+    if followup.escalation_level < len(levels):
+        after = timedelta(seconds=float(levels[followup.escalation_level]["after_s"]))
+        return max(as_utc(overdue_at), as_utc(followup.due_at) + after)
+    return None
+
+
+def set_due(followup: Followup, due_at: datetime) -> None:
+    followup.due_at = due_at
+    followup.overdue_at = due_at + timedelta(seconds=float(followup.plan.get("overdue_after_s", 86_400)))
+    if followup.status in OPEN:
+        followup.timeline_at = due_at
+    followup.next_action_at = next_action_at(followup)
+
+
+class FollowupService:
+    """Follow-up rules bound to this service's clock, outbox, policies and contacts directory."""
+
+    def __init__(
+        self,
+        *,
+        clock: Clock,
+        outbox: Outbox,
+        policies: PolicyBook,
+        directory: ContactDirectory | None,
+        default_timezone: str,
+    ) -> None:
+        self.clock = clock
+        self.outbox = outbox
+        self.policies = policies
+        self.directory = directory
+        self.default_timezone = default_timezone
+
+    async def emit(self, session: AsyncSession, changes: Sequence[tuple[str, Followup]]) -> None:
+        if not changes:
+            return
+        now = self.clock.now()
+        await self.outbox.add_many(
+            session, [events.followup_event(action, document(followup), now) for action, followup in changes]
+        )
+
+    def _close(self, followup: Followup, status: str, at: datetime) -> None:
+        followup.status = status
+        followup.closed_at = at
+        followup.timeline_at = at
+        followup.next_action_at = None
+        followup.updated_at = self.clock.now()
+        followup.version += 1
+
+    # -- contacts ----------------------------------------------------------------------------------------
+
+    async def known_contact(self, session: AsyncSession, contact_id: uuid.UUID) -> KnownContact | None:
+        """The live contact as we know it (following merges); asks the contacts service the first time.
+        None when it was erased. Raises ``ContactsUnavailable`` (retry later) or ``PermanentError`` (unknown)."""
+        contact = await session.get(KnownContact, contact_id)
+        for _ in range(5):
+            if contact is None or contact.status != "merged" or contact.merged_into is None:
+                break
+            contact = await session.get(KnownContact, contact.merged_into)
+        if contact is not None:
+            return contact if contact.status == "active" else None
+        if self.directory is None:
+            raise PermanentError(f"contact {contact_id} is unknown and no contacts service is configured")
+        answer = await self.directory.lookup(contact_id)
+        if answer.unknown:
+            raise PermanentError(f"the contacts service knows no contact {contact_id}")
+        return await self.store_answer(session, answer)
+
+    async def store_answer(self, session: AsyncSession, answer: ContactAnswer) -> KnownContact | None:
+        """Keep what the contacts service said about a contact; returns the live contact (None: erased)."""
+        now = self.clock.now()
+        if answer.erased or answer.contact is None:
+            for ident in (*answer.merged_from, answer.asked):
+                await self.remember(session, ident, {"status": "erased"}, now)
+            return None
+        live = await self.remember(session, uuid.UUID(str(answer.contact["id"])), answer.contact, now)
+        for source in answer.merged_from:
+            if source != live.id:
+                await self.remember(session, source, {"status": "merged", "merged_into": live.id}, now)
+        return live
+
+    async def remember(
+        self, session: AsyncSession, contact_id: uuid.UUID, data: dict[str, Any], now: datetime
+    ) -> KnownContact:
+        contact = await session.get(KnownContact, contact_id)
+        if contact is None:
+            contact = KnownContact(id=contact_id, known_since=now, updated_at=now)
+            session.add(contact)
+        version = data.get("version")
+        if isinstance(version, int) and version < contact.version:
+            return contact  # an older copy of the contact than the one we hold
+        contact.status = str(data.get("status") or "active")
+        contact.merged_into = _uuid(data.get("merged_into"))
+        for name in ("tier", "timezone", "preferred_channel", "owner"):
+            if name in data:
+                setattr(contact, name, data[name] if name != "tier" else (data[name] or "standard"))
+        if "consent" in data:
+            contact.consent = dict(data.get("consent") or {})
+        if "tags" in data:
+            contact.tags = list(data.get("tags") or [])
+        if isinstance(version, int):
+            contact.version = version
+        contact.updated_at = now
+        await session.flush()
+        return contact
+
+    async def on_contact_created(self, session: AsyncSession, event: CloudEvent) -> None:
+        data = event.data.get("contact")
+        if not isinstance(data, dict) or _uuid(data.get("id")) is None:
+            raise PermanentError(f"{event.type} {event.id} carries no contact")
+        await self.remember(session, uuid.UUID(str(data["id"])), data, self.clock.now())
+
+    async def on_contact_updated(self, session: AsyncSession, event: CloudEvent) -> None:
+        contact_id = _uuid(event.data.get("contact_id") or event.subject)
+        changed = event.data.get("changed")
+        if contact_id is None or not isinstance(changed, dict):
+            raise PermanentError(f"{event.type} {event.id} lacks contact_id or changed")
+        contact = await session.get(KnownContact, contact_id)
+        if contact is None:
+            return  # never needed yet: the contacts service is asked the first time a policy needs it
+        version = event.data.get("version")
+        if isinstance(version, int) and version <= contact.version:
+            return
+        await self.remember(
+            session, contact_id, {"status": contact.status, **changed, "version": version}, self.clock.now()
+        )
+        if {"consent", "preferred_channel", "timezone"} & set(changed):
+            await self._reconsider(session, contact, timezone_changed="timezone" in changed)
+
+    async def _reconsider(self, session: AsyncSession, contact: KnownContact, *, timezone_changed: bool) -> None:
+        """The contact's consent, preferred channel or time zone changed: each open follow-up gets the channel
+        its policy now picks (none left → skipped as opted_out), and scheduled ones their due time in the new zone."""
+        facts = facts_of(contact)
+        rows = (
+            await session.scalars(
+                select(Followup).where(col(Followup.contact_id) == contact.id, col(Followup.status).in_(OPEN))
+            )
+        ).all()
+        changes: list[tuple[str, Followup]] = []
+        now = self.clock.now()
+        for followup in rows:
+            plan = followup.plan
+            if plan.get("manual"):
+                channel = followup.channel
+                if channel is not None and facts.consent.get(channel) is False:
+                    channel = None
+                lost = followup.channel is not None and channel is None
+            else:
+                rule = dict(plan.get("channel") or {})
+                touched = followup.channel if rule.get("use") == "touchpoint" else None
+                channel = choose_channel(
+                    rule=rule, preferred=facts.preferred_channel, touched=touched, consent=facts.consent
+                )
+                lost = channel is None
+            if lost:
+                followup.skip_reason = "opted_out"
+                self._close(followup, "skipped", now)
+                changes.append(("skipped", followup))
+                continue
+            moved = False
+            if timezone_changed and followup.status == "scheduled" and followup.anchor_at and "offset" in plan:
+                due = due_time(
+                    plan=plan, anchor_at=as_utc(followup.anchor_at), timezone=facts.timezone,
+                    default_timezone=self.default_timezone,
+                )  # fmt: skip
+                if due != as_utc(followup.due_at):
+                    set_due(followup, due)
+                    moved = True
+            if channel != followup.channel or moved:
+                followup.channel = channel
+                followup.updated_at = now
+                followup.version += 1
+                changes.append(("scheduled", followup))
+        await self.emit(session, changes)
+
+    async def on_contact_merged(self, session: AsyncSession, event: CloudEvent) -> None:
+        source_id, target_id = _uuid(event.data.get("source_id")), _uuid(event.data.get("target_id"))
+        if source_id is None or target_id is None:
+            raise PermanentError(f"{event.type} {event.id} lacks source_id or target_id")
+        now = self.clock.now()
+        await session.execute(
+            update(Followup).where(col(Followup.contact_id) == source_id).values(contact_id=target_id, updated_at=now)
+        )
+        await session.execute(
+            update(SeenTouch).where(col(SeenTouch.contact_id) == source_id).values(contact_id=target_id)
+        )
+        source = await session.get(KnownContact, source_id)
+        touched = source.last_touch_at if source is not None else None
+        await self.remember(session, source_id, {"status": "merged", "merged_into": target_id}, now)
+        # Flatten chains: whatever was merged into the source now points at the target.
+        await session.execute(
+            update(KnownContact).where(col(KnownContact.merged_into) == source_id).values(merged_into=target_id)
+        )
+        data = event.data.get("contact")
+        target = await self.remember(session, target_id, data if isinstance(data, dict) else {"status": "active"}, now)
+        if touched is not None and (target.last_touch_at is None or as_utc(target.last_touch_at) < as_utc(touched)):
+            target.last_touch_at = touched
+        # An opt-out on either record wins in the merged contact: the moved follow-ups follow it.
+        await self._reconsider(session, target, timezone_changed=False)
+
+    async def on_contact_erased(self, session: AsyncSession, event: CloudEvent) -> None:
+        contact_id = _uuid(event.data.get("contact_id") or event.subject)
+        if contact_id is None:
+            raise PermanentError(f"{event.type} {event.id} lacks contact_id")
+        now = self.clock.now()
+        rows = (await session.scalars(select(Followup).where(col(Followup.contact_id) == contact_id))).all()
+        changes: list[tuple[str, Followup]] = []
+        for followup in rows:
+            followup.outcome = None  # free text written about the person
+            if followup.status in OPEN:
+                followup.cancel_reason = "erased"
+                self._close(followup, "cancelled", now)
+                changes.append(("cancelled", followup))
+        await session.execute(
+            SeenTouch.__table__.delete().where(SeenTouch.__table__.c.contact_id == contact_id)  # type: ignore[attr-defined]
+        )
+        contact = await session.get(KnownContact, contact_id)
+        if contact is None:
+            contact = KnownContact(id=contact_id, known_since=now, updated_at=now)
+            session.add(contact)
+        contact.status, contact.timezone, contact.preferred_channel, contact.owner = "erased", None, None, None
+        contact.consent, contact.tags, contact.updated_at = {}, [], now
+        await self.emit(session, changes)
+
+    # -- touchpoints --------------------------------------------------------------------------------------
+
+    async def on_interaction_logged(self, session: AsyncSession, event: CloudEvent) -> None:
+        touch = touch_of(event)
+        contact_id = _uuid(touch["contact_id"])
+        occurred_at = _time(touch["occurred_at"])
+        if contact_id is None or occurred_at is None:
+            raise PermanentError(f"{event.type} {event.id} lacks contact_id or occurred_at")
+        contact = await self.known_contact(session, contact_id)
+        if contact is None:
+            return  # erased: nothing is promised to a person who asked to be forgotten
+        touch["contact_id"] = str(contact.id)
+        session.add(
+            SeenTouch(event_id=event.id, event_type=event.type, contact_id=contact.id, at=occurred_at, data=touch)
+        )
+        if contact.last_touch_at is None or as_utc(contact.last_touch_at) < occurred_at:
+            contact.last_touch_at = occurred_at
+        if touch.get("direction") == "outbound":
+            await self._close_by_reply(session, contact.id, touch, occurred_at)
+        await self._apply_policies(
+            session, event=event, kind="interaction.logged", touch=touch, anchor_at=occurred_at, contact=contact
+        )
+
+    async def on_thread_resolved(self, session: AsyncSession, event: CloudEvent) -> None:
+        thread = thread_of(event)
+        contact_id = _uuid(thread["contact_id"])
+        resolved_at = _time(thread["resolved_at"]) or as_utc(event.time)
+        if contact_id is None or not thread["thread_id"]:
+            raise PermanentError(f"{event.type} {event.id} lacks contact_id or thread_id")
+        contact = await self.known_contact(session, contact_id)
+        if contact is None:
+            return
+        thread["contact_id"] = str(contact.id)
+        session.add(
+            SeenTouch(event_id=event.id, event_type=event.type, contact_id=contact.id, at=resolved_at, data=thread)
+        )
+        await self._apply_policies(
+            session, event=event, kind="thread.resolved", touch=thread, anchor_at=resolved_at, contact=contact
+        )
+
+    async def _close_by_reply(
+        self, session: AsyncSession, contact_id: uuid.UUID, touch: dict[str, Any], occurred_at: datetime
+    ) -> None:
+        """An outbound touchpoint on a follow-up's channel or thread closes it: completed (``interaction_id``
+        set), or cancelled as ``answered`` for a reply SLA."""
+        same_place = col(Followup.channel) == touch.get("channel")
+        if touch.get("thread_id"):
+            same_place = or_(same_place, col(Followup.thread_id) == touch["thread_id"])
+        rows = (
+            await session.scalars(
+                select(Followup).where(
+                    col(Followup.contact_id) == contact_id, col(Followup.status).in_(OPEN), same_place
+                )
+            )
+        ).all()
+        changes: list[tuple[str, Followup]] = []
+        for followup in rows:
+            plan = followup.plan
+            counts_from = (
+                followup.due_at if plan.get("reply_from") == "due" else (followup.anchor_at or followup.created_at)
+            )
+            if occurred_at < as_utc(counts_from):
+                continue
+            followup.interaction_id = _uuid(touch.get("id"))
+            if plan.get("on_reply") == "cancel_answered":
+                followup.cancel_reason = "answered"
+                self._close(followup, "cancelled", occurred_at)
+                changes.append(("cancelled", followup))
+            else:
+                followup.completed_at = occurred_at
+                followup.outcome = touch.get("outcome") or f"Done by an outbound {touch.get('channel')} touchpoint."
+                self._close(followup, "completed", occurred_at)
+                changes.append(("completed", followup))
+        await self.emit(session, changes)
+
+    async def _apply_policies(
+        self,
+        session: AsyncSession,
+        *,
+        event: CloudEvent,
+        kind: str,
+        touch: dict[str, Any],
+        anchor_at: datetime,
+        contact: KnownContact,
+    ) -> None:
+        facts = facts_of(contact)
+        for version, policy in await self.policies.enabled(session):
+            for step in policy.steps:
+                if policy.trigger_of(step).event != kind:
+                    continue
+                decision = decide(
+                    policy=policy, version=version, step=step, touch=touch, anchor_at=anchor_at, contact=facts,
+                    default_timezone=self.default_timezone,
+                )  # fmt: skip
+                if decision is not None:
+                    await self.make(session, decision=decision, contact_id=contact.id, trigger_event_id=event.id)
+
+    async def make(
+        self, session: AsyncSession, *, decision: Decision, contact_id: uuid.UUID, trigger_event_id: str
+    ) -> Followup | None:
+        """Store what a policy step decided, once per (policy, step, trigger event); None if already made."""
+        exists = await session.scalar(
+            select(col(Followup.id)).where(
+                col(Followup.policy) == decision.policy,
+                col(Followup.step) == decision.step,
+                col(Followup.trigger_event_id) == trigger_event_id,
+            )
+        )
+        if exists is not None:
+            return None
+        now = self.clock.now()
+        followup = Followup(
+            contact_id=contact_id,
+            policy=decision.policy,
+            policy_version=decision.policy_version,
+            step=decision.step,
+            reason=decision.reason,
+            channel=decision.channel,
+            due_at=decision.due_at,
+            priority=decision.priority,
+            priority_rank=PRIORITY_RANK[decision.priority],
+            assignee=decision.assignee,
+            team=decision.team,
+            trigger_event_id=trigger_event_id,
+            thread_id=decision.thread_id,
+            anchor_at=decision.anchor_at,
+            plan=decision.plan,
+            timeline_at=decision.due_at,
+            created_at=now,
+            updated_at=now,
+        )
+        set_due(followup, decision.due_at)
+        if decision.skip_reason is not None:
+            followup.skip_reason = decision.skip_reason
+            followup.status = "skipped"
+            followup.closed_at = now
+            followup.timeline_at = now
+            followup.next_action_at = None
+        session.add(followup)
+        await session.flush()
+        # ``scheduled`` announces a change to an open follow-up; ``due`` is only ever sent when it falls due.
+        await self.emit(session, [("scheduled", followup)])
+        return followup
+
+    # -- by hand ------------------------------------------------------------------------------------------
+
+    async def create(self, *, session: AsyncSession, data: FollowupCreate) -> Followup:
+        now = self.clock.now()
+        contact = await session.get(KnownContact, data.contact_id)
+        if contact is not None and contact.status == "erased":
+            raise Unprocessable(f"Contact {data.contact_id} was erased.", field="contact_id")
+        if contact is not None and contact.status == "merged" and contact.merged_into is not None:
+            contact = await self.known_contact(session, contact.merged_into)
+        if data.channel is not None and contact is not None and contact.consent.get(data.channel) is False:
+            raise Unprocessable(f"The contact opted out of {data.channel}.", field="channel")
+        followup = Followup(
+            contact_id=contact.id if contact is not None else data.contact_id,
+            reason=data.reason,
+            channel=data.channel,
+            due_at=data.due_at,
+            priority=data.priority,
+            priority_rank=PRIORITY_RANK[data.priority],
+            assignee=data.assignee,
+            team=data.team,
+            thread_id=data.thread_id,
+            anchor_at=now,
+            plan=manual_plan(data.channel),
+            timeline_at=data.due_at,
+            created_at=now,
+            updated_at=now,
+        )
+        set_due(followup, as_utc(data.due_at))
+        session.add(followup)
+        await session.flush()
+        await self.emit(session, [("scheduled", followup)])
+        return followup
+
+    async def complete(
+        self, *, session: AsyncSession, followup_id: uuid.UUID, outcome: str | None, interaction_id: uuid.UUID | None
+    ) -> Followup:
+        followup = await get_followup(session=session, followup_id=followup_id, lock=True)
+        if followup.status == "completed":
+            if interaction_id is None or followup.interaction_id == interaction_id:
+                return followup  # the same completion again: nothing changes
+            raise NotOpen("The follow-up was already completed by another touchpoint.", status=followup.status)
+        if followup.status not in OPEN:
+            raise NotOpen(f"A {followup.status} follow-up cannot be completed.", status=followup.status)
+        now = self.clock.now()
+        followup.outcome = outcome
+        followup.interaction_id = interaction_id
+        followup.completed_at = now
+        self._close(followup, "completed", now)
+        await self.emit(session, [("completed", followup)])
+        return followup
+
+    async def snooze(self, *, session: AsyncSession, followup_id: uuid.UUID, until: datetime) -> Followup:
+        followup = await get_followup(session=session, followup_id=followup_id, lock=True)
+        if followup.status not in OPEN:
+            raise NotOpen(f"A {followup.status} follow-up cannot be snoozed.", status=followup.status)
+        now = self.clock.now()
+        if as_utc(until) <= now:
+            raise Unprocessable("A follow-up can only be snoozed into the future.", field="until", now=now.isoformat())
+        # Back to scheduled: it falls due again (and is announced again) at the new time.
+        followup.status = "scheduled"
+        followup.fired_at = None
+        followup.overdue = False
+        set_due(followup, as_utc(until))
+        followup.updated_at = now
+        followup.version += 1
+        await self.emit(session, [("scheduled", followup)])
+        return followup
+
+    async def cancel(self, *, session: AsyncSession, followup_id: uuid.UUID, reason: str) -> Followup:
+        followup = await get_followup(session=session, followup_id=followup_id, lock=True)
+        if followup.status == "cancelled":
+            return followup
+        if followup.status not in OPEN:
+            raise NotOpen(f"A {followup.status} follow-up cannot be cancelled.", status=followup.status)
+        followup.cancel_reason = reason
+        self._close(followup, "cancelled", self.clock.now())
+        await self.emit(session, [("cancelled", followup)])
+        return followup
+
+    async def assign(
+        self, *, session: AsyncSession, followup_id: uuid.UUID, assignee: str | None, team: str | None
+    ) -> Followup:
+        followup = await get_followup(session=session, followup_id=followup_id, lock=True)
+        if followup.status not in OPEN:
+            raise NotOpen(f"A {followup.status} follow-up cannot be reassigned.", status=followup.status)
+        followup.assignee = assignee
+        if team is not None:
+            followup.team = team
+        followup.updated_at = self.clock.now()
+        followup.version += 1
+        # ``scheduled`` announces a change to an open follow-up; ``due`` is only ever sent when it falls due.
+        await self.emit(session, [("scheduled", followup)])
+        return followup
