@@ -150,6 +150,9 @@ async def run_backend(backend: str, quick: bool) -> dict[str, Any]:
             result["note"] = "the follow-ups service is not in this checkout: timeline read without follow-ups"
         gateway = infra.service("gateway", gateway_env)
         gateway.start()
+        # The same gateway with its page cache off: every read goes to the services.
+        uncached = infra.service("gateway", {**gateway_env, "GATEWAY_TIMELINE_CACHE_S": "0"})
+        uncached.start()
 
         headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
         async with client(gateway.url, READERS) as http:
@@ -187,6 +190,20 @@ async def run_backend(backend: str, quick: bool) -> dict[str, Any]:
             _, deep, errors_deep = await timed_calls([read(deep_params)] * size["samples"], READERS)
         result["first_page"] = {**percentiles(first), "errors": len(errors_first)}
         result["deep_page"] = {**percentiles(deep), "errors": len(errors_deep), "depth": size["deep_page"]}
+        async with client(uncached.url, READERS) as http:
+
+            def read_uncached(params: dict[str, str]) -> Any:
+                async def get() -> None:
+                    response = await http.get(path, params=params, headers=reader)
+                    expect(response.status_code, 200)
+
+                return get
+
+            await timed_calls([read_uncached(first_params)] * 20, READERS)
+            _, first_u, errors_u1 = await timed_calls([read_uncached(first_params)] * size["samples"], READERS)
+            _, deep_u, errors_u2 = await timed_calls([read_uncached(deep_params)] * size["samples"], READERS)
+        result["first_page_uncached"] = {**percentiles(first_u), "errors": len(errors_u1)}
+        result["deep_page_uncached"] = {**percentiles(deep_u), "errors": len(errors_u2)}
         result["floor_first_page"] = await floor(urls["interactions"], hot, None, size["samples"])
         result["floor_deep_page"] = await floor(urls["interactions"], hot, bound, size["samples"])
         for page_name in ("first_page", "deep_page"):
@@ -209,6 +226,8 @@ def figures_of(run: dict[str, Any], quick: bool) -> list[dict[str, Any]]:
                    target=5 if on_pg else None, backend=backend),
             figure(f"same {label} from the interactions database p99", run[f"floor_{key}"]["p99_ms"], "ms",
                    backend=backend),
+            figure(f"timeline {label} p99, page cache off ({READERS} readers)", run[f"{key}_uncached"]["p99_ms"],
+                   "ms", backend=backend),
         ]  # fmt: skip
     return figures
 

@@ -68,6 +68,7 @@ def create_app(
             clock=runtime.clock,
             signing_key=settings.signing_key,
             header_cache_s=settings.header_cache_s,
+            page_cache_s=settings.timeline_cache_s,
         )
         for stream, durable, subjects, handlers in events.CONSUMERS:
             inbox = EventInbox(

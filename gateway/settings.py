@@ -43,6 +43,10 @@ class GatewaySettings(ServiceSettings):
     key_cache_s: float = Field(5.0, description="How long a verified API key is trusted without a database look-up")
     timeline_max_limit: int = Field(100, ge=1, le=199, description="Largest timeline page (the services page at 200)")
     header_cache_s: float = Field(2.0, description="How long a contact's timeline header is reused, seconds")
+    timeline_cache_s: float = Field(
+        2.0,
+        description="How long a timeline page is reused, seconds (0: never); any event about the contact retires it",
+    )
 
     @model_validator(mode="after")
     def _no_development_secrets_outside_dev(self) -> GatewaySettings:

@@ -231,6 +231,7 @@ class Timeline:
         clock: Clock,
         signing_key: bytes,
         header_cache_s: float,
+        page_cache_s: float = 0.0,
     ) -> None:
         self.interactions = interactions
         self.followups = followups
@@ -241,6 +242,11 @@ class Timeline:
         self.header_cache_s = header_cache_s
         self._headers: dict[uuid.UUID, tuple[float, dict[str, Any]]] = {}
         self._contacts: dict[uuid.UUID, tuple[float, dict[str, Any]]] = {}
+        # Pages read recently; an event about the contact (seen live) moves its generation and so
+        # retires them at once, the TTL bounds what a missed live message could leave behind.
+        self.page_cache_s = page_cache_s
+        self._pages: dict[tuple[Any, ...], tuple[float, int, Any]] = {}
+        self._generation: dict[uuid.UUID, int] = {}
 
     # -- the contact ---------------------------------------------------------------------------------------
 
@@ -278,6 +284,10 @@ class Timeline:
             return
         self._headers.pop(key, None)
         self._contacts.pop(key, None)
+        self._generation[key] = self._generation.get(key, 0) + 1
+        if len(self._generation) > 100_000:
+            self._generation.clear()
+            self._pages.clear()
 
     async def header(self, *, contact: dict[str, Any]) -> dict[str, Any]:
         contact_id = uuid.UUID(contact["id"])
@@ -414,6 +424,30 @@ class Timeline:
     ) -> tuple[list[dict[str, Any]], Position | None]:
         """Up to ``limit`` items strictly after ``after`` (or from the top); and the last position when
         more may follow."""
+        if self.page_cache_s <= 0:
+            return await self._page(contact_id=contact_id, filters=filters, limit=limit, after=after, caller=caller)
+        key = (contact_id, filters, limit, after)
+        generation = self._generation.get(contact_id, 0)
+        cached = self._pages.get(key)
+        if cached is not None and cached[1] == generation and time.monotonic() - cached[0] < self.page_cache_s:
+            result: tuple[list[dict[str, Any]], Position | None] = cached[2]
+            return result
+        result = await self._page(contact_id=contact_id, filters=filters, limit=limit, after=after, caller=caller)
+        if self._generation.get(contact_id, 0) == generation:  # nothing happened to the contact meanwhile
+            if len(self._pages) > 5_000:
+                self._pages.clear()
+            self._pages[key] = (time.monotonic(), generation, result)
+        return result
+
+    async def _page(
+        self,
+        *,
+        contact_id: uuid.UUID,
+        filters: Filters,
+        limit: int,
+        after: Position | None,
+        caller: str,
+    ) -> tuple[list[dict[str, Any]], Position | None]:
         kinds = filters.sources()
 
         def bound_for(kind: str) -> tuple[datetime, uuid.UUID] | None:

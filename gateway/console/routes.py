@@ -430,8 +430,12 @@ async def queue_page(
         if a.ok
     }
     back = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    late = {
+        str(i["id"]) for i in items if (labels.parse_time(i.get("overdue_at")) or now) < now and i["status"] == "due"
+    }
     return desk.render(
         "queue.html",
+        late=late,
         view=view,
         views=QUEUE_VIEWS,
         team=team,
@@ -468,7 +472,7 @@ async def work_followup(request: Request, followup_id: uuid.UUID, action: str) -
     elif action == "snooze":
         body = {"until": _snooze_until(field.get("until", ""), datetime.now(UTC)).isoformat()}
     elif action == "assign":
-        body = {"assignee": field.get("assignee") or None, "team": field.get("team") or None}
+        body = {k: field[k] for k in ("assignee", "team") if field.get(k)}
     else:
         return desk.render("error.html", status=404, title="Unknown action", message="No such follow-up action.")
     answer = await desk.api.post(f"/followups/{followup_id}/{action}", json=body)
@@ -529,21 +533,26 @@ def _buckets(start: datetime, end: datetime, count: int) -> list[tuple[datetime,
     return [(start + step * i, start + step * (i + 1)) for i in range(count)]
 
 
+FOLLOWUP_FIGURES = (
+    ("On time", ("completed_on_time",)),
+    ("Late", ("completed_late",)),
+    ("Open and overdue", ("open_overdue",)),
+    ("Escalated", ("escalated_followups",)),
+    ("Reply SLA met", ("sla", "met")),
+    ("Reply SLA missed", ("sla", "missed")),
+)
+
+
 def _followup_figures(followups: dict[str, Any] | None) -> list[tuple[str, float]]:
-    """The follow-up counts worth a bar (on time, late, open overdue …), whatever their nesting."""
+    """The follow-up counts the dashboard draws as bars, in the order a team lead reads them."""
     found: list[tuple[str, float]] = []
-
-    def walk(prefix: str, value: Any) -> None:
-        if isinstance(value, bool):
-            return
-        if isinstance(value, int | float):
-            found.append((prefix, float(value)))
-        elif isinstance(value, dict):
-            for key, inner in value.items():
-                walk(f"{prefix} {key}".strip(), inner)
-
-    walk("", followups or {})
-    return [(labels.words(name), value) for name, value in found if "rate" not in name and "share" not in name][:12]
+    for label, path in FOLLOWUP_FIGURES:
+        value: Any = followups or {}
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            found.append((label, float(value)))
+    return found
 
 
 # --- admin --------------------------------------------------------------------------------------------------------
@@ -687,8 +696,13 @@ async def policy_page(request: Request, policy_id: str) -> Response:
     policy = await desk.api.get(f"/policies/{policy_id}")
     if not policy.ok:
         return unavailable(desk, policy, "The policy")
-    return desk.render("admin_policy.html", policy=policy.body, document=json.dumps(policy.body, indent=2),
+    return desk.render("admin_policy.html", policy=policy.body, document=_document(policy.body),
                        preview=None, problem=None, tab="policies")  # fmt: skip
+
+
+def _document(policy: dict[str, Any]) -> str:
+    """The part of a policy an admin edits (its id, version and switch live outside the document)."""
+    return json.dumps(policy.get("document", policy), indent=2, ensure_ascii=False)
 
 
 @router.post("/admin/policies/{policy_id}/{action}")
@@ -726,5 +740,5 @@ async def change_policy(request: Request, policy_id: str, action: str) -> Respon
     else:
         return desk.render("error.html", status=404, title="Unknown action", message="No such policy action.")
     return desk.render("admin_policy.html", status=200 if problem is None else 422, policy=policy.body,
-                       document=document or json.dumps(policy.body, indent=2), preview=preview, problem=problem,
+                       document=document or _document(policy.body), preview=preview, problem=problem,
                        tab="policies")  # fmt: skip

@@ -21,6 +21,7 @@ from gateway.timeline import MAX_ID, MIN_ID, InvalidCursor, Position, decode_pos
 from servicekit.clock import MovableClock
 from servicekit.events import make_event
 from servicekit.testing.nats import NatsServer
+from servicekit.testing.plugin import eventually
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -247,3 +248,26 @@ async def test_an_unknown_contact_stream_is_a_problem_not_a_stream(gateway: http
     response = await gateway.get(f"/api/v1/contacts/{uuid.uuid4()}/timeline/stream", headers=ADMIN)
     assert response.status_code == 404
     assert response.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_a_page_is_reused_until_an_event_about_the_contact_arrives(
+    gateway: httpx.AsyncClient, stub: StubServices, nats_server: NatsServer
+) -> None:
+    contact = stub.add_contact()
+    stub.add_interaction(contact["id"], T0)
+    url = f"/api/v1/contacts/{contact['id']}/timeline"
+    assert len((await gateway.get(url, headers=ADMIN)).json()["items"]) == 1
+    await asyncio.sleep(0.3)  # the live subscription is up
+    added = stub.add_interaction(contact["id"], T0 + timedelta(minutes=1))
+    # Without an event the gateway has no reason to look again (for at most GATEWAY_TIMELINE_CACHE_S) …
+    assert len((await gateway.get(url, headers=ADMIN)).json()["items"]) == 1
+    nc = await nats.connect(nats_server.url)
+    event = make_event(type="crm.interaction.logged.v1", source="test", subject=contact["id"], data=added, time=T0)
+    await nc.publish(f"crm.interactions.logged.{contact['id']}", event.to_json())
+    await nc.close()
+
+    # … and the event about the contact retires the page at once.
+    async def fresh() -> bool:
+        return len((await gateway.get(url, headers=ADMIN)).json()["items"]) == 2
+
+    await eventually(fresh, timeout=1.0)

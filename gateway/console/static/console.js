@@ -33,15 +33,24 @@ function timeline(list) {
   const status = document.querySelector("[data-live-status]");
   const known = () => new Set([...list.querySelectorAll("li.item")].map((li) => li.dataset.id));
 
+  // Newest first, by time: a follow-up due tomorrow sits above a touchpoint logged just now.
+  function placeByTime(li) {
+    const at = Date.parse(li.dataset.at);
+    for (const other of list.querySelectorAll("li.item")) {
+      if (Date.parse(other.dataset.at) <= at) return list.insertBefore(li, other);
+    }
+    const more = list.querySelector("li.more");
+    if (!more) return list.appendChild(li); // older than everything shown, and nothing older to page to
+    return null; // older than this page: it arrives with "Older entries"
+  }
+
   function addNewest(nodes) {
     const seen = known();
-    const first = list.querySelector("li.item");
     let added = 0;
     for (const li of [...nodes.querySelectorAll("li.item")]) {
       if (seen.has(li.dataset.id)) continue;
       li.classList.add("fresh");
-      list.insertBefore(li, first);
-      added++;
+      if (placeByTime(li)) added++;
     }
     if (added) document.querySelector(".timeline .empty")?.remove();
     return added;
