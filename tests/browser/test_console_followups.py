@@ -1,0 +1,88 @@
+"""The pages that stand on the follow-ups service, in a real Chromium against the real stack: the work queue
+(complete a follow-up), the service dashboard, and the policies an admin switches and previews."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from tests.browser.conftest import Console, screenshot
+from tests.browser.test_console_browser import first_customer, sign_in
+
+pytestmark = [pytest.mark.stack, pytest.mark.browser]
+
+
+def test_an_agent_completes_a_follow_up_from_the_queue(console: Console, chromium: Any) -> None:
+    customer = first_customer(console)
+    reason = f"Call back about the dishwasher installation {uuid.uuid4().hex[:4]}"
+    with console.api() as http:
+        made = http.post(
+            "/api/v1/followups",
+            json={
+                "contact_id": customer["id"],
+                "reason": reason,
+                "due_at": (datetime.now(UTC) + timedelta(minutes=30)).isoformat(),
+                "channel": "phone",
+                "priority": "high",
+                "assignee": console.agent.email,
+            },
+        )
+        assert made.status_code == 201, made.text
+        followup_id = made.json()["id"]
+    page = chromium().new_page()
+    sign_in(page, console, console.agent)
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Follow-ups").click()
+    card = page.locator(f"li[data-followup='{followup_id}']")
+    card.wait_for()
+    assert reason in card.inner_text() and customer["name"] in card.inner_text() and "Phone" in card.inner_text()
+    screenshot(page, "queue")
+    card.get_by_label("Outcome").fill("Booked the installer for Friday")
+    card.get_by_role("button", name="Complete").click()
+    page.get_by_role("status").filter(has_text="Done: Complete").wait_for()
+    assert page.locator(f"li[data-followup='{followup_id}']").count() == 0
+    with console.api() as http:
+        done = http.get(f"/api/v1/followups/{followup_id}").json()
+    assert done["status"] == "completed" and done["outcome"] == "Booked the installer for Friday"
+    page.get_by_role("link", name="Overdue").click()
+    page.wait_for_url(re.compile(r"view=overdue"))
+    assert page.get_by_role("heading", name="Follow-ups").is_visible()
+
+
+def test_the_dashboard_draws_the_service_quality_of_the_demo_shop(console: Console, chromium: Any) -> None:
+    page = chromium().new_page()
+    sign_in(page, console, console.agent)
+    since = (datetime.now(UTC) - timedelta(days=180)).date().isoformat()
+    page.goto(f"{console.url}/dashboard")
+    page.get_by_label("From").fill(since)
+    page.get_by_role("button", name="Show").click()
+    page.wait_for_url(re.compile(r"since=" + since))
+    assert page.get_by_role("alert").count() == 0
+    csat = page.locator(".tile").filter(has_text="CSAT average").locator(".figure").inner_text()
+    assert 1.0 <= float(csat) <= 5.0  # the demo's survey responses, averaged by the interactions service
+    assert page.get_by_role("img", name="Average CSAT per period, 1 to 5").locator("circle").count() >= 1
+    assert page.get_by_role("img", name="First response p50 and p90 per channel").locator("rect").count() >= 2
+    assert page.get_by_role("img", name="Follow-up counts").locator("rect").count() >= 4
+    screenshot(page, "dashboard")
+
+
+def test_an_admin_previews_and_switches_a_policy(console: Console, chromium: Any) -> None:
+    page = chromium().new_page()
+    sign_in(page, console, console.admin)
+    page.goto(console.url + "/admin/policies")
+    row = page.locator("tr").filter(has_text="purchase-2-2-2")
+    state = "Off" if "Switch on" in row.inner_text() else "On"
+    screenshot(page, "admin-policies")
+    row.get_by_role("button").click()
+    row = page.locator("tr").filter(has_text="purchase-2-2-2")
+    assert ("On" if state == "Off" else "Off") in row.inner_text()
+    row.get_by_role("link", name="purchase-2-2-2").click()
+    assert '"steps"' in page.get_by_label("Policy document (JSON)").input_value()
+    page.get_by_role("button", name="Preview the last 30 days").click()
+    heading = page.get_by_role("heading", name=re.compile(r"Preview: \d+ follow-ups? in the last 30 days"))
+    heading.wait_for()
+    assert int(heading.inner_text().split()[1]) > 0  # the demo shop bought things in the last 30 days
+    screenshot(page, "admin-policy-preview")
