@@ -9,12 +9,13 @@ from contextlib import asynccontextmanager
 
 import httpx
 from fastapi import FastAPI
+from sqlalchemy.exc import IntegrityError
 
 from servicekit.bus import DurableConsumer
 from servicekit.clock import Clock
 from servicekit.http import build_app
 from servicekit.inbox import EventInbox
-from servicekit.logging import configure_logging
+from servicekit.logging import configure_logging, get_logger
 from servicekit.outbox import Outbox
 from servicekit.runtime import Runtime
 from services.followups import events
@@ -28,6 +29,7 @@ from services.followups.service import FollowupService
 from services.followups.settings import FollowupsSettings
 
 NAME = "followups"
+log = get_logger(__name__)
 
 
 def create_app(
@@ -60,8 +62,11 @@ def create_app(
             lease_s=settings.quiet_sweep_lease_s, sweep_interval_s=settings.quiet_sweep_interval_s,
             touch_retention_days=settings.touch_retention_days,
         )  # fmt: skip
-        async with runtime.sessionmaker() as session, session.begin():
-            await policies.load_shipped(session)
+        try:
+            async with runtime.sessionmaker() as session, session.begin():
+                await policies.load_shipped(session)
+        except IntegrityError:
+            log.info("policies_loaded_by_another_replica")
 
         def inbox(name: str, handlers: dict) -> EventInbox:  # type: ignore[type-arg]
             return EventInbox(

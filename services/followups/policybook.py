@@ -12,7 +12,6 @@ from typing import Any
 
 import yaml
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -67,12 +66,7 @@ class PolicyBook:
             if document.id not in known:
                 self._store(session, document, version=1, new=True)
                 added += 1
-        try:
-            await session.flush()
-        except IntegrityError:
-            # Another replica loaded them at the same moment.
-            await session.rollback()
-            return 0
+        await session.flush()
         self.forget()
         return added
 
