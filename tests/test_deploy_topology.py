@@ -29,6 +29,8 @@ from tests.deploy_support.topology import Topology
 pytestmark = [pytest.mark.stack, pytest.mark.postgres, pytest.mark.nats, pytest.mark.timeout(300)]
 
 APP_SERVICES = ("contacts", "interactions", "followups", "gateway")
+# The writers' pace: well under the gateway's per-key rate limit (GATEWAY_RATE_LIMIT_PER_MINUTE).
+PACE_S = 0.1
 
 
 @pytest.fixture(scope="module")
@@ -72,16 +74,16 @@ def test_topology_comes_up_as_compose_describes(topology: Topology, env_file: di
         warnings.warn(f"not run (code not landed): {topology.skipped}", stacklevel=1)
 
     # The services run the code the image holds (its WORKDIR, staged from the Dockerfile), not the checkout.
-    for service in running_apps(topology):
-        module = topology.services[service]["command"][1].split(":")[0]
-        where = subprocess.run(
-            [sys.executable, "-c", f"import {module} as m; print(m.__file__)"],
-            cwd=topology.app_dir,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert where.stdout.strip().startswith(str(topology.app_dir)), where.stdout + where.stderr
+    modules = [topology.services[service]["command"][1].split(":")[0] for service in running_apps(topology)]
+    where = subprocess.run(
+        [sys.executable, "-c", f"import importlib; print(*(importlib.import_module(m).__file__ for m in {modules!r}))"],
+        cwd=topology.app_dir,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    files = where.stdout.split()
+    assert len(files) == len(modules) and all(f.startswith(str(topology.app_dir)) for f in files), where.stderr
 
     # The init script made one role per service, allowed into its own database only, with the .env password.
     for service in ("contacts", "interactions", "followups", "gateway"):
@@ -164,17 +166,28 @@ class Journey:
                 response = await self.log_touchpoint(client, contact_id, key, **fields)
                 if response.status_code in (200, 201):
                     return str(response.json()["id"])
-                assert response.status_code in (409, 502, 503, 504), response.text  # in flight, or a service away
+                # Still in flight, a service away, or too fast: the client waits as told and sends it again.
+                assert response.status_code in (409, 429, 502, 503, 504), response.text
+                await asyncio.sleep(_retry_after(response))
             except httpx.TransportError:
-                pass
+                await asyncio.sleep(0.1)
             assert asyncio.get_running_loop().time() < deadline, f"touchpoint {key} never stored"
-            await asyncio.sleep(0.1)
 
     async def timeline(self, client: httpx.AsyncClient, contact_id: str) -> list[dict[str, Any]]:
         """The gateway's unified timeline of a contact, newest first (first page)."""
         response = await client.get(
             f"{self.api('gateway')}/contacts/{contact_id}/timeline",
             params={"limit": 100},
+            headers=self.headers,
+            timeout=10,
+        )
+        assert response.status_code == 200, response.text
+        return list(response.json()["items"])
+
+    async def followups_of(self, client: httpx.AsyncClient, contact_id: str) -> list[dict[str, Any]]:
+        response = await client.get(
+            f"{self.api('followups')}/followups",
+            params={"contact_id": contact_id, "limit": 200},
             headers=self.headers,
             timeout=10,
         )
@@ -241,26 +254,42 @@ async def test_a_customers_journey(topology: Topology, env_file: dict[str, str])
         # Touchpoints on several channels, then the list of them, newest first.
         logged: list[str] = []
         if journey.has("interactions"):
-            for minutes, channel in ((3, "email"), (2, "phone"), (1, "live_chat")):
-                at = (datetime.now(UTC) - timedelta(minutes=minutes)).isoformat()
-                key = f"journey-{n}-{channel}"
-                logged.append(
-                    await journey.log_until_stored(client, contact["id"], key, channel=channel, occurred_at=at)
-                )
-            # The same request again (a client retry) stores nothing new.
-            again = await journey.log_touchpoint(
-                client, contact["id"], f"journey-{n}-live_chat", channel="live_chat", occurred_at=at
+            story = (
+                (5, "email", "inquiry"),
+                (4, "phone", "complaint"),  # policy complaint-callback: a call-back within 24 hours
+                (3, "in_person", "purchase"),  # policy purchase-2-2-2: a thank-you, then two check-ins
+                (2, "live_chat", "inquiry"),
             )
+            for minutes, channel, kind in story:
+                at = (datetime.now(UTC) - timedelta(minutes=minutes)).isoformat()
+                key = f"journey-{n}-{minutes}"
+                fields = {"channel": channel, "type": kind, "occurred_at": at}
+                logged.append(await journey.log_until_stored(client, contact["id"], key, **fields))
+            # The same request again (a client retry) stores nothing new.
+            again = await journey.log_touchpoint(client, contact["id"], key, **fields)
             assert again.status_code in (200, 201) and again.json()["id"] == logged[-1], again.text
             assert await journey.touchpoints_of(client, contact["id"]) == logged[::-1]
+
+        # The follow-ups service read those touchpoints off NATS and scheduled what the policies say.
+        followups: list[dict[str, Any]] = []
+        if journey.has("followups") and logged:
+
+            async def scheduled() -> set[str | None]:
+                followups[:] = await journey.followups_of(client, contact["id"])
+                return {f["policy"] for f in followups}
+
+            await eventually(lambda: _superset(scheduled(), {"complaint-callback", "purchase-2-2-2"}), timeout=30)
+            assert all(f["contact_id"] == contact["id"] and f["status"] == "scheduled" for f in followups), followups
 
         if journey.via_gateway:
             # The public port wants a key.
             anonymous = await client.get(f"{journey.api('contacts')}/contacts/{contact['id']}", timeout=10)
             assert anonymous.status_code == 401, anonymous.text
-            # The timeline shows the touchpoints, newest first.
+            # The timeline shows the touchpoints, newest first, and what is due.
             timeline = await journey.timeline(client, contact["id"])
             assert [i["id"] for i in timeline if i["kind"] == "interaction"] == logged[::-1]
+            shown = {i["id"] for i in timeline if i["kind"] == "followup"}
+            assert {f["id"] for f in followups} <= shown, timeline
 
     # Every change went out as an event, once, in order.
     async def contact_events() -> list[str]:
@@ -280,6 +309,15 @@ async def test_a_customers_journey(topology: Topology, env_file: dict[str, str])
 
         await eventually(lambda: _contains_all(touchpoint_events(), logged), timeout=15)
         assert sorted(await touchpoint_events()) == sorted(logged)
+    if followups:
+
+        async def followup_events() -> list[str]:
+            events = await events_of(topology, "CRM_FOLLOWUPS")
+            return [e["data"]["id"] for e in events if e["type"] == "crm.followup.scheduled.v1"]
+
+        await eventually(lambda: _contains_all(followup_events(), [f["id"] for f in followups]), timeout=15)
+        ids = await followup_events()
+        assert len(ids) == len(set(ids)), "a follow-up event was published twice"
 
 
 # ---- restarts
@@ -303,8 +341,9 @@ async def test_restarting_each_service_in_turn_loses_nothing(topology: Topology,
                 if response.status_code == 201:
                     contacts.append(response.json()["id"])
                 else:
-                    assert response.status_code in (502, 503, 504), response.text
-                    await asyncio.sleep(0.05)
+                    assert response.status_code in (429, 502, 503, 504), response.text
+                    await asyncio.sleep(_retry_after(response))
+                await asyncio.sleep(PACE_S)
 
     async def keep_logging_touchpoints(stop: asyncio.Event) -> None:
         async with httpx.AsyncClient() as client:
@@ -314,6 +353,7 @@ async def test_restarting_each_service_in_turn_loses_nothing(topology: Topology,
                     continue
                 key, contact_id = uuid.uuid4().hex, contacts[len(touchpoints) % len(contacts)]
                 touchpoints[key] = (contact_id, await journey.log_until_stored(client, contact_id, key))
+                await asyncio.sleep(PACE_S)
 
     restarted: list[str] = []
     # Each service, then NATS (the outbox keeps the events written meanwhile).
@@ -322,13 +362,13 @@ async def test_restarting_each_service_in_turn_loses_nothing(topology: Topology,
         writers = [asyncio.create_task(keep_creating_contacts(stop))]
         if journey.has("interactions"):
             writers.append(asyncio.create_task(keep_logging_touchpoints(stop)))
-        await eventually(_grown(contacts, touchpoints, 3, journey.has("interactions")), timeout=30)
+        await eventually(_grown(writers, contacts, touchpoints, 3, journey.has("interactions")), timeout=30)
         stopped_log = await asyncio.to_thread(topology.restart_service, service)
         # uvicorn drains and runs the lifespan's shutdown (relay, consumers, NATS, pool) on SIGTERM, then
         # re-raises the signal, so the exit status alone says nothing: its log does.
         clean = "Server Exiting" if service == "nats" else "Application shutdown complete"
         assert clean in stopped_log, f"{service} did not stop cleanly:\n{stopped_log}"
-        await eventually(_grown(contacts, touchpoints, 3, journey.has("interactions")), timeout=30)
+        await eventually(_grown(writers, contacts, touchpoints, 3, journey.has("interactions")), timeout=60)
         stop.set()
         await asyncio.gather(*writers)
         restarted.append(service)
@@ -370,12 +410,56 @@ async def test_restarting_each_service_in_turn_loses_nothing(topology: Topology,
         ids = await logged()
         assert len(ids) == len(set(ids)), "a touchpoint event was published twice"
 
+        if journey.has("followups"):
+            # Its durable consumer took every touchpoint event in, through restarts of either side (and of
+            # NATS): each one is in the follow-ups service's inbox, which admits an event id once.
+            acknowledged = {tp for _, tp in touchpoints.values()}
+            event_ids = {
+                e["id"]
+                for e in await events_of(topology, "CRM_INTERACTIONS")
+                if e["type"] == "crm.interaction.logged.v1" and e["data"]["id"] in acknowledged
+            }
+            assert len(event_ids) == len(acknowledged)
+
+            def consumed() -> bool:
+                assert topology.postgres is not None
+                inbox = topology.postgres.psql("SELECT event_id FROM inbox", database="followups").split()
+                return event_ids <= set(inbox)
+
+            await eventually(consumed, timeout=30)
+
 
 async def _contains_all(found: Any, expected: list[str]) -> bool:
     return set(expected) <= set(await found)
 
 
-def _grown(contacts: list[str], touchpoints: dict[str, Any], count: int, with_touchpoints: bool) -> Callable[[], bool]:
-    """A check that passes once ``count`` more contacts (and touchpoints) were acknowledged than now."""
+async def _superset(found: Any, expected: set[str]) -> bool:
+    return expected <= set(await found)
+
+
+def _retry_after(response: httpx.Response) -> float:
+    try:
+        return min(float(response.headers.get("Retry-After", "0.1")), 5.0)
+    except ValueError:
+        return 1.0
+
+
+def _grown(
+    writers: list[asyncio.Task[None]],
+    contacts: list[str],
+    touchpoints: dict[str, Any],
+    count: int,
+    with_touchpoints: bool,
+) -> Callable[[], bool]:
+    """A check that passes once ``count`` more contacts (and touchpoints) were acknowledged than now, and
+    fails at once if a writer failed."""
     contacts_target, touchpoints_target = len(contacts) + count, len(touchpoints) + count
-    return lambda: len(contacts) >= contacts_target and (not with_touchpoints or len(touchpoints) >= touchpoints_target)
+
+    def check() -> bool:
+        for writer in writers:
+            if writer.done():
+                writer.result()  # raises what the writer raised
+                raise AssertionError("a writer stopped early")
+        return len(contacts) >= contacts_target and (not with_touchpoints or len(touchpoints) >= touchpoints_target)
+
+    return check

@@ -308,33 +308,40 @@ class Topology:
 
     # ---- healthchecks, as compose runs them
 
-    def healthy(self, name: str) -> bool:
+    def healthy(self, name: str, *, quick: bool = False) -> bool:
+        """Runs the compose healthcheck of ``name``. ``quick``: for the services, only the HTTP request their
+        check makes (no interpreter start-up per poll); ``wait_healthy`` runs the real command once after."""
         test = (self.services[name].get("healthcheck") or {}).get("test")
         assert isinstance(test, list) and test[0] == "CMD", f"{name}: healthcheck must be an exec form [CMD, ...]"
         command = test[1:]
         if command[0] == "wget":
             # `wget -q -O /dev/null URL` exits 0 on a 2xx: the same check without needing wget here.
-            url = self.localize(command[-1].replace("127.0.0.1:", f"{name}:"))
-            with contextlib.suppress(httpx.HTTPError):
-                return httpx.get(url, timeout=3).status_code // 100 == 2
-            return False
+            return self._http_ok(command[-1], name)
         if command[0] == "pg_isready":
             assert self.postgres is not None
             args = [str(self.postgres.bin_dir / "pg_isready"), *command[1:], "--port", str(self.postgres.port)]
             return subprocess.run(args, capture_output=True, timeout=10).returncode == 0
-        # The services' own check, run by this interpreter against the local port.
+        if quick:
+            return self._http_ok(command[-1], name)
+        # The services' own check (deploy/healthcheck.py), run by this interpreter against the local port.
         args = self._app_args(name, command)
-        args = [arg.replace("127.0.0.1:", f"{name}:") if arg.startswith("http") else arg for arg in args]
-        args = [self.localize(arg) for arg in args]
-        return subprocess.run(args, cwd=self.app_dir, capture_output=True, timeout=10).returncode == 0
+        args = [self.localize(arg.replace("127.0.0.1:", f"{name}:")) if arg.startswith("http") else arg for arg in args]
+        return subprocess.run(args, cwd=self.app_dir, capture_output=True, timeout=30).returncode == 0
 
-    def wait_healthy(self, name: str, timeout: float = 90.0) -> None:
+    def _http_ok(self, url: str, name: str) -> bool:
+        """GET a URL as seen from inside ``name``'s container (its 127.0.0.1 is that container)."""
+        local = self.localize(url.replace("127.0.0.1:", f"{name}:"))
+        with contextlib.suppress(httpx.HTTPError):
+            return httpx.get(local, timeout=3).status_code // 100 == 2
+        return False
+
+    def wait_healthy(self, name: str, timeout: float = 120.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             process = self.processes.get(name)
             if process is not None and process.popen is not None and process.popen.poll() is not None:
                 raise TopologyError(f"{name} exited with {process.popen.returncode}:\n{process.log_tail()}")
-            if self.healthy(name):
+            if self.healthy(name, quick=True) and self.healthy(name):
                 return
             time.sleep(0.2)
         tail = self.processes[name].log_tail() if name in self.processes else ""
