@@ -338,14 +338,54 @@ class FollowupAssign(Strict):
     team: Name200 | None = None
 
 
-class PolicyDocument(Open):
-    """A follow-up policy: trigger, steps, hours, channel, assignee, priority, cancellation, escalation."""
+class PolicyChange(Strict):
+    """A follow-up policy (a new version when it replaces one): its trigger, steps, priority, channel,
+    assignee, business and quiet hours, what closes it, and its escalation. The nested documents are
+    described and checked by the follow-ups service."""
 
     id: str | None = None
-    name: str | None = None
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    description: str | None = None
     enabled: bool | None = None
-    trigger: dict[str, Any] | None = None
-    steps: list[dict[str, Any]] | None = None
+    trigger: dict[str, Any]
+    steps: list[dict[str, Any]]
+    priority: Priority | None = None
+    channel: dict[str, Any] | None = None
+    assign: dict[str, Any] | None = None
+    business_hours: dict[str, Any] | None = None
+    quiet_hours: dict[str, Any] | None = None
+    closing: dict[str, Any] | None = None
+    escalation: dict[str, Any] | None = None
+
+
+class PolicyDocument(PolicyChange):
+    """A new follow-up policy."""
+
+    id: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,79}$")]  # type: ignore[assignment]
+
+
+class FollowupSla(BaseModel):
+    met: int
+    missed: int
+    open: int
+    met_rate: float | None
+
+
+class FollowupStats(BaseModel):
+    since: datetime | None
+    until: datetime | None
+    team: str | None
+    channel: str | None
+    as_of: datetime
+    total: int
+    sla: FollowupSla
+    completed_on_time: int
+    completed_late: int
+    open_overdue: int
+    escalations: int
+    escalated_followups: int
+    by_status: dict[str, int]
+    by_policy: dict[str, dict[str, int]]
 
 
 class PolicyRead(BaseModel):

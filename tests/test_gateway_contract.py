@@ -27,6 +27,13 @@ def interactions_openapi() -> dict[str, Any]:
     return create_app(InteractionsSettings()).openapi()
 
 
+def followups_openapi() -> dict[str, Any]:
+    from services.followups.app import create_app
+    from services.followups.settings import FollowupsSettings
+
+    return create_app(FollowupsSettings()).openapi()
+
+
 PAIRS: list[tuple[type[BaseModel], str, str]] = [
     (ours.ContactCreate, "contacts", "ContactCreate"),
     (ours.ContactUpdate, "contacts", "ContactUpdate"),
@@ -47,8 +54,23 @@ PAIRS: list[tuple[type[BaseModel], str, str]] = [
     (ours.BatchResult, "interactions", "BatchItemResult"),
     (ours.BatchResults, "interactions", "BatchResult"),
     (ours.ThreadRead, "interactions", "ThreadRead"),
+    (ours.FollowupRead, "followups", "FollowupRead"),
+    (ours.FollowupPage, "followups", "FollowupPage"),
+    (ours.FollowupCreate, "followups", "FollowupCreate"),
+    (ours.FollowupComplete, "followups", "FollowupComplete"),
+    (ours.FollowupSnooze, "followups", "FollowupSnooze"),
+    (ours.FollowupCancel, "followups", "FollowupCancel"),
+    (ours.FollowupAssign, "followups", "FollowupAssign"),
+    (ours.PolicyDocument, "followups", "PolicyDocument"),
+    (ours.PolicyChange, "followups", "PolicyChange"),
+    (ours.PolicyRead, "followups", "PolicyRead"),
+    (ours.PolicyList, "followups", "PolicyList"),
+    (ours.PolicyPreview, "followups", "PolicyPreview"),
+    (ours.PreviewItem, "followups", "PreviewItem"),
+    (ours.FollowupStats, "followups", "FollowupStats"),
+    (ours.FollowupSla, "followups", "StatsSla"),
 ]
-OPENAPI = {"contacts": contacts_openapi, "interactions": interactions_openapi}
+OPENAPI = {"contacts": contacts_openapi, "interactions": interactions_openapi, "followups": followups_openapi}
 
 
 def _schema(document: dict[str, Any], name: str) -> dict[str, Any]:

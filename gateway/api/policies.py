@@ -9,7 +9,7 @@ from fastapi import APIRouter, Path, Query, Response
 from gateway.api.common import AUTH_ERRORS, NOT_FOUND, body_of, forward, ok, problem
 from gateway.auth import PoliciesManage, PoliciesRead, Principal
 from gateway.deps import RuntimeDep, ServicesDep, SessionDep, record_audit
-from gateway.schemas_services import PolicyDocument, PolicyList, PolicyPreview, PolicyRead
+from gateway.schemas_services import PolicyChange, PolicyDocument, PolicyList, PolicyPreview, PolicyRead
 
 router = APIRouter(prefix="/policies", tags=["policies"], responses=AUTH_ERRORS)
 PolicyId = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")]
@@ -58,7 +58,7 @@ async def create_policy(
 @router.put("/{policy_id}", summary="Replace a policy (new version)", responses={**ok(PolicyRead), **NOT_FOUND})
 async def replace_policy(
     policy_id: PolicyId,
-    body: PolicyDocument,
+    body: PolicyChange,
     principal: PoliciesManage,
     services: ServicesDep,
     session: SessionDep,
