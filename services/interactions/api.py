@@ -124,7 +124,7 @@ async def list_touchpoints(
         str | None,
         Query(max_length=120, description="`<occurred_at ISO>|<id>`: only touchpoints strictly older than this"),
     ] = None,
-) -> TouchpointPage:
+) -> Response:
     if cursor is not None and before is not None:
         raise service.InvalidCursor("Give cursor or before, not both.")
     after = (
@@ -146,11 +146,13 @@ async def list_touchpoints(
         after=after,
         limit=limit,
     )
-    return TouchpointPage(
+    page = TouchpointPage(
         items=[service.to_read(r) for r in rows],
         next_cursor=next_position.cursor() if next_position else None,
         next_before=next_position.before() if next_position else None,
     )
+    # Serialised once here: the timeline reads this page on every view (response_model documents it).
+    return Response(content=page.model_dump_json(), media_type="application/json")
 
 
 @router.get(

@@ -6,6 +6,8 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+import uuid6
+
 from servicekit.bus import StreamSpec
 from servicekit.events import CloudEvent, make_event
 
@@ -36,6 +38,11 @@ CONTACT_ERASED = "crm.contact.erased.v1"
 _ACTIONS = {LOGGED: "logged", UPDATED: "updated", THREAD_RESOLVED: "thread_resolved", REDACTED: "redacted"}
 
 
+def fast_id() -> uuid.UUID:
+    """``servicekit.ids.new_id`` (UUIDv7) without its round trip through a string: a batch makes thousands."""
+    return uuid.UUID(int=uuid6.uuid7().int)
+
+
 def subject_for(event_type: str, contact_id: uuid.UUID | str) -> str:
     """``crm.interaction.logged.v1`` about contact X goes to ``crm.interactions.logged.X``."""
     return f"crm.interactions.{_ACTIONS[event_type]}.{contact_id}"
@@ -45,5 +52,5 @@ def interaction_event(
     event_type: str, contact_id: uuid.UUID | str, data: dict[str, Any], at: datetime
 ) -> tuple[CloudEvent, str]:
     """The event and the subject it is published on."""
-    event = make_event(type=event_type, source=SOURCE, subject=contact_id, data=data, time=at)
+    event = make_event(type=event_type, source=SOURCE, subject=contact_id, data=data, time=at, event_id=str(fast_id()))
     return event, subject_for(event_type, contact_id)

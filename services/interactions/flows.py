@@ -216,5 +216,4 @@ def _failed(index: int, exc: ProblemError) -> BatchItemResult:
 def _result(index: int, outcome: Outcome) -> BatchItemResult:
     if outcome.problem is not None:
         return _failed(index, outcome.problem)
-    assert outcome.touchpoint is not None
-    return BatchItemResult(index=index, status=outcome.status, id=outcome.touchpoint.id)
+    return BatchItemResult(index=index, status=outcome.status, id=outcome.id)

@@ -9,6 +9,7 @@ import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 from functools import lru_cache
 from typing import Any, cast
 
@@ -20,7 +21,6 @@ from sqlmodel import col
 
 from servicekit.clock import Clock, as_utc
 from servicekit.events import CloudEvent
-from servicekit.ids import new_id
 from servicekit.outbox import Outbox
 from servicekit.problems import Conflict, NotFound, ProblemError, Unprocessable
 from services.interactions import events
@@ -136,8 +136,22 @@ class Outcome:
     """What became of one prepared touchpoint: 201 stored, 200 already stored, or a problem."""
 
     status: int
-    touchpoint: TouchpointRead | None = None
+    row: Touchpoint | dict[str, Any] | None = None
     problem: ProblemError | None = None
+    _read: TouchpointRead | None = None
+
+    @property
+    def touchpoint(self) -> TouchpointRead | None:
+        """The touchpoint as the API shows it (built on first use: a batch answers only with ids)."""
+        if self._read is None and self.row is not None:
+            self._read = to_read(self.row)
+        return self._read
+
+    @property
+    def id(self) -> uuid.UUID | None:
+        if self.row is None:
+            return None
+        return self.row["id"] if isinstance(self.row, dict) else self.row.id
 
 
 def to_read(row: Touchpoint | dict[str, Any]) -> TouchpointRead:
@@ -147,6 +161,22 @@ def to_read(row: Touchpoint | dict[str, Any]) -> TouchpointRead:
 def event_data(touchpoint: TouchpointRead) -> dict[str, Any]:
     """The touchpoint as events carry it: everything but the body."""
     return touchpoint.model_dump(mode="json", exclude={"body"})
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, datetime):
+        return as_utc(value).isoformat().replace("+00:00", "Z")
+    if isinstance(value, Decimal):
+        return float(value)
+    return value
+
+
+def row_event_data(row: dict[str, Any]) -> dict[str, Any]:
+    """``event_data`` of a row this service just built, without a round trip through the API model
+    (the same document: a test compares the two)."""
+    return {k: _json_value(v) for k, v in row.items() if k not in ("body", "ingest_key")}
 
 
 def _dialect(session: AsyncSession) -> str:
@@ -246,16 +276,15 @@ class TouchpointService:
         stale = [(i, row) for i, row in zip(row_index, rows, strict=True) if row["id"] not in inserted]
         logged: list[tuple[CloudEvent, str]] = []
         for index, row in fresh:
-            touchpoint = to_read(row)
-            outcomes[index] = Outcome(201, touchpoint)
-            logged.append(events.interaction_event(events.LOGGED, row["contact_id"], event_data(touchpoint), now))
+            outcomes[index] = Outcome(201, row)
+            logged.append(events.interaction_event(events.LOGGED, row["contact_id"], row_event_data(row), now))
         await self.outbox.add_many(session, logged)
         if stale:
             existing = await self._existing(session, [row for _, row in stale])
             for index, row in stale:
                 found = existing.get(("k", row["ingest_key"])) or existing.get(("s", row["source"], row["external_id"]))
                 outcomes[index] = (
-                    Outcome(200, to_read(found))
+                    Outcome(200, found)
                     if found is not None
                     else Outcome(409, problem=Conflict("A touchpoint with the same key is being written; retry."))
                 )
@@ -264,7 +293,7 @@ class TouchpointService:
     def _row(self, p: Prepared, contact_id: uuid.UUID, now: datetime) -> dict[str, Any]:
         item = p.item
         return {
-            "id": new_id(),
+            "id": events.fast_id(),
             "contact_id": contact_id,
             "original_contact_id": p.link.original,
             "channel": str(item.channel),
