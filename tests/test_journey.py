@@ -109,6 +109,9 @@ async def test_a_customer_journey_through_the_gateway(stack: Stack) -> None:
             headers=agent,
         )  # fmt: skip
         assert purchase.status_code == 201, purchase.text
+        # She is a customer now: the journey map shows the stage change.
+        staged = await api.patch(f"/api/v1/contacts/{contact_id}", json={"stage": "customer"}, headers=agent)
+        assert staged.status_code == 200, staged.text
         thread = f"complaint-{n}"
         complaint = await api.post(
             "/api/v1/interactions",
@@ -217,8 +220,19 @@ async def test_a_customer_journey_through_the_gateway(stack: Stack) -> None:
         assert figures["csat"]["responses"] >= 1 and figures["complaints"]["opened"] >= 1
         assert figures["pareto"] is not None and figures["retention"] is not None and figures["sla"] is not None
 
-        journey = await api.get(f"/api/v1/contacts/{contact_id}/journey", headers=reader)
-        assert journey.status_code == 200 and journey.json()["touchpoints_counted"] >= 12
+        async def journey() -> dict[str, Any]:
+            answer = await api.get(f"/api/v1/contacts/{contact_id}/journey", headers=reader)
+            assert answer.status_code == 200, answer.text
+            body: dict[str, Any] = answer.json()
+            return body if [s["stage"] for s in body["stages"]] == ["lead", "customer"] else {}
+
+        mapped = await eventually(journey, timeout=15)
+        assert isinstance(mapped, dict)
+        assert mapped["touchpoints_counted"] >= 12
+        assert sum(s["touchpoints"] for s in mapped["stages"]) == mapped["touchpoints_counted"]
+        lead, customer = mapped["stages"]
+        assert lead["touchpoints_per_channel"]["self_service"] == 2 and lead["left_at"] == customer["entered_at"]
+        assert customer["touchpoints"] >= 1 and customer["left_at"] is None
 
         # The erase leaves no name, email, phone or body anywhere in the API.
         assert (await api.delete(f"/api/v1/contacts/{contact_id}", headers=agent)).status_code == 403
