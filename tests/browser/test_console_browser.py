@@ -184,3 +184,51 @@ def test_sign_out_ends_the_session(console: Console, chromium: Any) -> None:
     page.wait_for_url(re.compile(r"/login$"))
     page.goto(console.url + "/search")
     assert page.url.startswith(console.url + "/login")  # the old cookie no longer opens a page
+
+
+def test_keyboard_only_sign_in_and_timeline_filters_and_paging(console: Console, chromium: Any) -> None:
+    with console.api() as http:
+        made = http.post("/api/v1/contacts", json={"name": "Ingrid Paging", "company": "Long History AB"})
+        assert made.status_code == 201, made.text
+        contact_id = made.json()["id"]
+        start = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+        batch = [
+            {"contact_id": contact_id, "channel": "email" if n % 3 else "sms", "direction": "inbound",
+             "type": "inquiry", "occurred_at": start.replace(day=5 + n % 20, hour=9 + n % 8).isoformat(),
+             "subject": f"Question number {n}"}
+            for n in range(45)
+        ]  # fmt: skip
+        stored = http.post("/api/v1/interactions/batch", json={"items": batch})
+        assert stored.status_code == 200 and all(r["status"] == 201 for r in stored.json()["results"])
+    page = chromium().new_page()
+    page.goto(f"{console.url}/customers/{contact_id}")
+    page.keyboard.type(console.agent.email)  # the email field has the focus on arrival
+    page.keyboard.press("Tab")
+    page.keyboard.type(console.agent.password)
+    page.keyboard.press("Enter")
+    page.wait_for_url(re.compile(rf"/customers/{contact_id}$"))
+    items = page.locator("#timeline li.item")
+    shown = items.count()
+    assert shown < 46  # one page, not everything
+    more = page.locator("#timeline a[data-more]")
+    for _ in range(10):  # scrolling alone pages on, one page per scroll to the bottom
+        if more.count() == 0:
+            break
+        more.scroll_into_view_if_needed()
+        page.wait_for_timeout(400)
+    assert more.count() == 0 and items.count() > shown
+    subjects = [s for s in items.all_inner_texts() if "Question number" in s]
+    assert len(subjects) == 45 and len({s for s in subjects}) == 45  # every one once, none twice
+
+    page.get_by_label("Show channel").select_option("sms")
+    page.get_by_role("button", name="Filter").click()
+    page.wait_for_url(re.compile(r"channel=sms"))
+    metas = page.locator("#timeline li.item .meta").all_inner_texts()
+    assert all("SMS" in m for m in metas)  # the SMS touchpoints and the follow-ups they started
+    assert page.locator("#timeline li.item.kind-interaction").count() == 15
+    page.get_by_label("Show channel").select_option("")
+    page.get_by_label("Show kind").select_option("contact_event")
+    page.get_by_role("button", name="Filter").click()
+    page.wait_for_url(re.compile(r"kind=contact_event"))
+    assert page.locator("#timeline li.item").all_inner_texts()[0].count("Customer") >= 1
+    assert page.locator("#timeline li.item.kind-interaction").count() == 0

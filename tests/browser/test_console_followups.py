@@ -86,3 +86,38 @@ def test_an_admin_previews_and_switches_a_policy(console: Console, chromium: Any
     heading.wait_for()
     assert int(heading.inner_text().split()[1]) > 0  # the demo shop bought things in the last 30 days
     screenshot(page, "admin-policy-preview")
+
+
+def test_an_agent_hands_a_follow_up_to_a_team_and_the_team_snoozes_it(console: Console, chromium: Any) -> None:
+    customer = first_customer(console)
+    due = datetime.now(UTC) + timedelta(minutes=20)
+    with console.api() as http:
+        made = http.post(
+            "/api/v1/followups",
+            json={"contact_id": customer["id"], "reason": "Check the refund reached the customer",
+                  "due_at": due.isoformat(), "channel": "email", "assignee": console.agent.email},
+        )  # fmt: skip
+        assert made.status_code == 201, made.text
+        followup_id = made.json()["id"]
+    page = chromium().new_page()
+    sign_in(page, console, console.agent, "/queue")
+    card = page.locator(f"li[data-followup='{followup_id}']")
+    card.get_by_label("Assignee").fill("")
+    card.get_by_label("Team").fill("returns")
+    card.get_by_role("button", name="Reassign").click()
+    page.get_by_role("status").filter(has_text="Done: Assign").wait_for()
+    assert page.locator(f"li[data-followup='{followup_id}']").count() == 0  # not mine any more
+
+    page.get_by_role("link", name="My team's").click()
+    page.get_by_label("Team").fill("returns")
+    page.get_by_role("button", name="Show").click()
+    card = page.locator(f"li[data-followup='{followup_id}']")
+    assert "(returns)" in card.inner_text()
+    card.get_by_label("Snooze").select_option("week")
+    card.get_by_role("button", name="Snooze").click()
+    page.get_by_role("status").filter(has_text="Done: Snooze").wait_for()
+    assert page.url.endswith("team=returns&done=snooze%3A" + followup_id)
+    with console.api() as http:
+        moved = http.get(f"/api/v1/followups/{followup_id}").json()
+    assert moved["team"] == "returns"
+    assert datetime.fromisoformat(moved["due_at"]) > due + timedelta(days=6)
