@@ -701,9 +701,9 @@ class FollowupService:
         if followup.status == "completed":
             if interaction_id is None or followup.interaction_id == interaction_id:
                 return followup  # the same completion again: nothing changes
-            raise NotOpen("The follow-up was already completed by another touchpoint.", status=followup.status)
+            raise NotOpen("The follow-up was already completed by another touchpoint.", followup_status=followup.status)
         if followup.status not in OPEN:
-            raise NotOpen(f"A {followup.status} follow-up cannot be completed.", status=followup.status)
+            raise NotOpen(f"A {followup.status} follow-up cannot be completed.", followup_status=followup.status)
         now = self.clock.now()
         followup.outcome = outcome
         followup.interaction_id = interaction_id
@@ -715,7 +715,7 @@ class FollowupService:
     async def snooze(self, *, session: AsyncSession, followup_id: uuid.UUID, until: datetime) -> Followup:
         followup = await get_followup(session=session, followup_id=followup_id, lock=True)
         if followup.status not in OPEN:
-            raise NotOpen(f"A {followup.status} follow-up cannot be snoozed.", status=followup.status)
+            raise NotOpen(f"A {followup.status} follow-up cannot be snoozed.", followup_status=followup.status)
         now = self.clock.now()
         if as_utc(until) <= now:
             raise Unprocessable("A follow-up can only be snoozed into the future.", field="until", now=now.isoformat())
@@ -734,7 +734,7 @@ class FollowupService:
         if followup.status == "cancelled":
             return followup
         if followup.status not in OPEN:
-            raise NotOpen(f"A {followup.status} follow-up cannot be cancelled.", status=followup.status)
+            raise NotOpen(f"A {followup.status} follow-up cannot be cancelled.", followup_status=followup.status)
         followup.cancel_reason = reason
         self._close(followup, "cancelled", self.clock.now())
         await self.emit(session, [("cancelled", followup)])
@@ -745,7 +745,7 @@ class FollowupService:
     ) -> Followup:
         followup = await get_followup(session=session, followup_id=followup_id, lock=True)
         if followup.status not in OPEN:
-            raise NotOpen(f"A {followup.status} follow-up cannot be reassigned.", status=followup.status)
+            raise NotOpen(f"A {followup.status} follow-up cannot be reassigned.", followup_status=followup.status)
         followup.assignee = assignee
         if team is not None:
             followup.team = team

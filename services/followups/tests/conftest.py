@@ -85,9 +85,9 @@ class Harness:
             "status": "active", "created_at": now.isoformat(), "updated_at": now.isoformat(), "version": 1,
         }  # fmt: skip
         contact.update(fields)
-        await self.publish(
-            contact_event("created", contact["id"], {"contact": contact}, now), _subject("created", contact["id"])
-        )
+        event = contact_event("created", contact["id"], {"contact": contact}, now)
+        await self.publish(event, _subject("created", contact["id"]))
+        await self.applied(event.id)  # as if contacts had announced it well before the touchpoints come
         return contact
 
     async def touch(self, contact_id: str, **fields: Any) -> CloudEvent:
