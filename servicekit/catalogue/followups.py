@@ -1,3 +1,60 @@
 from servicekit.catalogue import EventDoc
 
-EVENTS: list[EventDoc] = []
+FOLLOWUP_FIELDS = {
+    "id": "the follow-up's id (UUIDv7)",
+    "contact_id": "the contact it is for (moves when that contact is merged away)",
+    "policy, policy_version, step": "the policy, its version and step that made it (null when made by hand)",
+    "reason": "a sentence a person reads: what to do and why",
+    "channel": "phone | in_person | email | sms | live_chat | social; null when no channel was given by hand",
+    "due_at": "when it is due, ISO 8601 UTC",
+    "status": "scheduled | due | completed | cancelled | skipped",
+    "priority": "low | normal | high | urgent",
+    "assignee, team": "who does it: a person, else the team's queue",
+    "trigger_event_id": "the CloudEvent id that made it (unique with policy and step); quiet:<contact>:<time> "
+    "for premium-quiet",
+    "thread_id": "the thread of the touchpoint that made it, if any",
+    "completed_at, outcome, interaction_id": "when and how it was done, and the touchpoint that did it",
+    "escalation_level": "how many escalation steps were taken (0: none)",
+    "cancel_reason, skip_reason": "opted_out | erased | answered | superseded | manual",
+    "overdue_at": "when it counts as overdue if still open",
+    "closed_at": "when it was completed, cancelled or skipped",
+    "timeline_at": "where it shows on the customer's timeline: closed_at once closed, else due_at",
+    "created_at, updated_at, version": "when it was made, last changed, and its change counter",
+}
+
+_CONSUMERS = ("gateway (timeline header: open and overdue follow-ups)",)
+
+
+def _doc(action: str, meaning: str) -> EventDoc:
+    return EventDoc(
+        type=f"crm.followup.{action}.v1",
+        producer="followups",
+        subject=f"crm.followups.{action}.<contact_id>",
+        meaning=meaning + " The data is the follow-up as GET /v1/followups/{id} returns it.",
+        data=FOLLOWUP_FIELDS,
+        consumers=_CONSUMERS,
+    )
+
+
+EVENTS: list[EventDoc] = [
+    _doc(
+        "scheduled",
+        "A follow-up was made (by a policy or by hand), or an open one changed: reassigned, snoozed, moved to "
+        "another channel after a consent change, or rescheduled after a time-zone change.",
+    ),
+    _doc("due", "A follow-up fell due (the scheduler, once per due time; a snooze makes it fall due again)."),
+    _doc("overdue", "A due follow-up is still open past its policy's overdue_after."),
+    _doc(
+        "escalated", "An overdue follow-up went up one escalation level (assignee or team changed as the policy says)."
+    ),
+    _doc(
+        "completed",
+        "A follow-up was done: by hand, or by an outbound touchpoint on its channel or thread (interaction_id set).",
+    ),
+    _doc(
+        "cancelled",
+        "A follow-up was cancelled: answered (a reply SLA met by an outbound touchpoint), erased (the contact was "
+        "erased), superseded or manual.",
+    ),
+    _doc("skipped", "A follow-up could not be made on any channel the customer accepts (skip_reason opted_out)."),
+]
