@@ -394,6 +394,7 @@ async def log_touchpoint(request: Request, contact_id: uuid.UUID) -> Response:
 
 # --- the follow-up queue ------------------------------------------------------------------------------------------
 
+TEAM_COOKIE = "tp_team"
 QUEUE_VIEWS = {"mine": "Mine", "team": "My team's", "overdue": "Overdue", "today": "Due today"}
 
 
@@ -408,6 +409,8 @@ async def queue_page(
     if desk is None:
         return to_sign_in(request)
     view = view if view in QUEUE_VIEWS else "mine"
+    # Staff users have no team in the gateway, so the console remembers the team a person last looked at.
+    team = team.strip() or request.cookies.get(TEAM_COOKIE, "")[:200]
     now = datetime.now(UTC)
     end_of_day = datetime.combine(now.date() + timedelta(days=1), time(), tzinfo=UTC).isoformat()
     if view == "mine":
@@ -433,7 +436,7 @@ async def queue_page(
     late = {
         str(i["id"]) for i in items if (labels.parse_time(i.get("overdue_at")) or now) < now and i["status"] == "due"
     }
-    return desk.render(
+    response = desk.render(
         "queue.html",
         late=late,
         view=view,
@@ -446,6 +449,9 @@ async def queue_page(
         done=done,
         now=now,
     )
+    if view == "team" and team:
+        response.set_cookie(TEAM_COOKIE, team, max_age=365 * 86400, httponly=True, samesite="lax")
+    return response
 
 
 def _snooze_until(choice: str, now: datetime) -> datetime:

@@ -86,6 +86,9 @@ def test_an_admin_previews_and_switches_a_policy(console: Console, chromium: Any
     heading.wait_for()
     assert int(heading.inner_text().split()[1]) > 0  # the demo shop bought things in the last 30 days
     screenshot(page, "admin-policy-preview")
+    page.goto(console.url + "/admin/policies")
+    page.locator("tr").filter(has_text="purchase-2-2-2").get_by_role("button").click()  # as it was, for the rest
+    assert state in page.locator("tr").filter(has_text="purchase-2-2-2").inner_text()
 
 
 def test_an_agent_hands_a_follow_up_to_a_team_and_the_team_snoozes_it(console: Console, chromium: Any) -> None:
@@ -111,12 +114,13 @@ def test_an_agent_hands_a_follow_up_to_a_team_and_the_team_snoozes_it(console: C
     page.get_by_role("link", name="My team's").click()
     page.get_by_label("Team").fill("returns")
     page.get_by_role("button", name="Show").click()
+    page.goto(console.url + "/queue?view=team")  # the team is remembered
     card = page.locator(f"li[data-followup='{followup_id}']")
     assert "(returns)" in card.inner_text()
     card.get_by_label("Snooze").select_option("week")
     card.get_by_role("button", name="Snooze").click()
     page.get_by_role("status").filter(has_text="Done: Snooze").wait_for()
-    assert page.url.endswith("team=returns&done=snooze%3A" + followup_id)
+    assert page.url.endswith("view=team&done=snooze%3A" + followup_id)
     with console.api() as http:
         moved = http.get(f"/api/v1/followups/{followup_id}").json()
     assert moved["team"] == "returns"
