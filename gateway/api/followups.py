@@ -36,6 +36,7 @@ async def list_followups(
     services: ServicesDep,
     contact_id: uuid.UUID | None = None,
     status: FollowupStatus | None = None,
+    policy: Annotated[str | None, Query(max_length=100)] = None,
     assignee: Annotated[str | None, Query(max_length=200)] = None,
     team: Annotated[str | None, Query(max_length=200)] = None,
     due_before: datetime | None = None,
@@ -46,6 +47,7 @@ async def list_followups(
     params = {
         "contact_id": contact_id,
         "status": status,
+        "policy": policy,
         "assignee": assignee,
         "team": team,
         "due_before": due_before.isoformat() if due_before else None,
