@@ -125,6 +125,7 @@ PRODUCTS = [
     ("coffee grinder", 139.0),
     ("tumble dryer", 699.0),
 ]
+DEMO_AGENT = "demo.agent@touchpoint.example"
 TAGS = ["b2b", "newsletter", "vip", "kitchen", "laundry", "trade-in"]
 AGENTS = ["maria.berg", "sam.okoye", "li.wang", "jorge.diaz", "anna.kask"]
 TEAMS = ["support", "sales", "returns"]
@@ -446,7 +447,7 @@ def load_demo(
     headers = {"Authorization": f"Bearer {admin_key}"}
     with httpx.Client(base_url=base_url, headers=headers, timeout=60) as http:
         password = staff_password or secrets.token_urlsafe(12)
-        for email, role in (("demo.admin@touchpoint.example", "admin"), ("demo.agent@touchpoint.example", "agent")):
+        for email, role in (("demo.admin@touchpoint.example", "admin"), (DEMO_AGENT, "agent")):
             user = {"email": email, "password": password, "role": role, "name": f"Demo {role}"}
             made = _call(http, "POST", "/api/v1/users", user)
             if made.status_code == 201:
@@ -479,4 +480,36 @@ def load_demo(
                 last = thread.json()["items"][-1]["id"]
                 _call(http, "PATCH", f"/api/v1/interactions/{last}", {"thread_status": "resolved"}).raise_for_status()
                 resolved += 1
-    say(f"demo data: {len(contacts)} customers, {stored} touchpoints, {resolved} complaint threads resolved")
+        handed = _hand_to_demo_agent(http)
+    say(
+        f"demo data: {len(contacts)} customers, {stored} touchpoints, {resolved} complaint threads resolved, "
+        f"{handed} follow-ups in {DEMO_AGENT}'s queue"
+    )
+
+
+def _hand_to_demo_agent(http: httpx.Client, wanted: int = 6) -> int:
+    """Give the demo agent a few of the follow-ups the policies made, so their own queue is not empty.
+
+    The follow-ups service makes them from the touchpoint events, a moment after the touchpoints land."""
+    items: list[dict[str, Any]] = []
+    mine: list[dict[str, Any]] = []
+    for _ in range(40):
+        found = http.get("/api/v1/followups", params={"status": "due", "limit": 50})
+        if found.status_code == 429:
+            time.sleep(1)
+            continue
+        if found.status_code != 200:  # no follow-ups service: the demo goes on without
+            return 0
+        items = found.json()["items"]
+        mine = [i for i in items if i.get("assignee") == DEMO_AGENT]
+        if len(mine) >= wanted or len(items) >= 2 * wanted:
+            break
+        time.sleep(0.5)
+    handed = len(mine)
+    for item in items:
+        if handed >= wanted:
+            break
+        if item.get("assignee") != DEMO_AGENT:
+            _call(http, "POST", f"/api/v1/followups/{item['id']}/assign", {"assignee": DEMO_AGENT})
+            handed += 1
+    return handed

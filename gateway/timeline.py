@@ -361,9 +361,12 @@ class Timeline:
 
     async def _followups(
         self, contact_id: uuid.UUID, bound: tuple[datetime, uuid.UUID] | None, limit: int, f: Filters, caller: str
-    ) -> list[dict[str, Any]]:
+    ) -> tuple[list[dict[str, Any]], Position | None]:
+        """Follow-ups (the service has no channel filter: filtered here, a few pages at most). When the
+        rounds run out before the end, also the last position scanned: below it, nothing is known yet."""
         found: list[dict[str, Any]] = []
-        for _ in range(CHANNEL_FILTER_ROUNDS if f.channel else 1):
+        frontier: Position | None = None
+        for round_ in range(CHANNEL_FILTER_ROUNDS if f.channel else 1):
             params = {
                 "contact_id": str(contact_id),
                 "order": "timeline",
@@ -378,7 +381,9 @@ class Timeline:
                 break
             last = items[-1]
             bound = (last["at"], uuid.UUID(last["id"]))
-        return found
+            if round_ == CHANNEL_FILTER_ROUNDS - 1:
+                frontier = position_of(last)
+        return found, frontier
 
     async def _contact_events(
         self, contact_id: uuid.UUID, bound: tuple[datetime, uuid.UUID] | None, limit: int, f: Filters
@@ -404,12 +409,12 @@ class Timeline:
         limit: int,
         f: Filters,
         caller: str,
-    ) -> list[dict[str, Any]]:
+    ) -> tuple[list[dict[str, Any]], Position | None]:
         if kind == "interaction":
-            return await self._interactions(contact_id, bound, limit, f, caller)
+            return await self._interactions(contact_id, bound, limit, f, caller), None
         if kind == "followup":
             return await self._followups(contact_id, bound, limit, f, caller)
-        return await self._contact_events(contact_id, bound, limit, f)
+        return await self._contact_events(contact_id, bound, limit, f), None
 
     # -- a page --------------------------------------------------------------------------------------------
 
@@ -461,12 +466,22 @@ class Timeline:
         fetched = await asyncio.gather(
             *(self._fetch(kind, contact_id, bound_for(kind), limit + 1, filters, caller) for kind in kinds)
         )
-        merged = sorted((item for items in fetched for item in items), key=lambda i: position_of(i).key(), reverse=True)
+        merged = sorted(
+            (item for items, _ in fetched for item in items), key=lambda i: position_of(i).key(), reverse=True
+        )
+        frontiers = [frontier for _, frontier in fetched if frontier is not None]
+        # A source that stopped early knows nothing below its frontier: the page ends there.
+        cut = max(frontiers, key=Position.key) if frontiers else None
+        if cut is not None:
+            merged = [item for item in merged if position_of(item).key() > cut.key()]
         if filters.since is not None:
             merged = [item for item in merged if item["at"] >= filters.since]
         page = merged[:limit]
-        more = len(merged) > limit
-        return page, (position_of(page[-1]) if more and page else None)
+        if len(merged) > limit:
+            return page, position_of(page[-1])
+        if cut is not None and filters.since is not None and cut.at < filters.since:
+            return page, None  # all that is left is older than the window
+        return page, cut
 
     def cursor(self, position: Position, *, contact_id: uuid.UUID, filters: Filters) -> str:
         return encode_position(position, contact_id=contact_id, scope=filters.scope(), key=self.signing_key)

@@ -271,3 +271,16 @@ async def test_a_page_is_reused_until_an_event_about_the_contact_arrives(
         return len((await gateway.get(url, headers=ADMIN)).json()["items"]) == 2
 
     await eventually(fresh, timeout=1.0)
+
+
+async def test_a_channel_filter_never_skips_follow_ups_buried_under_other_channels(
+    gateway: httpx.AsyncClient, stub: StubServices
+) -> None:
+    contact = stub.add_contact()
+    wanted = [stub.add_followup(contact["id"], T0 - timedelta(days=30 + i), channel="sms")["id"] for i in range(3)]
+    for i in range(60):  # newer follow-ups on another channel, more than one page's scan can look through
+        stub.add_followup(contact["id"], T0 - timedelta(hours=i), channel="phone")
+    wanted += [stub.add_interaction(contact["id"], T0 - timedelta(days=i), channel="sms")["id"] for i in range(2)]
+    items = await _page_through(gateway, contact["id"], ADMIN, "&channel=sms", limit=2)
+    assert sorted(i["id"] for i in items) == sorted(wanted)
+    assert all(i["channel"] == "sms" for i in items)
