@@ -20,6 +20,7 @@ from gateway.tests.conftest import ADMIN, StubServices, make_key, served
 from gateway.timeline import MAX_ID, MIN_ID, InvalidCursor, Position, decode_position, encode_position, sign
 from servicekit.clock import MovableClock
 from servicekit.events import make_event
+from servicekit.testing.apps import running_app
 from servicekit.testing.nats import NatsServer
 from servicekit.testing.plugin import eventually
 
@@ -251,26 +252,28 @@ async def test_an_unknown_contact_stream_is_a_problem_not_a_stream(gateway: http
 
 
 async def test_a_page_is_reused_until_an_event_about_the_contact_arrives(
-    gateway: httpx.AsyncClient, stub: StubServices, nats_server: NatsServer
+    gateway_settings: GatewaySettings, clock: MovableClock, stub: StubServices, nats_server: NatsServer
 ) -> None:
-    contact = stub.add_contact()
-    stub.add_interaction(contact["id"], T0)
-    url = f"/api/v1/contacts/{contact['id']}/timeline"
-    assert len((await gateway.get(url, headers=ADMIN)).json()["items"]) == 1
-    await asyncio.sleep(0.3)  # the live subscription is up
-    added = stub.add_interaction(contact["id"], T0 + timedelta(minutes=1))
-    # Without an event the gateway has no reason to look again (for at most GATEWAY_TIMELINE_CACHE_S) …
-    assert len((await gateway.get(url, headers=ADMIN)).json()["items"]) == 1
-    nc = await nats.connect(nats_server.url)
-    event = make_event(type="crm.interaction.logged.v1", source="test", subject=contact["id"], data=added, time=T0)
-    await nc.publish(f"crm.interactions.logged.{contact['id']}", event.to_json())
-    await nc.close()
+    settings = gateway_settings.model_copy(update={"timeline_cache_s": 600.0, "header_cache_s": 600.0})
+    async with running_app(create_app(settings, clock=clock, transports=stub.transports())) as gateway:
+        contact = stub.add_contact()
+        stub.add_interaction(contact["id"], T0)
+        url = f"/api/v1/contacts/{contact['id']}/timeline"
+        assert len((await gateway.get(url, headers=ADMIN)).json()["items"]) == 1
+        await asyncio.sleep(0.3)  # the live subscription is up
+        added = stub.add_interaction(contact["id"], T0 + timedelta(minutes=1))
+        # Without an event the gateway has no reason to look again (for GATEWAY_TIMELINE_CACHE_S) …
+        assert len((await gateway.get(url, headers=ADMIN)).json()["items"]) == 1
+        nc = await nats.connect(nats_server.url)
+        event = make_event(type="crm.interaction.logged.v1", source="test", subject=contact["id"], data=added, time=T0)
+        await nc.publish(f"crm.interactions.logged.{contact['id']}", event.to_json())
+        await nc.close()
 
-    # … and the event about the contact retires the page at once.
-    async def fresh() -> bool:
-        return len((await gateway.get(url, headers=ADMIN)).json()["items"]) == 2
+        # … and the event about the contact retires the page (long before the 600 s).
+        async def fresh() -> bool:
+            return len((await gateway.get(url, headers=ADMIN)).json()["items"]) == 2
 
-    await eventually(fresh, timeout=1.0)
+        await eventually(fresh, timeout=5.0)
 
 
 async def test_a_channel_filter_never_skips_follow_ups_buried_under_other_channels(
