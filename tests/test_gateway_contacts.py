@@ -125,3 +125,30 @@ async def test_roles_on_contacts_merge_erase_and_the_contact_events_on_the_timel
     actions = [(a["action"], a["target"], a["outcome"]) for a in audit]
     assert ("contact.erase", target_id, 204) in actions and ("contact.merge", target_id, 200) in actions
     assert profile["name"] not in str(audit) and profile["emails"][0] not in str(audit)
+
+
+async def test_the_request_id_and_traceparent_reach_the_service_and_its_events(
+    gateway: httpx.AsyncClient, nats_server: NatsServer
+) -> None:
+    import nats
+
+    from servicekit.testing.apps import EventTap
+
+    traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    created = await gateway.post(
+        "/api/v1/contacts",
+        json=person(),
+        headers={**ADMIN, "X-Request-ID": "req-journey-1", "traceparent": traceparent},
+    )
+    assert created.status_code == 201, created.text
+    assert created.headers["x-request-id"] == "req-journey-1"
+    contact_id = created.json()["id"]
+    nc = await nats.connect(nats_server.url)
+    try:
+        tap = await EventTap(
+            nc.jetstream(), "CRM_CONTACTS", f"crm.contacts.created.{contact_id}", durable=f"t{uuid.uuid4().hex}"
+        ).start()
+        (event,) = await tap.take(1)
+    finally:
+        await nc.close()
+    assert event.requestid == "req-journey-1" and event.traceparent == traceparent
