@@ -6,9 +6,7 @@ Also the map from each compose service to the settings class that reads its envi
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import re
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,29 +114,13 @@ class SettingsRef:
     prefix: str
     module: str
     cls: str
-    # Module file, relative to the repository root: when it exists, the class must import.
-    path: str
 
 
 SETTINGS = {
-    "contacts": SettingsRef(
-        "CONTACTS_", "services.contacts.settings", "ContactsSettings", "services/contacts/settings.py"
-    ),
-    "interactions": SettingsRef(
-        "INTERACTIONS_", "services.interactions.settings", "InteractionsSettings", "services/interactions/settings.py"
-    ),
-    "followups": SettingsRef(
-        "FOLLOWUPS_", "services.followups.settings", "FollowupsSettings", "services/followups/settings.py"
-    ),
-    "gateway": SettingsRef("GATEWAY_", "gateway.settings", "GatewaySettings", "gateway/settings.py"),
-}
-
-# Until a service's settings module lands, the names every service shares (servicekit.settings) and the
-# service URLs of docs/CONVENTIONS.md are all that can be checked for it.
-_CONVENTION_NAMES = {
-    "interactions": {"INTERACTIONS_CONTACTS_URL"},
-    "followups": {"FOLLOWUPS_CONTACTS_URL"},
-    "gateway": {"GATEWAY_CONTACTS_URL", "GATEWAY_INTERACTIONS_URL", "GATEWAY_FOLLOWUPS_URL", "TOUCHPOINT_ADMIN_KEY"},
+    "contacts": SettingsRef("CONTACTS_", "services.contacts.settings", "ContactsSettings"),
+    "interactions": SettingsRef("INTERACTIONS_", "services.interactions.settings", "InteractionsSettings"),
+    "followups": SettingsRef("FOLLOWUPS_", "services.followups.settings", "FollowupsSettings"),
+    "gateway": SettingsRef("GATEWAY_", "gateway.settings", "GatewaySettings"),
 }
 
 
@@ -153,11 +135,9 @@ def env_names(settings_cls: type[BaseSettings]) -> dict[str, str]:
     return names
 
 
-def settings_class(service: str) -> type[BaseSettings] | None:
-    """The service's settings class; ``None`` only while its module does not exist yet."""
+def settings_class(service: str) -> type[BaseSettings]:
+    """The service's settings class (an import error or a missing class fails the caller)."""
     ref = SETTINGS[service]
-    if not (ROOT / ref.path).exists():
-        return None
     module = importlib.import_module(ref.module)
     cls = getattr(module, ref.cls)
     assert isinstance(cls, type) and issubclass(cls, BaseSettings), f"{ref.module}.{ref.cls} is not a settings class"
@@ -166,24 +146,10 @@ def settings_class(service: str) -> type[BaseSettings] | None:
 
 
 def allowed_env(service: str) -> set[str]:
-    cls = settings_class(service)
-    if cls is not None:
-        return set(env_names(cls))
-    from servicekit.settings import ServiceSettings
-
-    warnings.warn(f"{SETTINGS[service].path} has not landed: checking {service} against the common names", stacklevel=2)
-    prefix = SETTINGS[service].prefix
-    return {prefix + name.upper() for name in ServiceSettings.model_fields} | _CONVENTION_NAMES.get(service, set())
+    return set(env_names(settings_class(service)))
 
 
 def app_service_of(compose_service: str) -> str | None:
     """``contacts`` for ``contacts`` and ``migrate-contacts``; ``None`` for nats and postgres."""
     name = compose_service.removeprefix("migrate-")
     return name if name in SETTINGS else None
-
-
-def module_available(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:
-        return False

@@ -417,9 +417,15 @@ class Topology:
             self.wait_healthy(name)
 
     def down(self) -> None:
-        for name in reversed(list(self.processes)):
+        """``docker compose down``: the services stop together (each drains for a few seconds), then NATS,
+        then PostgreSQL."""
+        services = [p for name, p in self.processes.items() if name != "nats"]
+        for process in services:
+            if process.popen is not None and process.popen.poll() is None:
+                process.popen.send_signal(signal.SIGTERM)
+        for process in [*services, *(p for name, p in self.processes.items() if name == "nats")]:
             with contextlib.suppress(TopologyError):
-                self.processes[name].stop()
+                process.stop()
         self.processes.clear()
         if self.postgres is not None:
             self.postgres.destroy()
