@@ -125,8 +125,21 @@ def chromium() -> Iterator[Callable[..., Any]]:
             shutil.rmtree(profile_dir, ignore_errors=True)
 
 
+def unlabelled_controls(page: Any) -> list[str]:
+    """Form controls a screen reader could not name (no <label>, no aria-label)."""
+    found: list[str] = page.locator("input:not([type=hidden]), select, textarea, button").evaluate_all(
+        """controls => controls
+            .filter(c => !(c.labels && c.labels.length) && !c.getAttribute('aria-label') && !c.textContent.trim())
+            .map(c => c.outerHTML.slice(0, 120))"""
+    )
+    return found
+
+
 def screenshot(page: Any, name: str) -> list[Path]:
-    """The page at laptop and phone size, into docs/screenshots/ (committed; the README embeds them)."""
+    """The page at laptop and phone size, into docs/screenshots/ (committed; the README embeds them).
+
+    Every page photographed is also checked for controls without a label."""
+    assert unlabelled_controls(page) == [], name
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     written = []
     original = page.viewport_size
