@@ -612,21 +612,34 @@ class FollowupService:
                     default_timezone=self.default_timezone,
                 )  # fmt: skip
                 if decision is not None:
-                    await self.make(session, decision=decision, contact_id=contact.id, trigger_event_id=event.id)
+                    await self.make(
+                        session, decision=decision, contact_id=contact.id, trigger_event_id=event.id,
+                        check_existing=False,
+                    )  # fmt: skip
 
     async def make(
-        self, session: AsyncSession, *, decision: Decision, contact_id: uuid.UUID, trigger_event_id: str
+        self,
+        session: AsyncSession,
+        *,
+        decision: Decision,
+        contact_id: uuid.UUID,
+        trigger_event_id: str,
+        check_existing: bool = True,
     ) -> Followup | None:
-        """Store what a policy step decided, once per (policy, step, trigger event); None if already made."""
-        exists = await session.scalar(
-            select(col(Followup.id)).where(
-                col(Followup.policy) == decision.policy,
-                col(Followup.step) == decision.step,
-                col(Followup.trigger_event_id) == trigger_event_id,
+        """Store what a policy step decided, once per (policy, step, trigger event); None if already made.
+
+        ``check_existing=False`` when the caller already knows (the inbox applies each event once): the unique
+        constraint still refuses a second one, and the event is then retried and found applied."""
+        if check_existing:
+            exists = await session.scalar(
+                select(col(Followup.id)).where(
+                    col(Followup.policy) == decision.policy,
+                    col(Followup.step) == decision.step,
+                    col(Followup.trigger_event_id) == trigger_event_id,
+                )
             )
-        )
-        if exists is not None:
-            return None
+            if exists is not None:
+                return None
         now = self.clock.now()
         followup = Followup(
             contact_id=contact_id,
@@ -656,9 +669,7 @@ class FollowupService:
             followup.timeline_at = now
             followup.next_action_at = None
         session.add(followup)
-        await session.flush()
-        # ``scheduled`` announces a change to an open follow-up; ``due`` is only ever sent when it falls due.
-        await self.emit(session, [("scheduled", followup)])
+        await self.emit(session, [(followup.status, followup)])  # scheduled, or skipped (no channel left)
         return followup
 
     # -- by hand ------------------------------------------------------------------------------------------

@@ -21,5 +21,8 @@ class FollowupsSettings(ServiceSettings):
     quiet_sweep_interval_s: float = Field(300.0, description="Pause between premium-quiet sweeps, seconds")
     quiet_sweep_lease_s: int = Field(600, description="How long one replica holds the premium-quiet sweep lease")
     default_timezone: str = Field("UTC", description="Time zone of contacts without one")
+    consumer_wait_s: float = Field(
+        0.05, description="Longest a consumer waits to fill a batch once events arrive (their latency floor)"
+    )
     touch_retention_days: int = Field(400, description="Days of touchpoints kept for policy previews")
     policy_cache_s: float = Field(2.0, description="How long a replica uses its copy of the enabled policies")

@@ -40,6 +40,8 @@ async def test_an_opted_out_channel_falls_back_and_none_left_skips(harness: Harn
     skipped = await harness.wait_for(3, contact_id=nothing_left["id"], policy="purchase-2-2-2")
     assert {(f["status"], f["skip_reason"], f["channel"]) for f in skipped} == {("skipped", "opted_out", None)}
     assert {datetime.fromisoformat(f["timeline_at"]) for f in skipped} == {MONDAY_10}
+    announced = await (await harness.tap(nothing_left["id"])).take(3)
+    assert {e.type for e in announced} == {"crm.followup.skipped.v1"}
 
     # Skipped ones never fall due.
     harness.clock.advance(days=3)

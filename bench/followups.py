@@ -1,0 +1,215 @@
+"""Follow-ups benchmark on PostgreSQL, through real service processes and a real nats-server.
+
+1. Falling due: N follow-ups due within one minute, two scheduler processes on one database. Every one must be
+   announced exactly once; lateness (fired_at - due_at) p99 ≤ 2 s.
+2. Touchpoint to follow-up: crm.interaction.logged.v1 events published at R per second (inbound email
+   touchpoints: one response-sla follow-up each). Latency from the touchpoint's event time (when interactions
+   committed it) to the follow-up stored (created_at) and to its crm.followup.scheduled.v1 on the bus;
+   target p99 ≤ 250 ms at 1,000 touchpoints per second.
+
+    python -m bench.followups [--quick] [--due N] [--rate R] [--seconds S]
+
+Full size: --due 100000 --rate 1000 --seconds 30 (the defaults). --quick: 2,000 due, 100/s for 5 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+import uuid
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import nats
+from sqlalchemy import func, insert, select
+from sqlmodel import col
+
+from bench.common import Infra, infrastructure, percentiles, write_results
+from servicekit.db import make_engine
+from servicekit.events import CloudEvent
+from servicekit.ids import new_id
+from services.followups.models import PRIORITY_RANK, Followup, KnownContact, outbox_table
+from services.followups.rules import manual_plan
+
+
+def _replica_env(url: str, name: str, batch: int) -> dict[str, str]:
+    return {
+        "FOLLOWUPS_DATABASE_URL": url, "FOLLOWUPS_REPLICA": name, "FOLLOWUPS_SCHEDULER_BATCH": str(batch),
+        "FOLLOWUPS_SCHEDULER_INTERVAL_S": "0.1", "FOLLOWUPS_CONTACTS_URL": "http://127.0.0.1:9",
+        "FOLLOWUPS_DB_POOL_SIZE": "10",
+    }  # fmt: skip
+
+
+async def seed_due(url: str, count: int, first_due: datetime, spread_s: float) -> float:
+    """``count`` follow-ups due evenly over ``spread_s`` seconds from ``first_due``."""
+    engine = make_engine(url)
+    started = time.perf_counter()
+    plan = manual_plan("phone")
+    async with engine.begin() as conn:
+        for start in range(0, count, 5000):
+            rows = []
+            for n in range(start, min(count, start + 5000)):
+                due = first_due + timedelta(seconds=spread_s * n / max(1, count))
+                rows.append({
+                    "id": new_id(), "contact_id": new_id(), "reason": "Call back", "channel": "phone", "due_at": due,
+                    "status": "scheduled", "priority": "normal", "priority_rank": PRIORITY_RANK["normal"],
+                    "escalation_level": 0, "timeline_at": due, "anchor_at": due, "plan": plan,
+                    "overdue_at": due + timedelta(days=1), "overdue": False, "next_action_at": due,
+                    "created_at": due, "updated_at": due, "version": 1,
+                })  # fmt: skip
+            await conn.execute(insert(Followup), rows)
+    if engine.dialect.name == "postgresql":
+        async with engine.connect() as conn:
+            await (await conn.execution_options(isolation_level="AUTOCOMMIT")).exec_driver_sql("ANALYZE followups")
+    await engine.dispose()
+    return time.perf_counter() - started
+
+
+async def falling_due(infra: Infra, count: int, spread_s: float) -> dict[str, Any]:
+    url = infra.database_url(f"followups_due_{uuid.uuid4().hex[:8]}")
+    replicas = [infra.service("followups", _replica_env(url, name, 500)) for name in ("replica-a", "replica-b")]
+    replicas[0].migrate()
+    # Due times start once seeding is surely done and both processes run.
+    first_due = datetime.now(UTC) + timedelta(seconds=20 + count / 5000)
+    seeded_s = await seed_due(url, count, first_due, spread_s)
+    for process in replicas:
+        process.start(wait=False)
+    for process in replicas:
+        process.wait_healthy()
+    engine = make_engine(url)
+    deadline = time.monotonic() + (first_due - datetime.now(UTC)).total_seconds() + spread_s + 120
+    while time.monotonic() < deadline:
+        async with engine.connect() as conn:
+            done = await conn.scalar(select(func.count()).select_from(Followup).where(col(Followup.status) == "due"))
+            unsent = await conn.scalar(
+                select(func.count()).select_from(outbox_table).where(outbox_table.c.published_at.is_(None))
+            )
+        if done == count and unsent == 0:
+            break
+        await asyncio.sleep(1)
+    async with engine.connect() as conn:
+        rows = (await conn.execute(select(col(Followup.due_at), col(Followup.fired_at), col(Followup.fired_by)))).all()
+        events = (
+            await conn.execute(select(outbox_table.c.payload).where(outbox_table.c.type == "crm.followup.due.v1"))
+        ).all()
+    await engine.dispose()
+    for process in replicas:
+        process.stop()
+    fired = [row for row in rows if row.fired_at is not None]
+    lateness = [max(0.0, (row.fired_at - row.due_at).total_seconds()) for row in fired]
+    per_followup = Counter(json.loads(row.payload)["data"]["id"] for row in events)
+    result: dict[str, Any] = {
+        "followups": count,
+        "spread_s": spread_s,
+        "seed_s": round(seeded_s, 2),
+        "fired": len(fired),
+        "due_events": sum(per_followup.values()),
+        "fired_twice": sum(1 for n in per_followup.values() if n > 1),
+        "by_replica": dict(Counter(str(row.fired_by) for row in fired)),
+        "lateness": percentiles(lateness),
+        "target": "every one fired once; lateness p99 <= 2000 ms",
+    }
+    p99 = result["lateness"].get("p99_ms", float("inf"))
+    result["met"] = len(fired) == count and result["fired_twice"] == 0 and p99 <= 2000
+    return result
+
+
+async def touch_to_followup(infra: Infra, rate: int, seconds: float) -> dict[str, Any]:
+    url = infra.database_url(f"followups_touch_{uuid.uuid4().hex[:8]}")
+    process = infra.service("followups", _replica_env(url, "replica-a", 500))
+    process.migrate()
+    total = int(rate * seconds)
+    contacts = [new_id() for _ in range(min(total, 10_000))]
+    engine = make_engine(url)
+    now = datetime.now(UTC)
+    async with engine.begin() as conn:
+        await conn.execute(insert(KnownContact), [
+            {"id": c, "status": "active", "tier": "standard", "timezone": "UTC", "preferred_channel": "email",
+             "consent": {}, "tags": [], "version": 1, "known_since": now, "updated_at": now}
+            for c in contacts
+        ])  # fmt: skip
+    process.start()
+    assert infra.nats is not None
+    nc = await nats.connect(infra.nats.url)
+    js = nc.jetstream()
+    try:
+        await js.stream_info("CRM_INTERACTIONS")
+    except Exception:
+        await js.add_stream(name="CRM_INTERACTIONS", subjects=["crm.interactions.>"])
+    scheduled_at: dict[str, float] = {}
+
+    async def on_scheduled(msg: Any) -> None:
+        scheduled_at[json.loads(msg.data)["data"]["trigger_event_id"]] = time.time()
+
+    await asyncio.sleep(1)  # the service made CRM_FOLLOWUPS on start
+    sub = await js.subscribe("crm.followups.scheduled.>", cb=on_scheduled, ordered_consumer=True)
+    sent_at: dict[str, float] = {}
+    started = time.perf_counter()
+    for n in range(total):
+        target = started + n / rate
+        pause = target - time.perf_counter()
+        if pause > 0:
+            await asyncio.sleep(pause)
+        contact = str(contacts[n % len(contacts)])
+        at = datetime.now(UTC)
+        event = CloudEvent(
+            id=str(new_id()), source="touchpoint/interactions", type="crm.interaction.logged.v1", subject=contact,
+            time=at, data={"id": str(new_id()), "contact_id": contact, "channel": "email", "direction": "inbound",
+                           "type": "inquiry", "occurred_at": at.isoformat(), "agent": None, "team": None},
+        )  # fmt: skip
+        sent_at[event.id] = at.timestamp()
+        await js.publish(f"crm.interactions.logged.{contact}", event.to_json(), headers={"Nats-Msg-Id": event.id})
+    publish_s = time.perf_counter() - started
+    deadline = time.monotonic() + 60
+    while len(scheduled_at) < total and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    await sub.unsubscribe()
+    await nc.close()
+    async with engine.connect() as conn:
+        rows = (await conn.execute(select(col(Followup.trigger_event_id), col(Followup.created_at)))).all()
+    await engine.dispose()
+    process.stop()
+    stored = [
+        row.created_at.timestamp() - sent_at[row.trigger_event_id] for row in rows if row.trigger_event_id in sent_at
+    ]
+    on_bus = [scheduled_at[e] - sent_at[e] for e in scheduled_at if e in sent_at]
+    result: dict[str, Any] = {
+        "touchpoints": total,
+        "rate_per_s": rate,
+        "achieved_rate_per_s": round(total / publish_s, 1),
+        "followups": len(rows),
+        "touch_to_stored": percentiles([max(0.0, s) for s in stored]),
+        "touch_to_scheduled_event": percentiles([max(0.0, s) for s in on_bus]),
+        "target": "touch to follow-up scheduled p99 <= 250 ms",
+    }
+    result["met"] = len(rows) == total and result["touch_to_stored"].get("p99_ms", float("inf")) <= 250
+    return result
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    with infrastructure("postgres") as infra:
+        due = await falling_due(infra, args.due, args.spread)
+        print(json.dumps({"falling_due": due}, indent=2))
+        touch = await touch_to_followup(infra, args.rate, args.seconds)
+    return {"backend": "postgres", "quick": args.quick, "falling_due": due, "touch_to_followup": touch}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small sizes: a check that the benchmark runs")
+    parser.add_argument("--due", type=int, default=100_000, help="follow-ups falling due")
+    parser.add_argument("--spread", type=float, default=60.0, help="seconds over which they fall due")
+    parser.add_argument("--rate", type=int, default=1000, help="touchpoints per second")
+    parser.add_argument("--seconds", type=float, default=30.0, help="seconds of touchpoints")
+    args = parser.parse_args()
+    if args.quick:
+        args.due, args.spread, args.rate, args.seconds = 2000, 10.0, 100, 5.0
+    results = asyncio.run(main_async(args))
+    write_results("followups-quick" if args.quick else "followups", results)
+
+
+if __name__ == "__main__":
+    main()
