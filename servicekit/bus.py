@@ -201,6 +201,7 @@ class DurableConsumer:
     max_ack_pending: int = 5000
     deliver_policy: DeliverPolicy = DeliverPolicy.ALL
     _sub: Any = field(default=None, init=False)
+    _stopping: bool = field(default=False, init=False)
 
     stall_check_s: float = 5.0
     _last_progress: float = field(default=0.0, init=False)
@@ -251,9 +252,13 @@ class DurableConsumer:
             log.warning("consumer_stalled", stream=self.stream, durable=self.durable, pending=info.num_pending)
             self._sub = None
 
+    def stop(self) -> None:
+        """Finish the batch in hand and return (its messages are acked or nak'ed, none stranded)."""
+        self._stopping = True
+
     async def run(self) -> None:
         backoff = 0.2
-        while True:
+        while not self._stopping:
             try:
                 if self._sub is None and await self._subscribe() is None:
                     await asyncio.sleep(0.2)

@@ -122,13 +122,19 @@ class OutboxRelay:
         self._wake = asyncio.Event()
         self._lock_key = zlib.crc32(f"outbox:{name}".encode()) & 0x7FFFFFFF
         self._last_cleanup = 0.0
+        self._stopping = False
 
     def wake(self) -> None:
         self._wake.set()
 
+    def stop(self) -> None:
+        """Finish the current round and return (cancelling mid-query can wedge a database connection)."""
+        self._stopping = True
+        self._wake.set()
+
     async def run(self) -> None:
         backoff = 0.2
-        while True:
+        while not self._stopping:
             try:
                 published = await self.publish_pending()
                 backoff = 0.2
@@ -139,7 +145,7 @@ class OutboxRelay:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
-            if published >= self.batch:
+            if published >= self.batch or self._stopping:
                 continue
             await self._cleanup_if_due()
             try:

@@ -37,6 +37,7 @@ class Runtime:
     extra_checks: dict[str, Callable[[], Awaitable[bool]]] = field(default_factory=dict)
     state: dict[str, Any] = field(default_factory=dict)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _jobs: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
     def create(
@@ -92,17 +93,29 @@ class Runtime:
         for consumer in self.consumers:
             self._tasks.append(asyncio.create_task(consumer.run(), name=f"{self.name}-{consumer.durable}"))
         for job in self.background:
-            self._tasks.append(asyncio.create_task(job(), name=f"{self.name}-job"))
+            self._jobs.append(asyncio.create_task(job(), name=f"{self.name}-job"))
 
-    async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(BaseException):
-                await task
+    async def stop(self, grace_s: float = 5.0) -> None:
+        """Stop loops between rounds, then close NATS and the database; never hangs past the grace."""
+        self.relay.stop()
+        for consumer in self.consumers:
+            consumer.stop()
+        # Background jobs (schedulers, sweeps) have no stop signal of their own: they are cancelled.
+        for job in self._jobs:
+            job.cancel()
+        tasks = [*self._tasks, *self._jobs]
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=grace_s)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=grace_s)
         self._tasks.clear()
-        await self.bus.close()
-        await self.engine.dispose()
+        self._jobs.clear()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.bus.close(), timeout=grace_s + 5)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.engine.dispose(), timeout=grace_s)
 
 
 def shared_tables(metadata: MetaData) -> tuple[Any, Any]:
