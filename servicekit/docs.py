@@ -76,9 +76,43 @@ def _replace(text: str, marker: str, body: str) -> str:
     return pattern.sub(lambda m: m.group(1) + body + m.group(2), text)
 
 
+_INCLUDE = re.compile(r"<!-- include (?P<path>[\w./-]+) level=(?P<level>\d) -->\n.*?<!-- end include -->", re.S)
+
+
+def _shift_headings(markdown: str, level: int) -> str:
+    """Re-level a fragment's headings so its top heading sits at ``level`` (code blocks left alone)."""
+    lines = markdown.splitlines()
+    in_code = False
+    levels = []
+    for line in lines:
+        if line.startswith("```"):
+            in_code = not in_code
+        elif not in_code and (match := re.match(r"^(#+) ", line)):
+            levels.append(len(match.group(1)))
+    shift = level - min(levels) if levels else 0
+    out, in_code = [], False
+    for line in lines:
+        if line.startswith("```"):
+            in_code = not in_code
+        elif not in_code and (match := re.match(r"^(#+) ", line)):
+            line = "#" * max(1, min(6, len(match.group(1)) + shift)) + line[len(match.group(1)) :]
+        out.append(line)
+    return "\n".join(out).strip() + "\n"
+
+
+def _include(match: re.Match[str]) -> str:
+    path, level = match.group("path"), int(match.group("level"))
+    body = _shift_headings((ROOT / path).read_text(), level)
+    # Links relative to the fragment's folder must stay right from the README at the root.
+    folder = str(Path(path).parent)
+    body = re.sub(r"\]\((?!https?:|/|#|mailto:)([^)]+)\)", lambda m: f"]({folder}/{m.group(1)})", body)
+    return f"<!-- include {path} level={level} -->\n{body}<!-- end include -->"
+
+
 def render_readme(text: str) -> str:
     text = _replace(text, "config", render_config_table())
-    return _replace(text, "events", render_markdown())
+    text = _replace(text, "events", render_markdown())
+    return _INCLUDE.sub(_include, text)
 
 
 def main() -> int:

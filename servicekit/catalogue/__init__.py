@@ -33,7 +33,7 @@ def render_markdown() -> str:
         "",
     ]
     for doc in all_events():
-        lines.append(f"#### `{doc.type}`")
+        lines.append(f"### `{doc.type}`")
         lines.append("")
         lines.append(f"{doc.meaning}")
         lines.append("")
