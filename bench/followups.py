@@ -131,7 +131,6 @@ async def touch_to_followup(infra: Infra, rate: int, seconds: float) -> dict[str
              "consent": {}, "tags": [], "version": 1, "known_since": now, "updated_at": now}
             for c in contacts
         ])  # fmt: skip
-    process.start()
     assert infra.nats is not None
     nc = await nats.connect(infra.nats.url)
     js = nc.jetstream()
@@ -139,21 +138,13 @@ async def touch_to_followup(infra: Infra, rate: int, seconds: float) -> dict[str
         await js.stream_info("CRM_INTERACTIONS")
     except Exception:
         await js.add_stream(name="CRM_INTERACTIONS", subjects=["crm.interactions.>"])
+    process.start()
     scheduled_at: dict[str, float] = {}
 
     async def on_scheduled(msg: Any) -> None:
         scheduled_at[json.loads(msg.data)["data"]["trigger_event_id"]] = time.time()
 
-    await asyncio.sleep(1)  # the service made CRM_FOLLOWUPS on start
-    sub = await js.subscribe("crm.followups.scheduled.>", cb=on_scheduled, ordered_consumer=True)
-    sent_at: dict[str, float] = {}
-    started = time.perf_counter()
-    for n in range(total):
-        target = started + n / rate
-        pause = target - time.perf_counter()
-        if pause > 0:
-            await asyncio.sleep(pause)
-        contact = str(contacts[n % len(contacts)])
+    async def publish_touch(contact: str) -> str:
         at = datetime.now(UTC)
         event = CloudEvent(
             id=str(new_id()), source="touchpoint/interactions", type="crm.interaction.logged.v1", subject=contact,
@@ -162,6 +153,33 @@ async def touch_to_followup(infra: Infra, rate: int, seconds: float) -> dict[str
         )  # fmt: skip
         sent_at[event.id] = at.timestamp()
         await js.publish(f"crm.interactions.logged.{contact}", event.to_json(), headers={"Nats-Msg-Id": event.id})
+        return event.id
+
+    sent_at: dict[str, float] = {}
+    # Warm-up: the service is connected, its streams and consumers are up, before anything is measured.
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            await js.stream_info("CRM_FOLLOWUPS")
+            break
+        except Exception:
+            assert time.monotonic() < deadline, "the follow-ups service never made CRM_FOLLOWUPS"
+            await asyncio.sleep(0.2)
+    sub = await js.subscribe("crm.followups.scheduled.>", cb=on_scheduled, ordered_consumer=True)
+    warmup = await publish_touch(str(contacts[0]))
+    while warmup not in scheduled_at:
+        assert time.monotonic() < deadline, "no follow-up for the warm-up touchpoint"
+        await asyncio.sleep(0.1)
+    sent_at.clear()
+    scheduled_at.clear()
+    warmup_followups = 1
+    started = time.perf_counter()
+    for n in range(total):
+        target = started + n / rate
+        pause = target - time.perf_counter()
+        if pause > 0:
+            await asyncio.sleep(pause)
+        await publish_touch(str(contacts[n % len(contacts)]))
     publish_s = time.perf_counter() - started
     deadline = time.monotonic() + 60
     while len(scheduled_at) < total and time.monotonic() < deadline:
@@ -180,12 +198,12 @@ async def touch_to_followup(infra: Infra, rate: int, seconds: float) -> dict[str
         "touchpoints": total,
         "rate_per_s": rate,
         "achieved_rate_per_s": round(total / publish_s, 1),
-        "followups": len(rows),
+        "followups": len(rows) - warmup_followups,
         "touch_to_stored": percentiles([max(0.0, s) for s in stored]),
         "touch_to_scheduled_event": percentiles([max(0.0, s) for s in on_bus]),
         "target": "touch to follow-up scheduled p99 <= 250 ms",
     }
-    result["met"] = len(rows) == total and result["touch_to_stored"].get("p99_ms", float("inf")) <= 250
+    result["met"] = len(stored) == total and result["touch_to_stored"].get("p99_ms", float("inf")) <= 250
     return result
 
 

@@ -142,3 +142,21 @@ async def test_premium_quiet_for_60_days_gets_one_check_in_per_silence(harness: 
     assert await harness.scheduler.sweep_quiet() == 0  # the same silence never makes a second one
     found = await harness.followups(policy="premium-quiet")
     assert [(f["contact_id"], f["assignee"], f["channel"]) for f in found] == [(premium["id"], "grace", "phone")]
+
+
+async def test_the_quiet_sweep_runs_on_one_replica_at_a_time(harness: Harness) -> None:
+    from services.followups.scheduler import Scheduler
+
+    harness.clock.set(MONDAY_10)
+    mine = harness.scheduler
+    other = Scheduler(
+        sessionmaker=mine.sessionmaker, followups=mine.followups, clock=harness.clock, replica="other", lease_s=600
+    )
+    assert await mine.sweep_quiet() == 0  # takes the lease
+    assert await other.sweep_quiet() is None  # held by the first replica: it does not sweep
+    assert await other.hold_lease() is False
+    harness.clock.advance(seconds=601)  # the first replica died without renewing
+    assert await other.hold_lease() is True
+    assert await mine.sweep_quiet() is None
+    await other.release_lease()
+    assert await mine.hold_lease() is True
