@@ -29,6 +29,8 @@ def configure_logging(*, service: str, level: str = "INFO", json: bool = True) -
     logging.basicConfig(level=level.upper(), stream=sys.stdout, format="%(levelname)s %(name)s %(message)s")
     # Access logs would carry query strings (emails, phones): our middleware logs paths only.
     logging.getLogger("uvicorn.access").disabled = True
+    # One line per upstream call (with its URL and query) is noise, and can carry personal data.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def get_logger(name: str | None = None) -> Any:

@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from servicekit.logging import get_logger
@@ -130,12 +131,46 @@ def install_problem_handlers(app: FastAPI) -> None:
             exc.status_code, headers=getattr(exc, "headers", None), detail=detail, instance=request.url.path
         )
 
+    @app.exception_handler(DBAPIError)
+    async def _database(request: Request, exc: DBAPIError) -> JSONResponse:
+        if _is_database_down(exc):
+            log.warning("database_unavailable", path=request.url.path, error=type(exc.orig).__name__)
+            return problem_response(503, headers={"Retry-After": "5"}, slug="database-unavailable",
+                                    detail="The database is not reachable right now; retry shortly.",
+                                    instance=request.url.path)  # fmt: skip
+        log.exception("database_error", path=request.url.path)
+        return problem_response(500, detail="An unexpected error occurred; it has been logged.",
+                                instance=request.url.path)  # fmt: skip
+
+    @app.exception_handler(OSError)
+    async def _connection(request: Request, exc: OSError) -> JSONResponse:
+        log.warning("dependency_unreachable", path=request.url.path, error=repr(exc))
+        return problem_response(503, headers={"Retry-After": "5"}, slug="service-unavailable",
+                                detail="A dependency is not reachable right now; retry shortly.",
+                                instance=request.url.path)  # fmt: skip
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled_error", path=request.url.path)
         return problem_response(
             500, detail="An unexpected error occurred; it has been logged.", instance=request.url.path
         )
+
+
+_DOWN_MARKERS = (
+    "connection refused", "connectiondoesnotexist", "cannotconnectnow", "connection was closed",
+    "server closed the connection", "terminating connection", "the database system is shutting down",
+    "the database system is starting up", "connection is closed", "connection reset", "admin shutdown",
+    "too many connections", "could not connect", "timeout",
+)  # fmt: skip
+
+
+def _is_database_down(exc: DBAPIError) -> bool:
+    """A lost or refused database connection (a restart, a failover) rather than a bad statement."""
+    if exc.connection_invalidated or isinstance(exc, (OperationalError, InterfaceError)):
+        return True
+    text = f"{type(exc.orig).__name__} {exc.orig}".lower()
+    return any(marker in text for marker in _DOWN_MARKERS)
 
 
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
