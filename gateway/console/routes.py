@@ -706,6 +706,9 @@ async def policy_page(request: Request, policy_id: str) -> Response:
                        preview=None, problem=None, tab="policies")  # fmt: skip
 
 
+PREVIEW_ROWS = 50
+
+
 def _document(policy: dict[str, Any]) -> str:
     """The part of a policy an admin edits (its id, version and switch live outside the document)."""
     return json.dumps(policy.get("document", policy), indent=2, ensure_ascii=False)
@@ -733,6 +736,12 @@ async def change_policy(request: Request, policy_id: str, action: str) -> Respon
     if action == "preview":
         answer = await desk.api.post(f"/policies/{policy_id}/preview", days=30)
         preview, problem = (answer.body, None) if answer.ok else (None, answer.problem)
+        if preview is not None:
+            shown = preview.get("items", [])[:PREVIEW_ROWS]
+            ids = sorted({str(item["contact_id"]) for item in shown})
+            found = await desk.api.get_many([f"/contacts/{i}" for i in ids])
+            names = {i: a.body.get("name") for i, a in zip(ids, found, strict=True) if a.ok}
+            preview = {**preview, "shown": shown, "names": names}
     elif action == "save":
         try:
             parsed = json.loads(document)

@@ -135,7 +135,7 @@ def unlabelled_controls(page: Any) -> list[str]:
     return found
 
 
-def screenshot(page: Any, name: str) -> list[Path]:
+def screenshot(page: Any, name: str, *, from_top: bool = True) -> list[Path]:
     """The page at laptop and phone size, into docs/screenshots/ (committed; the README embeds them).
 
     Every page photographed is also checked for controls without a label."""
@@ -143,7 +143,8 @@ def screenshot(page: Any, name: str) -> list[Path]:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     written = []
     original = page.viewport_size
-    page.evaluate("window.scrollTo(0, 0)")
+    if from_top:
+        page.evaluate("window.scrollTo(0, 0)")
     for label, (width, height) in SIZES.items():
         page.set_viewport_size({"width": width, "height": height})
         page.wait_for_timeout(150)  # let the layout settle at the new width before the picture
