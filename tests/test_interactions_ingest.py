@@ -42,9 +42,10 @@ client, contacts, contacts_db, interactions_db, js, settings = (
 )
 
 INGEST = "crm.ingest.interactions"
+SLOW = api.SLOW
 
 
-async def dead_letters(js: Any, marker: str, count: int, timeout: float = 15.0) -> list[dict[str, Any]]:
+async def dead_letters(js: Any, marker: str, count: int, timeout: float = 60.0) -> list[dict[str, Any]]:
     """The dead letters whose original payload carries ``marker`` (the stream is shared by the session)."""
     config = ConsumerConfig(deliver_policy=DeliverPolicy.ALL, filter_subject="crm.ingest.deadletter")
     sub = await js.pull_subscribe("crm.ingest.deadletter", stream="CRM_DEADLETTER", config=config)
@@ -91,13 +92,13 @@ async def test_nats_ingest_stores_once_and_dead_letters_what_can_never_be_valid(
         page = (await client.get("/v1/interactions", params={"limit": 200})).json()
         return [i for i in page["items"] if i["external_id"] == good["external_id"] or i["subject"] == marker]
 
-    items = await eventually(lambda: _at_least(stored, 2))
+    items = await eventually(lambda: _at_least(stored, 2), timeout=SLOW)
     assert isinstance(items, list) and len(items) == 2
     by_phone = next(i for i in items if i["subject"] == marker)
     resolved = (await contacts.http.get(f"/v1/contacts/{by_phone['contact_id']}")).json()
     assert resolved["phones"] == ["+12025550199"]
     # Every message was acknowledged or parked: the work queue is empty.
-    await eventually(lambda: _stream_empty(js))
+    await eventually(lambda: _stream_empty(js), timeout=SLOW)
     assert "workqueue" in str((await js.stream_info("CRM_INGEST")).config.retention)
 
 
@@ -122,7 +123,7 @@ async def test_merge_and_erase_reach_the_touchpoints(
         row = (await client.get(f"/v1/interactions/{first['id']}")).json()
         return bool(row["contact_id"] == target["id"])
 
-    await eventually(rekeyed)
+    await eventually(rekeyed, timeout=SLOW)
     row = (await client.get(f"/v1/interactions/{first['id']}")).json()
     assert row["original_contact_id"] == source["id"]
     # Logged later for the merged-away contact: filed under the survivor.
@@ -137,13 +138,13 @@ async def test_merge_and_erase_reach_the_touchpoints(
         items = (await client.get("/v1/interactions", params={"contact_id": target["id"]})).json()["items"]
         return all(i["redacted_at"] is not None for i in items)
 
-    await eventually(redacted)
+    await eventually(redacted, timeout=SLOW)
     items = (await client.get("/v1/interactions", params={"contact_id": target["id"]})).json()["items"]
     assert all(i["subject"] is None and i["body"] is None and i["channel"] == "email" for i in items)
     tap = await EventTap(
         js, "CRM_INTERACTIONS", f"crm.interactions.redacted.{target['id']}", durable=f"t{uuid.uuid4().hex}"
     ).start()
-    (event,) = await tap.take(1)
+    (event,) = await tap.take(1, timeout=SLOW)
     assert event.data["interactions"] == 2
     refused = await client.post("/v1/interactions", json=touchpoint_factory(contact_id=target["id"]))
     assert refused.status_code == 422 and refused.json()["type"].endswith("/contact-erased")
@@ -219,7 +220,7 @@ async def test_a_thousand_touchpoints_while_contacts_is_down_for_part_of_the_run
             tap = await EventTap(js, "CRM_INTERACTIONS", "crm.interactions.logged.>", durable="downstream").start()
             for n in range(300):
                 await js.publish(INGEST, message(n), headers={"Nats-Msg-Id": f"order-{n}"})
-            await eventually(lambda: _stored_at_least(stored, 1), timeout=20)
+            await eventually(lambda: _stored_at_least(stored, 1), timeout=SLOW)
 
             await asyncio.to_thread(contacts_process.stop)
             for n in range(300, 700):
@@ -235,8 +236,8 @@ async def test_a_thousand_touchpoints_while_contacts_is_down_for_part_of_the_run
             await asyncio.to_thread(contacts_process.start)
             for n in range(700, 1000):
                 await js.publish(INGEST, message(n), headers={"Nats-Msg-Id": f"order-{n}"})
-            await eventually(lambda: _stored_at_least(stored, 1000), timeout=40)
-            events = await tap.take(1000, timeout=30)
+            await eventually(lambda: _stored_at_least(stored, 1000), timeout=2 * SLOW)
+            events = await tap.take(1000, timeout=2 * SLOW)
             await tap.assert_no_more(wait=2)
             assert await stored() == 1000
             assert await _stream_empty(js)
