@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, func, or_, select, tuple_, update
+from sqlalchemy import and_, case, delete, func, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -22,7 +22,7 @@ from servicekit.outbox import Outbox
 from servicekit.problems import Conflict, NotFound, ProblemError, Unprocessable
 from services.followups import events
 from services.followups.directory import ContactAnswer, ContactDirectory
-from services.followups.models import OPEN, PRIORITY_RANK, Followup, KnownContact, SeenTouch
+from services.followups.models import OPEN, PRIORITY_RANK, Followup, KnownContact, SeenTouch, outbox_table
 from services.followups.policybook import PolicyBook
 from services.followups.rules import ContactFacts, Decision, choose_channel, decide, due_time, manual_plan
 from services.followups.schemas import FollowupCreate, FollowupRead, FollowupStats, StatsSla
@@ -308,6 +308,27 @@ def set_due(followup: Followup, due_at: datetime) -> None:
     followup.next_action_at = next_action_at(followup)
 
 
+async def _scrub_outbox(session: AsyncSession, contact_id: uuid.UUID) -> None:
+    """Earlier events about an erased contact still in our outbox may carry an outcome written about the person:
+    those already sent are dropped, those not sent yet go without it."""
+    subject_like = f"crm.followups.%.{contact_id}"
+    await session.execute(
+        delete(outbox_table).where(outbox_table.c.subject.like(subject_like), outbox_table.c.published_at.is_not(None))
+    )
+    pending = (
+        await session.execute(
+            select(outbox_table.c.seq, outbox_table.c.payload).where(outbox_table.c.subject.like(subject_like))
+        )
+    ).all()
+    for row in pending:
+        document = json.loads(row.payload)
+        if isinstance(document.get("data"), dict):
+            document["data"]["outcome"] = None
+        await session.execute(
+            update(outbox_table).where(outbox_table.c.seq == row.seq).values(payload=json.dumps(document))
+        )
+
+
 class FollowupService:
     """Follow-up rules bound to this service's clock, outbox, policies and contacts directory."""
 
@@ -506,15 +527,14 @@ class FollowupService:
                 followup.cancel_reason = "erased"
                 self._close(followup, "cancelled", now)
                 changes.append(("cancelled", followup))
-        await session.execute(
-            SeenTouch.__table__.delete().where(SeenTouch.__table__.c.contact_id == contact_id)  # type: ignore[attr-defined]
-        )
+        await session.execute(delete(SeenTouch).where(col(SeenTouch.contact_id) == contact_id))
         contact = await session.get(KnownContact, contact_id)
         if contact is None:
             contact = KnownContact(id=contact_id, known_since=now, updated_at=now)
             session.add(contact)
         contact.status, contact.timezone, contact.preferred_channel, contact.owner = "erased", None, None, None
         contact.consent, contact.tags, contact.updated_at = {}, [], now
+        await _scrub_outbox(session, contact_id)
         await self.emit(session, changes)
 
     # -- touchpoints --------------------------------------------------------------------------------------

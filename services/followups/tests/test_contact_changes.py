@@ -20,7 +20,7 @@ from services.contacts.app import create_app as create_contacts_app
 from services.contacts.settings import ContactsSettings
 from services.contacts.tests.conftest import ALEMBIC_INI as CONTACTS_ALEMBIC_INI
 from services.followups.app import create_app
-from services.followups.models import Followup
+from services.followups.models import Followup, outbox_table
 from services.followups.settings import FollowupsSettings
 from services.followups.tests.conftest import Harness, contact_event, logged_event
 
@@ -129,6 +129,9 @@ async def test_an_erase_cancels_every_open_followup(harness: Harness) -> None:
     assert after[found[0]["id"]]["status"] == "completed" and after[found[0]["id"]]["outcome"] is None
     cancelled = [f for f in after.values() if f["status"] == "cancelled"]
     assert len(cancelled) == 3 and {f["cancel_reason"] for f in cancelled} == {"erased"}
+    async with harness.app.state.runtime.sessionmaker() as session:
+        payloads = (await session.scalars(select(outbox_table.c.payload))).all()
+    assert payloads and not any("Called: happy" in payload for payload in payloads)
     # Nothing new is promised to an erased person.
     later = await harness.touch(contact["id"], type="complaint", direction="inbound", channel="phone")
     await harness.applied(later.id)
