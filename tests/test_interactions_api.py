@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import nats
@@ -522,3 +523,28 @@ async def test_concurrent_single_posts_each_get_their_own_outcome(
 async def _refused(client: httpx.AsyncClient, contact_id: str) -> bool:
     response = await client.post("/v1/interactions", json=touchpoint_factory(contact_id=contact_id))
     return response.status_code == 422
+
+
+async def test_edges_of_time_and_free_text_thread_ids_are_answers_not_crashes(
+    client: httpx.AsyncClient, contacts: ContactsService
+) -> None:
+    contact = await contacts.create()
+    for edge in ("0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-12:00"):
+        response = await client.post(
+            "/v1/interactions", json=touchpoint_factory(contact_id=contact["id"], occurred_at=edge)
+        )
+        assert response.status_code == 422 and response.headers["content-type"] == PROBLEM, response.text
+    for params in (
+        {"since": "0001-01-01T00:00:00+14:00"},
+        {"until": "9999-12-31T23:59:59-12:00"},
+        {"before": f"0001-01-01T00:00:00+14:00|{uuid.uuid4()}"},
+    ):
+        response = await client.get("/v1/interactions", params=params)
+        assert response.status_code in (400, 422) and response.headers["content-type"] == PROBLEM, response.text
+    stats = await client.get("/v1/stats", params={"until": "0001-01-01T00:00:01Z"})
+    assert stats.status_code == 422 and stats.headers["content-type"] == PROBLEM
+    thread = "case 7/b'); DROP TABLE threads;-- é"
+    made = await log(client, contact_id=contact["id"], thread_id=thread)
+    response = await client.get(f"/v1/threads/{quote(thread, safe='')}")
+    assert response.status_code == 200, response.text
+    assert response.json()["thread_id"] == thread and [i["id"] for i in response.json()["items"]] == [made["id"]]

@@ -183,7 +183,7 @@ async def patch_touchpoint(
 
 
 @router.get(
-    "/threads/{thread_id}",
+    "/threads/{thread_id:path}",
     response_model=ThreadRead,
     summary="The touchpoints of one thread in order, its status and first response time",
     responses={404: _problem("No such thread")},

@@ -69,7 +69,16 @@ Team = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max
 Subject = Annotated[str, StringConstraints(max_length=500)]
 Body = Annotated[str, StringConstraints(max_length=MAX_BODY_CHARS)]
 Outcome = Annotated[str, StringConstraints(strip_whitespace=True, max_length=500)]
-ThreadId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,199}$")]
+
+
+def _check_thread_id(value: str) -> str:
+    if not value.strip() or not value.isprintable():
+        raise ValueError("a thread id is printable text, not blank")
+    return value
+
+
+# Given by the sending system: any printable text (it is a bound value and a URL-encoded path segment).
+ThreadId = Annotated[str, StringConstraints(min_length=1, max_length=200), AfterValidator(_check_thread_id)]
 SourceName = Annotated[str, StringConstraints(pattern=_KEY_PATTERN)]
 Currency = Annotated[str, AfterValidator(_upper), StringConstraints(pattern=r"^[A-Z]{3}$")]
 Attributes = Annotated[dict[str, Any], AfterValidator(check_attributes)]
@@ -145,6 +154,14 @@ class TouchpointCreate(Strict):
     source: SourceName | None = None
     external_id: Text | None = None
     attributes: Attributes = {}
+
+    @field_validator("occurred_at", mode="after")
+    @classmethod
+    def _representable_in_utc(cls, value: datetime) -> datetime:
+        try:
+            return as_utc(value)
+        except OverflowError:
+            raise ValueError("occurred_at is outside the range of dates (years 1 to 9999 in UTC)") from None
 
     @model_validator(mode="after")
     def _consistent(self) -> TouchpointCreate:

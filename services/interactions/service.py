@@ -94,7 +94,7 @@ class Position:
         try:
             document = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
             return cls._make(document["at"], document["id"])
-        except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError):
+        except (ValueError, KeyError, TypeError, AttributeError, binascii.Error, UnicodeDecodeError):
             raise InvalidCursor("The cursor is not one this API gave out.") from None
 
     @classmethod
@@ -115,7 +115,10 @@ class Position:
         moment = datetime.fromisoformat(at)
         if moment.tzinfo is None:
             raise ValueError("naive time")
-        return cls(as_utc(moment), uuid.UUID(ident))
+        try:
+            return cls(as_utc(moment), uuid.UUID(ident))
+        except OverflowError:
+            raise ValueError("time out of range") from None
 
 
 # --- storing -------------------------------------------------------------------------------------------------
@@ -497,6 +500,14 @@ async def _scrub_outbox(session: AsyncSession, contact_id: uuid.UUID) -> None:
         )
 
 
+def utc_param(name: str, value: datetime) -> datetime:
+    """A time from a query parameter in UTC; one that UTC cannot hold is a 422 problem, not a crash."""
+    try:
+        return as_utc(value)
+    except OverflowError:
+        raise Unprocessable(f"{name} is outside the range of dates (years 1 to 9999 in UTC).", field=name) from None
+
+
 # --- reading -------------------------------------------------------------------------------------------------
 
 
@@ -534,9 +545,9 @@ async def list_touchpoints(
     if thread_id:
         query = query.where(col(Touchpoint.thread_id) == thread_id)
     if since is not None:
-        query = query.where(col(Touchpoint.occurred_at) >= as_utc(since))
+        query = query.where(col(Touchpoint.occurred_at) >= utc_param("since", since))
     if until is not None:
-        query = query.where(col(Touchpoint.occurred_at) < as_utc(until))
+        query = query.where(col(Touchpoint.occurred_at) < utc_param("until", until))
     if after is not None:
         query = query.where(tuple_(col(Touchpoint.occurred_at), col(Touchpoint.id)) < tuple_(after.at, after.id))
     query = query.order_by(col(Touchpoint.occurred_at).desc(), col(Touchpoint.id).desc()).limit(limit + 1)

@@ -15,7 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from servicekit.clock import as_utc
+from servicekit.problems import Unprocessable
 from services.interactions.models import Thread, Touchpoint
+from services.interactions.service import utc_param
 
 DEFAULT_WINDOW = timedelta(days=30)
 REPEAT_PURCHASE_WITHIN = timedelta(days=90)
@@ -103,8 +105,11 @@ async def compute_stats(
     channel: str | None = None,
     team: str | None = None,
 ) -> dict[str, Any]:
-    until = as_utc(until) if until is not None else now
-    since = as_utc(since) if since is not None else until - DEFAULT_WINDOW
+    until = utc_param("until", until) if until is not None else now
+    try:
+        since = utc_param("since", since) if since is not None else until - DEFAULT_WINDOW
+    except OverflowError:
+        raise Unprocessable("until is too early for the default 30-day window; give since.", field="since") from None
     in_window = [col(Touchpoint.occurred_at) >= since, col(Touchpoint.occurred_at) < until]
     filters = list(in_window)
     if channel:

@@ -27,7 +27,10 @@ def test_touchpoint_shape() -> None:
         {"amount": "1.00001", "currency": "EUR"},
         {"currency": "EURO", "amount": 1},
         {"duration_s": -5},
-        {"thread_id": "has space"},
+        {"thread_id": "   "},
+        {"thread_id": "tab\there"},
+        {"occurred_at": "0001-01-01T00:00:00+14:00"},  # before year 1 in UTC
+        {"occurred_at": "9999-12-31T23:59:59-12:00"},  # after year 9999 in UTC
         {"attributes": {"a": {"b": {"c": {"d": {"e": {"f": {"g": {"h": {"i": 1}}}}}}}}}},
         {"external_id": "x"},
     ):
