@@ -506,7 +506,9 @@ async def test_concurrent_single_posts_each_get_their_own_outcome(
     await eventually(lambda: _refused(client, erased["id"]), timeout=SLOW)
     bodies = [touchpoint_factory(contact_id=contact["id"], source="web", external_id=f"g-{n % 30}") for n in range(40)]
     bodies += [touchpoint_factory(contact_id=erased["id"]) for _ in range(3)]
-    responses = await asyncio.gather(*(client.post("/v1/interactions", json=b) for b in bodies))
+    responses = await asyncio.gather(
+        *(client.post("/v1/interactions", json=b, headers={"X-Request-ID": f"r-{n}"}) for n, b in enumerate(bodies))
+    )
     statuses = [r.status_code for r in responses]
     assert statuses.count(201) == 30 and statuses.count(200) == 10 and statuses[40:] == [422, 422, 422]
     by_key: dict[str, set[str]] = {}
@@ -516,7 +518,11 @@ async def test_concurrent_single_posts_each_get_their_own_outcome(
     tap = await EventTap(
         js, "CRM_INTERACTIONS", f"crm.interactions.logged.{contact['id']}", durable=f"t{uuid.uuid4().hex}"
     ).start()
-    assert len({e.data["id"] for e in await tap.take(30, timeout=SLOW)}) == 30
+    logged = await tap.take(30, timeout=SLOW)
+    assert len({e.data["id"] for e in logged}) == 30
+    # Written together, each event still names the request that sent its touchpoint.
+    sent_by = {r.json()["id"]: r.request.headers["x-request-id"] for r in responses if r.status_code == 201}
+    assert {e.data["id"]: e.requestid for e in logged} == sent_by
     await tap.assert_no_more(wait=0.5)
 
 

@@ -7,7 +7,7 @@ import base64
 import binascii
 import json
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from functools import lru_cache
@@ -21,6 +21,7 @@ from sqlmodel import col
 
 from servicekit.clock import Clock, as_utc
 from servicekit.events import CloudEvent
+from servicekit.logging import current_request_context
 from servicekit.outbox import Outbox
 from servicekit.problems import Conflict, NotFound, ProblemError, Unprocessable
 from services.interactions import events
@@ -132,6 +133,9 @@ class Prepared:
     link: ContactLink
     sentiment: float | None
     ingest_key: str | None = None
+    # The request that sent it (request id, traceparent): its event carries them even when written
+    # together with other requests' touchpoints (group commit).
+    request: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -248,7 +252,13 @@ class TouchpointService:
             )
 
     def prepare(self, *, item: TouchpointCreate, link: ContactLink, ingest_key: str | None = None) -> Prepared:
-        return Prepared(item=item, link=link, sentiment=sentiment_of(item.subject, item.body), ingest_key=ingest_key)
+        return Prepared(
+            item=item,
+            link=link,
+            sentiment=sentiment_of(item.subject, item.body),
+            ingest_key=ingest_key,
+            request=current_request_context(),
+        )
 
     async def store(self, *, session: AsyncSession, prepared: list[Prepared]) -> list[Outcome]:
         """Write the touchpoints in the caller's transaction (one INSERT, one outbox INSERT).
@@ -280,7 +290,10 @@ class TouchpointService:
         logged: list[tuple[CloudEvent, str]] = []
         for index, row in fresh:
             outcomes[index] = Outcome(201, row)
-            logged.append(events.interaction_event(events.LOGGED, row["contact_id"], row_event_data(row), now))
+            event, subject = events.interaction_event(events.LOGGED, row["contact_id"], row_event_data(row), now)
+            event.requestid = prepared[index].request.get("request_id")
+            event.traceparent = prepared[index].request.get("traceparent")
+            logged.append((event, subject))
         await self.outbox.add_many(session, logged)
         if stale:
             existing = await self._existing(session, [row for _, row in stale])
