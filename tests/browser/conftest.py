@@ -94,9 +94,12 @@ def console() -> Iterator[Console]:
         shutil.rmtree(base, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Callable[..., Any]]:
-    """Opens a fresh browser profile (its own user-data-dir, so no cookie is shared between users)."""
+    """Opens a fresh browser profile (its own user-data-dir, so no cookie is shared between users).
+
+    Module scope, not session: Playwright's sync API runs an event loop in this thread while it is open,
+    and the asyncio tests that run after the browser tests need the thread without one."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
