@@ -8,6 +8,7 @@ NATS is down, changes still commit and their events wait; they go, in order, whe
 from __future__ import annotations
 
 import asyncio
+import json
 import zlib
 from collections.abc import Callable
 from datetime import timedelta
@@ -92,6 +93,21 @@ class Outbox:
         await session.execute(self.table.insert(), rows)
         if self._wake is not None:
             on_commit(session, self._wake)
+
+    async def redact_events(
+        self, session: AsyncSession, *, subject_like: str, redact: Callable[[dict[str, Any]], dict[str, Any]]
+    ) -> None:
+        """After an erase: earlier events about the person still held here carry their data. Those already
+        sent are dropped; those not sent yet keep going out (consumers need them) with ``redact(data)``."""
+        subject = self.table.c.subject.like(subject_like)
+        await session.execute(delete(self.table).where(subject, self.table.c.published_at.is_not(None)))
+        pending = (await session.execute(select(self.table.c.seq, self.table.c.payload).where(subject))).all()
+        for row in pending:
+            document = json.loads(row.payload)
+            document["data"] = redact(document.get("data") or {})
+            await session.execute(
+                update(self.table).where(self.table.c.seq == row.seq).values(payload=json.dumps(document))
+            )
 
 
 class OutboxRelay:

@@ -428,7 +428,7 @@ class ContactService:
         contact.version += 1
         await session.execute(delete(Identity).where(col(Identity.contact_id) == contact.id))
         await session.execute(delete(SearchTerm).where(col(SearchTerm.contact_id) == contact.id))
-        await _scrub_outbox(session, contact.id)
+        await self.outbox.redact_events(session, subject_like=f"crm.contacts.%.{contact.id}", redact=redact_event_data)
         await self._emit(
             session, events.ERASED, contact.id, {"contact_id": str(contact.id), "erased_at": now.isoformat()}
         )
@@ -489,26 +489,6 @@ def redact_event_data(data: dict[str, Any]) -> dict[str, Any]:
             redacted[key] = value
     redacted["redacted"] = True
     return redacted
-
-
-async def _scrub_outbox(session: AsyncSession, contact_id: uuid.UUID) -> None:
-    """Earlier events about the contact still in our outbox carry its data: drop what was already sent,
-    and redact what was not (the event itself must still go out)."""
-    subject_like = f"crm.contacts.%.{contact_id}"
-    await session.execute(
-        delete(outbox_table).where(outbox_table.c.subject.like(subject_like), outbox_table.c.published_at.is_not(None))
-    )
-    pending = (
-        await session.execute(
-            select(outbox_table.c.seq, outbox_table.c.payload).where(outbox_table.c.subject.like(subject_like))
-        )
-    ).all()
-    for row in pending:
-        document = json.loads(row.payload)
-        document["data"] = redact_event_data(document.get("data", {}))
-        await session.execute(
-            update(outbox_table).where(outbox_table.c.seq == row.seq).values(payload=json.dumps(document))
-        )
 
 
 def _merge_patch(contact: Contact, patch: ContactUpdate) -> dict[str, Any]:
