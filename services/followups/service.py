@@ -22,7 +22,7 @@ from servicekit.outbox import Outbox
 from servicekit.problems import Conflict, NotFound, ProblemError, Unprocessable
 from services.followups import events
 from services.followups.directory import ContactAnswer, ContactDirectory
-from services.followups.models import OPEN, PRIORITY_RANK, Followup, KnownContact, SeenTouch, outbox_table
+from services.followups.models import OPEN, PRIORITY_RANK, Followup, KnownContact, SeenTouch
 from services.followups.policybook import PolicyBook
 from services.followups.rules import ContactFacts, Decision, choose_channel, decide, due_time, manual_plan
 from services.followups.schemas import FollowupCreate, FollowupRead, FollowupStats, StatsSla
@@ -308,25 +308,9 @@ def set_due(followup: Followup, due_at: datetime) -> None:
     followup.next_action_at = next_action_at(followup)
 
 
-async def _scrub_outbox(session: AsyncSession, contact_id: uuid.UUID) -> None:
-    """Earlier events about an erased contact still in our outbox may carry an outcome written about the person:
-    those already sent are dropped, those not sent yet go without it."""
-    subject_like = f"crm.followups.%.{contact_id}"
-    await session.execute(
-        delete(outbox_table).where(outbox_table.c.subject.like(subject_like), outbox_table.c.published_at.is_not(None))
-    )
-    pending = (
-        await session.execute(
-            select(outbox_table.c.seq, outbox_table.c.payload).where(outbox_table.c.subject.like(subject_like))
-        )
-    ).all()
-    for row in pending:
-        document = json.loads(row.payload)
-        if isinstance(document.get("data"), dict):
-            document["data"]["outcome"] = None
-        await session.execute(
-            update(outbox_table).where(outbox_table.c.seq == row.seq).values(payload=json.dumps(document))
-        )
+def _without_outcome(data: dict[str, Any]) -> dict[str, Any]:
+    """An unsent event's follow-up without the outcome, which may have been written about the person."""
+    return {**data, "outcome": None}
 
 
 class FollowupService:
@@ -534,7 +518,7 @@ class FollowupService:
             session.add(contact)
         contact.status, contact.timezone, contact.preferred_channel, contact.owner = "erased", None, None, None
         contact.consent, contact.tags, contact.updated_at = {}, [], now
-        await _scrub_outbox(session, contact_id)
+        await self.outbox.redact_events(session, subject_like=f"crm.followups.%.{contact_id}", redact=_without_outcome)
         await self.emit(session, changes)
 
     # -- touchpoints --------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from functools import lru_cache
 from typing import Any, cast
 
 import sqlalchemy as sa
-from sqlalchemy import delete, func, select, tuple_, update
+from sqlalchemy import func, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
@@ -26,7 +26,7 @@ from servicekit.outbox import Outbox
 from servicekit.problems import Conflict, NotFound, ProblemError, Unprocessable
 from services.interactions import events
 from services.interactions.directory import ContactErased, ContactLink
-from services.interactions.models import ContactFate, Thread, Touchpoint, outbox_table
+from services.interactions.models import ContactFate, Thread, Touchpoint
 from services.interactions.schemas import (
     ThreadRead,
     TouchpointCreate,
@@ -472,7 +472,9 @@ class TouchpointService:
             .execution_options(synchronize_session=False)
         )
         count = int(getattr(result, "rowcount", 0) or 0)
-        await _scrub_outbox(session, contact_id)
+        await self.outbox.redact_events(
+            session, subject_like=f"crm.interactions.%.{contact_id}", redact=_redact_touchpoint_data
+        )
         data = {"contact_id": str(contact_id), "interactions": count, "redacted_at": now.isoformat()}
         event, subject = events.interaction_event(events.REDACTED, contact_id, data, now)
         await self.outbox.add(session, event, subject=subject)
@@ -489,28 +491,13 @@ class TouchpointService:
         await session.flush()
 
 
-async def _scrub_outbox(session: AsyncSession, contact_id: uuid.UUID) -> None:
-    """Earlier events about the contact still in our outbox carry its notes: drop what was already sent,
-    redact what was not (the event itself must still go out)."""
-    subject_like = f"crm.interactions.%.{contact_id}"
-    await session.execute(
-        delete(outbox_table).where(outbox_table.c.subject.like(subject_like), outbox_table.c.published_at.is_not(None))
-    )
-    pending = (
-        await session.execute(
-            select(outbox_table.c.seq, outbox_table.c.payload).where(outbox_table.c.subject.like(subject_like))
-        )
-    ).all()
-    for row in pending:
-        document = json.loads(row.payload)
-        data = document.get("data", {})
-        for name in REDACTED_FIELDS:
-            if name in data:
-                data[name] = {} if name == "attributes" else None
-        data["redacted"] = True
-        await session.execute(
-            update(outbox_table).where(outbox_table.c.seq == row.seq).values(payload=json.dumps(document))
-        )
+def _redact_touchpoint_data(data: dict[str, Any]) -> dict[str, Any]:
+    """An unsent event's touchpoint without what was written about the person."""
+    for name in REDACTED_FIELDS:
+        if name in data:
+            data[name] = {} if name == "attributes" else None
+    data["redacted"] = True
+    return data
 
 
 def utc_param(name: str, value: datetime) -> datetime:
