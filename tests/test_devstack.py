@@ -1,0 +1,90 @@
+"""`make up` as a new user runs it: the whole stack in the foreground, Ctrl-C stops every process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+
+from servicekit.devstack import SERVICES, Stack
+from servicekit.testing.ports import free_port
+
+
+def test_make_up_serves_every_service_and_ctrl_c_stops_them_all(tmp_path: Path) -> None:
+    ports = {spec.prefix + "PORT": str(free_port()) for spec in SERVICES}
+    env = {
+        **os.environ, **ports, "TOUCHPOINT_VAR_DIR": str(tmp_path / "var"),
+        "TOUCHPOINT_NATS_PORT": str(free_port()), "TOUCHPOINT_NATS_MONITOR_PORT": str(free_port()),
+    }  # fmt: skip
+    env.pop("TOUCHPOINT_ADMIN_KEY", None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "servicekit.devstack"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True,
+    )  # fmt: skip
+    banner: list[str] = []
+    try:
+        assert process.stdout is not None
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            line = process.stdout.readline()
+            assert line, f"make up exited early:\n{''.join(banner[-40:])}"
+            banner.append(line)
+            if "Ctrl-C stops everything" in line:
+                break
+        for _ in range(len(SERVICES) + 4):
+            banner.append(process.stdout.readline())
+        text = "".join(banner)
+        assert "admin key" in text and "nats://127.0.0.1:" + env["TOUCHPOINT_NATS_PORT"] in text
+        installed = [spec for spec in SERVICES if spec.installed]
+        assert [s.name for s in installed][:1] == ["contacts"]
+        for spec in installed:
+            url = f"http://127.0.0.1:{ports[spec.prefix + 'PORT']}"
+            assert url in text
+            ready = _eventually_ready(url)
+            assert ready.status_code == 200, (spec.name, ready.text)
+        contacts = f"http://127.0.0.1:{ports['CONTACTS_PORT']}"
+        created = httpx.post(f"{contacts}/v1/contacts", json={"name": "Ada", "emails": ["ada@example.com"]})
+        assert created.status_code == 201
+        assert (tmp_path / "var" / "contacts.db").exists()
+        assert (tmp_path / "var" / "nats" / "jetstream").exists()
+        children = psutil.Process(process.pid).children(recursive=True)
+        assert len(children) >= len(installed) + 1  # every service and nats-server
+    finally:
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=60)
+    assert process.returncode == 0, output[-2000:]
+    assert "stopped." in output
+    for child in children:
+        assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE, child
+
+
+def _eventually_ready(url: str, timeout: float = 30.0) -> httpx.Response:
+    deadline = time.monotonic() + timeout
+    while True:
+        response = httpx.get(f"{url}/readyz", timeout=10)
+        if response.status_code == 200 or time.monotonic() > deadline:
+            return response
+        time.sleep(0.2)
+
+
+def test_the_stack_can_restart_a_service_and_keeps_its_data(tmp_path: Path) -> None:
+    env = {"TOUCHPOINT_NATS_PORT": str(free_port()), "TOUCHPOINT_NATS_MONITOR_PORT": str(free_port()),
+           **{spec.prefix + "PORT": str(free_port()) for spec in SERVICES}}  # fmt: skip
+    stack = Stack.from_environment(tmp_path, env)
+    stack.services = {"contacts": stack.services["contacts"]}
+    try:
+        stack.start()
+        contacts = stack.services["contacts"]
+        created = httpx.post(f"{contacts.url}/v1/contacts", json={"emails": ["grace@example.com"]}).json()
+        contacts.kill()
+        contacts.start()
+        again = httpx.get(f"{contacts.url}/v1/contacts/{created['id']}")
+        assert again.status_code == 200 and again.json()["emails"] == ["grace@example.com"]
+    finally:
+        stack.stop()
