@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -14,7 +13,8 @@ from gateway.models import AuditEntry
 from gateway.settings import GatewaySettings
 from gateway.timeline import Timeline
 from gateway.upstream import ServiceClient
-from servicekit.db import session_scope
+from servicekit.deps import RuntimeDep as RuntimeDep
+from servicekit.deps import SessionDep as SessionDep
 from servicekit.logging import current_request_context
 from servicekit.runtime import Runtime
 
@@ -29,11 +29,6 @@ class Services:
         return [self.contacts, self.interactions, self.followups]
 
 
-async def _session(request: Request) -> AsyncIterator[AsyncSession]:
-    async for session in session_scope(request.app.state.runtime.sessionmaker):
-        yield session
-
-
 def _services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
@@ -44,21 +39,13 @@ def _timeline(request: Request) -> Timeline:
     return timeline
 
 
-def _runtime(request: Request) -> Runtime:
-    runtime: Runtime = request.app.state.runtime
-    return runtime
-
-
 def _settings(request: Request) -> GatewaySettings:
     settings: GatewaySettings = request.app.state.settings
     return settings
 
 
-# scope="function": the transaction commits before the response is sent.
-SessionDep = Annotated[AsyncSession, Depends(_session, scope="function")]
 ServicesDep = Annotated[Services, Depends(_services)]
 TimelineDep = Annotated[Timeline, Depends(_timeline)]
-RuntimeDep = Annotated[Runtime, Depends(_runtime)]
 SettingsDep = Annotated[GatewaySettings, Depends(_settings)]
 
 

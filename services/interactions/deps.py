@@ -1,26 +1,14 @@
 """Typed dependencies of the interactions routes."""
 
-from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from servicekit.db import session_scope
-from servicekit.runtime import Runtime
+from servicekit.deps import RuntimeDep as RuntimeDep
+from servicekit.deps import SessionDep as SessionDep
 from services.interactions.flows import Ingestion
 from services.interactions.idempotency import checked_key
 from services.interactions.service import TouchpointService
-
-
-async def _session(request: Request) -> AsyncIterator[AsyncSession]:
-    async for session in session_scope(request.app.state.runtime.sessionmaker):
-        yield session
-
-
-def _runtime(request: Request) -> Runtime:
-    runtime: Runtime = request.app.state.runtime
-    return runtime
 
 
 def _touchpoints(request: Request) -> TouchpointService:
@@ -44,9 +32,6 @@ def _idempotency(
     return checked_key(idempotency_key, x_touchpoint_caller)
 
 
-# scope="function": the transaction commits before the response is sent.
-SessionDep = Annotated[AsyncSession, Depends(_session, scope="function")]
-RuntimeDep = Annotated[Runtime, Depends(_runtime)]
 TouchpointsDep = Annotated[TouchpointService, Depends(_touchpoints)]
 IngestionDep = Annotated[Ingestion, Depends(_ingestion)]
 # (Idempotency-Key or None, caller)
