@@ -211,16 +211,21 @@ class OutboxRelay:
         return await self._mark_published(session, rows, await self._publish_in_order(js, rows))
 
     async def _mark_published(self, session: AsyncSession, rows: list[Any], acked_through: int | None) -> int:
+        """Mark exactly the rows that were published and acknowledged.
+
+        Never a range (``seq <= n``): on PostgreSQL a transaction can take a lower seq and commit after a
+        higher one was read, and a range would mark its row sent without it ever being published.
+        """
         if acked_through is None:
             raise ConnectionError("JetStream did not acknowledge the first event")
+        acked = [row.seq for row in rows if row.seq <= acked_through]
         await session.execute(
             update(self.table)
-            .where(self.table.c.seq <= acked_through, self.table.c.published_at.is_(None))
+            .where(self.table.c.seq.in_(acked), self.table.c.published_at.is_(None))
             .values(published_at=self.clock.now())
         )
-        count = sum(1 for row in rows if row.seq <= acked_through)
-        OUTBOX_PUBLISHED.labels(self.name).inc(count)
-        return count
+        OUTBOX_PUBLISHED.labels(self.name).inc(len(acked))
+        return len(acked)
 
     async def _publish_in_order(self, js: Any, rows: list[Any]) -> int | None:
         """Send the whole batch pipelined, then keep the longest acknowledged prefix."""

@@ -7,6 +7,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import nats
 import pytest
@@ -204,4 +205,44 @@ async def test_the_relay_publishes_in_order_once_nats_is_back(
         assert [g.id for g in got] == [e.id for e in events]
     finally:
         relay_task.cancel()
+        await bus.close()
+
+
+async def test_a_row_committed_late_with_a_lower_seq_is_not_marked_sent(
+    nats_factory: Callable[[], NatsServer], sessionmaker: object, clock: MovableClock
+) -> None:
+    """On PostgreSQL a transaction can take seq 1 and commit while the relay publishes seq 2: the relay must
+    mark only what it published, or row 1 is marked sent and its event is lost."""
+    server = nats_factory()
+    bus = Bus(server.url, name="kit")
+    bus.add_streams(STREAM)
+    await bus.start()
+    await bus.wait_connected()
+    late, early = event(1), event(2)
+
+    async def insert(e: CloudEvent, seq: int) -> None:
+        async with sessionmaker() as session, session.begin():  # type: ignore[operator]
+            await session.execute(outbox_table.insert().values(
+                seq=seq, event_id=e.id, subject=f"test.events.{e.subject}", type=e.type,
+                payload=e.to_json().decode(), created_at=e.time))  # fmt: skip
+
+    class LateCommit(OutboxRelay):
+        async def _publish_in_order(self, js: Any, rows: list[Any]) -> int | None:
+            acked = await super()._publish_in_order(js, rows)
+            if not any(row.seq == 1 for row in rows):
+                await insert(late, 1)  # commits between the relay's read and its mark
+            return acked
+
+    relay = LateCommit(table=outbox_table, sessionmaker=sessionmaker, jetstream=bus.jetstream, clock=clock,  # type: ignore[arg-type]
+                       name="kit", batch=10)  # fmt: skip
+    try:
+        await insert(early, 2)
+        assert await relay.publish_pending() == 1
+        assert await relay.publish_pending() == 1  # the late row is still unsent, and goes now
+        nc = await nats.connect(server.url)
+        tap = await EventTap(nc.jetstream(), "TEST_EVENTS", "test.events.>", durable="late").start()
+        got = await tap.take(2)
+        await nc.close()
+        assert sorted(e.id for e in got) == sorted([late.id, early.id])
+    finally:
         await bus.close()
