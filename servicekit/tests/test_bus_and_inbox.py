@@ -53,6 +53,14 @@ def event(n: int, value: str = "ok") -> CloudEvent:
                       time=datetime(2026, 1, 1, tzinfo=UTC))  # fmt: skip
 
 
+async def connected_bus(server: NatsServer) -> Bus:
+    bus = Bus(server.url, name="kit")
+    bus.add_streams(STREAM)
+    await bus.start()
+    await bus.wait_connected()
+    return bus
+
+
 async def count_applied(sessionmaker: object) -> int:
     async with sessionmaker() as session:  # type: ignore[operator]
         return int(await session.scalar(select(func.count()).select_from(applied)) or 0)
@@ -84,10 +92,7 @@ async def test_the_same_event_delivered_three_times_is_applied_once(
     nats_factory: Callable[[], NatsServer], sessionmaker: object, clock: MovableClock
 ) -> None:
     server = nats_factory()
-    bus = Bus(server.url, name="kit")
-    bus.add_streams(STREAM)
-    await bus.start()
-    await bus.wait_connected()
+    bus = await connected_bus(server)
     task = await start_consumer(bus, sessionmaker, clock)
     try:
         events = [event(n) for n in range(20)]
@@ -117,10 +122,7 @@ async def test_a_poison_event_is_dead_lettered_and_the_rest_go_on(
     nats_factory: Callable[[], NatsServer], sessionmaker: object, clock: MovableClock
 ) -> None:
     server = nats_factory()
-    bus = Bus(server.url, name="kit")
-    bus.add_streams(STREAM)
-    await bus.start()
-    await bus.wait_connected()
+    bus = await connected_bus(server)
     task = await start_consumer(bus, sessionmaker, clock)
     try:
         nc = await nats.connect(server.url)
@@ -151,10 +153,7 @@ async def test_the_consumer_resumes_after_the_server_comes_back(
     how: str, nats_factory: Callable[[], NatsServer], sessionmaker: object, clock: MovableClock
 ) -> None:
     server = nats_factory()
-    bus = Bus(server.url, name="kit")
-    bus.add_streams(STREAM)
-    await bus.start()
-    await bus.wait_connected()
+    bus = await connected_bus(server)
     task = await start_consumer(bus, sessionmaker, clock)
     try:
         await publish(server.url, [event(n) for n in range(5)])
@@ -214,10 +213,7 @@ async def test_a_row_committed_late_with_a_lower_seq_is_not_marked_sent(
     """On PostgreSQL a transaction can take seq 1 and commit while the relay publishes seq 2: the relay must
     mark only what it published, or row 1 is marked sent and its event is lost."""
     server = nats_factory()
-    bus = Bus(server.url, name="kit")
-    bus.add_streams(STREAM)
-    await bus.start()
-    await bus.wait_connected()
+    bus = await connected_bus(server)
     late, early = event(1), event(2)
 
     async def insert(e: CloudEvent, seq: int) -> None:
