@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Response
@@ -27,6 +26,7 @@ from services.followups.schemas import (
     PolicyList,
     PolicyPreview,
     PolicyRead,
+    QueryTime,
     Status,
 )
 
@@ -51,7 +51,7 @@ async def list_followups(
     policy: Annotated[str | None, Query(max_length=100)] = None,
     assignee: Annotated[str | None, Query(max_length=200)] = None,
     team: Annotated[str | None, Query(max_length=200)] = None,
-    due_before: datetime | None = None,
+    due_before: QueryTime | None = None,
     overdue: bool | None = None,
     order: Annotated[
         Literal["queue", "timeline"],
@@ -73,8 +73,8 @@ async def list_followups(
 async def followup_stats(
     session: SessionDep,
     followups: FollowupsDep,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: QueryTime | None = None,
+    until: QueryTime | None = None,
     team: Annotated[str | None, Query(max_length=200)] = None,
     channel: Channel | None = None,
 ) -> FollowupStats:

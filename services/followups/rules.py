@@ -33,13 +33,21 @@ DEFAULT_FALLBACK: list[Channel] = [Channel.email, Channel.phone, Channel.sms, Ch
 SLUG = r"^[a-z0-9][a-z0-9_.-]{0,99}$"
 
 
+# The longest duration a policy may hold: a due time (before the year 9000) plus it is still a date.
+MAX_DURATION = timedelta(days=3653)
+_REFERENCE = datetime(2000, 1, 1)
+
+
 def _duration(value: str) -> str:
     try:
         parsed = isodate.parse_duration(value)
-    except (isodate.ISO8601Error, ValueError, TypeError):
-        raise ValueError("not an ISO 8601 duration (e.g. PT4H, P2D, P2W, P2M)") from None
-    if (parsed if isinstance(parsed, timedelta) else parsed.tdelta) < timedelta(0):
+        length = _REFERENCE + parsed - _REFERENCE  # calendar months and years counted from a fixed date
+    except (isodate.ISO8601Error, ValueError, TypeError, OverflowError):
+        raise ValueError("not an ISO 8601 duration of at most 10 years (e.g. PT4H, P2D, P2W, P2M)") from None
+    if (parsed if isinstance(parsed, timedelta) else parsed.tdelta) < timedelta(0) or length < timedelta(0):
         raise ValueError("durations cannot be negative")
+    if length > MAX_DURATION:
+        raise ValueError("durations are at most 10 years (P10Y)")
     return value
 
 

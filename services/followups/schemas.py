@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from servicekit.channels import Channel
 from servicekit.clock import as_utc
@@ -15,6 +24,29 @@ Status = Literal["scheduled", "due", "completed", "cancelled", "skipped"]
 Priority = Literal["low", "normal", "high", "urgent"]
 CloseReason = Literal["opted_out", "erased", "answered", "superseded", "manual"]
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+# Due times after this are refused: the overdue and escalation times a policy adds to them (durations of at
+# most 10 years) must still be dates.
+LATEST_DUE = datetime(9000, 1, 1, tzinfo=UTC)
+
+
+def _in_utc(value: datetime) -> datetime:
+    """In UTC; a time UTC cannot hold (year 1 at +14:00, year 9999 at -12:00) is a 422, not a crash."""
+    try:
+        return as_utc(value)
+    except OverflowError:
+        raise ValueError("outside the range of dates (years 1 to 9999 in UTC)") from None
+
+
+def _due(value: datetime) -> datetime:
+    moment = _in_utc(value)
+    if moment >= LATEST_DUE:
+        raise ValueError("must be before the year 9000")
+    return moment
+
+
+# A time in a query (naive is taken as UTC) and a due time in a body (offset required).
+QueryTime = Annotated[datetime, AfterValidator(_in_utc)]
+DueTime = Annotated[AwareDatetime, AfterValidator(_due)]
 
 
 class Strict(BaseModel):
@@ -70,7 +102,7 @@ class FollowupCreate(Strict):
 
     contact_id: uuid.UUID
     reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
-    due_at: AwareDatetime
+    due_at: DueTime
     channel: Channel | None = None
     priority: Priority = "normal"
     assignee: Name | None = None
@@ -84,7 +116,7 @@ class FollowupComplete(Strict):
 
 
 class FollowupSnooze(Strict):
-    until: AwareDatetime
+    until: DueTime
 
 
 class FollowupCancel(Strict):

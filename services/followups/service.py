@@ -119,8 +119,10 @@ def _decode_queue_cursor(cursor: str) -> tuple[int, datetime, uuid.UUID]:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         rank, due, ident = json.loads(base64.urlsafe_b64decode(padded))
+        if rank not in PRIORITY_RANK.values() or isinstance(rank, bool):
+            raise ValueError("not a priority rank")
         return int(rank), as_utc(datetime.fromisoformat(due)), uuid.UUID(ident)
-    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
+    except (ValueError, TypeError, OverflowError, binascii.Error, UnicodeDecodeError):
         raise InvalidCursor("The cursor is not one this API gave out.") from None
 
 
@@ -132,7 +134,7 @@ def parse_before(value: str) -> tuple[datetime, uuid.UUID]:
         if moment.tzinfo is None:
             raise ValueError("naive")
         return as_utc(moment), uuid.UUID(ident)
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: a time UTC cannot hold (year 1 at +14:00)
         raise Unprocessable(
             "before must be <ISO 8601 time with offset>|<uuid>, e.g. 2026-01-05T09:00:00+00:00|<id>.", field="before"
         ) from None
