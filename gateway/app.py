@@ -21,7 +21,7 @@ from gateway.timeline import Timeline
 from gateway.upstream import ServiceClient, UpstreamAnswer, relay
 from servicekit.bus import DurableConsumer
 from servicekit.clock import Clock
-from servicekit.http import RequestContextMiddleware, health_router
+from servicekit.http import RequestContextMiddleware, document_problems, health_router
 from servicekit.inbox import EventInbox
 from servicekit.logging import configure_logging, get_logger
 from servicekit.outbox import Outbox
@@ -131,6 +131,7 @@ def create_app(
     app.include_router(health_router())
     app.include_router(router)
     app.include_router(console_router)
+    document_problems(app)
     return app
 
 

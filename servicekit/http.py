@@ -178,4 +178,80 @@ def build_app(
     install_problem_handlers(app)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=max_body_bytes)
     app.include_router(health_router())
+    document_problems(app)
     return app
+
+
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "title": "Problem",
+    "description": "RFC 9457 problem details. Validation problems (422) add `errors`; others add their own members.",
+    "type": "object",
+    "required": ["type", "title", "status"],
+    "properties": {
+        "type": {"type": "string", "format": "uri"},
+        "title": {"type": "string"},
+        "status": {"type": "integer", "minimum": 400, "maximum": 599},
+        "detail": {"type": "string"},
+        "instance": {"type": "string"},
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["loc", "msg", "type"],
+                "properties": {
+                    "loc": {"type": "array", "items": {"anyOf": [{"type": "string"}, {"type": "integer"}]}},
+                    "msg": {"type": "string"},
+                    "type": {"type": "string"},
+                },
+            },
+        },
+    },
+    "additionalProperties": True,
+}
+_PROBLEM_CONTENT = {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+# What the platform itself can answer on any route, beside what each route documents.
+_INVALID = {"description": "Invalid request (problem+json with `errors`)"}
+_TOO_LARGE = {"description": "The body is over the size limit"}
+_UNPARSABLE = {"description": "The body cannot be read as JSON (for example, it is not UTF-8)"}
+_UNAVAILABLE = {"description": "The database or a dependency is unreachable (Retry-After)"}
+
+
+def document_problems(app: FastAPI) -> None:
+    """Make the OpenAPI document say what the handlers send: every error as problem+json with the Problem schema.
+
+    FastAPI documents 422 as ``application/json`` ``HTTPValidationError`` and knows nothing of the 413 and 503
+    that the middleware and the handlers send, so a client (or Schemathesis) reading the document would be
+    misled. Applied once here, so every service and the gateway say the same."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        document = build()
+        for operations in document.get("paths", {}).values():
+            for operation in operations.values():
+                _document_operation(operation)
+        schemas = document.setdefault("components", {}).setdefault("schemas", {})
+        schemas["Problem"] = PROBLEM_SCHEMA
+        text = str(document["paths"])
+        for unused in ("HTTPValidationError", "ValidationError"):
+            if f"/{unused}'" not in text:
+                schemas.pop(unused, None)
+        app.openapi_schema = document
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _document_operation(operation: dict[str, Any]) -> None:
+    responses: dict[str, Any] = operation.setdefault("responses", {})
+    if "health" not in operation.get("tags", []):
+        if operation.get("parameters") or "requestBody" in operation:
+            responses.setdefault("422", dict(_INVALID))
+        if "requestBody" in operation:
+            responses.setdefault("400", dict(_UNPARSABLE))
+            responses.setdefault("413", dict(_TOO_LARGE))
+        responses.setdefault("503", dict(_UNAVAILABLE))
+    for status, response in responses.items():
+        if status[0] in "45":
+            response["content"] = dict(_PROBLEM_CONTENT)
