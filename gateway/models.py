@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import registry
 from sqlmodel import JSON, Column, Field, SQLModel
 
+from servicekit.db import UTCDateTime
 from servicekit.ids import new_id
 from servicekit.runtime import shared_tables
 
@@ -22,7 +23,7 @@ class GatewayTable(SQLModel, registry=registry()):
 metadata = GatewayTable.metadata
 outbox_table, inbox_table = shared_tables(metadata)
 
-_TS = sa.DateTime(timezone=True)
+_TS = UTCDateTime()
 
 
 class ApiKey(GatewayTable, table=True):

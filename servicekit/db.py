@@ -3,14 +3,39 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import DateTime, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session
+from sqlalchemy.types import TypeDecorator
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """``TIMESTAMP WITH TIME ZONE`` that always gives back an aware UTC datetime, on SQLite too.
+
+    SQLite has no time zone type: SQLAlchemy stores the wall-clock digits without the offset and reads them
+    back naive, so a response would carry ``2026-01-01T10:00:00`` instead of RFC 3339 with an offset, and an
+    aware non-UTC value would be stored as the wrong instant. Every value is stored as UTC and read as UTC.
+    The column type in the database is the plain ``DateTime(timezone=True)``: migrations do not change."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        # A naive value is taken to be UTC already (what servicekit.clock gives is aware).
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def is_sqlite(url: str) -> bool:

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import registry
 from sqlmodel import JSON, Column, Field, SQLModel
 
+from servicekit.db import UTCDateTime
 from servicekit.ids import new_id
 from servicekit.runtime import shared_tables
 
@@ -47,9 +48,9 @@ class Contact(ContactsTable, table=True):
     owner: str | None = Field(default=None, max_length=200, index=True)
     status: str = Field(default="active", max_length=10)  # active | merged | erased
     merged_into: uuid.UUID | None = Field(default=None, index=True)
-    created_at: datetime = Field(sa_type=sa.DateTime(timezone=True))  # type: ignore[call-overload]
-    updated_at: datetime = Field(sa_type=sa.DateTime(timezone=True))  # type: ignore[call-overload]
-    erased_at: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))  # type: ignore[call-overload]
+    created_at: datetime = Field(sa_type=UTCDateTime())  # type: ignore[call-overload]
+    updated_at: datetime = Field(sa_type=UTCDateTime())  # type: ignore[call-overload]
+    erased_at: datetime | None = Field(default=None, sa_type=UTCDateTime())  # type: ignore[call-overload]
     version: int = Field(default=1)
 
 

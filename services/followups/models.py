@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import registry
 from sqlmodel import JSON, Column, Field, SQLModel
 
+from servicekit.db import UTCDateTime
 from servicekit.ids import new_id
 from servicekit.runtime import shared_tables
 
@@ -24,7 +25,7 @@ outbox_table, inbox_table = shared_tables(metadata)
 OPEN = ("scheduled", "due")
 PRIORITY_RANK = {"urgent": 0, "high": 1, "normal": 2, "low": 3}
 
-_TS = sa.DateTime(timezone=True)
+_TS = UTCDateTime()
 
 
 class Followup(FollowupsTable, table=True):

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import registry
 from sqlmodel import JSON, Column, Field, SQLModel
 
+from servicekit.db import UTCDateTime
 from servicekit.ids import new_id
 from servicekit.runtime import shared_tables
 
@@ -22,7 +23,7 @@ class InteractionsTable(SQLModel, registry=registry()):
 metadata = InteractionsTable.metadata
 outbox_table, inbox_table = shared_tables(metadata)
 
-_AT = sa.DateTime(timezone=True)
+_AT = UTCDateTime()
 
 
 class Touchpoint(InteractionsTable, table=True):
