@@ -55,6 +55,7 @@ def create_app(
                 connect_timeout_s=settings.upstream_connect_timeout_s,
                 read_retries=settings.upstream_read_retries,
                 pool_size=settings.upstream_pool_size,
+                keepalive_s=settings.upstream_keepalive_s,
                 transport=transports.get(name),
             )
             for name in SERVICE_NAMES

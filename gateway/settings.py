@@ -37,6 +37,9 @@ class GatewaySettings(ServiceSettings):
     upstream_connect_timeout_s: float = Field(1.0, description="Connect timeout to a service (503 above), seconds")
     upstream_read_retries: int = Field(2, description="Retries of an idempotent read after a transport failure")
     upstream_pool_size: int = Field(100, description="Connections per service in the pooled client")
+    upstream_keepalive_s: float = Field(
+        2.0, gt=0, description="Idle time after which a pooled connection to a service is closed (below its 5 s)"
+    )
     rate_limit_per_minute: int = Field(1200, description="Requests per minute per API key or user (429 above)")
     rate_limit_burst: int = Field(200, description="Requests a caller may send at once before the rate applies")
     session_ttl_s: int = Field(12 * 3600, description="Staff session lifetime, seconds")

@@ -42,6 +42,7 @@ class ServiceClient:
         connect_timeout_s: float,
         read_retries: int,
         pool_size: int = 100,
+        keepalive_s: float = 2.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.name = name
@@ -49,7 +50,12 @@ class ServiceClient:
         self.client = httpx.AsyncClient(
             base_url=base_url,
             timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s, pool=connect_timeout_s),
-            limits=httpx.Limits(max_connections=pool_size, max_keepalive_connections=pool_size),
+            # An idle connection is dropped here before the service's server closes it (uvicorn: 5 s): a request
+            # sent on a connection the server is closing at that instant fails with nothing received, and a write
+            # cannot be retried safely.
+            limits=httpx.Limits(
+                max_connections=pool_size, max_keepalive_connections=pool_size, keepalive_expiry=keepalive_s
+            ),
             transport=transport,
             follow_redirects=False,
         )

@@ -108,3 +108,38 @@ async def test_a_service_that_is_down_or_silent_is_503_or_504_never_a_hang(
             checks = ready.json()["checks"]
             assert checks["database"] == "ok" and checks["nats"] == "ok"
             assert checks["contacts"] != "ok" and checks["interactions"] != "ok"
+
+
+async def test_an_idle_connection_is_not_reused_after_the_keepalive_so_a_write_never_meets_a_closing_server() -> None:
+    """The load run saw 503 "dropped the connection" on writes: the pool reused a connection the service's server
+    was closing for idleness. This server answers one request per connection and then, like uvicorn at the end of
+    its keep-alive, silently discards whatever arrives on that connection after it has been idle a while."""
+    idle_close_s = 0.3
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        answered_at: float | None = None
+        loop = asyncio.get_running_loop()
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                           if line.lower().startswith(b"content-length:")), 0)  # fmt: skip
+            await reader.readexactly(length)
+            if answered_at is not None and loop.time() - answered_at >= idle_close_s:
+                writer.close()  # the request crossed the server's close: nothing is answered
+                return
+            writer.write(b"HTTP/1.1 201 Created\r\ncontent-length: 2\r\ncontent-type: application/json\r\n\r\n{}")
+            await writer.drain()
+            answered_at = loop.time()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = ServiceClient("interactions", f"http://127.0.0.1:{port}", timeout_s=2, connect_timeout_s=1,
+                           read_retries=2, keepalive_s=idle_close_s / 3)  # fmt: skip
+    try:
+        assert (await client.request("POST", "/v1/x", caller="k", json={})).status_code == 201
+        await asyncio.sleep(idle_close_s + 0.05)
+        assert (await client.request("POST", "/v1/x", caller="k", json={})).status_code == 201
+    finally:
+        await client.close()
+        server.close()
+        await server.wait_closed()
