@@ -113,7 +113,31 @@ def generic_figures(document: dict[str, Any]) -> list[Figure]:
     return figures
 
 
-EXTRACTORS: dict[str, Callable[[dict[str, Any]], list[Figure]]] = {"contacts": contacts_figures}
+def followups_figures(document: dict[str, Any]) -> list[Figure]:
+    """bench/followups.py: the due-wave lateness and the touchpoint-to-follow-up latency under load."""
+    backend = document.get("backend")
+    due, touch = document.get("falling_due") or {}, document.get("touch_to_followup") or {}
+    count = due.get("followups")
+    rate = touch.get("rate_per_s")
+    at = f" at {rate:,} touchpoints/s" if isinstance(rate, int | float) else ""
+    return [
+        figure(f"due follow-ups missed or fired twice (of {count:,})" if isinstance(count, int) else "due missed",
+               None if not due else abs(count - due.get("fired", 0)) + due.get("fired_twice", 0), "",
+               target=0, backend=backend),
+        figure("due lateness p99", _get(due, "lateness", "p99_ms"), "ms", target=2000, backend=backend),
+        figure(f"touchpoint to follow-up scheduled p99{at}", _get(touch, "touch_to_scheduled_event", "p99_ms"),
+               "ms", target=250, floor="nats_publish_p99_ms", backend=backend),
+        figure(f"touchpoint to follow-up stored p99{at}", _get(touch, "touch_to_stored", "p99_ms"), "ms",
+               floor="db_insert_p99_ms", backend=backend),
+        figure("touchpoint rate achieved", touch.get("achieved_rate_per_s"), "touchpoints/s", better="higher",
+               backend=backend),
+    ]  # fmt: skip
+
+
+EXTRACTORS: dict[str, Callable[[dict[str, Any]], list[Figure]]] = {
+    "contacts": contacts_figures,
+    "followups": followups_figures,
+}
 
 
 def figures_of(name: str, document: dict[str, Any]) -> list[Figure]:
