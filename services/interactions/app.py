@@ -105,6 +105,7 @@ def create_app(settings: InteractionsSettings | None = None, clock: Clock | None
         finally:
             await runtime.stop()
             await directory.close()
+            await keys.close()
 
     app = build_app(
         title="Touchpoint interactions",

@@ -6,10 +6,11 @@ are kept: a request that failed releases its key, so the client may retry it."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete
@@ -18,10 +19,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
 from servicekit.clock import Clock, as_utc
+from servicekit.logging import get_logger
 from servicekit.problems import Conflict, ProblemError, Unprocessable
 from services.interactions.models import IdempotencyRecord
 
+log = get_logger(__name__)
+
 MAX_KEY_LENGTH = 255
+RELEASE_RETRY_S = 0.5
 MAX_CALLER_LENGTH = 200
 ANONYMOUS = "anonymous"
 
@@ -43,6 +48,7 @@ class Claim:
     caller: str
     key: str
     fingerprint: str
+    claimed_at: datetime | None = None  # the record's created_at: which claim of the key is ours
 
 
 @dataclass(frozen=True)
@@ -78,6 +84,7 @@ class IdempotencyKeys:
         self.clock = clock
         self.ttl = timedelta(seconds=ttl_s)
         self.in_flight = timedelta(seconds=in_flight_s)
+        self._releasing: set[asyncio.Task[None]] = set()
 
     async def claim(self, *, caller: str, key: str, fingerprint: str) -> Claim | Replay:
         """Take the key for this request, or say what to answer instead (raises 409 or 422)."""
@@ -91,14 +98,14 @@ class IdempotencyKeys:
                 .returning(col(IdempotencyRecord.key))
             )
             if inserted.first() is not None:
-                return Claim(caller, key, fingerprint)
+                return Claim(caller, key, fingerprint, now)
             record = await session.get(IdempotencyRecord, (caller, key), with_for_update=True, populate_existing=True)
             assert record is not None
             abandoned = record.status is None and as_utc(record.created_at) + self.in_flight <= now
             if as_utc(record.expires_at) <= now or abandoned:
                 record.fingerprint, record.status, record.response = fingerprint, None, None
                 record.created_at, record.expires_at = now, now + self.ttl
-                return Claim(caller, key, fingerprint)
+                return Claim(caller, key, fingerprint, now)
             if record.fingerprint != fingerprint:
                 raise KeyReused("This Idempotency-Key was used for a different request; use a new key.")
             if record.status is None or record.response is None:
@@ -115,14 +122,44 @@ class IdempotencyKeys:
             record.status, record.response = status, body
 
     async def release(self, claim: Claim) -> None:
+        """Free the key of a request that failed, so its client's retry is served at once.
+
+        When the database is what failed, the release cannot be written either; it is tried again in the
+        background until it is, or the claim counts as abandoned anyway. Without that, every retry after a
+        database outage met 409 for ``in_flight_s`` (60 s), long after the database was back."""
+        try:
+            await self._delete(claim)
+        except Exception as exc:
+            log.warning("idempotency_release_deferred", error=repr(exc))
+            task = asyncio.create_task(self._release_later(claim))
+            self._releasing.add(task)
+            task.add_done_callback(self._releasing.discard)
+
+    async def _release_later(self, claim: Claim) -> None:
+        # Past this moment the claim is abandoned and another request may hold the key: leave it alone.
+        until = as_utc(claim.claimed_at or self.clock.now()) + self.in_flight
+        while self.clock.now() < until:
+            await asyncio.sleep(RELEASE_RETRY_S)
+            try:
+                await self._delete(claim)
+                return
+            except Exception:
+                continue
+
+    async def _delete(self, claim: Claim) -> None:
+        conditions = [
+            col(IdempotencyRecord.caller) == claim.caller,
+            col(IdempotencyRecord.key) == claim.key,
+            col(IdempotencyRecord.status).is_(None),
+        ]
+        if claim.claimed_at is not None:  # only our claim, never one a later request took over
+            conditions.append(col(IdempotencyRecord.created_at) == claim.claimed_at)
         async with self.sessionmaker() as session, session.begin():
-            await session.execute(
-                delete(IdempotencyRecord).where(
-                    col(IdempotencyRecord.caller) == claim.caller,
-                    col(IdempotencyRecord.key) == claim.key,
-                    col(IdempotencyRecord.status).is_(None),
-                )
-            )
+            await session.execute(delete(IdempotencyRecord).where(*conditions))
+
+    async def close(self) -> None:
+        for task in list(self._releasing):
+            task.cancel()
 
     async def purge_expired(self) -> int:
         async with self.sessionmaker() as session, session.begin():

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from servicekit.clock import MovableClock
+from servicekit.db import make_engine, make_sessionmaker
+from servicekit.testing.plugin import eventually
 from services.interactions.idempotency import Claim, IdempotencyKeys, KeyInFlight, KeyReused, Replay
 
 
@@ -48,3 +52,60 @@ async def test_released_and_abandoned_keys_can_be_claimed_again(keys: Idempotenc
     assert isinstance(await keys.claim(caller="c", key="crashed", fingerprint="f"), Claim)
     clock.advance(days=2)
     assert await keys.purge_expired() == 2
+
+
+class Reachable:
+    """The database as the service sees it: there, or away (a real connection to a port where nothing
+    listens, refused as a stopped PostgreSQL refuses it)."""
+
+    def __init__(self, up: async_sessionmaker[AsyncSession]) -> None:
+        self.up = up
+        self.away = make_sessionmaker(make_engine("postgresql+asyncpg://nobody@127.0.0.1:9/none"))
+        self.there = True
+
+    def __call__(self) -> AsyncSession:
+        return (self.up if self.there else self.away)()
+
+
+async def claimable(keys: IdempotencyKeys, key: str) -> bool:
+    try:
+        return isinstance(await keys.claim(caller="c", key=key, fingerprint="f"), Claim)
+    except KeyInFlight:
+        return False
+
+
+async def test_a_release_the_database_refused_is_written_once_it_is_back(
+    sessionmaker: async_sessionmaker[AsyncSession], clock: MovableClock
+) -> None:
+    """A request failed because the database went away, so its release could not be written either: the
+    fault suite saw its client's retries answered 409 for the whole in-flight window (60 s) after a 5 s
+    database outage. The release is written once the database is back."""
+    db = Reachable(sessionmaker)
+    keys = IdempotencyKeys(sessionmaker=db, clock=clock, ttl_s=86_400, in_flight_s=60)  # type: ignore[arg-type]
+    claim = await keys.claim(caller="c", key="outage", fingerprint="f")
+    assert isinstance(claim, Claim)
+    db.there = False
+    await keys.release(claim)  # does not raise: it is deferred
+    db.there = True
+    await eventually(lambda: claimable(keys, "outage"), timeout=5)
+    await keys.close()
+
+
+async def test_a_deferred_release_never_frees_a_claim_taken_over_since(
+    sessionmaker: async_sessionmaker[AsyncSession], clock: MovableClock
+) -> None:
+    db = Reachable(sessionmaker)
+    keys = IdempotencyKeys(sessionmaker=db, clock=clock, ttl_s=86_400, in_flight_s=60)  # type: ignore[arg-type]
+    first = await keys.claim(caller="c", key="taken", fingerprint="f")
+    assert isinstance(first, Claim)
+    db.there = False
+    await keys.release(first)
+    clock.advance(seconds=61)  # the first claim is abandoned: another request takes the key over
+    db.there = True
+    second = await keys.claim(caller="c", key="taken", fingerprint="f")
+    assert isinstance(second, Claim) and second.claimed_at != first.claimed_at
+    await asyncio.sleep(1.5)  # the deferred release has had its chances
+    assert not await claimable(keys, "taken"), "the deferred release freed the claim that took over"
+    await keys.release(second)
+    assert await claimable(keys, "taken")
+    await keys.close()
