@@ -136,6 +136,12 @@ def decode_cursor(cursor: str) -> uuid.UUID:
         raise InvalidCursor("The cursor is not one this API gave out.") from None
 
 
+# A prefix matching at most this many search terms is searched by gathering its matches and ordering their ids;
+# a more common one by walking contacts newest first until a page is full, which is short because the prefix is
+# common (unless its matches are all among the oldest contacts). Counting stops at this many, too.
+COLLECT_LIMIT = 2000
+
+
 async def list_contacts(
     *,
     session: AsyncSession,
@@ -148,10 +154,10 @@ async def list_contacts(
     cursor: str | None = None,
 ) -> tuple[list[Contact], str | None]:
     """Newest first, keyset on the time-ordered id: stable while contacts are added."""
+    before = decode_cursor(cursor) if cursor else None
     query = select(Contact).where(col(Contact.status) == "active")
-    if q and q.strip():
-        prefix = q.strip().lower()
-        query = query.where(col(Contact.id).in_(_term_prefix(prefix)))
+    if before is not None:
+        query = query.where(col(Contact.id) < before)
     if tag:
         query = query.where(
             col(Contact.id).in_(
@@ -166,15 +172,35 @@ async def list_contacts(
         query = query.where(col(Contact.stage) == stage)
     if owner:
         query = query.where(col(Contact.owner) == owner)
-    if cursor:
-        query = query.where(col(Contact.id) < decode_cursor(cursor))
+    if q and q.strip():
+        prefix = q.strip().lower()
+        terms = _term_prefix(prefix)
+        if before is not None:
+            terms = terms.where(col(SearchTerm.contact_id) < before)
+        common = await session.scalar(select(func.count()).select_from(terms.limit(COLLECT_LIMIT + 1).subquery()))
+        if (common or 0) <= COLLECT_LIMIT:
+            if not (tag or tier or stage or owner):
+                # Search terms exist only for live contacts (merge and erase delete them): the page is the
+                # newest limit+1 of the matches, ordered in the database on the ids alone.
+                newest = col(SearchTerm.contact_id).desc()
+                terms = terms.group_by(col(SearchTerm.contact_id)).order_by(newest).limit(limit + 1)
+            query = query.where(col(Contact.id).in_(terms))
+        else:
+            # A common prefix: walk contacts newest first and probe each one's terms. The probe compares the
+            # term's head rather than a range so the planner cannot take it for a rare one (from the histogram,
+            # a range on terms is estimated badly) and gather every match instead.
+            head = func.substr(col(SearchTerm.term), 1, len(prefix)) == prefix
+            probe = select(col(SearchTerm.contact_id)).where(
+                col(SearchTerm.contact_id) == col(Contact.id), col(SearchTerm.field) == "q", head
+            )
+            query = query.where(probe.exists())
     rows = list((await session.scalars(query.order_by(col(Contact.id).desc()).limit(limit + 1))).all())
     next_cursor = encode_cursor(rows[limit - 1].id) if len(rows) > limit else None
     return rows[:limit], next_cursor
 
 
 def _term_prefix(prefix: str) -> Any:
-    """Contacts with a search term starting with ``prefix``: a range scan on the term index."""
+    """Contact ids of search terms starting with ``prefix``: a range scan on the term index."""
     terms = select(col(SearchTerm.contact_id)).where(col(SearchTerm.field) == "q")
     upper = _next_prefix(prefix)
     if upper is None:

@@ -4,7 +4,9 @@ import asyncio
 import uuid
 
 import httpx
+import pytest
 
+from services.contacts import service
 from services.contacts.tests.conftest import contact_factory
 
 PROBLEM = "application/problem+json"
@@ -150,6 +152,37 @@ async def test_pages_are_stable_while_contacts_are_added(client: httpx.AsyncClie
         if not cursor:
             break
     assert seen == [c["id"] for c in reversed(first)]
+
+
+@pytest.mark.parametrize("collect_limit", [1, 10_000], ids=["common-prefix-walk", "rare-prefix-collect"])
+async def test_prefix_search_pages_the_same_whether_the_prefix_is_common_or_rare(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch, collect_limit: int
+) -> None:
+    # The service picks its query plan by how many terms a prefix matches; both plans must give the same pages.
+    monkeypatch.setattr(service, "COLLECT_LIMIT", collect_limit)
+    word = f"zq{uuid.uuid4().hex[:6]}"
+    made = [await create(client, name=f"{word.title()} Person{n}", company=f"{word}co") for n in range(7)]
+    merged_away, erased = made[2], made[4]
+    assert (await client.post(f"/v1/contacts/{made[0]['id']}/merge", json={"source_id": merged_away["id"]})).is_success
+    assert (await client.delete(f"/v1/contacts/{erased['id']}")).status_code == 204
+    live = [c["id"] for c in reversed(made) if c["id"] not in (merged_away["id"], erased["id"])]
+
+    async def pages(params: dict[str, str | int]) -> list[str]:
+        seen: list[str] = []
+        cursor = None
+        while True:
+            query = {**params, "cursor": cursor} if cursor else params
+            page = (await client.get("/v1/contacts", params=query)).json()
+            assert len(page["items"]) <= int(params["limit"])
+            seen += [c["id"] for c in page["items"]]
+            await create(client, name=f"{word} Latecomer")  # newer than every cursor: never in a later page
+            cursor = page["next_cursor"]
+            if not cursor:
+                return seen
+
+    assert await pages({"q": word[:5].upper(), "limit": 2}) == live
+    assert await pages({"q": f"{word}co", "limit": 3, "tier": "standard"}) == live
+    assert (await client.get("/v1/contacts", params={"q": word + "x"})).json() == {"items": [], "next_cursor": None}
 
 
 async def test_resolve_finds_or_creates(client: httpx.AsyncClient) -> None:
