@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
 
 from gateway.auth import Role
 from gateway.schemas_services import ContactRead
+from servicekit.clock import InUtc
 
 
 class Strict(BaseModel):
@@ -23,7 +24,7 @@ StaffRole = Literal["admin", "agent", "readonly"]
 class ApiKeyCreate(Strict):
     name: Name
     role: Role
-    expires_at: datetime | None = Field(None, description="When the key stops working (none: never)")
+    expires_at: InUtc | None = Field(None, description="When the key stops working (none: never)")
 
 
 class ApiKeyRead(BaseModel):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Annotated, Protocol
+
+from pydantic import AfterValidator
 
 
 class Clock(Protocol):
@@ -39,3 +41,16 @@ def as_utc(value: datetime) -> datetime:
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
     return value.astimezone(UTC)
+
+
+def in_utc(value: datetime) -> datetime:
+    """``as_utc`` for input: a time UTC cannot hold (year 1 at +14:00, year 9999 at -12:00) is a ValueError,
+    so a pydantic field or query parameter of type ``InUtc`` answers it with a 422, not a 500."""
+    try:
+        return as_utc(value)
+    except OverflowError:
+        raise ValueError("outside the range of dates (years 1 to 9999 in UTC)") from None
+
+
+# A time from a request, in UTC (naive is taken as UTC; add AwareDatetime where an offset is required).
+InUtc = Annotated[datetime, AfterValidator(in_utc)]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
@@ -27,7 +26,7 @@ from gateway.schemas import (
 )
 from gateway.schemas import AuditRead as AuditEntryRead
 from gateway.timeline import InvalidCursor, sign, unsign
-from servicekit.clock import as_utc
+from servicekit.clock import InUtc, as_utc
 from servicekit.problems import Conflict, NotFound, Unprocessable
 
 router = APIRouter(tags=["admin"], responses=AUTH_ERRORS)
@@ -164,7 +163,7 @@ async def read_audit(
     request: Request,
     action: Annotated[str | None, Query(max_length=60)] = None,
     actor_id: Annotated[str | None, Query(max_length=64)] = None,
-    since: datetime | None = None,
+    since: InUtc | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> AuditPage:

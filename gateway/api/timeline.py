@@ -18,7 +18,7 @@ from gateway.auth import TimelineRead
 from gateway.deps import TimelineDep
 from gateway.schemas import Journey, TimelinePage
 from gateway.timeline import KINDS, Filters, InvalidCursor, Position, position_of
-from servicekit.clock import as_utc
+from servicekit.clock import InUtc
 from servicekit.problems import Unprocessable
 
 router = APIRouter(prefix="/contacts", tags=["timeline"], responses=AUTH_ERRORS)
@@ -39,8 +39,8 @@ def _filters(
     ] = None,
     channel: Annotated[str | None, Query(max_length=20)] = None,
     type: Annotated[str | None, Query(max_length=30, description="Touchpoint type, follow-up status or event")] = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: InUtc | None = None,
+    until: InUtc | None = None,
 ) -> Filters:
     chosen = tuple(KINDS)
     if kinds:
@@ -53,8 +53,8 @@ def _filters(
         kinds=chosen,
         channel=channel,
         type=type,
-        since=as_utc(since) if since else None,
-        until=as_utc(until) if until else None,
+        since=since,
+        until=until,
     )
 
 

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Path, Query, Response
 
 from servicekit.channels import Channel
+from servicekit.clock import InUtc
 from servicekit.problems import PROBLEM_MEDIA_TYPE
 from services.followups import service
 from services.followups.deps import FollowupsDep, PoliciesDep, RuntimeDep, SessionDep
@@ -26,7 +27,6 @@ from services.followups.schemas import (
     PolicyList,
     PolicyPreview,
     PolicyRead,
-    QueryTime,
     Status,
 )
 
@@ -51,7 +51,7 @@ async def list_followups(
     policy: Annotated[str | None, Query(max_length=100)] = None,
     assignee: Annotated[str | None, Query(max_length=200)] = None,
     team: Annotated[str | None, Query(max_length=200)] = None,
-    due_before: QueryTime | None = None,
+    due_before: InUtc | None = None,
     overdue: bool | None = None,
     order: Annotated[
         Literal["queue", "timeline"],
@@ -73,8 +73,8 @@ async def list_followups(
 async def followup_stats(
     session: SessionDep,
     followups: FollowupsDep,
-    since: QueryTime | None = None,
-    until: QueryTime | None = None,
+    since: InUtc | None = None,
+    until: InUtc | None = None,
     team: Annotated[str | None, Query(max_length=200)] = None,
     channel: Channel | None = None,
 ) -> FollowupStats:

@@ -18,7 +18,7 @@ from pydantic import (
 )
 
 from servicekit.channels import Channel
-from servicekit.clock import as_utc
+from servicekit.clock import as_utc, in_utc
 
 Status = Literal["scheduled", "due", "completed", "cancelled", "skipped"]
 Priority = Literal["low", "normal", "high", "urgent"]
@@ -29,23 +29,13 @@ Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max
 LATEST_DUE = datetime(9000, 1, 1, tzinfo=UTC)
 
 
-def _in_utc(value: datetime) -> datetime:
-    """In UTC; a time UTC cannot hold (year 1 at +14:00, year 9999 at -12:00) is a 422, not a crash."""
-    try:
-        return as_utc(value)
-    except OverflowError:
-        raise ValueError("outside the range of dates (years 1 to 9999 in UTC)") from None
-
-
 def _due(value: datetime) -> datetime:
-    moment = _in_utc(value)
+    moment = in_utc(value)
     if moment >= LATEST_DUE:
         raise ValueError("must be before the year 9000")
     return moment
 
 
-# A time in a query (naive is taken as UTC) and a due time in a body (offset required).
-QueryTime = Annotated[datetime, AfterValidator(_in_utc)]
 DueTime = Annotated[AwareDatetime, AfterValidator(_due)]
 
 
