@@ -7,9 +7,10 @@
    committed it) to the follow-up stored (created_at) and to its crm.followup.scheduled.v1 on the bus;
    target p99 ≤ 250 ms at 1,000 touchpoints per second.
 
-    python -m bench.followups [--quick] [--due N] [--rate R] [--seconds S]
+    python -m bench.followups [--quick] [--part due|touch|both] [--due N] [--rate R] [--seconds S]
 
 Full size: --due 100000 --rate 1000 --seconds 30 (the defaults). --quick: 2,000 due, 100/s for 5 s.
+Iterating on the touchpoint pipeline: --part touch --seconds 10 (1,000/s for 10 s, no falling-due part).
 """
 
 from __future__ import annotations
@@ -208,11 +209,14 @@ async def touch_to_followup(infra: Infra, rate: int, seconds: float) -> dict[str
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    results: dict[str, Any] = {"backend": "postgres", "quick": args.quick}
     with infrastructure("postgres") as infra:
-        due = await falling_due(infra, args.due, args.spread)
-        print(json.dumps({"falling_due": due}, indent=2))
-        touch = await touch_to_followup(infra, args.rate, args.seconds)
-    return {"backend": "postgres", "quick": args.quick, "falling_due": due, "touch_to_followup": touch}
+        if args.part in ("due", "both"):
+            results["falling_due"] = await falling_due(infra, args.due, args.spread)
+            print(json.dumps({"falling_due": results["falling_due"]}, indent=2))
+        if args.part in ("touch", "both"):
+            results["touch_to_followup"] = await touch_to_followup(infra, args.rate, args.seconds)
+    return results
 
 
 def main() -> None:
@@ -222,11 +226,13 @@ def main() -> None:
     parser.add_argument("--spread", type=float, default=60.0, help="seconds over which they fall due")
     parser.add_argument("--rate", type=int, default=1000, help="touchpoints per second")
     parser.add_argument("--seconds", type=float, default=30.0, help="seconds of touchpoints")
+    parser.add_argument("--part", choices=("due", "touch", "both"), default="both", help="which workload to run")
     args = parser.parse_args()
     if args.quick:
         args.due, args.spread, args.rate, args.seconds = 2000, 10.0, 100, 5.0
     results = asyncio.run(main_async(args))
-    write_results("followups-quick" if args.quick else "followups", results)
+    name = "followups-quick" if args.quick else "followups" if args.part == "both" else f"followups-{args.part}"
+    write_results(name, results)
 
 
 if __name__ == "__main__":

@@ -50,7 +50,12 @@ class EventInbox:
         name: str,
         retry_delay_s: float = 2.0,
         after_commit: Callable[[list[CloudEvent]], Awaitable[None]] | None = None,
+        prepare: Callable[[AsyncSession, list[CloudEvent]], Awaitable[None]] | None = None,
+        finish: Callable[[AsyncSession, list[CloudEvent]], Awaitable[None]] | None = None,
     ) -> None:
+        """``prepare`` runs in the batch's transaction before its handlers, with the events not applied yet:
+        it can load in one query what each handler would otherwise fetch one by one. ``finish`` runs after
+        them, in the same transaction: it writes in one statement what the handlers collected."""
         self.table = table
         self.sessionmaker = sessionmaker
         self.handlers = handlers
@@ -59,6 +64,8 @@ class EventInbox:
         self.name = name
         self.retry_delay_s = retry_delay_s
         self.after_commit = after_commit
+        self.prepare = prepare
+        self.finish = finish
 
     async def handle_batch(self, msgs: list[Msg]) -> None:
         decoded: list[tuple[Msg, CloudEvent]] = []
@@ -93,17 +100,28 @@ class EventInbox:
             seen = set(
                 (await session.scalars(select(self.table.c.event_id).where(self.table.c.event_id.in_(ids)))).all()
             )
+            fresh: list[CloudEvent] = []
             for event in events:
                 if event.id in seen:
                     EVENTS_CONSUMED.labels(self.name, "duplicate").inc()
                     continue
                 seen.add(event.id)
+                fresh.append(event)
+            if fresh and self.prepare is not None:
+                await self.prepare(session, fresh)
+            for event in fresh:
                 handler = self.handlers.get(event.type)
                 if handler is not None:
                     await handler(session, event)
                     applied.append(event)
+            if fresh and self.finish is not None:
+                await self.finish(session, fresh)
+            if fresh:
+                # One statement for the batch's ids (a round trip per event costs more than the handlers).
+                now = self.clock.now()
                 await session.execute(
-                    self.table.insert().values(event_id=event.id, type=event.type, processed_at=self.clock.now())
+                    self.table.insert(),
+                    [{"event_id": event.id, "type": event.type, "processed_at": now} for event in fresh],
                 )
         EVENTS_CONSUMED.labels(self.name, "applied").inc(len(applied))
         if self.after_commit is not None and applied:

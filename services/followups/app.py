@@ -6,6 +6,7 @@ import os
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx
 from fastapi import FastAPI
@@ -68,14 +69,17 @@ def create_app(
         except IntegrityError:
             log.info("policies_loaded_by_another_replica")
 
-        def inbox(name: str, handlers: dict) -> EventInbox:  # type: ignore[type-arg]
+        def inbox(name: str, handlers: dict, **batch: Any) -> EventInbox:  # type: ignore[type-arg]
             return EventInbox(
                 table=inbox_table, sessionmaker=runtime.sessionmaker, handlers=handlers, clock=runtime.clock,
-                bus=runtime.bus, name=name,
+                bus=runtime.bus, name=name, **batch,
             )  # fmt: skip
 
         touchpoints = TouchpointConsumer(
-            inbox=inbox(events.INTERACTIONS_DURABLE, interaction_handlers(followups)),
+            inbox=inbox(
+                events.INTERACTIONS_DURABLE, interaction_handlers(followups),
+                prepare=followups.prepare_touches, finish=followups.finish_touches,
+            ),
             sessionmaker=runtime.sessionmaker, followups=followups, directory=directory,
         )  # fmt: skip
         runtime.consumers += [

@@ -8,16 +8,18 @@ import binascii
 import json
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, delete, func, or_, select, tuple_, update
+from sqlalchemy import and_, case, delete, func, insert, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from servicekit.bus import PermanentError
 from servicekit.clock import Clock, as_utc
 from servicekit.events import CloudEvent
+from servicekit.ids import new_id
 from servicekit.outbox import Outbox
 from servicekit.problems import Conflict, NotFound, ProblemError, Unprocessable
 from services.followups import events
@@ -43,8 +45,9 @@ def to_read(followup: Followup) -> FollowupRead:
     return FollowupRead.model_validate(followup)
 
 
-def document(followup: Followup) -> dict[str, Any]:
-    return to_read(followup).model_dump(mode="json")
+def document(followup: Followup | dict[str, Any]) -> dict[str, Any]:
+    """The follow-up as its events carry it (from the row or from the columns about to be written)."""
+    return FollowupRead.model_validate(followup).model_dump(mode="json")
 
 
 def facts_of(contact: KnownContact | None) -> ContactFacts:
@@ -310,6 +313,45 @@ def set_due(followup: Followup, due_at: datetime) -> None:
     followup.next_action_at = next_action_at(followup)
 
 
+def new_followup(
+    *, decision: Decision, contact_id: uuid.UUID, trigger_event_id: str | None, now: datetime
+) -> dict[str, Any]:
+    """Every column of the follow-up a policy step just decided: scheduled, or skipped when no channel is left."""
+    skipped = decision.skip_reason is not None
+    due = decision.due_at
+    return {
+        "id": new_id(), "contact_id": contact_id, "policy": decision.policy, "policy_version": decision.policy_version,
+        "step": decision.step, "reason": decision.reason, "channel": decision.channel, "due_at": due,
+        "status": "skipped" if skipped else "scheduled", "priority": decision.priority,
+        "priority_rank": PRIORITY_RANK[decision.priority], "assignee": decision.assignee, "team": decision.team,
+        "trigger_event_id": trigger_event_id, "thread_id": decision.thread_id, "completed_at": None, "outcome": None,
+        "interaction_id": None, "escalation_level": 0, "cancel_reason": None, "skip_reason": decision.skip_reason,
+        "closed_at": now if skipped else None, "timeline_at": now if skipped else due, "anchor_at": decision.anchor_at,
+        "plan": decision.plan,
+        "overdue_at": due + timedelta(seconds=float(decision.plan.get("overdue_after_s", 86_400))),
+        "overdue": False, "next_action_at": None if skipped else due, "fired_at": None, "fired_by": None,
+        "created_at": now, "updated_at": now, "version": 1,
+    }  # fmt: skip
+
+
+@dataclass
+class TouchBatch:
+    """What a batch of touchpoints made, written in one statement per table (``FollowupService.finish_touches``)
+    instead of one ORM object each; and the contacts loaded for it (the session's identity map holds them weakly)."""
+
+    followups: list[dict[str, Any]] = field(default_factory=list)
+    touches: list[dict[str, Any]] = field(default_factory=list)
+    contacts: list[KnownContact] = field(default_factory=list)
+
+
+_BATCH = "followups_touch_batch"  # session.info key of the TouchBatch being applied
+
+
+def _batch_of(session: AsyncSession) -> TouchBatch | None:
+    batch: TouchBatch | None = session.sync_session.info.get(_BATCH)
+    return batch
+
+
 def _without_outcome(data: dict[str, Any]) -> dict[str, Any]:
     """An unsent event's follow-up without the outcome, which may have been written about the person."""
     return {**data, "outcome": None}
@@ -333,7 +375,7 @@ class FollowupService:
         self.directory = directory
         self.default_timezone = default_timezone
 
-    async def emit(self, session: AsyncSession, changes: Sequence[tuple[str, Followup]]) -> None:
+    async def emit(self, session: AsyncSession, changes: Sequence[tuple[str, Followup | dict[str, Any]]]) -> None:
         if not changes:
             return
         now = self.clock.now()
@@ -525,6 +567,41 @@ class FollowupService:
 
     # -- touchpoints --------------------------------------------------------------------------------------
 
+    async def prepare_touches(self, session: AsyncSession, batch: Sequence[CloudEvent]) -> None:
+        """Before a batch of touchpoints is applied in one transaction (``finish_touches`` must follow its
+        handlers): its contacts, and whom they were merged into, are loaded in one query each, so each handler
+        finds its contact in the session; what the handlers make is collected and written in one statement per
+        table, the follow-ups' events too (at commit)."""
+        self.outbox.defer(session)
+        collected = TouchBatch()
+        session.sync_session.info[_BATCH] = collected
+        wanted = {ident for event in batch if (ident := _uuid(event.data.get("contact_id") or event.subject))}
+        for _ in range(2):
+            if not wanted:
+                break
+            found = (await session.scalars(select(KnownContact).where(col(KnownContact.id).in_(wanted)))).all()
+            collected.contacts.extend(found)
+            wanted = {c.merged_into for c in found if c.status == "merged" and c.merged_into is not None}
+
+    async def finish_touches(self, session: AsyncSession, batch: Sequence[CloudEvent] = ()) -> None:
+        """Write what the batch's handlers collected (also called before anything reads follow-ups back)."""
+        collected = _batch_of(session)
+        if collected is None:
+            return
+        if collected.touches:
+            rows, collected.touches = collected.touches, []
+            await session.execute(insert(SeenTouch), rows)
+        if collected.followups:
+            rows, collected.followups = collected.followups, []
+            await session.execute(insert(Followup), rows)
+
+    def _seen(self, session: AsyncSession, touch: dict[str, Any]) -> None:
+        collected = _batch_of(session)
+        if collected is None:
+            session.add(SeenTouch(**touch))
+        else:
+            collected.touches.append(touch)
+
     async def on_interaction_logged(self, session: AsyncSession, event: CloudEvent) -> None:
         touch = touch_of(event)
         contact_id = _uuid(touch["contact_id"])
@@ -535,9 +612,10 @@ class FollowupService:
         if contact is None:
             return  # erased: nothing is promised to a person who asked to be forgotten
         touch["contact_id"] = str(contact.id)
-        session.add(
-            SeenTouch(event_id=event.id, event_type=event.type, contact_id=contact.id, at=occurred_at, data=touch)
-        )
+        self._seen(
+            session, {"event_id": event.id, "event_type": event.type, "contact_id": contact.id, "at": occurred_at,
+                      "data": touch},
+        )  # fmt: skip
         if contact.last_touch_at is None or as_utc(contact.last_touch_at) < occurred_at:
             contact.last_touch_at = occurred_at
         if touch.get("direction") == "outbound":
@@ -556,9 +634,10 @@ class FollowupService:
         if contact is None:
             return
         thread["contact_id"] = str(contact.id)
-        session.add(
-            SeenTouch(event_id=event.id, event_type=event.type, contact_id=contact.id, at=resolved_at, data=thread)
-        )
+        self._seen(
+            session, {"event_id": event.id, "event_type": event.type, "contact_id": contact.id, "at": resolved_at,
+                      "data": thread},
+        )  # fmt: skip
         await self._apply_policies(
             session, event=event, kind="thread.resolved", touch=thread, anchor_at=resolved_at, contact=contact
         )
@@ -568,6 +647,9 @@ class FollowupService:
     ) -> None:
         """An outbound touchpoint on a follow-up's channel or thread closes it: completed (``interaction_id``
         set), or cancelled as ``answered`` for a reply SLA."""
+        # Follow-ups made earlier in the same batch (the inbound this one answers) must be found too.
+        await self.finish_touches(session)
+        await session.flush()
         same_place = col(Followup.channel) == touch.get("channel")
         if touch.get("thread_id"):
             same_place = or_(same_place, col(Followup.thread_id) == touch["thread_id"])
@@ -631,8 +713,8 @@ class FollowupService:
         contact_id: uuid.UUID,
         trigger_event_id: str,
         check_existing: bool = True,
-    ) -> Followup | None:
-        """Store what a policy step decided, once per (policy, step, trigger event); None if already made.
+    ) -> bool:
+        """Store what a policy step decided, once per (policy, step, trigger event); False if already made.
 
         ``check_existing=False`` when the caller already knows (the inbox applies each event once): the unique
         constraint still refuses a second one, and the event is then retried and found applied."""
@@ -645,38 +727,16 @@ class FollowupService:
                 )
             )
             if exists is not None:
-                return None
-        now = self.clock.now()
-        followup = Followup(
-            contact_id=contact_id,
-            policy=decision.policy,
-            policy_version=decision.policy_version,
-            step=decision.step,
-            reason=decision.reason,
-            channel=decision.channel,
-            due_at=decision.due_at,
-            priority=decision.priority,
-            priority_rank=PRIORITY_RANK[decision.priority],
-            assignee=decision.assignee,
-            team=decision.team,
-            trigger_event_id=trigger_event_id,
-            thread_id=decision.thread_id,
-            anchor_at=decision.anchor_at,
-            plan=decision.plan,
-            timeline_at=decision.due_at,
-            created_at=now,
-            updated_at=now,
-        )
-        set_due(followup, decision.due_at)
-        if decision.skip_reason is not None:
-            followup.skip_reason = decision.skip_reason
-            followup.status = "skipped"
-            followup.closed_at = now
-            followup.timeline_at = now
-            followup.next_action_at = None
-        session.add(followup)
-        await self.emit(session, [(followup.status, followup)])  # scheduled, or skipped (no channel left)
-        return followup
+                return False
+        row = new_followup(decision=decision, contact_id=contact_id, trigger_event_id=trigger_event_id,
+                           now=self.clock.now())  # fmt: skip
+        collected = _batch_of(session)
+        if collected is not None:
+            collected.followups.append(row)
+        else:
+            session.add(Followup(**row))
+        await self.emit(session, [(row["status"], row)])  # scheduled, or skipped (no channel left)
+        return True
 
     # -- by hand ------------------------------------------------------------------------------------------
 

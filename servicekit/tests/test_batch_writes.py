@@ -1,0 +1,131 @@
+"""Writes collected over a batch: the outbox's deferred rows, and the inbox's prepare and finish around a batch."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Column, Integer, MetaData, String, Table, event, func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from servicekit.bus import Bus
+from servicekit.clock import MovableClock
+from servicekit.db import make_engine, make_sessionmaker
+from servicekit.events import CloudEvent, make_event
+from servicekit.inbox import EventInbox
+from servicekit.outbox import Outbox
+from servicekit.runtime import shared_tables
+
+metadata = MetaData()
+outbox_table, inbox_table = shared_tables(metadata)
+things = Table("things", metadata, Column("n", Integer, primary_key=True), Column("event_id", String(64)))
+
+
+@pytest.fixture
+async def sessions(db_backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    if db_backend == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'batch.db'}"
+    else:
+        url = request.getfixturevalue("pg_cluster").create_database(f"batch_{tmp_path.name[-12:]}".lower())
+    engine = make_engine(url)
+    async with engine.begin() as conn:
+        await conn.run_sync(metadata.create_all)
+    outbox_inserts: list[int] = []
+
+    @event.listens_for(engine.sync_engine, "before_cursor_execute")
+    def _count(_conn: Any, _cursor: Any, statement: str, _params: Any, _context: Any, _many: bool) -> None:
+        if statement.lstrip().upper().startswith("INSERT INTO OUTBOX"):
+            outbox_inserts.append(1)
+
+    sessionmaker = make_sessionmaker(engine)
+    sessionmaker.outbox_inserts = outbox_inserts  # type: ignore[attr-defined]
+    yield sessionmaker
+    await engine.dispose()
+
+
+def thing(n: int) -> CloudEvent:
+    return make_event(type="test.thing.happened.v1", source="tests", subject=f"s{n}", data={"n": n},
+                      time=datetime(2026, 1, 1, tzinfo=UTC))  # fmt: skip
+
+
+async def count(sessions: async_sessionmaker[AsyncSession], table: Table) -> int:
+    async with sessions() as session:
+        return int(await session.scalar(select(func.count()).select_from(table)) or 0)
+
+
+async def test_deferred_outbox_rows_are_written_in_one_statement_with_the_commit(sessions: Any) -> None:
+    outbox = Outbox(outbox_table)
+    async with sessions() as session, session.begin():
+        outbox.defer(session)
+        for n in range(50):
+            await outbox.add(session, thing(n), subject=f"test.events.s{n}")
+        assert sessions.outbox_inserts == []  # nothing written yet: collected until the commit
+    assert sessions.outbox_inserts == [1]
+    async with sessions() as session:
+        payloads = (await session.scalars(select(outbox_table.c.payload).order_by(outbox_table.c.seq))).all()
+    assert [CloudEvent.from_json(p).data["n"] for p in payloads] == list(range(50))
+    # The next transaction of the same session does not defer unless asked again.
+    async with sessions() as session:
+        async with session.begin():
+            outbox.defer(session)
+            await outbox.add(session, thing(50), subject="test.events.s50")
+        async with session.begin():
+            await outbox.add(session, thing(51), subject="test.events.s51")
+            assert sessions.outbox_inserts == [1, 1, 1]
+    assert await count(sessions, outbox_table) == 52
+
+
+async def test_deferred_outbox_rows_roll_back_with_their_transaction_and_are_seen_by_redaction(sessions: Any) -> None:
+    outbox = Outbox(outbox_table)
+    with pytest.raises(RuntimeError):
+        async with sessions() as session, session.begin():
+            outbox.defer(session)
+            await outbox.add(session, thing(1), subject="test.events.s1")
+            raise RuntimeError("the change fails")
+    assert await count(sessions, outbox_table) == 0
+    async with sessions() as session, session.begin():
+        outbox.defer(session)
+        await outbox.add(session, thing(2), subject="test.events.s2")
+        # An erase in the same transaction must redact the event collected a moment ago.
+        await outbox.redact_events(session, subject_like="test.events.s2", redact=lambda data: {"n": None})
+        await outbox.add(session, thing(3), subject="test.events.s3")
+    async with sessions() as session:
+        payloads = (await session.scalars(select(outbox_table.c.payload).order_by(outbox_table.c.seq))).all()
+    assert [CloudEvent.from_json(p).data["n"] for p in payloads] == [None, 3]
+
+
+async def test_prepare_and_finish_wrap_a_batch_in_its_transaction_with_only_the_new_events(
+    sessions: Any, clock: MovableClock
+) -> None:
+    calls: list[tuple[str, list[str]]] = []
+
+    async def prepare(session: AsyncSession, batch: list[CloudEvent]) -> None:
+        calls.append(("prepare", [e.id for e in batch]))
+        session.sync_session.info["collected"] = []
+
+    async def handle(session: AsyncSession, e: CloudEvent) -> None:
+        if e.data["n"] == 99:
+            raise RuntimeError("this one fails")
+        session.sync_session.info["collected"].append({"n": e.data["n"], "event_id": e.id})
+
+    async def finish(session: AsyncSession, batch: list[CloudEvent]) -> None:
+        calls.append(("finish", [e.id for e in batch]))
+        await session.execute(things.insert(), session.sync_session.info["collected"])
+
+    inbox = EventInbox(table=inbox_table, sessionmaker=sessions, handlers={"test.thing.happened.v1": handle},
+                       clock=clock, bus=Bus("nats://127.0.0.1:9", name="unused"), name="batch-tests",
+                       prepare=prepare, finish=finish)  # fmt: skip
+    first = [thing(n) for n in range(3)]
+    fourth = thing(3)
+    await inbox._apply(first)
+    await inbox._apply([first[1], fourth])  # one applied already: the hooks get only the new one
+    ids = [e.id for e in first]
+    assert calls == [("prepare", ids), ("finish", ids), ("prepare", [fourth.id]), ("finish", [fourth.id])]
+    assert await count(sessions, things) == 4 and await count(sessions, inbox_table) == 4
+    # A failing handler rolls back what finish would have written and the inbox rows alike.
+    with pytest.raises(RuntimeError):
+        await inbox._apply([thing(4), thing(99)])
+    assert await count(sessions, things) == 4 and await count(sessions, inbox_table) == 4
