@@ -51,7 +51,9 @@ async def create_contact(
     return service.to_read(contact)
 
 
-@router.get("", response_model=ContactPage, summary="List and search contacts")
+@router.get(
+    "", response_model=ContactPage, summary="List and search contacts", responses={400: _problem("Invalid cursor")}
+)
 async def list_contacts(
     session: SessionDep,
     q: Annotated[str | None, Query(max_length=200, description="Prefix of name, company, email or phone")] = None,
@@ -72,7 +74,10 @@ async def list_contacts(
     "/resolve",
     response_model=ContactRead,
     summary="Find the contact holding an identity, or create it",
-    responses={201: {"model": ContactRead, "description": "Created"}},
+    responses={
+        201: {"model": ContactRead, "description": "Created"},
+        409: _problem("An identity given in create is held by another live contact"),
+    },
 )
 async def resolve_contact(
     body: ResolveRequest, session: SessionDep, contacts: ContactsDep, response: Response

@@ -12,8 +12,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import langcodes
 from email_validator import EmailNotValidError, validate_email
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from servicekit.channels import Channel
+from servicekit.jsonschema import exactly_one_of
 
 Tier = Literal["standard", "premium"]
 Stage = Literal["lead", "prospect", "customer", "repeat", "at_risk", "churned"]
@@ -83,8 +85,14 @@ Handle = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, m
 Tag = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
 TimeZone = Annotated[str, StringConstraints(max_length=64), AfterValidator(_check_timezone)]
 Language = Annotated[str, StringConstraints(max_length=35), AfterValidator(_check_language)]
-Handles = Annotated[dict[str, Handle], Field(max_length=MAX_IDENTITIES), AfterValidator(_check_keys)]
-ExternalIds = Annotated[dict[str, Handle], Field(max_length=MAX_IDENTITIES), AfterValidator(_check_keys)]
+# The key rule is checked by _check_keys (its message names the key) and stated in the document for clients.
+KEYS_SCHEMA: dict[str, Any] = {"propertyNames": {"pattern": _KEY.pattern}}
+Handles = Annotated[
+    dict[str, Handle], Field(max_length=MAX_IDENTITIES, json_schema_extra=KEYS_SCHEMA), AfterValidator(_check_keys)
+]
+ExternalIds = Annotated[
+    dict[str, Handle], Field(max_length=MAX_IDENTITIES, json_schema_extra=KEYS_SCHEMA), AfterValidator(_check_keys)
+]
 Tags = Annotated[list[Tag], Field(max_length=100), AfterValidator(_normalise_tags)]
 Attributes = Annotated[dict[str, Any], AfterValidator(_check_json_size)]
 Consent = dict[Channel, bool]
@@ -122,16 +130,17 @@ class ContactUpdate(Strict):
     company: Text200 | None = None
     emails: Annotated[list[Email], Field(max_length=MAX_IDENTITIES)] | None = None
     phones: Annotated[list[Phone], Field(max_length=MAX_IDENTITIES)] | None = None
-    handles: dict[str, Handle | None] | None = None
-    external_ids: dict[str, Handle | None] | None = None
-    tier: Tier | None = None
+    handles: Annotated[dict[str, Handle | None], Field(json_schema_extra=KEYS_SCHEMA)] | None = None
+    external_ids: Annotated[dict[str, Handle | None], Field(json_schema_extra=KEYS_SCHEMA)] | None = None
+    # tier and stage cannot be cleared (422): the document offers no null for them.
+    tier: Tier | SkipJsonSchema[None] = None
     preferred_channel: Channel | None = None
     language: Language | None = None
     timezone: TimeZone | None = None
     tags: Tags | None = None
     attributes: dict[str, Any] | None = None
     consent: dict[Channel, bool | None] | None = None
-    stage: Stage | None = None
+    stage: Stage | SkipJsonSchema[None] = None
     owner: Text200 | None = None
 
 
@@ -179,6 +188,13 @@ class ExternalIdentity(Strict):
 
 class ResolveRequest(Strict):
     """Exactly one identity; ``create`` holds the fields of a contact made when none holds it."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra=exactly_one_of(
+            {"email": "string", "phone": "string", "handle": "object", "external_id": "object"}
+        ),
+    )
 
     email: Email | None = None
     phone: Phone | None = None
