@@ -11,9 +11,9 @@ import phonenumbers
 import pytest
 
 from gateway.console import labels
-from gateway.console.lockout import SignInGuard
 from gateway.console.routes import safe_next, same_origin, templates
 from gateway.demo import CHANNEL_WEIGHTS, build_demo
+from gateway.lockout import SignInGuard
 
 
 class Ticking:

@@ -3,18 +3,21 @@ CSRF token that every unsafe request made with the cookie must carry."""
 
 from __future__ import annotations
 
+import math
 import secrets
 from datetime import timedelta
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from sqlalchemy import delete, select
 from sqlmodel import col
 
 from gateway.api.common import problem
 from gateway.auth import SESSION_COOKIE, CurrentPrincipal, Unauthorized, passwords, sha256
 from gateway.deps import RuntimeDep, SessionDep, SettingsDep
+from gateway.lockout import sign_in_guard
 from gateway.models import StaffSession, StaffUser
 from gateway.schemas import LoginRequest, SessionInfo
+from servicekit.problems import ProblemError
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
@@ -22,19 +25,41 @@ router = APIRouter(prefix="/auth", tags=["auth"])
 _DUMMY_HASH = passwords.hash("not-a-real-password-just-timing")
 
 
+class SignInLocked(ProblemError):
+    status, slug, title = 429, "sign-in-locked", "Too many failed sign-ins"
+
+    def __init__(self, seconds: float) -> None:
+        wait = max(1, math.ceil(seconds))
+        super().__init__(
+            f"Too many failed sign-ins for this account. Try again in {wait} seconds.",
+            headers={"Retry-After": str(wait)},
+        )
+
+
 @router.post(
     "/login",
     response_model=SessionInfo,
     summary="Log a staff user in: sets the session cookie, returns the CSRF token",
-    responses={401: problem("Wrong email or password")},
+    responses={401: problem("Wrong email or password"), 429: problem("Locked after repeated failures (Retry-After)")},
 )
 async def login(
-    body: LoginRequest, response: Response, session: SessionDep, runtime: RuntimeDep, settings: SettingsDep
+    body: LoginRequest,
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    settings: SettingsDep,
 ) -> SessionInfo:
+    guard = sign_in_guard(request.app)
+    locked = guard.locked_for(body.email)
+    if locked:  # checked before the password: while locked, even the right one is not tried
+        raise SignInLocked(locked)
     user = await session.scalar(select(StaffUser).where(col(StaffUser.email) == body.email.strip().lower()))
     valid = passwords.verify(body.password, user.password_hash if user else _DUMMY_HASH)
     if user is None or not valid or user.disabled_at is not None:
+        guard.failed(body.email)
         raise Unauthorized("Wrong email or password.")
+    guard.succeeded(body.email)
     token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(24)
     now = runtime.clock.now()
     session.add(

@@ -18,7 +18,6 @@ from fastapi.templating import Jinja2Templates
 from gateway.auth import Action, Principal, allowed
 from gateway.console import labels
 from gateway.console.client import Answer, Gateway, signed_in
-from gateway.console.lockout import SignInGuard
 from gateway.timeline import interaction_item
 
 HERE = Path(__file__).parent
@@ -54,13 +53,6 @@ SECURITY_HEADERS = {
 }
 
 router = APIRouter(include_in_schema=False)
-
-
-def _guard(request: Request) -> SignInGuard:
-    guard = getattr(request.app.state, "sign_in_guard", None)
-    if guard is None:
-        guard = request.app.state.sign_in_guard = SignInGuard()
-    return guard
 
 
 class Desk:
@@ -170,21 +162,19 @@ async def sign_in(
 ) -> Response:
     if not same_origin(request):
         return refused_origin(request)
-    guard = _guard(request)
-    locked = guard.locked_for(email)
-    if locked:
-        minutes = max(1, round(locked / 60))
+    # The lockout is the API's (gateway/lockout.py): one count whichever way a password is tried.
+    answer, raw = await Gateway(request).call("POST", "/auth/login", json={"email": email, "password": password})
+    if answer.status == 429:
+        retry_after = answer.headers.get("retry-after", "60")
+        minutes = max(1, round(int(retry_after) / 60)) if retry_after.isdigit() else 1
         message = f"Too many failed sign-ins for this account. Try again in {minutes} minute{'s' * (minutes != 1)}."
         return render(request, "login.html", status=429, next=safe_next(next), email=email, message=message)
-    answer, raw = await Gateway(request).call("POST", "/auth/login", json={"email": email, "password": password})
     if answer.status == 401:
-        guard.failed(email)
         message = "Wrong email or password."
         return render(request, "login.html", status=401, next=safe_next(next), email=email, message=message)
     if not answer.ok:
         return render(request, "login.html", status=answer.status, next=safe_next(next), email=email,
                       message=answer.problem)  # fmt: skip
-    guard.succeeded(email)
     response = RedirectResponse(safe_next(next), status_code=303)
     for cookie in raw.headers.get_list("set-cookie"):
         response.headers.append("set-cookie", cookie)

@@ -212,3 +212,46 @@ def test_dev_mode_falls_back_to_the_documented_development_key(monkeypatch: pyte
     assert GatewaySettings().admin_key == DEV_ADMIN_KEY == devstack.DEV_ADMIN_KEY
     monkeypatch.setenv("TOUCHPOINT_ADMIN_KEY", "mine-mine-mine-mine-mine")
     assert GatewaySettings().admin_key == "mine-mine-mine-mine-mine"
+
+
+async def test_api_login_locks_an_account_after_5_failures_and_the_console_counts_the_same(
+    gateway_settings: GatewaySettings, clock: MovableClock, stub: StubServices
+) -> None:
+    """One lockout (gateway/lockout.py) for both ways in: wrong passwords tried through /api/v1/auth/login and
+    through the console's sign-in form add up, and a locked account is refused on both, even with the right
+    password, until the lockout ends."""
+    from gateway.lockout import SignInGuard
+
+    seconds = [1000.0]
+    app = create_app(gateway_settings, clock=clock, transports=stub.transports())
+    app.state.sign_in_guard = SignInGuard(now=lambda: seconds[0])
+    async with running_app(app) as client:
+        for email in ("lock@example.com", "other@example.com"):
+            made = await client.post("/api/v1/users", json={"email": email, "password": "correct horse battery",
+                                                            "role": "agent"}, headers=ADMIN)  # fmt: skip
+            assert made.status_code == 201, made.text
+        for _ in range(3):
+            assert (await _login(client, "lock@example.com", "wrong password!")).status_code == 401
+        origin = {"origin": "http://test"}
+        for _ in range(2):
+            form = await client.post("/login", data={"email": "Lock@Example.com", "password": "nope"}, headers=origin)
+            assert form.status_code == 401
+        locked = await _login(client, "lock@example.com", "correct horse battery")
+        assert locked.status_code == 429, locked.text
+        assert locked.headers["content-type"].startswith("application/problem+json")
+        assert locked.json()["type"].endswith("/sign-in-locked") and int(locked.headers["retry-after"]) == 900
+        assert "tp_session" not in locked.headers.get("set-cookie", "")
+        page = await client.post("/login", data={"email": "lock@example.com", "password": "correct horse battery"},
+                                 headers=origin)  # fmt: skip
+        assert page.status_code == 429 and "Try again in 15 minutes" in page.text
+        # Another account is not touched; an unknown email locks the same way (no way to tell who exists).
+        assert (await _login(client, "other@example.com", "correct horse battery")).status_code == 200
+        for _ in range(5):
+            assert (await _login(client, "ghost@example.com", "guess")).status_code == 401
+        assert (await _login(client, "ghost@example.com", "guess")).status_code == 429
+        seconds[0] += 15 * 60 + 1
+        assert (await _login(client, "lock@example.com", "correct horse battery")).status_code == 200
+        # A success clears the count: four more failures do not lock.
+        for _ in range(4):
+            assert (await _login(client, "lock@example.com", "wrong password!")).status_code == 401
+        assert (await _login(client, "lock@example.com", "correct horse battery")).status_code == 200

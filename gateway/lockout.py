@@ -1,5 +1,6 @@
 """Sign-in lockout: after repeated wrong passwords an account is refused for a while.
 
+One rule for every way in: ``POST /api/v1/auth/login`` applies it, and the console signs in through that route.
 Kept in the gateway process (each replica counts on its own; a client spread over replicas gets at most
 ``max_failures`` times the replicas tries per window). Keyed by the lower-cased email, so guessing one staff
 member's password from many addresses still stops."""
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 
 class SignInGuard:
@@ -50,3 +52,11 @@ class SignInGuard:
         key = self._key(email)
         self._failures.pop(key, None)
         self._locked_until.pop(key, None)
+
+
+def sign_in_guard(app: Any) -> SignInGuard:
+    """The guard of this gateway process (one per app, shared by the API and the console)."""
+    guard: SignInGuard | None = getattr(app.state, "sign_in_guard", None)
+    if guard is None:
+        guard = app.state.sign_in_guard = SignInGuard()
+    return guard
