@@ -6,11 +6,13 @@ processes keep to it, on resources that exist."""
 
 from __future__ import annotations
 
+import asyncio
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -216,3 +218,126 @@ async def test_cookie_sessions_need_their_own_csrf_token_on_unsafe_requests(
     assert made.status_code == 201, made.text
     # Safe methods need no token.
     assert (await http.get(f"/api/v1/contacts/{made.json()['id']}")).status_code == 200
+
+
+async def test_an_ingest_key_cannot_read_touchpoints_or_followups_by_id(http: httpx.AsyncClient, stack: Stack) -> None:
+    _, ingest = await make_key(http, stack, "ingest")
+    _, agent = await make_key(http, stack, "agent")
+    contact = await http.post("/api/v1/contacts", json={"name": "Bola Two"}, headers=agent)
+    assert contact.status_code == 201, contact.text
+    at = datetime.now(UTC).isoformat()
+    touch = {"contact_id": contact.json()["id"], "channel": "email", "direction": "inbound", "type": "inquiry",
+             "occurred_at": at, "subject": "Mine", "thread_id": "bola-thread"}  # fmt: skip
+    logged = await http.post("/api/v1/interactions", json=touch, headers=ingest)
+    assert logged.status_code == 201, logged.text
+    due = {"contact_id": contact.json()["id"], "reason": "Call", "due_at": at}
+    followup = await http.post("/api/v1/followups", json=due, headers=agent)
+    assert followup.status_code == 201, followup.text
+    for path in (f"/api/v1/interactions/{logged.json()['id']}", f"/api/v1/followups/{followup.json()['id']}",
+                 "/api/v1/threads/bola-thread", f"/api/v1/interactions/{uuid.uuid4()}"):  # fmt: skip
+        refused(await http.get(path, headers=ingest), 403)
+    refused(await http.patch(f"/api/v1/interactions/{logged.json()['id']}", json={"csat": 1}, headers=ingest), 403)
+    refused(await http.post(f"/api/v1/followups/{followup.json()['id']}/complete", json={}, headers=ingest), 403)
+    # What it was refused was not done.
+    assert (await http.get(f"/api/v1/followups/{followup.json()['id']}", headers=agent)).json()["status"] != "completed"
+
+
+async def test_a_key_that_expires_later_stops_working_then_even_from_the_cache(
+    http: httpx.AsyncClient, stack: Stack
+) -> None:
+    soon = (datetime.now(UTC) + timedelta(seconds=2)).isoformat()
+    made = await http.post("/api/v1/api-keys", json={"name": "short", "role": "agent", "expires_at": soon},
+                           headers=admin(stack))  # fmt: skip
+    assert made.status_code == 201, made.text
+    key = {"Authorization": f"Bearer {made.json()['key']}"}
+    assert (await http.get("/api/v1/contacts", headers=key)).status_code == 200  # now cached as verified
+    await asyncio.sleep(2.5)
+    refused(await http.get("/api/v1/contacts", headers=key), 401)
+
+
+async def test_a_disabled_user_is_out_at_once(http: httpx.AsyncClient, stack: Stack) -> None:
+    email, password = await staff(http, stack, "agent")
+    async with httpx.AsyncClient(base_url=str(http.base_url)) as browser:
+        await login(browser, email, password)
+        assert (await browser.get("/api/v1/auth/me")).status_code == 200
+        users = (await http.get("/api/v1/users", headers=admin(stack))).json()["items"]
+        user_id = next(u["id"] for u in users if u["email"] == email)
+        assert (await http.delete(f"/api/v1/users/{user_id}", headers=admin(stack))).status_code == 204
+        refused(await browser.get("/api/v1/auth/me"), 401)
+        wrong = await browser.post("/api/v1/auth/login", json={"email": email, "password": password})
+        refused(wrong, 401)
+
+
+async def test_the_api_login_locks_out_after_5_failures(http: httpx.AsyncClient, stack: Stack) -> None:
+    email, password = await staff(http, stack, "agent")
+    for _ in range(5):
+        refused(await http.post("/api/v1/auth/login", json={"email": email, "password": "guess" * 3}), 401)
+    locked = await http.post("/api/v1/auth/login", json={"email": email, "password": password})
+    refused(locked, 429)
+    assert int(locked.headers["retry-after"]) > 800 and "tp_session" not in locked.headers.get("set-cookie", "")
+    # The console signs in through the same rule: locked there too.
+    form = await http.post("/login", data={"email": email, "password": password},
+                           headers={"origin": str(http.base_url).rstrip("/")})  # fmt: skip
+    assert form.status_code == 429 and "Too many failed sign-ins" in form.text
+
+
+async def console_session(http: httpx.AsyncClient, stack: Stack, role: str) -> tuple[httpx.AsyncClient, str]:
+    """A browser-like client signed in through the console's own form; returns it and its CSRF token."""
+    email, password = await staff(http, stack, role)
+    base = str(http.base_url).rstrip("/")
+    browser = httpx.AsyncClient(base_url=base, headers={"origin": base})
+    planted = "attacker-chosen-console-session"
+    browser.cookies.set("tp_session", planted)
+    signed = await browser.post("/login", data={"email": email, "password": password, "next": "/search"})
+    assert signed.status_code == 303, signed.text[:300]
+    issued = signed.cookies.get("tp_session")
+    assert issued and issued != planted and len(issued) >= 32  # session fixation: a fresh id, never the planted
+    browser.cookies.clear()
+    browser.cookies.set("tp_session", issued)
+    token = (await browser.get("/api/v1/auth/me")).json()["csrf_token"]
+    assert token
+    return browser, token
+
+
+async def test_console_forms_refuse_other_origins_and_missing_or_foreign_csrf_tokens(
+    http: httpx.AsyncClient, stack: Stack
+) -> None:
+    browser, token = await console_session(http, stack, "admin")
+    other, other_token = await console_session(http, stack, "admin")
+    await other.aclose()
+    agent_browser, agent_token = await console_session(http, stack, "agent")
+    try:
+
+        def key_count() -> Any:
+            return http.get("/api/v1/api-keys", headers=admin(stack))
+
+        before = len((await key_count()).json()["items"])
+        evil = {"origin": "https://evil.example"}
+        form = {"name": "csrf-probe", "role": "admin"}
+        assert (await browser.post("/admin/keys", data={**form, "csrf_token": token}, headers=evil)).status_code == 403
+        assert (await browser.post("/admin/keys", data=form)).status_code == 403
+        assert (await browser.post("/admin/keys", data={**form, "csrf_token": other_token})).status_code == 403
+        assert (await browser.post("/admin/keys", data={**form, "csrf_token": ""})).status_code == 403
+        assert (await agent_browser.post("/admin/keys", data={**form, "csrf_token": agent_token})).status_code == 403
+        assert len((await key_count()).json()["items"]) == before  # none of them made a key
+        made = await browser.post("/admin/keys", data={**form, "csrf_token": token})
+        assert made.status_code == 201 and len((await key_count()).json()["items"]) == before + 1
+
+        contact = await http.post("/api/v1/contacts", json={"name": "Console Csrf"}, headers=admin(stack))
+        assert contact.status_code == 201
+        cid = contact.json()["id"]
+        touch = {"channel": "phone", "direction": "inbound", "type": "inquiry", "subject": "csrf probe"}
+        for headers, data in ((evil, {**touch, "csrf_token": agent_token}), ({}, touch),
+                              ({}, {**touch, "csrf_token": other_token})):  # fmt: skip
+            answer = await agent_browser.post(f"/customers/{cid}/touchpoints", data=data, headers=headers)
+            assert answer.status_code == 403, (headers, answer.status_code)
+        listed = await http.get("/api/v1/interactions", params={"contact_id": cid}, headers=admin(stack))
+        assert listed.json()["items"] == []
+        # Sign-in and sign-out forms from another site are refused too (login CSRF).
+        assert (await browser.post("/logout", data={"csrf_token": token}, headers=evil)).status_code == 403
+        assert (await browser.get("/api/v1/auth/me")).status_code == 200  # still signed in
+        refused_login = await http.post("/login", data={"email": "x@example.com", "password": "y"}, headers=evil)
+        assert refused_login.status_code == 403 and "tp_session" not in refused_login.headers.get("set-cookie", "")
+    finally:
+        await browser.aclose()
+        await agent_browser.aclose()
