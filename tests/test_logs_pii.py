@@ -104,6 +104,27 @@ async def test_logs_of_a_full_run_hold_no_personal_data_or_secrets() -> None:
                         await http.post("/api/v1/interactions", json=invalid, headers=keys["ingest"])
                     ).status_code == 422
                     requests += 3
+            # Follow-ups: what staff write about the person (reason, outcome) stays out of the logs too.
+            due = datetime.now(UTC).isoformat()
+            reason, outcome = f"Call Zyxwv{tag} about card 4111-{tag}", f"Spoke to Zyxwv{tag}, refunded 4111-{tag}-x"
+            personal += [reason, outcome]
+            made = await http.post("/api/v1/followups", json={"contact_id": contact_ids[1], "reason": reason,
+                                                              "due_at": due}, headers=keys["agent"])  # fmt: skip
+            assert made.status_code == 201, made.text
+            done = await http.post(f"/api/v1/followups/{made.json()['id']}/complete", json={"outcome": outcome},
+                                   headers=keys["agent"])  # fmt: skip
+            assert done.status_code == 200, done.text
+            # The console's sign-in form and the lockout: the email and passwords tried are not logged.
+            origin = {"origin": str(http.base_url).rstrip("/")}
+            for attempt in range(6):
+                tried = f"Console-{tag}-try{attempt}"
+                secrets.append(tried)
+                form = await http.post("/login", data={"email": staff_email, "password": tried},
+                                       headers=origin)  # fmt: skip
+                assert form.status_code in (401, 429), form.status_code
+            locked = await http.post("/api/v1/auth/login", json={"email": staff_email, "password": password})
+            assert locked.status_code == 429
+            requests += 9
             erased = await http.delete(f"/api/v1/contacts/{contact_ids[0]}", headers=admin)
             assert erased.status_code == 204
     finally:
