@@ -6,8 +6,13 @@ pages of 50 read by 16 concurrent readers: p50 and p99 of the first page and of 
 Targets (2-core machine, PostgreSQL): p99 ≤ 25 ms on both pages, and within 5 times the floor.
 
 Every service runs as its own process (nats-server, contacts, interactions, follow-ups, gateway). The
-touchpoints and contacts are bulk-inserted with the rows the services write; the follow-ups are made
-through the follow-ups API; the gateway reads everything through the services' APIs.
+touchpoints and contacts are COPYed into each service's database after its migrations, with the rows the
+service writes; the follow-ups are made through the follow-ups API; the gateway reads everything through
+the services' APIs. The headline figures are cache misses: they come from a gateway with its 2 s timeline
+page cache off (``GATEWAY_TIMELINE_CACHE_S=0``); the ``*_cached`` figures, from a second gateway with the
+cache on, are what 16 readers of one hot page get (nearly all cache hits). Each phase also reports the CPU
+milliseconds one page costs in each process (gateway, services, PostgreSQL, this load generator), which
+stay meaningful when other work shares the machine.
 
     python -m bench.timeline [--quick] [--backend postgres|sqlite]
 """
@@ -16,22 +21,38 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import and_, or_, select
 from sqlmodel import col
 
-from bench.common import client, expect, infrastructure, percentiles, timed_calls, write_results
-from bench.contacts import seed as seed_contacts
-from bench.ingest import seed as seed_touchpoints
+from bench.common import (
+    client,
+    copy_rows,
+    expect,
+    infrastructure,
+    percentiles,
+    timed_calls,
+    vacuum_analyze,
+    write_results,
+)
+from bench.contacts import make_contact
 from bench.run import figure
 from servicekit.db import make_engine
 from servicekit.devstack import SERVICES
+from servicekit.ids import new_id
 from servicekit.migrations import upgrade
+from services.contacts.models import Contact, Identity, SearchTerm
+from services.contacts.service import identities_of, search_terms_of
 from services.interactions.models import Touchpoint
+from services.interactions.service import sentiment_of
 
 ADMIN_KEY = "tp_bench_admin_key_" + uuid.uuid4().hex
 SIZES = {
@@ -42,6 +63,105 @@ SIZES = {
 }  # fmt: skip
 READERS = 16
 PAGE = 50
+CHUNK = 50_000  # rows per COPY
+CHANNELS = ["phone", "in_person", "email", "sms", "live_chat", "social", "self_service"]
+TYPES = ["inquiry", "complaint", "purchase", "return", "feedback", "survey_response", "support", "sales", "note"]
+SUBJECTS = ["Where is my order?", "Thanks for the quick help", "Broken on arrival, very disappointed",
+            "Question about my invoice", "Love the new collection", "Still waiting for a refund"]  # fmt: skip
+START = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def table_of(model: Any) -> Any:
+    return model.__table__
+
+
+class CpuMeter:
+    """CPU seconds used by each process of the stack (and PostgreSQL's backends, and this load generator)
+    between two readings: what one page costs, whatever else runs on the machine."""
+
+    def __init__(self, processes: dict[str, int], postmaster: int | None) -> None:
+        self.processes = processes
+        self.postmaster = postmaster
+
+    @staticmethod
+    def _cpu_s(pid: int) -> float:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def _postgres_s(self) -> dict[int, float]:
+        if self.postmaster is None:
+            return {}
+        found = {}
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                except (OSError, IndexError, ValueError):
+                    continue
+                if ppid == self.postmaster:
+                    found[int(entry.name)] = self._cpu_s(int(entry.name))
+        return found
+
+    def reading(self) -> dict[str, Any]:
+        times = os.times()
+        return {"load_generator": times.user + times.system, "postgres": self._postgres_s(),
+                **{name: self._cpu_s(pid) for name, pid in self.processes.items()}}  # fmt: skip
+
+    @staticmethod
+    def per_call_ms(before: dict[str, Any], after: dict[str, Any], calls: int) -> dict[str, float]:
+        spent = {name: after[name] - before[name] for name in after if name != "postgres"}
+        # Backends that lived through the phase count their difference, new ones all they used.
+        spent["postgres"] = sum(v - before["postgres"].get(pid, 0.0) for pid, v in after["postgres"].items())
+        per_call = {name: round(seconds * 1000 / max(1, calls), 3) for name, seconds in spent.items()}
+        per_call["total"] = round(sum(per_call.values()), 3)
+        return per_call
+
+
+async def seed_contacts(database_url: str, count: int, rng: random.Random) -> list[uuid.UUID]:
+    """Contacts with the rows the service writes for them (identities, search terms), COPYed in."""
+    now = datetime.now(UTC)
+    ids: list[uuid.UUID] = []
+    for start in range(0, count, CHUNK // 10):
+        made = [make_contact(rng, n, now) for n in range(start, min(count, start + CHUNK // 10))]
+        ids += [c.id for c in made]
+        await copy_rows(database_url, table_of(Contact), [c.model_dump() for c in made])
+        await copy_rows(
+            database_url,
+            table_of(Identity),
+            [{"kind": k, "value": v, "contact_id": c.id} for c in made for k, v in identities_of(c)],
+        )
+        await copy_rows(
+            database_url,
+            table_of(SearchTerm),
+            [{"contact_id": c.id, "field": f, "term": t} for c in made for f, t in search_terms_of(c)],
+        )
+    return ids  # fmt: skip
+
+
+async def seed_touchpoints(
+    database_url: str, total: int, hot: uuid.UUID, hot_rows: int, others: list[uuid.UUID], rng: random.Random
+) -> None:
+    """``total`` touchpoints, every (total / hot_rows)-th of them the hot contact's, the rest spread over the
+    other contacts; the rows the service writes (sentiment scored once per subject: the bodies differ only in
+    a number, which does not move the score)."""
+    sentiment = {subject: sentiment_of(subject, "Hello, I am writing about order 1.") for subject in SUBJECTS}
+    step = max(1, total // hot_rows)
+    for start in range(0, total, CHUNK):
+        rows = []
+        for n in range(start, min(total, start + CHUNK)):
+            owner = hot if n % step == 0 and n // step < hot_rows else rng.choice(others)
+            at = START - timedelta(days=400) + timedelta(seconds=n * 17)
+            subject = rng.choice(SUBJECTS)
+            rows.append({"id": new_id(), "contact_id": owner, "original_contact_id": owner,
+                         "channel": rng.choice(CHANNELS), "direction": "inbound", "type": rng.choice(TYPES),
+                         "occurred_at": at, "received_at": at, "team": "support", "subject": subject,
+                         "body": f"Hello, I am writing about order {n}.", "amount": Decimal("10.00"),
+                         "currency": "EUR", "attributes": {}, "sentiment": sentiment[subject], "version": 1,
+                         "updated_at": at})  # fmt: skip
+        await copy_rows(database_url, table_of(Touchpoint), rows)
 
 
 def followups_installed() -> bool:
@@ -107,22 +227,22 @@ async def run_backend(backend: str, quick: bool) -> dict[str, Any]:
         print(
             f"[{backend}] seeding {size['contacts']:,} contacts and {size['touchpoints']:,} touchpoints …", flush=True
         )
-        result["seed_contacts_s"] = round(
-            await seed_contacts(urls["contacts"], 0, size["contacts"], random.Random(5)), 1
-        )
+        started = time.perf_counter()
+        rng = random.Random(5)
+        others = await seed_contacts(urls["contacts"], size["contacts"], rng)
+        await vacuum_analyze(urls["contacts"])
+        result["seed_contacts_s"] = round(time.perf_counter() - started, 1)
         contacts = infra.service("contacts", {"CONTACTS_DATABASE_URL": urls["contacts"]})
         contacts.start()
         async with client(contacts.url, 1) as http:
             response = await http.post("/v1/contacts", json={"name": "Hot Customer", "tier": "premium"})
             expect(response.status_code, 201)
             hot = uuid.UUID(response.json()["id"])
-        engine = make_engine(urls["interactions"])
-        try:
-            result["seed_touchpoints_s"] = round(
-                await seed_touchpoints(engine, size["touchpoints"], hot, size["hot_touchpoints"]), 1
-            )
-        finally:
-            await engine.dispose()
+        started = time.perf_counter()
+        await seed_touchpoints(urls["interactions"], size["touchpoints"], hot, size["hot_touchpoints"], others, rng)
+        await vacuum_analyze(urls["interactions"])
+        result["seed_touchpoints_s"] = round(time.perf_counter() - started, 1)
+        print(f"[{backend}] seeded in {result['seed_contacts_s']} s + {result['seed_touchpoints_s']} s", flush=True)
         interactions = infra.service(
             "interactions",
             {"INTERACTIONS_DATABASE_URL": urls["interactions"], "INTERACTIONS_CONTACTS_URL": contacts.url,
@@ -148,14 +268,21 @@ async def run_backend(backend: str, quick: bool) -> dict[str, Any]:
         else:
             result["followups_made"] = 0
             result["note"] = "the follow-ups service is not in this checkout: timeline read without follow-ups"
-        gateway = infra.service("gateway", gateway_env)
-        gateway.start()
-        # The same gateway with its page cache off: every read goes to the services.
+        # Two gateways: the headline figures come from one with its 2 s page cache off, so every read is a
+        # cache miss that goes to the services; the other shows what readers of one hot page get from the cache.
         uncached = infra.service("gateway", {**gateway_env, "GATEWAY_TIMELINE_CACHE_S": "0"})
         uncached.start()
+        cached = infra.service("gateway", gateway_env)
+        cached.start()
+        pids = {p.spec.name: p.process.pid for p in (contacts, interactions) if p.process is not None}
+        if with_followups and followups.process is not None:
+            pids["followups"] = followups.process.pid
+        postmaster = None
+        if infra.pg is not None:
+            postmaster = int((infra.pg.data_dir / "postmaster.pid").read_text().split()[0])
 
         headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
-        async with client(gateway.url, READERS) as http:
+        async with client(uncached.url, READERS) as http:
             response = await http.post("/api/v1/api-keys", json={"name": "bench", "role": "readonly"}, headers=headers)
             expect(response.status_code, 201)
             reader = {"Authorization": f"Bearer {response.json()['key']}"}
@@ -174,36 +301,30 @@ async def run_backend(backend: str, quick: bool) -> dict[str, Any]:
                 assert cursor is not None, "the timeline ended before the deep page"
             assert last_interaction is not None
             bound = (datetime.fromisoformat(last_interaction["at"]), uuid.UUID(last_interaction["id"]))
+        first_params = {"limit": str(PAGE), "kinds": kinds}
+        deep_params = {**first_params, "cursor": cursor or ""}
+        for name, gateway in (("", uncached), ("_cached", cached)):
+            meter = CpuMeter({**pids, "gateway": gateway.process.pid if gateway.process else 0}, postmaster)
+            async with client(gateway.url, READERS) as http:
 
-            def read(params: dict[str, str]) -> Any:
-                async def get() -> None:
-                    response = await http.get(path, params=params, headers=reader)
-                    expect(response.status_code, 200)
+                def read(params: dict[str, str], http: Any = http) -> Any:
+                    async def get() -> None:
+                        response = await http.get(path, params=params, headers=reader)
+                        expect(response.status_code, 200)
 
-                return get
+                    return get
 
-            first_params = {"limit": str(PAGE), "kinds": kinds}
-            deep_params = {**first_params, "cursor": cursor or ""}
-            await timed_calls([read(first_params)] * 50, READERS)  # warm-up, not measured
-            print(f"[{backend}] measuring …", flush=True)
-            _, first, errors_first = await timed_calls([read(first_params)] * size["samples"], READERS)
-            _, deep, errors_deep = await timed_calls([read(deep_params)] * size["samples"], READERS)
-        result["first_page"] = {**percentiles(first), "errors": len(errors_first)}
-        result["deep_page"] = {**percentiles(deep), "errors": len(errors_deep), "depth": size["deep_page"]}
-        async with client(uncached.url, READERS) as http:
-
-            def read_uncached(params: dict[str, str]) -> Any:
-                async def get() -> None:
-                    response = await http.get(path, params=params, headers=reader)
-                    expect(response.status_code, 200)
-
-                return get
-
-            await timed_calls([read_uncached(first_params)] * 20, READERS)
-            _, first_u, errors_u1 = await timed_calls([read_uncached(first_params)] * size["samples"], READERS)
-            _, deep_u, errors_u2 = await timed_calls([read_uncached(deep_params)] * size["samples"], READERS)
-        result["first_page_uncached"] = {**percentiles(first_u), "errors": len(errors_u1)}
-        result["deep_page_uncached"] = {**percentiles(deep_u), "errors": len(errors_u2)}
+                await timed_calls([read(first_params)] * 50, READERS)  # warm-up, not measured
+                print(f"[{backend}] measuring{' with the page cache' if name else ''} …", flush=True)
+                for page_name, params in (("first_page", first_params), ("deep_page", deep_params)):
+                    before = meter.reading()
+                    _, latencies, errors = await timed_calls([read(params)] * size["samples"], READERS)
+                    result[f"{page_name}{name}"] = {
+                        **percentiles(latencies),
+                        "errors": len(errors),
+                        "cpu_ms_per_page": CpuMeter.per_call_ms(before, meter.reading(), size["samples"]),
+                    }
+        result["deep_page"]["depth"] = size["deep_page"]
         result["floor_first_page"] = await floor(urls["interactions"], hot, None, size["samples"])
         result["floor_deep_page"] = await floor(urls["interactions"], hot, bound, size["samples"])
         for page_name in ("first_page", "deep_page"):
@@ -226,8 +347,8 @@ def figures_of(run: dict[str, Any], quick: bool) -> list[dict[str, Any]]:
                    target=5 if on_pg else None, backend=backend),
             figure(f"same {label} from the interactions database p99", run[f"floor_{key}"]["p99_ms"], "ms",
                    backend=backend),
-            figure(f"timeline {label} p99, page cache off ({READERS} readers)", run[f"{key}_uncached"]["p99_ms"],
-                   "ms", backend=backend),
+            figure(f"timeline {label} p99, page cache on ({READERS} readers of one page)",
+                   run[f"{key}_cached"]["p99_ms"], "ms", backend=backend),
         ]  # fmt: skip
     return figures
 
