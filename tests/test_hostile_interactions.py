@@ -217,3 +217,35 @@ async def test_tampered_cursors_are_a_problem(interactions: httpx.AsyncClient, c
         if response.status_code != 200:
             assert_problem(response, 400, 422)
     assert len(await stored(interactions, contact_id)) == 3
+
+
+async def test_patches_threads_and_stats_take_hostile_input_as_data(
+    interactions: httpx.AsyncClient, contact_id: str
+) -> None:
+    made = await interactions.post("/v1/interactions", json=touchpoint(contact_id, thread_id="t-1"))
+    assert made.status_code == 201, made.text
+    path = f"/v1/interactions/{made.json()['id']}"
+    patched = await interactions.patch(path, json={"outcome": HTML[:100], "attributes": {SQL: HTML}})
+    assert patched.status_code == 200, patched.text
+    assert patched.json()["outcome"] == HTML[:100] and patched.json()["attributes"][SQL] == HTML
+    tags = {f"t{n}": n for n in range(10_000)}
+    for body in ({"outcome": "a\x00"}, {"attributes": {"k": "\x00"}}, {"attributes": tags}, {}, {"thread_status": None},
+                 {"thread_status": "<script>"}):  # fmt: skip
+        assert_problem(await interactions.patch(path, json=body), 413, 422)
+    for raw in (b"\xff\xfe", b"", b"[" * 10_000, b'{"outcome": '):
+        assert_problem(await interactions.patch(path, content=raw, headers={"content-type": "application/json"}),
+                       400, 422)  # fmt: skip
+    assert (await interactions.get(path)).json()["outcome"] == HTML[:100]  # the refused patches changed nothing
+    for thread in (SQL, HTML, "..%2F..%2Fetc", "a" * 300, "t-1'--"):
+        response = await interactions.get(f"/v1/threads/{thread}")
+        assert response.status_code in (200, 404, 422), (thread, response.status_code, response.text[:300])
+        if response.status_code != 200:
+            assert_problem(response, 404, 422)
+    assert (await interactions.get("/v1/threads/t-1")).status_code == 200
+    for params in ({"since": "0001-01-01T00:00:00+14:00"}, {"until": "9999-12-31T23:59:59-12:00"},
+                   {"until": "0001-01-02T00:00:00Z"}, {"team": SQL},
+                   {"since": "2030-01-01T00:00:00Z", "until": "2020-01-01T00:00:00Z"}, {"team": "\x00"}, {"channel": HTML}):  # fmt: skip
+        response = await interactions.get("/v1/interactions/stats", params=params)
+        assert response.status_code in (200, 422), (params, response.status_code, response.text[:300])
+        if response.status_code == 422:
+            assert_problem(response, 422)
