@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from nats.js.api import StorageType, StreamConfig
 from sqlalchemy import Column, DateTime, Index, MetaData, String, Table, Text, Uuid, insert, select
 
 from bench.common import client, expect, infrastructure, percentiles, timed_calls, write_results
+from bench.http1 import LightClient
 from servicekit.db import make_engine
 from servicekit.devstack import NatsProcess
 from servicekit.testing.ports import free_port, wait_for_port
@@ -177,15 +179,18 @@ async def nats_floor(url: str, *, messages: int, samples: int) -> dict[str, Any]
     }
 
 
-async def http_floor(*, samples: int, requests: int, concurrency: int = 64) -> dict[str, Any]:
-    """A bare FastAPI route in a uvicorn process, the way the services run."""
+async def http_floor(
+    *, samples: int, requests: int, concurrency: int = 64, make_client: Callable[[str, int], Any] = client
+) -> dict[str, Any]:
+    """A bare FastAPI route in a uvicorn process, the way the services run, measured with ``make_client``
+    (httpx by default; ``bench.http1.LightClient`` for the figures measured with that client)."""
     port = free_port()
     args = [sys.executable, "-m", "uvicorn", "bench.floors:bare_app", "--factory", "--host", "127.0.0.1",
             "--port", str(port), "--no-access-log", "--log-level", "warning"]  # fmt: skip
     process = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     try:
         await asyncio.to_thread(wait_for_port, port)
-        async with client(f"http://127.0.0.1:{port}", concurrency) as http:
+        async with make_client(f"http://127.0.0.1:{port}", concurrency) as http:
 
             async def ping() -> None:
                 expect((await http.get("/ping")).status_code, 200)
@@ -223,6 +228,10 @@ async def measure(backends: list[str], quick: bool) -> dict[str, Any]:
         server.stop()
     print("[floors] bare FastAPI endpoint …", flush=True)
     result["http"] = await http_floor(samples=samples, requests=2_000 if quick else 20_000)
+    # The same endpoint with the light client bench/ingest.py loads the service with (httpx is the bottleneck).
+    light = await http_floor(samples=samples, requests=5_000 if quick else 50_000, make_client=LightClient)
+    result["http"]["bare_endpoint_light"] = light["bare_endpoint"]
+    result["http"]["bare_endpoint_rate_light"] = light["bare_endpoint_rate"]
     return result
 
 

@@ -7,7 +7,11 @@ interactions as uvicorn processes, a real nats-server), every stored touchpoint'
 - for each, the time until every ``crm.interaction.logged.v1`` event is acknowledged by JetStream;
 - in the same run, the raw insert rate of the same rows straight into the database (our overhead = the ratio);
 - the contact page query (``GET /v1/interactions?contact_id=…&limit=50``, first and deeper pages) for a contact
-  with 10,000 touchpoints among 1,000,000, beside the same query straight on the database.
+  with 10,000 touchpoints among 1,000,000, beside the same query straight on the database;
+- in the same run, a bare FastAPI endpoint (same uvicorn flags) with the same client and 64 clients: the HTTP floor.
+
+The load generator is ``bench.http1.LightClient`` (raw asyncio HTTP/1.1 keep-alive): httpx costs milliseconds of
+CPU per request, which on 2 shared cores would measure the client rather than the server.
 
 Targets (2-core machine, PostgreSQL): batch ≥ 10,000 touchpoints/s; single ≥ 1,000 requests/s with p99 ≤ 50 ms;
 NATS ingest ≥ 5,000 touchpoints/s; contact page p99 ≤ 5 ms.
@@ -27,13 +31,14 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-import httpx
 import nats
 from sqlalchemy import func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import col
 
 from bench.common import client, expect, infrastructure, percentiles, timed_calls, write_results
+from bench.floors import http_floor
+from bench.http1 import LightClient
 from bench.run import figure
 from servicekit.db import make_engine
 from servicekit.ids import new_id
@@ -110,7 +115,26 @@ async def wait_published(engine: AsyncEngine, started: float, timeout: float = 6
     return time.perf_counter() - started
 
 
-async def single_posts(http: httpx.AsyncClient, bodies: list[bytes], concurrency: int) -> dict[str, Any]:
+async def publish_all(js: Any, messages: list[bytes], msg_id_prefix: str) -> None:
+    """Publish to the ingest subject with up to 2,000 acknowledgements outstanding."""
+    pending = []
+    for n, payload in enumerate(messages):
+        headers = {"Nats-Msg-Id": f"{msg_id_prefix}{n}"}
+        pending.append(await js.publish_async("crm.ingest.interactions", payload, headers=headers))
+        if len(pending) >= 2000:
+            await asyncio.gather(*pending)
+            pending.clear()
+    await asyncio.gather(*pending)
+
+
+async def wait_stored(engine: AsyncEngine, count: int, started: float, timeout: float = 900) -> None:
+    while await count_stored(engine) < count:
+        if time.perf_counter() - started > timeout:
+            raise TimeoutError("NATS ingest did not finish")
+        await asyncio.sleep(0.05)
+
+
+async def single_posts(http: LightClient, bodies: list[bytes], concurrency: int) -> dict[str, Any]:
     def call(body: bytes) -> Any:
         async def post() -> None:
             response = await http.post("/v1/interactions", content=body, headers={"content-type": "application/json"})
@@ -123,7 +147,7 @@ async def single_posts(http: httpx.AsyncClient, bodies: list[bytes], concurrency
             "elapsed_s": round(elapsed, 3), **percentiles(latencies)}  # fmt: skip
 
 
-async def measure_page(http: httpx.AsyncClient, engine: AsyncEngine, hot: uuid.UUID, samples: int) -> dict[str, Any]:
+async def measure_page(http: LightClient, engine: AsyncEngine, hot: uuid.UUID, samples: int) -> dict[str, Any]:
     """GET one contact's page (first page, and pages starting at random places of its history)."""
     rng = random.Random(3)
     async with engine.connect() as conn:
@@ -188,6 +212,10 @@ async def run_backend(backend: str, quick: bool) -> dict[str, Any]:
     size = SIZES[quick]
     rng = random.Random(7)
     result: dict[str, Any] = {"backend": backend, "sizes": size}
+    print(f"[{backend}] bare endpoint floor (same client) …", flush=True)
+    result["floor_bare_endpoint"] = await http_floor(
+        samples=size["page_samples"], requests=size["single"], make_client=LightClient
+    )
     with infrastructure(backend) as infra:
         contacts_url = infra.database_url("contacts")
         interactions_url = infra.database_url("interactions")
@@ -204,12 +232,12 @@ async def run_backend(backend: str, quick: bool) -> dict[str, Any]:
         engine = make_engine(interactions_url)
         run = uuid.uuid4().hex[:8]
         try:
-            async with client(contacts.url, 16) as http:
+            async with client(contacts.url, 16) as contacts_http:
                 made = []
 
                 async def create() -> None:
                     body = {"name": "Bench Customer", "emails": [f"c.{uuid.uuid4().hex}@example.com"]}
-                    response = await http.post("/v1/contacts", json=body)
+                    response = await contacts_http.post("/v1/contacts", json=body)
                     expect(response.status_code, 201)
                     made.append(response.json()["id"])
 
@@ -220,7 +248,7 @@ async def run_backend(backend: str, quick: bool) -> dict[str, Any]:
             def bodies(count: int) -> list[dict[str, Any]]:
                 return [touchpoint(rng, rng.choice(ids), next(counter), run) for _ in range(count)]
 
-            async with client(interactions.url, 64) as http:
+            async with LightClient(interactions.url, 64) as http:
                 # Warm-up (not measured): every contact id checked once with the contacts service.
                 def warm(contact_id: str) -> Any:
                     async def post() -> None:
@@ -266,27 +294,37 @@ async def run_backend(backend: str, quick: bool) -> dict[str, Any]:
             before = await count_stored(engine)
             messages = [json.dumps(b).encode() for b in bodies(size["nats"])]
             started = time.perf_counter()
-            pending = []
-            for n, payload in enumerate(messages):
-                pending.append(
-                    await js.publish_async("crm.ingest.interactions", payload, headers={"Nats-Msg-Id": f"{run}-n{n}"})
-                )
-                if len(pending) >= 2000:
-                    await asyncio.gather(*pending)
-                    pending.clear()
-            await asyncio.gather(*pending)
+            await publish_all(js, messages, f"{run}-n")
             published_in = time.perf_counter() - started
-            while await count_stored(engine) < before + len(messages):
-                if time.perf_counter() - started > 900:
-                    raise TimeoutError("NATS ingest did not finish")
-                await asyncio.sleep(0.05)
+            await wait_stored(engine, before + len(messages), started)
             stored_in = time.perf_counter() - started
             events_in = await wait_published(engine, started)
-            await nc.close()
             result["nats"] = {"touchpoints": len(messages), "per_second": round(len(messages) / stored_in, 1),
                               "publish_s": round(published_in, 3), "stored_s": round(stored_in, 3),
                               "events_published_s": round(events_in, 3),
-                              "with_events_per_second": round(len(messages) / events_in, 1)}  # fmt: skip
+                              "with_events_per_second": round(len(messages) / events_in, 1),
+                              "note": "first publish to last stored; the publisher shares the cores"}  # fmt: skip
+
+            # The same work from a backlog: published while the service is stopped, then drained. This rate is
+            # the service's own (the publisher above is not in it), counted from the moment it is ready.
+            print(f"[{backend}] NATS backlog drain …", flush=True)
+            await asyncio.to_thread(interactions.stop)
+            backlog = [json.dumps(b).encode() for b in bodies(size["nats"])]
+            await publish_all(js, backlog, f"{run}-b")
+            await nc.close()
+            before = await count_stored(engine)
+            started = time.perf_counter()
+            await asyncio.to_thread(interactions.start)
+            ready = time.perf_counter()
+            during_startup = await count_stored(engine) - before
+            await wait_stored(engine, before + len(backlog), started)
+            drained_in = time.perf_counter() - ready
+            events_in = await wait_published(engine, ready)
+            result["nats_backlog"] = {"touchpoints": len(backlog),
+                                      "per_second": round((len(backlog) - during_startup) / drained_in, 1),
+                                      "startup_s": round(ready - started, 3), "stored_during_startup": during_startup,
+                                      "drained_s": round(drained_in, 3), "events_published_s": round(events_in, 3),
+                                      "with_events_per_second": round(len(backlog) / events_in, 1)}  # fmt: skip
 
             print(f"[{backend}] raw insert floor …", flush=True)
             raw = [raw_row(uuid.UUID(rng.choice(ids)), n, START, rng) for n in range(size["raw"])]
@@ -305,7 +343,7 @@ async def run_backend(backend: str, quick: bool) -> dict[str, Any]:
             hot = uuid.uuid4()
             already = await count_stored(engine)
             seed_s = await seed(engine, max(0, size["page_total"] - already), hot, size["page_hot"])
-            async with client(interactions.url, 4) as http:
+            async with LightClient(interactions.url, 4) as http:
                 page = await measure_page(http, engine, hot, size["page_samples"])
             async with engine.connect() as conn:
                 hot_rows = (
@@ -338,6 +376,9 @@ def figures_of(run: dict[str, Any], quick: bool) -> list[dict[str, Any]]:
                target=10_000 if on_pg else None, better="higher", floor="db_insert_rate", backend=backend),
         figure("NATS ingest", run["nats"]["per_second"], "touchpoints/s", target=5000 if on_pg else None,
                better="higher", floor="nats_consume_rate", backend=backend),
+        figure("NATS ingest, backlog drained by the service alone", run["nats_backlog"]["per_second"],
+               "touchpoints/s", target=5000 if on_pg else None, better="higher", floor="nats_consume_rate",
+               backend=backend),
         figure("raw insert of the same rows", run["raw_insert"]["per_second"], "rows/s", better="higher",
                floor="db_insert_rate", backend=backend),
         figure("contact page p99" + scale, page["first_page"]["p99_ms"], "ms", target=5 if on_pg else None,
@@ -357,8 +398,10 @@ def main() -> None:
     for run in runs:
         print(f"[{run['backend']}] single {run['single']['per_second']} req/s p50 {run['single']['p50_ms']} ms "
               f"p99 {run['single']['p99_ms']} ms | batch {run['batch']['per_second']} tp/s | "
-              f"NATS {run['nats']['per_second']} tp/s | raw insert {run['raw_insert']['per_second']} rows/s | "
-              f"page p99 {run['contact_page']['first_page']['p99_ms']} ms", flush=True)  # fmt: skip
+              f"NATS {run['nats']['per_second']} tp/s (backlog {run['nats_backlog']['per_second']}) | "
+              f"raw insert {run['raw_insert']['per_second']} rows/s | "
+              f"page p99 {run['contact_page']['first_page']['p99_ms']} ms | bare endpoint "
+              f"{run['floor_bare_endpoint']['bare_endpoint_rate']['per_second']} req/s", flush=True)  # fmt: skip
     write_results(
         "ingest" + ("-quick" if args.quick else ""),
         {"quick": args.quick, "runs": runs, "figures": [f for run in runs for f in figures_of(run, args.quick)]},
