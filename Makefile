@@ -5,13 +5,14 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help install up demo migrate lint format test test-fast bench fuzz clean
+.PHONY: help install up demo migrate lint format test test-fast bench fuzz faults clean
 
 help:
 	@echo "make up      install, migrate and run the whole stack (SQLite + embedded nats-server); Ctrl-C stops it"
 	@echo "make test    install, lint and run every test"
 	@echo "make lint    ruff and mypy"
 	@echo "make bench   run the benchmarks under bench/ and write bench/results/"
+	@echo "make faults  the fault suite alone, with its figures (FAULT_TOUCHPOINTS=10000 per scenario)"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +46,10 @@ test: lint
 
 test-fast: install
 	$(PY) -m pytest -x -q -m "not postgres" $(PYTEST_ARGS)
+
+# The fault suite alone, printing its figures (it also runs in `make test`).
+faults: install
+	$(PY) -m pytest -m faults -s $(PYTEST_ARGS)
 
 bench: install
 	$(PY) -m bench.run

