@@ -29,17 +29,18 @@ class Services:
         return [self.contacts, self.interactions, self.followups]
 
 
-def _services(request: Request) -> Services:
+# async: a plain ``def`` dependency runs in the threadpool, a thread hop on every request for a getattr.
+async def _services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
 
 
-def _timeline(request: Request) -> Timeline:
+async def _timeline(request: Request) -> Timeline:
     timeline: Timeline = request.app.state.timeline
     return timeline
 
 
-def _settings(request: Request) -> GatewaySettings:
+async def _settings(request: Request) -> GatewaySettings:
     settings: GatewaySettings = request.app.state.settings
     return settings
 

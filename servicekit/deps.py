@@ -15,7 +15,8 @@ async def _session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-def _runtime(request: Request) -> Runtime:
+# async: a plain ``def`` dependency runs in the threadpool, a thread hop on every request for a getattr.
+async def _runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
 

@@ -33,7 +33,7 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
-def _filters(
+async def _filters(
     kinds: Annotated[
         str | None, Query(max_length=100, description="Comma list of interaction,followup,contact_event")
     ] = None,

@@ -60,13 +60,16 @@ async def list_followups(
     before: Annotated[str | None, Query(max_length=120, description="timeline order: <ISO time>|<uuid>")] = None,
     limit: Annotated[int, Query(ge=1, le=service.MAX_PAGE)] = 50,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
-) -> FollowupPage:
+) -> Response:
     rows, next_cursor = await service.list_followups(
         session=session, now=followups.clock.now(), contact_id=contact_id, status=status, policy=policy,
         assignee=assignee, team=team, due_before=due_before, overdue=overdue, order=order, before=before,
         limit=limit, cursor=cursor,
     )  # fmt: skip
-    return FollowupPage(items=[service.to_read(row) for row in rows], next_cursor=next_cursor)
+    page = FollowupPage(items=[service.to_read(row) for row in rows], next_cursor=next_cursor)
+    # Serialised once here, not validated again against response_model (which documents it): the gateway's
+    # timeline reads this page on every view.
+    return Response(content=page.model_dump_json(), media_type="application/json")
 
 
 @router.get("/followups/stats", response_model=FollowupStats, summary="Service-quality counts of follow-ups")

@@ -10,12 +10,13 @@ from services.followups.policybook import PolicyBook
 from services.followups.service import FollowupService
 
 
-def _followups(request: Request) -> FollowupService:
+# async: a plain ``def`` dependency runs in the threadpool, a thread hop on every request for a getattr.
+async def _followups(request: Request) -> FollowupService:
     service: FollowupService = request.app.state.runtime.state["followups"]
     return service
 
 
-def _policies(request: Request) -> PolicyBook:
+async def _policies(request: Request) -> PolicyBook:
     book: PolicyBook = request.app.state.runtime.state["policies"]
     return book
 
