@@ -244,3 +244,45 @@ async def test_a_row_committed_late_with_a_lower_seq_is_not_marked_sent(
         assert sorted(e.id for e in got) == sorted([late.id, early.id])
     finally:
         await bus.close()
+
+
+async def test_batches_in_flight_overlap_each_acked_once_and_stop_finishes_the_batches_in_hand(
+    nats_factory: Callable[[], NatsServer],
+) -> None:
+    server = nats_factory()
+    bus = await connected_bus(server)
+    seen: list[int] = []
+    running, overlapped, stop_after = 0, 0, 20
+
+    async def slow_commit(msgs: list[Any]) -> None:
+        nonlocal running, overlapped
+        running += 1
+        overlapped = max(overlapped, running)
+        await asyncio.sleep(0.2)  # a transaction's round trips: the next batch is fetched meanwhile
+        for msg in msgs:
+            seen.append(json.loads(msg.data)["data"]["n"])
+            await msg.ack()
+        running -= 1
+        if len(seen) >= stop_after:
+            consumer.stop()
+
+    def overlapping_consumer() -> DurableConsumer:
+        return DurableConsumer(bus=bus, stream="TEST_EVENTS", durable="kit-overlap", filter_subjects=["test.events.>"],
+                               handle_batch=slow_commit, batch=10, fetch_timeout_s=0.2, in_flight=2)  # fmt: skip
+
+    await publish(server.url, [event(n) for n in range(60)])
+    consumer = overlapping_consumer()
+    task = asyncio.create_task(consumer.run())
+    try:
+        await asyncio.wait_for(task, timeout=20)
+        # Stopped between fetches: every batch it took is finished and acked, none left half-done.
+        assert running == 0 and overlapped == 2
+        assert 20 <= len(seen) < 60 and len(seen) == len(set(seen))
+        stop_after = 10**9
+        consumer = overlapping_consumer()
+        task = asyncio.create_task(consumer.run())
+        await eventually(lambda: _stream_drained(server.url, "kit-overlap"), timeout=20)
+        assert sorted(seen) == list(range(60))
+    finally:
+        task.cancel()
+        await bus.close()

@@ -27,6 +27,8 @@ from services.interactions.settings import InteractionsSettings
 
 NAME = "interactions"
 PURGE_EVERY_S = 60.0
+# NATS ingest batches in hand at once: the next one is fetched, parsed and scored while the last one commits.
+INGEST_IN_FLIGHT = 2
 log = get_logger(__name__)
 
 
@@ -85,6 +87,7 @@ def create_app(settings: InteractionsSettings | None = None, clock: Clock | None
                 filter_subjects=[events.INGEST_SUBJECT],
                 handle_batch=ingest.handle_batch,
                 batch=settings.ingest_batch,
+                in_flight=INGEST_IN_FLIGHT,
             ),
         ]
 
