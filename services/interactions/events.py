@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import time
 import uuid
 from datetime import datetime
 from typing import Any
-
-import uuid6
 
 from servicekit.bus import StreamSpec
 from servicekit.events import CloudEvent, make_event
@@ -39,8 +39,19 @@ _ACTIONS = {LOGGED: "logged", UPDATED: "updated", THREAD_RESOLVED: "thread_resol
 
 
 def fast_id() -> uuid.UUID:
-    """``servicekit.ids.new_id`` (UUIDv7) without its round trip through a string: a batch makes thousands."""
-    return uuid.UUID(int=uuid6.uuid7().int)
+    """A UUIDv7 (RFC 9562: 48 bits of Unix milliseconds, version, 74 random bits), like ``servicekit.ids.new_id``
+    but a third of its cost (no round trip through a string, one ``os.urandom``): a batch makes two per
+    touchpoint. Ids made in the same millisecond are unordered among themselves, which nothing relies on
+    (pages break ties of ``occurred_at`` by id, events are ordered by the outbox)."""
+    random_bits = int.from_bytes(os.urandom(10))
+    # The wall clock, not servicekit.clock: an id's timestamp only orders ids, it is no domain time.
+    milliseconds = time.time_ns() // 1_000_000
+    return uuid.UUID(int=milliseconds << 80 | _VERSION_7 | (random_bits >> 68) << 64 | _VARIANT | random_bits & _LOW_62)
+
+
+_VERSION_7 = 0x7 << 76
+_VARIANT = 0b10 << 62
+_LOW_62 = (1 << 62) - 1
 
 
 def subject_for(event_type: str, contact_id: uuid.UUID | str) -> str:

@@ -65,6 +65,31 @@ async def test_same_source_and_external_id_or_ingest_key_is_stored_once(
     assert len(await outbox_events(sessionmaker)) == 2
 
 
+async def test_every_field_is_stored_as_given_and_a_repeat_within_one_batch_is_stored_once(
+    sessionmaker: async_sessionmaker[AsyncSession], touchpoints: TouchpointService
+) -> None:
+    # PostgreSQL inserts a batch as one array per column (unnest): each type must come back as it went in.
+    full = touchpoint_factory(
+        channel="phone", direction="outbound", type="purchase", agent="Ann", team="sales", thread_id="t-all",
+        outcome="sold", csat=4, nps=9, duration_s=61, amount="1234.5678", currency="eur", source="shop",
+        external_id="o-7", attributes={"nested": {"list": [1, "two", None]}, "ok": True, "text": "é ü \" '"},
+        body="line one\nline two", occurred_at="2026-01-05T08:00:00.123456+02:00",
+    )  # fmt: skip
+    sparse = touchpoint_factory(subject=None, body=None)
+    outcomes = await store(sessionmaker, touchpoints, full, sparse, dict(full, subject="the same, re-sent"))
+    assert [o.status for o in outcomes] == [201, 201, 200]
+    assert outcomes[2].id == outcomes[0].id
+    for outcome in outcomes[:2]:
+        assert outcome.id is not None
+        async with sessionmaker() as session:
+            stored = service.to_read(await service.get_touchpoint(session=session, touchpoint_id=outcome.id))
+        assert outcome.touchpoint == stored
+    read = outcomes[0].touchpoint
+    assert read is not None and read.attributes == full["attributes"] and read.body == full["body"]
+    assert str(read.amount) == "1234.5678" and read.occurred_at.isoformat() == "2026-01-05T06:00:00.123456+00:00"
+    assert outcomes[1].touchpoint is not None and outcomes[1].touchpoint.sentiment is None
+
+
 async def test_merge_rekeys_and_later_touchpoints_follow_the_merge(
     sessionmaker: async_sessionmaker[AsyncSession], touchpoints: TouchpointService
 ) -> None:
