@@ -11,7 +11,7 @@ import phonenumbers
 import pytest
 
 from gateway.console import labels
-from gateway.console.routes import safe_next, same_origin, templates
+from gateway.console.routes import _day, safe_next, same_origin, templates
 from gateway.demo import CHANNEL_WEIGHTS, build_demo
 from gateway.lockout import SignInGuard
 
@@ -139,3 +139,12 @@ def test_the_demo_data_set_is_a_living_shop() -> None:
     assert phones and all(phonenumbers.is_valid_number(phonenumbers.parse(p)) for p in phones)
     assert {c.fields["tier"] for c in contacts} == {"standard", "premium"}
     assert len({c.fields["stage"] for c in contacts}) >= 4
+
+
+def test_a_day_filter_at_the_end_of_the_calendar_is_no_bound_not_a_500() -> None:
+    """``until=9999-12-31`` once made the customer page answer 500 (the day after it is no date)."""
+    assert _day("9999-12-31", end=True) is None
+    assert _day("9999-12-31") == "9999-12-31T00:00:00+00:00"
+    assert _day("0001-01-01") == "0001-01-01T00:00:00+00:00"
+    assert _day("2026-01-05", end=True) == "2026-01-06T00:00:00+00:00"
+    assert _day("2026-02-30") is None and _day("x") is None and _day("") is None

@@ -195,6 +195,21 @@ async def test_sql_html_and_nul_are_data_and_escaped_in_the_console(
         assert "Robert&#39;); DROP TABLE contacts;--" in customer or "Robert&#x27;); DROP TABLE" in customer
         queue = (await web.get("/queue", params={"view": "team", "team": HTML})).text
         assert "&lt;script&gt;alert(" in queue
+        # What the staff member typed comes back escaped too (no reflected script), and nonsense in a page's
+        # query is a page that says so, never a 5xx.
+        reflected = await web.get("/search", params={"q": HTML[:200]})
+        assert reflected.status_code == 200 and "<script>alert" not in reflected.text
+        assert "&lt;script&gt;alert(" in reflected.text
+        customer = f"/customers/{contact['id']}"
+        for path, params in ((customer, {"cursor": "A" * 1024}), (customer, {"cursor": "\x00"}),
+                             (customer, {"since": "0001-01-01", "until": "9999-12-31"}), (customer, {"since": "x"}),
+                             (f"{customer}/timeline", {"cursor": "forged"}), (customer, {"channel": HTML[:20]}),
+                             ("/queue", {"view": HTML[:10], "team": "\x00"}), ("/search", {"q": "\x00"}),
+                             ("/dashboard", {"since": "9999-99-99"}),
+                             ("/login", {"next": "javascript:alert(1)"})):  # fmt: skip
+            page = await web.get(path, params=params)
+            assert page.status_code < 500, (path, params, page.status_code, page.text[:300])
+            assert "<script>alert" not in page.text and "javascript:alert" not in page.text, (path, params)
 
 
 async def test_dates_zones_and_limits_at_the_edges(http: httpx.AsyncClient, keys: dict[str, dict[str, str]]) -> None:
@@ -330,5 +345,5 @@ async def test_no_process_answered_a_5xx_to_any_of_these_probes(stack: Stack) ->
             logged += 1
             if json.loads(line).get("status", 0) >= 500:
                 crashes.append(f"{name}: {line[:300]}")
-    assert logged > 100, logged
+    assert logged > 20, logged  # the probes were logged, so an empty search is not mistaken for no 5xx
     assert not crashes, "\n".join(crashes)

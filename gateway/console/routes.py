@@ -239,9 +239,9 @@ def _day(value: str | None, *, end: bool = False) -> str | None:
         return None
     try:
         day = date.fromisoformat(value)
-    except ValueError:
+        moment = datetime.combine(day + timedelta(days=1) if end else day, time(), tzinfo=UTC)
+    except (ValueError, OverflowError):  # OverflowError: the day after 9999-12-31, i.e. no end at all
         return None
-    moment = datetime.combine(day + timedelta(days=1) if end else day, time(), tzinfo=UTC)
     return moment.isoformat()
 
 
