@@ -300,14 +300,20 @@ class Timeline:
             rows = (
                 await session.scalars(select(TouchSummary).where(col(TouchSummary.contact_id).in_(_family(contact_id))))
             ).all()
-            followups = (
-                await session.scalars(
-                    select(FollowupState).where(
+            # Counted in the database: a customer with hundreds of open follow-ups would otherwise load them all
+            # as ORM rows whenever the header is rebuilt (after every event about the contact).
+            is_overdue = and_(
+                col(FollowupState.status) == "due",
+                or_(col(FollowupState.overdue), col(FollowupState.due_at) < now),
+            )
+            open_followups, overdue_followups = (
+                await session.execute(
+                    select(sa.func.count(), sa.func.coalesce(sa.func.sum(sa.case((is_overdue, 1), else_=0)), 0)).where(
                         col(FollowupState.contact_id).in_(_family(contact_id)),
                         col(FollowupState.status).in_(("scheduled", "due")),
                     )
                 )
-            ).all()
+            ).one()
         # Per channel, across the contact and the contacts merged into it.
         touches: dict[str, dict[str, Any]] = {}
         for row in rows:
@@ -325,10 +331,8 @@ class Timeline:
             "stage": contact.get("stage"),
             "tier": contact.get("tier"),
             "owner": contact.get("owner"),
-            "open_followups": len(followups),
-            "overdue_followups": sum(
-                1 for f in followups if f.status == "due" and (f.overdue or (f.due_at and as_utc(f.due_at) < now))
-            ),
+            "open_followups": int(open_followups),
+            "overdue_followups": int(overdue_followups),
             "last_touch_per_channel": [
                 {"channel": channel, "last_at": t["last"], "touches": t["n"]}
                 for channel, t in sorted(touches.items(), key=lambda kv: kv[1]["last"], reverse=True)
