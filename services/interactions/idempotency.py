@@ -88,32 +88,48 @@ class IdempotencyKeys:
 
     async def claim(self, *, caller: str, key: str, fingerprint: str) -> Claim | Replay:
         """Take the key for this request, or say what to answer instead (raises 409 or 422)."""
-        now = self.clock.now()
-        async with self.sessionmaker() as session, session.begin():
-            module: Any = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-            inserted = await session.execute(
-                module.insert(IdempotencyRecord)
-                .values(caller=caller, key=key, fingerprint=fingerprint, created_at=now, expires_at=now + self.ttl)
-                .on_conflict_do_nothing()
-                .returning(col(IdempotencyRecord.key))
-            )
-            if inserted.first() is not None:
-                return Claim(caller, key, fingerprint, now)
-            record = await session.get(IdempotencyRecord, (caller, key), with_for_update=True, populate_existing=True)
-            assert record is not None
-            abandoned = record.status is None and as_utc(record.created_at) + self.in_flight <= now
-            if as_utc(record.expires_at) <= now or abandoned:
-                record.fingerprint, record.status, record.response = fingerprint, None, None
-                record.created_at, record.expires_at = now, now + self.ttl
-                return Claim(caller, key, fingerprint, now)
-            if record.fingerprint != fingerprint:
-                raise KeyReused("This Idempotency-Key was used for a different request; use a new key.")
-            if record.status is None or record.response is None:
-                raise KeyInFlight(
-                    "The first request with this Idempotency-Key is still being processed; retry shortly.",
-                    headers={"Retry-After": "1"},
+        for _attempt in range(3):
+            now = self.clock.now()
+            async with self.sessionmaker() as session, session.begin():
+                module: Any = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+                inserted = await session.execute(
+                    module.insert(IdempotencyRecord)
+                    .values(caller=caller, key=key, fingerprint=fingerprint, created_at=now, expires_at=now + self.ttl)
+                    .on_conflict_do_nothing()
+                    .returning(col(IdempotencyRecord.key))
                 )
-            return Replay(record.status, record.response)
+                if inserted.first() is not None:
+                    return Claim(caller, key, fingerprint, now)
+                record = await session.get(
+                    IdempotencyRecord, (caller, key), with_for_update=True, populate_existing=True
+                )
+                if record is None:
+                    # Released between our insert and our read (the request holding it failed; on PostgreSQL
+                    # another replica's): the key is free, so take it. This was a 500 under faults.
+                    continue
+                return self._decide(record, caller=caller, key=key, fingerprint=fingerprint, now=now)
+        raise KeyInFlight(
+            "The first request with this Idempotency-Key is still being processed; retry shortly.",
+            headers={"Retry-After": "1"},
+        )
+
+    def _decide(
+        self, record: IdempotencyRecord, *, caller: str, key: str, fingerprint: str, now: datetime
+    ) -> Claim | Replay:
+        """The key is held by ``record`` (locked by the caller's transaction): take it over or say what to answer."""
+        abandoned = record.status is None and as_utc(record.created_at) + self.in_flight <= now
+        if as_utc(record.expires_at) <= now or abandoned:
+            record.fingerprint, record.status, record.response = fingerprint, None, None
+            record.created_at, record.expires_at = now, now + self.ttl
+            return Claim(caller, key, fingerprint, now)
+        if record.fingerprint != fingerprint:
+            raise KeyReused("This Idempotency-Key was used for a different request; use a new key.")
+        if record.status is None or record.response is None:
+            raise KeyInFlight(
+                "The first request with this Idempotency-Key is still being processed; retry shortly.",
+                headers={"Retry-After": "1"},
+            )
+        return Replay(record.status, record.response)
 
     async def complete(self, *, session: AsyncSession, claim: Claim, status: int, body: str) -> None:
         """Store the response in the transaction that stores the effect: both or neither."""

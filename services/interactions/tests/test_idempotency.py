@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from servicekit.clock import MovableClock
 from servicekit.db import make_engine, make_sessionmaker
@@ -109,3 +110,28 @@ async def test_a_deferred_release_never_frees_a_claim_taken_over_since(
     await keys.release(second)
     assert await claimable(keys, "taken")
     await keys.close()
+
+
+async def test_a_key_released_while_its_retry_looks_at_it_is_taken_not_a_500(
+    keys: IdempotencyKeys, engine: AsyncEngine
+) -> None:
+    """Under faults a client's retry arrived while its first request, failing, released the key: the retry's
+    insert met the claim, its read found it gone, and an assertion made it a 500. Reproduced on PostgreSQL by
+    holding the row while the retry looks, then deleting it (SQLite's single writer cannot interleave them)."""
+    first = await keys.claim(caller="c", key="race", fingerprint="f")
+    assert isinstance(first, Claim)
+    if engine.dialect.name != "postgresql":
+        await keys.release(first)
+        assert isinstance(await keys.claim(caller="c", key="race", fingerprint="f"), Claim)
+        return
+    async with engine.connect() as failing_request:
+        where = "caller = 'c' AND key = 'race'"
+        await failing_request.execute(text(f"SELECT 1 FROM idempotency_keys WHERE {where} FOR UPDATE"))
+        retry = asyncio.create_task(keys.claim(caller="c", key="race", fingerprint="f"))
+        await asyncio.sleep(0.5)  # the retry met the claim and waits for the row
+        await failing_request.execute(text(f"DELETE FROM idempotency_keys WHERE {where}"))
+        await failing_request.commit()
+        claimed = await asyncio.wait_for(retry, timeout=10)
+    assert isinstance(claimed, Claim)
+    with pytest.raises(KeyInFlight):  # and it holds the key now
+        await keys.claim(caller="c", key="race", fingerprint="f")
