@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 import zlib
 from collections.abc import Callable
 from datetime import timedelta
@@ -45,6 +46,14 @@ log = get_logger(__name__)
 _SEQ_TYPE = BigInteger().with_variant(Integer(), "sqlite")
 # session.info key: {outbox table: rows collected under Outbox.defer}.
 _DEFERRED = "outbox_deferred"
+
+# Atomic batch publish (NATS 2.12+, ADR-50): the largest batch a server takes, and the refusals that mean the
+# stream or server cannot take one (disabled on the stream; Nats-Msg-Id unsupported before 2.15; a batch that
+# spans streams). A batch holding an event already stored is refused as a whole (10201): sent one by one,
+# the duplicate window then drops just that one.
+ATOMIC_LIMIT = 1000
+_ATOMIC_UNAVAILABLE = {10174, 10176, 10177}
+_ATOMIC_RETRY_S = 60.0
 
 
 def outbox_table(metadata: MetaData) -> Table:
@@ -165,7 +174,13 @@ class OutboxRelay:
         poll_s: float = 0.5,
         retention_s: int = 86_400,
         publish_timeout_s: float = 5.0,
+        atomic_min: int = 16,
+        atomic_max: int = 500,
     ) -> None:
+        """A round of at least ``atomic_min`` rows goes out as atomic batches of up to ``atomic_max``: with
+        ``sync_interval: always`` JetStream syncs the disk for every message stored on its own but once for
+        an atomic batch, so one by one a stream tops out near the disk's fsync rate (about 1,000/s on a
+        loaded machine). An atomic batch costs a fixed ~15 ms, so a few rows still go one by one."""
         self.table = table
         self.sessionmaker = sessionmaker
         self._jetstream = jetstream
@@ -175,6 +190,9 @@ class OutboxRelay:
         self.poll_s = poll_s
         self.retention_s = retention_s
         self.publish_timeout_s = publish_timeout_s
+        self.atomic_min = max(2, atomic_min)
+        self.atomic_max = max(2, min(atomic_max, ATOMIC_LIMIT))
+        self._atomic_off_until = 0.0
         self._wake = asyncio.Event()
         self._lock_key = zlib.crc32(f"outbox:{name}".encode()) & 0x7FFFFFFF
         self._last_cleanup = 0.0
@@ -268,7 +286,64 @@ class OutboxRelay:
         return len(acked)
 
     async def _publish_in_order(self, js: Any, rows: list[Any]) -> int | None:
-        """Send the whole batch pipelined, then keep the longest acknowledged prefix."""
+        """Send the rows in order; returns the seq of the last row of the longest acknowledged prefix."""
+        if len(rows) < self.atomic_min or asyncio.get_running_loop().time() < self._atomic_off_until:
+            return await self._publish_each(js, rows)
+        acked_through: int | None = None
+        for start in range(0, len(rows), self.atomic_max):
+            chunk = rows[start : start + self.atomic_max]
+            stored = await self._publish_atomic(js, chunk) if len(chunk) > 1 else False
+            if stored is None:
+                return acked_through
+            if not stored:
+                rest = await self._publish_each(js, rows[start:])
+                return rest if rest is not None else acked_through
+            acked_through = chunk[-1].seq
+        return acked_through
+
+    async def _publish_atomic(self, js: Any, chunk: list[Any]) -> bool | None:
+        """One atomic batch: True when stored whole; False when refused (nothing stored: send them one by
+        one); None when no answer came (it may be stored: the next round finds out, one by one)."""
+        batch_id = uuid.uuid4().hex
+        core = js._nc  # the messages before the commit need no reply of their own
+        for n, row in enumerate(chunk[:-1], start=1):
+            headers = {"Nats-Msg-Id": row.event_id, "Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(n)}
+            await core.publish(row.subject, row.payload.encode(), headers=headers)
+        last = chunk[-1]
+        headers = {"Nats-Msg-Id": last.event_id, "Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(len(chunk)),
+                   "Nats-Batch-Commit": "1"}  # fmt: skip
+        try:
+            # A plain request: nats-py's publish_async never resolves on an error reply to a batch commit.
+            reply = await core.request(last.subject, last.payload.encode(), headers=headers,
+                                       timeout=self.publish_timeout_s)  # fmt: skip
+        except Exception as exc:
+            log.warning("outbox_ack_missing", relay=self.name, event_id=last.event_id, error=repr(exc))
+            return None
+        try:
+            answer = json.loads(reply.data)
+        except ValueError:
+            answer = None
+        if not isinstance(answer, dict):  # not a JetStream answer: whatever it is, one by one finds out
+            self._atomic_unavailable(f"the commit was answered {reply.headers or reply.data[:100]!r}")
+            return False
+        error = answer.get("error")
+        if error is not None:
+            if error.get("err_code") in _ATOMIC_UNAVAILABLE:
+                self._atomic_unavailable(str(error.get("description")))
+            return False
+        if answer.get("count") != len(chunk):
+            # A server without atomic batches stored them as single messages, or some of them: the
+            # one-by-one resend finds out which (the duplicate window drops those stored).
+            self._atomic_unavailable(f"the server acknowledged {answer.get('count')} of a batch of {len(chunk)}")
+            return False
+        return True
+
+    def _atomic_unavailable(self, reason: str) -> None:
+        log.info("outbox_atomic_batches_off", relay=self.name, reason=reason, retry_s=_ATOMIC_RETRY_S)
+        self._atomic_off_until = asyncio.get_running_loop().time() + _ATOMIC_RETRY_S
+
+    async def _publish_each(self, js: Any, rows: list[Any]) -> int | None:
+        """Send the rows one by one, pipelined, then keep the longest acknowledged prefix."""
         futures = []
         for row in rows:
             future = await js.publish_async(row.subject, row.payload.encode(), headers={"Nats-Msg-Id": row.event_id})

@@ -87,12 +87,12 @@ def create_app(
                 bus=runtime.bus, stream=events.CONTACTS_STREAM, durable=events.CONTACTS_DURABLE,
                 filter_subjects=events.CONTACTS_SUBJECTS,
                 handle_batch=inbox(events.CONTACTS_DURABLE, contact_handlers(followups)).handle_batch,
-                fetch_timeout_s=settings.consumer_wait_s,
+                fetch_timeout_s=settings.consumer_wait_s, batch=settings.consumer_batch,
             ),
             DurableConsumer(
                 bus=runtime.bus, stream=events.INTERACTIONS_STREAM, durable=events.INTERACTIONS_DURABLE,
                 filter_subjects=events.INTERACTIONS_SUBJECTS, handle_batch=touchpoints.handle_batch,
-                fetch_timeout_s=settings.consumer_wait_s,
+                fetch_timeout_s=settings.consumer_wait_s, batch=settings.consumer_batch,
             ),
         ]  # fmt: skip
         if settings.scheduler_enabled:

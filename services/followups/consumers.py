@@ -39,10 +39,15 @@ def contact_handlers(followups: FollowupService) -> dict[str, EventHandler]:
     }
 
 
+# Contact ids known to be stored (rows in known_contacts are never deleted: erased and merged ones stay).
+KNOWN_IDS_KEPT = 200_000
+
+
 class TouchpointConsumer:
     """Before a batch of touchpoints is applied, contacts we have never heard of are fetched from the contacts
     service concurrently and outside the transaction (SQLite's one writer is not held across HTTP calls).
-    What fails here is fetched again by the handler, which nak's the event if contacts is still down."""
+    What fails here is fetched again by the handler, which nak's the event if contacts is still down.
+    The ids found stored are remembered, so a batch of known contacts costs no query here at all."""
 
     def __init__(
         self,
@@ -56,6 +61,7 @@ class TouchpointConsumer:
         self.sessionmaker = sessionmaker
         self.followups = followups
         self.directory = directory
+        self._stored: set[uuid.UUID] = set()
 
     async def handle_batch(self, msgs: list[Msg]) -> None:
         try:
@@ -75,6 +81,7 @@ class TouchpointConsumer:
                 wanted.add(uuid.UUID(str(event.data.get("contact_id") or event.subject)))
             except ValueError:
                 continue
+        wanted -= self._stored
         if not wanted:
             return
         async with self.sessionmaker() as session:
@@ -82,6 +89,7 @@ class TouchpointConsumer:
                 (await session.scalars(select(col(KnownContact.id)).where(col(KnownContact.id).in_(wanted)))).all()
             )
             await session.rollback()
+        self._remember(known)
         missing = wanted - known
         if not missing:
             return
@@ -92,6 +100,12 @@ class TouchpointConsumer:
         async with self.sessionmaker() as session, session.begin():
             for answer in found:
                 await self.followups.store_answer(session, answer)
+        self._remember({answer.asked for answer in found})
+
+    def _remember(self, stored: set[uuid.UUID]) -> None:
+        if len(self._stored) + len(stored) > KNOWN_IDS_KEPT:
+            self._stored.clear()
+        self._stored |= stored
 
     async def _lookup(self, contact_id: uuid.UUID) -> ContactAnswer | None:
         try:

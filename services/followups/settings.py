@@ -24,5 +24,8 @@ class FollowupsSettings(ServiceSettings):
     consumer_wait_s: float = Field(
         0.05, description="Longest a consumer waits to fill a batch once events arrive (their latency floor)"
     )
+    consumer_batch: int = Field(
+        500, description="Events fetched and applied in one transaction at most (a backlog drains in big batches)"
+    )
     touch_retention_days: int = Field(400, description="Days of touchpoints kept for policy previews")
     policy_cache_s: float = Field(2.0, description="How long a replica uses its copy of the enabled policies")

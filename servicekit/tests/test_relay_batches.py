@@ -1,0 +1,164 @@
+"""The outbox relay sends a backlog as JetStream atomic batches (one disk sync each instead of one per event
+under sync_interval: always), in order, each event once; what a server or stream refuses goes one by one."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import nats
+import pytest
+from sqlalchemy import MetaData, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from servicekit.bus import Bus, StreamSpec
+from servicekit.clock import MovableClock
+from servicekit.db import make_engine, make_sessionmaker
+from servicekit.events import CloudEvent, make_event
+from servicekit.outbox import Outbox, OutboxRelay
+from servicekit.runtime import shared_tables
+from servicekit.testing.apps import EventTap
+from servicekit.testing.nats import NatsServer
+
+metadata = MetaData()
+outbox_table, _ = shared_tables(metadata)
+STREAM = StreamSpec("RELAY_EVENTS", ["relay.events.>"])
+
+
+@pytest.fixture
+async def sessions(db_backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    if db_backend == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'relay.db'}"
+    else:
+        url = request.getfixturevalue("pg_cluster").create_database(f"relay_{tmp_path.name[-12:]}".lower())
+    engine = make_engine(url)
+    async with engine.begin() as conn:
+        await conn.run_sync(metadata.create_all)
+    yield make_sessionmaker(engine)
+    await engine.dispose()
+
+
+class CountingRelay(OutboxRelay):
+    """Records how each atomic batch went: (size, True stored / False refused / None no answer)."""
+
+    atomic: list[tuple[int, bool | None]]
+
+    async def _publish_atomic(self, js: Any, chunk: list[Any]) -> bool | None:
+        stored = await super()._publish_atomic(js, chunk)
+        self.atomic.append((len(chunk), stored))
+        return stored
+
+
+def relay_for(bus: Bus, sessions: Any, clock: MovableClock, **options: Any) -> CountingRelay:
+    relay = CountingRelay(table=outbox_table, sessionmaker=sessions, jetstream=bus.jetstream, clock=clock,
+                          name="relay-tests", **options)  # fmt: skip
+    relay.atomic = []
+    return relay
+
+
+async def write(sessions: async_sessionmaker[AsyncSession], count: int, start: int = 0) -> list[CloudEvent]:
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    events = [
+        make_event(type="test.thing.happened.v1", source="tests", subject=f"s{n}", data={"n": n}, time=at)
+        for n in range(start, start + count)
+    ]
+    async with sessions() as session, session.begin():
+        await Outbox(outbox_table).add_many(session, [(e, f"relay.events.{e.subject}") for e in events])
+    return events
+
+
+async def drain(relay: OutboxRelay) -> list[int]:
+    rounds = []
+    while published := await relay.publish_pending():
+        rounds.append(published)
+    return rounds
+
+
+async def unsent(sessions: async_sessionmaker[AsyncSession]) -> int:
+    async with sessions() as session:
+        query = select(func.count()).select_from(outbox_table).where(outbox_table.c.published_at.is_(None))
+        return int(await session.scalar(query) or 0)
+
+
+async def in_stream(url: str, stream: str, count: int) -> list[str]:
+    """The ids of the stream's events, in stream order; fails unless there are exactly ``count``."""
+    nc = await nats.connect(url)
+    try:
+        tap = await EventTap(nc.jetstream(), stream, "relay.events.>", durable="tap").start()
+        got = await tap.take(count)
+        await tap.assert_no_more(wait=0.5)
+        return [e.id for e in got]
+    finally:
+        await nc.close()
+
+
+@pytest.fixture
+async def bus(nats_factory: Callable[[], NatsServer]) -> AsyncIterator[Bus]:
+    bus = Bus(nats_factory().url, name="relay-tests")
+    bus.add_streams(STREAM)
+    await bus.start()
+    await bus.wait_connected()
+    yield bus
+    await bus.close()
+
+
+async def test_a_backlog_goes_out_as_atomic_batches_in_order_each_once(
+    bus: Bus, sessions: Any, clock: MovableClock
+) -> None:
+    events = await write(sessions, 1234)
+    relay = relay_for(bus, sessions, clock, batch=600, atomic_max=500)
+    assert await drain(relay) == [600, 600, 34]
+    assert relay.atomic == [(500, True), (100, True), (500, True), (100, True), (34, True)]
+    assert await unsent(sessions) == 0
+    assert await in_stream(bus.url, "RELAY_EVENTS", 1234) == [e.id for e in events]
+
+
+async def test_a_few_rows_go_one_by_one(bus: Bus, sessions: Any, clock: MovableClock) -> None:
+    events = await write(sessions, 5)
+    relay = relay_for(bus, sessions, clock, atomic_min=16)
+    assert await drain(relay) == [5]
+    assert relay.atomic == []
+    assert await in_stream(bus.url, "RELAY_EVENTS", 5) == [e.id for e in events]
+
+
+async def test_events_sent_before_are_refused_as_a_batch_and_resent_one_by_one_without_duplicates(
+    bus: Bus, sessions: Any, clock: MovableClock
+) -> None:
+    """As after a lost acknowledgement: rows already in the stream are still unsent in the outbox."""
+    first = await write(sessions, 40)
+    relay = relay_for(bus, sessions, clock)
+    assert await drain(relay) == [40]
+    async with sessions() as session, session.begin():
+        await session.execute(update(outbox_table).values(published_at=None))
+    more = await write(sessions, 20, start=40)
+    assert await drain(relay) == [60]
+    assert relay.atomic == [(40, True), (60, False)]
+    assert await unsent(sessions) == 0
+    assert await in_stream(bus.url, "RELAY_EVENTS", 60) == [e.id for e in first + more]
+    # The refusal was about those events, not about the stream: the next backlog is a batch again.
+    await write(sessions, 30, start=60)
+    assert await drain(relay) == [30] and relay.atomic[-1] == (30, True)
+
+
+async def test_a_stream_without_atomic_batches_gets_the_events_one_by_one(
+    nats_factory: Callable[[], NatsServer], sessions: Any, clock: MovableClock
+) -> None:
+    server = nats_factory()
+    nc = await nats.connect(server.url)
+    await nc.jetstream().add_stream(name="RELAY_EVENTS", subjects=["relay.events.>"])  # as made elsewhere
+    await nc.close()
+    bus = Bus(server.url, name="relay-tests")  # ensures only its own dead-letter stream
+    await bus.start()
+    await bus.wait_connected()
+    try:
+        events = await write(sessions, 40)
+        relay = relay_for(bus, sessions, clock)
+        assert await drain(relay) == [40]
+        more = await write(sessions, 40, start=40)
+        assert await drain(relay) == [40]
+        assert relay.atomic == [(40, False)]  # refused once; then not tried again for a while
+        assert await in_stream(server.url, "RELAY_EVENTS", 80) == [e.id for e in events + more]
+    finally:
+        await bus.close()
