@@ -157,10 +157,11 @@ def client(base_url: str, concurrency: int) -> httpx.AsyncClient:
 
 
 async def copy_rows(database_url: str, table: Any, rows: list[dict[str, Any]]) -> None:
-    """Bulk-load rows into one table of a migrated database: COPY on PostgreSQL (several times faster than
-    INSERT), a Core bulk insert on SQLite. JSON columns take their Python value; the rest go as they are."""
+    """Bulk-load rows into one table (a ``Table`` or a table model) of a migrated database: COPY on PostgreSQL
+    (several times faster than INSERT), a Core bulk insert on SQLite. JSON columns take their Python value."""
     if not rows:
         return
+    table = getattr(table, "__table__", table)
     columns = [column.name for column in table.columns]
     url = make_url(database_url)
     if url.get_backend_name() != "postgresql":

@@ -72,10 +72,6 @@ SUBJECTS = ["Where is my order?", "Thanks for the quick help", "Broken on arriva
 START = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def table_of(model: Any) -> Any:
-    return model.__table__
-
-
 class CpuMeter:
     """CPU seconds used by each process of the stack (and PostgreSQL's backends, and this load generator)
     between two readings: what one page costs, whatever else runs on the machine."""
@@ -128,15 +124,15 @@ async def seed_contacts(database_url: str, count: int, rng: random.Random) -> li
     for start in range(0, count, CHUNK // 10):
         made = [make_contact(rng, n, now) for n in range(start, min(count, start + CHUNK // 10))]
         ids += [c.id for c in made]
-        await copy_rows(database_url, table_of(Contact), [c.model_dump() for c in made])
+        await copy_rows(database_url, Contact, [c.model_dump() for c in made])
         await copy_rows(
             database_url,
-            table_of(Identity),
+            Identity,
             [{"kind": k, "value": v, "contact_id": c.id} for c in made for k, v in identities_of(c)],
         )
         await copy_rows(
             database_url,
-            table_of(SearchTerm),
+            SearchTerm,
             [{"contact_id": c.id, "field": f, "term": t} for c in made for f, t in search_terms_of(c)],
         )
     return ids  # fmt: skip
@@ -162,7 +158,7 @@ async def seed_touchpoints(
                          "body": f"Hello, I am writing about order {n}.", "amount": Decimal("10.00"),
                          "currency": "EUR", "attributes": {}, "sentiment": sentiment[subject], "version": 1,
                          "updated_at": at})  # fmt: skip
-        await copy_rows(database_url, table_of(Touchpoint), rows)
+        await copy_rows(database_url, Touchpoint, rows)
 
 
 def followups_installed() -> bool:
