@@ -84,9 +84,12 @@ class RequestContextMiddleware:
                 if limit is not None and received > limit:
                     raise StarletteHTTPException(413, f"The body is larger than the limit of {limit} bytes.")
                 # PostgreSQL text cannot hold U+0000: refuse it in any JSON string, even split across chunks.
-                if b"\\u0000" in tail + chunk:
+                window = tail + chunk
+                if b"\\u0000" in window:
                     raise StarletteHTTPException(422, NUL_DETAIL)
-                tail = chunk[-5:]
+                if b"\\u" in window and _lone_surrogate(window, final=not message.get("more_body", False)):
+                    raise StarletteHTTPException(422, SURROGATE_DETAIL)
+                tail = window[-11:]
             return message
 
         async def send_with_id(message: Message) -> None:
@@ -110,6 +113,23 @@ class RequestContextMiddleware:
 
 
 NUL_DETAIL = "NUL characters (U+0000) are not accepted in text."
+SURROGATE_DETAIL = "An unpaired surrogate escape (\\ud800 to \\udfff) is not text; send the character itself in UTF-8."
+_HIGH, _LOW = rb"\\u[dD][89abAB][0-9a-fA-F]{2}", rb"\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+_LONE_SURROGATE = re.compile(_HIGH + rb"(?!" + _LOW + rb")|(?<!" + _HIGH + rb")" + _LOW)
+
+
+def _lone_surrogate(window: bytes, *, final: bool) -> bool:
+    """An unpaired UTF-16 surrogate escape in JSON: Python decodes it into a str no UTF-8 encoder (the
+    database driver, the event serialiser, httpx) can write, and it would fail far from the request as a 500.
+    A high surrogate at the very end of a chunk is undecided until the next chunk (``final``: no next)."""
+    for match in _LONE_SURROGATE.finditer(window):
+        start = match.start()
+        if (start - len(window[:start].rstrip(b"\\"))) % 2:
+            continue  # an escaped backslash followed by the letters "ud800": text, not an escape
+        cut_short = match.group()[3:4] in b"89abAB" and match.end() + 6 > len(window)
+        if final or not cut_short:
+            return True
+    return False
 
 
 def _has_nul(scope: Scope) -> bool:
