@@ -30,7 +30,9 @@ class RequestContextMiddleware:
     """X-Request-ID (made when absent) and W3C traceparent into logs, events and the response.
 
     Also enforces the body limit as a 413 problem: a declared Content-Length over it is refused
-    before anything is read; a chunked body is counted as it arrives."""
+    before anything is parsed; a chunked body is counted as it arrives. Up to ``DRAIN_FACTOR`` times
+    the limit, the rest of the body is read and dropped before the answer: a client (httpx, curl) sends
+    its whole body before it reads, and a connection closed under it would show as a reset, not a 413."""
 
     def __init__(self, app: ASGIApp, max_body_bytes: int | None = None) -> None:
         self.app = app
@@ -50,6 +52,8 @@ class RequestContextMiddleware:
         bind_request_context(request_id=request_id, traceparent=traceparent)
         declared = headers.get("content-length", "")
         if self.max_body_bytes is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            if int(declared) <= DRAIN_FACTOR * self.max_body_bytes:
+                await _drain(receive, DRAIN_FACTOR * self.max_body_bytes)
             response = JSONResponse(
                 problem_body(
                     413,
@@ -82,6 +86,8 @@ class RequestContextMiddleware:
                 chunk = message.get("body", b"")
                 received += len(chunk)
                 if limit is not None and received > limit:
+                    if message.get("more_body", False):
+                        await _drain(receive, DRAIN_FACTOR * limit - received)
                     raise StarletteHTTPException(413, f"The body is larger than the limit of {limit} bytes.")
                 # PostgreSQL text cannot hold U+0000: refuse it in any JSON string, even split across chunks.
                 window = tail + chunk
@@ -113,6 +119,20 @@ class RequestContextMiddleware:
 
 
 NUL_DETAIL = "NUL characters (U+0000) are not accepted in text."
+DRAIN_FACTOR = 4
+
+
+async def _drain(receive: Receive, budget: int) -> None:
+    """Read and drop the rest of a refused body, at most ``budget`` bytes (then the connection is closed)."""
+    while budget > 0:
+        message = await receive()
+        if message["type"] != "http.request":
+            return
+        budget -= len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return
+
+
 SURROGATE_DETAIL = "An unpaired surrogate escape (\\ud800 to \\udfff) is not text; send the character itself in UTF-8."
 _HIGH, _LOW = rb"\\u[dD][89abAB][0-9a-fA-F]{2}", rb"\\u[dD][c-fC-F][0-9a-fA-F]{2}"
 _LONE_SURROGATE = re.compile(_HIGH + rb"(?!" + _LOW + rb")|(?<!" + _HIGH + rb")" + _LOW)
