@@ -4,15 +4,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 
 from nats.aio.msg import Msg
-from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
-from servicekit.events import CloudEvent
 from servicekit.inbox import EventHandler, EventInbox
 from servicekit.logging import get_logger
 from services.followups import events
@@ -73,13 +72,13 @@ class TouchpointConsumer:
     async def _prefetch(self, msgs: list[Msg]) -> None:
         wanted: set[uuid.UUID] = set()
         for msg in msgs:
+            # Only the contact id is wanted here: the inbox validates the whole event next.
             try:
-                event = CloudEvent.from_json(msg.data)
-            except (ValidationError, ValueError):
-                continue
-            try:
-                wanted.add(uuid.UUID(str(event.data.get("contact_id") or event.subject)))
-            except ValueError:
+                document = json.loads(msg.data)
+                data = document.get("data")
+                wanted.add(uuid.UUID(str((data.get("contact_id") if isinstance(data, dict) else None)
+                                         or document.get("subject"))))  # fmt: skip
+            except (ValueError, TypeError, AttributeError):
                 continue
         wanted -= self._stored
         if not wanted:

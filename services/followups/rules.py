@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
+from functools import lru_cache
 from typing import Annotated, Any, Literal
 
 import isodate
@@ -64,14 +65,21 @@ Slug = Annotated[str, StringConstraints(pattern=SLUG)]
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 
 
+@lru_cache(maxsize=4096)
+def parse_duration(value: str) -> timedelta | isodate.Duration:
+    """An ISO 8601 duration of a policy, parsed once: every touchpoint evaluates the same few, and parsing
+    was a tenth of the CPU of making a follow-up."""
+    return isodate.parse_duration(value)
+
+
 def add_duration(at: datetime, value: str) -> datetime:
     """``at`` plus an ISO 8601 duration; months and years are calendar months and years."""
-    result: datetime = at + isodate.parse_duration(value)
+    result: datetime = at + parse_duration(value)
     return result
 
 
 def seconds_of(value: str) -> float:
-    parsed = isodate.parse_duration(value)
+    parsed = parse_duration(value)
     delta = parsed if isinstance(parsed, timedelta) else parsed.tdelta
     return float(delta.total_seconds())
 
@@ -367,7 +375,7 @@ def due_time(*, plan: dict[str, Any], anchor_at: datetime, timezone: str | None,
         hours = plan["business_hours"]
         return add_business_time(
             anchor_at,
-            isodate.parse_duration(plan["offset"]),
+            parse_duration(plan["offset"]),
             tz=tz,
             days=hours["days"],
             opens=time.fromisoformat(hours["start"]),
@@ -383,7 +391,7 @@ def due_time(*, plan: dict[str, Any], anchor_at: datetime, timezone: str | None,
 
 
 def _fixed(value: str) -> bool:
-    return isinstance(isodate.parse_duration(value), timedelta)
+    return isinstance(parse_duration(value), timedelta)
 
 
 def manual_plan(channel: str | None) -> dict[str, Any]:
