@@ -21,6 +21,7 @@ from gateway.timeline import Timeline
 from gateway.upstream import ServiceClient, UpstreamAnswer, relay
 from servicekit.bus import DurableConsumer
 from servicekit.clock import Clock
+from servicekit.db import make_sessionmaker
 from servicekit.http import RequestContextMiddleware, document_problems, health_router
 from servicekit.inbox import EventInbox
 from servicekit.logging import configure_logging, get_logger
@@ -61,11 +62,17 @@ def create_app(
             for name in SERVICE_NAMES
         }
         services = Services(**clients)
+        # The timeline only reads the projections. On PostgreSQL it reads in autocommit: one query needs no
+        # transaction, and BEGIN and ROLLBACK cost more round trips than the query. (SQLite keeps transactions:
+        # servicekit's begin hook is what takes its lock.)
+        reader = runtime.sessionmaker
+        if runtime.engine.dialect.name == "postgresql":
+            reader = make_sessionmaker(runtime.engine.execution_options(isolation_level="AUTOCOMMIT"))
         timeline = Timeline(
             interactions=services.interactions,
             followups=services.followups,
             contacts=services.contacts,
-            sessionmaker=runtime.sessionmaker,
+            sessionmaker=reader,
             clock=runtime.clock,
             signing_key=settings.signing_key,
             header_cache_s=settings.header_cache_s,
