@@ -50,6 +50,11 @@ FLOORS: dict[str, tuple[str, str, Callable[[dict[str, Any], str], Any]]] = {
     "http_p99_ms": ("bare FastAPI endpoint p99", "ms", lambda f, b: _get(f, "http", "bare_endpoint", "p99_ms")),
     "http_rate": ("bare FastAPI endpoint, 64 clients", "req/s",
                   lambda f, b: _get(f, "http", "bare_endpoint_rate", "per_second")),
+    # The same endpoint loaded by bench.http1.LightClient, the client bench/ingest.py measures with.
+    "http_rate_light": ("bare FastAPI endpoint, 64 light clients", "req/s",
+                        lambda f, b: _get(f, "http", "bare_endpoint_rate_light", "per_second")),
+    "http_p99_ms_light": ("bare FastAPI endpoint p99, light client", "ms",
+                          lambda f, b: _get(f, "http", "bare_endpoint_light", "p99_ms")),
     "db_insert_rate": ("database bulk insert", "rows/s",
                        lambda f, b: _get(f, "database", b, "bulk_insert_rows_per_second")),
     "db_insert_p99_ms": ("database single insert+commit p99", "ms",
