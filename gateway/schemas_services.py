@@ -160,6 +160,8 @@ class ContactRef(Open):
     phone: str | None = None
     handle: HandleIdentity | None = None
     external_id: ExternalIdentity | None = None
+    name: str | None = None
+    company: str | None = None
 
 
 ThreadId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@/-]{0,199}$")]

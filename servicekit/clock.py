@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Protocol
+from typing import Annotated, Any, Protocol
 
-from pydantic import AfterValidator
+from pydantic import AfterValidator, BeforeValidator
 
 
 class Clock(Protocol):
@@ -52,5 +53,17 @@ def in_utc(value: datetime) -> datetime:
         raise ValueError("outside the range of dates (years 1 to 9999 in UTC)") from None
 
 
+_NUMBER = re.compile(r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$")
+
+
+def not_a_number(value: Any) -> Any:
+    """Pydantic reads a number as Unix time; the document says RFC 3339 date-time, so a number is refused."""
+    if (isinstance(value, int | float) and not isinstance(value, bool)) or (
+        isinstance(value, str) and _NUMBER.match(value)
+    ):
+        raise ValueError("a date-time in ISO 8601 (e.g. 2026-01-05T09:00:00Z), not a number")
+    return value
+
+
 # A time from a request, in UTC (naive is taken as UTC; add AwareDatetime where an offset is required).
-InUtc = Annotated[datetime, AfterValidator(in_utc)]
+InUtc = Annotated[datetime, BeforeValidator(not_a_number), AfterValidator(in_utc)]

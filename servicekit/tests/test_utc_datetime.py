@@ -13,7 +13,9 @@ import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from pydantic import TypeAdapter, ValidationError
 
+from servicekit.clock import InUtc
 from servicekit.db import UTCDateTime, make_engine
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -83,3 +85,11 @@ def test_timestamps_come_back_aware_utc(database_factory: Callable[[Path], str])
     assert rows[3] == datetime(2026, 7, 1, 10, 0, tzinfo=UTC)
     assert rows[1].isoformat() == "2026-07-01T10:00:00+00:00"
     assert later == [2]
+
+
+@pytest.mark.parametrize("sent", ["0.92", "2.220446049250313e-16", "1700000000", 1700000000, 0.5])
+def test_a_number_is_not_a_time(sent: object) -> None:
+    # Found by Schemathesis: pydantic reads a number as Unix time where the document says date-time.
+    with pytest.raises(ValidationError, match="not a number"):
+        TypeAdapter(InUtc).validate_python(sent)
+    assert TypeAdapter(InUtc).validate_python("2026-01-05T10:00:00+01:00") == datetime(2026, 1, 5, 9, tzinfo=UTC)

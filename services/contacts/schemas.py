@@ -15,7 +15,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 from pydantic.json_schema import SkipJsonSchema
 
 from servicekit.channels import Channel
-from servicekit.jsonschema import exactly_one_of
+from servicekit.jsonschema import exactly_one_of, stated
 
 Tier = Literal["standard", "premium"]
 Stage = Literal["lead", "prospect", "customer", "repeat", "at_risk", "churned"]
@@ -191,9 +191,7 @@ class ResolveRequest(Strict):
 
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra=exactly_one_of(
-            {"email": "string", "phone": "string", "handle": "object", "external_id": "object"}
-        ),
+        json_schema_extra=stated(exactly_one_of("email", "phone", "handle", "external_id")),
     )
 
     email: Email | None = None

@@ -226,9 +226,7 @@ class PolicyDocument(Strict):
 
     @model_validator(mode="after")
     def _unique_steps(self) -> PolicyDocument:
-        ids = [step.id for step in self.steps]
-        if len(set(ids)) != len(ids):
-            raise ValueError("step ids must be unique within a policy")
+        _check_unique_steps(self.steps)
         return self
 
     def trigger_of(self, step: Step) -> Trigger:
@@ -251,6 +249,18 @@ class PolicyChange(Strict):
     quiet_hours: QuietHours | None = QuietHours()
     closing: Closing = Closing()
     escalation: Escalation = Escalation()
+
+    @model_validator(mode="after")
+    def _unique_steps(self) -> PolicyChange:
+        # Checked here too: a PUT body that PolicyDocument refuses would otherwise fail after parsing (a 500).
+        _check_unique_steps(self.steps)
+        return self
+
+
+def _check_unique_steps(steps: list[Step]) -> None:
+    ids = [step.id for step in steps]
+    if len(set(ids)) != len(ids):
+        raise ValueError("step ids must be unique within a policy")
 
 
 @dataclass

@@ -19,6 +19,7 @@ from pydantic import (
 
 from servicekit.channels import Channel
 from servicekit.clock import as_utc, in_utc
+from servicekit.jsonschema import at_least_one_of, stated
 
 Status = Literal["scheduled", "due", "completed", "cancelled", "skipped"]
 Priority = Literal["low", "normal", "high", "urgent"]
@@ -87,11 +88,19 @@ class FollowupPage(BaseModel):
     next_cursor: str | None = Field(description="Work-queue order: pass as cursor; timeline order: null")
 
 
+def _stripped_text(value: str) -> str:
+    # The length is checked as sent (what the document says), then the text is stripped and must remain.
+    value = value.strip()
+    if not value:
+        raise ValueError("must hold more than white space")
+    return value
+
+
 class FollowupCreate(Strict):
     """A follow-up made by hand."""
 
     contact_id: uuid.UUID
-    reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=500), AfterValidator(_stripped_text)]
     due_at: DueTime
     channel: Channel | None = None
     priority: Priority = "normal"
@@ -114,6 +123,8 @@ class FollowupCancel(Strict):
 
 
 class FollowupAssign(Strict):
+    model_config = ConfigDict(extra="forbid", json_schema_extra=stated(at_least_one_of("assignee", "team")))
+
     assignee: Name | None = None
     team: Name | None = None
 

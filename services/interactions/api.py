@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 
 from servicekit.channels import Channel
+from servicekit.clock import InUtc
 from servicekit.problems import PROBLEM_MEDIA_TYPE
 from services.interactions import service
 from services.interactions.deps import IdempotencyDep, IngestionDep, RuntimeDep, SessionDep, TouchpointsDep
@@ -116,8 +116,8 @@ async def list_touchpoints(
     type: Annotated[str | None, Query(pattern="^(" + "|".join(TYPES) + ")$")] = None,
     direction: Annotated[str | None, Query(pattern="^(" + "|".join(DIRECTIONS) + ")$")] = None,
     thread_id: Annotated[str | None, Query(max_length=200)] = None,
-    since: Annotated[datetime | None, Query(description="occurred_at ≥ since (ISO 8601)")] = None,
-    until: Annotated[datetime | None, Query(description="occurred_at < until (ISO 8601)")] = None,
+    since: Annotated[InUtc | None, Query(description="occurred_at ≥ since (ISO 8601)")] = None,
+    until: Annotated[InUtc | None, Query(description="occurred_at < until (ISO 8601)")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = DEFAULT_PAGE,
     cursor: Annotated[str | None, Query(max_length=512, description="next_cursor of the previous page")] = None,
     before: Annotated[
@@ -196,8 +196,8 @@ async def get_thread(thread_id: str, session: SessionDep) -> ThreadRead:
 async def get_stats(
     session: SessionDep,
     runtime: RuntimeDep,
-    since: Annotated[datetime | None, Query(description="occurred_at ≥ since; default until - 30 days")] = None,
-    until: Annotated[datetime | None, Query(description="occurred_at < until; default now")] = None,
+    since: Annotated[InUtc | None, Query(description="occurred_at ≥ since; default until - 30 days")] = None,
+    until: Annotated[InUtc | None, Query(description="occurred_at < until; default now")] = None,
     channel: Channel | None = None,
     team: Annotated[str | None, Query(max_length=100)] = None,
 ) -> dict[str, Any]:

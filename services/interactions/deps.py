@@ -26,10 +26,19 @@ async def _ingestion(request: Request) -> Ingestion:
 
 async def _idempotency(
     idempotency_key: Annotated[
-        str | None, Header(description="Replays the first response of a request with this key (kept 24 h)")
+        str | None,
+        Header(
+            description="Replays the first response of a request with this key (kept 24 h)",
+            # Stated for clients; checked_key enforces it (400).
+            json_schema_extra={"pattern": "^[\\x20-\\x7e]{1,255}$"},
+        ),
     ] = None,
     x_touchpoint_caller: Annotated[
-        str | None, Header(description="Who calls (set by the gateway): the scope of Idempotency-Key")
+        str | None,
+        Header(
+            description="Who calls (set by the gateway): the scope of Idempotency-Key",
+            json_schema_extra={"maxLength": 200},
+        ),
     ] = None,
 ) -> tuple[str | None, str]:
     return checked_key(idempotency_key, x_touchpoint_caller)

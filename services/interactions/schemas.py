@@ -19,9 +19,11 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.json_schema import SkipJsonSchema
 
 from servicekit.channels import Channel
 from servicekit.clock import as_utc
+from servicekit.jsonschema import both_or_neither, exactly_one_of, needs, stated
 
 Direction = Literal["inbound", "outbound", "internal"]
 DIRECTIONS: tuple[str, ...] = ("inbound", "outbound", "internal")
@@ -80,7 +82,13 @@ def _check_thread_id(value: str) -> str:
 # Given by the sending system: any printable text (it is a bound value and a URL-encoded path segment).
 ThreadId = Annotated[str, StringConstraints(min_length=1, max_length=200), AfterValidator(_check_thread_id)]
 SourceName = Annotated[str, StringConstraints(pattern=_KEY_PATTERN)]
-Currency = Annotated[str, AfterValidator(_upper), StringConstraints(pattern=r"^[A-Z]{3}$")]
+# Upper-cased before the check, so the document states the case-insensitive form.
+Currency = Annotated[
+    str,
+    AfterValidator(_upper),
+    StringConstraints(pattern=r"^[A-Z]{3}$"),
+    Field(json_schema_extra={"pattern": "^[A-Za-z]{3}$"}),
+]
 Attributes = Annotated[dict[str, Any], AfterValidator(check_attributes)]
 Amount = Annotated[Decimal, Field(ge=0, max_digits=14, decimal_places=4)]
 # Amounts leave as JSON numbers (the database keeps them exact).
@@ -101,11 +109,23 @@ class ExternalIdentity(Strict):
     value: Text
 
 
+def _contact_by_identity_schema(schema: dict[str, Any]) -> None:
+    """The document names the two fields of a new contact that are plain text; any other field of the contacts
+    service's ContactCreate is accepted too and checked there (so it is not listed: its rules live there)."""
+    stated(exactly_one_of("email", "phone", "handle", "external_id"))(schema)
+    text = {"type": "string", "minLength": 1, "maxLength": 200}
+    schema["properties"].update({"name": text, "company": text})
+    schema["additionalProperties"] = False
+
+
 class ContactByIdentity(BaseModel):
     """Exactly one identity of the contact; other fields (``name``, ``company``, ``language`` …) describe
     the contact to create when nobody holds it, and are checked by the contacts service."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra=_contact_by_identity_schema,
+    )
 
     email: Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=320)] | None = None
     phone: Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=40)] | None = None
@@ -133,6 +153,16 @@ class ContactByIdentity(BaseModel):
 
 class TouchpointCreate(Strict):
     """A touchpoint to log. The contact is given by ``contact_id`` or by ``contact`` (one identity)."""
+
+    # The rules of _consistent, stated in the document.
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra=stated(
+            exactly_one_of("contact_id", "contact"),
+            needs("amount", "currency"),
+            both_or_neither("source", "external_id"),
+        ),
+    )
 
     contact_id: uuid.UUID | None = None
     contact: ContactByIdentity | None = None
@@ -215,8 +245,10 @@ class TouchpointPatch(Strict):
     """Outcome, the status of the touchpoint's thread, and attributes (a JSON merge patch: a key set
     to ``null`` is removed)."""
 
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"minProperties": 1})
+
     outcome: Outcome | None = None
-    thread_status: ThreadStatus | None = None
+    thread_status: ThreadStatus | SkipJsonSchema[None] = None
     attributes: dict[str, Any] | None = None
 
     @model_validator(mode="after")

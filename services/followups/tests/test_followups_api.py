@@ -185,3 +185,31 @@ async def test_policies_are_versioned_switched_and_previewed(harness: Harness) -
         assert response.status_code == 422 and response.headers["content-type"] == PROBLEM, bad
     assert (await harness.client.put("/v1/policies/nope", json=changed)).status_code == 404
     assert (await harness.client.post("/v1/policies/response-sla/preview", params={"days": 400})).status_code == 422
+
+
+async def test_replacing_a_policy_with_duplicate_step_ids_is_a_422_not_a_500(harness: Harness) -> None:
+    # Found by Schemathesis: PUT parsed the body, then PolicyDocument refused it after parsing (a 500).
+    step = {"id": "again", "offset": "P1D", "reason": "Say hello."}
+    body = {"name": "Twice", "trigger": {"event": "interaction.logged"}, "steps": [step, step]}
+    for method, path in (("PUT", "/v1/policies/purchase-2-2-2"), ("POST", "/v1/policies")):
+        sent = {**body, "id": "twice"} if method == "POST" else body
+        response = await harness.client.request(method, path, json=sent)
+        assert response.status_code == 422, (method, response.text)
+        assert response.headers["content-type"] == "application/problem+json"
+        assert "step ids must be unique" in response.text
+    unchanged = (await harness.client.get("/v1/policies/purchase-2-2-2")).json()
+    assert unchanged["version"] == 1
+
+
+async def test_what_the_document_forbids_is_refused(harness: Harness) -> None:
+    # Found by Schemathesis: a number was read as Unix time in a date-time query, and a reason over 500
+    # characters was taken when white space padded it (it was stripped before its length was checked).
+    stats = await harness.client.get("/v1/followups/stats", params={"since": "0.9210265707619979"})
+    assert stats.status_code == 422 and stats.headers["content-type"] == "application/problem+json"
+    contact = await harness.contact()
+    body = {"contact_id": contact["id"], "reason": " " * 10 + "x" * 495, "due_at": "2030-01-05T09:00:00Z"}
+    assert (await harness.client.post("/v1/followups", json=body)).status_code == 422
+    body["reason"] = " " * 5 + "x" * 495
+    made = await harness.client.post("/v1/followups", json=body)
+    assert made.status_code == 201, made.text
+    assert made.json()["reason"] == "x" * 495
