@@ -6,12 +6,27 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from servicekit.db import session_scope
+from servicekit.db import make_sessionmaker, session_scope
 from servicekit.runtime import Runtime
 
 
 async def _session(request: Request) -> AsyncIterator[AsyncSession]:
     async for session in session_scope(request.app.state.runtime.sessionmaker):
+        yield session
+
+
+async def _read_session(request: Request) -> AsyncIterator[AsyncSession]:
+    runtime: Runtime = request.app.state.runtime
+    reader = runtime.state.get("read_sessionmaker")
+    if reader is None:
+        engine = runtime.engine
+        if engine.dialect.name == "postgresql":
+            reader = make_sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT"))
+        else:
+            # SQLite keeps its transactions: servicekit's begin hook is what takes its lock.
+            reader = runtime.sessionmaker
+        runtime.state["read_sessionmaker"] = reader
+    async for session in session_scope(reader):
         yield session
 
 
@@ -25,3 +40,6 @@ async def _runtime(request: Request) -> Runtime:
 # response, never a success that did not happen.
 SessionDep = Annotated[AsyncSession, Depends(_session, scope="function")]
 RuntimeDep = Annotated[Runtime, Depends(_runtime)]
+# For a route that only reads (a list page): on PostgreSQL its statements run in autocommit, without the BEGIN
+# and COMMIT round trips around them (each statement sees the latest committed rows). Never for a write.
+ReadSessionDep = Annotated[AsyncSession, Depends(_read_session, scope="function")]

@@ -11,7 +11,7 @@ from servicekit.channels import Channel
 from servicekit.clock import InUtc
 from servicekit.problems import PROBLEM_MEDIA_TYPE
 from services.followups import service
-from services.followups.deps import FollowupsDep, PoliciesDep, RuntimeDep, SessionDep
+from services.followups.deps import FollowupsDep, PoliciesDep, ReadSessionDep, RuntimeDep, SessionDep
 from services.followups.models import Policy
 from services.followups.preview import preview
 from services.followups.rules import PolicyChange, PolicyDocument
@@ -44,7 +44,7 @@ STATE: dict[int | str, dict[str, Any]] = {**NOT_FOUND, 409: _problem("Not possib
 
 @router.get("/followups", response_model=FollowupPage, summary="The work queue, or a contact's timeline")
 async def list_followups(
-    session: SessionDep,
+    session: ReadSessionDep,
     followups: FollowupsDep,
     contact_id: uuid.UUID | None = None,
     status: Status | None = None,

@@ -4,6 +4,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from servicekit.deps import ReadSessionDep as ReadSessionDep
 from servicekit.deps import RuntimeDep as RuntimeDep
 from servicekit.deps import SessionDep as SessionDep
 from services.followups.policybook import PolicyBook
