@@ -120,7 +120,9 @@ async def falling_due(infra: Infra, count: int, spread_s: float) -> dict[str, An
 
 async def touch_to_followup(infra: Infra, rate: int, seconds: float) -> dict[str, Any]:
     url = infra.database_url(f"followups_touch_{uuid.uuid4().hex[:8]}")
-    process = infra.service("followups", _replica_env(url, "replica-a", 500))
+    # The scheduler at its default pace here (nothing falls due for a day): 0.1 s is for the lateness part.
+    env = {**_replica_env(url, "replica-a", 500), "FOLLOWUPS_SCHEDULER_INTERVAL_S": "0.25"}
+    process = infra.service("followups", env)
     process.migrate()
     total = int(rate * seconds)
     contacts = [new_id() for _ in range(min(total, 10_000))]
