@@ -318,6 +318,9 @@ class OutboxRelay:
                                        timeout=self.publish_timeout_s)  # fmt: skip
         except Exception as exc:
             log.warning("outbox_ack_missing", relay=self.name, event_id=last.event_id, error=repr(exc))
+            # The next rounds go one by one: a commit that is never answered (seen after a nats-server SIGKILL)
+            # would otherwise be sent again every round, and the relay stood still until its process restarted.
+            self._atomic_unavailable(f"no answer to a batch commit ({type(exc).__name__})")
             return None
         try:
             answer = json.loads(reply.data)

@@ -162,3 +162,33 @@ async def test_a_stream_without_atomic_batches_gets_the_events_one_by_one(
         assert await in_stream(server.url, "RELAY_EVENTS", 80) == [e.id for e in events + more]
     finally:
         await bus.close()
+
+
+async def test_after_a_batch_commit_without_an_answer_the_next_rounds_go_one_by_one(
+    nats_factory: Callable[[], NatsServer], sessions: Any, clock: MovableClock
+) -> None:
+    """In the fault suite, after a nats-server SIGKILL, the contacts and interactions relays sent the same
+    atomic batch every round for minutes, its commit never answered, until their processes restarted. Here
+    the commit gets no answer (no stream holds the subject yet: no responders); once a stream does, the
+    next round sends the rows one by one instead of trying the batch again."""
+    server = nats_factory()
+    bus = Bus(server.url, name="relay-tests")  # no stream for relay.events yet
+    await bus.start()
+    await bus.wait_connected()
+    streams = Bus(server.url, name="relay-streams")
+    try:
+        events = await write(sessions, 40)
+        relay = relay_for(bus, sessions, clock)
+        with pytest.raises(ConnectionError):  # nothing acknowledged: the relay's loop backs off and retries
+            await relay.publish_pending()
+        assert relay.atomic == [(40, None)]
+        streams.add_streams(STREAM)
+        await streams.start()
+        await streams.wait_connected()
+        assert await drain(relay) == [40]
+        assert relay.atomic == [(40, None)], "the unanswered batch was tried again"
+        assert await unsent(sessions) == 0
+        assert await in_stream(bus.url, "RELAY_EVENTS", 40) == [e.id for e in events]
+    finally:
+        await streams.close()
+        await bus.close()
