@@ -13,6 +13,7 @@ help:
 	@echo "make lint    ruff and mypy"
 	@echo "make bench   run the benchmarks under bench/ and write bench/results/"
 	@echo "make faults  the fault suite alone, with its figures (FAULT_TOUCHPOINTS=10000 per scenario)"
+	@echo "make fuzz    Schemathesis against the services' APIs: FUZZ_CASES=20000 each, SQLite and PostgreSQL"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +51,12 @@ test-fast: install
 # The fault suite alone, printing its figures (it also runs in `make test`).
 faults: install
 	$(PY) -m pytest -m faults -s $(PYTEST_ARGS)
+
+# The nightly-style fuzz run: ten times the cases of CI, on both databases (CI fuzzes on SQLite only).
+FUZZ_CASES ?= 20000
+FUZZ_BACKENDS ?= sqlite,postgres
+fuzz: install
+	FUZZ_CASES=$(FUZZ_CASES) FUZZ_BACKENDS=$(FUZZ_BACKENDS) FUZZ_BRIEF=1 $(PY) -m pytest -m fuzz -s $(PYTEST_ARGS)
 
 bench: install
 	$(PY) -m bench.run

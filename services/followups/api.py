@@ -42,7 +42,8 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {404: _problem("No such follow-up")
 STATE: dict[int | str, dict[str, Any]] = {**NOT_FOUND, 409: _problem("Not possible in its status")}
 
 
-@router.get("/followups", response_model=FollowupPage, summary="The work queue, or a contact's timeline")
+@router.get("/followups", response_model=FollowupPage, summary="The work queue, or a contact's timeline",
+            responses={400: _problem("Invalid cursor or before")})  # fmt: skip
 async def list_followups(
     session: ReadSessionDep,
     followups: FollowupsDep,
