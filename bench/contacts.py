@@ -63,15 +63,15 @@ def make_contact(rng: random.Random, n: int, now: datetime) -> Contact:
     )
 
 
-async def seed(database_url: str, start: int, count: int, rng: random.Random) -> float:
+async def load_contacts(database_url: str, start: int, count: int, rng: random.Random) -> list[uuid.UUID]:
     """Bulk-load contacts with the same rows the service writes (identities, search terms): COPY on
-    PostgreSQL, a Core bulk insert on SQLite; then VACUUM ANALYZE as autovacuum would (index-only scans of
-    the search terms need the visibility map)."""
+    PostgreSQL, a Core bulk insert on SQLite. Returns their ids."""
     now = datetime.now(UTC)
-    started = time.perf_counter()
+    ids: list[uuid.UUID] = []
     batch = 5000
     for offset in range(start, start + count, batch):
         contacts = [make_contact(rng, n, now) for n in range(offset, min(offset + batch, start + count))]
+        ids += [c.id for c in contacts]
         await copy_rows(database_url, Contact, [c.model_dump() for c in contacts])
         await copy_rows(database_url, Identity, [
             {"kind": k, "value": v, "contact_id": c.id} for c in contacts for k, v in identities_of(c)
@@ -79,6 +79,14 @@ async def seed(database_url: str, start: int, count: int, rng: random.Random) ->
         await copy_rows(database_url, SearchTerm, [
             {"contact_id": c.id, "field": f, "term": t} for c in contacts for f, t in search_terms_of(c)
         ])  # fmt: skip
+    return ids
+
+
+async def seed(database_url: str, start: int, count: int, rng: random.Random) -> float:
+    """Load contacts, then VACUUM ANALYZE as autovacuum would (index-only scans of the search terms need the
+    visibility map). Returns the seconds it took."""
+    started = time.perf_counter()
+    await load_contacts(database_url, start, count, rng)
     await vacuum_analyze(database_url)
     return time.perf_counter() - started
 

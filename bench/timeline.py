@@ -43,15 +43,13 @@ from bench.common import (
     vacuum_analyze,
     write_results,
 )
-from bench.contacts import make_contact
+from bench.contacts import load_contacts
 from bench.http1 import LightClient
 from bench.run import figure
 from servicekit.db import make_engine
 from servicekit.devstack import SERVICES
 from servicekit.ids import new_id
 from servicekit.migrations import upgrade
-from services.contacts.models import Contact, Identity, SearchTerm
-from services.contacts.service import identities_of, search_terms_of
 from services.interactions.models import Touchpoint
 from services.interactions.service import sentiment_of
 
@@ -115,27 +113,6 @@ class CpuMeter:
         per_call = {name: round(seconds * 1000 / max(1, calls), 3) for name, seconds in spent.items()}
         per_call["total"] = round(sum(per_call.values()), 3)
         return per_call
-
-
-async def seed_contacts(database_url: str, count: int, rng: random.Random) -> list[uuid.UUID]:
-    """Contacts with the rows the service writes for them (identities, search terms), COPYed in."""
-    now = datetime.now(UTC)
-    ids: list[uuid.UUID] = []
-    for start in range(0, count, CHUNK // 10):
-        made = [make_contact(rng, n, now) for n in range(start, min(count, start + CHUNK // 10))]
-        ids += [c.id for c in made]
-        await copy_rows(database_url, Contact, [c.model_dump() for c in made])
-        await copy_rows(
-            database_url,
-            Identity,
-            [{"kind": k, "value": v, "contact_id": c.id} for c in made for k, v in identities_of(c)],
-        )
-        await copy_rows(
-            database_url,
-            SearchTerm,
-            [{"contact_id": c.id, "field": f, "term": t} for c in made for f, t in search_terms_of(c)],
-        )
-    return ids  # fmt: skip
 
 
 async def seed_touchpoints(
@@ -242,7 +219,7 @@ async def run_backend(backend: str, quick: bool) -> dict[str, Any]:
         )
         started = time.perf_counter()
         rng = random.Random(5)
-        others = await seed_contacts(urls["contacts"], size["contacts"], rng)
+        others = await load_contacts(urls["contacts"], 0, size["contacts"], rng)
         await vacuum_analyze(urls["contacts"])
         result["seed_contacts_s"] = round(time.perf_counter() - started, 1)
         contacts = infra.service("contacts", {"CONTACTS_DATABASE_URL": urls["contacts"]})
