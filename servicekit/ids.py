@@ -5,4 +5,5 @@ import uuid6
 
 def new_id() -> uuid.UUID:
     """A time-ordered UUID (version 7): sorts by creation time, keeps indexes compact."""
-    return uuid.UUID(str(uuid6.uuid7()))
+    # A plain uuid.UUID from the integer (half the cost of formatting and parsing it as text).
+    return uuid.UUID(int=uuid6.uuid7().int)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -129,3 +130,11 @@ async def test_prepare_and_finish_wrap_a_batch_in_its_transaction_with_only_the_
     with pytest.raises(RuntimeError):
         await inbox._apply([thing(4), thing(99)])
     assert await count(sessions, things) == 4 and await count(sessions, inbox_table) == 4
+
+
+def test_new_ids_are_plain_time_ordered_uuid7() -> None:
+    from servicekit.ids import new_id
+
+    ids = [new_id() for _ in range(1000)]
+    assert all(type(i) is uuid.UUID and i.version == 7 for i in ids)
+    assert ids == sorted(ids) and len(set(ids)) == 1000
