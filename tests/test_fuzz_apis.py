@@ -35,7 +35,8 @@ from servicekit.testing.nats import NatsServer
 from servicekit.testing.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
-FUZZ_CASES = int(os.environ.get("FUZZ_CASES", "2000"))
+FULL_RUN = 2000
+FUZZ_CASES = int(os.environ.get("FUZZ_CASES", str(FULL_RUN)))
 BACKENDS = [b.strip() for b in os.environ.get("FUZZ_BACKENDS", "sqlite").split(",") if b.strip()]
 ADMIN_KEY = "tp_fuzz_admin_key_0123456789abcdef"
 ALEMBIC = {
@@ -218,7 +219,8 @@ def assert_clean(name: str, result: dict[str, Any], app: FastAPI) -> None:
         f"{method.upper()} {path}" for path, ops in app.openapi()["paths"].items() for method in ops if method != "head"
     }
     missed = documented - set(result["counts"])
-    assert not missed, f"{name}: operations never exercised: {sorted(missed)}"
+    # A quick look with a few hundred cases may not reach every operation; the CI count must.
+    assert not missed or total < FULL_RUN, f"{name}: operations never exercised: {sorted(missed)}"
     assert 200 in result["statuses"] or 201 in result["statuses"], result["statuses"]
     assert not result["failures"], report(name, result)
 
