@@ -260,3 +260,23 @@ async def test_regressions_times_and_durations_past_the_range_of_dates_were_500s
         await client.post("/v1/policies", json=policy(steps=[{"id": "s", "reason": "r", "offset": "P10Y"}]))
     ).status_code == 201
     assert_problem(await client.post("/v1/policies", json=policy(escalation={"overdue_after": "P9999999999D"})), 422)
+
+
+async def test_regression_hours_with_an_offset_are_refused(client: httpx.AsyncClient) -> None:
+    """Found by the gateway's fuzz: ``09:00+14:00`` was stored, then every touchpoint the policy matched failed in
+    the consumer ("can't compare offset-naive and offset-aware times") and was retried. Hours are wall-clock
+    times in the contact's zone: an offset, or a number of seconds, is a 422 and no policy is made."""
+    refused: list[dict[str, Any]] = [
+        {"business_hours": {"start": "09:00+14:00"}},
+        {"business_hours": {"end": "17:00:00Z"}},
+        {"quiet_hours": {"start": "21:00:00-05:00", "end": "08:00"}},
+        {"quiet_hours": {"start": 3600, "end": "08:00"}},
+    ]
+    for fields in refused:
+        body = policy(**fields)
+        assert_problem(await client.post("/v1/policies", json=body), 422)
+        assert (await client.get(f"/v1/policies/{body['id']}")).status_code == 404
+    made = policy(business_hours={"start": "08:30", "end": "17:00:00"}, quiet_hours={"start": "22:00", "end": "07:00"})
+    created = await client.post("/v1/policies", json=made)
+    assert created.status_code == 201, created.text
+    assert created.json()["document"]["business_hours"]["start"] == "08:30:00"

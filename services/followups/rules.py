@@ -6,13 +6,23 @@ sweep, and in a policy preview.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from functools import lru_cache
 from typing import Annotated, Any, Literal
 
 import isodate
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    WithJsonSchema,
+    model_validator,
+)
 
 from servicekit.channels import Channel
 from services.followups.hours import add_business_time, out_of_quiet_hours, zone
@@ -163,15 +173,38 @@ class Step(Strict):
         return self
 
 
+WALL_CLOCK = r"^([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\.[0-9]{1,6})?)?$"
+
+
+def _wall_clock(value: Any) -> Any:
+    """Business and quiet hours are wall-clock times in the contact's zone. A time with an offset (which
+    pydantic's ``time`` takes) was stored, then could not be compared with local times: every touchpoint the
+    policy matched failed in the consumer with a TypeError and was retried. A number (seconds) is no time."""
+    if isinstance(value, time):
+        return value
+    if not isinstance(value, str) or not re.match(WALL_CLOCK, value):
+        raise ValueError("a time of day is HH:MM or HH:MM:SS, without an offset (the contact's time zone applies)")
+    return value
+
+
+WallClock = Annotated[
+    time,
+    BeforeValidator(_wall_clock),
+    WithJsonSchema(
+        {"type": "string", "pattern": WALL_CLOCK, "description": "HH:MM[:SS], wall-clock time in the contact's zone"}
+    ),
+]
+
+
 class BusinessHours(Strict):
     days: list[Day] = Field(default_factory=lambda: list(WORKDAYS), max_length=7)
-    start: time = time(9, 0)
-    end: time = time(17, 0)
+    start: WallClock = time(9, 0)
+    end: WallClock = time(17, 0)
 
 
 class QuietHours(Strict):
-    start: time = time(21, 0)
-    end: time = time(8, 0)
+    start: WallClock = time(21, 0)
+    end: WallClock = time(8, 0)
 
 
 class ChannelRule(Strict):
