@@ -5,14 +5,17 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
+from functools import partial
 
 import httpx
 from fastapi import FastAPI, Request, Response
 
 from gateway import events
 from gateway.api import router
+from gateway.api.timeline import document_timeline_limit
 from gateway.auth import Authenticator, RateLimiter
 from gateway.console import router as console_router
+from gateway.contract import publish_service_contract
 from gateway.deps import Services
 from gateway.live import LiveFeed
 from gateway.models import inbox_table, outbox_table
@@ -140,6 +143,7 @@ def create_app(
     app.include_router(router)
     app.include_router(console_router)
     document_problems(app)
+    publish_service_contract(app, amend=partial(document_timeline_limit, max_limit=settings.timeline_max_limit))
     return app
 
 

@@ -11,7 +11,9 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
+
+from servicekit.clock import AwareInput
 
 Channel = Literal["phone", "in_person", "email", "sms", "live_chat", "social", "self_service"]
 Tier = Literal["standard", "premium"]
@@ -164,7 +166,9 @@ class ContactRef(Open):
     company: str | None = None
 
 
-ThreadId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@/-]{0,199}$")]
+# As the interactions service takes it (printable text, which it checks); only the gateway's threads route
+# narrows it, because there the id goes into the service's URL.
+ThreadId = Annotated[str, Field(min_length=1, max_length=200)]
 
 
 class InteractionCreate(Strict):
@@ -175,7 +179,7 @@ class InteractionCreate(Strict):
     channel: Channel
     direction: Direction
     type: InteractionType
-    occurred_at: AwareDatetime
+    occurred_at: AwareInput
     agent: Text200 | None = None
     team: Annotated[str, Field(min_length=1, max_length=100)] | None = None
     subject: Annotated[str, Field(max_length=500)] | None = None
@@ -312,7 +316,7 @@ class FollowupCreate(Strict):
 
     contact_id: uuid.UUID
     reason: Annotated[str, Field(min_length=1, max_length=500)]
-    due_at: AwareDatetime
+    due_at: AwareInput
     channel: Channel | None = None
     priority: Priority = "normal"
     assignee: Name200 | None = None
@@ -326,7 +330,7 @@ class FollowupComplete(Strict):
 
 
 class FollowupSnooze(Strict):
-    until: AwareDatetime
+    until: AwareInput
 
 
 class FollowupCancel(Strict):
@@ -363,7 +367,7 @@ class PolicyChange(Strict):
 class PolicyDocument(PolicyChange):
     """A new follow-up policy."""
 
-    id: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,79}$")]  # type: ignore[assignment]
+    id: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,99}$")]  # type: ignore[assignment]
 
 
 class FollowupSla(BaseModel):

@@ -6,7 +6,7 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Protocol
 
-from pydantic import AfterValidator, BeforeValidator
+from pydantic import AfterValidator, AwareDatetime, BeforeValidator
 
 
 class Clock(Protocol):
@@ -67,3 +67,5 @@ def not_a_number(value: Any) -> Any:
 
 # A time from a request, in UTC (naive is taken as UTC; add AwareDatetime where an offset is required).
 InUtc = Annotated[datetime, BeforeValidator(not_a_number), AfterValidator(in_utc)]
+# A time in a body that must carry its offset: pydantic's AwareDatetime alone also takes a number as Unix time.
+AwareInput = Annotated[AwareDatetime, BeforeValidator(not_a_number)]

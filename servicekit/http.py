@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
+from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
@@ -66,9 +67,10 @@ class RequestContextMiddleware:
             )
             await response(scope, receive, send)
             return
-        if _has_nul(scope):
+        refused = NUL_DETAIL if _has_nul(scope) else _repeated_query_parameter(scope)
+        if refused:
             response = JSONResponse(
-                problem_body(422, title="Invalid request", detail=NUL_DETAIL, slug="validation"),
+                problem_body(422, title="Invalid request", detail=refused, slug="validation"),
                 status_code=422, media_type=PROBLEM_MEDIA_TYPE, headers={"x-request-id": request_id},
             )  # fmt: skip
             await response(scope, receive, send)
@@ -155,6 +157,20 @@ def _lone_surrogate(window: bytes, *, final: bool) -> bool:
 def _has_nul(scope: Scope) -> bool:
     query: bytes = scope.get("query_string", b"")
     return b"%00" in query or b"\x00" in query or "\x00" in scope.get("path", "")
+
+
+def _repeated_query_parameter(scope: Scope) -> str | None:
+    """Every query parameter of every route takes one value: given twice, FastAPI would silently keep the last
+    (and the gateway would forward only that one), so the request is refused instead."""
+    query: bytes = scope.get("query_string", b"")
+    if b"&" not in query:
+        return None
+    seen: set[str] = set()
+    for name, _ in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+        if name in seen:
+            return f"The query parameter {name!r} is given more than once; it takes one value."
+        seen.add(name)
+    return None
 
 
 ReadinessCheck = Callable[[], Any]

@@ -280,3 +280,15 @@ async def test_regression_hours_with_an_offset_are_refused(client: httpx.AsyncCl
     created = await client.post("/v1/policies", json=made)
     assert created.status_code == 201, created.text
     assert created.json()["document"]["business_hours"]["start"] == "08:30:00"
+
+
+async def test_regression_a_number_is_no_due_time(client: httpx.AsyncClient) -> None:
+    """Found by the gateway's fuzz: a number for ``due_at`` or a snooze's ``until`` was read as a Unix time."""
+    before = await count(client)
+    for number in (4_102_444_800, "4102444800"):
+        assert_problem(await client.post("/v1/followups", json=followup(due_at=number)), 422)
+    assert await count(client) == before
+    made = await client.post("/v1/followups", json=followup(due_at="2030-01-06T09:00:00Z"))
+    assert made.status_code == 201, made.text
+    snooze = await client.post(f"/v1/followups/{made.json()['id']}/snooze", json={"until": 4_102_444_800})
+    assert_problem(snooze, 422)

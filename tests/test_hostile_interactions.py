@@ -250,3 +250,13 @@ async def test_patches_threads_and_stats_take_hostile_input_as_data(
         assert response.status_code in (200, 422), (params, response.status_code, response.text[:300])
         if response.status_code == 422:
             assert_problem(response, 422)
+
+
+async def test_regression_a_number_is_no_occurred_at(interactions: httpx.AsyncClient, contact_id: str) -> None:
+    """Found by the gateway's fuzz: pydantic's AwareDatetime read 1700000000 as a Unix time and the touchpoint
+    was stored; the document says an RFC 3339 date-time (servicekit.clock.AwareInput)."""
+    for number in (1_700_000_000, 1_700_000_000.5, "1700000000"):
+        response = await interactions.post("/v1/interactions", json=touchpoint(contact_id, occurred_at=number))
+        assert response.status_code == 422, (number, response.status_code, response.text[:300])
+        assert response.headers["content-type"] == "application/problem+json"
+    assert await stored(interactions, contact_id) == []

@@ -156,7 +156,12 @@ async def disable_user(
     return Response(status_code=204)
 
 
-@router.get("/audit", response_model=AuditPage, summary="The audit log, newest first")
+@router.get(
+    "/audit",
+    response_model=AuditPage,
+    summary="The audit log, newest first",
+    responses={400: problem("Invalid or tampered cursor")},
+)
 async def read_audit(
     principal: AuditRead,
     session: SessionDep,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
@@ -21,6 +20,7 @@ from gateway.schemas_services import (
     FollowupSnooze,
     FollowupStatus,
 )
+from servicekit.clock import InUtc
 
 router = APIRouter(prefix="/followups", tags=["followups"], responses=AUTH_ERRORS)
 STATE_ERRORS = {
@@ -39,7 +39,7 @@ async def list_followups(
     policy: Annotated[str | None, Query(max_length=100)] = None,
     assignee: Annotated[str | None, Query(max_length=200)] = None,
     team: Annotated[str | None, Query(max_length=200)] = None,
-    due_before: datetime | None = None,
+    due_before: InUtc | None = None,
     overdue: bool | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=512)] = None,

@@ -4,7 +4,6 @@ service scopes it per caller (``X-Touchpoint-Caller`` = the API key id or user i
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Query, Response
@@ -24,6 +23,7 @@ from gateway.schemas_services import (
     InteractionUpdate,
     ThreadRead,
 )
+from servicekit.clock import InUtc
 
 router = APIRouter(tags=["interactions"], responses=AUTH_ERRORS)
 
@@ -81,9 +81,9 @@ async def list_interactions(
     type: InteractionType | None = None,
     direction: Direction | None = None,
     thread_id: Annotated[str | None, Query(max_length=200)] = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    before: Annotated[str | None, Query(max_length=100, description="Keyset: `<ISO at>|<uuid>`")] = None,
+    since: InUtc | None = None,
+    until: InUtc | None = None,
+    before: Annotated[str | None, Query(max_length=120, description="Keyset: `<ISO at>|<uuid>`")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> Response:

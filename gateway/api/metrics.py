@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
@@ -13,6 +12,7 @@ from gateway.auth import MetricsRead
 from gateway.deps import ServicesDep
 from gateway.schemas import ServiceMetrics
 from gateway.schemas_services import Channel
+from servicekit.clock import InUtc
 
 router = APIRouter(prefix="/metrics", tags=["metrics"], responses=AUTH_ERRORS)
 
@@ -28,8 +28,8 @@ def _pick(source: dict[str, Any], *names: str) -> Any:
 async def service_metrics(
     principal: MetricsRead,
     services: ServicesDep,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: InUtc | None = None,
+    until: InUtc | None = None,
     channel: Channel | None = None,
     team: Annotated[str | None, Query(max_length=200)] = None,
 ) -> ServiceMetrics:

@@ -12,7 +12,8 @@ from gateway.deps import RuntimeDep, ServicesDep, SessionDep, record_audit
 from gateway.schemas_services import PolicyChange, PolicyDocument, PolicyList, PolicyPreview, PolicyRead
 
 router = APIRouter(prefix="/policies", tags=["policies"], responses=AUTH_ERRORS)
-PolicyId = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")]
+# The follow-ups service's own rule for a policy id (it also keeps the value safe in the service's URL).
+PolicyId = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9_.-]{0,99}$")]
 
 
 async def _audited(

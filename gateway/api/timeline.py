@@ -27,6 +27,19 @@ STREAM_PAGE = 50
 STREAM_SAFETY_POLL_S = 15.0  # re-read even without a NATS message, in case one was missed
 
 
+_KIND = f"\\s*(?:{'|'.join(KINDS)})?\\s*"
+# What the code below takes (names of KINDS, blanks and empty items ignored), so the document says it too.
+KINDS_PATTERN = f"^{_KIND}(?:,{_KIND})*$"
+TIMELINE_PATH = "/api/v1/contacts/{contact_id}/timeline"
+
+
+def document_timeline_limit(document: dict[str, Any], *, max_limit: int) -> None:
+    """The largest page is a setting (GATEWAY_TIMELINE_MAX_LIMIT): the document states the one in force."""
+    for parameter in document["paths"][TIMELINE_PATH]["get"]["parameters"]:
+        if parameter["name"] == "limit":
+            parameter["schema"]["maximum"] = max_limit
+
+
 def _json_default(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat()
@@ -35,7 +48,8 @@ def _json_default(value: Any) -> Any:
 
 async def _filters(
     kinds: Annotated[
-        str | None, Query(max_length=100, description="Comma list of interaction,followup,contact_event")
+        str | None,
+        Query(max_length=100, pattern=KINDS_PATTERN, description="Comma list of interaction,followup,contact_event"),
     ] = None,
     channel: Annotated[str | None, Query(max_length=20)] = None,
     type: Annotated[str | None, Query(max_length=30, description="Touchpoint type, follow-up status or event")] = None,

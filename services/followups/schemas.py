@@ -8,7 +8,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
-    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -18,7 +17,7 @@ from pydantic import (
 )
 
 from servicekit.channels import Channel
-from servicekit.clock import as_utc, in_utc
+from servicekit.clock import AwareInput, as_utc, in_utc
 from servicekit.jsonschema import at_least_one_of, stated
 
 Status = Literal["scheduled", "due", "completed", "cancelled", "skipped"]
@@ -37,7 +36,7 @@ def _due(value: datetime) -> datetime:
     return moment
 
 
-DueTime = Annotated[AwareDatetime, AfterValidator(_due)]
+DueTime = Annotated[AwareInput, AfterValidator(_due)]
 
 
 class Strict(BaseModel):

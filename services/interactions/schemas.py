@@ -10,7 +10,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
-    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -22,7 +21,7 @@ from pydantic import (
 from pydantic.json_schema import SkipJsonSchema
 
 from servicekit.channels import Channel
-from servicekit.clock import as_utc
+from servicekit.clock import AwareInput, as_utc
 from servicekit.jsonschema import both_or_neither, exactly_one_of, needs, stated
 
 Direction = Literal["inbound", "outbound", "internal"]
@@ -169,7 +168,7 @@ class TouchpointCreate(Strict):
     channel: Channel
     direction: Direction
     type: TouchpointType
-    occurred_at: AwareDatetime
+    occurred_at: AwareInput
     agent: Text | None = None
     team: Team | None = None
     subject: Subject | None = None
