@@ -13,7 +13,7 @@ help:
 	@echo "make lint    ruff and mypy"
 	@echo "make bench   run the benchmarks under bench/ and write bench/results/"
 	@echo "make faults  the fault suite alone, with its figures (FAULT_TOUCHPOINTS=10000 per scenario)"
-	@echo "make fuzz    Schemathesis against the services' APIs: FUZZ_CASES=20000 each, SQLite and PostgreSQL"
+	@echo "make fuzz    Schemathesis against every API (three services, gateway): FUZZ_CASES=20000 each, SQLite and PostgreSQL"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
