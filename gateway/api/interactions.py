@@ -27,6 +27,7 @@ from servicekit.clock import InUtc
 
 router = APIRouter(tags=["interactions"], responses=AUTH_ERRORS)
 
+# Passed on as sent, an empty one too (the service refuses it with a 400, as its document says).
 IdempotencyKey = Annotated[
     str | None, Header(max_length=255, description="Same key and body replay the first answer (24 h)")
 ]
@@ -49,7 +50,7 @@ async def log_interaction(
     services: ServicesDep,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
-    headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+    headers = {"Idempotency-Key": idempotency_key} if idempotency_key is not None else None
     return await forward(
         services.interactions, "POST", "/v1/interactions", principal, body=body_of(body), headers=headers
     )
@@ -66,7 +67,7 @@ async def log_interactions(
     services: ServicesDep,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
-    headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+    headers = {"Idempotency-Key": idempotency_key} if idempotency_key is not None else None
     return await forward(
         services.interactions, "POST", "/v1/interactions/batch", principal, body=body_of(body), headers=headers
     )

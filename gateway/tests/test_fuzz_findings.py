@@ -65,3 +65,14 @@ async def test_a_number_is_not_a_date_time_in_a_body(gateway: httpx.AsyncClient,
         response = await gateway.post(url, json=body, headers=ADMIN)
         assert response.status_code == 422, (url, response.status_code, response.text)
         assert len(stub.calls) == before, url
+
+
+async def test_an_empty_idempotency_key_is_passed_on(gateway: httpx.AsyncClient, stub: StubServices) -> None:
+    # It was dropped, so a batch with an empty key was taken as one without, though the document refuses it.
+    touchpoint = {"contact_id": "7aa3a058-0088-18e0-b75e-779325d4b344", "channel": "sms", "direction": "inbound",
+                  "type": "note", "occurred_at": "2026-01-05T09:00:00Z"}  # fmt: skip
+    for url, body in (("/api/v1/interactions", touchpoint), ("/api/v1/interactions/batch", {"items": [touchpoint]})):
+        before = len(stub.calls)
+        await gateway.post(url, json=body, headers={**ADMIN, "Idempotency-Key": ""})
+        assert len(stub.calls) == before + 1, url
+        assert stub.calls[-1].headers.get("idempotency-key") == "", url
