@@ -9,7 +9,7 @@ import uuid
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -474,9 +474,15 @@ async def work_followup(request: Request, followup_id: uuid.UUID, action: str) -
     answer = await desk.api.post(f"/followups/{followup_id}/{action}", json=body)
     if not answer.ok:
         return unavailable(desk, answer, "The follow-up")
-    back = safe_next(field.get("back"))
-    sep = "&" if "?" in back else "?"
-    return RedirectResponse(f"{back}{sep}{urlencode({'done': f'{action}:{followup_id}'})}", status_code=303)
+    return RedirectResponse(with_done(safe_next(field.get("back")), f"{action}:{followup_id}"), status_code=303)
+
+
+def with_done(back: str, done: str) -> str:
+    """The page to go back to, saying what was done: its own ``done`` (from an earlier action) is replaced, as a
+    query parameter given twice is refused (servicekit.http)."""
+    path, _, query = back.partition("?")
+    kept = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k != "done"]
+    return f"{path}?{urlencode([*kept, ('done', done)])}"
 
 
 # --- the service dashboard ----------------------------------------------------------------------------------------

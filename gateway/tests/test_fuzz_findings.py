@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import httpx
 
+from gateway.console.routes import with_done
 from gateway.tests.conftest import ADMIN, StubServices
 
 
@@ -76,3 +77,9 @@ async def test_an_empty_idempotency_key_is_passed_on(gateway: httpx.AsyncClient,
         await gateway.post(url, json=body, headers={**ADMIN, "Idempotency-Key": ""})
         assert len(stub.calls) == before + 1, url
         assert stub.calls[-1].headers.get("idempotency-key") == "", url
+
+
+def test_the_console_goes_back_with_one_done() -> None:
+    # The queue's back link kept the last action's done=, and the next action added another: now a 422.
+    assert with_done("/queue?view=mine&done=complete%3Aa", "snooze:b") == "/queue?view=mine&done=snooze%3Ab"
+    assert with_done("/queue", "assign:c") == "/queue?done=assign%3Ac"
