@@ -15,7 +15,6 @@ import binascii
 import hashlib
 import hmac
 import json
-import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,6 +25,7 @@ from sqlalchemy import and_, literal, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
+from gateway.caches import ExpiringCache
 from gateway.models import ContactAlias, ContactEvent, FollowupState, TouchSummary
 from gateway.schemas_services import FOLLOWUP_STATUSES, INTERACTION_TYPES
 from gateway.upstream import ServiceClient, UpstreamAnswer
@@ -240,12 +240,12 @@ class Timeline:
         self.clock = clock
         self.signing_key = signing_key
         self.header_cache_s = header_cache_s
-        self._headers: dict[uuid.UUID, tuple[float, dict[str, Any]]] = {}
-        self._contacts: dict[uuid.UUID, tuple[float, dict[str, Any]]] = {}
+        self._headers: ExpiringCache[uuid.UUID, dict[str, Any]] = ExpiringCache(header_cache_s, 10_000)
+        self._contacts: ExpiringCache[uuid.UUID, dict[str, Any]] = ExpiringCache(header_cache_s, 10_000)
         # Pages read recently; an event about the contact (seen live) moves its generation and so
         # retires them at once, the TTL bounds what a missed live message could leave behind.
         self.page_cache_s = page_cache_s
-        self._pages: dict[tuple[Any, ...], tuple[float, int, Any]] = {}
+        self._pages: ExpiringCache[tuple[Any, ...], tuple[int, Any]] = ExpiringCache(page_cache_s, 5_000)
         self._generation: dict[uuid.UUID, int] = {}
 
     # -- the contact ---------------------------------------------------------------------------------------
@@ -255,12 +255,10 @@ class Timeline:
 
         Reused for ``header_cache_s`` (a contact event about it, seen live, forgets it sooner)."""
         cached = self._contacts.get(contact_id)
-        if cached is not None and time.monotonic() - cached[0] < self.header_cache_s:
-            return cached[1]
+        if cached is not None:
+            return cached
         contact = await self._resolve(contact_id=contact_id, caller=caller)
-        self._contacts[contact_id] = (time.monotonic(), contact)
-        if len(self._contacts) > 10_000:
-            self._contacts.clear()
+        self._contacts.put(contact_id, contact)
         return contact
 
     async def _resolve(self, *, contact_id: uuid.UUID, caller: str) -> dict[str, Any]:
@@ -282,8 +280,8 @@ class Timeline:
             key = uuid.UUID(str(contact_id))
         except ValueError:
             return
-        self._headers.pop(key, None)
-        self._contacts.pop(key, None)
+        self._headers.pop(key)
+        self._contacts.pop(key)
         self._generation[key] = self._generation.get(key, 0) + 1
         if len(self._generation) > 100_000:
             self._generation.clear()
@@ -292,9 +290,8 @@ class Timeline:
     async def header(self, *, contact: dict[str, Any]) -> dict[str, Any]:
         contact_id = uuid.UUID(contact["id"])
         cached = self._headers.get(contact_id)
-        now_mono = time.monotonic()
-        if cached is not None and now_mono - cached[0] < self.header_cache_s:
-            return cached[1]
+        if cached is not None:
+            return cached
         now = self.clock.now()
         async with self.sessionmaker() as session:
             rows = (
@@ -342,9 +339,7 @@ class Timeline:
             "first_touch_at": min((t["first"] for t in touches.values()), default=None),
             "last_touch_at": max((t["last"] for t in touches.values()), default=None),
         }
-        self._headers[contact_id] = (now_mono, header)
-        if len(self._headers) > 10_000:
-            self._headers.clear()
+        self._headers.put(contact_id, header)
         return header
 
     # -- the sources ---------------------------------------------------------------------------------------
@@ -438,14 +433,12 @@ class Timeline:
         key = (contact_id, filters, limit, after)
         generation = self._generation.get(contact_id, 0)
         cached = self._pages.get(key)
-        if cached is not None and cached[1] == generation and time.monotonic() - cached[0] < self.page_cache_s:
-            result: tuple[list[dict[str, Any]], Position | None] = cached[2]
+        if cached is not None and cached[0] == generation:
+            result: tuple[list[dict[str, Any]], Position | None] = cached[1]
             return result
         result = await self._page(contact_id=contact_id, filters=filters, limit=limit, after=after, caller=caller)
         if self._generation.get(contact_id, 0) == generation:  # nothing happened to the contact meanwhile
-            if len(self._pages) > 5_000:
-                self._pages.clear()
-            self._pages[key] = (time.monotonic(), generation, result)
+            self._pages.put(key, (generation, result))
         return result
 
     async def _page(
