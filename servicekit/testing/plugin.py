@@ -61,6 +61,16 @@ def db_backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+@pytest.fixture
+def empty_database_url(db_backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty database on the test's backend (no migrations): for platform tests that create their
+    own tables."""
+    if db_backend == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}"
+    cluster: PostgresCluster = request.getfixturevalue("pg_cluster")
+    return cluster.create_database(f"e_{uuid.uuid4().hex[:16]}")
+
+
 _templates: dict[tuple[str, str], str] = {}
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 import nats
@@ -33,13 +32,8 @@ STREAM = StreamSpec("TEST_EVENTS", ["test.events.>"])
 
 
 @pytest.fixture
-async def sessionmaker(db_backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[object]:
-    if db_backend == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'kit.db'}"
-    else:
-        cluster = request.getfixturevalue("pg_cluster")
-        url = cluster.create_database(f"kit_{tmp_path.name[-12:].replace('-', '_')}".lower())
-    engine = make_engine(url)
+async def sessionmaker(empty_database_url: str) -> AsyncIterator[object]:
+    engine = make_engine(empty_database_url)
     async with engine.begin() as conn:
         await conn.run_sync(metadata.create_all)
     yield make_sessionmaker(engine)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import nats
@@ -28,12 +27,8 @@ STREAM = StreamSpec("RELAY_EVENTS", ["relay.events.>"])
 
 
 @pytest.fixture
-async def sessions(db_backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Any]:
-    if db_backend == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'relay.db'}"
-    else:
-        url = request.getfixturevalue("pg_cluster").create_database(f"relay_{tmp_path.name[-12:]}".lower())
-    engine = make_engine(url)
+async def sessions(empty_database_url: str) -> AsyncIterator[Any]:
+    engine = make_engine(empty_database_url)
     async with engine.begin() as conn:
         await conn.run_sync(metadata.create_all)
     yield make_sessionmaker(engine)
