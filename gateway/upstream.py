@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 from fastapi import Response
 
+from servicekit.clients import pooled_limits
 from servicekit.logging import current_request_context, get_logger
 from servicekit.problems import PROBLEM_MEDIA_TYPE, ProblemError, ServiceUnavailable
 
@@ -53,9 +54,7 @@ class ServiceClient:
             # An idle connection is dropped here before the service's server closes it (uvicorn: 5 s): a request
             # sent on a connection the server is closing at that instant fails with nothing received, and a write
             # cannot be retried safely.
-            limits=httpx.Limits(
-                max_connections=pool_size, max_keepalive_connections=pool_size, keepalive_expiry=keepalive_s
-            ),
+            limits=pooled_limits(pool_size, keepalive_s=keepalive_s),
             transport=transport,
             follow_redirects=False,
         )

@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 
+from servicekit.clients import pooled_limits
 from servicekit.logging import get_logger
 
 log = get_logger(__name__)
@@ -45,7 +46,7 @@ class ContactDirectory:
         concurrency: int,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        limits = pooled_limits(concurrency)
         self.http = httpx.AsyncClient(
             base_url=base_url, timeout=httpx.Timeout(timeout_s), limits=limits, transport=transport
         )

@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 
+from servicekit.clients import pooled_limits
 from servicekit.logging import get_logger
 from servicekit.problems import ServiceUnavailable, Unprocessable
 from services.interactions.schemas import ContactByIdentity
@@ -67,7 +68,7 @@ class ContactDirectory:
         retry_after_s: int,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        limits = pooled_limits(concurrency)
         self.http = httpx.AsyncClient(
             base_url=base_url, timeout=httpx.Timeout(timeout_s), limits=limits, transport=transport
         )
