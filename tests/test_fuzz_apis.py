@@ -63,6 +63,8 @@ SEMANTIC: dict[str, Callable[[int], Any]] = {
     # Times checked against the clock: a touchpoint happened in the past, a snooze ends in the future.
     "occurred_at": lambda n: "2026-01-05T09:00:00+01:00",
     "until": lambda n: "2099-01-05T09:00:00Z",
+    # A window's start: a date-time the schema allows but UTC cannot hold (0001-01-01T00:01+01:02) is a 422.
+    "since": lambda n: "2026-01-01T00:00:00Z",
     "due_at": lambda n: "2030-01-05T09:00:00Z",
     "expires_at": lambda n: "2099-01-05T09:00:00Z",  # an API key's end
     # Policy durations: ISO 8601, at most 10 years (no regular expression says "at most 10 years").
