@@ -36,8 +36,9 @@ class ExpiringCache(Generic[K, V]):
         now = self._monotonic()
         self._entries.pop(key, None)  # re-inserted at the end: the dict stays in storing order
         self._entries[key] = (now, value)
-        for oldest, (stored_at, _) in list(self._entries.items()):
-            if now - stored_at < self.ttl_s and len(self._entries) <= self.max_entries:
+        while self._entries:  # only the expired or surplus head is visited, not every entry
+            oldest = next(iter(self._entries))
+            if now - self._entries[oldest][0] < self.ttl_s and len(self._entries) <= self.max_entries:
                 break
             del self._entries[oldest]
 
