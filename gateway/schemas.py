@@ -11,13 +11,14 @@ from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
 from gateway.auth import Role
 from gateway.schemas_services import ContactRead
 from servicekit.clock import InUtc
+from servicekit.text import trimmed
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=200), trimmed()]
 StaffRole = Literal["admin", "agent", "readonly"]
 
 

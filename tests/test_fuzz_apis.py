@@ -87,7 +87,7 @@ FRESH_HEADERS = {"idempotency-key"}
 
 def make_semantic(value: Any, n: int, semantic: dict[str, Callable[[int], Any]] = SEMANTIC) -> Any:
     """A positive value that also follows the rules above, and two that hold for every text field: no U+0000
-    (PostgreSQL text cannot hold it) and not only white space (text is stripped before its length is checked)."""
+    (PostgreSQL text cannot hold it) and not only white space (text is trimmed, and blank text is refused)."""
     if isinstance(value, dict):
         if value.get("event") == "contact.quiet" and value.get("quiet_for") is None:
             value = {**value, "quiet_for": "P60D"}  # - A contact.quiet trigger has its quiet_for.

@@ -16,6 +16,7 @@ from pydantic.json_schema import SkipJsonSchema
 
 from servicekit.channels import Channel
 from servicekit.jsonschema import exactly_one_of, stated
+from servicekit.text import trimmed
 
 Tier = Literal["standard", "premium"]
 Stage = Literal["lead", "prospect", "customer", "repeat", "at_risk", "churned"]
@@ -78,11 +79,11 @@ def _depth(value: Any, level: int = 1) -> int:
     return level
 
 
-Text200 = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Text200 = Annotated[str, StringConstraints(min_length=1, max_length=200), trimmed()]
 Email = Annotated[str, StringConstraints(max_length=320), AfterValidator(normalise_email)]
-Phone = Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=40)]
-Handle = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-Tag = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+Phone = Annotated[str, StringConstraints(min_length=3, max_length=40), trimmed(3)]
+Handle = Annotated[str, StringConstraints(min_length=1, max_length=200), trimmed()]
+Tag = Annotated[str, StringConstraints(min_length=1, max_length=64), trimmed()]
 TimeZone = Annotated[str, StringConstraints(max_length=64), AfterValidator(_check_timezone)]
 Language = Annotated[str, StringConstraints(max_length=35), AfterValidator(_check_language)]
 # The key rule is checked by _check_keys (its message names the key) and stated in the document for clients.

@@ -19,11 +19,12 @@ from pydantic import (
 from servicekit.channels import Channel
 from servicekit.clock import AwareInput, as_utc, in_utc
 from servicekit.jsonschema import at_least_one_of, stated
+from servicekit.text import trimmed
 
 Status = Literal["scheduled", "due", "completed", "cancelled", "skipped"]
 Priority = Literal["low", "normal", "high", "urgent"]
 CloseReason = Literal["opted_out", "erased", "answered", "superseded", "manual"]
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=200), trimmed()]
 # Due times after this are refused: the overdue and escalation times a policy adds to them (durations of at
 # most 10 years) must still be dates.
 LATEST_DUE = datetime(9000, 1, 1, tzinfo=UTC)
@@ -87,19 +88,11 @@ class FollowupPage(BaseModel):
     next_cursor: str | None = Field(description="Work-queue order: pass as cursor; timeline order: null")
 
 
-def _stripped_text(value: str) -> str:
-    # The length is checked as sent (what the document says), then the text is stripped and must remain.
-    value = value.strip()
-    if not value:
-        raise ValueError("must hold more than white space")
-    return value
-
-
 class FollowupCreate(Strict):
     """A follow-up made by hand."""
 
     contact_id: uuid.UUID
-    reason: Annotated[str, StringConstraints(min_length=1, max_length=500), AfterValidator(_stripped_text)]
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=500), trimmed()]
     due_at: DueTime
     channel: Channel | None = None
     priority: Priority = "normal"

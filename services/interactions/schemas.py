@@ -23,6 +23,7 @@ from pydantic.json_schema import SkipJsonSchema
 from servicekit.channels import Channel
 from servicekit.clock import AwareInput, as_utc
 from servicekit.jsonschema import both_or_neither, exactly_one_of, needs, stated
+from servicekit.text import trimmed
 
 Direction = Literal["inbound", "outbound", "internal"]
 DIRECTIONS: tuple[str, ...] = ("inbound", "outbound", "internal")
@@ -65,11 +66,11 @@ def _upper(value: str) -> str:
     return value.upper()
 
 
-Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-Team = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+Text = Annotated[str, StringConstraints(min_length=1, max_length=200), trimmed()]
+Team = Annotated[str, StringConstraints(min_length=1, max_length=100), trimmed()]
 Subject = Annotated[str, StringConstraints(max_length=500)]
 Body = Annotated[str, StringConstraints(max_length=MAX_BODY_CHARS)]
-Outcome = Annotated[str, StringConstraints(strip_whitespace=True, max_length=500)]
+Outcome = Annotated[str, StringConstraints(max_length=500), trimmed(0)]
 
 
 def _check_thread_id(value: str) -> str:
@@ -126,8 +127,8 @@ class ContactByIdentity(BaseModel):
         json_schema_extra=_contact_by_identity_schema,
     )
 
-    email: Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=320)] | None = None
-    phone: Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=40)] | None = None
+    email: Annotated[str, StringConstraints(min_length=3, max_length=320), trimmed(3)] | None = None
+    phone: Annotated[str, StringConstraints(min_length=3, max_length=40), trimmed(3)] | None = None
     handle: HandleIdentity | None = None
     external_id: ExternalIdentity | None = None
 

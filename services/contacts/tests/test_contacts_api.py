@@ -343,3 +343,14 @@ async def test_nul_characters_are_refused_not_a_crash(client: httpx.AsyncClient)
     assert (await client.get("/v1/contacts", params={"q": "a\x00"})).status_code == 422
     for q in ("\U0010ffff", "a\U0010ffff", "😀", "İ"):
         assert (await client.get("/v1/contacts", params={"q": q})).status_code == 200, q
+
+
+async def test_limits_hold_for_the_text_as_sent(client: httpx.AsyncClient) -> None:
+    # pydantic's strip_whitespace trimmed before it checked the length: padded text over the stated
+    # maxLength was taken, and Schemathesis counts that as invalid data accepted.
+    padded = await client.post("/v1/contacts", json=contact_factory(name=" " * 5 + "x" * 200))
+    assert padded.status_code == 422 and padded.headers["content-type"] == PROBLEM
+    blank = await client.post("/v1/contacts", json=contact_factory(name="   "))
+    assert blank.status_code == 422 and "white space" in blank.text
+    made = await create(client, name=" " * 5 + "x" * 195, tags=["  VIP "])
+    assert made["name"] == "x" * 195 and made["tags"] == ["vip"]
