@@ -93,7 +93,7 @@ class RequestContextMiddleware:
                     raise StarletteHTTPException(413, f"The body is larger than the limit of {limit} bytes.")
                 # PostgreSQL text cannot hold U+0000: refuse it in any JSON string, even split across chunks.
                 window = tail + chunk
-                if b"\\u0000" in window:
+                if b"\\u0000" in window and _nul_escape(window):
                     raise StarletteHTTPException(422, NUL_DETAIL)
                 if b"\\u" in window and _lone_surrogate(window, final=not message.get("more_body", False)):
                     raise StarletteHTTPException(422, SURROGATE_DETAIL)
@@ -140,13 +140,28 @@ _HIGH, _LOW = rb"\\u[dD][89abAB][0-9a-fA-F]{2}", rb"\\u[dD][c-fC-F][0-9a-fA-F]{2
 _LONE_SURROGATE = re.compile(_HIGH + rb"(?!" + _LOW + rb")|(?<!" + _HIGH + rb")" + _LOW)
 
 
+def _escaped(window: bytes, start: int) -> bool:
+    """Whether the backslash at ``start`` is itself escaped (an odd run of backslashes before it)."""
+    return bool((start - len(window[:start].rstrip(b"\\"))) % 2)
+
+
+def _nul_escape(window: bytes) -> bool:
+    """A ``\\u0000`` escape in a JSON string; an escaped backslash followed by ``u0000`` is text."""
+    start = window.find(b"\\u0000")
+    while start != -1:
+        if not _escaped(window, start):
+            return True
+        start = window.find(b"\\u0000", start + 1)
+    return False
+
+
 def _lone_surrogate(window: bytes, *, final: bool) -> bool:
     """An unpaired UTF-16 surrogate escape in JSON: Python decodes it into a str no UTF-8 encoder (the
     database driver, the event serialiser, httpx) can write, and it would fail far from the request as a 500.
     A high surrogate at the very end of a chunk is undecided until the next chunk (``final``: no next)."""
     for match in _LONE_SURROGATE.finditer(window):
         start = match.start()
-        if (start - len(window[:start].rstrip(b"\\"))) % 2:
+        if _escaped(window, start):
             continue  # an escaped backslash followed by the letters "ud800": text, not an escape
         cut_short = match.group()[3:4] in b"89abAB" and match.end() + 6 > len(window)
         if final or not cut_short:

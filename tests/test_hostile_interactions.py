@@ -260,3 +260,18 @@ async def test_regression_a_number_is_no_occurred_at(interactions: httpx.AsyncCl
         assert response.status_code == 422, (number, response.status_code, response.text[:300])
         assert response.headers["content-type"] == "application/problem+json"
     assert await stored(interactions, contact_id) == []
+
+
+async def test_an_escaped_backslash_before_u0000_is_text(interactions: httpx.AsyncClient, contact_id: str) -> None:
+    # The U+0000 guard looked for the bytes \u0000 in the body and also refused the text "\u0000" (sent as
+    # \\u0000, an escaped backslash), which PostgreSQL stores fine.
+    for text in ("path C:\\u0000", "\\\\\\u0000 and \\ud800 are text"):
+        made = await interactions.post("/v1/interactions", json=touchpoint(contact_id, body=text, subject=text))
+        assert made.status_code == 201, made.text
+        assert (await interactions.get(f"/v1/interactions/{made.json()['id']}")).json()["body"] == text
+    # An odd run of backslashes ends in a real escape: still refused.
+    raw = b'{"contact_id": "%s", "channel": "email", "direction": "inbound", "type": "inquiry", ' % contact_id.encode()
+    raw += b'"occurred_at": "2026-01-01T00:00:00Z", "body": "a\\\\\\u0000"}'
+    assert_problem(
+        await interactions.post("/v1/interactions", content=raw, headers={"content-type": "application/json"}), 422
+    )
