@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from servicekit.clients import KEEPALIVE_S
 from servicekit.settings import ServiceSettings
 
 # Known to everyone who reads this file: accepted only in dev mode (`make up` prints it).
@@ -38,7 +39,9 @@ class GatewaySettings(ServiceSettings):
     upstream_read_retries: int = Field(2, description="Retries of an idempotent read after a transport failure")
     upstream_pool_size: int = Field(100, description="Connections per service in the pooled client")
     upstream_keepalive_s: float = Field(
-        2.0, gt=0, description="Idle time after which a pooled connection to a service is closed (below its 5 s)"
+        KEEPALIVE_S,
+        gt=0,
+        description="Idle time after which a pooled connection to a service is closed (below its 5 s)",
     )
     rate_limit_per_minute: int = Field(1200, description="Requests per minute per API key or user (429 above)")
     rate_limit_burst: int = Field(200, description="Requests a caller may send at once before the rate applies")

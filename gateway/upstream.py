@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 from fastapi import Response
 
-from servicekit.clients import pooled_limits
+from servicekit.clients import KEEPALIVE_S, pooled_limits
 from servicekit.logging import current_request_context, get_logger
 from servicekit.problems import PROBLEM_MEDIA_TYPE, ProblemError, ServiceUnavailable
 
@@ -43,7 +43,7 @@ class ServiceClient:
         connect_timeout_s: float,
         read_retries: int,
         pool_size: int = 100,
-        keepalive_s: float = 2.0,
+        keepalive_s: float = KEEPALIVE_S,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.name = name
