@@ -103,7 +103,18 @@ def test_postgres_and_nats_are_configured_for_their_images(services: dict[str, d
     assert sorted(script_services) == sorted(compose.SETTINGS)
     allowed = POSTGRES_IMAGE_ENV | {f"{s.upper()}_DB_PASSWORD" for s in script_services}
     assert set(compose.environment_of(services["postgres"])) <= allowed
-    assert not compose.environment_of(services["nats"]), "nats is configured by its config file only"
+    # nats is configured by its config file; its environment holds only the Go runtime's soft heap limit, which
+    # must sit under the container's memory limit to do its work (collect harder before the OOM kill).
+    nats_env = compose.environment_of(services["nats"])
+    assert set(nats_env) == {"GOMEMLIMIT"}, nats_env
+    assert _bytes(nats_env["GOMEMLIMIT"]) < _bytes(services["nats"]["deploy"]["resources"]["limits"]["memory"])
+
+
+def _bytes(size: str) -> int:
+    """A Go (800MiB) or compose (1G, 512m) size in bytes."""
+    number, unit = re.fullmatch(r"(\d+)([A-Za-z]*)", size).groups()  # type: ignore[union-attr]
+    scale = {"": 1, "b": 1, "k": 2**10, "kib": 2**10, "m": 2**20, "mib": 2**20, "g": 2**30, "gib": 2**30}
+    return int(number) * scale[unit.lower()]
 
 
 def test_every_service_has_a_healthcheck(services: dict[str, dict[str, Any]]) -> None:
