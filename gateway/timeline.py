@@ -25,7 +25,7 @@ from sqlalchemy import and_, literal, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
-from gateway.caches import ExpiringCache
+from gateway.caches import Coalescer, ExpiringCache
 from gateway.models import ContactAlias, ContactEvent, FollowupState, TouchSummary
 from gateway.schemas_services import FOLLOWUP_STATUSES, INTERACTION_TYPES
 from gateway.upstream import ServiceClient, UpstreamAnswer
@@ -67,6 +67,27 @@ class Position:
 
 def position_of(item: dict[str, Any]) -> Position:
     return Position(item["at"], RANK[item["kind"]], uuid.UUID(str(item["id"])))
+
+
+def json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
+
+
+def to_json(value: Any) -> bytes:
+    """The timeline's JSON (``json.dumps`` with its default separators, times in ISO 8601)."""
+    return json.dumps(value, default=json_default).encode()
+
+
+@dataclass
+class PageEntry:
+    """One page as read (its items and the last position when more may follow), and, once a response
+    needed it, the page as JSON: a cached page is answered without encoding 50 items again."""
+
+    items: list[dict[str, Any]]
+    last: Position | None
+    encoded: bytes | None = None
 
 
 # --- signed tokens --------------------------------------------------------------------------------------------
@@ -240,13 +261,15 @@ class Timeline:
         self.clock = clock
         self.signing_key = signing_key
         self.header_cache_s = header_cache_s
-        self._headers: ExpiringCache[uuid.UUID, dict[str, Any]] = ExpiringCache(header_cache_s, 10_000)
+        self._headers: ExpiringCache[uuid.UUID, tuple[dict[str, Any], bytes]] = ExpiringCache(header_cache_s, 10_000)
         self._contacts: ExpiringCache[uuid.UUID, dict[str, Any]] = ExpiringCache(header_cache_s, 10_000)
         # Pages read recently; an event about the contact (seen live) moves its generation and so
         # retires them at once, the TTL bounds what a missed live message could leave behind.
         self.page_cache_s = page_cache_s
-        self._pages: ExpiringCache[tuple[Any, ...], tuple[int, Any]] = ExpiringCache(page_cache_s, 5_000)
+        self._pages: ExpiringCache[tuple[Any, ...], tuple[int, PageEntry]] = ExpiringCache(page_cache_s, 5_000)
         self._generation: dict[uuid.UUID, int] = {}
+        # Readers missing the same contact, header or page at once share one read (see Coalescer).
+        self._reading: Coalescer[tuple[Any, ...], Any] = Coalescer()
 
     # -- the contact ---------------------------------------------------------------------------------------
 
@@ -257,9 +280,16 @@ class Timeline:
         cached = self._contacts.get(contact_id)
         if cached is not None:
             return cached
-        contact = await self._resolve(contact_id=contact_id, caller=caller)
-        self._contacts.put(contact_id, contact)
-        return contact
+        generation = self._generation.get(contact_id, 0)
+
+        async def resolve() -> dict[str, Any]:
+            contact = await self._resolve(contact_id=contact_id, caller=caller)
+            if self._generation.get(contact_id, 0) == generation:  # no event about it meanwhile
+                self._contacts.put(contact_id, contact)
+            return contact
+
+        found: dict[str, Any] = await self._reading.run(("contact", contact_id, generation), resolve)
+        return found
 
     async def _resolve(self, *, contact_id: uuid.UUID, caller: str) -> dict[str, Any]:
         for _ in range(4):
@@ -288,10 +318,28 @@ class Timeline:
             self._pages.clear()
 
     async def header(self, *, contact: dict[str, Any]) -> dict[str, Any]:
+        header, _ = await self._header_entry(contact)
+        return header
+
+    async def _header_entry(self, contact: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
+        """The header and its JSON, built once per ``header_cache_s`` (or event about the contact)."""
         contact_id = uuid.UUID(contact["id"])
         cached = self._headers.get(contact_id)
         if cached is not None:
             return cached
+        generation = self._generation.get(contact_id, 0)
+
+        async def build() -> tuple[dict[str, Any], bytes]:
+            header = await self._build_header(contact_id, contact)
+            entry = (header, to_json(header))
+            if self._generation.get(contact_id, 0) == generation:  # no event about it meanwhile
+                self._headers.put(contact_id, entry)
+            return entry
+
+        built: tuple[dict[str, Any], bytes] = await self._reading.run(("header", contact_id, generation), build)
+        return built
+
+    async def _build_header(self, contact_id: uuid.UUID, contact: dict[str, Any]) -> dict[str, Any]:
         now = self.clock.now()
         async with self.sessionmaker() as session:
             rows = (
@@ -339,7 +387,6 @@ class Timeline:
             "first_touch_at": min((t["first"] for t in touches.values()), default=None),
             "last_touch_at": max((t["last"] for t in touches.values()), default=None),
         }
-        self._headers.put(contact_id, header)
         return header
 
     # -- the sources ---------------------------------------------------------------------------------------
@@ -428,18 +475,60 @@ class Timeline:
     ) -> tuple[list[dict[str, Any]], Position | None]:
         """Up to ``limit`` items strictly after ``after`` (or from the top); and the last position when
         more may follow."""
+        entry = await self._page_entry(contact_id=contact_id, filters=filters, limit=limit, after=after, caller=caller)
+        return entry.items, entry.last
+
+    async def _page_entry(
+        self, *, contact_id: uuid.UUID, filters: Filters, limit: int, after: Position | None, caller: str
+    ) -> PageEntry:
         if self.page_cache_s <= 0:
-            return await self._page(contact_id=contact_id, filters=filters, limit=limit, after=after, caller=caller)
+            items, last = await self._page(
+                contact_id=contact_id, filters=filters, limit=limit, after=after, caller=caller
+            )
+            return PageEntry(items, last)
         key = (contact_id, filters, limit, after)
         generation = self._generation.get(contact_id, 0)
         cached = self._pages.get(key)
         if cached is not None and cached[0] == generation:
-            result: tuple[list[dict[str, Any]], Position | None] = cached[1]
-            return result
-        result = await self._page(contact_id=contact_id, filters=filters, limit=limit, after=after, caller=caller)
-        if self._generation.get(contact_id, 0) == generation:  # nothing happened to the contact meanwhile
-            self._pages.put(key, (generation, result))
-        return result
+            return cached[1]
+
+        async def read() -> PageEntry:
+            items, last = await self._page(
+                contact_id=contact_id, filters=filters, limit=limit, after=after, caller=caller
+            )
+            entry = PageEntry(items, last)
+            if self._generation.get(contact_id, 0) == generation:  # nothing happened to the contact meanwhile
+                self._pages.put(key, (generation, entry))
+            return entry
+
+        found: PageEntry = await self._reading.run(("page", *key, generation), read)
+        return found
+
+    async def render(
+        self, *, contact_id: uuid.UUID, filters: Filters, limit: int, cursor: str | None, caller: str
+    ) -> bytes:
+        """The timeline response as JSON: ``{"contact": header, "items": […], "next_cursor": …}``.
+
+        Assembled from the header's and the page's cached JSON, so a page read again within its cache time
+        costs dictionary look-ups, not a rebuild (the cursor is signed once per page too)."""
+        contact = await self.resolve_contact(contact_id=contact_id, caller=caller)
+        surviving = uuid.UUID(contact["id"])
+        after = self.read_cursor(cursor, contact_id=surviving, filters=filters) if cursor else None
+        cached_header = self._headers.get(surviving)
+        if cached_header is not None:
+            header = cached_header
+            entry = await self._page_entry(
+                contact_id=surviving, filters=filters, limit=limit, after=after, caller=caller
+            )
+        else:
+            header, entry = await asyncio.gather(
+                self._header_entry(contact),
+                self._page_entry(contact_id=surviving, filters=filters, limit=limit, after=after, caller=caller),
+            )
+        if entry.encoded is None:
+            token = self.cursor(entry.last, contact_id=surviving, filters=filters) if entry.last else None
+            entry.encoded = to_json(entry.items) + b', "next_cursor": ' + to_json(token)
+        return b'{"contact": ' + header[1] + b', "items": ' + entry.encoded + b"}"
 
     async def _page(
         self,

@@ -7,7 +7,6 @@ import json
 import uuid
 from collections import deque
 from collections.abc import AsyncIterable
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
@@ -17,7 +16,7 @@ from gateway.api.common import AUTH_ERRORS, CONTACT_ERRORS, ok, problem
 from gateway.auth import TimelineRead
 from gateway.deps import TimelineDep
 from gateway.schemas import Journey, TimelinePage
-from gateway.timeline import KINDS, Filters, InvalidCursor, Position, position_of
+from gateway.timeline import KINDS, Filters, InvalidCursor, Position, position_of, to_json
 from servicekit.clock import InUtc
 from servicekit.problems import Unprocessable
 
@@ -38,12 +37,6 @@ def document_timeline_limit(document: dict[str, Any], *, max_limit: int) -> None
     for parameter in document["paths"][TIMELINE_PATH]["get"]["parameters"]:
         if parameter["name"] == "limit":
             parameter["schema"]["maximum"] = max_limit
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    return str(value)
 
 
 async def _filters(
@@ -92,19 +85,10 @@ async def get_timeline(
     max_limit = request.app.state.settings.timeline_max_limit
     if limit > max_limit:
         raise Unprocessable(f"limit must be at most {max_limit}.", field="limit", max_limit=max_limit)
-    contact = await timeline.resolve_contact(contact_id=contact_id, caller=principal.id)
-    surviving = uuid.UUID(contact["id"])
-    after = timeline.read_cursor(cursor, contact_id=surviving, filters=filters) if cursor else None
-    header, (items, last) = await asyncio.gather(
-        timeline.header(contact=contact),
-        timeline.page(contact_id=surviving, filters=filters, limit=limit, after=after, caller=principal.id),
+    body = await timeline.render(
+        contact_id=contact_id, filters=filters, limit=limit, cursor=cursor, caller=principal.id
     )
-    body = {
-        "contact": header,
-        "items": items,
-        "next_cursor": timeline.cursor(last, contact_id=surviving, filters=filters) if last else None,
-    }
-    return Response(json.dumps(body, default=_json_default).encode(), media_type="application/json")
+    return Response(body, media_type="application/json")
 
 
 @router.get(
@@ -148,9 +132,7 @@ async def stream_timeline(
     def event_of(item: dict[str, Any]) -> ServerSentEvent:
         sent.append(fingerprint(item))
         token = timeline.cursor(position_of(item), contact_id=surviving, filters=filters)
-        return ServerSentEvent(
-            event="item", id=token, data=json.loads(json.dumps(item, default=_json_default)), retry=2000
-        )
+        return ServerSentEvent(event="item", id=token, data=json.loads(to_json(item)), retry=2000)
 
     try:
         if last_event_id:

@@ -1,6 +1,10 @@
 from __future__ import annotations
 
-from gateway.caches import ExpiringCache
+import asyncio
+
+import pytest
+
+from gateway.caches import Coalescer, ExpiringCache
 
 
 class Ticks:
@@ -41,3 +45,34 @@ def test_storing_again_renews_an_entry_and_the_size_is_capped_oldest_first() -> 
     assert cache.get("a") == 4
     cache.pop("a")
     assert cache.get("a") is None
+
+
+async def test_concurrent_callers_of_one_key_share_one_computation_and_its_outcome() -> None:
+    coalescer: Coalescer[str, int] = Coalescer()
+    started = 0
+    release = asyncio.Event()
+
+    async def read() -> int:
+        nonlocal started
+        started += 1
+        await release.wait()
+        return 42
+
+    callers = [asyncio.create_task(coalescer.run("page", read)) for _ in range(16)]
+    await asyncio.sleep(0)
+    callers[0].cancel()  # a client that goes away does not cancel the read for the others
+    await asyncio.sleep(0)
+    release.set()
+    assert [await c for c in callers[1:]] == [42] * 15
+    assert started == 1 and len(coalescer) == 0
+    assert callers[0].cancelled()
+
+    async def fail() -> int:
+        raise RuntimeError("down")
+
+    failing = [asyncio.create_task(coalescer.run("page", fail)) for _ in range(3)]
+    for caller in failing:
+        with pytest.raises(RuntimeError):
+            await caller
+    assert await coalescer.run("page", read) == 42  # done: the next miss reads again
+    assert started == 2

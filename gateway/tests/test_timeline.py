@@ -287,3 +287,29 @@ async def test_a_channel_filter_never_skips_follow_ups_buried_under_other_channe
     items = await _page_through(gateway, contact["id"], ADMIN, "&channel=sms", limit=2)
     assert sorted(i["id"] for i in items) == sorted(wanted)
     assert all(i["channel"] == "sms" for i in items)
+
+
+async def test_readers_of_a_page_that_is_not_cached_share_one_read_of_each_service(
+    gateway_settings: GatewaySettings, clock: MovableClock, stub: StubServices
+) -> None:
+    settings = gateway_settings.model_copy(update={"timeline_cache_s": 600.0, "header_cache_s": 600.0})
+    async with running_app(create_app(settings, clock=clock, transports=stub.transports())) as gateway:
+        contact = stub.add_contact()
+        for minutes in range(5):
+            stub.add_interaction(contact["id"], T0 - timedelta(minutes=minutes))
+            stub.add_followup(contact["id"], T0 - timedelta(minutes=minutes, seconds=30))
+        url = f"/api/v1/contacts/{contact['id']}/timeline?limit=4"
+        await make_key(gateway, "readonly")  # the key's own calls are not the timeline's
+        stub.calls.clear()
+        pages = await asyncio.gather(*(gateway.get(url, headers=ADMIN) for _ in range(16)))
+        assert {p.status_code for p in pages} == {200}
+        assert len({p.content for p in pages}) == 1
+        upstream = sorted(r.url.path for r in stub.calls if r.url.path.startswith("/v1/"))
+        assert upstream == [f"/v1/contacts/{contact['id']}", "/v1/followups", "/v1/interactions"]
+        # The page read again is the same answer, assembled from the cached JSON: no service is asked.
+        body = pages[0].json()
+        again = await gateway.get(url, headers=ADMIN)
+        assert again.content == pages[0].content and len(stub.calls) == len(upstream)
+        assert [i["kind"] for i in body["items"]] == ["interaction", "followup"] * 2
+        nxt = await gateway.get(url + f"&cursor={body['next_cursor']}", headers=ADMIN)
+        assert nxt.status_code == 200 and nxt.json()["items"][0]["at"] < body["items"][-1]["at"]
