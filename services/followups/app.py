@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import socket
 from collections.abc import AsyncIterator
@@ -31,6 +32,19 @@ from services.followups.settings import FollowupsSettings
 
 NAME = "followups"
 log = get_logger(__name__)
+_heap_frozen = False
+
+
+def _freeze_startup_heap() -> None:
+    """Once per process, after start-up: the objects alive now (modules, models, compiled statements: over 100k)
+    move out of the collector's generations. A full collection walked them all, a stall of tens of ms (hundreds
+    on a loaded machine) every few seconds at 1,000 touchpoints per second; now it walks only what came after.
+    Garbage is collected first, so none of it is kept for good; a test process pays that once."""
+    global _heap_frozen
+    if not _heap_frozen:
+        _heap_frozen = True
+        gc.collect()
+        gc.freeze()
 
 
 def create_app(
@@ -99,6 +113,7 @@ def create_app(
             runtime.background += [scheduler.run, scheduler.run_sweeps]
         runtime.state.update(followups=followups, policies=policies, scheduler=scheduler, directory=directory)
         app.state.runtime = runtime
+        _freeze_startup_heap()
         await runtime.start()
         try:
             yield

@@ -12,10 +12,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, delete, func, insert, or_, select, tuple_, update
+from sqlalchemy import Table, and_, case, delete, func, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import col
 
+from servicekit.bulk import among, insert_rows, update_rows
 from servicekit.bus import PermanentError
 from servicekit.clock import Clock, as_utc
 from servicekit.events import CloudEvent
@@ -341,9 +343,15 @@ class TouchBatch:
 
     followups: list[dict[str, Any]] = field(default_factory=list)
     touches: list[dict[str, Any]] = field(default_factory=list)
-    contacts: list[KnownContact] = field(default_factory=list)
+    # The batch's contacts by id: the same objects the session holds, found without session.get's machinery.
+    contacts: dict[uuid.UUID, KnownContact] = field(default_factory=dict)
+    # Contact id -> its latest touch in the batch: one UPDATE for the batch, not an ORM flush of each contact.
+    last_touch: dict[uuid.UUID, datetime] = field(default_factory=dict)
 
 
+_FOLLOWUPS: Table = Followup.__table__  # type: ignore[attr-defined]
+_SEEN_TOUCHES: Table = SeenTouch.__table__  # type: ignore[attr-defined]
+_KNOWN_CONTACTS: Table = KnownContact.__table__  # type: ignore[attr-defined]
 _BATCH = "followups_touch_batch"  # session.info key of the TouchBatch being applied
 
 
@@ -396,11 +404,11 @@ class FollowupService:
     async def known_contact(self, session: AsyncSession, contact_id: uuid.UUID) -> KnownContact | None:
         """The live contact as we know it (following merges); asks the contacts service the first time.
         None when it was erased. Raises ``ContactsUnavailable`` (retry later) or ``PermanentError`` (unknown)."""
-        contact = await session.get(KnownContact, contact_id)
+        contact = await self._loaded(session, contact_id)
         for _ in range(5):
             if contact is None or contact.status != "merged" or contact.merged_into is None:
                 break
-            contact = await session.get(KnownContact, contact.merged_into)
+            contact = await self._loaded(session, contact.merged_into)
         if contact is not None:
             return contact if contact.status == "active" else None
         if self.directory is None:
@@ -409,6 +417,12 @@ class FollowupService:
         if answer.unknown:
             raise PermanentError(f"the contacts service knows no contact {contact_id}")
         return await self.store_answer(session, answer)
+
+    async def _loaded(self, session: AsyncSession, contact_id: uuid.UUID) -> KnownContact | None:
+        collected = _batch_of(session)
+        if collected is not None and (contact := collected.contacts.get(contact_id)) is not None:
+            return contact
+        return await session.get(KnownContact, contact_id)
 
     async def store_answer(self, session: AsyncSession, answer: ContactAnswer) -> KnownContact | None:
         """Keep what the contacts service said about a contact; returns the live contact (None: erased)."""
@@ -579,8 +593,10 @@ class FollowupService:
         for _ in range(2):
             if not wanted:
                 break
-            found = (await session.scalars(select(KnownContact).where(col(KnownContact.id).in_(wanted)))).all()
-            collected.contacts.extend(found)
+            found = (
+                await session.scalars(select(KnownContact).where(among(session, col(KnownContact.id), wanted)))
+            ).all()
+            collected.contacts.update((c.id, c) for c in found)
             wanted = {c.merged_into for c in found if c.status == "merged" and c.merged_into is not None}
 
     async def finish_touches(self, session: AsyncSession, batch: Sequence[CloudEvent] = ()) -> None:
@@ -590,10 +606,16 @@ class FollowupService:
             return
         if collected.touches:
             rows, collected.touches = collected.touches, []
-            await session.execute(insert(SeenTouch), rows)
+            await insert_rows(session, _SEEN_TOUCHES, rows)
         if collected.followups:
             rows, collected.followups = collected.followups, []
-            await session.execute(insert(Followup), rows)
+            await insert_rows(session, _FOLLOWUPS, rows)
+        if collected.last_touch:
+            touched, collected.last_touch = collected.last_touch, {}
+            await update_rows(
+                session, _KNOWN_CONTACTS, [{"id": ident, "last_touch_at": at} for ident, at in touched.items()],
+                key="id", only_later="last_touch_at",
+            )  # fmt: skip
 
     def _seen(self, session: AsyncSession, touch: dict[str, Any]) -> None:
         collected = _batch_of(session)
@@ -617,7 +639,14 @@ class FollowupService:
                       "data": touch},
         )  # fmt: skip
         if contact.last_touch_at is None or as_utc(contact.last_touch_at) < occurred_at:
-            contact.last_touch_at = occurred_at
+            collected = _batch_of(session)
+            if collected is None:
+                contact.last_touch_at = occurred_at
+            else:
+                # Written by finish_touches in one statement; the loaded contact shows it now without being
+                # marked changed (no UPDATE of its own at the flush).
+                set_committed_value(contact, "last_touch_at", occurred_at)
+                collected.last_touch[contact.id] = occurred_at
         if touch.get("direction") == "outbound":
             await self._close_by_reply(session, contact.id, touch, occurred_at)
         await self._apply_policies(

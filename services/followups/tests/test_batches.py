@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -127,3 +128,52 @@ def test_a_new_followup_names_every_column_once() -> None:
     row = new_followup(decision=decision, contact_id=new_id(), trigger_event_id="e", now=MONDAY_10)
     assert set(row) == {column.name for column in Followup.__table__.columns}  # type: ignore[attr-defined]
     assert (row["status"], row["skip_reason"], row["next_action_at"]) == ("skipped", "opted_out", None)
+
+
+async def test_a_batch_keeps_each_contacts_latest_touch_and_never_moves_it_back(
+    followups_settings: FollowupsSettings, clock: MovableClock, js: Any
+) -> None:
+    """last_touch_at (what the premium-quiet sweep reads) is written once per batch: each contact's latest touch in
+    it, out of order or not; a later touch already stored stays."""
+    clock.set(MONDAY_10)
+    first, second, ahead = await _known_contacts(followups_settings.database_url, 3)
+    later_stored = MONDAY_10 + timedelta(days=1)
+    engine = make_engine(followups_settings.database_url)
+    async with engine.begin() as conn:
+        await conn.execute(
+            KnownContact.__table__.update()  # type: ignore[attr-defined]
+            .where(col(KnownContact.id) == uuid.UUID(ahead))
+            .values(last_touch_at=later_stored)
+        )
+    minutes = {first: [5, 30, 10], second: [1], ahead: [20]}
+    touches = [
+        logged_event(contact, at=MONDAY_10 + timedelta(minutes=m), direction="inbound", channel="email")
+        for contact, offsets in minutes.items()
+        for m in offsets
+    ]
+    for event in touches:
+        await js.publish(f"crm.interactions.logged.{event.subject}", event.to_json(), headers={"Nats-Msg-Id": event.id})
+    app = create_app(followups_settings, clock=clock)
+    async with running_app(app):
+
+        async def all_applied() -> bool:
+            async with engine.connect() as conn:
+                return int(await conn.scalar(select(func.count()).select_from(inbox_table)) or 0) == len(touches)
+
+        await eventually(all_applied, timeout=15)
+    async with engine.connect() as conn:
+        got = dict((await conn.execute(select(col(KnownContact.id), col(KnownContact.last_touch_at)))).all())
+    await engine.dispose()
+    assert got[uuid.UUID(first)] == MONDAY_10 + timedelta(minutes=30)
+    assert got[uuid.UUID(second)] == MONDAY_10 + timedelta(minutes=1)
+    assert got[uuid.UUID(ahead)] == later_stored
+
+
+async def test_the_startup_heap_is_frozen_out_of_the_collectors_generations(
+    followups_settings: FollowupsSettings, clock: MovableClock
+) -> None:
+    """A full collection must not walk the start-up objects (a stall of tens of ms in the touchpoint pipeline)."""
+    import gc
+
+    async with running_app(create_app(followups_settings, clock=clock)):
+        assert gc.get_freeze_count() > 10_000
