@@ -366,6 +366,28 @@ async def test_timeline_pages_by_cursor_and_before_with_filters(
         assert (await client.get("/v1/interactions", params=bad)).status_code in (400, 422), bad
 
 
+async def test_a_page_shows_each_touchpoint_as_reading_it_alone_does(
+    client: httpx.AsyncClient, contacts: ContactsService
+) -> None:
+    """The page is validated from plain rows in one call, a single read from the ORM object: the same document
+    (amounts, scores, attributes, threads, times in UTC); and a touchpoint stored a moment ago is on it (the
+    page reads in autocommit on PostgreSQL, each statement seeing the latest commit)."""
+    contact = await contacts.create()
+    logged = [
+        await log(client, contact_id=contact["id"], occurred_at=at(0), type="purchase", amount="19.90",
+                  currency="EUR", attributes={"order": "A-17", "lines": [1, 2]}, thread_id="t-page"),
+        await log(client, contact_id=contact["id"], occurred_at="2026-01-05T10:00:00+02:00", type="survey_response",
+                  csat=4, nps=9, duration_s=65, agent="Grace", team="support", source="shop", external_id="e-1"),
+        await log(client, contact_id=contact["id"], occurred_at=at(2), subject=None, body=None),
+    ]  # fmt: skip
+    page = (await client.get("/v1/interactions", params={"contact_id": contact["id"]})).json()
+    alone = [(await client.get(f"/v1/interactions/{item['id']}")).json() for item in page["items"]]
+    assert page["items"] == alone
+    assert sorted(i["id"] for i in page["items"]) == sorted(t["id"] for t in logged)
+    assert {i["occurred_at"] for i in page["items"]} == {at(0), at(2), "2026-01-05T08:00:00Z"}
+    assert page["next_cursor"] is None and page["next_before"] is None
+
+
 async def test_patch_updates_outcome_attributes_and_resolves_the_thread(
     client: httpx.AsyncClient, contacts: ContactsService, js: Any
 ) -> None:

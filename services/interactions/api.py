@@ -12,7 +12,14 @@ from servicekit.channels import Channel
 from servicekit.clock import InUtc
 from servicekit.problems import PROBLEM_MEDIA_TYPE
 from services.interactions import service
-from services.interactions.deps import IdempotencyDep, IngestionDep, RuntimeDep, SessionDep, TouchpointsDep
+from services.interactions.deps import (
+    IdempotencyDep,
+    IngestionDep,
+    ReadSessionDep,
+    RuntimeDep,
+    SessionDep,
+    TouchpointsDep,
+)
 from services.interactions.flows import BatchTooLarge, Ingestion
 from services.interactions.idempotency import Claim, Replay, fingerprint
 from services.interactions.schemas import (
@@ -117,7 +124,7 @@ async def log_batch(
     responses={400: _problem("Invalid cursor or before")},
 )
 async def list_touchpoints(
-    session: SessionDep,
+    session: ReadSessionDep,
     contact_id: uuid.UUID | None = None,
     channel: Channel | None = None,
     type: Annotated[str | None, Query(pattern="^(" + "|".join(TYPES) + ")$")] = None,
@@ -153,12 +160,15 @@ async def list_touchpoints(
         after=after,
         limit=limit,
     )
-    page = TouchpointPage(
-        items=[service.to_read(r) for r in rows],
-        next_cursor=next_position.cursor() if next_position else None,
-        next_before=next_position.before() if next_position else None,
+    # Validated in one call from plain dicts (half the CPU of one TouchpointRead per row from its attributes) and
+    # serialised once here: the timeline reads this page on every view (response_model documents it).
+    page = TouchpointPage.model_validate(
+        {
+            "items": [dict(row._mapping) for row in rows],
+            "next_cursor": next_position.cursor() if next_position else None,
+            "next_before": next_position.before() if next_position else None,
+        }
     )
-    # Serialised once here: the timeline reads this page on every view (response_model documents it).
     return Response(content=page.model_dump_json(), media_type="application/json")
 
 
