@@ -12,7 +12,7 @@ import json
 import uuid
 import zlib
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -108,17 +108,17 @@ class Outbox:
         await self.add_many(session, [(event, subject)])
 
     async def add_many(self, session: AsyncSession, events: list[tuple[CloudEvent, str]]) -> None:
+        serialized = [(e.id, subject, e.type, e.to_json().decode(), e.time) for e, subject in events]
+        await self.add_serialized(session, serialized)
+
+    async def add_serialized(self, session: AsyncSession, events: list[tuple[str, str, str, str, datetime]]) -> None:
+        """``add_many`` for events their writer serialized itself, each ``(event id, subject, type, the CloudEvent's
+        JSON, its time)``: a writer of many events of one shape can build their JSON for less than pydantic."""
         if not events:
             return
         rows = [
-            {
-                "event_id": event.id,
-                "subject": subject,
-                "type": event.type,
-                "payload": event.to_json().decode(),
-                "created_at": event.time,
-            }
-            for event, subject in events
+            {"event_id": event_id, "subject": subject, "type": type_, "payload": payload, "created_at": at}
+            for event_id, subject, type_, payload, at in events
         ]
         collected = session.sync_session.info.get(_DEFERRED, {}).get(self.table)
         if collected is not None:
