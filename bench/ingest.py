@@ -16,7 +16,10 @@ CPU per request, which on 2 shared cores would measure the client rather than th
 Targets (2-core machine, PostgreSQL): batch ≥ 10,000 touchpoints/s; single ≥ 1,000 requests/s with p99 ≤ 50 ms;
 NATS ingest ≥ 5,000 touchpoints/s; contact page p99 ≤ 5 ms.
 
-    python -m bench.ingest [--quick] [--backend sqlite|postgres|both]
+    python -m bench.ingest [--quick] [--backend sqlite|postgres|both] [--part all|single|batch|nats|page]
+
+Iterating on one workload: --part batch (batches and the raw insert floor) or --part nats (NATS ingest with the
+publisher running, then the backlog drain); each writes ``ingest-<part>.json``. ``all`` is the full run.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from bench.common import client, expect, infrastructure, percentiles, timed_call
 from bench.floors import http_floor
 from bench.http1 import LightClient
 from bench.run import figure
+from bench.timeline import CpuMeter
 from servicekit.db import make_engine
 from servicekit.ids import new_id
 from servicekit.migrations import upgrade
@@ -208,14 +212,30 @@ async def seed(engine: AsyncEngine, total: int, hot: uuid.UUID, hot_rows: int) -
     return time.perf_counter() - started
 
 
-async def run_backend(backend: str, quick: bool) -> dict[str, Any]:
+PARTS = ("all", "single", "batch", "nats", "page")
+
+
+def cpu_meter(infra: Any, interactions: Any) -> CpuMeter:
+    """CPU of interactions, nats-server, PostgreSQL and this load generator: what a touchpoint costs each,
+    which a shared machine changes far less than the rates."""
+    pids = {"interactions": interactions.process.pid, "nats": infra.nats.process.pid}
+    postmaster = int((infra.pg.data_dir / "postmaster.pid").read_text().split()[0]) if infra.pg else None
+    return CpuMeter(pids, postmaster)
+
+
+async def run_backend(backend: str, quick: bool, part: str = "all") -> dict[str, Any]:
     size = SIZES[quick]
     rng = random.Random(7)
-    result: dict[str, Any] = {"backend": backend, "sizes": size}
-    print(f"[{backend}] bare endpoint floor (same client) …", flush=True)
-    result["floor_bare_endpoint"] = await http_floor(
-        samples=size["page_samples"], requests=size["single"], make_client=LightClient
-    )
+    result: dict[str, Any] = {"backend": backend, "sizes": size, "part": part}
+
+    def wanted(name: str) -> bool:
+        return part in ("all", name)
+
+    if wanted("single"):
+        print(f"[{backend}] bare endpoint floor (same client) …", flush=True)
+        result["floor_bare_endpoint"] = await http_floor(
+            samples=size["page_samples"], requests=size["single"], make_client=LightClient
+        )
     with infrastructure(backend) as infra:
         contacts_url = infra.database_url("contacts")
         interactions_url = infra.database_url("interactions")
@@ -259,103 +279,122 @@ async def run_backend(backend: str, quick: bool) -> dict[str, Any]:
 
                 await timed_calls([warm(c) for c in ids], 16)
                 await wait_published(engine, time.perf_counter())
-                print(f"[{backend}] single POSTs …", flush=True)
-                encoded = [json.dumps(b).encode() for b in bodies(size["single"])]
+                if wanted("single"):
+                    print(f"[{backend}] single POSTs …", flush=True)
+                    encoded = [json.dumps(b).encode() for b in bodies(size["single"])]
+                    started = time.perf_counter()
+                    single = await single_posts(http, encoded, 64)
+                    single["events_published_s"] = round(await wait_published(engine, started), 3)
+                    result["single"] = single
+
+                if wanted("batch"):
+                    print(f"[{backend}] batches of 500 …", flush=True)
+                    batches = [json.dumps({"items": bodies(500)}).encode() for _ in range(size["batches"])]
+
+                    def batch_call(body: bytes) -> Any:
+                        async def post() -> None:
+                            response = await http.post(
+                                "/v1/interactions/batch", content=body, headers={"content-type": "application/json"}
+                            )
+                            expect(response.status_code, 200)
+
+                        return post
+
+                    meter = cpu_meter(infra, interactions)
+                    cpu_before = meter.reading()
+                    started = time.perf_counter()
+                    elapsed, latencies, errors = await timed_calls([batch_call(b) for b in batches], 2)
+                    published = await wait_published(engine, started)
+                    items = 500 * len(batches)
+                    cpu = CpuMeter.per_call_ms(cpu_before, meter.reading(), items)
+                    result["batch"] = {"touchpoints": items, "per_second": round(items / elapsed, 1),
+                                       "errors": len(errors), "request": percentiles(latencies),
+                                       "events_published_s": round(published, 3),
+                                       "with_events_per_second": round(items / published, 1),
+                                       "cpu_ms_per_touchpoint": cpu}  # fmt: skip
+
+            if wanted("nats"):
+                print(f"[{backend}] NATS ingest …", flush=True)
+                assert infra.nats is not None
+                nc = await nats.connect(infra.nats.url)
+                js = nc.jetstream()
+                before = await count_stored(engine)
+                messages = [json.dumps(b).encode() for b in bodies(size["nats"])]
+                meter = cpu_meter(infra, interactions)
+                cpu_before = meter.reading()
                 started = time.perf_counter()
-                single = await single_posts(http, encoded, 64)
-                single["events_published_s"] = round(await wait_published(engine, started), 3)
-                result["single"] = single
+                await publish_all(js, messages, f"{run}-n")
+                published_in = time.perf_counter() - started
+                await wait_stored(engine, before + len(messages), started)
+                stored_in = time.perf_counter() - started
+                events_in = await wait_published(engine, started)
+                cpu = CpuMeter.per_call_ms(cpu_before, meter.reading(), len(messages))
+                result["nats"] = {"touchpoints": len(messages), "per_second": round(len(messages) / stored_in, 1),
+                                  "publish_s": round(published_in, 3), "stored_s": round(stored_in, 3),
+                                  "events_published_s": round(events_in, 3),
+                                  "with_events_per_second": round(len(messages) / events_in, 1),
+                                  "cpu_ms_per_touchpoint": cpu,
+                                  "note": "first publish to last stored; the publisher shares the cores"}  # fmt: skip
 
-                print(f"[{backend}] batches of 500 …", flush=True)
-                batches = [json.dumps({"items": bodies(500)}).encode() for _ in range(size["batches"])]
-
-                def batch_call(body: bytes) -> Any:
-                    async def post() -> None:
-                        response = await http.post(
-                            "/v1/interactions/batch", content=body, headers={"content-type": "application/json"}
-                        )
-                        expect(response.status_code, 200)
-
-                    return post
-
+                # The same work from a backlog: published while the service is stopped, then drained. This rate is
+                # the service's own (the publisher above is not in it), counted from the moment it is ready.
+                print(f"[{backend}] NATS backlog drain …", flush=True)
+                await asyncio.to_thread(interactions.stop)
+                backlog = [json.dumps(b).encode() for b in bodies(size["nats"])]
+                await publish_all(js, backlog, f"{run}-b")
+                await nc.close()
+                before = await count_stored(engine)
                 started = time.perf_counter()
-                elapsed, latencies, errors = await timed_calls([batch_call(b) for b in batches], 2)
-                published = await wait_published(engine, started)
-                items = 500 * len(batches)
-                result["batch"] = {"touchpoints": items, "per_second": round(items / elapsed, 1),
-                                   "errors": len(errors), "request": percentiles(latencies),
-                                   "events_published_s": round(published, 3),
-                                   "with_events_per_second": round(items / published, 1)}  # fmt: skip
+                await asyncio.to_thread(interactions.start)
+                ready = time.perf_counter()
+                meter = cpu_meter(infra, interactions)
+                cpu_before = meter.reading()
+                during_startup = await count_stored(engine) - before
+                await wait_stored(engine, before + len(backlog), started)
+                drained_in = time.perf_counter() - ready
+                events_in = await wait_published(engine, ready)
+                cpu = CpuMeter.per_call_ms(cpu_before, meter.reading(), len(backlog))
+                result["nats_backlog"] = {"touchpoints": len(backlog),
+                                          "per_second": round((len(backlog) - during_startup) / drained_in, 1),
+                                          "startup_s": round(ready - started, 3),
+                                          "stored_during_startup": during_startup,
+                                          "drained_s": round(drained_in, 3), "events_published_s": round(events_in, 3),
+                                          "with_events_per_second": round(len(backlog) / events_in, 1),
+                                          "cpu_ms_per_touchpoint": cpu}  # fmt: skip
 
-            print(f"[{backend}] NATS ingest …", flush=True)
-            assert infra.nats is not None
-            nc = await nats.connect(infra.nats.url)
-            js = nc.jetstream()
-            before = await count_stored(engine)
-            messages = [json.dumps(b).encode() for b in bodies(size["nats"])]
-            started = time.perf_counter()
-            await publish_all(js, messages, f"{run}-n")
-            published_in = time.perf_counter() - started
-            await wait_stored(engine, before + len(messages), started)
-            stored_in = time.perf_counter() - started
-            events_in = await wait_published(engine, started)
-            result["nats"] = {"touchpoints": len(messages), "per_second": round(len(messages) / stored_in, 1),
-                              "publish_s": round(published_in, 3), "stored_s": round(stored_in, 3),
-                              "events_published_s": round(events_in, 3),
-                              "with_events_per_second": round(len(messages) / events_in, 1),
-                              "note": "first publish to last stored; the publisher shares the cores"}  # fmt: skip
+            if wanted("batch"):
+                print(f"[{backend}] raw insert floor …", flush=True)
+                raw = [raw_row(uuid.UUID(rng.choice(ids)), n, START, rng) for n in range(size["raw"])]
+                started = time.perf_counter()
+                for offset in range(0, len(raw), 500):
+                    async with engine.begin() as conn:
+                        await conn.execute(insert(Touchpoint), raw[offset : offset + 500])
+                raw_elapsed = time.perf_counter() - started
+                result["raw_insert"] = {
+                    "rows": len(raw), "per_second": round(len(raw) / raw_elapsed, 1),
+                    "note": "500 rows a transaction, no outbox, sentiment computed before"}  # fmt: skip
+                result["overhead_ratio_batch"] = round(
+                    result["raw_insert"]["per_second"] / result["batch"]["per_second"], 2
+                )
 
-            # The same work from a backlog: published while the service is stopped, then drained. This rate is
-            # the service's own (the publisher above is not in it), counted from the moment it is ready.
-            print(f"[{backend}] NATS backlog drain …", flush=True)
-            await asyncio.to_thread(interactions.stop)
-            backlog = [json.dumps(b).encode() for b in bodies(size["nats"])]
-            await publish_all(js, backlog, f"{run}-b")
-            await nc.close()
-            before = await count_stored(engine)
-            started = time.perf_counter()
-            await asyncio.to_thread(interactions.start)
-            ready = time.perf_counter()
-            during_startup = await count_stored(engine) - before
-            await wait_stored(engine, before + len(backlog), started)
-            drained_in = time.perf_counter() - ready
-            events_in = await wait_published(engine, ready)
-            result["nats_backlog"] = {"touchpoints": len(backlog),
-                                      "per_second": round((len(backlog) - during_startup) / drained_in, 1),
-                                      "startup_s": round(ready - started, 3), "stored_during_startup": during_startup,
-                                      "drained_s": round(drained_in, 3), "events_published_s": round(events_in, 3),
-                                      "with_events_per_second": round(len(backlog) / events_in, 1)}  # fmt: skip
-
-            print(f"[{backend}] raw insert floor …", flush=True)
-            raw = [raw_row(uuid.UUID(rng.choice(ids)), n, START, rng) for n in range(size["raw"])]
-            started = time.perf_counter()
-            for offset in range(0, len(raw), 500):
-                async with engine.begin() as conn:
-                    await conn.execute(insert(Touchpoint), raw[offset : offset + 500])
-            raw_elapsed = time.perf_counter() - started
-            result["raw_insert"] = {"rows": len(raw), "per_second": round(len(raw) / raw_elapsed, 1),
-                                    "note": "500 rows a transaction, no outbox, sentiment computed before"}  # fmt: skip
-            result["overhead_ratio_batch"] = round(
-                result["raw_insert"]["per_second"] / result["batch"]["per_second"], 2
-            )
-
-            print(f"[{backend}] seeding {size['page_total']:,} touchpoints for the page query …", flush=True)
-            hot = uuid.uuid4()
-            already = await count_stored(engine)
-            seed_s = await seed(engine, max(0, size["page_total"] - already), hot, size["page_hot"])
-            async with LightClient(interactions.url, 4) as http:
-                page = await measure_page(http, engine, hot, size["page_samples"])
-            async with engine.connect() as conn:
-                hot_rows = (
-                    await conn.execute(select(func.count()).where(col(Touchpoint.contact_id) == hot))
-                ).scalar_one()
-                if engine.dialect.name == "postgresql":
-                    plan = (await conn.execute(text(
-                        "EXPLAIN SELECT * FROM interactions WHERE contact_id = :c "
-                        "ORDER BY occurred_at DESC, id DESC LIMIT 51"), {"c": hot})).scalars().all()  # fmt: skip
-                    page["plan"] = list(plan)
-            result["contact_page"] = {"total_rows": await count_stored(engine), "contact_rows": int(hot_rows),
-                                      "seed_s": round(seed_s, 1), **page}  # fmt: skip
+            if wanted("page"):
+                print(f"[{backend}] seeding {size['page_total']:,} touchpoints for the page query …", flush=True)
+                hot = uuid.uuid4()
+                already = await count_stored(engine)
+                seed_s = await seed(engine, max(0, size["page_total"] - already), hot, size["page_hot"])
+                async with LightClient(interactions.url, 4) as http:
+                    page = await measure_page(http, engine, hot, size["page_samples"])
+                async with engine.connect() as conn:
+                    hot_rows = (
+                        await conn.execute(select(func.count()).where(col(Touchpoint.contact_id) == hot))
+                    ).scalar_one()
+                    if engine.dialect.name == "postgresql":
+                        plan = (await conn.execute(text(
+                            "EXPLAIN SELECT * FROM interactions WHERE contact_id = :c "
+                            "ORDER BY occurred_at DESC, id DESC LIMIT 51"), {"c": hot})).scalars().all()  # fmt: skip
+                        page["plan"] = list(plan)
+                result["contact_page"] = {"total_rows": await count_stored(engine), "contact_rows": int(hot_rows),
+                                          "seed_s": round(seed_s, 1), **page}  # fmt: skip
         finally:
             await engine.dispose()
     return result
@@ -388,24 +427,47 @@ def figures_of(run: dict[str, Any], quick: bool) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
+def summary(run: dict[str, Any]) -> str:
+    parts = [f"[{run['backend']}]"]
+    if "single" in run:
+        parts.append(f"single {run['single']['per_second']} req/s p50 {run['single']['p50_ms']} ms "
+                     f"p99 {run['single']['p99_ms']} ms")  # fmt: skip
+
+    def cpu(phase: dict[str, Any]) -> str:
+        spent = phase["cpu_ms_per_touchpoint"]
+        return f"CPU µs/tp: interactions {spent['interactions'] * 1000:.0f}, total {spent['total'] * 1000:.0f}"
+
+    if "batch" in run:
+        parts.append(f"batch {run['batch']['per_second']} tp/s (with events {run['batch']['with_events_per_second']}; "
+                     f"{cpu(run['batch'])})")  # fmt: skip
+    if "nats" in run:
+        parts.append(f"NATS {run['nats']['per_second']} tp/s ({cpu(run['nats'])}) "
+                     f"backlog {run['nats_backlog']['per_second']} tp/s ({cpu(run['nats_backlog'])})")  # fmt: skip
+    if "raw_insert" in run:
+        parts.append(f"raw insert {run['raw_insert']['per_second']} rows/s")
+    if "contact_page" in run:
+        parts.append(f"page p99 {run['contact_page']['first_page']['p99_ms']} ms")
+    if "floor_bare_endpoint" in run:
+        parts.append(f"bare endpoint {run['floor_bare_endpoint']['bare_endpoint_rate']['per_second']} req/s")
+    return " | ".join(parts)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     parser.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="both")
+    parser.add_argument("--part", choices=PARTS, default="all", help="which workload to run (all: the full run)")
     args = parser.parse_args()
     backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
-    runs = [asyncio.run(run_backend(b, args.quick)) for b in backends]
+    runs = [asyncio.run(run_backend(b, args.quick, args.part)) for b in backends]
     for run in runs:
-        print(f"[{run['backend']}] single {run['single']['per_second']} req/s p50 {run['single']['p50_ms']} ms "
-              f"p99 {run['single']['p99_ms']} ms | batch {run['batch']['per_second']} tp/s | "
-              f"NATS {run['nats']['per_second']} tp/s (backlog {run['nats_backlog']['per_second']}) | "
-              f"raw insert {run['raw_insert']['per_second']} rows/s | "
-              f"page p99 {run['contact_page']['first_page']['p99_ms']} ms | bare endpoint "
-              f"{run['floor_bare_endpoint']['bare_endpoint_rate']['per_second']} req/s", flush=True)  # fmt: skip
-    write_results(
-        "ingest" + ("-quick" if args.quick else ""),
-        {"quick": args.quick, "runs": runs, "figures": [f for run in runs for f in figures_of(run, args.quick)]},
-    )
+        print(summary(run), flush=True)
+    if args.part == "all":
+        name = "ingest" + ("-quick" if args.quick else "")
+        write_results(name, {"quick": args.quick, "runs": runs,
+                             "figures": [f for run in runs for f in figures_of(run, args.quick)]})  # fmt: skip
+    else:  # a partial run is for iterating: git-ignored, never read by the report
+        write_results(f"ingest-{args.part}" + ("-quick" if args.quick else ""), {"quick": args.quick, "runs": runs})
 
 
 if __name__ == "__main__":
