@@ -9,6 +9,7 @@ from pydantic import ValidationError
 from sqlalchemy import Column, DateTime, MetaData, String, Table, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from servicekit.bulk import among, insert_rows
 from servicekit.bus import Bus, PermanentError
 from servicekit.clock import Clock
 from servicekit.events import CloudEvent
@@ -97,9 +98,8 @@ class EventInbox:
         applied: list[CloudEvent] = []
         async with self.sessionmaker() as session, session.begin():
             ids = [event.id for event in events]
-            seen = set(
-                (await session.scalars(select(self.table.c.event_id).where(self.table.c.event_id.in_(ids)))).all()
-            )
+            known = select(self.table.c.event_id).where(among(session, self.table.c.event_id, ids))
+            seen = set((await session.scalars(known)).all())
             fresh: list[CloudEvent] = []
             for event in events:
                 if event.id in seen:
@@ -119,8 +119,9 @@ class EventInbox:
             if fresh:
                 # One statement for the batch's ids (a round trip per event costs more than the handlers).
                 now = self.clock.now()
-                await session.execute(
-                    self.table.insert(),
+                await insert_rows(
+                    session,
+                    self.table,
                     [{"event_id": event.id, "type": event.type, "processed_at": now} for event in fresh],
                 )
         EVENTS_CONSUMED.labels(self.name, "applied").inc(len(applied))
