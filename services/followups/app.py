@@ -39,12 +39,15 @@ def _freeze_startup_heap() -> None:
     """Once per process, after start-up: the objects alive now (modules, models, compiled statements: over 100k)
     move out of the collector's generations. A full collection walked them all, a stall of tens of ms (hundreds
     on a loaded machine) every few seconds at 1,000 touchpoints per second; now it walks only what came after.
-    Garbage is collected first, so none of it is kept for good; a test process pays that once."""
+    Garbage is collected first, so none of it is kept for good; a test process pays that once. The youngest
+    generation is collected after 10,000 net allocations instead of 700: nearly everything a batch makes is
+    freed by its reference count, and 700 ran a collection every few touchpoints (about 3% of the CPU)."""
     global _heap_frozen
     if not _heap_frozen:
         _heap_frozen = True
         gc.collect()
         gc.freeze()
+        gc.set_threshold(10_000, *gc.get_threshold()[1:])
 
 
 def create_app(
