@@ -2,10 +2,12 @@
 
 1. Falling due: N follow-ups due within one minute, two scheduler processes on one database. Every one must be
    announced exactly once; lateness (fired_at - due_at) p99 ≤ 2 s.
-2. Touchpoint to follow-up: crm.interaction.logged.v1 events published at R per second (inbound email
-   touchpoints: one response-sla follow-up each). Latency from the touchpoint's event time (when interactions
-   committed it) to the follow-up stored (created_at) and to its crm.followup.scheduled.v1 on the bus;
-   target p99 ≤ 250 ms at 1,000 touchpoints per second.
+2. Touchpoint to follow-up: crm.interaction.logged.v1 events committed at R per second (inbound email
+   touchpoints: one response-sla follow-up each) and sent as interactions' outbox relay sends them (TouchSender).
+   Latency from the touchpoint's commit (its event time) to the follow-up made (created_at, in the consumer's
+   transaction) and to its crm.followup.scheduled.v1 on the bus; target p99 ≤ 250 ms for both at 1,000
+   touchpoints per second, that rate reached. Also printed: the latency of each stage, and the CPU each process
+   spent per touchpoint (what a loaded machine cannot inflate as much as it inflates latency).
 
     python -m bench.followups [--quick] [--part due|touch|both] [--due N] [--rate R] [--seconds S]
 
@@ -17,21 +19,26 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import time
 import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import nats
+from nats.js.api import StreamConfig
 from sqlalchemy import func, insert, select
 from sqlmodel import col
 
 from bench.common import Infra, infrastructure, percentiles, write_results
+from bench.timeline import CpuMeter
+from servicekit.clock import SystemClock
 from servicekit.db import make_engine
 from servicekit.events import CloudEvent
 from servicekit.ids import new_id
+from servicekit.outbox import OutboxRelay
 from services.followups.models import PRIORITY_RANK, Followup, KnownContact, outbox_table
 from services.followups.rules import manual_plan
 
@@ -118,6 +125,64 @@ async def falling_due(infra: Infra, count: int, spread_s: float) -> dict[str, An
     return result
 
 
+class TouchSender:
+    """Interactions' side of the pipeline: touchpoints commit at the target rate and its outbox relay, woken by
+    each commit, sends what committed while the last send was out, as the relay does (an atomic batch from
+    ``atomic_min`` rows, one by one below; servicekit.outbox). Publishing one at a time and waiting for each
+    ack, as this benchmark once did, stalls at JetStream's fsync rate under ``sync_interval: always`` and never
+    reached 1,000/s; a touchpoint's latency counts from its commit, so the relay's wait is in the figures."""
+
+    def __init__(self, js: Any) -> None:
+        self.js = js
+        self.relay = OutboxRelay(table=outbox_table, sessionmaker=None, jetstream=lambda: js,  # type: ignore[arg-type]
+                                 clock=SystemClock(), name="bench-interactions")  # fmt: skip
+        self.pending: list[_Row] = []
+        self.committed_at: dict[str, float] = {}
+        self.acked_at: dict[str, float] = {}
+        self.sends = 0
+        self._wake = asyncio.Event()
+        self._seq = 0
+
+    def commit(self, contact: str) -> str:
+        at = datetime.now(UTC)
+        event = CloudEvent(
+            id=str(new_id()), source="touchpoint/interactions", type="crm.interaction.logged.v1", subject=contact,
+            time=at, data={"id": str(new_id()), "contact_id": contact, "channel": "email", "direction": "inbound",
+                           "type": "inquiry", "occurred_at": at.isoformat(), "agent": None, "team": None},
+        )  # fmt: skip
+        self._seq += 1
+        self.pending.append(_Row(self._seq, event.id, f"crm.interactions.logged.{contact}", event.to_json().decode()))
+        self.committed_at[event.id] = at.timestamp()
+        self._wake.set()
+        return event.id
+
+    async def run(self, until: asyncio.Event) -> None:
+        while True:
+            if not self.pending:
+                if until.is_set():
+                    return
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=0.2)
+                continue
+            rows, self.pending = self.pending[: self.relay.batch], self.pending[self.relay.batch :]
+            while rows:
+                acked_through = await self.relay._publish_in_order(self.js, rows)
+                now = time.time()
+                done = [row for row in rows if acked_through is not None and row.seq <= acked_through]
+                for row in done:
+                    self.acked_at[row.event_id] = now
+                rows = rows[len(done) :]
+            self.sends += 1
+
+
+class _Row(NamedTuple):
+    seq: int
+    event_id: str
+    subject: str
+    payload: str
+
+
 async def touch_to_followup(infra: Infra, rate: int, seconds: float) -> dict[str, Any]:
     url = infra.database_url(f"followups_touch_{uuid.uuid4().hex[:8]}")
     # The scheduler at its default pace here (nothing falls due for a day): 0.1 s is for the lateness part.
@@ -140,25 +205,13 @@ async def touch_to_followup(infra: Infra, rate: int, seconds: float) -> dict[str
     try:
         await js.stream_info("CRM_INTERACTIONS")
     except Exception:
-        await js.add_stream(name="CRM_INTERACTIONS", subjects=["crm.interactions.>"])
+        await js.add_stream(StreamConfig(name="CRM_INTERACTIONS", subjects=["crm.interactions.>"], allow_atomic=True))
     process.start()
     scheduled_at: dict[str, float] = {}
 
     async def on_scheduled(msg: Any) -> None:
         scheduled_at[json.loads(msg.data)["data"]["trigger_event_id"]] = time.time()
 
-    async def publish_touch(contact: str) -> str:
-        at = datetime.now(UTC)
-        event = CloudEvent(
-            id=str(new_id()), source="touchpoint/interactions", type="crm.interaction.logged.v1", subject=contact,
-            time=at, data={"id": str(new_id()), "contact_id": contact, "channel": "email", "direction": "inbound",
-                           "type": "inquiry", "occurred_at": at.isoformat(), "agent": None, "team": None},
-        )  # fmt: skip
-        sent_at[event.id] = at.timestamp()
-        await js.publish(f"crm.interactions.logged.{contact}", event.to_json(), headers={"Nats-Msg-Id": event.id})
-        return event.id
-
-    sent_at: dict[str, float] = {}
     # Warm-up: the service is connected, its streams and consumers are up, before anything is measured.
     deadline = time.monotonic() + 60
     while True:
@@ -169,44 +222,83 @@ async def touch_to_followup(infra: Infra, rate: int, seconds: float) -> dict[str
             assert time.monotonic() < deadline, "the follow-ups service never made CRM_FOLLOWUPS"
             await asyncio.sleep(0.2)
     sub = await js.subscribe("crm.followups.scheduled.>", cb=on_scheduled, ordered_consumer=True)
-    warmup = await publish_touch(str(contacts[0]))
+    sender = TouchSender(js)
+    done = asyncio.Event()
+    sending = asyncio.create_task(sender.run(done))
+    warmup = sender.commit(str(contacts[0]))
     while warmup not in scheduled_at:
         assert time.monotonic() < deadline, "no follow-up for the warm-up touchpoint"
         await asyncio.sleep(0.1)
-    sent_at.clear()
-    scheduled_at.clear()
     warmup_followups = 1
+    sender.committed_at.clear()
+    sender.acked_at.clear()
+    sender.sends = 0
+    scheduled_at.clear()
+    assert process.process is not None and infra.nats.process is not None and infra.pg is not None
+    postmaster = int((infra.pg.data_dir / "postmaster.pid").read_text().split()[0])
+    meter = CpuMeter({"followups": process.process.pid, "nats_server": infra.nats.process.pid}, postmaster)
+    cpu_before = meter.reading()
     started = time.perf_counter()
     for n in range(total):
-        target = started + n / rate
-        pause = target - time.perf_counter()
+        pause = started + n / rate - time.perf_counter()
         if pause > 0:
             await asyncio.sleep(pause)
-        await publish_touch(str(contacts[n % len(contacts)]))
-    publish_s = time.perf_counter() - started
+        sender.commit(str(contacts[n % len(contacts)]))
+    commit_s = time.perf_counter() - started
+    done.set()
+    await sending
     deadline = time.monotonic() + 60
     while len(scheduled_at) < total and time.monotonic() < deadline:
         await asyncio.sleep(0.2)
+    cpu = CpuMeter.per_call_ms(cpu_before, meter.reading(), total)
     await sub.unsubscribe()
     await nc.close()
     async with engine.connect() as conn:
         rows = (await conn.execute(select(col(Followup.trigger_event_id), col(Followup.created_at)))).all()
+        relayed = (
+            await conn.execute(
+                select(outbox_table.c.payload, outbox_table.c.published_at).where(
+                    outbox_table.c.type == "crm.followup.scheduled.v1"
+                )
+            )
+        ).all()
     await engine.dispose()
     process.stop()
-    stored = [
-        row.created_at.timestamp() - sent_at[row.trigger_event_id] for row in rows if row.trigger_event_id in sent_at
-    ]
-    on_bus = [scheduled_at[e] - sent_at[e] for e in scheduled_at if e in sent_at]
+    committed_at, acked_at = sender.committed_at, sender.acked_at
+    made_at = {row.trigger_event_id: row.created_at.timestamp() for row in rows if row.trigger_event_id in committed_at}
+    published_at = {}
+    for row in relayed:
+        trigger = json.loads(row.payload)["data"]["trigger_event_id"]
+        if trigger in committed_at and row.published_at is not None:
+            published_at[trigger] = row.published_at.timestamp()
+
+    def span(start: dict[str, float], end: dict[str, float]) -> dict[str, float]:
+        return percentiles([max(0.0, end[e] - start[e]) for e in end if e in start])
+
     result: dict[str, Any] = {
         "touchpoints": total,
         "rate_per_s": rate,
-        "achieved_rate_per_s": round(total / publish_s, 1),
+        "achieved_rate_per_s": round(total / commit_s, 1),
         "followups": len(rows) - warmup_followups,
-        "touch_to_stored": percentiles([max(0.0, s) for s in stored]),
-        "touch_to_scheduled_event": percentiles([max(0.0, s) for s in on_bus]),
-        "target": "touch to follow-up scheduled p99 <= 250 ms",
+        "touch_to_stored": span(committed_at, made_at),
+        "touch_to_scheduled_event": span(committed_at, scheduled_at),
+        # Where the time goes: interactions' relay (commit to JetStream's ack), the follow-ups consumer (to the
+        # follow-up made in its batch's transaction), its relay (to JetStream's ack of the scheduled event,
+        # after that commit), and the delivery to a subscriber.
+        "stages": {
+            "touch_to_bus": span(committed_at, acked_at),
+            "bus_to_made": span(acked_at, made_at),
+            "made_to_relayed": span(made_at, published_at),
+            "relayed_to_subscriber": span(published_at, scheduled_at),
+        },
+        "interactions_relay_sends": sender.sends,
+        "cpu_ms_per_touchpoint": cpu,
+        "target": "touch to follow-up scheduled p99 <= 250 ms (both stored and on the bus)",
     }
-    result["met"] = len(stored) == total and result["touch_to_stored"].get("p99_ms", float("inf")) <= 250
+    p99s = (result["touch_to_stored"].get("p99_ms", float("inf")),
+            result["touch_to_scheduled_event"].get("p99_ms", float("inf")))  # fmt: skip
+    result["met"] = (len(made_at) == total and len(scheduled_at) == total and max(p99s) <= 250
+                     and result["achieved_rate_per_s"] >= rate * 0.99)  # fmt: skip
     return result
 
 
