@@ -34,6 +34,7 @@ from sqlalchemy import event as sa_event
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
+from servicekit.bulk import among
 from servicekit.clock import Clock
 from servicekit.db import on_commit
 from servicekit.events import CloudEvent
@@ -279,7 +280,8 @@ class OutboxRelay:
         acked = [row.seq for row in rows if row.seq <= acked_through]
         await session.execute(
             update(self.table)
-            .where(self.table.c.seq.in_(acked), self.table.c.published_at.is_(None))
+            # = ANY on PostgreSQL: one prepared statement whatever the round's size (an IN renders one each).
+            .where(among(session, self.table.c.seq, acked), self.table.c.published_at.is_(None))
             .values(published_at=self.clock.now())
         )
         OUTBOX_PUBLISHED.labels(self.name).inc(len(acked))
