@@ -404,7 +404,7 @@ class Timeline:
             "type": f.type,
             "since": _iso(f.since),
         }
-        page = await self.interactions.read_json("/v1/interactions", caller=caller, params=params)
+        page = await self.interactions.json("GET", "/v1/interactions", caller=caller, params=params)
         return [interaction_item(doc) for doc in page["items"]]
 
     async def _followups(
@@ -422,7 +422,7 @@ class Timeline:
                 "before": _key_param(bound) if bound else None,
                 "status": f.type,
             }
-            page = await self.followups.read_json("/v1/followups", caller=caller, params=params)
+            page = await self.followups.json("GET", "/v1/followups", caller=caller, params=params)
             items = [followup_item(doc) for doc in page["items"]]
             found.extend(i for i in items if f.channel is None or i["channel"] == f.channel)
             if len(items) < limit or len(found) >= limit:
@@ -632,7 +632,7 @@ class Timeline:
         truncated = False
         while True:
             params = {"contact_id": str(contact_id), "limit": 100, "before": _key_param(bound) if bound else None}
-            page = await self.interactions.read_json("/v1/interactions", caller=caller, params=params)
+            page = await self.interactions.json("GET", "/v1/interactions", caller=caller, params=params)
             touchpoints.extend(page["items"])
             if len(page["items"]) < 100:
                 break

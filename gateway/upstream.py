@@ -8,14 +8,11 @@ problem naming it, with ``Retry-After``; one that does not answer in time is a 5
 from __future__ import annotations
 
 import asyncio
-import json as jsonlib
 from typing import Any
-from urllib.parse import urlencode
 
 import httpx
 from fastapi import Response
 
-from gateway.lean_http import LeanReader, ReadFailed, ReadTimedOut
 from servicekit.clients import KEEPALIVE_S, pooled_limits
 from servicekit.logging import current_request_context, get_logger
 from servicekit.problems import PROBLEM_MEDIA_TYPE, ProblemError, ServiceUnavailable
@@ -61,22 +58,9 @@ class ServiceClient:
             transport=transport,
             follow_redirects=False,
         )
-        # The timeline's page reads go through the lean client (httpx was ~40% of the gateway's CPU on a page
-        # miss); a test's in-process transport keeps them on httpx.
-        self.lean: LeanReader | None = None
-        if transport is None and base_url.startswith("http://"):
-            self.lean = LeanReader(
-                base_url,
-                timeout_s=timeout_s,
-                connect_timeout_s=connect_timeout_s,
-                keepalive_s=keepalive_s,
-                pool_size=pool_size,
-            )
 
     async def close(self) -> None:
         await self.client.aclose()
-        if self.lean is not None:
-            await self.lean.aclose()
 
     def _headers(self, caller: str | None, extra: dict[str, str] | None) -> dict[str, str]:
         context = current_request_context()
@@ -146,44 +130,6 @@ class ServiceClient:
         if response.status_code >= 300:
             raise UpstreamAnswer(response, service=self.name)
         return response.json()
-
-    async def read_json(self, path: str, *, caller: str | None, params: dict[str, Any] | None = None) -> Any:
-        """A GET whose 2xx JSON body is all the caller needs, with the retries and problems of ``request``."""
-        if self.lean is None:
-            return await self.json("GET", path, caller=caller, params=params)
-        clean = {k: v for k, v in (params or {}).items() if v is not None}
-        target = f"{path}?{urlencode(clean)}" if clean else path
-        headers = [("accept", "application/json"), *self._headers(caller, None).items()]
-        delay = 0.05
-        for attempt in range(1 + self.read_retries):
-            last = attempt == self.read_retries
-            try:
-                reply = await self.lean.get(target, headers)
-            except ReadFailed as exc:
-                if not last:
-                    await asyncio.sleep(delay)
-                    delay *= 4
-                    continue
-                log.warning(
-                    "upstream_unreachable" if exc.connect else "upstream_failed", service=self.name, error=str(exc)
-                )
-                detail = "cannot be reached" if exc.connect else "dropped the connection"
-                raise ServiceUnavailable(
-                    f"The {self.name} service {detail}.", retry_after=5, service=self.name
-                ) from None
-            except ReadTimedOut:
-                if not last:
-                    continue
-                raise GatewayTimeout(f"The {self.name} service did not answer in time.", service=self.name) from None
-            if reply.status_code in (502, 503, 504) and not last:
-                await asyncio.sleep(delay)
-                delay *= 4
-                continue
-            if reply.status_code >= 300:
-                response = httpx.Response(reply.status_code, headers=reply.headers, content=reply.content)
-                raise UpstreamAnswer(response, service=self.name)
-            return jsonlib.loads(reply.content)
-        raise AssertionError("unreachable")  # pragma: no cover
 
 
 class UpstreamAnswer(Exception):

@@ -11,7 +11,7 @@ import pytest
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
 from gateway.tests.conftest import ADMIN
-from gateway.upstream import GatewayTimeout, ServiceClient, UpstreamAnswer, relay
+from gateway.upstream import GatewayTimeout, ServiceClient, relay
 from servicekit.clock import MovableClock
 from servicekit.problems import ServiceUnavailable
 from servicekit.testing.apps import running_app
@@ -143,86 +143,3 @@ async def test_an_idle_connection_is_not_reused_after_the_keepalive_so_a_write_n
         await client.close()
         server.close()
         await server.wait_closed()
-
-
-async def test_the_lean_page_reads_keep_the_retries_problems_and_keep_alive_of_the_pooled_client(
-    unused_tcp_port: int,
-) -> None:
-    """``read_json`` (the timeline's page reads) on a real server: query and headers as sent, kept connections
-    reused, chunked bodies, a non-2xx answer relayed, a 503 retried, a kept connection the server closed sent
-    again on a fresh one, a closed port a 503 problem and a silent server a 504 one."""
-    seen: list[bytes] = []
-    connections = 0
-    answers: list[bytes] = []
-
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        nonlocal connections
-        connections += 1
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                seen.append(head)
-                writer.write(answers.pop(0))
-                await writer.drain()
-                if b"close-after" in head:
-                    writer.close()
-                    return
-        except (asyncio.IncompleteReadError, ConnectionError):
-            writer.close()
-
-    def json_answer(status: str, body: bytes) -> bytes:
-        return (
-            f"HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n".encode()
-            + body
-        )
-
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    client = ServiceClient("interactions", f"http://127.0.0.1:{port}", timeout_s=0.5, connect_timeout_s=0.5,
-                           read_retries=2, keepalive_s=5)  # fmt: skip
-    assert client.lean is not None
-    try:
-        answers.append(json_answer("200 OK", b'{"items": [1]}'))
-        params = {"before": "2026-01-01T00:00:00+00:00|0190", "limit": 51, "channel": None}
-        assert await client.read_json("/v1/interactions", caller="key-1", params=params) == {"items": [1]}
-        assert seen[-1].startswith(b"GET /v1/interactions?before=2026-01-01T00%3A00%3A00%2B00%3A00%7C0190&limit=51 ")
-        assert b"x-touchpoint-caller: key-1\r\n" in seen[-1].lower() and b"channel" not in seen[-1]
-
-        answers.append(b'HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\n{"a":\r\n2\r\n1}\r\n0\r\n\r\n')
-        assert await client.read_json("/v1/followups", caller=None) == {"a": 1}
-        assert connections == 1  # kept alive
-
-        answers.append(json_answer("404 Not Found", b'{"title": "Not found"}'))
-        with pytest.raises(UpstreamAnswer) as missing:
-            await client.read_json("/v1/followups", caller=None)
-        assert missing.value.response.status_code == 404 and missing.value.response.json() == {"title": "Not found"}
-
-        answers += [json_answer("503 Service Unavailable", b"{}"), json_answer("200 OK", b"[]")]
-        assert await client.read_json("/v1/followups", caller=None) == []
-
-        # The server closes the kept connection after this answer; the next read goes out again on a new one.
-        answers.append(json_answer("200 OK", b"1"))
-        assert await client.read_json("/v1/close-after", caller=None) == 1
-        await asyncio.sleep(0.05)
-        answers.append(json_answer("200 OK", b"2"))
-        assert await client.read_json("/v1/followups", caller=None) == 2
-        assert connections == 2
-    finally:
-        await client.close()
-        server.close()
-        await server.wait_closed()
-
-    down = ServiceClient("contacts", f"http://127.0.0.1:{unused_tcp_port}", timeout_s=0.5, connect_timeout_s=0.5,
-                         read_retries=1)  # fmt: skip
-    with pytest.raises(ServiceUnavailable) as refused:
-        await down.read_json("/v1/x", caller=None)
-    assert refused.value.extensions["service"] == "contacts" and "cannot be reached" in str(refused.value.detail)
-    async with silent_server() as silent_port:
-        silent = ServiceClient("followups", f"http://127.0.0.1:{silent_port}", timeout_s=0.3, connect_timeout_s=0.5,
-                               read_retries=1)  # fmt: skip
-        started = asyncio.get_running_loop().time()
-        with pytest.raises(GatewayTimeout):
-            await silent.read_json("/v1/x", caller=None)
-        assert asyncio.get_running_loop().time() - started < 2
-        await silent.close()
-    await down.close()
