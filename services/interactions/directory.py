@@ -24,8 +24,11 @@ from services.interactions.schemas import ContactByIdentity
 
 log = get_logger(__name__)
 
-# After a failed call, calls fail at once for this long instead of each waiting for its own timeout.
+# Once the contacts service is known to be down, calls fail at once for this long instead of each waiting for
+# its own timeout. Refusing the connection shows it down at once; a timeout or a dropped connection only after
+# this many in a row (one slow answer on a saturated machine is no reason to fail everyone's calls).
 FAIL_FAST_S = 1.0
+FAILURES_BEFORE_FAIL_FAST = 3
 MAX_MERGE_HOPS = 4
 
 
@@ -76,6 +79,7 @@ class ContactDirectory:
         self.retry_after_s = retry_after_s
         self._live: OrderedDict[uuid.UUID, None] = OrderedDict()
         self._down_until = 0.0
+        self._failures_in_a_row = 0
         self._gate = asyncio.Semaphore(concurrency)
 
     async def close(self) -> None:
@@ -138,11 +142,15 @@ class ContactDirectory:
             raise self._unavailable("the contacts service did not answer a moment ago")
         try:
             async with self._gate:
-                return await self.http.request(method, path, json=json)
+                response = await self.http.request(method, path, json=json)
         except httpx.HTTPError as exc:
-            self._down_until = time.monotonic() + FAIL_FAST_S
-            log.warning("contacts_unreachable", error=repr(exc))
+            self._failures_in_a_row += 1
+            if isinstance(exc, httpx.ConnectError) or self._failures_in_a_row >= FAILURES_BEFORE_FAIL_FAST:
+                self._down_until = time.monotonic() + FAIL_FAST_S
+            log.warning("contacts_unreachable", error=repr(exc), failures_in_a_row=self._failures_in_a_row)
             raise self._unavailable(f"the contacts service is unreachable ({type(exc).__name__})") from None
+        self._failures_in_a_row = 0
+        return response
 
     def _unavailable(self, why: str) -> ContactsUnavailable:
         return ContactsUnavailable(

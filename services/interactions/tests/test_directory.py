@@ -91,6 +91,31 @@ async def test_an_unreachable_contacts_service_is_503_and_fails_fast() -> None:
     await contacts.close()
 
 
+async def test_one_slow_answer_does_not_fail_the_next_calls_but_a_run_of_them_does() -> None:
+    # The load run on 2 saturated cores: one contacts call timed out, and every call failed for a second after.
+    calls: list[httpx.Request] = []
+    slow = [True, False, True, True, True, False]
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        if slow.pop(0):
+            raise httpx.ReadTimeout("timed out", request=request)
+        return httpx.Response(200, json={"id": str(LIVE)})
+
+    contacts = directory(httpx.MockTransport(answer))
+    with pytest.raises(ContactsUnavailable):
+        await contacts.link_by_id(LIVE)
+    assert (await contacts.link_by_id(LIVE)).contact_id == LIVE  # tried, not failed at once
+    contacts.forget(LIVE)
+    for _ in range(3):
+        with pytest.raises(ContactsUnavailable):
+            await contacts.link_by_id(LIVE)
+    with pytest.raises(ContactsUnavailable, match="a moment ago"):
+        await contacts.link_by_id(LIVE)  # three in a row: down, fails at once
+    assert len(calls) == 5
+    await contacts.close()
+
+
 async def test_a_failing_contacts_service_is_a_passing_cause() -> None:
     contacts = directory(httpx.MockTransport(lambda request: httpx.Response(502)))
     with pytest.raises(ContactsUnavailable):
