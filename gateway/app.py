@@ -25,6 +25,7 @@ from gateway.upstream import ServiceClient, UpstreamAnswer, relay
 from servicekit.bus import DurableConsumer
 from servicekit.clock import Clock
 from servicekit.db import make_sessionmaker
+from servicekit.heap import settled_heap
 from servicekit.http import RequestContextMiddleware, document_problems, health_router
 from servicekit.inbox import EventInbox
 from servicekit.logging import configure_logging, get_logger
@@ -113,7 +114,8 @@ def create_app(
         app.state.rate_limiter = RateLimiter(per_minute=settings.rate_limit_per_minute, burst=settings.rate_limit_burst)
         await runtime.start()
         try:
-            yield
+            with settled_heap():
+                yield
         finally:
             await _stop(runtime)
             for client in services.all():

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from servicekit.clock import Clock
+from servicekit.heap import settled_heap
 from servicekit.http import build_app
 from servicekit.logging import configure_logging
 from servicekit.outbox import Outbox
@@ -36,7 +37,8 @@ def create_app(settings: ContactsSettings | None = None, clock: Clock | None = N
         app.state.runtime = runtime
         await runtime.start()
         try:
-            yield
+            with settled_heap():
+                yield
         finally:
             await runtime.stop()
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import os
 import socket
 from collections.abc import AsyncIterator
@@ -15,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 
 from servicekit.bus import DurableConsumer
 from servicekit.clock import Clock
+from servicekit.heap import settled_heap
 from servicekit.http import build_app
 from servicekit.inbox import EventInbox
 from servicekit.logging import configure_logging, get_logger
@@ -32,22 +32,6 @@ from services.followups.settings import FollowupsSettings
 
 NAME = "followups"
 log = get_logger(__name__)
-_heap_frozen = False
-
-
-def _freeze_startup_heap() -> None:
-    """Once per process, after start-up: the objects alive now (modules, models, compiled statements: over 100k)
-    move out of the collector's generations. A full collection walked them all, a stall of tens of ms (hundreds
-    on a loaded machine) every few seconds at 1,000 touchpoints per second; now it walks only what came after.
-    Garbage is collected first, so none of it is kept for good; a test process pays that once. The youngest
-    generation is collected after 10,000 net allocations instead of 700: nearly everything a batch makes is
-    freed by its reference count, and 700 ran a collection every few touchpoints (about 3% of the CPU)."""
-    global _heap_frozen
-    if not _heap_frozen:
-        _heap_frozen = True
-        gc.collect()
-        gc.freeze()
-        gc.set_threshold(10_000, *gc.get_threshold()[1:])
 
 
 def create_app(
@@ -116,10 +100,10 @@ def create_app(
             runtime.background += [scheduler.run, scheduler.run_sweeps]
         runtime.state.update(followups=followups, policies=policies, scheduler=scheduler, directory=directory)
         app.state.runtime = runtime
-        _freeze_startup_heap()
         await runtime.start()
         try:
-            yield
+            with settled_heap():
+                yield
         finally:
             await runtime.stop()
             await directory.close()

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import gc
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
 from servicekit.bus import DurableConsumer
 from servicekit.clock import Clock
+from servicekit.heap import settled_heap
 from servicekit.http import build_app
 from servicekit.inbox import EventInbox
 from servicekit.logging import configure_logging, get_logger
@@ -30,27 +30,7 @@ NAME = "interactions"
 PURGE_EVERY_S = 60.0
 # NATS ingest batches in hand at once: the next one is fetched, parsed and scored while the last one commits.
 INGEST_IN_FLIGHT = 2
-# Young-generation size before a collection (CPython's default is 700 objects).
-GC_YOUNG_THRESHOLD = 10_000
 log = get_logger(__name__)
-
-
-@contextmanager
-def settled_heap() -> Iterator[None]:
-    """Keep what start-up built (routes, schemas, the VADER lexicon, SQLAlchemy's caches) out of the cyclic garbage
-    collector, and collect the young generation less often: a batch of 500 touchpoints allocates enough to start
-    several full collections, each walking that whole heap, and they were 13% of a batch's CPU (py-spy and
-    gc.callbacks, bench.ingest --part batch). Refcounting frees nearly all of a request's garbage anyway.
-    Undone on the way out (tests start many apps in one process)."""
-    thresholds = gc.get_threshold()
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, 10, 10)
-    try:
-        yield
-    finally:
-        gc.set_threshold(*thresholds)
-        gc.unfreeze()
 
 
 def create_app(settings: InteractionsSettings | None = None, clock: Clock | None = None) -> FastAPI:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 
-from services.interactions.app import GC_YOUNG_THRESHOLD, settled_heap
+from servicekit.heap import GC_YOUNG_THRESHOLD, settled_heap
 
 
 def test_start_up_objects_are_frozen_while_serving_and_released_after() -> None:
