@@ -8,16 +8,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import Column, Integer, MetaData, String, Table, event, func, select
+from sqlalchemy import Column, Integer, MetaData, String, Table, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from servicekit.bus import Bus
 from servicekit.clock import MovableClock
-from servicekit.db import make_engine, make_sessionmaker
 from servicekit.events import CloudEvent, make_event
 from servicekit.inbox import EventInbox
 from servicekit.outbox import Outbox
 from servicekit.runtime import shared_tables
+from servicekit.tests.recording import recording_sessions
 
 metadata = MetaData()
 outbox_table, inbox_table = shared_tables(metadata)
@@ -26,20 +26,12 @@ things = Table("things", metadata, Column("n", Integer, primary_key=True), Colum
 
 @pytest.fixture
 async def sessions(empty_database_url: str) -> AsyncIterator[Any]:
-    engine = make_engine(empty_database_url)
-    async with engine.begin() as conn:
-        await conn.run_sync(metadata.create_all)
-    outbox_inserts: list[int] = []
+    async with recording_sessions(empty_database_url, metadata) as sessionmaker:
+        yield sessionmaker
 
-    @event.listens_for(engine.sync_engine, "before_cursor_execute")
-    def _count(_conn: Any, _cursor: Any, statement: str, _params: Any, _context: Any, _many: bool) -> None:
-        if statement.lstrip().upper().startswith("INSERT INTO OUTBOX"):
-            outbox_inserts.append(1)
 
-    sessionmaker = make_sessionmaker(engine)
-    sessionmaker.outbox_inserts = outbox_inserts  # type: ignore[attr-defined]
-    yield sessionmaker
-    await engine.dispose()
+def outbox_inserts(sessions: Any) -> int:
+    return sum(1 for s in sessions.statements if s.lstrip().upper().startswith("INSERT INTO OUTBOX"))
 
 
 def thing(n: int) -> CloudEvent:
@@ -58,8 +50,8 @@ async def test_deferred_outbox_rows_are_written_in_one_statement_with_the_commit
         outbox.defer(session)
         for n in range(50):
             await outbox.add(session, thing(n), subject=f"test.events.s{n}")
-        assert sessions.outbox_inserts == []  # nothing written yet: collected until the commit
-    assert sessions.outbox_inserts == [1]
+        assert outbox_inserts(sessions) == 0  # nothing written yet: collected until the commit
+    assert outbox_inserts(sessions) == 1
     async with sessions() as session:
         payloads = (await session.scalars(select(outbox_table.c.payload).order_by(outbox_table.c.seq))).all()
     assert [CloudEvent.from_json(p).data["n"] for p in payloads] == list(range(50))
@@ -70,7 +62,7 @@ async def test_deferred_outbox_rows_are_written_in_one_statement_with_the_commit
             await outbox.add(session, thing(50), subject="test.events.s50")
         async with session.begin():
             await outbox.add(session, thing(51), subject="test.events.s51")
-            assert sessions.outbox_inserts == [1, 1, 1]
+            assert outbox_inserts(sessions) == 3
     assert await count(sessions, outbox_table) == 52
 
 

@@ -8,12 +8,13 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from sqlalchemy import JSON, Boolean, Column, Integer, MetaData, String, Table, Uuid, event, select
+from sqlalchemy import JSON, Boolean, Column, Integer, MetaData, String, Table, Uuid, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from servicekit.bulk import among, insert_rows, update_rows
-from servicekit.db import UTCDateTime, make_engine, make_sessionmaker
+from servicekit.db import UTCDateTime
+from servicekit.tests.recording import recording_sessions
 
 metadata = MetaData()
 items = Table(
@@ -31,19 +32,8 @@ T0 = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)
 
 @pytest.fixture
 async def sessions(empty_database_url: str) -> AsyncIterator[Any]:
-    engine = make_engine(empty_database_url)
-    async with engine.begin() as conn:
-        await conn.run_sync(metadata.create_all)
-    statements: list[str] = []
-
-    @event.listens_for(engine.sync_engine, "before_cursor_execute")
-    def _record(_conn: Any, _cursor: Any, statement: str, _params: Any, _context: Any, _many: bool) -> None:
-        statements.append(statement)
-
-    sessionmaker = make_sessionmaker(engine)
-    sessionmaker.statements = statements  # type: ignore[attr-defined]
-    yield sessionmaker
-    await engine.dispose()
+    async with recording_sessions(empty_database_url, metadata) as sessionmaker:
+        yield sessionmaker
 
 
 def row(n: int, **changes: Any) -> dict[str, Any]:
