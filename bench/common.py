@@ -103,7 +103,7 @@ class Infra:
     def start(self) -> Infra:
         self.nats = NatsServer(self.base / "nats").start()
         if self.backend == "postgres":
-            self.pg = PostgresCluster(self.base / "pg").init().start()
+            self.pg = PostgresCluster(self.base / "pg", durable=True).init().start()
         return self
 
     def database_url(self, name: str) -> str:

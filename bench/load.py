@@ -60,7 +60,7 @@ def start_stack(
     base: Path, backend: str, extra_env: dict[str, str] | None = None
 ) -> tuple[Stack, PostgresCluster | None]:
     """nats-server and every installed service as processes on free ports, on PostgreSQL or SQLite files."""
-    pg = PostgresCluster(base / "pg").init().start() if backend == "postgres" else None
+    pg = PostgresCluster(base / "pg", durable=True).init().start() if backend == "postgres" else None
     overrides = {
         "TOUCHPOINT_NATS_PORT": str(free_port()),
         "TOUCHPOINT_NATS_MONITOR_PORT": str(free_port()),

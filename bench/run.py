@@ -194,7 +194,8 @@ def render(report: dict[str, Any]) -> str:
         + ".",
         "",
         f"Machine: {m.get('cpu')}, {m.get('cores')} cores, {m.get('memory_gib')} GiB RAM, Python {m.get('python')}, "
-        f"{m.get('os')}.",
+        f"{m.get('os')}. PostgreSQL runs with its own durable settings (fsync, synchronous_commit and "
+        "full_page_writes on: every commit is on disk), JetStream with `sync_interval: always`.",
         "",
         "## Summary",
         "",

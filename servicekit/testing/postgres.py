@@ -24,7 +24,9 @@ def postgres_bin_dir() -> Path | None:
 class PostgresCluster:
     """A cluster owned by this process. As root, it runs as the ``postgres`` user (initdb refuses root)."""
 
-    def __init__(self, base_dir: Path | None = None, port: int | None = None) -> None:
+    def __init__(self, base_dir: Path | None = None, port: int | None = None, *, durable: bool = False) -> None:
+        """``durable``: PostgreSQL's own settings (every commit synced to disk), as in production; benchmarks
+        use it. Without it (tests), commits are not synced, which changes no behaviour a test checks."""
         bin_dir = postgres_bin_dir()
         if bin_dir is None:
             raise RuntimeError("PostgreSQL not found: apt-get install postgresql")
@@ -35,6 +37,7 @@ class PostgresCluster:
         self.socket_dir = self.base_dir / "sock"
         self.log_path = self.base_dir / "postgres.log"
         self.port = port or free_port()
+        self.durable = durable
         self.user = "postgres"
         self._run_as: list[str] = []
         if os.geteuid() == 0:
@@ -68,9 +71,9 @@ class PostgresCluster:
         return self
 
     def start(self) -> PostgresCluster:
+        unsynced = "" if self.durable else "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
         options = (
-            f"-p {self.port} -k {self.socket_dir} -c listen_addresses=127.0.0.1 "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
+            f"-p {self.port} -k {self.socket_dir} -c listen_addresses=127.0.0.1 {unsynced}"
             "-c max_connections=400 -c shared_buffers=256MB"
         )
         self._run(
