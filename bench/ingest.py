@@ -208,7 +208,9 @@ async def seed(engine: AsyncEngine, total: int, hot: uuid.UUID, hot_rows: int) -
     if engine.dialect.name == "postgresql":
         async with engine.connect() as conn:
             autocommit = await conn.execution_options(isolation_level="AUTOCOMMIT")
-            await autocommit.exec_driver_sql("ANALYZE interactions")
+            # As after any bulk load (see bench.common.vacuum_analyze): statistics, visibility map, checkpoint.
+            await autocommit.exec_driver_sql("VACUUM ANALYZE interactions")
+            await autocommit.exec_driver_sql("CHECKPOINT")
     return time.perf_counter() - started
 
 
