@@ -15,13 +15,14 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import case, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from gateway.models import ContactAlias, ContactEvent, FollowupState, TouchSummary
 from servicekit.bus import PermanentError
 from servicekit.clock import as_utc
+from servicekit.db import upsert
 from servicekit.events import CloudEvent
 
 CONTACT_CREATED = "crm.contact.created.v1"
@@ -144,18 +145,33 @@ async def on_contact_merged(session: AsyncSession, event: CloudEvent) -> None:
     await session.execute(
         update(FollowupState).where(col(FollowupState.contact_id) == source_id).values(contact_id=target_id)
     )
-    for row in (await session.scalars(select(TouchSummary).where(col(TouchSummary.contact_id) == source_id))).all():
+    # One statement takes the source's rows and says which it took. A SELECT then a DELETE would see two
+    # snapshots on PostgreSQL (read committed): a touch committed in between was deleted without being
+    # moved, and the merged contact's header lost it (a flaky test showed it). A touch committed after this
+    # statement stays under the source, which the header reads as part of the target's family.
+    moved = await session.execute(
+        delete(TouchSummary)
+        .where(col(TouchSummary.contact_id) == source_id)
+        .returning(
+            col(TouchSummary.channel),
+            col(TouchSummary.first_at),
+            col(TouchSummary.last_at),
+            col(TouchSummary.touches),
+            col(TouchSummary.csat_sum),
+            col(TouchSummary.csat_count),
+        )
+    )
+    for channel, first_at, last_at, touches, csat_sum, csat_count in moved.all():
         await _add_touches(
             session,
             target_id,
-            row.channel,
-            first_at=row.first_at,
-            last_at=row.last_at,
-            touches=row.touches,
-            csat_sum=row.csat_sum,
-            csat_count=row.csat_count,
+            channel,
+            first_at=first_at,
+            last_at=last_at,
+            touches=touches,
+            csat_sum=csat_sum,
+            csat_count=csat_count,
         )
-    await session.execute(delete(TouchSummary).where(col(TouchSummary.contact_id) == source_id))
     await _add_contact_event(
         session,
         event,
@@ -188,26 +204,31 @@ async def _add_touches(
     csat_sum: int,
     csat_count: int,
 ) -> None:
-    row = await session.get(TouchSummary, (contact_id, channel))
-    if row is None:
-        session.add(
-            TouchSummary(
-                contact_id=contact_id,
-                channel=channel,
-                first_at=first_at,
-                last_at=last_at,
-                touches=touches,
-                csat_sum=csat_sum,
-                csat_count=csat_count,
-            )
+    """Adds to the (contact, channel) row in one statement: the merge and the touch consumers may add to the
+    same row at once, and a read-then-write would let one overwrite the other's sum."""
+    table = TouchSummary.__table__  # type: ignore[attr-defined]
+    insert = upsert(session, table).values(
+        contact_id=contact_id,
+        channel=channel,
+        first_at=first_at,
+        last_at=last_at,
+        touches=touches,
+        csat_sum=csat_sum,
+        csat_count=csat_count,
+    )
+    new = insert.excluded
+    await session.execute(
+        insert.on_conflict_do_update(
+            index_elements=[table.c.contact_id, table.c.channel],
+            set_={
+                "first_at": case((new.first_at < table.c.first_at, new.first_at), else_=table.c.first_at),
+                "last_at": case((new.last_at > table.c.last_at, new.last_at), else_=table.c.last_at),
+                "touches": table.c.touches + new.touches,
+                "csat_sum": table.c.csat_sum + new.csat_sum,
+                "csat_count": table.c.csat_count + new.csat_count,
+            },
         )
-        await session.flush()
-        return
-    row.first_at = min(as_utc(row.first_at), as_utc(first_at))
-    row.last_at = max(as_utc(row.last_at), as_utc(last_at))
-    row.touches += touches
-    row.csat_sum += csat_sum
-    row.csat_count += csat_count
+    )
 
 
 def _document(event: CloudEvent, key: str) -> dict[str, Any]:

@@ -3,6 +3,7 @@ through the inbox), as the timeline and its header show them."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -14,11 +15,14 @@ import nats
 import pytest
 from nats.js.api import StreamConfig
 from nats.js.errors import BadRequestError
-from sqlalchemy import select
+from sqlalchemy import Delete, select
+from sqlmodel import col
 
-from gateway.models import ContactEvent
+from gateway.events import on_contact_merged, on_interaction_logged
+from gateway.models import ContactEvent, TouchSummary
 from gateway.tests.conftest import ADMIN, StubServices
 from servicekit.clock import MovableClock
+from servicekit.db import make_engine, make_sessionmaker
 from servicekit.events import CloudEvent, make_event
 from servicekit.testing.nats import NatsServer
 from servicekit.testing.plugin import eventually
@@ -145,3 +149,78 @@ def test_timeline_item_times_are_utc() -> None:
 
     item = interaction_item({"id": str(uuid.uuid4()), "occurred_at": "2026-03-01T13:00:00+01:00", "type": "note"})
     assert item["at"] == datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+class _CommitsFirst:
+    """A session that lets another transaction commit just before it deletes from ``touch_summaries``:
+    the moment the merge's read of the source's rows and its delete of them used to disagree."""
+
+    def __init__(self, session: Any, other: Any) -> None:
+        self._session, self._other = session, other
+
+    async def execute(self, statement: Any, *args: Any, **kwargs: Any) -> Any:
+        if (
+            isinstance(statement, Delete)
+            and getattr(statement.table, "name", "") == "touch_summaries"
+            and self._other.in_transaction()
+        ):
+            await self._other.commit()
+        return await self._session.execute(statement, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._session, name)
+
+
+def _touch(contact_id: uuid.UUID, channel: str, csat: int, at: datetime) -> CloudEvent:
+    return make_event(type="crm.interaction.logged.v1", source="test", subject=str(contact_id), time=at,
+                      data={"id": str(uuid.uuid4()), "contact_id": str(contact_id), "channel": channel,
+                            "csat": csat, "occurred_at": at.isoformat()})  # fmt: skip
+
+
+def _merge(source: uuid.UUID, target: uuid.UUID, at: datetime) -> CloudEvent:
+    return make_event(type="crm.contact.merged.v1", source="test", subject=str(target), time=at,
+                      data={"source_id": str(source), "target_id": str(target)})  # fmt: skip
+
+
+async def _family_touches(sessionmaker: Any, *contact_ids: uuid.UUID) -> tuple[int, int]:
+    async with sessionmaker() as session:
+        rows = (await session.scalars(select(TouchSummary).where(col(TouchSummary.contact_id).in_(contact_ids)))).all()
+    return sum(r.touches for r in rows), sum(r.csat_count for r in rows)
+
+
+@pytest.mark.parametrize("db_backend", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
+async def test_touches_written_while_their_contact_is_merged_are_all_counted(gateway_db: str) -> None:
+    """Only PostgreSQL runs two writers at once (SQLite's single writer serialises them)."""
+    engine = make_engine(gateway_db)
+    sessionmaker = make_sessionmaker(engine)
+    target, source, t = uuid.uuid4(), uuid.uuid4(), datetime(2026, 3, 1, tzinfo=UTC)
+    try:
+        async with sessionmaker() as session, session.begin():
+            await on_interaction_logged(session, _touch(target, "sms", 2, t))
+        # The source's touch commits between the merge's start and its delete of the source's rows.
+        async with sessionmaker() as touching, sessionmaker() as merging:
+            await touching.begin()
+            await on_interaction_logged(touching, _touch(source, "sms", 4, t + timedelta(hours=1)))
+            async with merging.begin():
+                await on_contact_merged(_CommitsFirst(merging, touching), _merge(source, target, t))  # type: ignore[arg-type]
+        assert await _family_touches(sessionmaker, target, source) == (2, 2)
+
+        # The target's own touch is written while the merge adds the source's rows to the same row.
+        other = uuid.uuid4()
+        async with sessionmaker() as session, session.begin():
+            await on_interaction_logged(session, _touch(other, "sms", 5, t))
+        async with sessionmaker() as touching, sessionmaker() as merging:
+            await touching.begin()
+            await on_interaction_logged(touching, _touch(target, "sms", 1, t + timedelta(hours=2)))
+            merge = asyncio.ensure_future(_merge_in(merging, _merge(other, target, t)))
+            await asyncio.sleep(0.3)  # the merge reaches the target's row and waits for its lock
+            await touching.commit()
+            await merge
+        assert await _family_touches(sessionmaker, target, source, other) == (4, 4)
+    finally:
+        await engine.dispose()
+
+
+async def _merge_in(session: Any, event: CloudEvent) -> None:
+    async with session.begin():
+        await on_contact_merged(session, event)

@@ -14,11 +14,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
 from servicekit.clock import Clock, as_utc
+from servicekit.db import upsert
 from servicekit.logging import get_logger
 from servicekit.problems import Conflict, ProblemError, Unprocessable
 from services.interactions.models import IdempotencyRecord
@@ -91,9 +91,8 @@ class IdempotencyKeys:
         for _attempt in range(3):
             now = self.clock.now()
             async with self.sessionmaker() as session, session.begin():
-                module: Any = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
                 inserted = await session.execute(
-                    module.insert(IdempotencyRecord)
+                    upsert(session, IdempotencyRecord)
                     .values(caller=caller, key=key, fingerprint=fingerprint, created_at=now, expires_at=now + self.ttl)
                     .on_conflict_do_nothing()
                     .returning(col(IdempotencyRecord.key))

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from servicekit.clock import Clock, as_utc
+from servicekit.db import upsert
 from servicekit.logging import current_request_context
 from servicekit.outbox import Outbox
 from servicekit.problems import Conflict, NotFound, ProblemError, Unprocessable
@@ -428,9 +429,8 @@ class TouchpointService:
     ) -> None:
         if touchpoint.thread_id is None:
             raise Unprocessable("This touchpoint belongs to no thread.", field="thread_status")
-        module: Any = postgresql if _dialect(session) == "postgresql" else sqlite
         await session.execute(
-            module.insert(Thread)
+            upsert(session, Thread)
             .values(thread_id=touchpoint.thread_id, contact_id=touchpoint.contact_id, status="open", updated_at=now)
             .on_conflict_do_nothing()
         )
