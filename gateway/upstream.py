@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 from fastapi import Response
 
-from servicekit.clients import KEEPALIVE_S, pooled_limits
+from servicekit.clients import KEEPALIVE_S, service_client
 from servicekit.logging import current_request_context, get_logger
 from servicekit.problems import PROBLEM_MEDIA_TYPE, ProblemError, ServiceUnavailable
 
@@ -48,15 +48,12 @@ class ServiceClient:
     ) -> None:
         self.name = name
         self.read_retries = read_retries
-        self.client = httpx.AsyncClient(
-            base_url=base_url,
+        self.client = service_client(
+            base_url,
             timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s, pool=connect_timeout_s),
-            # An idle connection is dropped here before the service's server closes it (uvicorn: 5 s): a request
-            # sent on a connection the server is closing at that instant fails with nothing received, and a write
-            # cannot be retried safely.
-            limits=pooled_limits(pool_size, keepalive_s=keepalive_s),
+            connections=pool_size,
+            keepalive_s=keepalive_s,
             transport=transport,
-            follow_redirects=False,
         )
 
     async def close(self) -> None:

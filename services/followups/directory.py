@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from servicekit.clients import pooled_limits
+from servicekit.clients import service_client
 from servicekit.logging import get_logger
 
 log = get_logger(__name__)
@@ -46,9 +46,8 @@ class ContactDirectory:
         concurrency: int,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        limits = pooled_limits(concurrency)
-        self.http = httpx.AsyncClient(
-            base_url=base_url, timeout=httpx.Timeout(timeout_s), limits=limits, transport=transport
+        self.http = service_client(
+            base_url, timeout=httpx.Timeout(timeout_s), connections=concurrency, transport=transport
         )
         self._gate = asyncio.Semaphore(concurrency)
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from servicekit.clients import pooled_limits
+from servicekit.clients import service_client
 from servicekit.logging import get_logger
 from servicekit.problems import ServiceUnavailable, Unprocessable
 from services.interactions.schemas import ContactByIdentity
@@ -71,9 +71,8 @@ class ContactDirectory:
         retry_after_s: int,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        limits = pooled_limits(concurrency)
-        self.http = httpx.AsyncClient(
-            base_url=base_url, timeout=httpx.Timeout(timeout_s), limits=limits, transport=transport
+        self.http = service_client(
+            base_url, timeout=httpx.Timeout(timeout_s), connections=concurrency, transport=transport
         )
         self.cache_size = cache_size
         self.retry_after_s = retry_after_s
