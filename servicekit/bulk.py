@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import JSON, ColumnElement, Table, TextClause, any_, bindparam, literal, or_, text, update
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.types import TypeDecorator
 
@@ -37,6 +38,14 @@ def _cast(table: Table, names: Sequence[str]) -> str:
 @lru_cache(maxsize=64)
 def _insert_statement(table: Table, names: tuple[str, ...]) -> TextClause:
     return text(f"INSERT INTO {table.name} ({', '.join(names)}) SELECT * FROM unnest({_cast(table, names)})")
+
+
+@lru_cache(maxsize=64)
+def _insert_new_statement(table: Table, names: tuple[str, ...], key: str) -> TextClause:
+    return text(
+        f"INSERT INTO {table.name} ({', '.join(names)}) SELECT * FROM unnest({_cast(table, names)}) "
+        f"ON CONFLICT ({key}) DO NOTHING RETURNING {key}"
+    )
 
 
 @lru_cache(maxsize=64)
@@ -89,6 +98,22 @@ async def insert_rows(session: AsyncSession, table: Table, rows: Sequence[dict[s
         return
     names = tuple(rows[0])
     await session.execute(_insert_statement(table, names), _columns(table, rows, names))
+
+
+async def insert_new(session: AsyncSession, table: Table, rows: Sequence[dict[str, Any]], *, key: str) -> set[Any]:
+    """Insert the ``rows`` whose unique ``key`` is not stored yet (nor repeated earlier in ``rows``); returns the
+    keys inserted. One statement that checks through the key's unique index: unlike a ``SELECT … = ANY`` first,
+    it has no plan to go stale (PostgreSQL's generic plan for that SELECT, made while the table was nearly
+    empty, scanned the whole table: 260 ms a batch after 30 s at 1,000 events/s). A key another transaction
+    is inserting waits for that transaction, then counts as stored if it committed."""
+    if not rows:
+        return set()
+    if session.get_bind().dialect.name != "postgresql":
+        statement = sqlite_insert(table).on_conflict_do_nothing(index_elements=[key]).returning(table.c[key])
+        return set((await session.scalars(statement, list(rows))).all())
+    names = tuple(rows[0])
+    result = await session.execute(_insert_new_statement(table, names, key), _columns(table, rows, names))
+    return set(result.scalars().all())
 
 
 async def update_rows(

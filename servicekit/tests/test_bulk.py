@@ -12,7 +12,7 @@ from sqlalchemy import JSON, Boolean, Column, Integer, MetaData, String, Table, 
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from servicekit.bulk import among, insert_rows, update_rows
+from servicekit.bulk import among, insert_new, insert_rows, update_rows
 from servicekit.db import UTCDateTime
 from servicekit.tests.recording import recording_sessions
 
@@ -95,6 +95,35 @@ async def test_a_duplicate_key_fails_the_whole_insert(sessions: Any) -> None:
         async with sessions() as session, session.begin():
             await insert_rows(session, items, [row(2), row(1)])
     assert list(await stored(sessions)) == [row(1)["id"]]
+
+
+async def test_insert_new_skips_stored_and_repeated_keys_and_returns_those_it_inserted(
+    sessions: Any, db_backend: str
+) -> None:
+    async with sessions() as session, session.begin():
+        await insert_rows(session, items, [row(1), row(2)])
+    # 2 is stored (its new name is not written), 3 comes twice (the first one is kept), 4 is new.
+    batch = [row(2, name="again"), row(3), row(4), row(3, name="repeat")]
+    async with sessions() as session, session.begin():
+        sessions.statements.clear()
+        inserted = await insert_new(session, items, batch, key="id")
+        statements = list(sessions.statements)
+    assert inserted == {row(3)["id"], row(4)["id"]}
+    if db_backend == "postgres":
+        assert len(statements) == 1 and "ON CONFLICT" in statements[0] and "unnest" in statements[0]
+    got = await stored(sessions)
+    assert sorted(got) == sorted(row(n)["id"] for n in (1, 2, 3, 4))
+    assert got[row(2)["id"]] == row(2) and got[row(3)["id"]] == row(3) and got[row(4)["id"]] == row(4)
+    # Rolled back with its transaction, like any insert.
+    with pytest.raises(RuntimeError):
+        async with sessions() as session, session.begin():
+            assert await insert_new(session, items, [row(5)], key="id") == {row(5)["id"]}
+            raise RuntimeError("the batch fails")
+    assert row(5)["id"] not in await stored(sessions)
+    async with sessions() as session, session.begin():
+        sessions.statements.clear()
+        assert await insert_new(session, items, [], key="id") == set()
+        assert sessions.statements == []
 
 
 async def test_update_sets_the_values_of_each_keyed_row_only(sessions: Any, db_backend: str) -> None:
