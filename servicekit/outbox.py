@@ -99,11 +99,19 @@ class Outbox:
 
     async def flush(self, session: AsyncSession) -> None:
         """Write the rows collected so far under ``defer`` (collecting goes on)."""
-        rows = session.sync_session.info.get(_DEFERRED, {}).get(self.table)
+        rows = self.take_deferred(session)
         if rows:
-            batch = list(rows)
-            rows.clear()
-            await session.execute(self.table.insert(), batch)
+            await session.execute(self.table.insert(), rows)
+
+    def take_deferred(self, session: AsyncSession) -> list[dict[str, Any]]:
+        """The rows collected so far under ``defer``, for a caller that writes them itself in this transaction
+        (with its own rows, in one statement: ``servicekit.bulk.write_rows``); collecting goes on."""
+        rows = session.sync_session.info.get(_DEFERRED, {}).get(self.table)
+        if not rows:
+            return []
+        taken = list(rows)
+        rows.clear()
+        return taken
 
     async def add(self, session: AsyncSession, event: CloudEvent, *, subject: str) -> None:
         await self.add_many(session, [(event, subject)])
