@@ -6,10 +6,10 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from nats.aio.msg import Msg
 from pydantic import ValidationError
-from sqlalchemy import Column, DateTime, MetaData, String, Table, select
+from sqlalchemy import Column, DateTime, MetaData, String, Table
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from servicekit.bulk import among, insert_rows
+from servicekit.bulk import insert_new
 from servicekit.bus import Bus, PermanentError
 from servicekit.clock import Clock
 from servicekit.events import CloudEvent
@@ -97,15 +97,21 @@ class EventInbox:
     async def _apply(self, events: list[CloudEvent]) -> None:
         applied: list[CloudEvent] = []
         async with self.sessionmaker() as session, session.begin():
-            ids = [event.id for event in events]
-            known = select(self.table.c.event_id).where(among(session, self.table.c.event_id, ids))
-            seen = set((await session.scalars(known)).all())
+            # The batch's inbox rows go in first, in one statement that skips the ids already stored: what it
+            # inserted is what this transaction applies (and its rows are rolled back with it if a handler
+            # fails). Sorted ids: two replicas inserting overlapping batches wait for each other in one order.
+            now = self.clock.now()
+            types: dict[str, str] = {}
+            for event in events:
+                types.setdefault(event.id, event.type)
+            rows = [{"event_id": ident, "type": types[ident], "processed_at": now} for ident in sorted(types)]
+            claimed = await insert_new(session, self.table, rows, key="event_id")
             fresh: list[CloudEvent] = []
             for event in events:
-                if event.id in seen:
+                if event.id not in claimed:
                     EVENTS_CONSUMED.labels(self.name, "duplicate").inc()
                     continue
-                seen.add(event.id)
+                claimed.discard(event.id)
                 fresh.append(event)
             if fresh and self.prepare is not None:
                 await self.prepare(session, fresh)
@@ -116,14 +122,6 @@ class EventInbox:
                     applied.append(event)
             if fresh and self.finish is not None:
                 await self.finish(session, fresh)
-            if fresh:
-                # One statement for the batch's ids (a round trip per event costs more than the handlers).
-                now = self.clock.now()
-                await insert_rows(
-                    session,
-                    self.table,
-                    [{"event_id": event.id, "type": event.type, "processed_at": now} for event in fresh],
-                )
         EVENTS_CONSUMED.labels(self.name, "applied").inc(len(applied))
         if self.after_commit is not None and applied:
             await self.after_commit(applied)

@@ -99,11 +99,19 @@ class Outbox:
 
     async def flush(self, session: AsyncSession) -> None:
         """Write the rows collected so far under ``defer`` (collecting goes on)."""
-        rows = session.sync_session.info.get(_DEFERRED, {}).get(self.table)
+        rows = self.take_deferred(session)
         if rows:
-            batch = list(rows)
-            rows.clear()
-            await session.execute(self.table.insert(), batch)
+            await session.execute(self.table.insert(), rows)
+
+    def take_deferred(self, session: AsyncSession) -> list[dict[str, Any]]:
+        """The rows collected so far under ``defer``, for a caller that writes them itself in this transaction
+        (with its own rows, in one statement: ``servicekit.bulk.write_rows``); collecting goes on."""
+        rows = session.sync_session.info.get(_DEFERRED, {}).get(self.table)
+        if not rows:
+            return []
+        taken = list(rows)
+        rows.clear()
+        return taken
 
     async def add(self, session: AsyncSession, event: CloudEvent, *, subject: str) -> None:
         await self.add_many(session, [(event, subject)])
@@ -237,10 +245,6 @@ class OutboxRelay:
         async with self.sessionmaker() as session:
             if session.get_bind().dialect.name == "postgresql":
                 async with session.begin():
-                    # One relay per database keeps the order; other replicas skip this round.
-                    locked = await session.scalar(select(text(f"pg_try_advisory_xact_lock({self._lock_key})")))
-                    if not locked:
-                        return 0
                     return await self._publish_batch(session, js)
         # SQLite has one connection per process: never hold it while waiting for JetStream.
         async with self.sessionmaker() as session:
@@ -252,19 +256,25 @@ class OutboxRelay:
             async with session.begin():
                 return await self._mark_published(session, rows, acked_through)
 
-    async def _unsent(self, session: AsyncSession) -> list[Any]:
+    async def _unsent(self, session: AsyncSession, *, locked: bool = False) -> list[Any]:
         query = (
             select(self.table.c.seq, self.table.c.event_id, self.table.c.subject, self.table.c.payload)
             .where(self.table.c.published_at.is_(None))
             .order_by(self.table.c.seq)
             .limit(self.batch)
         )
+        if locked:
+            # One relay per database keeps the order: the rows come only with the transaction's advisory lock,
+            # and another replica holding it gets none this round. The uncorrelated subquery is a one-time
+            # filter, evaluated once before the index is read (none read without the lock), and it costs no
+            # round trip of its own.
+            query = query.where(text(f"(SELECT pg_try_advisory_xact_lock({self._lock_key}))"))
         rows = list((await session.execute(query)).all())
         OUTBOX_PENDING.labels(self.name).set(len(rows))
         return rows
 
     async def _publish_batch(self, session: AsyncSession, js: Any) -> int:
-        rows = await self._unsent(session)
+        rows = await self._unsent(session, locked=True)
         if not rows:
             return 0
         return await self._mark_published(session, rows, await self._publish_in_order(js, rows))

@@ -12,7 +12,7 @@ from sqlalchemy import JSON, Boolean, Column, Integer, MetaData, String, Table, 
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from servicekit.bulk import among, insert_rows, update_rows
+from servicekit.bulk import among, insert_new, insert_rows, update_rows, write_rows
 from servicekit.db import UTCDateTime
 from servicekit.tests.recording import recording_sessions
 
@@ -27,6 +27,8 @@ items = Table(
     Column("at", UTCDateTime(), nullable=True),
     Column("doc", JSON, nullable=False),
 )
+notes = Table("notes", metadata, Column("id", Integer, primary_key=True), Column("text", String(20), nullable=False),
+              Column("at", UTCDateTime(), nullable=False))  # fmt: skip
 T0 = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)
 
 
@@ -95,6 +97,66 @@ async def test_a_duplicate_key_fails_the_whole_insert(sessions: Any) -> None:
         async with sessions() as session, session.begin():
             await insert_rows(session, items, [row(2), row(1)])
     assert list(await stored(sessions)) == [row(1)["id"]]
+
+
+async def test_insert_new_skips_stored_and_repeated_keys_and_returns_those_it_inserted(
+    sessions: Any, db_backend: str
+) -> None:
+    async with sessions() as session, session.begin():
+        await insert_rows(session, items, [row(1), row(2)])
+    # 2 is stored (its new name is not written), 3 comes twice (the first one is kept), 4 is new.
+    batch = [row(2, name="again"), row(3), row(4), row(3, name="repeat")]
+    async with sessions() as session, session.begin():
+        sessions.statements.clear()
+        inserted = await insert_new(session, items, batch, key="id")
+        statements = list(sessions.statements)
+    assert inserted == {row(3)["id"], row(4)["id"]}
+    if db_backend == "postgres":
+        assert len(statements) == 1 and "ON CONFLICT" in statements[0] and "unnest" in statements[0]
+    got = await stored(sessions)
+    assert sorted(got) == sorted(row(n)["id"] for n in (1, 2, 3, 4))
+    assert got[row(2)["id"]] == row(2) and got[row(3)["id"]] == row(3) and got[row(4)["id"]] == row(4)
+    # Rolled back with its transaction, like any insert.
+    with pytest.raises(RuntimeError):
+        async with sessions() as session, session.begin():
+            assert await insert_new(session, items, [row(5)], key="id") == {row(5)["id"]}
+            raise RuntimeError("the batch fails")
+    assert row(5)["id"] not in await stored(sessions)
+    async with sessions() as session, session.begin():
+        sessions.statements.clear()
+        assert await insert_new(session, items, [], key="id") == set()
+        assert sessions.statements == []
+
+
+async def test_write_rows_inserts_and_updates_several_tables_in_one_statement(sessions: Any, db_backend: str) -> None:
+    async with sessions() as session, session.begin():
+        await insert_rows(session, items, [row(n, at=T0) for n in range(3)])
+    later = T0 + timedelta(hours=1)
+    async with sessions() as session, session.begin():
+        sessions.statements.clear()
+        await write_rows(
+            session,
+            inserts=[(notes, [{"id": 1, "text": "é", "at": T0}, {"id": 2, "text": "b", "at": later}])],
+            updates=[(items, [{"id": row(0)["id"], "at": later}, {"id": row(1)["id"], "at": T0 - timedelta(hours=1)}],
+                      "id", "at")],
+        )  # fmt: skip
+        statements = list(sessions.statements)
+    if db_backend == "postgres":
+        assert len(statements) == 1 and statements[0].startswith("WITH")
+    got = await stored(sessions)
+    assert got[row(0)["id"]]["at"] == later  # only_later: a later time is set, an earlier one is not
+    assert got[row(1)["id"]]["at"] == T0 and got[row(2)["id"]] == row(2, at=T0)
+    async with sessions() as session:
+        assert (await session.execute(select(notes).order_by(notes.c.id))).all() == [(1, "é", T0), (2, "b", later)]
+    # A failing write fails them all (one statement on PostgreSQL, one transaction everywhere).
+    with pytest.raises(IntegrityError):
+        async with sessions() as session, session.begin():
+            await write_rows(session, inserts=[(items, [row(5)]), (notes, [{"id": 2, "text": "again", "at": T0}])])
+    assert row(5)["id"] not in await stored(sessions)
+    async with sessions() as session, session.begin():
+        sessions.statements.clear()
+        await write_rows(session, inserts=[(items, []), (notes, [])], updates=[(items, [], "id", None)])
+        assert sessions.statements == []
 
 
 async def test_update_sets_the_values_of_each_keyed_row_only(sessions: Any, db_backend: str) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 import nats
 import pytest
-from sqlalchemy import MetaData, func, select, update
+from sqlalchemy import MetaData, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from servicekit.bus import Bus, StreamSpec
@@ -108,6 +108,25 @@ async def test_a_backlog_goes_out_as_atomic_batches_in_order_each_once(
     assert relay.atomic == [(500, True), (100, True), (500, True), (100, True), (34, True)]
     assert await unsent(sessions) == 0
     assert await in_stream(bus.url, "RELAY_EVENTS", 1234) == [e.id for e in events]
+
+
+# PostgreSQL only: SQLite has one writer, and its relays take no lock.
+@pytest.mark.parametrize("db_backend", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
+async def test_a_relay_sends_nothing_while_another_holds_the_databases_relay_lock(
+    bus: Bus, sessions: Any, clock: MovableClock
+) -> None:
+    """Two replicas on one PostgreSQL database: the relay whose round finds the lock taken reads and sends no row
+    (the lock is taken by the query that reads the rows, in the round's transaction)."""
+    events = await write(sessions, 20)
+    relay = relay_for(bus, sessions, clock)
+    async with sessions() as other, other.begin():
+        assert await other.scalar(select(text(f"pg_try_advisory_xact_lock({relay._lock_key})")))
+        assert await relay.publish_pending() == 0
+        assert await unsent(sessions) == 20
+    assert await drain(relay) == [20]
+    async with sessions() as other, other.begin():  # the round's transaction released the lock
+        assert await other.scalar(select(text(f"pg_try_advisory_xact_lock({relay._lock_key})")))
+    assert await in_stream(bus.url, "RELAY_EVENTS", 20) == [e.id for e in events]
 
 
 async def test_a_few_rows_go_one_by_one(bus: Bus, sessions: Any, clock: MovableClock) -> None:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import uuid
+from datetime import UTC, datetime
 from typing import Any
 
+from pydantic_core import to_json
+
 from servicekit.bus import StreamSpec
-from servicekit.events import CloudEvent, make_event
+from servicekit.clock import as_utc
+from servicekit.ids import new_id
+from servicekit.logging import current_request_context
 
 SOURCE = "touchpoint/followups"
 STREAM = StreamSpec(name="CRM_FOLLOWUPS", subjects=["crm.followups.>"], description="Follow-up events")
@@ -34,9 +39,38 @@ def event_type(action: str) -> str:
     return f"crm.followup.{action}.v1"
 
 
-def followup_event(action: str, document: dict[str, Any], at: datetime) -> tuple[CloudEvent, str]:
-    """The event about a follow-up (data = the follow-up) and its subject ``crm.followups.<action>.<contact>``."""
-    assert action in ACTIONS, action
+def json_value(value: Any) -> Any:
+    """A value of a follow-up's column as the event's JSON carries it (pydantic's JSON mode: UTC times with Z)."""
+    if value is None or type(value) in _AS_IS:
+        return value
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, datetime):
+        if value.tzinfo is not UTC:
+            value = as_utc(value)
+        return value.isoformat().replace("+00:00", "Z")
+    return value
+
+
+_AS_IS = {str, int, bool}
+_TYPES = {action: event_type(action) for action in ACTIONS}
+
+
+def followup_outbox_row(action: str, document: dict[str, Any], at: datetime) -> tuple[str, str, str, str, datetime]:
+    """The event about a follow-up (data = the follow-up as ``document`` gives it, in JSON form; subject
+    ``crm.followups.<action>.<contact>``), serialized for ``Outbox.add_serialized``: (id, subject, type, JSON,
+    time). It is the document ``make_event(...).to_json()`` makes (a test compares the two), by the JSON
+    encoder pydantic itself uses (pydantic_core.to_json): building and dumping a pydantic event for every
+    follow-up made was a fifth of the consumer's CPU at 1,000 touchpoints per second."""
+    kind = _TYPES[action]
     contact_id = document["contact_id"]
-    event = make_event(type=event_type(action), source=SOURCE, subject=contact_id, data=document, time=at)
-    return event, f"crm.followups.{action}.{contact_id}"
+    event_id = str(new_id())
+    envelope: dict[str, Any] = {"specversion": "1.0", "id": event_id, "source": SOURCE, "type": kind,
+                                "subject": str(contact_id), "time": json_value(at),
+                                "datacontenttype": "application/json", "data": document}  # fmt: skip
+    context = current_request_context()  # CloudEvent's extensions, left out when None as to_json does
+    if context.get("traceparent") is not None:
+        envelope["traceparent"] = context["traceparent"]
+    if context.get("request_id") is not None:
+        envelope["requestid"] = context["request_id"]
+    return event_id, f"crm.followups.{action}.{contact_id}", kind, to_json(envelope).decode(), at
