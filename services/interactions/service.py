@@ -172,7 +172,9 @@ def row_event_data(row: dict[str, Any]) -> dict[str, Any]:
 OutboxRow = tuple[str, str, str, str, datetime]
 
 
-def logged_outbox_row(row: dict[str, Any], at: datetime, request: dict[str, Any]) -> OutboxRow:
+def logged_outbox_row(
+    row: dict[str, Any], at: datetime, request: dict[str, Any], *, event_id: uuid.UUID | None = None
+) -> OutboxRow:
     """The ``logged`` event of a row this service just built (its times in UTC), serialized for
     ``Outbox.add_serialized``: the document ``interaction_event(LOGGED, …).to_json()`` makes (a test compares the
     two). A batch writes one per touchpoint, and building and dumping a pydantic event for each was a quarter of
@@ -182,8 +184,8 @@ def logged_outbox_row(row: dict[str, Any], at: datetime, request: dict[str, Any]
     del data["body"], data["ingest_key"]
     if data["amount"] is not None:
         data["amount"] = float(data["amount"])  # an amount leaves as a JSON number, as in TouchpointRead
-    event_id = str(events.fast_id())
-    document = {"specversion": "1.0", "id": event_id, "source": events.SOURCE, "type": events.LOGGED,
+    event = str(event_id or events.fast_id())
+    document = {"specversion": "1.0", "id": event, "source": events.SOURCE, "type": events.LOGGED,
                 "subject": str(row["contact_id"]), "time": at, "datacontenttype": "application/json",
                 "data": data}  # fmt: skip
     # CloudEvent's extensions, left out when None as to_json does.
@@ -192,7 +194,7 @@ def logged_outbox_row(row: dict[str, Any], at: datetime, request: dict[str, Any]
     if request.get("request_id") is not None:
         document["requestid"] = request["request_id"]
     subject = events.subject_for(events.LOGGED, row["contact_id"])
-    return event_id, subject, events.LOGGED, pydantic_core.to_json(document).decode(), at
+    return event, subject, events.LOGGED, pydantic_core.to_json(document).decode(), at
 
 
 def _dialect(session: AsyncSession) -> str:
@@ -304,6 +306,7 @@ class TouchpointService:
         now = self.clock.now()
         rows: list[dict[str, Any]] = []
         row_index: list[int] = []
+        ids = events.fast_ids(len(prepared))
         for index, p in enumerate(prepared):
             contact_id = final[p.link.contact_id]
             if contact_id is None:
@@ -311,7 +314,7 @@ class TouchpointService:
                     422, problem=ContactErased(f"Contact {p.link.contact_id} was erased; the touchpoint is refused.")
                 )
                 continue
-            rows.append(self._row(p, contact_id, now))
+            rows.append(self._row(p, ids[index], contact_id, now))
             row_index.append(index)
         inserted: set[uuid.UUID] = set()
         if rows:
@@ -319,9 +322,9 @@ class TouchpointService:
         fresh = [(i, row) for i, row in zip(row_index, rows, strict=True) if row["id"] in inserted]
         stale = [(i, row) for i, row in zip(row_index, rows, strict=True) if row["id"] not in inserted]
         logged: list[OutboxRow] = []
-        for index, row in fresh:
+        for (index, row), event_id in zip(fresh, events.fast_ids(len(fresh)), strict=True):
             outcomes[index] = Outcome(201, row)
-            logged.append(logged_outbox_row(row, now, prepared[index].request))
+            logged.append(logged_outbox_row(row, now, prepared[index].request, event_id=event_id))
         await self.outbox.add_serialized(session, logged)
         if stale:
             existing = await self._existing(session, [row for _, row in stale])
@@ -334,10 +337,10 @@ class TouchpointService:
                 )
         return [o if o is not None else Outcome(500) for o in outcomes]
 
-    def _row(self, p: Prepared, contact_id: uuid.UUID, now: datetime) -> dict[str, Any]:
+    def _row(self, p: Prepared, id: uuid.UUID, contact_id: uuid.UUID, now: datetime) -> dict[str, Any]:
         item = p.item
         return {
-            "id": events.fast_id(),
+            "id": id,
             "contact_id": contact_id,
             "original_contact_id": p.link.original,
             "channel": str(item.channel),
