@@ -285,13 +285,21 @@ class TouchpointService:
                 field="occurred_at",
             )
 
-    def prepare(self, *, item: TouchpointCreate, link: ContactLink, ingest_key: str | None = None) -> Prepared:
+    def prepare(
+        self,
+        *,
+        item: TouchpointCreate,
+        link: ContactLink,
+        ingest_key: str | None = None,
+        request: dict[str, Any] | None = None,
+    ) -> Prepared:
+        """``request``: the sending request's context (default: the current one), given once by a batch."""
         return Prepared(
             item=item,
             link=link,
             sentiment=sentiment_of(item.subject, item.body),
             ingest_key=ingest_key,
-            request=current_request_context(),
+            request=current_request_context() if request is None else request,
         )
 
     async def store(self, *, session: AsyncSession, prepared: list[Prepared]) -> list[Outcome]:
