@@ -118,3 +118,12 @@ def test_fast_ids_are_uuid7_with_the_current_millisecond_and_unique(make: Callab
     assert all(before <= i.int >> 80 <= after for i in ids)
     # The 74 random bits vary (not a counter): both halves differ between ids.
     assert len({i.int >> 64 & 0xFFF for i in ids}) > 1000 and len({i.int & 0xFFFF for i in ids}) > 5000
+
+
+def test_touchpoints_without_attributes_each_get_their_own_empty_ones() -> None:
+    first, second = (TouchpointCreate.model_validate(touchpoint_factory()) for _ in range(2))
+    assert first.attributes == second.attributes == {} and first.attributes is not second.attributes
+    first.attributes["x"] = 1
+    assert second.attributes == {}
+    # The document still states the default.
+    assert TouchpointCreate.model_json_schema()["properties"]["attributes"]["default"] == {}
