@@ -19,6 +19,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from servicekit.bulk import among
 from servicekit.clock import Clock, as_utc
 from servicekit.db import upsert
 from servicekit.logging import current_request_context
@@ -205,17 +206,20 @@ def _lock_key(contact_id: uuid.UUID) -> int:
     return int.from_bytes(contact_id.bytes[-4:], "big", signed=True)
 
 
+# Built once (a text() is parsed for its parameters each time it is made; a batch takes the shared lock).
+_LOCKS = {
+    shared: sa.text(f"SELECT {function}({_LOCK_CLASS}, k) FROM unnest(CAST(:keys AS integer[])) AS k")
+    for shared, function in ((True, "pg_advisory_xact_lock_shared"), (False, "pg_advisory_xact_lock"))
+}
+
+
 async def _lock_contacts(session: AsyncSession, contact_ids: set[uuid.UUID], *, shared: bool) -> None:
     """On PostgreSQL, writers of a contact's touchpoints hold a shared lock and the merge and erase
     handlers an exclusive one, so a touchpoint written during a merge is either re-keyed by it or
     sees its ``contact_fates`` row. SQLite transactions are already serialised (BEGIN IMMEDIATE)."""
     if not contact_ids or _dialect(session) != "postgresql":
         return
-    function = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
-    keys = sorted({_lock_key(c) for c in contact_ids})
-    await session.execute(
-        sa.text(f"SELECT {function}({_LOCK_CLASS}, k) FROM unnest(CAST(:keys AS integer[])) AS k"), {"keys": keys}
-    )
+    await session.execute(_LOCKS[shared], {"keys": sorted({_lock_key(c) for c in contact_ids})})
 
 
 async def _final_contacts(session: AsyncSession, contact_ids: set[uuid.UUID]) -> dict[uuid.UUID, uuid.UUID | None]:
@@ -226,10 +230,10 @@ async def _final_contacts(session: AsyncSession, contact_ids: set[uuid.UUID]) ->
         if not todo:
             break
         await _lock_contacts(session, todo, shared=True)
-        fates = {
-            fate.contact_id: fate
-            for fate in (await session.scalars(select(ContactFate).where(col(ContactFate.contact_id).in_(todo)))).all()
-        }
+        # = ANY(array) on PostgreSQL: one prepared statement whatever the number of contacts in a batch (an IN is a
+        # new statement, prepared again, for every distinct count, and a bound parameter made for each contact).
+        query = select(ContactFate).where(among(session, col(ContactFate.contact_id), todo))
+        fates = {fate.contact_id: fate for fate in (await session.scalars(query)).all()}
         moved: set[uuid.UUID] = set()
         for given, current in final.items():
             if current is None or current not in fates:
