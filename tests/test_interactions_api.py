@@ -517,6 +517,22 @@ async def test_stats_report_counts_scores_response_times_retention_and_pareto(
     assert by_team["total"] == 1 and by_team["first_response"] == {"email": {"n": 1, "p50_s": 120.0, "p90_s": 120.0}}
 
 
+async def test_a_batch_s_events_name_the_request_that_sent_it(
+    client: httpx.AsyncClient, contacts: ContactsService, js: Any
+) -> None:
+    contact = await contacts.create()
+    items = [touchpoint_factory(contact_id=contact["id"]) for _ in range(3)] + [touchpoint_factory(csat=9)]
+    response = await client.post("/v1/interactions/batch", json={"items": items}, headers={"X-Request-ID": "batch-1"})
+    assert [r["status"] for r in response.json()["results"]] == [201, 201, 201, 422]
+    tap = await EventTap(
+        js, "CRM_INTERACTIONS", f"crm.interactions.logged.{contact['id']}", durable=f"t{uuid.uuid4().hex}"
+    ).start()
+    logged = await tap.take(3, timeout=SLOW)
+    assert {e.data["id"] for e in logged} == {r["id"] for r in response.json()["results"][:3]}
+    assert {e.requestid for e in logged} == {"batch-1"}
+    await tap.assert_no_more(wait=0.5)
+
+
 async def test_concurrent_single_posts_each_get_their_own_outcome(
     client: httpx.AsyncClient, contacts: ContactsService, js: Any
 ) -> None:

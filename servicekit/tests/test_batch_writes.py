@@ -66,6 +66,24 @@ async def test_deferred_outbox_rows_are_written_in_one_statement_with_the_commit
     assert await count(sessions, outbox_table) == 52
 
 
+async def test_many_events_added_at_once_are_one_statement_in_their_order(
+    sessions: Any, empty_database_url: str
+) -> None:
+    outbox = Outbox(outbox_table)
+    async with sessions() as session, session.begin():
+        await outbox.add_many(session, [(thing(n), f"test.events.s{n}") for n in range(500)])
+    # PostgreSQL: one INSERT … SELECT FROM unnest for the lot, not an executemany of a row each; SQLite: one
+    # executemany (its driver is in-process).
+    (insert,) = [s for s in sessions.statements if s.lstrip().upper().startswith("INSERT INTO OUTBOX")]
+    assert ("unnest" in insert) == empty_database_url.startswith("postgresql")
+    async with sessions() as session:
+        rows = (await session.execute(select(outbox_table).order_by(outbox_table.c.seq))).all()
+    assert [CloudEvent.from_json(row.payload).data["n"] for row in rows] == list(range(500))
+    assert [row.subject for row in rows] == [f"test.events.s{n}" for n in range(500)]
+    assert {row.type for row in rows} == {"test.thing.happened.v1"}
+    assert all(row.published_at is None and row.created_at is not None for row in rows)
+
+
 async def test_deferred_outbox_rows_roll_back_with_their_transaction_and_are_seen_by_redaction(sessions: Any) -> None:
     outbox = Outbox(outbox_table)
     with pytest.raises(RuntimeError):

@@ -38,15 +38,25 @@ CONTACT_ERASED = "crm.contact.erased.v1"
 _ACTIONS = {LOGGED: "logged", UPDATED: "updated", THREAD_RESOLVED: "thread_resolved", REDACTED: "redacted"}
 
 
-def fast_id() -> uuid.UUID:
-    """A UUIDv7 (RFC 9562: 48 bits of Unix milliseconds, version, 74 random bits), like ``servicekit.ids.new_id``
-    but a third of its cost (no round trip through a string, one ``os.urandom``): a batch makes two per
-    touchpoint. Ids made in the same millisecond are unordered among themselves, which nothing relies on
-    (pages break ties of ``occurred_at`` by id, events are ordered by the outbox)."""
-    random_bits = int.from_bytes(os.urandom(10))
+def fast_ids(count: int) -> list[uuid.UUID]:
+    """``count`` UUIDv7 (RFC 9562: 48 bits of Unix milliseconds, version, 74 random bits), like
+    ``servicekit.ids.new_id`` but for far less: no round trip through a string, and one ``os.urandom`` for all of
+    them (a batch makes two per touchpoint; a system call each was a tenth of a batch's CPU). Ids made in the same
+    millisecond are unordered among themselves, which nothing relies on (pages break ties of ``occurred_at`` by
+    id, events are ordered by the outbox)."""
     # The wall clock, not servicekit.clock: an id's timestamp only orders ids, it is no domain time.
-    milliseconds = time.time_ns() // 1_000_000
-    return uuid.UUID(int=milliseconds << 80 | _VERSION_7 | (random_bits >> 68) << 64 | _VARIANT | random_bits & _LOW_62)
+    stamp = (time.time_ns() // 1_000_000) << 80 | _VERSION_7 | _VARIANT
+    entropy = os.urandom(10 * count)
+    ids = []
+    for start in range(0, 10 * count, 10):
+        random_bits = int.from_bytes(entropy[start : start + 10])
+        ids.append(uuid.UUID(int=stamp | (random_bits >> 68) << 64 | random_bits & _LOW_62))
+    return ids
+
+
+def fast_id() -> uuid.UUID:
+    """One of ``fast_ids``."""
+    return fast_ids(1)[0]
 
 
 _VERSION_7 = 0x7 << 76

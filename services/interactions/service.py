@@ -12,12 +12,14 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, cast
 
+import pydantic_core
 import sqlalchemy as sa
 from sqlalchemy import func, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from servicekit.bulk import among
 from servicekit.clock import Clock, as_utc
 from servicekit.db import upsert
 from servicekit.logging import current_request_context
@@ -168,28 +170,23 @@ def row_event_data(row: dict[str, Any]) -> dict[str, Any]:
     return {k: _json_value(v) for k, v in row.items() if k not in ("body", "ingest_key")}
 
 
-def _json_default(value: Any) -> Any:
-    converted = _json_value(value)
-    if converted is value:
-        raise TypeError(f"{type(value).__name__} is not JSON")
-    return converted
-
-
-_ENCODER = json.JSONEncoder(default=_json_default, separators=(",", ":"), ensure_ascii=False)
-
-
 OutboxRow = tuple[str, str, str, str, datetime]
 
 
-def logged_outbox_row(row: dict[str, Any], at: datetime, request: dict[str, Any]) -> OutboxRow:
-    """The ``logged`` event of a row this service just built, serialized for ``Outbox.add_serialized``: the
-    document ``interaction_event(LOGGED, …).to_json()`` makes (a test compares the two), by the json module's C
-    encoder. A batch writes one per touchpoint, and building and dumping a pydantic event for each (with the
-    data's values converted one call at a time) was a quarter of the CPU of a batch."""
+def logged_outbox_row(
+    row: dict[str, Any], at: datetime, request: dict[str, Any], *, event_id: uuid.UUID | None = None
+) -> OutboxRow:
+    """The ``logged`` event of a row this service just built (its times in UTC), serialized for
+    ``Outbox.add_serialized``: the document ``interaction_event(LOGGED, …).to_json()`` makes (a test compares the
+    two). A batch writes one per touchpoint, and building and dumping a pydantic event for each was a quarter of
+    the CPU of a batch; pydantic-core's ``to_json`` writes the ids and times itself, where the json module called
+    back into Python for each of them (half the cost of the event)."""
     data = row.copy()
     del data["body"], data["ingest_key"]
-    event_id = str(events.fast_id())
-    document = {"specversion": "1.0", "id": event_id, "source": events.SOURCE, "type": events.LOGGED,
+    if data["amount"] is not None:
+        data["amount"] = float(data["amount"])  # an amount leaves as a JSON number, as in TouchpointRead
+    event = str(event_id or events.fast_id())
+    document = {"specversion": "1.0", "id": event, "source": events.SOURCE, "type": events.LOGGED,
                 "subject": str(row["contact_id"]), "time": at, "datacontenttype": "application/json",
                 "data": data}  # fmt: skip
     # CloudEvent's extensions, left out when None as to_json does.
@@ -198,7 +195,7 @@ def logged_outbox_row(row: dict[str, Any], at: datetime, request: dict[str, Any]
     if request.get("request_id") is not None:
         document["requestid"] = request["request_id"]
     subject = events.subject_for(events.LOGGED, row["contact_id"])
-    return event_id, subject, events.LOGGED, _ENCODER.encode(document), at
+    return event, subject, events.LOGGED, pydantic_core.to_json(document).decode(), at
 
 
 def _dialect(session: AsyncSession) -> str:
@@ -209,17 +206,20 @@ def _lock_key(contact_id: uuid.UUID) -> int:
     return int.from_bytes(contact_id.bytes[-4:], "big", signed=True)
 
 
+# Built once (a text() is parsed for its parameters each time it is made; a batch takes the shared lock).
+_LOCKS = {
+    shared: sa.text(f"SELECT {function}({_LOCK_CLASS}, k) FROM unnest(CAST(:keys AS integer[])) AS k")
+    for shared, function in ((True, "pg_advisory_xact_lock_shared"), (False, "pg_advisory_xact_lock"))
+}
+
+
 async def _lock_contacts(session: AsyncSession, contact_ids: set[uuid.UUID], *, shared: bool) -> None:
     """On PostgreSQL, writers of a contact's touchpoints hold a shared lock and the merge and erase
     handlers an exclusive one, so a touchpoint written during a merge is either re-keyed by it or
     sees its ``contact_fates`` row. SQLite transactions are already serialised (BEGIN IMMEDIATE)."""
     if not contact_ids or _dialect(session) != "postgresql":
         return
-    function = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
-    keys = sorted({_lock_key(c) for c in contact_ids})
-    await session.execute(
-        sa.text(f"SELECT {function}({_LOCK_CLASS}, k) FROM unnest(CAST(:keys AS integer[])) AS k"), {"keys": keys}
-    )
+    await session.execute(_LOCKS[shared], {"keys": sorted({_lock_key(c) for c in contact_ids})})
 
 
 async def _final_contacts(session: AsyncSession, contact_ids: set[uuid.UUID]) -> dict[uuid.UUID, uuid.UUID | None]:
@@ -230,10 +230,10 @@ async def _final_contacts(session: AsyncSession, contact_ids: set[uuid.UUID]) ->
         if not todo:
             break
         await _lock_contacts(session, todo, shared=True)
-        fates = {
-            fate.contact_id: fate
-            for fate in (await session.scalars(select(ContactFate).where(col(ContactFate.contact_id).in_(todo)))).all()
-        }
+        # = ANY(array) on PostgreSQL: one prepared statement whatever the number of contacts in a batch (an IN is a
+        # new statement, prepared again, for every distinct count, and a bound parameter made for each contact).
+        query = select(ContactFate).where(among(session, col(ContactFate.contact_id), todo))
+        fates = {fate.contact_id: fate for fate in (await session.scalars(query)).all()}
         moved: set[uuid.UUID] = set()
         for given, current in final.items():
             if current is None or current not in fates:
@@ -247,27 +247,39 @@ async def _final_contacts(session: AsyncSession, contact_ids: set[uuid.UUID]) ->
 
 
 _COLUMNS = [column.name for column in _TABLE.columns]
+# Values every row of one store() shares (its time, a new row's version): sent once, not as arrays of equal values
+# (asyncpg's array encoder checks every element in Python; these four were a sixth of the statement's cost).
+_BATCH_WIDE = ("received_at", "updated_at", "version", "redacted_at")
+_PER_ROW = [name for name in _COLUMNS if name not in _BATCH_WIDE]
+
+
+def _pg_type(name: str) -> str:
+    # Unsized types: an explicit cast to VARCHAR(n) would truncate silently; the assignment to the column still
+    # refuses a value too long, as the row-by-row INSERT did.
+    return str(_TABLE.c[name].type.compile(dialect=postgresql.dialect())).split("(")[0]
+
+
 # PostgreSQL: one INSERT … SELECT FROM unnest(one array per column). asyncpg encodes each column's array in C;
 # a multi-row VALUES costs SQLAlchemy a Python loop over every parameter of every row (a third of a batch's CPU).
 _PG_INSERT = sa.text(
-    f"INSERT INTO {_TABLE.name} ({', '.join(_COLUMNS)}) SELECT * FROM unnest("
-    # Unsized element types: an explicit cast to VARCHAR(n) would truncate silently; the assignment to the
-    # column still refuses a value too long, as the row-by-row INSERT did.
-    + ", ".join(f"CAST(:{name} AS {column.type.compile(dialect=postgresql.dialect()).split('(')[0]}[])"
-                for name, column in zip(_COLUMNS, _TABLE.columns, strict=True))
-    + ") ON CONFLICT DO NOTHING RETURNING id"
+    f"INSERT INTO {_TABLE.name} ({', '.join(_COLUMNS)}) SELECT "
+    + ", ".join(f"CAST(:{name} AS {_pg_type(name)})" if name in _BATCH_WIDE else f"v.{name}" for name in _COLUMNS)
+    + " FROM unnest(" + ", ".join(f"CAST(:{name} AS {_pg_type(name)}[])" for name in _PER_ROW)
+    + f") AS v({', '.join(_PER_ROW)}) ON CONFLICT DO NOTHING RETURNING id"
 )  # fmt: skip
 _JSON_COLUMNS = {column.name for column in _TABLE.columns if isinstance(column.type, sa.JSON)}
 
 
 async def _insert_new(session: AsyncSession, rows: list[dict[str, Any]]) -> set[uuid.UUID]:
-    """Insert the rows, skipping each whose ``(source, external_id)`` or ingest key is already stored (or comes
-    earlier in ``rows``); returns the ids of the rows inserted."""
+    """Insert the rows (built by one ``store``: the same ``_BATCH_WIDE`` values in each), skipping each whose
+    ``(source, external_id)`` or ingest key is already stored (or comes earlier in ``rows``); returns the ids of
+    the rows inserted."""
     if _dialect(session) == "postgresql":
         params = {
             name: [json.dumps(row[name]) for row in rows] if name in _JSON_COLUMNS else [row[name] for row in rows]
-            for name in _COLUMNS
+            for name in _PER_ROW
         }
+        params.update({name: rows[0][name] for name in _BATCH_WIDE})
         result = await session.execute(_PG_INSERT, params)
     else:
         result = await session.execute(sqlite.insert(_TABLE).on_conflict_do_nothing().returning(_TABLE.c.id), rows)
@@ -289,13 +301,21 @@ class TouchpointService:
                 field="occurred_at",
             )
 
-    def prepare(self, *, item: TouchpointCreate, link: ContactLink, ingest_key: str | None = None) -> Prepared:
+    def prepare(
+        self,
+        *,
+        item: TouchpointCreate,
+        link: ContactLink,
+        ingest_key: str | None = None,
+        request: dict[str, Any] | None = None,
+    ) -> Prepared:
+        """``request``: the sending request's context (default: the current one), given once by a batch."""
         return Prepared(
             item=item,
             link=link,
             sentiment=sentiment_of(item.subject, item.body),
             ingest_key=ingest_key,
-            request=current_request_context(),
+            request=current_request_context() if request is None else request,
         )
 
     async def store(self, *, session: AsyncSession, prepared: list[Prepared]) -> list[Outcome]:
@@ -310,6 +330,7 @@ class TouchpointService:
         now = self.clock.now()
         rows: list[dict[str, Any]] = []
         row_index: list[int] = []
+        ids = events.fast_ids(len(prepared))
         for index, p in enumerate(prepared):
             contact_id = final[p.link.contact_id]
             if contact_id is None:
@@ -317,7 +338,7 @@ class TouchpointService:
                     422, problem=ContactErased(f"Contact {p.link.contact_id} was erased; the touchpoint is refused.")
                 )
                 continue
-            rows.append(self._row(p, contact_id, now))
+            rows.append(self._row(p, ids[index], contact_id, now))
             row_index.append(index)
         inserted: set[uuid.UUID] = set()
         if rows:
@@ -325,9 +346,9 @@ class TouchpointService:
         fresh = [(i, row) for i, row in zip(row_index, rows, strict=True) if row["id"] in inserted]
         stale = [(i, row) for i, row in zip(row_index, rows, strict=True) if row["id"] not in inserted]
         logged: list[OutboxRow] = []
-        for index, row in fresh:
+        for (index, row), event_id in zip(fresh, events.fast_ids(len(fresh)), strict=True):
             outcomes[index] = Outcome(201, row)
-            logged.append(logged_outbox_row(row, now, prepared[index].request))
+            logged.append(logged_outbox_row(row, now, prepared[index].request, event_id=event_id))
         await self.outbox.add_serialized(session, logged)
         if stale:
             existing = await self._existing(session, [row for _, row in stale])
@@ -340,10 +361,10 @@ class TouchpointService:
                 )
         return [o if o is not None else Outcome(500) for o in outcomes]
 
-    def _row(self, p: Prepared, contact_id: uuid.UUID, now: datetime) -> dict[str, Any]:
+    def _row(self, p: Prepared, id: uuid.UUID, contact_id: uuid.UUID, now: datetime) -> dict[str, Any]:
         item = p.item
         return {
-            "id": events.fast_id(),
+            "id": id,
             "contact_id": contact_id,
             "original_contact_id": p.link.original,
             "channel": str(item.channel),

@@ -9,9 +9,15 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from pydantic_core import PydanticSerializationError
 
+from servicekit.clock import MovableClock
+from servicekit.outbox import Outbox
 from services.interactions import events
-from services.interactions.service import logged_outbox_row, row_event_data
+from services.interactions.directory import ContactLink
+from services.interactions.models import outbox_table
+from services.interactions.schemas import TouchpointCreate
+from services.interactions.service import TouchpointService, logged_outbox_row, row_event_data
 
 NOW = datetime(2026, 1, 5, 9, 0, 0, 123456, tzinfo=UTC)
 
@@ -28,10 +34,11 @@ def row(**changes: Any) -> dict[str, Any]:
     return {**base, **changes}
 
 
-# No amount, sentiment, subject or attributes; a time given with an offset.
+# No amount, sentiment, subject or attributes; a time sent with an offset, as the row holds it (in UTC: see
+# test_a_row_holds_the_sent_time_in_utc).
 BARE: dict[str, Any] = {
     "amount": None, "currency": None, "sentiment": None, "subject": None, "attributes": {}, "csat": None,
-    "occurred_at": datetime(2026, 1, 5, 10, 0, tzinfo=timezone(timedelta(hours=2))),
+    "occurred_at": datetime(2026, 1, 5, 10, 0, tzinfo=timezone(timedelta(hours=2))).astimezone(UTC),
 }  # fmt: skip
 
 
@@ -63,5 +70,20 @@ def test_logged_row_is_the_cloud_event(changes: dict[str, Any], request_context:
 
 
 def test_a_value_json_cannot_hold_is_refused() -> None:
-    with pytest.raises(TypeError):
+    with pytest.raises(PydanticSerializationError):
         logged_outbox_row(row(attributes={"x": object()}), NOW, {})
+
+
+def test_a_row_holds_the_sent_time_in_utc() -> None:
+    """logged_outbox_row writes the row's times as they are: the row must hold them in UTC (a ``Z`` time in the
+    event), whatever offset the sender gave."""
+    item = TouchpointCreate.model_validate(
+        {"contact_id": str(uuid.uuid4()), "channel": "email", "direction": "inbound", "type": "note",
+         "occurred_at": "2026-01-05T10:00:00+02:00"}
+    )  # fmt: skip
+    service = TouchpointService(clock=MovableClock(NOW), outbox=Outbox(outbox_table))
+    link = ContactLink(contact_id=item.contact_id, original=item.contact_id)  # type: ignore[arg-type]
+    built = service._row(service.prepare(item=item, link=link), events.fast_id(), link.contact_id, NOW)
+    assert built["occurred_at"].utcoffset() == timedelta(0)
+    _, _, _, payload, _ = logged_outbox_row(built, NOW, {})
+    assert json.loads(payload)["data"]["occurred_at"] == "2026-01-05T08:00:00Z"
