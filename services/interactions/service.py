@@ -22,6 +22,7 @@ from sqlmodel import col
 from servicekit.bulk import among
 from servicekit.clock import Clock, as_utc
 from servicekit.db import upsert
+from servicekit.ids import new_id, new_ids
 from servicekit.logging import current_request_context
 from servicekit.outbox import Outbox
 from servicekit.problems import Conflict, NotFound, ProblemError, Unprocessable
@@ -185,7 +186,7 @@ def logged_outbox_row(
     del data["body"], data["ingest_key"]
     if data["amount"] is not None:
         data["amount"] = float(data["amount"])  # an amount leaves as a JSON number, as in TouchpointRead
-    event = str(event_id or events.fast_id())
+    event = str(event_id or new_id())
     document = {"specversion": "1.0", "id": event, "source": events.SOURCE, "type": events.LOGGED,
                 "subject": str(row["contact_id"]), "time": at, "datacontenttype": "application/json",
                 "data": data}  # fmt: skip
@@ -330,7 +331,7 @@ class TouchpointService:
         now = self.clock.now()
         rows: list[dict[str, Any]] = []
         row_index: list[int] = []
-        ids = events.fast_ids(len(prepared))
+        ids = new_ids(len(prepared))
         for index, p in enumerate(prepared):
             contact_id = final[p.link.contact_id]
             if contact_id is None:
@@ -346,7 +347,7 @@ class TouchpointService:
         fresh = [(i, row) for i, row in zip(row_index, rows, strict=True) if row["id"] in inserted]
         stale = [(i, row) for i, row in zip(row_index, rows, strict=True) if row["id"] not in inserted]
         logged: list[OutboxRow] = []
-        for (index, row), event_id in zip(fresh, events.fast_ids(len(fresh)), strict=True):
+        for (index, row), event_id in zip(fresh, new_ids(len(fresh)), strict=True):
             outcomes[index] = Outcome(201, row)
             logged.append(logged_outbox_row(row, now, prepared[index].request, event_id=event_id))
         await self.outbox.add_serialized(session, logged)

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import time
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
 from pydantic import ValidationError
 
-from services.interactions.events import fast_id, fast_ids
 from services.interactions.idempotency import InvalidIdempotencyKey, checked_key, fingerprint
 from services.interactions.schemas import TouchpointCreate, TouchpointPatch
 from services.interactions.service import InvalidCursor, Position, first_response_s, sentiment_of
@@ -105,19 +102,6 @@ def test_idempotency_key_and_fingerprint() -> None:
         "POST", "/v1/interactions", b'{"b":2,"a":1}'
     )
     assert fingerprint("POST", "/v1/interactions", b"{}") != fingerprint("POST", "/v1/interactions/batch", b"{}")
-
-
-@pytest.mark.parametrize("make", [lambda n: [fast_id() for _ in range(n)], fast_ids], ids=["one_by_one", "at_once"])
-def test_fast_ids_are_uuid7_with_the_current_millisecond_and_unique(make: Callable[[int], list[uuid.UUID]]) -> None:
-    before = time.time_ns() // 1_000_000
-    ids = make(10_000)
-    after = time.time_ns() // 1_000_000
-    assert len(ids) == 10_000
-    assert len(set(ids)) == len(ids)
-    assert {(i.version, i.variant) for i in ids} == {(7, uuid.RFC_4122)}
-    assert all(before <= i.int >> 80 <= after for i in ids)
-    # The 74 random bits vary (not a counter): both halves differ between ids.
-    assert len({i.int >> 64 & 0xFFF for i in ids}) > 1000 and len({i.int & 0xFFFF for i in ids}) > 5000
 
 
 def test_touchpoints_without_attributes_each_get_their_own_empty_ones() -> None:

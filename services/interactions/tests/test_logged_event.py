@@ -12,6 +12,7 @@ import pytest
 from pydantic_core import PydanticSerializationError
 
 from servicekit.clock import MovableClock
+from servicekit.ids import new_id
 from servicekit.outbox import Outbox
 from services.interactions import events
 from services.interactions.directory import ContactLink
@@ -24,7 +25,7 @@ NOW = datetime(2026, 1, 5, 9, 0, 0, 123456, tzinfo=UTC)
 
 def row(**changes: Any) -> dict[str, Any]:
     contact = uuid.uuid4()
-    base = {"id": events.fast_id(), "contact_id": contact, "original_contact_id": uuid.uuid4(), "channel": "email",
+    base = {"id": new_id(), "contact_id": contact, "original_contact_id": uuid.uuid4(), "channel": "email",
             "direction": "inbound", "type": "purchase", "occurred_at": NOW - timedelta(hours=1), "received_at": NOW,
             "agent": "agent-1", "team": "support", "subject": "Café ✓ \"quoted\" \\ \u2028", "body": "secret body",
             "thread_id": "T-1", "outcome": None, "csat": 5, "nps": 10, "duration_s": 61.5,
@@ -83,7 +84,7 @@ def test_a_row_holds_the_sent_time_in_utc() -> None:
     )  # fmt: skip
     service = TouchpointService(clock=MovableClock(NOW), outbox=Outbox(outbox_table))
     link = ContactLink(contact_id=item.contact_id, original=item.contact_id)  # type: ignore[arg-type]
-    built = service._row(service.prepare(item=item, link=link), events.fast_id(), link.contact_id, NOW)
+    built = service._row(service.prepare(item=item, link=link), new_id(), link.contact_id, NOW)
     assert built["occurred_at"].utcoffset() == timedelta(0)
     _, _, _, payload, _ = logged_outbox_row(built, NOW, {})
     assert json.loads(payload)["data"]["occurred_at"] == "2026-01-05T08:00:00Z"
