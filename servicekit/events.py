@@ -7,7 +7,9 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic_core import to_json
 
+from servicekit.clock import as_utc
 from servicekit.ids import new_id
 
 
@@ -64,3 +66,28 @@ def make_event(
         traceparent=ctx.get("traceparent"),
         requestid=ctx.get("request_id"),
     )
+
+
+def event_json(
+    *,
+    type: str,
+    source: str,
+    subject: str,
+    data: dict[str, Any],
+    time: datetime,
+    event_id: str,
+    request: dict[str, Any],
+) -> str:
+    """The JSON ``make_event(...).to_json()`` gives, with the extensions taken from ``request`` (a request
+    context, given once for a batch) and left out when None, written by pydantic's own encoder
+    (``pydantic_core.to_json``) without building a ``CloudEvent``. For producers that make an event per row of
+    a batch, where building and dumping a pydantic event each was a quarter of the batch's CPU; their tests
+    compare the two documents."""
+    document: dict[str, Any] = {"specversion": "1.0", "id": event_id, "source": source, "type": type,
+                                "subject": subject, "time": as_utc(time), "datacontenttype": "application/json",
+                                "data": data}  # fmt: skip
+    if request.get("traceparent") is not None:
+        document["traceparent"] = request["traceparent"]
+    if request.get("request_id") is not None:
+        document["requestid"] = request["request_id"]
+    return to_json(document).decode()

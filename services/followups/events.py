@@ -6,10 +6,9 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic_core import to_json
-
 from servicekit.bus import StreamSpec
 from servicekit.clock import as_utc
+from servicekit.events import event_json
 from servicekit.ids import new_id
 from servicekit.logging import current_request_context
 
@@ -65,12 +64,6 @@ def followup_outbox_row(action: str, document: dict[str, Any], at: datetime) -> 
     kind = _TYPES[action]
     contact_id = document["contact_id"]
     event_id = str(new_id())
-    envelope: dict[str, Any] = {"specversion": "1.0", "id": event_id, "source": SOURCE, "type": kind,
-                                "subject": str(contact_id), "time": json_value(at),
-                                "datacontenttype": "application/json", "data": document}  # fmt: skip
-    context = current_request_context()  # CloudEvent's extensions, left out when None as to_json does
-    if context.get("traceparent") is not None:
-        envelope["traceparent"] = context["traceparent"]
-    if context.get("request_id") is not None:
-        envelope["requestid"] = context["request_id"]
-    return event_id, f"crm.followups.{action}.{contact_id}", kind, to_json(envelope).decode(), at
+    payload = event_json(type=kind, source=SOURCE, subject=str(contact_id), data=document, time=at,
+                         event_id=event_id, request=current_request_context())  # fmt: skip
+    return event_id, f"crm.followups.{action}.{contact_id}", kind, payload, at

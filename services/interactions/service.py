@@ -12,7 +12,6 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, cast
 
-import pydantic_core
 import sqlalchemy as sa
 from sqlalchemy import func, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -22,6 +21,7 @@ from sqlmodel import col
 from servicekit.bulk import among
 from servicekit.clock import Clock, as_utc
 from servicekit.db import upsert
+from servicekit.events import event_json
 from servicekit.ids import new_id, new_ids
 from servicekit.logging import current_request_context
 from servicekit.outbox import Outbox
@@ -187,16 +187,9 @@ def logged_outbox_row(
     if data["amount"] is not None:
         data["amount"] = float(data["amount"])  # an amount leaves as a JSON number, as in TouchpointRead
     event = str(event_id or new_id())
-    document = {"specversion": "1.0", "id": event, "source": events.SOURCE, "type": events.LOGGED,
-                "subject": str(row["contact_id"]), "time": at, "datacontenttype": "application/json",
-                "data": data}  # fmt: skip
-    # CloudEvent's extensions, left out when None as to_json does.
-    if request.get("traceparent") is not None:
-        document["traceparent"] = request["traceparent"]
-    if request.get("request_id") is not None:
-        document["requestid"] = request["request_id"]
-    subject = events.subject_for(events.LOGGED, row["contact_id"])
-    return event, subject, events.LOGGED, pydantic_core.to_json(document).decode(), at
+    payload = event_json(type=events.LOGGED, source=events.SOURCE, subject=str(row["contact_id"]), data=data,
+                         time=at, event_id=event, request=request)  # fmt: skip
+    return event, events.subject_for(events.LOGGED, row["contact_id"]), events.LOGGED, payload, at
 
 
 def _dialect(session: AsyncSession) -> str:
