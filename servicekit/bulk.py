@@ -22,13 +22,18 @@ from sqlalchemy.types import TypeDecorator
 _PG = postgresql.dialect()
 
 
-def _array_type(table: Table, name: str) -> str:
-    # Unsized element types: a cast to VARCHAR(n) would truncate silently, while the assignment to the column
-    # still refuses a value too long, as a row-by-row INSERT does.
+def unsized_type(table: Table, name: str) -> str:
+    """The PostgreSQL type of a column without its size, to cast a parameter to: a cast to VARCHAR(n) would
+    truncate silently, while the assignment to the column still refuses a value too long, as a row-by-row
+    INSERT does."""
     column_type = table.c[name].type
     if isinstance(column_type, TypeDecorator):
         column_type = column_type.impl_instance
-    return f"{column_type.compile(dialect=_PG).split('(')[0]}[]"
+    return str(column_type.compile(dialect=_PG).split("(")[0])
+
+
+def _array_type(table: Table, name: str) -> str:
+    return f"{unsized_type(table, name)}[]"
 
 
 def _cast(table: Table, names: Sequence[str], prefix: str = "") -> str:

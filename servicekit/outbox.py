@@ -101,7 +101,7 @@ class Outbox:
         """Write the rows collected so far under ``defer`` (collecting goes on)."""
         rows = self.take_deferred(session)
         if rows:
-            await session.execute(self.table.insert(), rows)
+            await insert_rows(session, self.table, rows)
 
     def take_deferred(self, session: AsyncSession) -> list[dict[str, Any]]:
         """The rows collected so far under ``defer``, for a caller that writes them itself in this transaction

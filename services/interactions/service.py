@@ -14,11 +14,11 @@ from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy import func, select, tuple_, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from servicekit.bulk import among
+from servicekit.bulk import among, unsized_type
 from servicekit.clock import Clock, as_utc
 from servicekit.db import upsert
 from servicekit.events import event_json
@@ -245,20 +245,15 @@ _COLUMNS = [column.name for column in _TABLE.columns]
 # (asyncpg's array encoder checks every element in Python; these four were a sixth of the statement's cost).
 _BATCH_WIDE = ("received_at", "updated_at", "version", "redacted_at")
 _PER_ROW = [name for name in _COLUMNS if name not in _BATCH_WIDE]
-
-
-def _pg_type(name: str) -> str:
-    # Unsized types: an explicit cast to VARCHAR(n) would truncate silently; the assignment to the column still
-    # refuses a value too long, as the row-by-row INSERT did.
-    return str(_TABLE.c[name].type.compile(dialect=postgresql.dialect())).split("(")[0]
+_CAST_TYPES = {name: unsized_type(_TABLE, name) for name in _COLUMNS}
 
 
 # PostgreSQL: one INSERT … SELECT FROM unnest(one array per column). asyncpg encodes each column's array in C;
 # a multi-row VALUES costs SQLAlchemy a Python loop over every parameter of every row (a third of a batch's CPU).
 _PG_INSERT = sa.text(
     f"INSERT INTO {_TABLE.name} ({', '.join(_COLUMNS)}) SELECT "
-    + ", ".join(f"CAST(:{name} AS {_pg_type(name)})" if name in _BATCH_WIDE else f"v.{name}" for name in _COLUMNS)
-    + " FROM unnest(" + ", ".join(f"CAST(:{name} AS {_pg_type(name)}[])" for name in _PER_ROW)
+    + ", ".join(f"CAST(:{name} AS {_CAST_TYPES[name]})" if name in _BATCH_WIDE else f"v.{name}" for name in _COLUMNS)
+    + " FROM unnest(" + ", ".join(f"CAST(:{name} AS {_CAST_TYPES[name]}[])" for name in _PER_ROW)
     + f") AS v({', '.join(_PER_ROW)}) ON CONFLICT DO NOTHING RETURNING id"
 )  # fmt: skip
 _JSON_COLUMNS = {column.name for column in _TABLE.columns if isinstance(column.type, sa.JSON)}
