@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from servicekit.bus import StreamSpec
-from servicekit.clock import as_utc
 from servicekit.events import event_json
 from servicekit.ids import new_id
 from servicekit.logging import current_request_context
@@ -38,20 +36,6 @@ def event_type(action: str) -> str:
     return f"crm.followup.{action}.v1"
 
 
-def json_value(value: Any) -> Any:
-    """A value of a follow-up's column as the event's JSON carries it (pydantic's JSON mode: UTC times with Z)."""
-    if value is None or type(value) in _AS_IS:
-        return value
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    if isinstance(value, datetime):
-        if value.tzinfo is not UTC:
-            value = as_utc(value)
-        return value.isoformat().replace("+00:00", "Z")
-    return value
-
-
-_AS_IS = {str, int, bool}
 _TYPES = {action: event_type(action) for action in ACTIONS}
 
 

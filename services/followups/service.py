@@ -20,7 +20,7 @@ from sqlmodel import col
 from servicekit.bulk import among, write_rows
 from servicekit.bus import PermanentError
 from servicekit.clock import Clock, as_utc
-from servicekit.events import CloudEvent
+from servicekit.events import CloudEvent, json_value
 from servicekit.ids import new_id
 from servicekit.outbox import Outbox
 from servicekit.problems import Conflict, NotFound, ProblemError, Unprocessable
@@ -55,8 +55,8 @@ def document(followup: Followup | dict[str, Any]) -> dict[str, Any]:
     ``FollowupRead(...).model_dump(mode="json")`` without pydantic's cost per call (a test compares the two;
     the values are this service's own, already valid)."""
     if isinstance(followup, dict):
-        return {name: events.json_value(followup[name]) for name in _DOCUMENT_FIELDS}
-    return {name: events.json_value(getattr(followup, name)) for name in _DOCUMENT_FIELDS}
+        return {name: json_value(followup[name]) for name in _DOCUMENT_FIELDS}
+    return {name: json_value(getattr(followup, name)) for name in _DOCUMENT_FIELDS}
 
 
 def facts_of(contact: KnownContact | None) -> ContactFacts:

@@ -9,7 +9,6 @@ import json
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from decimal import Decimal
 from typing import Any, cast
 
 import sqlalchemy as sa
@@ -21,7 +20,7 @@ from sqlmodel import col
 from servicekit.bulk import among, unsized_type
 from servicekit.clock import Clock, as_utc
 from servicekit.db import upsert
-from servicekit.events import event_json
+from servicekit.events import event_json, json_value
 from servicekit.ids import new_id, new_ids
 from servicekit.logging import current_request_context
 from servicekit.outbox import Outbox
@@ -155,20 +154,10 @@ def event_data(touchpoint: TouchpointRead) -> dict[str, Any]:
     return touchpoint.model_dump(mode="json", exclude={"body"})
 
 
-def _json_value(value: Any) -> Any:
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    if isinstance(value, datetime):
-        return as_utc(value).isoformat().replace("+00:00", "Z")
-    if isinstance(value, Decimal):
-        return float(value)
-    return value
-
-
 def row_event_data(row: dict[str, Any]) -> dict[str, Any]:
     """``event_data`` of a row this service just built, without a round trip through the API model
     (the same document: a test compares the two)."""
-    return {k: _json_value(v) for k, v in row.items() if k not in ("body", "ingest_key")}
+    return {k: json_value(v) for k, v in row.items() if k not in ("body", "ingest_key")}
 
 
 OutboxRow = tuple[str, str, str, str, datetime]
