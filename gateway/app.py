@@ -17,8 +17,9 @@ from gateway.auth import Authenticator, RateLimiter
 from gateway.console import router as console_router
 from gateway.contract import publish_service_contract
 from gateway.deps import Services
-from gateway.live import LiveFeed
+from gateway.live import LiveFeed, announce, announce_contacts
 from gateway.models import inbox_table, outbox_table
+from gateway.projection import WriteThrough
 from gateway.settings import GatewaySettings
 from gateway.timeline import Timeline
 from gateway.upstream import ServiceClient, UpstreamAnswer, relay
@@ -73,8 +74,6 @@ def create_app(
         if runtime.engine.dialect.name == "postgresql":
             reader = make_sessionmaker(runtime.engine.execution_options(isolation_level="AUTOCOMMIT"))
         timeline = Timeline(
-            interactions=services.interactions,
-            followups=services.followups,
             contacts=services.contacts,
             sessionmaker=reader,
             clock=runtime.clock,
@@ -90,6 +89,7 @@ def create_app(
                 clock=runtime.clock,
                 bus=runtime.bus,
                 name=durable,
+                after_commit=partial(announce, runtime.bus),
             )
             runtime.consumers.append(
                 DurableConsumer(
@@ -100,7 +100,7 @@ def create_app(
                     handle_batch=inbox.handle_batch,
                 )
             )
-        live = LiveFeed(runtime.bus, events.LIVE_SUBJECTS, on_event=timeline.forget_header)
+        live = LiveFeed(runtime.bus, on_event=timeline.forget_header)
         runtime.background.append(live.run)
         for client in services.all():
             runtime.extra_checks[client.name] = _reachable(client)
@@ -108,6 +108,9 @@ def create_app(
         app.state.services = services
         app.state.timeline = timeline
         app.state.live = live
+        app.state.write_through = WriteThrough(
+            runtime.sessionmaker, partial(announce_contacts, runtime.bus), timeline.forget_header
+        )
         app.state.authenticator = Authenticator(
             runtime=runtime, admin_key=settings.admin_key or "", cache_s=settings.key_cache_s
         )

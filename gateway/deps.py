@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.auth import Principal
 from gateway.models import AuditEntry
+from gateway.projection import WriteThrough
 from gateway.settings import GatewaySettings
 from gateway.timeline import Timeline
 from gateway.upstream import ServiceClient
@@ -40,6 +41,11 @@ async def _timeline(request: Request) -> Timeline:
     return timeline
 
 
+async def _write_through(request: Request) -> WriteThrough:
+    write_through: WriteThrough = request.app.state.write_through
+    return write_through
+
+
 async def _settings(request: Request) -> GatewaySettings:
     settings: GatewaySettings = request.app.state.settings
     return settings
@@ -47,6 +53,7 @@ async def _settings(request: Request) -> GatewaySettings:
 
 ServicesDep = Annotated[Services, Depends(_services)]
 TimelineDep = Annotated[Timeline, Depends(_timeline)]
+WriteThroughDep = Annotated[WriteThrough, Depends(_write_through)]
 SettingsDep = Annotated[GatewaySettings, Depends(_settings)]
 
 

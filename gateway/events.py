@@ -2,11 +2,14 @@
 
 - ``gateway-contacts`` (CRM_CONTACTS): created, stage/consent/tier changed, merged and erased become
   ``contact_event`` timeline items; a merge records the alias and re-keys what we hold.
-- ``gateway-interactions`` (CRM_INTERACTIONS): first/last touch per channel and the CSAT sum (header).
-- ``gateway-followups`` (CRM_FOLLOWUPS): each follow-up's latest status (header's open/overdue counts).
+- ``gateway-interactions`` (CRM_INTERACTIONS): each touchpoint as a timeline item (without its body), updated
+  and redacted with it; first/last touch per channel and the CSAT sum (header).
+- ``gateway-followups`` (CRM_FOLLOWUPS): each follow-up as a timeline item at its latest version, and its latest
+  status (header's open/overdue counts).
 
 All three go through ``EventInbox``: each event is applied once, with its inbox row, in one transaction.
-No personal data is stored: contact events keep stages, tiers, consent flags and ids only.
+Contact events keep stages, tiers, consent flags and ids only; the touchpoints' subject, outcome and attributes
+are removed from the projection when their contact is erased (``gateway.projection.redact``).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from sqlalchemy import case, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from gateway import projection
 from gateway.models import ContactAlias, ContactEvent, FollowupState, TouchSummary
 from servicekit.bus import PermanentError
 from servicekit.clock import as_utc
@@ -30,6 +34,8 @@ CONTACT_UPDATED = "crm.contact.updated.v1"
 CONTACT_MERGED = "crm.contact.merged.v1"
 CONTACT_ERASED = "crm.contact.erased.v1"
 INTERACTION_LOGGED = "crm.interaction.logged.v1"
+INTERACTION_UPDATED = "crm.interaction.updated.v1"
+INTERACTION_REDACTED = "crm.interaction.redacted.v1"
 
 FOLLOWUP_STATUS_OF_EVENT = {
     "crm.followup.scheduled.v1": "scheduled",
@@ -80,19 +86,19 @@ async def _add_contact_event(
     session: AsyncSession, event: CloudEvent, contact_id: uuid.UUID, type_: str, title: str, summary: str, detail: dict
 ) -> None:
     current = await surviving_contact(session, contact_id)
-    session.add(
-        ContactEvent(
-            id=_event_uuid(event),
-            contact_id=current,
-            original_contact_id=contact_id,
-            at=as_utc(event.time),
-            type=type_,
-            title=title,
-            summary=summary,
-            detail=detail,
-        )
+    row = ContactEvent(
+        id=_event_uuid(event),
+        contact_id=current,
+        original_contact_id=contact_id,
+        at=as_utc(event.time),
+        type=type_,
+        title=title,
+        summary=summary,
+        detail=detail,
     )
+    session.add(row)
     await session.flush()
+    await projection.put_contact_event(session, row)
 
 
 async def on_contact_created(session: AsyncSession, event: CloudEvent) -> None:
@@ -145,6 +151,7 @@ async def on_contact_merged(session: AsyncSession, event: CloudEvent) -> None:
     await session.execute(
         update(FollowupState).where(col(FollowupState.contact_id) == source_id).values(contact_id=target_id)
     )
+    await projection.rekey(session, source_id, target_id)
     # One statement takes the source's rows and says which it took. A SELECT then a DELETE would see two
     # snapshots on PostgreSQL (read committed): a touch committed in between was deleted without being
     # moved, and the merged contact's header lost it (a flaky test showed it). A touch committed after this
@@ -185,6 +192,8 @@ async def on_contact_merged(session: AsyncSession, event: CloudEvent) -> None:
 
 async def on_contact_erased(session: AsyncSession, event: CloudEvent) -> None:
     contact_id = _uuid(event.data.get("contact_id") or event.subject)
+    # At once, not only when the interactions service says it redacted them: the timeline must not show them.
+    await projection.redact(session, contact_id, as_utc(event.time))
     await _add_contact_event(
         session, event, contact_id, "erased", "Personal data erased", "The contact's personal data was erased.", {}
     )
@@ -251,6 +260,18 @@ async def on_interaction_logged(session: AsyncSession, event: CloudEvent) -> Non
         csat_sum=int(csat) if isinstance(csat, int) else 0,
         csat_count=1 if isinstance(csat, int) else 0,
     )
+    await projection.put_interaction(session, doc, contact_id)
+
+
+async def on_interaction_updated(session: AsyncSession, event: CloudEvent) -> None:
+    doc = _document(event, "interaction")
+    contact_id = await surviving_contact(session, _uuid(doc.get("contact_id") or event.subject))
+    await projection.put_interaction(session, doc, contact_id)
+
+
+async def on_interaction_redacted(session: AsyncSession, event: CloudEvent) -> None:
+    contact_id = _uuid(event.data.get("contact_id") or event.subject)
+    await projection.redact(session, contact_id, _time(event.data.get("redacted_at")) or as_utc(event.time))
 
 
 async def on_followup_event(session: AsyncSession, event: CloudEvent) -> None:
@@ -258,6 +279,8 @@ async def on_followup_event(session: AsyncSession, event: CloudEvent) -> None:
     followup_id = _uuid(doc.get("id") or event.data.get("followup_id"))
     contact_id = await surviving_contact(session, _uuid(doc.get("contact_id") or event.subject))
     status = str(doc.get("status") or FOLLOWUP_STATUS_OF_EVENT[event.type])
+    if doc.get("due_at") or doc.get("timeline_at"):
+        await projection.put_followup(session, {**doc, "id": str(followup_id), "status": status}, contact_id)
     row = await session.get(FollowupState, followup_id)
     if row is None:
         row = FollowupState(id=followup_id, contact_id=contact_id, status=status, updated_at=as_utc(event.time))
@@ -280,7 +303,11 @@ CONTACT_HANDLERS = {
     CONTACT_MERGED: on_contact_merged,
     CONTACT_ERASED: on_contact_erased,
 }
-INTERACTION_HANDLERS = {INTERACTION_LOGGED: on_interaction_logged}
+INTERACTION_HANDLERS = {
+    INTERACTION_LOGGED: on_interaction_logged,
+    INTERACTION_UPDATED: on_interaction_updated,
+    INTERACTION_REDACTED: on_interaction_redacted,
+}
 FOLLOWUP_HANDLERS = dict.fromkeys(FOLLOWUP_STATUS_OF_EVENT, on_followup_event)
 
 # (stream, durable, subjects, handlers): the streams belong to their producers; we only read them.
@@ -289,4 +316,3 @@ CONSUMERS = [
     ("CRM_INTERACTIONS", "gateway-interactions", ["crm.interactions.>"], INTERACTION_HANDLERS),
     ("CRM_FOLLOWUPS", "gateway-followups", ["crm.followups.>"], FOLLOWUP_HANDLERS),
 ]
-LIVE_SUBJECTS = ["crm.contacts.>", "crm.interactions.>", "crm.followups.>"]

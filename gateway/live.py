@@ -1,28 +1,58 @@
-"""Live fan-out for timeline streams: one plain NATS subscription per gateway process.
+"""Live fan-out for timeline streams and the timeline caches: one plain NATS subscription per gateway process.
 
-JetStream stores the events; a core subscription on the same subjects sees each one as it is
-published, which is all a live view needs. A stream that missed something (reconnect, gateway
-restart) catches up from the sources by position (``Last-Event-ID``), not from this feed.
+The gateway process whose consumer applied an event to the projection announces, after the commit, which
+contacts changed (``gateway.projected.<contact_id>``, core NATS, nothing stored). Every gateway process
+subscribes: its open streams re-read the page, its caches forget the contact. Announcing after the commit, not
+on the producer's event, means a stream never re-reads before the item is there. A stream that missed an
+announcement (reconnect, gateway restart) catches up by position (``Last-Event-ID``) and a periodic re-read.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import Callable
 from typing import Any
 
 from servicekit.bus import Bus
+from servicekit.events import CloudEvent
 from servicekit.logging import get_logger
 
 log = get_logger(__name__)
+PROJECTED = "gateway.projected"
+
+
+def changed_contacts(events: list[CloudEvent]) -> set[str]:
+    """The contacts whose timeline these applied events changed (a merge changes its source's too)."""
+    found: set[str] = set()
+    for event in events:
+        if event.subject:
+            found.add(str(event.subject))
+        source = event.data.get("source_id") if event.type == "crm.contact.merged.v1" else None
+        if source:
+            found.add(str(source))
+    return found
+
+
+async def announce(bus: Bus, events: list[CloudEvent]) -> None:
+    """After a commit of these events: see ``announce_contacts``."""
+    await announce_contacts(bus, changed_contacts(events))
+
+
+async def announce_contacts(bus: Bus, contact_ids: set[str]) -> None:
+    """Tells every gateway process which contacts the projection just changed for (best effort: a missed
+    announcement costs a stream a periodic re-read and a cache its time to live)."""
+    if bus.nc is None or not bus.connected:
+        return
+    with contextlib.suppress(Exception):
+        for contact_id in contact_ids:
+            await bus.nc.publish(f"{PROJECTED}.{contact_id}", b"")
 
 
 class LiveFeed:
-    def __init__(self, bus: Bus, subjects: list[str], on_event: Callable[[str], None] | None = None) -> None:
+    def __init__(self, bus: Bus, on_event: Callable[[str], None] | None = None) -> None:
         self.bus = bus
-        self.subjects = subjects
+        self.subjects = [f"{PROJECTED}.*"]
         self.on_event = on_event
         self._listeners: dict[str, set[asyncio.Event]] = {}
         self._subs: list[Any] = []
@@ -46,11 +76,7 @@ class LiveFeed:
             wake.set()
 
     async def _on_message(self, msg: Any) -> None:
-        contact_id = msg.subject.rsplit(".", 1)[-1]
-        self.poke(contact_id)
-        if ".merged." in msg.subject:
-            with contextlib.suppress(ValueError, KeyError, TypeError):
-                self.poke(str(json.loads(msg.data)["data"]["source_id"]))
+        self.poke(msg.subject.rsplit(".", 1)[-1])
 
     async def run(self) -> None:
         """Subscribe once connected (nats-py re-subscribes core subscriptions after a reconnect)."""

@@ -126,6 +126,32 @@ class TouchSummary(GatewayTable, table=True):
     csat_count: int = 0
 
 
+class TimelineItem(GatewayTable, table=True):
+    """One timeline item, as the API gives it out: a touchpoint (everything but its body), a follow-up at its
+    ``timeline_at``, or a contact event. Kept from the events, so a page is one indexed read of this table.
+
+    ``sort_rank`` is 2 for a touchpoint, 1 for a follow-up and 0 for a contact event: the timeline order
+    (newest first, then touchpoints before follow-ups before contact events at one instant, then id) is then
+    ``(at, sort_rank, id)`` descending, one index and one row-value comparison for a page. ``document`` is the
+    item's JSON, encoded once when the event is applied. ``version`` is the source's change counter (an older
+    event arriving late changes nothing). ``redacted`` marks a touchpoint of an erased contact: whatever
+    arrives about it later is stored without its personal fields."""
+
+    __tablename__ = "timeline_items"
+    __table_args__ = (sa.Index("ix_timeline_items_page", "contact_id", "at", "sort_rank", "id"),)
+
+    id: uuid.UUID = Field(primary_key=True)
+    contact_id: uuid.UUID
+    original_contact_id: uuid.UUID = Field(index=True)
+    at: datetime = Field(sa_type=_TS)  # type: ignore[call-overload]
+    sort_rank: int = Field(sa_type=sa.SmallInteger)  # type: ignore[call-overload]
+    channel: str | None = Field(default=None, max_length=20)
+    type: str = Field(max_length=30)
+    version: int = 0
+    redacted: bool = False
+    document: str = Field(sa_type=sa.Text)  # type: ignore[call-overload]
+
+
 class FollowupState(GatewayTable, table=True):
     """The latest known status of each follow-up (for the header's open and overdue counts)."""
 

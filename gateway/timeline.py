@@ -1,10 +1,11 @@
 """The customer's timeline: touchpoints, follow-ups and contact events in one list, newest first.
 
 Order: ``at`` descending, then kind rank (interaction, followup, contact_event), then id descending.
-A page is a k-way merge of the three sources, each read with a strict keyset ``before`` computed from
-the last emitted position, so pages never repeat or skip an item, also while new ones arrive (a new
-item lands above the cursor). The cursor is that position, HMAC-signed and bound to the contact and
-the filters: a tampered or foreign cursor is a 400 problem.
+All three live in the gateway's projection (``gateway.projection``, kept from the events), so a page is one
+indexed keyset read strictly after the last emitted position: pages never repeat or skip an item, also while
+new ones arrive (a new item lands above the cursor). The cursor is that position, HMAC-signed and bound to the
+contact and the filters: a tampered or foreign cursor is a 400 problem. The services are called only for the
+contact itself (its profile, or where a merged-away id now lives).
 """
 
 from __future__ import annotations
@@ -18,27 +19,23 @@ import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy import and_, literal, or_, select
+from sqlalchemy import and_, literal, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
 from gateway.caches import Coalescer, ExpiringCache
 from gateway.models import ContactAlias, ContactEvent, FollowupState, TouchSummary
+from gateway.projection import KINDS, RANK, SORT_RANK, to_json
+from gateway.projection import TABLE as _ITEMS
 from gateway.schemas_services import FOLLOWUP_STATUSES, INTERACTION_TYPES
 from gateway.upstream import ServiceClient, UpstreamAnswer
 from servicekit.clock import Clock, as_utc
 from servicekit.problems import ProblemError
 
-KINDS = ("interaction", "followup", "contact_event")
-RANK = {kind: rank for rank, kind in enumerate(KINDS)}
 CONTACT_EVENT_TYPES = ("created", "stage_changed", "consent_changed", "tier_changed", "merged", "erased")
-MIN_ID = uuid.UUID(int=0)
-MAX_ID = uuid.UUID(int=(1 << 128) - 1)
-_CONTACT_EVENTS = cast(sa.Table, ContactEvent.__table__)  # type: ignore[attr-defined]
-CHANNEL_FILTER_ROUNDS = 5  # follow-up pages read at most to fill a page when filtering by channel
 
 
 class InvalidCursor(ProblemError):
@@ -57,36 +54,17 @@ class Position:
         # Sorting by this key *descending* gives the timeline order.
         return (self.at, -self.rank, self.id.int)
 
-    def before_for(self, kind: str) -> tuple[datetime, uuid.UUID]:
-        """The strict ``(at, id) <`` bound of one source for the items after this position."""
-        rank = RANK[kind]
-        if rank == self.rank:
-            return self.at, self.id
-        # Same instant: a lower rank came before us (all emitted), a higher rank comes after (none emitted).
-        return self.at, MIN_ID if rank < self.rank else MAX_ID
-
 
 def position_of(item: dict[str, Any]) -> Position:
     return Position(item["at"], RANK[item["kind"]], uuid.UUID(str(item["id"])))
 
 
-def json_default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    return str(value)
-
-
-def to_json(value: Any) -> bytes:
-    """The timeline's JSON (``json.dumps`` with its default separators, times in ISO 8601)."""
-    return json.dumps(value, default=json_default).encode()
-
-
 @dataclass
 class PageEntry:
-    """One page as read (its items and the last position when more may follow), and, once a response
-    needed it, the page as JSON: a cached page is answered without encoding 50 items again."""
+    """One page as read (its items' stored JSON and the last position when more may follow), and, once a
+    response needed it, the page as JSON with its signed cursor."""
 
-    items: list[dict[str, Any]]
+    documents: list[str]
     last: Position | None
     encoded: bytes | None = None
 
@@ -183,72 +161,12 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
-def _key_param(bound: tuple[datetime, uuid.UUID]) -> str:
-    return f"{bound[0].isoformat()}|{bound[1]}"
-
-
-def interaction_item(doc: dict[str, Any]) -> dict[str, Any]:
-    at = as_utc(datetime.fromisoformat(doc["occurred_at"]))
-    kind_of = str(doc.get("type", "touchpoint"))
-    title = doc.get("subject") or f"{kind_of.replace('_', ' ').capitalize()} ({doc.get('direction')}, " + (
-        f"{str(doc.get('channel')).replace('_', ' ')})"
-    )
-    summary = doc.get("body") or doc.get("outcome") or ""
-    return {
-        **doc,
-        "id": str(doc["id"]),
-        "kind": "interaction",
-        "at": at,
-        "channel": doc.get("channel"),
-        "type": kind_of,
-        "title": str(title)[:200],
-        "summary": str(summary)[:280],
-    }
-
-
-def followup_item(doc: dict[str, Any]) -> dict[str, Any]:
-    stamp = doc.get("timeline_at") or doc.get("due_at")
-    at = as_utc(datetime.fromisoformat(str(stamp)))
-    status = str(doc.get("status"))
-    title = doc.get("reason") or f"Follow-up {doc.get('policy') or ''}".strip()
-    who = doc.get("assignee") or doc.get("team")
-    summary = f"{status.capitalize()}; due {doc.get('due_at')}" + (f"; for {who}" if who else "")
-    return {
-        **doc,
-        "id": str(doc["id"]),
-        "kind": "followup",
-        "at": at,
-        "channel": doc.get("channel"),
-        "type": status,
-        "title": str(title)[:200],
-        "summary": summary,
-    }
-
-
-def contact_event_item(row: Any) -> dict[str, Any]:
-    """A contact event (a ``ContactEvent`` or a plain row of its table) as a timeline item."""
-    return {
-        "id": str(row.id),
-        "kind": "contact_event",
-        "at": as_utc(row.at),
-        "channel": None,
-        "type": row.type,
-        "title": row.title,
-        "summary": row.summary,
-        "contact_id": str(row.contact_id),
-        "original_contact_id": str(row.original_contact_id),
-        "detail": row.detail,
-    }
-
-
 class Timeline:
-    """Reads one contact's timeline from the services and the local projection."""
+    """Reads one contact's timeline from the projection (and the contact from the contacts service)."""
 
     def __init__(
         self,
         *,
-        interactions: ServiceClient,
-        followups: ServiceClient,
         contacts: ServiceClient,
         sessionmaker: async_sessionmaker[AsyncSession],
         clock: Clock,
@@ -256,8 +174,6 @@ class Timeline:
         header_cache_s: float,
         page_cache_s: float = 0.0,
     ) -> None:
-        self.interactions = interactions
-        self.followups = followups
         self.contacts = contacts
         self.sessionmaker = sessionmaker
         self.clock = clock
@@ -265,6 +181,7 @@ class Timeline:
         self.header_cache_s = header_cache_s
         self._headers: ExpiringCache[uuid.UUID, tuple[dict[str, Any], bytes]] = ExpiringCache(header_cache_s, 10_000)
         self._contacts: ExpiringCache[uuid.UUID, dict[str, Any]] = ExpiringCache(header_cache_s, 10_000)
+        self._families: ExpiringCache[uuid.UUID, list[uuid.UUID]] = ExpiringCache(header_cache_s, 10_000)
         # Pages read recently; an event about the contact (seen live) moves its generation and so
         # retires them at once, the TTL bounds what a missed live message could leave behind.
         self.page_cache_s = page_cache_s
@@ -314,6 +231,7 @@ class Timeline:
             return
         self._headers.pop(key)
         self._contacts.pop(key)
+        self._families.pop(key)
         self._generation[key] = self._generation.get(key, 0) + 1
         if len(self._generation) > 100_000:
             self._generation.clear()
@@ -391,82 +309,20 @@ class Timeline:
         }
         return header
 
-    # -- the sources ---------------------------------------------------------------------------------------
-
-    async def _interactions(
-        self, contact_id: uuid.UUID, bound: tuple[datetime, uuid.UUID] | None, limit: int, f: Filters, caller: str
-    ) -> list[dict[str, Any]]:
-        params = {
-            "contact_id": str(contact_id),
-            "limit": limit,
-            "before": _key_param(bound) if bound else None,
-            "channel": f.channel,
-            "type": f.type,
-            "since": _iso(f.since),
-        }
-        page = await self.interactions.json("GET", "/v1/interactions", caller=caller, params=params)
-        return [interaction_item(doc) for doc in page["items"]]
-
-    async def _followups(
-        self, contact_id: uuid.UUID, bound: tuple[datetime, uuid.UUID] | None, limit: int, f: Filters, caller: str
-    ) -> tuple[list[dict[str, Any]], Position | None]:
-        """Follow-ups (the service has no channel filter: filtered here, a few pages at most). When the
-        rounds run out before the end, also the last position scanned: below it, nothing is known yet."""
-        found: list[dict[str, Any]] = []
-        frontier: Position | None = None
-        for round_ in range(CHANNEL_FILTER_ROUNDS if f.channel else 1):
-            params = {
-                "contact_id": str(contact_id),
-                "order": "timeline",
-                "limit": limit,
-                "before": _key_param(bound) if bound else None,
-                "status": f.type,
-            }
-            page = await self.followups.json("GET", "/v1/followups", caller=caller, params=params)
-            items = [followup_item(doc) for doc in page["items"]]
-            found.extend(i for i in items if f.channel is None or i["channel"] == f.channel)
-            if len(items) < limit or len(found) >= limit:
-                break
-            last = items[-1]
-            bound = (last["at"], uuid.UUID(last["id"]))
-            if round_ == CHANNEL_FILTER_ROUNDS - 1:
-                frontier = position_of(last)
-        return found, frontier
-
-    async def _contact_events(
-        self, contact_id: uuid.UUID, bound: tuple[datetime, uuid.UUID] | None, limit: int, f: Filters
-    ) -> list[dict[str, Any]]:
-        # Plain rows, not ORM objects: read on every page a cache does not answer, and tracked instances cost
-        # more than the indexed query.
-        query = select(_CONTACT_EVENTS).where(col(ContactEvent.contact_id).in_(_family(contact_id)))
-        if bound is not None:
-            at, id_ = bound
-            query = query.where(
-                or_(col(ContactEvent.at) < at, and_(col(ContactEvent.at) == at, col(ContactEvent.id) < id_))
-            )
-        if f.type is not None:
-            query = query.where(col(ContactEvent.type) == f.type)
-        query = query.order_by(col(ContactEvent.at).desc(), col(ContactEvent.id).desc()).limit(limit)
-        async with self.sessionmaker() as session:
-            rows = (await session.execute(query)).all()
-        return [contact_event_item(row) for row in rows]
-
-    async def _fetch(
-        self,
-        kind: str,
-        contact_id: uuid.UUID,
-        bound: tuple[datetime, uuid.UUID] | None,
-        limit: int,
-        f: Filters,
-        caller: str,
-    ) -> tuple[list[dict[str, Any]], Position | None]:
-        if kind == "interaction":
-            return await self._interactions(contact_id, bound, limit, f, caller), None
-        if kind == "followup":
-            return await self._followups(contact_id, bound, limit, f, caller)
-        return await self._contact_events(contact_id, bound, limit, f), None
-
     # -- a page --------------------------------------------------------------------------------------------
+
+    async def family(self, contact_id: uuid.UUID) -> list[uuid.UUID]:
+        """The contact and the contacts merged into it. A merge re-keys the projection, but an event about the
+        source applied concurrently with its merge may still land under the source: reading all is exact.
+        Reused like the contact (an event about it, seen live, forgets it)."""
+        cached = self._families.get(contact_id)
+        if cached is not None:
+            return cached
+        generation = self._generation.get(contact_id, 0)
+        found = [contact_id, *[a for a in await self.aliases_of(contact_id) if a != contact_id]]
+        if self._generation.get(contact_id, 0) == generation:
+            self._families.put(contact_id, found)
+        return found
 
     async def page(
         self,
@@ -479,17 +335,17 @@ class Timeline:
     ) -> tuple[list[dict[str, Any]], Position | None]:
         """Up to ``limit`` items strictly after ``after`` (or from the top); and the last position when
         more may follow."""
-        entry = await self._page_entry(contact_id=contact_id, filters=filters, limit=limit, after=after, caller=caller)
-        return entry.items, entry.last
+        entry = await self._page_entry(contact_id=contact_id, filters=filters, limit=limit, after=after)
+        items = [json.loads(document) for document in entry.documents]
+        for item in items:
+            item["at"] = as_utc(datetime.fromisoformat(item["at"]))
+        return items, entry.last
 
     async def _page_entry(
-        self, *, contact_id: uuid.UUID, filters: Filters, limit: int, after: Position | None, caller: str
+        self, *, contact_id: uuid.UUID, filters: Filters, limit: int, after: Position | None
     ) -> PageEntry:
         if self.page_cache_s <= 0:
-            items, last = await self._page(
-                contact_id=contact_id, filters=filters, limit=limit, after=after, caller=caller
-            )
-            return PageEntry(items, last)
+            return await self._page(contact_id=contact_id, filters=filters, limit=limit, after=after)
         key = (contact_id, filters, limit, after)
         generation = self._generation.get(contact_id, 0)
         cached = self._pages.get(key)
@@ -497,10 +353,7 @@ class Timeline:
             return cached[1]
 
         async def read() -> PageEntry:
-            items, last = await self._page(
-                contact_id=contact_id, filters=filters, limit=limit, after=after, caller=caller
-            )
-            entry = PageEntry(items, last)
+            entry = await self._page(contact_id=contact_id, filters=filters, limit=limit, after=after)
             if self._generation.get(contact_id, 0) == generation:  # nothing happened to the contact meanwhile
                 self._pages.put(key, (generation, entry))
             return entry
@@ -513,65 +366,64 @@ class Timeline:
     ) -> bytes:
         """The timeline response as JSON: ``{"contact": header, "items": […], "next_cursor": …}``.
 
-        Assembled from the header's and the page's cached JSON, so a page read again within its cache time
-        costs dictionary look-ups, not a rebuild (the cursor is signed once per page too)."""
+        Assembled from the header's JSON and the items' stored JSON: a page costs one indexed read and a join,
+        and a page read again within its cache time costs dictionary look-ups (the cursor is signed once too)."""
         contact = await self.resolve_contact(contact_id=contact_id, caller=caller)
         surviving = uuid.UUID(contact["id"])
         after = self.read_cursor(cursor, contact_id=surviving, filters=filters) if cursor else None
         cached_header = self._headers.get(surviving)
         if cached_header is not None:
             header = cached_header
-            entry = await self._page_entry(
-                contact_id=surviving, filters=filters, limit=limit, after=after, caller=caller
-            )
+            entry = await self._page_entry(contact_id=surviving, filters=filters, limit=limit, after=after)
         else:
             header, entry = await asyncio.gather(
                 self._header_entry(contact),
-                self._page_entry(contact_id=surviving, filters=filters, limit=limit, after=after, caller=caller),
+                self._page_entry(contact_id=surviving, filters=filters, limit=limit, after=after),
             )
         if entry.encoded is None:
             token = self.cursor(entry.last, contact_id=surviving, filters=filters) if entry.last else None
-            entry.encoded = to_json(entry.items) + b', "next_cursor": ' + to_json(token)
+            entry.encoded = b"[" + ", ".join(entry.documents).encode() + b'], "next_cursor": ' + to_json(token)
         return b'{"contact": ' + header[1] + b', "items": ' + entry.encoded + b"}"
 
-    async def _page(
-        self,
-        *,
-        contact_id: uuid.UUID,
-        filters: Filters,
-        limit: int,
-        after: Position | None,
-        caller: str,
-    ) -> tuple[list[dict[str, Any]], Position | None]:
+    async def _page(self, *, contact_id: uuid.UUID, filters: Filters, limit: int, after: Position | None) -> PageEntry:
         kinds = filters.sources()
-
-        def bound_for(kind: str) -> tuple[datetime, uuid.UUID] | None:
-            bounds = []
-            if after is not None:
-                bounds.append(after.before_for(kind))
-            if filters.until is not None:
-                bounds.append((filters.until, MIN_ID))
-            return min(bounds, key=lambda b: (b[0], b[1].int)) if bounds else None
-
-        fetched = await asyncio.gather(
-            *(self._fetch(kind, contact_id, bound_for(kind), limit + 1, filters, caller) for kind in kinds)
-        )
-        merged = sorted(
-            (item for items, _ in fetched for item in items), key=lambda i: position_of(i).key(), reverse=True
-        )
-        frontiers = [frontier for _, frontier in fetched if frontier is not None]
-        # A source that stopped early knows nothing below its frontier: the page ends there.
-        cut = max(frontiers, key=Position.key) if frontiers else None
-        if cut is not None:
-            merged = [item for item in merged if position_of(item).key() > cut.key()]
+        if not kinds:
+            return PageEntry([], None)
+        conditions: list[sa.ColumnElement[bool]] = []
+        if len(kinds) < len(KINDS):
+            conditions.append(_ITEMS.c.sort_rank.in_([SORT_RANK[kind] for kind in kinds]))
+        if filters.channel is not None:
+            conditions.append(_ITEMS.c.channel == filters.channel)
+        if filters.type is not None:
+            conditions.append(_ITEMS.c.type == filters.type)
         if filters.since is not None:
-            merged = [item for item in merged if item["at"] >= filters.since]
-        page = merged[:limit]
-        if len(merged) > limit:
-            return page, position_of(page[-1])
-        if cut is not None and filters.since is not None and cut.at < filters.since:
-            return page, None  # all that is left is older than the window
-        return page, cut
+            conditions.append(_ITEMS.c.at >= filters.since)
+        if filters.until is not None:
+            conditions.append(_ITEMS.c.at < filters.until)
+        if after is not None:
+            conditions.append(
+                tuple_(_ITEMS.c.at, _ITEMS.c.sort_rank, _ITEMS.c.id)
+                < tuple_(after.at, SORT_RANK[KINDS[after.rank]], after.id)
+            )
+        family = await self.family(contact_id)
+        rows: list[Any] = []
+        async with self.sessionmaker() as session:
+            for member in family:
+                query = (
+                    select(_ITEMS.c.at, _ITEMS.c.sort_rank, _ITEMS.c.id, _ITEMS.c.document)
+                    .where(_ITEMS.c.contact_id == member, *conditions)
+                    .order_by(_ITEMS.c.at.desc(), _ITEMS.c.sort_rank.desc(), _ITEMS.c.id.desc())
+                    .limit(limit + 1)
+                )
+                rows.extend((await session.execute(query)).all())
+        if len(family) > 1:
+            rows.sort(key=lambda r: (r.at, r.sort_rank, r.id.int), reverse=True)
+        page = rows[:limit]
+        last = None
+        if len(rows) > limit:
+            tail = page[-1]
+            last = Position(as_utc(tail.at), RANK[KINDS[len(KINDS) - 1 - tail.sort_rank]], tail.id)
+        return PageEntry([row.document for row in page], last)
 
     def cursor(self, position: Position, *, contact_id: uuid.UUID, filters: Filters) -> str:
         return encode_position(position, contact_id=contact_id, scope=filters.scope(), key=self.signing_key)
@@ -627,20 +479,18 @@ class Timeline:
                 changes.append((as_utc(row.at), stage))
         if not changes:
             changes = [(created_at, str(contact.get("stage")))]
-        touchpoints: list[dict[str, Any]] = []
-        bound: tuple[datetime, uuid.UUID] | None = None
-        truncated = False
-        while True:
-            params = {"contact_id": str(contact_id), "limit": 100, "before": _key_param(bound) if bound else None}
-            page = await self.interactions.json("GET", "/v1/interactions", caller=caller, params=params)
-            touchpoints.extend(page["items"])
-            if len(page["items"]) < 100:
-                break
-            if len(touchpoints) >= max_touchpoints:
-                truncated = True
-                break
-            last = page["items"][-1]
-            bound = (as_utc(datetime.fromisoformat(last["occurred_at"])), uuid.UUID(last["id"]))
+        family = await self.family(contact_id)
+        async with self.sessionmaker() as session:
+            touches = (
+                await session.execute(
+                    select(_ITEMS.c.at, _ITEMS.c.channel, _ITEMS.c.type)
+                    .where(_ITEMS.c.contact_id.in_(family), _ITEMS.c.sort_rank == SORT_RANK["interaction"])
+                    .order_by(_ITEMS.c.at.desc())
+                    .limit(max_touchpoints + 1)
+                )
+            ).all()
+        truncated = len(touches) > max_touchpoints
+        touches = touches[:max_touchpoints]
         now = self.clock.now()
         stages: list[dict[str, Any]] = []
         for index, (entered, stage) in enumerate(changes):
@@ -656,8 +506,8 @@ class Timeline:
                     "touchpoints_per_type": {},
                 }
             )
-        for doc in touchpoints:
-            at = as_utc(datetime.fromisoformat(doc["occurred_at"]))
+        for at, channel, type_ in touches:
+            at = as_utc(at)
             # A touchpoint before the first recorded stage belongs to the first stage.
             target = stages[0]
             for stage_row in stages:
@@ -665,12 +515,12 @@ class Timeline:
                     target = stage_row
             target["touchpoints"] += 1
             per_channel = target["touchpoints_per_channel"]
-            per_channel[doc["channel"]] = per_channel.get(doc["channel"], 0) + 1
+            per_channel[channel] = per_channel.get(channel, 0) + 1
             per_type = target["touchpoints_per_type"]
-            per_type[doc["type"]] = per_type.get(doc["type"], 0) + 1
+            per_type[type_] = per_type.get(type_, 0) + 1
         return {
             "contact_id": contact_id,
             "stages": stages,
-            "touchpoints_counted": len(touchpoints),
+            "touchpoints_counted": len(touches),
             "truncated": truncated,
         }

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Response
 
 from gateway.api.common import AUTH_ERRORS, NOT_FOUND, body_of, forward, ok, problem
 from gateway.auth import FollowupsRead, FollowupsWork
-from gateway.deps import ServicesDep
+from gateway.deps import ServicesDep, WriteThroughDep
 from gateway.schemas_services import (
     FollowupAssign,
     FollowupCancel,
@@ -59,8 +59,11 @@ async def list_followups(
 
 
 @router.post("", status_code=201, summary="Create a follow-up by hand", responses=ok(FollowupRead, "Created", 201))
-async def create_followup(body: FollowupCreate, principal: FollowupsWork, services: ServicesDep) -> Response:
-    return await forward(services.followups, "POST", "/v1/followups", principal, body=body_of(body))
+async def create_followup(
+    body: FollowupCreate, principal: FollowupsWork, services: ServicesDep, write_through: WriteThroughDep
+) -> Response:
+    answer = await forward(services.followups, "POST", "/v1/followups", principal, body=body_of(body))
+    return await write_through.followup(answer)
 
 
 @router.get("/{followup_id}", summary="Read a follow-up", responses={**ok(FollowupRead), **NOT_FOUND})
@@ -70,33 +73,49 @@ async def get_followup(followup_id: uuid.UUID, principal: FollowupsRead, service
 
 @router.post("/{followup_id}/complete", summary="Mark done", responses={**ok(FollowupRead), **STATE_ERRORS})
 async def complete_followup(
-    followup_id: uuid.UUID, body: FollowupComplete, principal: FollowupsWork, services: ServicesDep
+    followup_id: uuid.UUID,
+    body: FollowupComplete,
+    principal: FollowupsWork,
+    services: ServicesDep,
+    write_through: WriteThroughDep,
 ) -> Response:
     path = f"/v1/followups/{followup_id}/complete"
-    return await forward(services.followups, "POST", path, principal, body=body_of(body))
+    return await write_through.followup(await forward(services.followups, "POST", path, principal, body=body_of(body)))
 
 
 @router.post("/{followup_id}/snooze", summary="Move the due time later", responses={**ok(FollowupRead), **STATE_ERRORS})
 async def snooze_followup(
-    followup_id: uuid.UUID, body: FollowupSnooze, principal: FollowupsWork, services: ServicesDep
+    followup_id: uuid.UUID,
+    body: FollowupSnooze,
+    principal: FollowupsWork,
+    services: ServicesDep,
+    write_through: WriteThroughDep,
 ) -> Response:
     path = f"/v1/followups/{followup_id}/snooze"
-    return await forward(services.followups, "POST", path, principal, body=body_of(body))
+    return await write_through.followup(await forward(services.followups, "POST", path, principal, body=body_of(body)))
 
 
 @router.post("/{followup_id}/cancel", summary="Cancel", responses={**ok(FollowupRead), **STATE_ERRORS})
 async def cancel_followup(
-    followup_id: uuid.UUID, body: FollowupCancel, principal: FollowupsWork, services: ServicesDep
+    followup_id: uuid.UUID,
+    body: FollowupCancel,
+    principal: FollowupsWork,
+    services: ServicesDep,
+    write_through: WriteThroughDep,
 ) -> Response:
     path = f"/v1/followups/{followup_id}/cancel"
-    return await forward(services.followups, "POST", path, principal, body=body_of(body))
+    return await write_through.followup(await forward(services.followups, "POST", path, principal, body=body_of(body)))
 
 
 @router.post(
     "/{followup_id}/assign", summary="Give to a person or a team", responses={**ok(FollowupRead), **STATE_ERRORS}
 )
 async def assign_followup(
-    followup_id: uuid.UUID, body: FollowupAssign, principal: FollowupsWork, services: ServicesDep
+    followup_id: uuid.UUID,
+    body: FollowupAssign,
+    principal: FollowupsWork,
+    services: ServicesDep,
+    write_through: WriteThroughDep,
 ) -> Response:
     path = f"/v1/followups/{followup_id}/assign"
-    return await forward(services.followups, "POST", path, principal, body=body_of(body))
+    return await write_through.followup(await forward(services.followups, "POST", path, principal, body=body_of(body)))

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Header, Path, Query, Response
 
 from gateway.api.common import AUTH_ERRORS, NOT_FOUND, body_of, forward, ok, problem
 from gateway.auth import InteractionsLog, InteractionsRead, InteractionsUpdate
-from gateway.deps import ServicesDep
+from gateway.deps import ServicesDep, WriteThroughDep
 from gateway.schemas_services import (
     BatchResults,
     Channel,
@@ -48,12 +48,14 @@ async def log_interaction(
     body: InteractionCreate,
     principal: InteractionsLog,
     services: ServicesDep,
+    write_through: WriteThroughDep,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key is not None else None
-    return await forward(
+    answer = await forward(
         services.interactions, "POST", "/v1/interactions", principal, body=body_of(body), headers=headers
     )
+    return await write_through.interaction(answer)
 
 
 @router.post(
@@ -116,11 +118,16 @@ async def get_interaction(interaction_id: uuid.UUID, principal: InteractionsRead
     responses={**ok(InteractionRead), **NOT_FOUND},
 )
 async def patch_interaction(
-    interaction_id: uuid.UUID, body: InteractionUpdate, principal: InteractionsUpdate, services: ServicesDep
+    interaction_id: uuid.UUID,
+    body: InteractionUpdate,
+    principal: InteractionsUpdate,
+    services: ServicesDep,
+    write_through: WriteThroughDep,
 ) -> Response:
-    return await forward(
+    answer = await forward(
         services.interactions, "PATCH", f"/v1/interactions/{interaction_id}", principal, body=body_of(body)
     )
+    return await write_through.interaction(answer)
 
 
 @router.get(

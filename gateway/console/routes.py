@@ -18,7 +18,7 @@ from fastapi.templating import Jinja2Templates
 from gateway.auth import Action, Principal, allowed
 from gateway.console import labels
 from gateway.console.client import Answer, Gateway, signed_in
-from gateway.timeline import interaction_item
+from gateway.projection import interaction_item
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))

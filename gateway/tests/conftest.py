@@ -13,9 +13,11 @@ import pytest
 import uvicorn
 from fastapi import FastAPI, HTTPException
 
+from gateway import events, live
 from gateway.app import create_app
 from gateway.settings import DEV_ADMIN_KEY, GatewaySettings
 from servicekit.clock import MovableClock
+from servicekit.events import CloudEvent, make_event
 from servicekit.testing.apps import running_app
 from servicekit.testing.nats import NatsServer
 from servicekit.testing.ports import free_port
@@ -30,14 +32,34 @@ def _key(at: str, id_: str) -> tuple[datetime, int]:
 
 class StubServices:
     """In-test stand-ins for contacts, interactions and follow-ups (unit tests of the gateway only):
-    the keyset contract of docs/CONVENTIONS.md over in-memory lists."""
+    the keyset contract of docs/CONVENTIONS.md over in-memory lists. A touchpoint or follow-up added here is
+    also an event for the gateway's projection: ``project`` applies the ones not applied yet with the
+    gateway's own handlers, as its consumers would (the ``gateway`` fixture does it before each request)."""
 
     def __init__(self) -> None:
         self.contacts: dict[str, dict[str, Any]] = {}
         self.interactions: list[dict[str, Any]] = []
         self.followups: list[dict[str, Any]] = []
         self.calls: list[httpx.Request] = []
+        self.unprojected: list[CloudEvent] = []
         self.app = self._build()
+
+    async def project(self, app: FastAPI, *, announce: bool = True) -> None:
+        """Applies the events of what was added since the last call to the gateway app's projection and, as its
+        consumers do after the commit, announces the contacts that changed (and forgets them at once here, so
+        the next request sees them). ``announce=False``: applied quietly, as if by a consumer whose
+        announcement was lost."""
+        pending, self.unprojected = self.unprojected, []
+        for event in pending:
+            handlers = (
+                events.INTERACTION_HANDLERS if event.type.startswith("crm.interaction.") else events.FOLLOWUP_HANDLERS
+            )
+            async with app.state.runtime.sessionmaker() as session, session.begin():
+                await handlers[event.type](session, event)
+            if announce:
+                app.state.timeline.forget_header(event.subject)
+        if announce:
+            await live.announce(app.state.runtime.bus, pending)
 
     def add_contact(self, **fields: Any) -> dict[str, Any]:
         now = datetime(2026, 1, 1, tzinfo=UTC).isoformat()
@@ -55,17 +77,24 @@ class StubServices:
         item = {
             "id": str(uuid.uuid4()), "contact_id": contact_id, "original_contact_id": contact_id,
             "channel": "email", "direction": "inbound", "type": "inquiry", "occurred_at": at.isoformat(),
-            "received_at": at.isoformat(), "subject": "Hello", "body": "Where is my order?", "csat": None, **fields,
+            "received_at": at.isoformat(), "subject": "Hello", "body": "Where is my order?", "csat": None,
+            "version": 1, **fields,
         }  # fmt: skip
         self.interactions.append(item)
+        body_less = {k: v for k, v in item.items() if k != "body"}
+        self.unprojected.append(
+            make_event(type=events.INTERACTION_LOGGED, source="test", subject=contact_id, data=body_less, time=at)
+        )
         return item
 
     def add_followup(self, contact_id: str, at: datetime, **fields: Any) -> dict[str, Any]:
         item = {
             "id": str(uuid.uuid4()), "contact_id": contact_id, "reason": "Thank-you call", "channel": "phone",
-            "status": "scheduled", "due_at": at.isoformat(), "timeline_at": at.isoformat(), **fields,
+            "status": "scheduled", "due_at": at.isoformat(), "timeline_at": at.isoformat(), "version": 1, **fields,
         }  # fmt: skip
         self.followups.append(item)
+        kind = "crm.followup.completed.v1" if item["status"] == "completed" else "crm.followup.scheduled.v1"
+        self.unprojected.append(make_event(type=kind, source="test", subject=contact_id, data=item, time=at))
         return item
 
     def _build(self) -> FastAPI:
@@ -163,7 +192,13 @@ def stub() -> StubServices:
 async def gateway(
     gateway_settings: GatewaySettings, clock: MovableClock, stub: StubServices
 ) -> AsyncIterator[httpx.AsyncClient]:
-    async with running_app(create_app(gateway_settings, clock=clock, transports=stub.transports())) as client:
+    app = create_app(gateway_settings, clock=clock, transports=stub.transports())
+    async with running_app(app) as client:
+
+        async def project(_request: httpx.Request) -> None:
+            await stub.project(app)
+
+        client.event_hooks["request"].append(project)
         yield client
 
 

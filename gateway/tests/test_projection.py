@@ -145,7 +145,7 @@ async def test_contact_events_become_timeline_items_and_a_merge_rekeys_them(
 
 
 def test_timeline_item_times_are_utc() -> None:
-    from gateway.timeline import interaction_item
+    from gateway.projection import interaction_item
 
     item = interaction_item({"id": str(uuid.uuid4()), "occurred_at": "2026-03-01T13:00:00+01:00", "type": "note"})
     assert item["at"] == datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

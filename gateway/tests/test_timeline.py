@@ -17,21 +17,13 @@ import pytest
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
 from gateway.tests.conftest import ADMIN, StubServices, make_key, served
-from gateway.timeline import MAX_ID, MIN_ID, InvalidCursor, Position, decode_position, encode_position, sign
+from gateway.timeline import InvalidCursor, Position, decode_position, encode_position, sign
 from servicekit.clock import MovableClock
-from servicekit.events import make_event
 from servicekit.testing.apps import running_app
 from servicekit.testing.nats import NatsServer
 from servicekit.testing.plugin import eventually
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-
-
-def test_each_source_gets_the_strict_bound_that_follows_the_last_position() -> None:
-    last = Position(T0, 1, uuid.UUID(int=5))  # a follow-up
-    assert last.before_for("followup") == (T0, uuid.UUID(int=5))
-    assert last.before_for("interaction") == (T0, MIN_ID)  # same instant: touchpoints came first
-    assert last.before_for("contact_event") == (T0, MAX_ID)  # same instant: events come after
 
 
 def test_a_changed_or_foreign_cursor_is_refused() -> None:
@@ -197,18 +189,16 @@ async def test_the_stream_pushes_a_new_item_within_a_second_and_replays_after_re
 ) -> None:
     contact = stub.add_contact()
     stub.add_interaction(contact["id"], T0 - timedelta(days=1))
-    nc = await nats.connect(nats_server.url)
     app = create_app(gateway_settings, clock=clock, transports=stub.transports())
     async with served(app) as base_url, httpx.AsyncClient(base_url=base_url, timeout=10) as client:
         await app.state.runtime.bus.wait_connected()
+        await stub.project(app)
         url = f"/api/v1/contacts/{contact['id']}/timeline/stream"
 
-        async def announce(item: dict[str, Any], subject: str) -> float:
-            event = make_event(
-                type="crm.interaction.logged.v1", source="test", subject=contact["id"], data=item, time=T0
-            )
+        async def applied() -> float:
+            # As the gateway's consumer does: the projection commits, then the contact is announced.
             started = asyncio.get_running_loop().time()
-            await nc.publish(subject, event.to_json())
+            await stub.project(app)
             return started
 
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
@@ -219,7 +209,7 @@ async def test_the_stream_pushes_a_new_item_within_a_second_and_replays_after_re
             assert (await _next(queue))["event"] == "ready"
             await asyncio.sleep(0.2)
             first = stub.add_interaction(contact["id"], T0, subject="Order arrived broken", type="complaint")
-            started = await announce(first, f"crm.interactions.logged.{contact['id']}")
+            started = await applied()
             pushed = await _next(queue)
             assert asyncio.get_running_loop().time() - started < 1.0
             assert pushed["event"] == "item"
@@ -235,6 +225,7 @@ async def test_the_stream_pushes_a_new_item_within_a_second_and_replays_after_re
             stub.add_interaction(contact["id"], T0 + timedelta(minutes=1)),
             stub.add_followup(contact["id"], T0 + timedelta(minutes=2)),
         ]
+        await stub.project(app, announce=False)
         queue = asyncio.Queue()
         async with client.stream("GET", url, headers={**ADMIN, "Last-Event-ID": last_id}) as response:
             reader = asyncio.create_task(_read_events(response, queue))
@@ -242,7 +233,6 @@ async def test_the_stream_pushes_a_new_item_within_a_second_and_replays_after_re
             assert [json.loads(e["data"])["id"] for e in replayed] == [m["id"] for m in missed]
             assert (await _next(queue))["event"] == "ready"
             reader.cancel()
-    await nc.close()
 
 
 async def test_an_unknown_contact_stream_is_a_problem_not_a_stream(gateway: httpx.AsyncClient) -> None:
@@ -255,21 +245,24 @@ async def test_a_page_is_reused_until_an_event_about_the_contact_arrives(
     gateway_settings: GatewaySettings, clock: MovableClock, stub: StubServices, nats_server: NatsServer
 ) -> None:
     settings = gateway_settings.model_copy(update={"timeline_cache_s": 600.0, "header_cache_s": 600.0})
-    async with running_app(create_app(settings, clock=clock, transports=stub.transports())) as gateway:
+    app = create_app(settings, clock=clock, transports=stub.transports())
+    async with running_app(app) as gateway:
         contact = stub.add_contact()
         stub.add_interaction(contact["id"], T0)
+        await stub.project(app)
         url = f"/api/v1/contacts/{contact['id']}/timeline"
         assert len((await gateway.get(url, headers=ADMIN)).json()["items"]) == 1
         await asyncio.sleep(0.3)  # the live subscription is up
-        added = stub.add_interaction(contact["id"], T0 + timedelta(minutes=1))
-        # Without an event the gateway has no reason to look again (for GATEWAY_TIMELINE_CACHE_S) …
+        stub.add_interaction(contact["id"], T0 + timedelta(minutes=1))
+        await stub.project(app, announce=False)
+        # Without an announcement the gateway has no reason to look again (for GATEWAY_TIMELINE_CACHE_S) …
         assert len((await gateway.get(url, headers=ADMIN)).json()["items"]) == 1
+        # … and the announcement of the contact (by whichever gateway process applied the event) retires the
+        # page, long before the 600 s.
         nc = await nats.connect(nats_server.url)
-        event = make_event(type="crm.interaction.logged.v1", source="test", subject=contact["id"], data=added, time=T0)
-        await nc.publish(f"crm.interactions.logged.{contact['id']}", event.to_json())
+        await nc.publish(f"gateway.projected.{contact['id']}", b"")
         await nc.close()
 
-        # … and the event about the contact retires the page (long before the 600 s).
         async def fresh() -> bool:
             return len((await gateway.get(url, headers=ADMIN)).json()["items"]) == 2
 
@@ -289,15 +282,17 @@ async def test_a_channel_filter_never_skips_follow_ups_buried_under_other_channe
     assert all(i["channel"] == "sms" for i in items)
 
 
-async def test_readers_of_a_page_that_is_not_cached_share_one_read_of_each_service(
+async def test_a_page_comes_from_the_projection_alone_and_its_readers_share_one_read_of_the_contact(
     gateway_settings: GatewaySettings, clock: MovableClock, stub: StubServices
 ) -> None:
     settings = gateway_settings.model_copy(update={"timeline_cache_s": 600.0, "header_cache_s": 600.0})
-    async with running_app(create_app(settings, clock=clock, transports=stub.transports())) as gateway:
+    app = create_app(settings, clock=clock, transports=stub.transports())
+    async with running_app(app) as gateway:
         contact = stub.add_contact()
         for minutes in range(5):
             stub.add_interaction(contact["id"], T0 - timedelta(minutes=minutes))
             stub.add_followup(contact["id"], T0 - timedelta(minutes=minutes, seconds=30))
+        await stub.project(app)
         url = f"/api/v1/contacts/{contact['id']}/timeline?limit=4"
         await make_key(gateway, "readonly")  # the key's own calls are not the timeline's
         stub.calls.clear()
@@ -305,11 +300,13 @@ async def test_readers_of_a_page_that_is_not_cached_share_one_read_of_each_servi
         assert {p.status_code for p in pages} == {200}
         assert len({p.content for p in pages}) == 1
         upstream = sorted(r.url.path for r in stub.calls if r.url.path.startswith("/v1/"))
-        assert upstream == [f"/v1/contacts/{contact['id']}", "/v1/followups", "/v1/interactions"]
-        # The page read again is the same answer, assembled from the cached JSON: no service is asked.
+        assert upstream == [f"/v1/contacts/{contact['id']}"]
+        # The page read again is the same answer, assembled from the cached JSON.
         body = pages[0].json()
         again = await gateway.get(url, headers=ADMIN)
         assert again.content == pages[0].content and len(stub.calls) == len(upstream)
         assert [i["kind"] for i in body["items"]] == ["interaction", "followup"] * 2
         nxt = await gateway.get(url + f"&cursor={body['next_cursor']}", headers=ADMIN)
         assert nxt.status_code == 200 and nxt.json()["items"][0]["at"] < body["items"][-1]["at"]
+        # The interactions and follow-ups services were never asked.
+        assert not [r for r in stub.calls if r.url.path.startswith(("/v1/interactions", "/v1/followups"))]

@@ -1,0 +1,172 @@
+"""The timeline projection (``timeline_items``): versions, erasure, merges, and the migration that made it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from fastapi import FastAPI
+from sqlalchemy import select
+
+from gateway import events
+from gateway.models import ContactEvent
+from gateway.projection import TABLE, contact_event_item, to_json
+from gateway.tests.conftest import ADMIN, ALEMBIC_INI, StubServices
+from servicekit.db import make_engine
+from servicekit.events import CloudEvent, make_event
+from servicekit.migrations import upgrade
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def _app(gateway: httpx.AsyncClient) -> FastAPI:
+    app: FastAPI = gateway._transport.app  # type: ignore[attr-defined]
+    return app
+
+
+async def _apply(gateway: httpx.AsyncClient, *applied: CloudEvent) -> None:
+    """As the gateway's consumers do: each event's handler in a transaction, then the announcement."""
+    app = _app(gateway)
+    handlers = {**events.CONTACT_HANDLERS, **events.INTERACTION_HANDLERS, **events.FOLLOWUP_HANDLERS}
+    for event in applied:
+        async with app.state.runtime.sessionmaker() as session, session.begin():
+            await handlers[event.type](session, event)
+        app.state.timeline.forget_header(event.subject)
+        if event.type == events.CONTACT_MERGED:
+            app.state.timeline.forget_header(event.data["source_id"])
+
+
+def _touchpoint(contact_id: str, **fields: Any) -> dict[str, Any]:
+    return {
+        "id": str(uuid.uuid4()), "contact_id": contact_id, "original_contact_id": contact_id, "channel": "email",
+        "direction": "inbound", "type": "complaint", "occurred_at": T0.isoformat(), "received_at": T0.isoformat(),
+        "subject": "Broken on arrival", "outcome": None, "attributes": {}, "csat": None, "version": 1, **fields,
+    }  # fmt: skip
+
+
+def _event(type_: str, contact_id: str, data: dict[str, Any], at: datetime = T0) -> CloudEvent:
+    return make_event(type=type_, source="test", subject=contact_id, data=data, time=at)
+
+
+async def _items(gateway: httpx.AsyncClient, contact_id: str, query: str = "") -> list[dict[str, Any]]:
+    response = await gateway.get(f"/api/v1/contacts/{contact_id}/timeline?limit=100{query}", headers=ADMIN)
+    assert response.status_code == 200, response.text
+    items: list[dict[str, Any]] = response.json()["items"]
+    return items
+
+
+async def _stored_documents(gateway: httpx.AsyncClient) -> str:
+    async with _app(gateway).state.runtime.sessionmaker() as session:
+        return json.dumps((await session.scalars(select(TABLE.c.document))).all())
+
+
+async def test_a_touchpoint_takes_newer_versions_only_and_its_body_is_never_kept(
+    gateway: httpx.AsyncClient, stub: StubServices
+) -> None:
+    contact = stub.add_contact()
+    touch = _touchpoint(contact["id"], body="The parcel was crushed")  # a producer that sent the body anyway
+    await _apply(gateway, _event(events.INTERACTION_LOGGED, contact["id"], touch))
+    newer = {**touch, "outcome": "refund issued", "version": 3}
+    older = {**touch, "outcome": "waiting for the courier", "version": 2}
+    await _apply(gateway, _event(events.INTERACTION_UPDATED, contact["id"], newer))
+    await _apply(gateway, _event(events.INTERACTION_UPDATED, contact["id"], older))  # arrives late
+
+    [item] = await _items(gateway, contact["id"], "&kinds=interaction")
+    assert item["id"] == touch["id"] and item["outcome"] == "refund issued" and item["version"] == 3
+    assert item["summary"] == "refund issued" and item["title"] == "Broken on arrival"
+    assert "body" not in item
+    assert "crushed" not in await _stored_documents(gateway)
+
+
+async def test_an_erasure_redacts_the_touchpoints_at_once_and_for_good(
+    gateway: httpx.AsyncClient, stub: StubServices
+) -> None:
+    erased, kept = stub.add_contact(), stub.add_contact()
+    secret = _touchpoint(erased["id"], subject="Ada's broken laptop", outcome="Ada called back", attributes={"n": 1})
+    other = _touchpoint(kept["id"], subject="Keep me")
+    await _apply(
+        gateway,
+        _event(events.INTERACTION_LOGGED, erased["id"], secret),
+        _event(events.INTERACTION_LOGGED, kept["id"], other),
+        # The gateway redacts on the contact's erasure, before the interactions service says it did.
+        _event(events.CONTACT_ERASED, erased["id"], {"contact_id": erased["id"]}, T0 + timedelta(hours=1)),
+        # An update made before the erasure, arriving after it, does not bring the subject back.
+        _event(events.INTERACTION_UPDATED, erased["id"], {**secret, "version": 2}),
+    )
+    [item] = await _items(gateway, erased["id"], "&kinds=interaction")
+    assert item["subject"] is None and item["outcome"] is None and item["attributes"] == {}
+    assert item["redacted_at"] is not None and item["channel"] == "email" and item["type"] == "complaint"
+    assert "Ada" not in await _stored_documents(gateway)
+    assert [i["subject"] for i in await _items(gateway, kept["id"], "&kinds=interaction")] == ["Keep me"]
+
+    # crm.interaction.redacted.v1 alone (a gateway that missed the erasure) redacts too; twice changes nothing.
+    late = _touchpoint(kept["id"], subject="Grace's order")
+    await _apply(gateway, _event(events.INTERACTION_LOGGED, kept["id"], late))
+    redacted = {"contact_id": kept["id"], "interactions": 2, "redacted_at": T0.isoformat()}
+    for _ in range(2):
+        await _apply(gateway, _event(events.INTERACTION_REDACTED, kept["id"], redacted))
+    assert {i["subject"] for i in await _items(gateway, kept["id"], "&kinds=interaction")} == {None}
+    assert "Grace" not in await _stored_documents(gateway)
+
+
+async def test_a_merge_moves_touchpoints_and_follow_ups_to_the_target(
+    gateway: httpx.AsyncClient, stub: StubServices
+) -> None:
+    target = stub.add_contact()
+    source = stub.add_contact(status="merged", merged_into=target["id"])
+    touch = _touchpoint(source["id"])
+    followup = {
+        "id": str(uuid.uuid4()), "contact_id": source["id"], "reason": "Call back", "channel": "phone",
+        "status": "scheduled", "due_at": (T0 + timedelta(days=1)).isoformat(),
+        "timeline_at": (T0 + timedelta(days=1)).isoformat(), "version": 1,
+    }  # fmt: skip
+    await _apply(
+        gateway,
+        _event(events.INTERACTION_LOGGED, source["id"], touch),
+        _event("crm.followup.scheduled.v1", source["id"], followup),
+        _event(events.CONTACT_MERGED, target["id"], {"source_id": source["id"], "target_id": target["id"]}),
+    )
+    items = await _items(gateway, source["id"], "&kinds=interaction,followup")  # answers with the target's
+    assert [(i["kind"], i["id"]) for i in items] == [("followup", followup["id"]), ("interaction", touch["id"])]
+    assert {i["contact_id"] for i in items} == {target["id"]}
+    assert items[1]["original_contact_id"] == source["id"]
+    async with _app(gateway).state.runtime.sessionmaker() as session:
+        keys = (await session.execute(select(TABLE.c.contact_id, TABLE.c.original_contact_id))).all()
+    assert {str(c) for c, _ in keys} == {target["id"]}
+
+    # A touchpoint of the source applied after the merge lands under the target too.
+    late = _touchpoint(source["id"], occurred_at=(T0 + timedelta(hours=1)).isoformat())
+    await _apply(gateway, _event(events.INTERACTION_LOGGED, source["id"], late))
+    assert (await _items(gateway, target["id"], "&kinds=interaction"))[0]["contact_id"] == target["id"]
+
+
+async def test_the_migration_copies_the_contact_events_as_the_projection_writes_them(
+    db_backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    if db_backend == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'gateway.db'}"
+    else:
+        url = request.getfixturevalue("pg_cluster").create_database(f"m_{uuid.uuid4().hex[:12]}")
+    await asyncio.to_thread(upgrade, ALEMBIC_INI, url, "0d55fc2efc42")
+    row = ContactEvent(
+        id=uuid.uuid4(), contact_id=uuid.uuid4(), original_contact_id=uuid.uuid4(), at=T0, type="stage_changed",
+        title="Stage changed", summary="Stage lead → customer.", detail={"stage": {"from": "lead", "to": "customer"}},
+    )  # fmt: skip
+    engine = make_engine(url)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(sa.insert(ContactEvent.__table__).values(**row.model_dump()))  # type: ignore[attr-defined]
+        await asyncio.to_thread(upgrade, ALEMBIC_INI, url)
+        async with engine.connect() as connection:
+            stored = (await connection.execute(select(TABLE))).one()
+    finally:
+        await engine.dispose()
+    assert json.loads(stored.document) == json.loads(to_json(contact_event_item(row)))
+    assert (stored.id, stored.contact_id, stored.sort_rank, stored.type) == (row.id, row.contact_id, 0, row.type)
