@@ -5,10 +5,11 @@ A contact with 10,000 touchpoints and 300 follow-ups among 1,000,000 touchpoints
 pages of 50 read by 16 concurrent readers: p50 and p99 of the first page and of a page 100 pages deep.
 Targets (2-core machine, PostgreSQL): p99 ≤ 25 ms on both pages, and within 5 times the floor.
 
-Every service runs as its own process (nats-server, contacts, interactions, follow-ups, gateway). The
-touchpoints and contacts are COPYed into each service's database after its migrations, with the rows the
-service writes; the follow-ups are made through the follow-ups API; the gateway reads everything through
-the services' APIs. The headline figures are cache misses: they come from a gateway with its 2 s timeline
+Every service runs as its own process (nats-server, contacts, interactions, follow-ups, and the gateway as
+two worker processes). The touchpoints and contacts are COPYed into each service's database after its
+migrations, with the rows the service writes, and into the gateway's database what its consumer makes of each
+touchpoint's event (its timeline projection); the follow-ups are made through the follow-ups API and reach
+the gateway's projection as events. The gateway reads a page from its projection. The headline figures are cache misses: they come from a gateway with its 2 s timeline
 page cache off (``GATEWAY_TIMELINE_CACHE_S=0``); the ``*_cached`` figures, from a second gateway with the
 cache on, are what 16 readers of one hot page get (nearly all cache hits). Each phase also reports the CPU
 milliseconds one page costs in each process (gateway, services, PostgreSQL, this load generator), which
@@ -51,8 +52,11 @@ from bench.common import (
 from bench.contacts import load_contacts
 from bench.http1 import LightClient
 from bench.run import figure
+from gateway import projection
+from gateway.models import TimelineItem, TouchSummary
 from servicekit.db import make_engine
 from servicekit.devstack import SERVICES
+from servicekit.events import json_value
 from servicekit.ids import new_id
 from servicekit.migrations import upgrade
 from services.interactions.models import Touchpoint
@@ -66,6 +70,8 @@ SIZES = {
            "deep_page": 10, "samples": 200},
 }  # fmt: skip
 READERS = 16
+# Two gateway processes for the two cores (GATEWAY_WORKERS, as deploy/ runs it): one Python process is one core.
+GATEWAY_WORKERS = 2
 PAGE = 50
 CHUNK = 50_000  # rows per COPY
 CHANNELS = ["phone", "in_person", "email", "sms", "live_chat", "social", "self_service"]
@@ -91,9 +97,7 @@ class CpuMeter:
             return 0.0
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
-    def _postgres_s(self) -> dict[int, float]:
-        if self.postmaster is None:
-            return {}
+    def _children_s(self, parent: int) -> dict[int, float]:
         found = {}
         for entry in Path("/proc").iterdir():
             if entry.name.isdigit():
@@ -101,14 +105,21 @@ class CpuMeter:
                     ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
                 except (OSError, IndexError, ValueError):
                     continue
-                if ppid == self.postmaster:
+                if ppid == parent:
                     found[int(entry.name)] = self._cpu_s(int(entry.name))
         return found
+
+    def _postgres_s(self) -> dict[int, float]:
+        return {} if self.postmaster is None else self._children_s(self.postmaster)
+
+    def _tree_s(self, pid: int) -> float:
+        """A process and its children: uvicorn's supervisor and its workers (``--workers``)."""
+        return self._cpu_s(pid) + sum(self._children_s(pid).values())
 
     def reading(self) -> dict[str, Any]:
         times = os.times()
         return {"load_generator": times.user + times.system, "postgres": self._postgres_s(),
-                **{name: self._cpu_s(pid) for name, pid in self.processes.items()}}  # fmt: skip
+                **{name: self._tree_s(pid) for name, pid in self.processes.items()}}  # fmt: skip
 
     @staticmethod
     def per_call_ms(before: dict[str, Any], after: dict[str, Any], calls: int) -> dict[str, float]:
@@ -121,17 +132,26 @@ class CpuMeter:
 
 
 async def seed_touchpoints(
-    database_url: str, total: int, hot: uuid.UUID, hot_rows: int, others: list[uuid.UUID], rng: random.Random
+    database_url: str,
+    gateway_url: str,
+    total: int,
+    hot: uuid.UUID,
+    hot_rows: int,
+    others: list[uuid.UUID],
+    rng: random.Random,
 ) -> None:
     """``total`` touchpoints, every (total / hot_rows)-th of them the hot contact's, the rest spread over the
     other contacts; the rows the service writes (sentiment scored once per subject: the bodies differ only in
-    a number, which does not move the score)."""
+    a number, which does not move the score). And in the gateway's database what its consumer makes of each
+    one's ``crm.interaction.logged.v1`` (the same ``gateway.projection`` functions): the timeline item, and the
+    first/last touch per contact and channel."""
+    touches: dict[tuple[uuid.UUID, str], dict[str, Any]] = {}
     sentiment = {subject: sentiment_of(subject, "Hello, I am writing about order 1.") for subject in SUBJECTS}
     step = max(1, total // hot_rows)
     for start in range(0, total, CHUNK):
-        rows = []
+        rows: list[dict[str, Any]] = []
         for n in range(start, min(total, start + CHUNK)):
-            owner = hot if n % step == 0 and n // step < hot_rows else rng.choice(others)
+            owner: uuid.UUID = hot if n % step == 0 and n // step < hot_rows else rng.choice(others)
             at = START - timedelta(days=400) + timedelta(seconds=n * 17)
             subject = rng.choice(SUBJECTS)
             rows.append({"id": new_id(), "contact_id": owner, "original_contact_id": owner,
@@ -141,6 +161,23 @@ async def seed_touchpoints(
                          "currency": "EUR", "attributes": {}, "sentiment": sentiment[subject], "version": 1,
                          "updated_at": at})  # fmt: skip
         await copy_rows(database_url, Touchpoint, rows)
+        items = []
+        for row in rows:
+            # The event's data: the row as the interactions service announces it (no body).
+            doc = {k: json_value(v) for k, v in row.items() if k != "body"}
+            doc.update(agent=None, thread_id=None, outcome=None, csat=None, nps=None, duration_s=None, source=None,
+                       external_id=None, redacted_at=None)  # fmt: skip
+            items.append(projection.item_row(projection.interaction_item(doc), contact_id=row["contact_id"], version=1))
+            seen = touches.setdefault((row["contact_id"], row["channel"]), {"first_at": row["occurred_at"], "n": 0})
+            seen["last_at"], seen["n"] = row["occurred_at"], seen["n"] + 1
+        await copy_rows(gateway_url, TimelineItem, items)
+    summaries = [
+        {"contact_id": contact_id, "channel": channel, "first_at": t["first_at"], "last_at": t["last_at"],
+         "touches": t["n"], "csat_sum": 0, "csat_count": 0}
+        for (contact_id, channel), t in touches.items()
+    ]  # fmt: skip
+    for start in range(0, len(summaries), CHUNK):
+        await copy_rows(gateway_url, TouchSummary, summaries[start : start + CHUNK])
 
 
 def followups_installed() -> bool:
@@ -274,8 +311,11 @@ async def run_backend(backend: str, quick: bool, samples: int | None = None) -> 
             expect(response.status_code, 201)
             hot = uuid.UUID(response.json()["id"])
         started = time.perf_counter()
-        await seed_touchpoints(urls["interactions"], size["touchpoints"], hot, size["hot_touchpoints"], others, rng)
+        await seed_touchpoints(
+            urls["interactions"], urls["gateway"], size["touchpoints"], hot, size["hot_touchpoints"], others, rng
+        )
         await vacuum_analyze(urls["interactions"])
+        await vacuum_analyze(urls["gateway"])
         result["seed_touchpoints_s"] = round(time.perf_counter() - started, 1)
         print(f"[{backend}] seeded in {result['seed_contacts_s']} s + {result['seed_touchpoints_s']} s", flush=True)
         interactions = infra.service(
@@ -289,7 +329,7 @@ async def run_backend(backend: str, quick: bool, samples: int | None = None) -> 
             "GATEWAY_INTERACTIONS_URL": interactions.url, "GATEWAY_DEV_MODE": "false",
             "TOUCHPOINT_ADMIN_KEY": ADMIN_KEY, "GATEWAY_SECRET_KEY": uuid.uuid4().hex,
             "GATEWAY_RATE_LIMIT_PER_MINUTE": "100000000", "GATEWAY_RATE_LIMIT_BURST": "1000000",
-            "GATEWAY_DB_POOL_SIZE": "20",
+            "GATEWAY_DB_POOL_SIZE": "20", "GATEWAY_WORKERS": str(GATEWAY_WORKERS),
         }  # fmt: skip
         if with_followups:
             followups = infra.service(

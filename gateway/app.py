@@ -70,12 +70,14 @@ def create_app(
         # The timeline only reads the projections. On PostgreSQL it reads in autocommit: one query needs no
         # transaction, and BEGIN and ROLLBACK cost more round trips than the query. (SQLite keeps transactions:
         # servicekit's begin hook is what takes its lock.)
-        reader = runtime.sessionmaker
+        reader, reading_engine = runtime.sessionmaker, runtime.engine
         if runtime.engine.dialect.name == "postgresql":
-            reader = make_sessionmaker(runtime.engine.execution_options(isolation_level="AUTOCOMMIT"))
+            reading_engine = runtime.engine.execution_options(isolation_level="AUTOCOMMIT")
+            reader = make_sessionmaker(reading_engine)
         timeline = Timeline(
             contacts=services.contacts,
             sessionmaker=reader,
+            engine=reading_engine,
             clock=runtime.clock,
             signing_key=settings.signing_key,
             header_cache_s=settings.header_cache_s,
@@ -100,7 +102,8 @@ def create_app(
                     handle_batch=inbox.handle_batch,
                 )
             )
-        live = LiveFeed(runtime.bus, on_event=timeline.forget_header)
+        authenticator = Authenticator(runtime=runtime, admin_key=settings.admin_key or "", cache_s=settings.key_cache_s)
+        live = LiveFeed(runtime.bus, on_event=timeline.forget_header, on_revoked=authenticator.forget)
         runtime.background.append(live.run)
         for client in services.all():
             runtime.extra_checks[client.name] = _reachable(client)
@@ -111,9 +114,7 @@ def create_app(
         app.state.write_through = WriteThrough(
             runtime.sessionmaker, partial(announce_contacts, runtime.bus), timeline.forget_header
         )
-        app.state.authenticator = Authenticator(
-            runtime=runtime, admin_key=settings.admin_key or "", cache_s=settings.key_cache_s
-        )
+        app.state.authenticator = authenticator
         app.state.rate_limiter = RateLimiter(per_minute=settings.rate_limit_per_minute, burst=settings.rate_limit_burst)
         await runtime.start()
         try:

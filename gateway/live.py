@@ -20,6 +20,7 @@ from servicekit.logging import get_logger
 
 log = get_logger(__name__)
 PROJECTED = "gateway.projected"
+REVOKED = "gateway.revoked"
 
 
 def changed_contacts(events: list[CloudEvent]) -> set[str]:
@@ -39,6 +40,13 @@ async def announce(bus: Bus, events: list[CloudEvent]) -> None:
     await announce_contacts(bus, changed_contacts(events))
 
 
+async def announce_revoked(bus: Bus, key_id: str) -> None:
+    """Tells every gateway process that an API key was revoked, so none trusts it from its cache any longer."""
+    if bus.nc is not None and bus.connected:
+        with contextlib.suppress(Exception):
+            await bus.nc.publish(f"{REVOKED}.{key_id}", b"")
+
+
 async def announce_contacts(bus: Bus, contact_ids: set[str]) -> None:
     """Tells every gateway process which contacts the projection just changed for (best effort: a missed
     announcement costs a stream a periodic re-read and a cache its time to live)."""
@@ -50,10 +58,16 @@ async def announce_contacts(bus: Bus, contact_ids: set[str]) -> None:
 
 
 class LiveFeed:
-    def __init__(self, bus: Bus, on_event: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        on_event: Callable[[str], None] | None = None,
+        on_revoked: Callable[[str], None] | None = None,
+    ) -> None:
         self.bus = bus
-        self.subjects = [f"{PROJECTED}.*"]
+        self.subjects = [f"{PROJECTED}.*", f"{REVOKED}.*"]
         self.on_event = on_event
+        self.on_revoked = on_revoked
         self._listeners: dict[str, set[asyncio.Event]] = {}
         self._subs: list[Any] = []
 
@@ -76,7 +90,12 @@ class LiveFeed:
             wake.set()
 
     async def _on_message(self, msg: Any) -> None:
-        self.poke(msg.subject.rsplit(".", 1)[-1])
+        prefix, _, ident = msg.subject.rpartition(".")
+        if prefix == REVOKED:
+            if self.on_revoked is not None:
+                self.on_revoked(ident)
+            return
+        self.poke(ident)
 
     async def run(self) -> None:
         """Subscribe once connected (nats-py re-subscribes core subscriptions after a reconnect)."""

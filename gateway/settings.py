@@ -46,6 +46,12 @@ class GatewaySettings(ServiceSettings):
     rate_limit_per_minute: int = Field(1200, description="Requests per minute per API key or user (429 above)")
     rate_limit_burst: int = Field(200, description="Requests a caller may send at once before the rate applies")
     session_ttl_s: int = Field(12 * 3600, description="Staff session lifetime, seconds")
+    workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Gateway processes behind the port (uvicorn --workers; `make up` and the benchmarks read it)",
+    )
     key_cache_s: float = Field(5.0, description="How long a verified API key is trusted without a database look-up")
     timeline_max_limit: int = Field(100, ge=1, le=199, description="Largest timeline page (the services page at 200)")
     header_cache_s: float = Field(2.0, description="How long a contact's timeline header is reused, seconds")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import json
@@ -23,7 +24,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import and_, literal, or_, select, tuple_
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlmodel import col
 
 from gateway.caches import Coalescer, ExpiringCache
@@ -33,6 +34,7 @@ from gateway.projection import TABLE as _ITEMS
 from gateway.schemas_services import FOLLOWUP_STATUSES, INTERACTION_TYPES
 from gateway.upstream import ServiceClient, UpstreamAnswer
 from servicekit.clock import Clock, as_utc
+from servicekit.db import UTCDateTime
 from servicekit.problems import ProblemError
 
 CONTACT_EVENT_TYPES = ("created", "stage_changed", "consent_changed", "tier_changed", "merged", "erased")
@@ -161,6 +163,38 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
+@functools.lru_cache(maxsize=512)
+def _page_query(
+    ranks: tuple[int, ...] | None, limit: int, *, channel: bool, type_: bool, since: bool, until: bool, after: bool
+) -> sa.Select[Any]:
+    """One member's page of the projection, for one shape of filters (built once, then only executed): the items
+    strictly after ``after`` in timeline order, newest first, along ``ix_timeline_items_page``."""
+    conditions = [_ITEMS.c.contact_id == sa.bindparam("contact_id", type_=sa.Uuid())]
+    if ranks is not None:
+        conditions.append(_ITEMS.c.sort_rank.in_(ranks))
+    if channel:
+        conditions.append(_ITEMS.c.channel == sa.bindparam("channel"))
+    if type_:
+        conditions.append(_ITEMS.c.type == sa.bindparam("type"))
+    if since:
+        conditions.append(_ITEMS.c.at >= sa.bindparam("since", type_=UTCDateTime()))
+    if until:
+        conditions.append(_ITEMS.c.at < sa.bindparam("until", type_=UTCDateTime()))
+    if after:
+        bound = (
+            sa.bindparam("after_at", type_=UTCDateTime()),
+            sa.bindparam("after_rank", type_=sa.SmallInteger()),
+            sa.bindparam("after_id", type_=sa.Uuid()),
+        )
+        conditions.append(tuple_(_ITEMS.c.at, _ITEMS.c.sort_rank, _ITEMS.c.id) < tuple_(*bound))
+    return (
+        select(_ITEMS.c.at, _ITEMS.c.sort_rank, _ITEMS.c.id, _ITEMS.c.document)
+        .where(*conditions)
+        .order_by(_ITEMS.c.at.desc(), _ITEMS.c.sort_rank.desc(), _ITEMS.c.id.desc())
+        .limit(limit)
+    )
+
+
 class Timeline:
     """Reads one contact's timeline from the projection (and the contact from the contacts service)."""
 
@@ -169,6 +203,7 @@ class Timeline:
         *,
         contacts: ServiceClient,
         sessionmaker: async_sessionmaker[AsyncSession],
+        engine: AsyncEngine,
         clock: Clock,
         signing_key: bytes,
         header_cache_s: float,
@@ -176,6 +211,7 @@ class Timeline:
     ) -> None:
         self.contacts = contacts
         self.sessionmaker = sessionmaker
+        self.engine = engine
         self.clock = clock
         self.signing_key = signing_key
         self.header_cache_s = header_cache_s
@@ -389,33 +425,26 @@ class Timeline:
         kinds = filters.sources()
         if not kinds:
             return PageEntry([], None)
-        conditions: list[sa.ColumnElement[bool]] = []
-        if len(kinds) < len(KINDS):
-            conditions.append(_ITEMS.c.sort_rank.in_([SORT_RANK[kind] for kind in kinds]))
-        if filters.channel is not None:
-            conditions.append(_ITEMS.c.channel == filters.channel)
-        if filters.type is not None:
-            conditions.append(_ITEMS.c.type == filters.type)
-        if filters.since is not None:
-            conditions.append(_ITEMS.c.at >= filters.since)
-        if filters.until is not None:
-            conditions.append(_ITEMS.c.at < filters.until)
+        ranks = tuple(SORT_RANK[kind] for kind in kinds) if len(kinds) < len(KINDS) else None
+        query = _page_query(
+            ranks,
+            limit + 1,
+            channel=filters.channel is not None,
+            type_=filters.type is not None,
+            since=filters.since is not None,
+            until=filters.until is not None,
+            after=after is not None,
+        )
+        params: dict[str, Any] = {"channel": filters.channel, "type": filters.type}
+        params.update(since=filters.since, until=filters.until)
         if after is not None:
-            conditions.append(
-                tuple_(_ITEMS.c.at, _ITEMS.c.sort_rank, _ITEMS.c.id)
-                < tuple_(after.at, SORT_RANK[KINDS[after.rank]], after.id)
-            )
+            params.update(after_at=after.at, after_rank=SORT_RANK[KINDS[after.rank]], after_id=after.id)
         family = await self.family(contact_id)
         rows: list[Any] = []
-        async with self.sessionmaker() as session:
+        # A plain connection, not an ORM session: this runs on every page no cache answers.
+        async with self.engine.connect() as connection:
             for member in family:
-                query = (
-                    select(_ITEMS.c.at, _ITEMS.c.sort_rank, _ITEMS.c.id, _ITEMS.c.document)
-                    .where(_ITEMS.c.contact_id == member, *conditions)
-                    .order_by(_ITEMS.c.at.desc(), _ITEMS.c.sort_rank.desc(), _ITEMS.c.id.desc())
-                    .limit(limit + 1)
-                )
-                rows.extend((await session.execute(query)).all())
+                rows.extend((await connection.execute(query, {**params, "contact_id": member})).all())
         if len(family) > 1:
             rows.sort(key=lambda r: (r.at, r.sort_rank, r.id.int), reverse=True)
         page = rows[:limit]

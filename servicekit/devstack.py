@@ -78,6 +78,10 @@ class ServiceProcess:
         host = self.env.get(f"{self.spec.prefix}HOST", "127.0.0.1")
         args = [sys.executable, "-m", "uvicorn", self.spec.app, "--factory", "--host", host, "--port",
                 str(self.port), "--no-access-log", "--timeout-graceful-shutdown", "5"]  # fmt: skip
+        workers = int(self.env.get(f"{self.spec.prefix}WORKERS") or 1)
+        if workers > 1:
+            # uvicorn's supervisor and its worker processes, one listening socket (the kernel spreads connections).
+            args += ["--workers", str(workers)]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child and the echo thread
         self.process = subprocess.Popen(
@@ -109,11 +113,17 @@ class ServiceProcess:
         if self.process is None:
             return
         if self.process.poll() is None:
-            self.process.send_signal(sig)
+            if sig == signal.SIGKILL:
+                # The whole process group (its own session): a supervisor's workers die with it, as in a crash.
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.process.pid, sig)
+            else:
+                self.process.send_signal(sig)
             try:
                 self.process.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
-                self.process.kill()
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
         self.process = None
 

@@ -13,6 +13,7 @@ from sqlmodel import col
 from gateway.api.common import AUTH_ERRORS, NOT_FOUND, problem
 from gateway.auth import ApiKeysManage, AuditRead, UsersManage, new_api_key, passwords, sha256
 from gateway.deps import RuntimeDep, SessionDep, record_audit
+from gateway.live import announce_revoked
 from gateway.models import ApiKey, AuditEntry, StaffSession, StaffUser
 from gateway.schemas import (
     ApiKeyCreate,
@@ -86,7 +87,10 @@ async def revoke_api_key(
             target=str(key_id),
             outcome=204,
         )
+    # Committed first: another gateway process told of the revocation must not find the key valid again.
+    await session.commit()
     request.app.state.authenticator.forget(key_id)
+    await announce_revoked(runtime.bus, str(key_id))
     return Response(status_code=204)
 
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 import httpx
@@ -10,6 +11,7 @@ from gateway.settings import DEV_ADMIN_KEY, GatewaySettings
 from gateway.tests.conftest import ADMIN, StubServices, make_key
 from servicekit.clock import MovableClock
 from servicekit.testing.apps import running_app
+from servicekit.testing.plugin import eventually
 
 
 async def test_no_credentials_is_401_and_a_wrong_key_too(gateway: httpx.AsyncClient) -> None:
@@ -255,3 +257,23 @@ async def test_api_login_locks_an_account_after_5_failures_and_the_console_count
         for _ in range(4):
             assert (await _login(client, "lock@example.com", "wrong password!")).status_code == 401
         assert (await _login(client, "lock@example.com", "correct horse battery")).status_code == 200
+
+
+async def test_a_key_revoked_through_one_gateway_process_is_refused_by_the_others_at_once(
+    gateway_settings: GatewaySettings, clock: MovableClock, stub: StubServices
+) -> None:
+    # Keys are trusted from a per-process cache; a long one shows the revocation does not wait for it.
+    settings = gateway_settings.model_copy(update={"key_cache_s": 600.0})
+    first, second = (create_app(settings, clock=clock, transports=stub.transports()) for _ in range(2))
+    async with running_app(first) as one, running_app(second) as other:
+        key = await make_key(one, "readonly")
+        assert (await other.get("/api/v1/auth/me", headers=key)).status_code == 200  # now cached in `other`
+        [key_id] = [k["id"] for k in (await one.get("/api/v1/api-keys", headers=ADMIN)).json()["items"]]
+        await asyncio.sleep(0.3)  # both processes' live subscriptions are up
+        assert (await one.delete(f"/api/v1/api-keys/{key_id}", headers=ADMIN)).status_code == 204
+        assert (await one.get("/api/v1/auth/me", headers=key)).status_code == 401
+
+        async def refused() -> bool:
+            return (await other.get("/api/v1/auth/me", headers=key)).status_code == 401
+
+        await eventually(refused, timeout=2.0)
