@@ -25,7 +25,7 @@ from gateway.timeline import Timeline
 from gateway.upstream import ServiceClient, UpstreamAnswer, relay
 from servicekit.bus import DurableConsumer
 from servicekit.clock import Clock
-from servicekit.db import make_sessionmaker
+from servicekit.db import make_engine, make_sessionmaker
 from servicekit.heap import settled_heap
 from servicekit.http import RequestContextMiddleware, document_problems, health_router
 from servicekit.inbox import EventInbox
@@ -72,7 +72,7 @@ def create_app(
         # servicekit's begin hook is what takes its lock.)
         reader, reading_engine = runtime.sessionmaker, runtime.engine
         if runtime.engine.dialect.name == "postgresql":
-            reading_engine = runtime.engine.execution_options(isolation_level="AUTOCOMMIT")
+            reading_engine = make_engine(settings.database_url, pool_size=settings.db_pool_size, read_only=True)
             reader = make_sessionmaker(reading_engine)
         timeline = Timeline(
             contacts=services.contacts,
@@ -122,6 +122,8 @@ def create_app(
                 yield
         finally:
             await _stop(runtime)
+            if reading_engine is not runtime.engine:
+                await reading_engine.dispose()
             for client in services.all():
                 await client.close()
 

@@ -249,10 +249,11 @@ async def test_a_page_is_reused_until_an_event_about_the_contact_arrives(
     async with running_app(app) as gateway:
         contact = stub.add_contact()
         stub.add_interaction(contact["id"], T0)
+        await asyncio.sleep(0.3)  # the live subscription is up
         await stub.project(app)
+        await asyncio.sleep(0.3)  # its announcement has come back (and retired nothing yet cached)
         url = f"/api/v1/contacts/{contact['id']}/timeline"
         assert len((await gateway.get(url, headers=ADMIN)).json()["items"]) == 1
-        await asyncio.sleep(0.3)  # the live subscription is up
         stub.add_interaction(contact["id"], T0 + timedelta(minutes=1))
         await stub.project(app, announce=False)
         # Without an announcement the gateway has no reason to look again (for GATEWAY_TIMELINE_CACHE_S) …

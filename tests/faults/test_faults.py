@@ -24,13 +24,14 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
 from sqlalchemy import text
 
 from servicekit.db import make_engine
+from servicekit.testing.plugin import eventually
 from tests.faults.harness import HANG_S, FaultStack, Tally, exactly_once, not_in_stream, replicated_stack, settle
 from tests.faults.touchpoints import (
     Pace,
@@ -206,10 +207,22 @@ async def run(stack: FaultStack, name: str, faults: list[Fault], *, seconds: flo
         await contacts_stored_once(stack, tag, emails, tallies["contacts"], after["CRM_CONTACTS"])
 
         sample = pool[0]
-        timeline = await whole_timeline(http, sample, agent)
-        shown = Counter(item["kind"] for item in timeline)
         touchpoints_of_sample = {t for t, c in stored.contact_of.items() if c == sample}
         followups_of_sample = {row[3] for row in made if row[4] == sample}
+
+        async def complete_timeline() -> list[dict[str, Any]]:
+            # The gateway's projection catches up from its durable consumers, whatever the faults did to them.
+            items = await whole_timeline(http, sample, agent)
+            shown = {kind: {i["id"] for i in items if i["kind"] == kind} for kind in ("interaction", "followup")}
+            complete = shown == {"interaction": touchpoints_of_sample, "followup": followups_of_sample}
+            return items if complete else []
+
+        timeline: list[dict[str, Any]]
+        try:
+            timeline = cast(list[dict[str, Any]], await eventually(complete_timeline, timeout=60.0, interval=1.0))
+        except AssertionError:
+            timeline = await whole_timeline(http, sample, agent)  # to say below what is missing
+        shown = Counter(item["kind"] for item in timeline)
         assert {i["id"] for i in timeline if i["kind"] == "interaction"} == touchpoints_of_sample, shown
         assert {i["id"] for i in timeline if i["kind"] == "followup"} == followups_of_sample, shown
         assert len(timeline) == len({(i["kind"], i["id"]) for i in timeline}), "an item shown twice"
