@@ -5,15 +5,15 @@ A contact with 10,000 touchpoints and 300 follow-ups among 1,000,000 touchpoints
 pages of 50 read by 16 concurrent readers: p50 and p99 of the first page and of a page 100 pages deep.
 Targets (2-core machine, PostgreSQL): p99 ≤ 25 ms on both pages, and within 5 times the floor.
 
-Every service runs as its own process (nats-server, contacts, interactions, follow-ups, and the gateway as
-two worker processes). The touchpoints and contacts are COPYed into each service's database after its
-migrations, with the rows the service writes, and into the gateway's database what its consumer makes of each
-touchpoint's event (its timeline projection); the follow-ups are made through the follow-ups API and reach
-the gateway's projection as events. The gateway reads a page from its projection. The headline figures are cache misses: they come from a gateway with its 2 s timeline
-page cache off (``GATEWAY_TIMELINE_CACHE_S=0``); the ``*_cached`` figures, from a second gateway with the
-cache on, are what 16 readers of one hot page get (nearly all cache hits). Each phase also reports the CPU
-milliseconds one page costs in each process (gateway, services, PostgreSQL, this load generator), which
-stay meaningful when other work shares the machine.
+Every service runs as its own process (nats-server, contacts, interactions, follow-ups, and the gateway as two
+worker processes). The touchpoints and contacts are COPYed into each service's database after its migrations,
+with the rows the service writes, and into the gateway's database what its consumer makes of each touchpoint's
+event (its timeline projection); the follow-ups are made through the follow-ups API and reach the gateway's
+projection as events. The gateway reads a page from its projection. The headline figures are cache misses:
+they come from a gateway with its 2 s timeline page cache off (``GATEWAY_TIMELINE_CACHE_S=0``); the
+``*_cached`` figures, from a second gateway with the cache on, are what 16 readers of one hot page get (nearly
+all cache hits). Each phase also reports the CPU milliseconds one page costs in each process (gateway,
+services, PostgreSQL, this load generator), which stay meaningful when other work shares the machine.
 
     python -m bench.timeline [--quick] [--backend postgres|sqlite] [--samples N]
 
