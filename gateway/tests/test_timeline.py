@@ -311,3 +311,29 @@ async def test_a_page_comes_from_the_projection_alone_and_its_readers_share_one_
         assert nxt.status_code == 200 and nxt.json()["items"][0]["at"] < body["items"][-1]["at"]
         # The interactions and follow-ups services were never asked.
         assert not [r for r in stub.calls if r.url.path.startswith(("/v1/interactions", "/v1/followups"))]
+
+
+async def test_a_stream_on_one_gateway_process_gets_what_another_process_projected(
+    gateway_settings: GatewaySettings, clock: MovableClock, stub: StubServices
+) -> None:
+    contact = stub.add_contact()
+    applying, streaming = (create_app(gateway_settings, clock=clock, transports=stub.transports()) for _ in range(2))
+    async with (
+        running_app(applying),
+        served(streaming) as base_url,
+        httpx.AsyncClient(base_url=base_url, timeout=10) as client,
+    ):
+        await streaming.state.runtime.bus.wait_connected()
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        url = f"/api/v1/contacts/{contact['id']}/timeline/stream"
+        async with client.stream("GET", url, headers=ADMIN) as response:
+            reader = asyncio.create_task(_read_events(response, queue))
+            assert (await _next(queue))["event"] == "ready"
+            await asyncio.sleep(0.3)  # both processes' live subscriptions are up
+            added = stub.add_interaction(contact["id"], T0, subject="Seen by the other process")
+            started = asyncio.get_running_loop().time()
+            await stub.project(applying)  # the other process's consumer applies and announces it
+            pushed = await _next(queue)
+            assert asyncio.get_running_loop().time() - started < 1.0
+            assert pushed["event"] == "item" and json.loads(pushed["data"])["id"] == added["id"]
+            reader.cancel()
