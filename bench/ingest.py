@@ -3,7 +3,8 @@ interactions as uvicorn processes, a real nats-server), every stored touchpoint'
 
 - single ``POST /v1/interactions`` with 64 concurrent clients: requests/s, p50, p99;
 - batch ingest, 500 items per ``POST /v1/interactions/batch``: touchpoints/s;
-- NATS ingest (``crm.ingest.interactions``): touchpoints/s from the first publish to the last stored;
+- NATS ingest (``crm.ingest.interactions``): touchpoints/s from the first publish to the last stored, one touchpoint
+  per message, then the same as batch messages of 100 (``{"items": [...]}``);
 - for each, the time until every ``crm.interaction.logged.v1`` event is acknowledged by JetStream;
 - in the same run, the raw insert rate of the same rows straight into the database (our overhead = the ratio);
 - the contact page query (``GET /v1/interactions?contact_id=…&limit=50``, first and deeper pages) for a contact
@@ -55,6 +56,7 @@ TYPES = ["inquiry", "complaint", "purchase", "return", "feedback", "survey_respo
 SUBJECTS = ["Where is my order?", "Thanks for the quick help", "Broken on arrival, very disappointed",
             "Question about my invoice", "Loved the new collection"]  # fmt: skip
 START = datetime(2026, 1, 1, tzinfo=UTC)
+NATS_BATCH = 100  # touchpoints per batch message in the batched NATS phase
 
 SIZES = {
     False: {"contacts": 500, "single": 20_000, "batches": 100, "nats": 50_000, "raw": 50_000,
@@ -338,6 +340,27 @@ async def run_backend(backend: str, quick: bool, part: str = "all") -> dict[str,
                                   "cpu_ms_per_touchpoint": cpu,
                                   "note": "first publish to last stored; the publisher shares the cores"}  # fmt: skip
 
+                # The same touchpoints as batch messages ({"items": [...]}, the JSON of POST /v1/interactions/batch),
+                # NATS_BATCH to a message: how a high-volume system (a phone system's call records) would send them.
+                print(f"[{backend}] NATS ingest, {NATS_BATCH} per message …", flush=True)
+                before = await count_stored(engine)
+                touches = bodies(size["nats"])
+                batched = [json.dumps({"items": touches[i : i + NATS_BATCH]}).encode()
+                           for i in range(0, len(touches), NATS_BATCH)]  # fmt: skip
+                meter = cpu_meter(infra, interactions)
+                cpu_before = meter.reading()
+                started = time.perf_counter()
+                await publish_all(js, batched, f"{run}-m")
+                await wait_stored(engine, before + len(touches), started)
+                stored_in = time.perf_counter() - started
+                events_in = await wait_published(engine, started)
+                cpu = CpuMeter.per_call_ms(cpu_before, meter.reading(), len(touches))
+                result["nats_batched"] = {"touchpoints": len(touches), "per_message": NATS_BATCH,
+                                          "per_second": round(len(touches) / stored_in, 1),
+                                          "stored_s": round(stored_in, 3), "events_published_s": round(events_in, 3),
+                                          "with_events_per_second": round(len(touches) / events_in, 1),
+                                          "cpu_ms_per_touchpoint": cpu}  # fmt: skip
+
                 # The same work from a backlog: published while the service is stopped, then drained. This rate is
                 # the service's own (the publisher above is not in it), counted from the moment it is ready.
                 print(f"[{backend}] NATS backlog drain …", flush=True)
@@ -417,6 +440,9 @@ def figures_of(run: dict[str, Any], quick: bool) -> list[dict[str, Any]]:
                target=10_000 if on_pg else None, better="higher", floor="db_insert_rate", backend=backend),
         figure("NATS ingest", run["nats"]["per_second"], "touchpoints/s", target=5000 if on_pg else None,
                better="higher", floor="nats_consume_rate", backend=backend),
+        figure(f"NATS ingest, {NATS_BATCH} touchpoints per message", run["nats_batched"]["per_second"],
+               "touchpoints/s", target=5000 if on_pg else None, better="higher", floor="nats_consume_rate",
+               backend=backend),
         figure("NATS ingest, backlog drained by the service alone", run["nats_backlog"]["per_second"],
                "touchpoints/s", target=5000 if on_pg else None, better="higher", floor="nats_consume_rate",
                backend=backend),
@@ -444,6 +470,7 @@ def summary(run: dict[str, Any]) -> str:
                      f"{cpu(run['batch'])})")  # fmt: skip
     if "nats" in run:
         parts.append(f"NATS {run['nats']['per_second']} tp/s ({cpu(run['nats'])}) "
+                     f"batched {run['nats_batched']['per_second']} tp/s ({cpu(run['nats_batched'])}) "
                      f"backlog {run['nats_backlog']['per_second']} tp/s ({cpu(run['nats_backlog'])})")  # fmt: skip
     if "raw_insert" in run:
         parts.append(f"raw insert {run['raw_insert']['per_second']} rows/s")

@@ -102,6 +102,39 @@ async def test_nats_ingest_stores_once_and_dead_letters_what_can_never_be_valid(
     assert "workqueue" in str((await js.stream_info("CRM_INGEST")).config.retention)
 
 
+async def test_a_batch_message_stores_its_valid_items_and_parks_each_invalid_one(
+    client: httpx.AsyncClient, contacts: ContactsService, js: Any
+) -> None:
+    contact = await contacts.create()
+    marker = uuid.uuid4().hex
+    items = [touchpoint_factory(contact_id=contact["id"], subject=f"{marker} {n}") for n in range(5)]
+    items[1] = touchpoint_factory(contact_id=contact["id"], channel="fax", subject=f"{marker} fax")
+    items[3] = touchpoint_factory(contact_id=str(uuid.uuid4()), subject=f"{marker} nobody")  # unknown contact
+    await js.publish(INGEST, json.dumps({"items": items}).encode(), headers={"Nats-Msg-Id": f"batch-{marker}"})
+    one = touchpoint_factory(contact_id=contact["id"], subject=marker)
+    await js.publish(INGEST, json.dumps({"items": [one] * 1001}).encode())  # over the limit: parked whole
+    await js.publish(INGEST, json.dumps({"items": []}).encode(), headers={"Nats-Msg-Id": f"empty-{marker}"})
+
+    parked = await dead_letters(js, marker, 4)
+    reasons = sorted(letter["reason"] for letter in parked)
+    assert reasons[0].startswith("a batch message holds at most 1000 touchpoints; this one has 1001"), reasons
+    assert reasons[1].startswith('a batch message holds {"items": [...]} with at least one'), reasons
+    assert reasons[2].startswith("item 1 of a batch message: invalid touchpoint") and "channel" in reasons[2]
+    assert reasons[3].startswith("item 3 of a batch message: No such contact"), reasons
+    fax = next(letter for letter in parked if letter["reason"].startswith("item 1"))
+    assert fax["payload"] == items[1]  # the item itself, as it came
+    assert fax["headers"]["Nats-Msg-Id"] == f"batch-{marker}"
+
+    async def stored() -> list[dict[str, Any]]:
+        page = (await client.get("/v1/interactions", params={"contact_id": contact["id"], "limit": 200})).json()
+        return [i for i in page["items"] if (i["subject"] or "").startswith(marker)]
+
+    found = await eventually(lambda: _at_least(stored, 3), timeout=SLOW)
+    assert isinstance(found, list)
+    assert sorted(i["subject"] for i in found) == [f"{marker} 0", f"{marker} 2", f"{marker} 4"]
+    await eventually(lambda: _stream_empty(js), timeout=SLOW)
+
+
 async def _at_least(fetch: Callable[[], Any], count: int) -> Any:
     items = await fetch()
     return items if len(items) >= count else None
@@ -223,14 +256,17 @@ async def test_a_thousand_touchpoints_while_contacts_is_down_for_part_of_the_run
             await eventually(lambda: _stored_at_least(stored, 1), timeout=SLOW)
 
             await asyncio.to_thread(contacts_process.stop)
-            for n in range(300, 700):
-                await js.publish(INGEST, message(n), headers={"Nats-Msg-Id": f"order-{n}"})
+            # Meanwhile, as batch messages of 20 (the JSON of POST /v1/interactions/batch): each is redelivered
+            # whole until its contacts can be resolved, and no touchpoint of it is stored twice.
+            for start in range(300, 700, 20):
+                batch = {"items": [json.loads(message(n)) for n in range(start, start + 20)]}
+                await js.publish(INGEST, json.dumps(batch).encode(), headers={"Nats-Msg-Id": f"orders-{start}"})
             await asyncio.sleep(3)  # real time: the consumer retries against a stopped service
             while_down = await stored()
-            assert while_down < 1000
+            assert while_down < 700
             waiting = (await js.stream_info("CRM_INGEST")).state.messages
-            # Nothing is lost or parked meanwhile: what is not stored waits in the work queue.
-            assert waiting > 0 and while_down + waiting >= 700
+            # Nothing is lost or parked meanwhile: what is not stored waits in the work queue (20 to a message).
+            assert waiting > 0 and while_down + 20 * waiting >= 700
             assert (await js.stream_info("CRM_DEADLETTER")).state.messages == 0
 
             await asyncio.to_thread(contacts_process.start)

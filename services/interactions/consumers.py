@@ -3,8 +3,11 @@ service's merge and erase events."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 from nats.aio.msg import Msg
 from pydantic import ValidationError
@@ -19,7 +22,7 @@ from servicekit.problems import ProblemError
 from services.interactions import events
 from services.interactions.directory import ContactsUnavailable
 from services.interactions.flows import Ingestion, invalid
-from services.interactions.schemas import TouchpointCreate
+from services.interactions.schemas import MAX_BATCH, TouchpointCreate
 from services.interactions.service import Prepared, TouchpointService
 
 log = get_logger(__name__)
@@ -36,11 +39,30 @@ def ingest_key(msg: Msg) -> str:
     return f"seq:{meta.sequence.stream}@{meta.timestamp.isoformat()}"
 
 
+@dataclass
+class _Unit:
+    """One touchpoint of a message: the whole message, or one item of a batch message (``index`` set)."""
+
+    msg: Msg
+    index: int | None
+    raw: Any
+    key: str
+    item: TouchpointCreate | None = None
+    refused: str | None = None  # why it can never be stored (dead-lettered)
+    prepared: Prepared | None = None
+
+
 class NatsIngest:
     """Consumes ``crm.ingest.interactions`` (work queue): a message is acknowledged only once its
-    touchpoint is committed (or was already stored); one that can never be valid is dead-lettered
+    touchpoints are committed (or were already stored); one that can never be valid is dead-lettered
     with the reason; one that failed for a passing cause (contacts or the database unreachable) is
-    redelivered with a growing delay. Nothing is dropped."""
+    redelivered with a growing delay. Nothing is dropped.
+
+    A message holds one touchpoint (the JSON of ``POST /v1/interactions``) or up to ``MAX_BATCH`` of them
+    (the JSON of ``POST /v1/interactions/batch``, ``{"items": [...]}``). A batch message is all or nothing for
+    passing causes (redelivered whole; what was stored of it is recognised by its key, message id and index),
+    and item by item for lasting ones: its invalid items are dead-lettered one by one, with their index, once
+    the others are committed."""
 
     def __init__(self, *, ingestion: Ingestion, bus: Bus, retry_max_s: float, name: str = events.INGEST_DURABLE):
         self.ingestion = ingestion
@@ -48,50 +70,110 @@ class NatsIngest:
         self.retry_max_s = retry_max_s
         self.name = name
 
-    async def handle_batch(self, msgs: list[Msg]) -> None:
-        touchpoints = self.ingestion.touchpoints
-        valid: list[tuple[Msg, TouchpointCreate]] = []
-        for msg in msgs:
-            try:
-                item = TouchpointCreate.model_validate_json(msg.data)
-                touchpoints.check(item)
-            except ValidationError as exc:
-                problem = invalid(exc)
-                await self._dead_letter(msg, f"invalid touchpoint: {problem.extensions['errors']}")
-                continue
-            except ProblemError as exc:
-                await self._dead_letter(msg, f"invalid touchpoint: {exc.detail}")
-                continue
-            valid.append((msg, item))
-        links = await self.ingestion.link_all([item for _, item in valid])
-        ready: list[tuple[Msg, Prepared]] = []
-        for (msg, item), link in zip(valid, links, strict=True):
-            if isinstance(link, ContactsUnavailable):
-                await self._retry(msg, link.detail or "contacts unavailable")
-            elif isinstance(link, ProblemError):
-                await self._dead_letter(msg, f"{link.title}: {link.detail}")
-            else:
-                ready.append((msg, touchpoints.prepare(item=item, link=link, ingest_key=ingest_key(msg))))
-        if not ready:
-            return
+    def _units(self, msg: Msg) -> list[_Unit] | str:
+        """The touchpoints of a message, or why the message as a whole can never be valid."""
+        key = ingest_key(msg)
+        batch = _batch_items(msg.data)
+        if batch is None:
+            return [_Unit(msg, None, msg.data, key)]
+        if isinstance(batch, str):
+            return batch
+        return [_Unit(msg, index, raw, f"{key}#{index}") for index, raw in enumerate(batch)]
+
+    def _check(self, unit: _Unit) -> None:
         try:
-            async with self.ingestion.sessionmaker() as session, session.begin():
-                outcomes = await touchpoints.store(session=session, prepared=[p for _, p in ready])
-        except Exception as exc:
-            log.warning("ingest_store_failed", error=repr(exc), messages=len(ready))
-            for msg, _ in ready:
-                await self._retry(msg, "database unavailable")
-            return
-        stored = 0
-        for (msg, _), outcome in zip(ready, outcomes, strict=True):
-            if outcome.status in (200, 201):
-                stored += 1
-                await msg.ack()
-            elif outcome.status == 409 or outcome.problem is None:
-                await self._retry(msg, "concurrent write of the same touchpoint")
+            if unit.index is None:
+                unit.item = TouchpointCreate.model_validate_json(unit.raw)
             else:
-                await self._dead_letter(msg, f"{outcome.problem.title}: {outcome.problem.detail}")
+                unit.item = TouchpointCreate.model_validate(unit.raw)
+            self.ingestion.touchpoints.check(unit.item)
+        except ValidationError as exc:
+            unit.item, unit.refused = None, f"invalid touchpoint: {invalid(exc).extensions['errors']}"
+        except ProblemError as exc:
+            unit.item, unit.refused = None, f"invalid touchpoint: {exc.detail}"
+
+    async def handle_batch(self, msgs: list[Msg]) -> None:
+        group: list[tuple[Msg, list[_Unit]]] = []
+        size = 0
+        for msg in msgs:
+            units = self._units(msg)
+            if isinstance(units, str):
+                await self._dead_letter(msg, units)
+                continue
+            for unit in units:
+                self._check(unit)
+            # A fetch of batch messages can hold many thousands of touchpoints: stored a transaction's worth at a
+            # time, so each commit (and the acks after it) comes well within the messages' ack wait.
+            if group and size + len(units) > MAX_BATCH:
+                await self._handle(group)
+                group, size = [], 0
+            group.append((msg, units))
+            size += len(units)
+        if group:
+            await self._handle(group)
+
+    async def _handle(self, by_message: list[tuple[Msg, list[_Unit]]]) -> None:
+        touchpoints = self.ingestion.touchpoints
+        valid = [unit for _, units in by_message for unit in units if unit.item is not None]
+        links = await self.ingestion.link_all([unit.item for unit in valid if unit.item is not None])
+        waiting: set[int] = set()  # messages to redeliver whole (a passing cause)
+        for unit, link in zip(valid, links, strict=True):
+            if isinstance(link, ContactsUnavailable):
+                waiting.add(id(unit.msg))
+            elif isinstance(link, ProblemError):
+                unit.refused = f"{link.title}: {link.detail}"
+            elif unit.item is not None:
+                unit.prepared = touchpoints.prepare(item=unit.item, link=link, ingest_key=unit.key)
+        for msg, _ in by_message:
+            if id(msg) in waiting:
+                await self._retry(msg, "contacts unavailable")
+        by_message = [(msg, units) for msg, units in by_message if id(msg) not in waiting]
+        ready = [unit for _, units in by_message for unit in units if unit.prepared is not None]
+        if ready:
+            try:
+                async with self.ingestion.sessionmaker() as session, session.begin():
+                    outcomes = await touchpoints.store(
+                        session=session, prepared=[u.prepared for u in ready if u.prepared is not None]
+                    )
+            except Exception as exc:
+                log.warning("ingest_store_failed", error=repr(exc), messages=len(by_message))
+                for msg, units in by_message:
+                    if any(unit.prepared is not None for unit in units):
+                        await self._retry(msg, "database unavailable")
+                    else:
+                        await self._settle(msg, units)
+                return
+            for unit, outcome in zip(ready, outcomes, strict=True):
+                if outcome.status in (200, 201):
+                    continue
+                if outcome.status == 409 or outcome.problem is None:
+                    waiting.add(id(unit.msg))
+                else:
+                    unit.refused = f"{outcome.problem.title}: {outcome.problem.detail}"
+        stored = 0
+        for msg, units in by_message:
+            if id(msg) in waiting:
+                await self._retry(msg, "concurrent write of the same touchpoint")
+                continue
+            stored += sum(1 for unit in units if unit.prepared is not None and unit.refused is None)
+            await self._settle(msg, units)
         EVENTS_CONSUMED.labels(self.name, "applied").inc(stored)
+
+    async def _settle(self, msg: Msg, units: list[_Unit]) -> None:
+        """A message whose touchpoints are all stored or refused: its refused ones are parked, then it is acked."""
+        if len(units) == 1 and units[0].index is None:
+            if units[0].refused is not None:
+                await self._dead_letter(msg, units[0].refused)
+            else:
+                await msg.ack()
+            return
+        for unit in units:
+            if unit.refused is not None:
+                reason = f"item {unit.index} of a batch message: {unit.refused}"
+                if not await self._park(msg, reason, payload=json.dumps(unit.raw).encode(), key=unit.key):
+                    await self._retry(msg, "dead letter not published")
+                    return
+        await msg.ack()
 
     async def _retry(self, msg: Msg, why: str) -> None:
         delivered = max(1, msg.metadata.num_delivered)
@@ -101,22 +183,48 @@ class NatsIngest:
         await msg.nak(delay=delay)
 
     async def _dead_letter(self, msg: Msg, reason: str) -> None:
+        if await self._park(msg, reason, payload=msg.data, key=ingest_key(msg)):
+            await msg.ack()
+        else:
+            # Not parked yet: keep the message rather than lose it.
+            await self._retry(msg, "dead letter not published")
+
+    async def _park(self, msg: Msg, reason: str, *, payload: bytes, key: str) -> bool:
+        """Publishes a dead letter (the reason and the payload); whether it was published."""
         log.warning("ingest_dead_lettered", reason=reason[:500])
         try:
             await self.bus.dead_letter(
                 events.DEADLETTER_SUBJECT,
                 reason=reason,
-                payload=msg.data,
+                payload=payload,
                 origin=msg.subject,
                 headers=dict(msg.headers or {}),
-                msg_id=ingest_key(msg),
+                msg_id=key,
             )
         except Exception as exc:
-            # Not parked yet: keep the message rather than lose it.
-            await self._retry(msg, f"dead letter not published: {exc!r}")
-            return
+            log.warning("dead_letter_failed", error=repr(exc))
+            return False
         EVENTS_CONSUMED.labels(self.name, "dead_letter").inc()
-        await msg.ack()
+        return True
+
+
+def _batch_items(data: bytes) -> list[Any] | str | None:
+    """The items of a batch message (``{"items": [...]}``), why it is not a valid one, or None for a message
+    of one touchpoint (which never has an ``items`` field: a touchpoint's extra fields are refused)."""
+    if b'"items"' not in data[:64]:
+        return None
+    try:
+        body = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        return None  # refused as a touchpoint, with the parser's reason
+    if not isinstance(body, dict) or set(body) != {"items"}:
+        return None
+    items = body["items"]
+    if not isinstance(items, list) or not items:
+        return 'a batch message holds {"items": [...]} with at least one touchpoint'
+    if len(items) > MAX_BATCH:
+        return f"a batch message holds at most {MAX_BATCH} touchpoints; this one has {len(items)}"
+    return items
 
 
 def contact_handlers(touchpoints: TouchpointService) -> dict[str, EventHandler]:
