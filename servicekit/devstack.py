@@ -80,8 +80,10 @@ class ServiceProcess:
                 str(self.port), "--no-access-log", "--timeout-graceful-shutdown", "5"]  # fmt: skip
         workers = int(self.env.get(f"{self.spec.prefix}WORKERS") or 1)
         if workers > 1:
-            # uvicorn's supervisor and its worker processes, one listening socket (the kernel spreads connections).
-            args += ["--workers", str(workers)]
+            # Each worker on its own SO_REUSEPORT socket (see servicekit.serve): uvicorn's --workers share one,
+            # and one worker took every connection of a burst.
+            args = [sys.executable, "-m", "servicekit.serve", self.spec.app, "--host", host, "--port",
+                    str(self.port), "--workers", str(workers), "--timeout-graceful-shutdown", "5"]  # fmt: skip
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child and the echo thread
         self.process = subprocess.Popen(
