@@ -255,18 +255,7 @@ def _timeline_params(channel: str, kind: str, since: str, until: str) -> dict[st
 
 
 async def _timeline(desk: Desk, contact_id: uuid.UUID, params: dict[str, Any], cursor: str | None) -> Answer:
-    answer = await desk.api.get(f"/contacts/{contact_id}/timeline", limit=30, cursor=cursor, **params)
-    if answer.status in (503, 504) and "followups" in json.dumps(answer.body) and params.get("kinds") != "followup":
-        # One service down should not hide the rest of the customer's story: show what the others have.
-        kinds = params.get("kinds") or "interaction,contact_event"
-        fallback = await desk.api.get(
-            f"/contacts/{contact_id}/timeline", limit=30, cursor=cursor, **{**params, "kinds": kinds}
-        )
-        if fallback.ok:
-            fallback.body["degraded"] = "Follow-ups are unavailable right now; showing touchpoints and changes."
-            fallback.body["kinds_used"] = kinds
-            return fallback
-    return answer
+    return await desk.api.get(f"/contacts/{contact_id}/timeline", limit=30, cursor=cursor, **params)
 
 
 @router.get("/customers/{contact_id}")
