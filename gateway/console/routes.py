@@ -18,7 +18,7 @@ from fastapi.templating import Jinja2Templates
 from gateway.auth import Action, Principal, allowed
 from gateway.console import labels
 from gateway.console.client import Answer, Gateway, signed_in
-from gateway.projection import interaction_item
+from gateway.projection import interaction_item, to_json
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
@@ -362,10 +362,11 @@ async def log_touchpoint(request: Request, contact_id: uuid.UUID) -> Response:
             return Response(answer.problem, status_code=answer.status, media_type="text/plain")
         return unavailable(desk, answer, "The touchpoint")
     if from_script:
+        # The item as the timeline API will give it out (the projection's JSON: no body, times as text).
+        item = json.loads(to_json(interaction_item(answer.body)))
         response = desk.render(
-            "_items.html", items=[interaction_item(answer.body)], more_query=None, contact_id=contact_id,
-            now=datetime.now(UTC), status=201,
-        )  # fmt: skip
+            "_items.html", items=[item], more_query=None, contact_id=contact_id, now=datetime.now(UTC), status=201
+        )
         response.headers["X-Console-Next-Key"] = str(uuid.uuid4())
         return response
     return RedirectResponse(f"/customers/{contact_id}", status_code=303)
