@@ -103,12 +103,12 @@ def test_the_timeline_template_shows_html_and_sql_in_customer_data_as_text() -> 
     assert "&lt;script&gt;alert(&#39;title&#39;)&lt;/script&gt;" in html
     assert "&#39;; DROP TABLE touchpoints; -- &lt;/li&gt;&lt;img src=x onerror=alert(1)&gt;" in html
     assert "CSAT 1/5" in html and "Negative" in html
+    assert '<a href="/customers/c/touchpoints/0192f0c8-0000-7000-8000-000000000001"' in html
 
 
-def test_a_touchpoint_on_the_timeline_says_only_what_is_news_and_has_no_body() -> None:
-    """Timeline items have no body (gateway/projection.py). The item's summary (outcome, else "Inbound email,
-    CSAT 2") is not repeated under the channel, direction and score badges; the POST's item is drawn from the
-    same JSON the timeline API gives (times as ISO 8601 text, not Python's ``str`` of a datetime)."""
+def test_each_touchpoint_on_the_timeline_links_to_its_message_and_says_only_what_is_news() -> None:
+    """Timeline items have no body (gateway/projection.py): "Read message" is the way to it. The item's summary
+    (outcome, else "Inbound email, CSAT 2") is not repeated under the channel, direction and score badges."""
     touchpoint = interaction_item({
         "id": "0192f0c8-0000-7000-8000-000000000002", "contact_id": "c", "occurred_at": "2026-11-23T09:30:00Z",
         "channel": "email", "direction": "inbound", "type": "complaint", "subject": None, "body": "Secret words",
@@ -123,7 +123,20 @@ def test_a_touchpoint_on_the_timeline_says_only_what_is_news_and_has_no_body() -
     )  # fmt: skip
     assert "Secret words" not in html and "Inbound email, CSAT 2" not in html
     assert "Complaint (inbound, email)" in html and "CSAT 2/5" in html and "95 s" in html
+    assert html.count("Read message") == 1  # the follow-up has no message
+    link = "/customers/c/touchpoints/0192f0c8-0000-7000-8000-000000000002"
+    assert f'<a href="{link}" data-message="{link}/message">' in html
     assert 'data-at="2026-11-23T09:30:00+00:00"' in html
+
+
+def test_the_message_is_text_with_its_lines_and_a_missing_one_says_so() -> None:
+    body = "Hello,\n\n  <script>alert(1)</script>\n'; DROP TABLE touchpoints; --"
+    html = templates.get_template("_message.html").render(touchpoint={"body": body})
+    assert html.strip() == (
+        '<pre class="message">Hello,\n\n  &lt;script&gt;alert(1)&lt;/script&gt;\n&#39;; DROP TABLE touchpoints; --'
+        "</pre>"
+    )
+    assert "No message" in templates.get_template("_message.html").render(touchpoint={"body": None})
 
 
 def test_times_and_scores_read_as_staff_say_them() -> None:

@@ -372,6 +372,55 @@ async def log_touchpoint(request: Request, contact_id: uuid.UUID) -> Response:
     return RedirectResponse(f"/customers/{contact_id}", status_code=303)
 
 
+async def _touchpoint(desk: Desk, contact_id: uuid.UUID, interaction_id: uuid.UUID) -> Answer | Response:
+    """The touchpoint with its body, or the answer to give instead: an error page, or the touchpoint's own
+    address when it is filed under another customer now (merged since the link was drawn)."""
+    touchpoint = await desk.api.get(f"/interactions/{interaction_id}")
+    if not touchpoint.ok:
+        return touchpoint
+    filed_under = str(touchpoint.body["contact_id"])
+    if filed_under != str(contact_id):
+        return RedirectResponse(f"/customers/{filed_under}/touchpoints/{interaction_id}", status_code=303)
+    return touchpoint
+
+
+@router.get("/customers/{contact_id}/touchpoints/{interaction_id}")
+async def touchpoint_page(request: Request, contact_id: uuid.UUID, interaction_id: uuid.UUID) -> Response:
+    """One touchpoint with its message: the timeline has every field of it but the body, which only the
+    interactions service keeps (read here through ``GET /api/v1/interactions/{id}``, as this staff member)."""
+    desk = await open_desk(request)
+    if desk is None:
+        return to_sign_in(request)
+    touchpoint = await _touchpoint(desk, contact_id, interaction_id)
+    if not isinstance(touchpoint, Answer):
+        return touchpoint
+    if not touchpoint.ok:
+        return unavailable(desk, touchpoint, "This touchpoint")
+    contact = await desk.api.get(f"/contacts/{contact_id}")
+    return desk.render(
+        "customer_touchpoint.html",
+        touchpoint=touchpoint.body,
+        title=interaction_item(touchpoint.body)["title"],  # the timeline item's title, so both read the same
+        contact=contact.body if contact.ok else None,
+        now=datetime.now(UTC),
+    )
+
+
+@router.get("/customers/{contact_id}/touchpoints/{interaction_id}/message")
+async def message_fragment(request: Request, contact_id: uuid.UUID, interaction_id: uuid.UUID) -> Response:
+    """The touchpoint's message as HTML for the page's script, to show it under the timeline item."""
+    desk = await open_desk(request)
+    if desk is None:
+        return Response(status_code=401)
+    touchpoint = await _touchpoint(desk, contact_id, interaction_id)
+    if not isinstance(touchpoint, Answer):  # moved to another customer: the script opens the full page instead
+        return Response("The touchpoint is filed under another customer now.", status_code=409,
+                        media_type="text/plain")  # fmt: skip
+    if not touchpoint.ok:
+        return Response(touchpoint.problem, status_code=touchpoint.status, media_type="text/plain")
+    return desk.render("_message.html", touchpoint=touchpoint.body)
+
+
 # --- the follow-up queue ------------------------------------------------------------------------------------------
 
 TEAM_COOKIE = "tp_team"

@@ -51,6 +51,7 @@ class StubServices:
         self.followups: list[dict[str, Any]] = []
         self.calls: list[httpx.Request] = []
         self.unprojected: list[CloudEvent] = []
+        self.interactions_down = False  # GET of one touchpoint answers 503
         self.app = self._build()
 
     async def project(self, app: FastAPI, *, announce: bool = True) -> None:
@@ -145,6 +146,15 @@ class StubServices:
                 i for i in rows if (channel is None or i["channel"] == channel) and (type is None or i["type"] == type)
             ]
             return page(rows, "occurred_at", before, limit)
+
+        @app.get("/v1/interactions/{interaction_id}")
+        async def interaction(interaction_id: str) -> Any:
+            if self.interactions_down:
+                raise HTTPException(503)
+            found = next((i for i in self.interactions if i["id"] == interaction_id), None)
+            if found is None:
+                raise HTTPException(404)
+            return found
 
         @app.post("/v1/interactions", status_code=201)
         async def log_interaction(body: dict[str, Any]) -> Any:
