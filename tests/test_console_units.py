@@ -3,6 +3,7 @@ escaped by the real templates, and the demo data set's determinism and coverage.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
@@ -14,6 +15,7 @@ from gateway.console import labels
 from gateway.console.routes import _day, safe_next, same_origin, templates
 from gateway.demo import CHANNEL_WEIGHTS, build_demo
 from gateway.lockout import SignInGuard
+from gateway.projection import interaction_item, to_json
 
 
 class Ticking:
@@ -87,7 +89,7 @@ def test_the_timeline_template_shows_html_and_sql_in_customer_data_as_text() -> 
         "type": "complaint",
         "agent": "<b>agent</b>",
         "title": "<script>alert('title')</script>",
-        "summary": "'; DROP TABLE touchpoints; -- </li><img src=x onerror=alert(1)>",
+        "outcome": "'; DROP TABLE touchpoints; -- </li><img src=x onerror=alert(1)>",
         "csat": 1,
         "nps": None,
         "sentiment": -0.8,
@@ -101,6 +103,40 @@ def test_the_timeline_template_shows_html_and_sql_in_customer_data_as_text() -> 
     assert "&lt;script&gt;alert(&#39;title&#39;)&lt;/script&gt;" in html
     assert "&#39;; DROP TABLE touchpoints; -- &lt;/li&gt;&lt;img src=x onerror=alert(1)&gt;" in html
     assert "CSAT 1/5" in html and "Negative" in html
+    assert '<a href="/customers/c/touchpoints/0192f0c8-0000-7000-8000-000000000001"' in html
+
+
+def test_each_touchpoint_on_the_timeline_links_to_its_message_and_says_only_what_is_news() -> None:
+    """Timeline items have no body (gateway/projection.py): "Read message" is the way to it. The item's summary
+    (outcome, else "Inbound email, CSAT 2") is not repeated under the channel, direction and score badges."""
+    touchpoint = interaction_item({
+        "id": "0192f0c8-0000-7000-8000-000000000002", "contact_id": "c", "occurred_at": "2026-11-23T09:30:00Z",
+        "channel": "email", "direction": "inbound", "type": "complaint", "subject": None, "body": "Secret words",
+        "csat": 2, "nps": None, "sentiment": None, "amount": None, "duration_s": 95, "thread_id": None,
+        "outcome": None,
+    })  # fmt: skip
+    followup = {"id": "f1", "kind": "followup", "at": "2026-11-24T09:00:00Z", "type": "scheduled",
+                "title": "Call back", "due_at": "2026-11-24T09:00:00Z", "channel": "phone"}  # fmt: skip
+    html = templates.get_template("_items.html").render(
+        items=[json.loads(to_json(touchpoint)), followup], more_query=None, contact_id="c",
+        now=datetime(2026, 11, 24, tzinfo=UTC),
+    )  # fmt: skip
+    assert "Secret words" not in html and "Inbound email, CSAT 2" not in html
+    assert "Complaint (inbound, email)" in html and "CSAT 2/5" in html and "95 s" in html
+    assert html.count("Read message") == 1  # the follow-up has no message
+    link = "/customers/c/touchpoints/0192f0c8-0000-7000-8000-000000000002"
+    assert f'<a href="{link}" data-message="{link}/message">' in html
+    assert 'data-at="2026-11-23T09:30:00+00:00"' in html
+
+
+def test_the_message_is_text_with_its_lines_and_a_missing_one_says_so() -> None:
+    body = "Hello,\n\n  <script>alert(1)</script>\n'; DROP TABLE touchpoints; --"
+    html = templates.get_template("_message.html").render(touchpoint={"body": body})
+    assert html.strip() == (
+        '<pre class="message">Hello,\n\n  &lt;script&gt;alert(1)&lt;/script&gt;\n&#39;; DROP TABLE touchpoints; --'
+        "</pre>"
+    )
+    assert "No message" in templates.get_template("_message.html").render(touchpoint={"body": None})
 
 
 def test_times_and_scores_read_as_staff_say_them() -> None:

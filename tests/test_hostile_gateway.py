@@ -185,7 +185,8 @@ async def test_sql_html_and_nul_are_data_and_escaped_in_the_console(
     assert login.status_code == 200, login.text
     base = stack.services["gateway"].url
     async with httpx.AsyncClient(base_url=base, timeout=60, cookies={"tp_session": login.cookies["tp_session"]}) as web:
-        pages = [f"/customers/{contact['id']}", f"/customers/{contact['id']}/timeline",
+        message = f"/customers/{contact['id']}/touchpoints/{logged.json()['id']}"
+        pages = [f"/customers/{contact['id']}", f"/customers/{contact['id']}/timeline", message, message + "/message",
                  "/search?q=" + "Robert", "/queue?" + urlencode({"view": "team", "team": HTML})]  # fmt: skip
         for path in pages:
             page = await web.get(path)
@@ -199,6 +200,9 @@ async def test_sql_html_and_nul_are_data_and_escaped_in_the_console(
         customer = (await web.get(f"/customers/{contact['id']}")).text
         assert "&lt;script&gt;alert(" in customer
         assert "Robert&#39;); DROP TABLE contacts;--" in customer or "Robert&#x27;); DROP TABLE" in customer
+        # The touchpoint's own page has the body, as text with its line break.
+        read = (await web.get(message)).text
+        assert "Robert&#39;); DROP TABLE contacts;-- &#34; OR 1=1 --\n&lt;script&gt;alert(&#39;x&#39;)" in read
         queue = (await web.get("/queue", params={"view": "team", "team": HTML})).text
         assert "&lt;script&gt;alert(" in queue
         # What the staff member typed comes back escaped too (no reflected script), and nonsense in a page's

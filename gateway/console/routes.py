@@ -18,7 +18,7 @@ from fastapi.templating import Jinja2Templates
 from gateway.auth import Action, Principal, allowed
 from gateway.console import labels
 from gateway.console.client import Answer, Gateway, signed_in
-from gateway.projection import interaction_item
+from gateway.projection import interaction_item, to_json
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
@@ -255,18 +255,7 @@ def _timeline_params(channel: str, kind: str, since: str, until: str) -> dict[st
 
 
 async def _timeline(desk: Desk, contact_id: uuid.UUID, params: dict[str, Any], cursor: str | None) -> Answer:
-    answer = await desk.api.get(f"/contacts/{contact_id}/timeline", limit=30, cursor=cursor, **params)
-    if answer.status in (503, 504) and "followups" in json.dumps(answer.body) and params.get("kinds") != "followup":
-        # One service down should not hide the rest of the customer's story: show what the others have.
-        kinds = params.get("kinds") or "interaction,contact_event"
-        fallback = await desk.api.get(
-            f"/contacts/{contact_id}/timeline", limit=30, cursor=cursor, **{**params, "kinds": kinds}
-        )
-        if fallback.ok:
-            fallback.body["degraded"] = "Follow-ups are unavailable right now; showing touchpoints and changes."
-            fallback.body["kinds_used"] = kinds
-            return fallback
-    return answer
+    return await desk.api.get(f"/contacts/{contact_id}/timeline", limit=30, cursor=cursor, **params)
 
 
 @router.get("/customers/{contact_id}")
@@ -373,13 +362,63 @@ async def log_touchpoint(request: Request, contact_id: uuid.UUID) -> Response:
             return Response(answer.problem, status_code=answer.status, media_type="text/plain")
         return unavailable(desk, answer, "The touchpoint")
     if from_script:
+        # The item as the timeline API will give it out (the projection's JSON: no body, times as text).
+        item = json.loads(to_json(interaction_item(answer.body)))
         response = desk.render(
-            "_items.html", items=[interaction_item(answer.body)], more_query=None, contact_id=contact_id,
-            now=datetime.now(UTC), status=201,
-        )  # fmt: skip
+            "_items.html", items=[item], more_query=None, contact_id=contact_id, now=datetime.now(UTC), status=201
+        )
         response.headers["X-Console-Next-Key"] = str(uuid.uuid4())
         return response
     return RedirectResponse(f"/customers/{contact_id}", status_code=303)
+
+
+async def _touchpoint(desk: Desk, contact_id: uuid.UUID, interaction_id: uuid.UUID) -> Answer | Response:
+    """The touchpoint with its body, or the answer to give instead: an error page, or the touchpoint's own
+    address when it is filed under another customer now (merged since the link was drawn)."""
+    touchpoint = await desk.api.get(f"/interactions/{interaction_id}")
+    if not touchpoint.ok:
+        return touchpoint
+    filed_under = str(touchpoint.body["contact_id"])
+    if filed_under != str(contact_id):
+        return RedirectResponse(f"/customers/{filed_under}/touchpoints/{interaction_id}", status_code=303)
+    return touchpoint
+
+
+@router.get("/customers/{contact_id}/touchpoints/{interaction_id}")
+async def touchpoint_page(request: Request, contact_id: uuid.UUID, interaction_id: uuid.UUID) -> Response:
+    """One touchpoint with its message: the timeline has every field of it but the body, which only the
+    interactions service keeps (read here through ``GET /api/v1/interactions/{id}``, as this staff member)."""
+    desk = await open_desk(request)
+    if desk is None:
+        return to_sign_in(request)
+    touchpoint = await _touchpoint(desk, contact_id, interaction_id)
+    if not isinstance(touchpoint, Answer):
+        return touchpoint
+    if not touchpoint.ok:
+        return unavailable(desk, touchpoint, "This touchpoint")
+    contact = await desk.api.get(f"/contacts/{contact_id}")
+    return desk.render(
+        "customer_touchpoint.html",
+        touchpoint=touchpoint.body,
+        title=interaction_item(touchpoint.body)["title"],  # the timeline item's title, so both read the same
+        contact=contact.body if contact.ok else None,
+        now=datetime.now(UTC),
+    )
+
+
+@router.get("/customers/{contact_id}/touchpoints/{interaction_id}/message")
+async def message_fragment(request: Request, contact_id: uuid.UUID, interaction_id: uuid.UUID) -> Response:
+    """The touchpoint's message as HTML for the page's script, to show it under the timeline item."""
+    desk = await open_desk(request)
+    if desk is None:
+        return Response(status_code=401)
+    touchpoint = await _touchpoint(desk, contact_id, interaction_id)
+    if not isinstance(touchpoint, Answer):  # moved to another customer: the script opens the full page instead
+        return Response("The touchpoint is filed under another customer now.", status_code=409,
+                        media_type="text/plain")  # fmt: skip
+    if not touchpoint.ok:
+        return Response(touchpoint.problem, status_code=touchpoint.status, media_type="text/plain")
+    return desk.render("_message.html", touchpoint=touchpoint.body)
 
 
 # --- the follow-up queue ------------------------------------------------------------------------------------------

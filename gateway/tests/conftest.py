@@ -30,6 +30,15 @@ def _key(at: str, id_: str) -> tuple[datetime, int]:
     return (datetime.fromisoformat(at), uuid.UUID(id_).int)
 
 
+def interaction_fields(at: datetime) -> dict[str, Any]:
+    """The fields of a touchpoint as the interactions service gives it that ``add_interaction`` leaves out."""
+    return {
+        "agent": None, "team": None, "thread_id": None, "outcome": None, "csat": None, "nps": None, "duration_s": None,
+        "amount": None, "currency": None, "source": None, "external_id": None, "attributes": {}, "sentiment": None,
+        "updated_at": at.isoformat(), "redacted_at": None,
+    }  # fmt: skip
+
+
 class StubServices:
     """In-test stand-ins for contacts, interactions and follow-ups (unit tests of the gateway only):
     the keyset contract of docs/CONVENTIONS.md over in-memory lists. A touchpoint or follow-up added here is
@@ -42,6 +51,7 @@ class StubServices:
         self.followups: list[dict[str, Any]] = []
         self.calls: list[httpx.Request] = []
         self.unprojected: list[CloudEvent] = []
+        self.interactions_down = False  # GET of one touchpoint answers 503
         self.app = self._build()
 
     async def project(self, app: FastAPI, *, announce: bool = True) -> None:
@@ -136,6 +146,21 @@ class StubServices:
                 i for i in rows if (channel is None or i["channel"] == channel) and (type is None or i["type"] == type)
             ]
             return page(rows, "occurred_at", before, limit)
+
+        @app.get("/v1/interactions/{interaction_id}")
+        async def interaction(interaction_id: str) -> Any:
+            if self.interactions_down:
+                raise HTTPException(503)
+            found = next((i for i in self.interactions if i["id"] == interaction_id), None)
+            if found is None:
+                raise HTTPException(404)
+            return found
+
+        @app.post("/v1/interactions", status_code=201)
+        async def log_interaction(body: dict[str, Any]) -> Any:
+            at = datetime.fromisoformat(body["occurred_at"])
+            fields = {**interaction_fields(at), **{k: v for k, v in body.items() if k != "contact_id"}}
+            return self.add_interaction(body["contact_id"], at, **fields)
 
         @app.get("/v1/followups")
         async def followups(

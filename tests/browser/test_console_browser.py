@@ -69,6 +69,17 @@ def test_sign_in_search_open_customer_and_log_a_touchpoint(console: Console, chr
     assert "CSAT 5/5" in entry.inner_text()
     assert page.locator("#timeline li.item").filter(has_text=subject).count() == 1  # the stream does not double it
     screenshot(page, "customer")
+    # The message of the item just drawn from the form's answer opens under it, and on its own page.
+    entry.get_by_role("link", name="Read message").click()
+    assert entry.locator(".message").inner_text() == "Customer is happy with Thursday morning."
+    page.goto(console.url + str(entry.get_by_role("link", name="Hide message").get_attribute("href")))
+    assert page.get_by_role("heading", name=subject, level=1).is_visible()
+    assert page.get_by_role("region", name="Message").inner_text() == "Customer is happy with Thursday morning."
+    facts = page.locator(".facts").inner_text()
+    assert "5/5" in facts and console.agent.email in facts  # CSAT, and who logged it
+    screenshot(page, "touchpoint")
+    page.get_by_role("link", name=re.compile("^← Back to")).click()
+    page.wait_for_url(re.compile(rf"/customers/{customer['id']}$"))
 
     page.reload()
     assert page.locator("#timeline li.item").filter(has_text=subject).count() == 1  # stored, not only drawn
@@ -130,8 +141,17 @@ def test_customer_data_that_looks_like_html_or_sql_shows_as_text(console: Consol
     assert page.get_by_role("heading", level=1).inner_text() == hostile[:200]
     assert page.get_by_text("<b>Bold & Co</b>").first.is_visible()
     entry = page.locator("#timeline li.item").filter(has_text="<script>alert(3)</script>")
-    assert "</li></ol><h1>injected</h1>" in entry.inner_text()
+    assert "injected" not in entry.inner_text()  # the timeline has no bodies: "Read message" opens it
+    entry.get_by_role("link", name="Read message").click()
+    assert entry.locator(".message").inner_text() == "</li></ol><h1>injected</h1>"
     assert page.locator("h1").count() == 1 and page.locator("img[src=x]").count() == 0
+    href = entry.get_by_role("link", name="Hide message").get_attribute("href")
+    entry.get_by_role("link", name="Hide message").click()
+    assert not entry.locator(".message").is_visible()
+    page.goto(console.url + str(href))  # the link alone, as without the script: the touchpoint's own page
+    assert page.get_by_role("heading", level=1).inner_text() == "<script>alert(3)</script>"
+    assert page.get_by_role("region", name="Message").inner_text() == "</li></ol><h1>injected</h1>"
+    assert page.locator("h1").count() == 1
     page.get_by_role("link", name="Search").click()
     page.get_by_label("Name, company, email or phone").fill("<img")
     page.get_by_role("list", name="Search results").get_by_text(hostile[:200]).wait_for()

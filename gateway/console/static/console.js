@@ -122,6 +122,40 @@ function timeline(list) {
     status.textContent = "";
   }
 
+  // "Read message" is a link to the touchpoint's page; with the script it opens the message under the item
+  // instead (one click on the list for every item, including those added later), and closes it again.
+  list.addEventListener("click", async (event) => {
+    const link = event.target.closest("a[data-message]");
+    if (!link || event.button !== 0 || event.metaKey || event.ctrlKey || event.shiftKey || event.altKey) return;
+    event.preventDefault();
+    const label = link.querySelector(".label");
+    const shown = link.closest("li.item").querySelector(".message-inline");
+    if (shown) {
+      shown.hidden = !shown.hidden;
+      link.setAttribute("aria-expanded", String(!shown.hidden));
+      label.textContent = shown.hidden ? "Read message" : "Hide message";
+      return;
+    }
+    if (link.dataset.loading) return;
+    link.dataset.loading = "1";
+    try {
+      const response = await fetch(link.dataset.message, { credentials: "same-origin" });
+      if (!response.ok) return window.location.assign(link.href); // the page says what is wrong
+      const holder = document.createElement("div");
+      holder.className = "message-inline";
+      holder.id = "message-" + link.closest("li.item").dataset.id.replace(/[^A-Za-z0-9-]/g, "-");
+      holder.append(fragment(await response.text()));
+      link.closest("p").after(holder);
+      link.setAttribute("aria-controls", holder.id);
+      link.setAttribute("aria-expanded", "true");
+      label.textContent = "Hide message";
+    } catch (error) {
+      window.location.assign(link.href);
+    } finally {
+      delete link.dataset.loading;
+    }
+  });
+
   const form = document.querySelector("form[data-log]");
   if (form) {
     const said = form.querySelector(".form-status");
