@@ -11,12 +11,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
+from pydantic import BaseModel, Field
 
 from gateway.api.common import AUTH_ERRORS, CONTACT_ERRORS, ok, problem
 from gateway.auth import TimelineRead
 from gateway.deps import TimelineDep
 from gateway.schemas import Journey, TimelinePage
-from gateway.timeline import KINDS, Filters, InvalidCursor, Position, position_of, to_json
+from gateway.timeline import KINDS, Filters, InvalidCursor, Position, Timeline, position_of, to_json
 from servicekit.clock import InUtc
 from servicekit.problems import Unprocessable
 
@@ -39,33 +40,29 @@ def document_timeline_limit(document: dict[str, Any], *, max_limit: int) -> None
             parameter["schema"]["maximum"] = max_limit
 
 
-async def _filters(
-    kinds: Annotated[
-        str | None,
-        Query(max_length=100, pattern=KINDS_PATTERN, description="Comma list of interaction,followup,contact_event"),
-    ] = None,
-    channel: Annotated[str | None, Query(max_length=20)] = None,
-    type: Annotated[str | None, Query(max_length=30, description="Touchpoint type, follow-up status or event")] = None,
-    since: InUtc | None = None,
-    until: InUtc | None = None,
-) -> Filters:
-    chosen = tuple(KINDS)
-    if kinds:
-        wanted = [k.strip() for k in kinds.split(",") if k.strip()]
-        unknown = [k for k in wanted if k not in KINDS]
-        if unknown:
-            raise Unprocessable(f"Unknown kinds {unknown}; use {', '.join(KINDS)}.", field="kinds")
-        chosen = tuple(k for k in KINDS if k in wanted)
-    return Filters(
-        kinds=chosen,
-        channel=channel,
-        type=type,
-        since=since,
-        until=until,
+class TimelineQuery(BaseModel):
+    """The timeline's query parameters, validated as one model (one validation per request, not one per
+    parameter: the timeline is the gateway's most read page)."""
+
+    kinds: str | None = Field(
+        None, max_length=100, pattern=KINDS_PATTERN, description="Comma list of interaction,followup,contact_event"
     )
+    channel: str | None = Field(None, max_length=20)
+    type: str | None = Field(None, max_length=30, description="Touchpoint type, follow-up status or event")
+    since: InUtc | None = None
+    until: InUtc | None = None
+    limit: int = Field(50, ge=1)
+    cursor: str | None = Field(None, max_length=1024)
 
-
-FiltersDep = Annotated[Filters, Depends(_filters)]
+    def filters(self) -> Filters:
+        chosen = tuple(KINDS)
+        if self.kinds:
+            wanted = [k.strip() for k in self.kinds.split(",") if k.strip()]
+            unknown = [k for k in wanted if k not in KINDS]
+            if unknown:
+                raise Unprocessable(f"Unknown kinds {unknown}; use {', '.join(KINDS)}.", field="kinds")
+            chosen = tuple(k for k in KINDS if k in wanted)
+        return Filters(kinds=chosen, channel=self.channel, type=self.type, since=self.since, until=self.until)
 
 
 @router.get(
@@ -76,17 +73,15 @@ FiltersDep = Annotated[Filters, Depends(_filters)]
 async def get_timeline(
     contact_id: uuid.UUID,
     principal: TimelineRead,
-    timeline: TimelineDep,
-    filters: FiltersDep,
+    query: Annotated[TimelineQuery, Query()],
     request: Request,
-    limit: Annotated[int, Query(ge=1)] = 50,
-    cursor: Annotated[str | None, Query(max_length=1024)] = None,
 ) -> Response:
     max_limit = request.app.state.settings.timeline_max_limit
-    if limit > max_limit:
+    if query.limit > max_limit:
         raise Unprocessable(f"limit must be at most {max_limit}.", field="limit", max_limit=max_limit)
+    timeline: Timeline = request.app.state.timeline
     body = await timeline.render(
-        contact_id=contact_id, filters=filters, limit=limit, cursor=cursor, caller=principal.id
+        contact_id=contact_id, filters=query.filters(), limit=query.limit, cursor=query.cursor, caller=principal.id
     )
     return Response(body, media_type="application/json")
 
