@@ -34,6 +34,8 @@ RANK = {kind: rank for rank, kind in enumerate(KINDS)}
 SORT_RANK = {kind: len(KINDS) - 1 - rank for kind, rank in RANK.items()}
 # What an erasure removes from a touchpoint (the interactions service removes the same, and the body).
 REDACTED_FIELDS: dict[str, Any] = {"subject": None, "outcome": None, "attributes": {}}
+# And from a follow-up (the follow-ups service removes the same): its outcome, free text about the person.
+REDACTED_FOLLOWUP_FIELDS: dict[str, Any] = {"outcome": None}
 
 
 def json_default(value: Any) -> Any:
@@ -132,28 +134,58 @@ def item_row(item: dict[str, Any], *, contact_id: uuid.UUID, version: int, redac
     }
 
 
-async def put(session: AsyncSession, row: dict[str, Any]) -> None:
-    """Stores an item, or replaces the stored one when this is a newer version of it (a touchpoint of an erased
-    contact is not replaced: what comes later about it would bring its personal fields back)."""
+async def put(session: AsyncSession, row: dict[str, Any], redacted_document: str | None = None) -> None:
+    """Stores an item, or replaces the stored one when this is a newer version of it. An item of an erased
+    contact (``redacted``) takes ``redacted_document`` instead: what arrives later about it never brings its
+    personal fields back."""
     insert = upsert(session, TABLE).values(**row)
     new = insert.excluded
+    set_ = {name: getattr(new, name) for name in row if name not in ("id", "redacted", "document")}
+    set_["document"] = (
+        sa.case((TABLE.c.redacted, sa.literal(redacted_document)), else_=new.document)
+        if redacted_document is not None
+        else new.document
+    )
     await session.execute(
-        insert.on_conflict_do_update(
-            index_elements=[TABLE.c.id],
-            set_={name: getattr(new, name) for name in row if name not in ("id", "redacted")},
-            where=sa.and_(TABLE.c.version < new.version, sa.not_(TABLE.c.redacted)),
-        )
+        insert.on_conflict_do_update(index_elements=[TABLE.c.id], set_=set_, where=TABLE.c.version < new.version)
     )
 
 
+async def _erased(session: AsyncSession, contact_id: uuid.UUID) -> bool:
+    """Whether the contact was erased (its erasure is a contact event here): an event about one of its items
+    may arrive after the erasure, from another stream."""
+    from gateway.models import ContactEvent
+
+    found = await session.scalar(
+        select(sa.literal(1))
+        .select_from(ContactEvent)
+        .where(ContactEvent.contact_id == contact_id, ContactEvent.type == "erased")  # type: ignore[arg-type]
+        .limit(1)
+    )
+    return found is not None
+
+
+async def _put_redactable(
+    session: AsyncSession, item: dict[str, Any], redacted: dict[str, Any], contact_id: uuid.UUID, version: int
+) -> None:
+    redacted_json = to_json(redacted).decode()
+    row = item_row(item, contact_id=contact_id, version=version)
+    if await _erased(session, contact_id):
+        row.update(document=redacted_json, redacted=True)
+    await put(session, row, redacted_document=redacted_json)
+
+
 async def put_interaction(session: AsyncSession, doc: dict[str, Any], contact_id: uuid.UUID) -> None:
-    item = interaction_item({**doc, "contact_id": str(contact_id)})
-    await put(session, item_row(item, contact_id=contact_id, version=int(doc.get("version") or 1)))
+    doc = {**doc, "contact_id": str(contact_id)}
+    erased_at = doc.get("redacted_at") or doc.get("updated_at") or doc["occurred_at"]
+    redacted = interaction_item({**doc, **REDACTED_FIELDS, "redacted_at": erased_at})
+    await _put_redactable(session, interaction_item(doc), redacted, contact_id, int(doc.get("version") or 1))
 
 
 async def put_followup(session: AsyncSession, doc: dict[str, Any], contact_id: uuid.UUID) -> None:
-    item = followup_item({**doc, "contact_id": str(contact_id)})
-    await put(session, item_row(item, contact_id=contact_id, version=int(doc.get("version") or 1)))
+    doc = {**doc, "contact_id": str(contact_id)}
+    redacted = followup_item({**doc, **REDACTED_FOLLOWUP_FIELDS})
+    await _put_redactable(session, followup_item(doc), redacted, contact_id, int(doc.get("version") or 1))
 
 
 async def put_contact_event(session: AsyncSession, row: Any) -> None:
@@ -169,23 +201,26 @@ async def rekey(session: AsyncSession, source_id: uuid.UUID, target_id: uuid.UUI
 
 
 async def redact(session: AsyncSession, contact_id: uuid.UUID, redacted_at: datetime) -> int:
-    """An erasure: the contact's touchpoints lose their personal fields (as in the interactions service), and
-    stay redacted whatever arrives about them later. Returns how many were redacted."""
+    """An erasure: the contact's touchpoints lose their personal fields (as in the interactions service) and its
+    follow-ups their outcome (as in the follow-ups service, which announces only the open ones it cancels), and
+    they stay so whatever arrives about them later. Returns how many items were redacted."""
     rows = (
         await session.execute(
-            select(TABLE.c.id, TABLE.c.document).where(
+            select(TABLE.c.id, TABLE.c.sort_rank, TABLE.c.document).where(
                 or_(TABLE.c.contact_id == contact_id, TABLE.c.original_contact_id == contact_id),
-                TABLE.c.sort_rank == SORT_RANK["interaction"],
+                TABLE.c.sort_rank.in_([SORT_RANK["interaction"], SORT_RANK["followup"]]),
                 sa.not_(TABLE.c.redacted),
             )
         )
     ).all()
-    for item_id, document in rows:
-        doc = {**json.loads(document), **REDACTED_FIELDS, "redacted_at": redacted_at.isoformat()}
+    for item_id, sort_rank, document in rows:
+        doc = json.loads(document)
+        if sort_rank == SORT_RANK["interaction"]:
+            item = interaction_item({**doc, **REDACTED_FIELDS, "redacted_at": redacted_at.isoformat()})
+        else:
+            item = followup_item({**doc, **REDACTED_FOLLOWUP_FIELDS})
         await session.execute(
-            update(TABLE)
-            .where(TABLE.c.id == item_id)
-            .values(document=to_json(interaction_item(doc)).decode(), redacted=True)
+            update(TABLE).where(TABLE.c.id == item_id).values(document=to_json(item).decode(), redacted=True)
         )
     return len(rows)
 

@@ -91,16 +91,41 @@ async def test_an_erasure_redacts_the_touchpoints_at_once_and_for_good(
     erased, kept = stub.add_contact(), stub.add_contact()
     secret = _touchpoint(erased["id"], subject="Ada's broken laptop", outcome="Ada called back", attributes={"n": 1})
     other = _touchpoint(kept["id"], subject="Keep me")
+    thanked = {
+        "id": str(uuid.uuid4()), "contact_id": erased["id"], "reason": "Thank-you call", "channel": "phone",
+        "status": "completed", "outcome": "Ada said thanks", "due_at": T0.isoformat(),
+        "timeline_at": (T0 - timedelta(days=1)).isoformat(), "version": 2,
+    }  # fmt: skip
     await _apply(
         gateway,
         _event(events.INTERACTION_LOGGED, erased["id"], secret),
         _event(events.INTERACTION_LOGGED, kept["id"], other),
+        _event("crm.followup.completed.v1", erased["id"], thanked),
         # The gateway redacts on the contact's erasure, before the interactions service says it did.
         _event(events.CONTACT_ERASED, erased["id"], {"contact_id": erased["id"]}, T0 + timedelta(hours=1)),
         # An update made before the erasure, arriving after it, does not bring the subject back.
         _event(events.INTERACTION_UPDATED, erased["id"], {**secret, "version": 2}),
     )
-    [item] = await _items(gateway, erased["id"], "&kinds=interaction")
+    # What arrives from the other streams after the erasure is stored without the personal fields too: a
+    # touchpoint logged before it, a follow-up done before it (the follow-ups service clears its outcome without
+    # an event: the gateway does the same).
+    late = _touchpoint(erased["id"], subject="Ada again", occurred_at=(T0 - timedelta(hours=1)).isoformat())
+    done = {
+        "id": str(uuid.uuid4()), "contact_id": erased["id"], "reason": "Call back", "channel": "phone",
+        "status": "completed", "outcome": "Ada was happy", "due_at": T0.isoformat(), "timeline_at": T0.isoformat(),
+        "version": 2,
+    }  # fmt: skip
+    await _apply(
+        gateway,
+        _event(events.INTERACTION_LOGGED, erased["id"], late),
+        _event("crm.followup.completed.v1", erased["id"], done),
+        _event("crm.followup.completed.v1", erased["id"], {**done, "version": 3}),  # and a newer version of it
+    )
+    done_item, thanked_item = await _items(gateway, erased["id"], "&kinds=followup")
+    assert done_item["outcome"] is None and done_item["version"] == 3 and done_item["type"] == "completed"
+    assert thanked_item["id"] == thanked["id"] and thanked_item["outcome"] is None
+    item, late_item = await _items(gateway, erased["id"], "&kinds=interaction")
+    assert late_item["subject"] is None and late_item["id"] == late["id"]
     assert item["subject"] is None and item["outcome"] is None and item["attributes"] == {}
     assert item["redacted_at"] is not None and item["channel"] == "email" and item["type"] == "complaint"
     assert "Ada" not in await _stored_documents(gateway)
