@@ -92,6 +92,9 @@ def create_app(
                 bus=runtime.bus,
                 name=durable,
                 after_commit=partial(announce, runtime.bus),
+                # Touchpoint and follow-up events are applied a batch at a time (see gateway.events.Batch).
+                prepare=None if handlers is events.CONTACT_HANDLERS else events.prepare_batch,
+                finish=None if handlers is events.CONTACT_HANDLERS else events.finish_batch,
             )
             runtime.consumers.append(
                 DurableConsumer(

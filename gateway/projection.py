@@ -134,62 +134,67 @@ def item_row(item: dict[str, Any], *, contact_id: uuid.UUID, version: int, redac
     }
 
 
-async def put(session: AsyncSession, row: dict[str, Any], redacted_document: str | None = None) -> None:
-    """Stores an item, or replaces the stored one when this is a newer version of it. An item of an erased
-    contact (``redacted``) takes ``redacted_document`` instead: what arrives later about it never brings its
-    personal fields back."""
-    insert = upsert(session, TABLE).values(**row)
+async def put_rows(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """Stores items in one statement, each replacing the stored one when it is a newer version of it. An item of
+    an erased contact is stored ``redacted`` and is never replaced by an unredacted version (which an event from
+    another stream, written before the erasure, could bring)."""
+    if not rows:
+        return
+    insert = upsert(session, TABLE).values(rows)
     new = insert.excluded
-    set_ = {name: getattr(new, name) for name in row if name not in ("id", "redacted", "document")}
-    set_["document"] = (
-        sa.case((TABLE.c.redacted, sa.literal(redacted_document)), else_=new.document)
-        if redacted_document is not None
-        else new.document
-    )
     await session.execute(
-        insert.on_conflict_do_update(index_elements=[TABLE.c.id], set_=set_, where=TABLE.c.version < new.version)
+        insert.on_conflict_do_update(
+            index_elements=[TABLE.c.id],
+            set_={name: getattr(new, name) for name in rows[0] if name != "id"},
+            where=sa.and_(TABLE.c.version < new.version, sa.or_(sa.not_(TABLE.c.redacted), new.redacted)),
+        )
     )
 
 
-async def _erased(session: AsyncSession, contact_id: uuid.UUID) -> bool:
-    """Whether the contact was erased (its erasure is a contact event here): an event about one of its items
-    may arrive after the erasure, from another stream."""
+async def erased_among(session: AsyncSession, contact_ids: set[uuid.UUID]) -> set[uuid.UUID]:
+    """The contacts among these that were erased (their erasure is a contact event here)."""
     from gateway.models import ContactEvent
 
-    found = await session.scalar(
-        select(sa.literal(1))
-        .select_from(ContactEvent)
-        .where(ContactEvent.contact_id == contact_id, ContactEvent.type == "erased")  # type: ignore[arg-type]
-        .limit(1)
+    if not contact_ids:
+        return set()
+    found = await session.scalars(
+        select(ContactEvent.contact_id).where(  # type: ignore[call-overload]
+            ContactEvent.contact_id.in_(contact_ids),  # type: ignore[attr-defined]
+            ContactEvent.type == "erased",
+        )
     )
-    return found is not None
+    return set(found.all())
 
 
-async def _put_redactable(
-    session: AsyncSession, item: dict[str, Any], redacted: dict[str, Any], contact_id: uuid.UUID, version: int
-) -> None:
-    redacted_json = to_json(redacted).decode()
-    row = item_row(item, contact_id=contact_id, version=version)
-    if await _erased(session, contact_id):
-        row.update(document=redacted_json, redacted=True)
-    await put(session, row, redacted_document=redacted_json)
+def interaction_row(doc: dict[str, Any], contact_id: uuid.UUID, *, erased: bool) -> dict[str, Any]:
+    """The row of a touchpoint (as its events carry it) filed under ``contact_id``; redacted when erased."""
+    doc = {**doc, "contact_id": str(contact_id)}
+    if erased:
+        erased_at = doc.get("redacted_at") or doc.get("updated_at") or doc["occurred_at"]
+        doc.update(REDACTED_FIELDS, redacted_at=erased_at)
+    version = int(doc.get("version") or 1)
+    return item_row(interaction_item(doc), contact_id=contact_id, version=version, redacted=erased)
+
+
+def followup_row(doc: dict[str, Any], contact_id: uuid.UUID, *, erased: bool) -> dict[str, Any]:
+    """The row of a follow-up (as its events carry it) filed under ``contact_id``; redacted when erased."""
+    doc = {**doc, "contact_id": str(contact_id), **(REDACTED_FOLLOWUP_FIELDS if erased else {})}
+    version = int(doc.get("version") or 1)
+    return item_row(followup_item(doc), contact_id=contact_id, version=version, redacted=erased)
 
 
 async def put_interaction(session: AsyncSession, doc: dict[str, Any], contact_id: uuid.UUID) -> None:
-    doc = {**doc, "contact_id": str(contact_id)}
-    erased_at = doc.get("redacted_at") or doc.get("updated_at") or doc["occurred_at"]
-    redacted = interaction_item({**doc, **REDACTED_FIELDS, "redacted_at": erased_at})
-    await _put_redactable(session, interaction_item(doc), redacted, contact_id, int(doc.get("version") or 1))
+    erased = contact_id in await erased_among(session, {contact_id})
+    await put_rows(session, [interaction_row(doc, contact_id, erased=erased)])
 
 
 async def put_followup(session: AsyncSession, doc: dict[str, Any], contact_id: uuid.UUID) -> None:
-    doc = {**doc, "contact_id": str(contact_id)}
-    redacted = followup_item({**doc, **REDACTED_FOLLOWUP_FIELDS})
-    await _put_redactable(session, followup_item(doc), redacted, contact_id, int(doc.get("version") or 1))
+    erased = contact_id in await erased_among(session, {contact_id})
+    await put_rows(session, [followup_row(doc, contact_id, erased=erased)])
 
 
 async def put_contact_event(session: AsyncSession, row: Any) -> None:
-    await put(session, item_row(contact_event_item(row), contact_id=row.contact_id, version=1))
+    await put_rows(session, [item_row(contact_event_item(row), contact_id=row.contact_id, version=1)])
 
 
 async def rekey(session: AsyncSession, source_id: uuid.UUID, target_id: uuid.UUID) -> None:

@@ -61,11 +61,8 @@ class StubServices:
         announcement was lost."""
         pending, self.unprojected = self.unprojected, []
         for event in pending:
-            handlers = (
-                events.INTERACTION_HANDLERS if event.type.startswith("crm.interaction.") else events.FOLLOWUP_HANDLERS
-            )
             async with app.state.runtime.sessionmaker() as session, session.begin():
-                await handlers[event.type](session, event)
+                await events.apply(session, [event])
             if announce:
                 app.state.timeline.forget_header(event.subject)
         if announce:

@@ -18,7 +18,7 @@ from nats.js.errors import BadRequestError
 from sqlalchemy import Delete, select
 from sqlmodel import col
 
-from gateway.events import on_contact_merged, on_interaction_logged
+from gateway.events import apply, on_contact_merged
 from gateway.models import ContactEvent, TouchSummary
 from gateway.tests.conftest import ADMIN, StubServices
 from servicekit.clock import MovableClock
@@ -196,11 +196,11 @@ async def test_touches_written_while_their_contact_is_merged_are_all_counted(gat
     target, source, t = uuid.uuid4(), uuid.uuid4(), datetime(2026, 3, 1, tzinfo=UTC)
     try:
         async with sessionmaker() as session, session.begin():
-            await on_interaction_logged(session, _touch(target, "sms", 2, t))
+            await apply(session, [_touch(target, "sms", 2, t)])
         # The source's touch commits between the merge's start and its delete of the source's rows.
         async with sessionmaker() as touching, sessionmaker() as merging:
             await touching.begin()
-            await on_interaction_logged(touching, _touch(source, "sms", 4, t + timedelta(hours=1)))
+            await apply(touching, [_touch(source, "sms", 4, t + timedelta(hours=1))])
             async with merging.begin():
                 await on_contact_merged(_CommitsFirst(merging, touching), _merge(source, target, t))  # type: ignore[arg-type]
         assert await _family_touches(sessionmaker, target, source) == (2, 2)
@@ -208,10 +208,10 @@ async def test_touches_written_while_their_contact_is_merged_are_all_counted(gat
         # The target's own touch is written while the merge adds the source's rows to the same row.
         other = uuid.uuid4()
         async with sessionmaker() as session, session.begin():
-            await on_interaction_logged(session, _touch(other, "sms", 5, t))
+            await apply(session, [_touch(other, "sms", 5, t)])
         async with sessionmaker() as touching, sessionmaker() as merging:
             await touching.begin()
-            await on_interaction_logged(touching, _touch(target, "sms", 1, t + timedelta(hours=2)))
+            await apply(touching, [_touch(target, "sms", 1, t + timedelta(hours=2))])
             merge = asyncio.ensure_future(_merge_in(merging, _merge(other, target, t)))
             await asyncio.sleep(0.3)  # the merge reaches the target's row and waits for its lock
             await touching.commit()

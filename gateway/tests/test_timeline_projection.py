@@ -34,10 +34,12 @@ def _app(gateway: httpx.AsyncClient) -> FastAPI:
 async def _apply(gateway: httpx.AsyncClient, *applied: CloudEvent) -> None:
     """As the gateway's consumers do: each event's handler in a transaction, then the announcement."""
     app = _app(gateway)
-    handlers = {**events.CONTACT_HANDLERS, **events.INTERACTION_HANDLERS, **events.FOLLOWUP_HANDLERS}
     for event in applied:
         async with app.state.runtime.sessionmaker() as session, session.begin():
-            await handlers[event.type](session, event)
+            if event.type in events.CONTACT_HANDLERS:
+                await events.CONTACT_HANDLERS[event.type](session, event)
+            else:
+                await events.apply(session, [event])
         app.state.timeline.forget_header(event.subject)
         if event.type == events.CONTACT_MERGED:
             app.state.timeline.forget_header(event.data["source_id"])
@@ -195,3 +197,25 @@ async def test_the_migration_copies_the_contact_events_as_the_projection_writes_
         await engine.dispose()
     assert json.loads(stored.document) == json.loads(to_json(contact_event_item(row)))
     assert (stored.id, stored.contact_id, stored.sort_rank, stored.type) == (row.id, row.contact_id, 0, row.type)
+
+
+async def test_a_batch_of_events_is_applied_as_the_events_one_by_one_would_be(
+    gateway: httpx.AsyncClient, stub: StubServices
+) -> None:
+    contact = stub.add_contact()
+    first = _touchpoint(contact["id"], csat=2)
+    second = _touchpoint(contact["id"], csat=4, occurred_at=(T0 + timedelta(hours=1)).isoformat())
+    batch = [
+        _event(events.INTERACTION_LOGGED, contact["id"], first),
+        _event(events.INTERACTION_UPDATED, contact["id"], {**first, "outcome": "refunded", "version": 3}),
+        _event(events.INTERACTION_UPDATED, contact["id"], {**first, "outcome": "stale", "version": 2}),
+        _event(events.INTERACTION_LOGGED, contact["id"], second),
+    ]
+    async with _app(gateway).state.runtime.sessionmaker() as session, session.begin():
+        await events.apply(session, batch)  # one transaction, as the consumer applies a fetched batch
+    newest, oldest = await _items(gateway, contact["id"], "&kinds=interaction")
+    assert (newest["id"], oldest["id"]) == (second["id"], first["id"])
+    assert (oldest["outcome"], oldest["version"]) == ("refunded", 3)
+    header = (await gateway.get(f"/api/v1/contacts/{contact['id']}/timeline", headers=ADMIN)).json()["contact"]
+    assert header["last_touch_per_channel"] == [{"channel": "email", "last_at": second["occurred_at"], "touches": 2}]
+    assert header["csat_average"] == 3.0 and header["csat_responses"] == 2
