@@ -274,6 +274,14 @@ def _named_contact(event: CloudEvent) -> uuid.UUID | None:
         return None
 
 
+def _followup_id(event: CloudEvent) -> uuid.UUID | None:
+    doc = _document(event, "followup")
+    try:
+        return uuid.UUID(str(doc.get("id") or event.data.get("followup_id")))
+    except (ValueError, TypeError):
+        return None
+
+
 async def prepare_batch(session: AsyncSession, batch: list[CloudEvent]) -> None:
     named = {contact for event in batch if (contact := _named_contact(event)) is not None}
     found = Batch()
@@ -285,6 +293,10 @@ async def prepare_batch(session: AsyncSession, batch: list[CloudEvent]) -> None:
         )
         found.survivors = {source: target for source, target in rows.all()}
         found.erased = await projection.erased_among(session, {found.survivor(c) for c in named})
+    followups = {f for event in batch if event.type.startswith("crm.followup.") and (f := _followup_id(event))}
+    if followups:
+        # Loaded into the session here, so each handler's session.get finds its row without a query.
+        (await session.scalars(select(FollowupState).where(col(FollowupState.id).in_(followups)))).all()
     session.sync_session.info[_BATCH] = found
 
 
