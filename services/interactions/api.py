@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from typing import Annotated, Any
 
@@ -77,8 +76,8 @@ async def log_touchpoint(
     claim = await _claim(ingestion, request, key, caller)
     if isinstance(claim, Replay):
         return _json(claim.status, claim.body, replayed=True)
-    status, text = await ingestion.log_one(item=body, claim=claim)
-    return _json(status, text, location=f"/v1/interactions/{json.loads(text)['id']}")
+    status, text, touchpoint_id = await ingestion.log_one(item=body, claim=claim)
+    return _json(status, text, location=f"/v1/interactions/{touchpoint_id}")
 
 
 router.add_api_route(

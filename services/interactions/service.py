@@ -36,6 +36,7 @@ from services.interactions.schemas import (
     TouchpointPatch,
     TouchpointRead,
     check_attributes,
+    touchpoint_json,
 )
 from services.interactions.sentiment import sentiment_of
 
@@ -132,6 +133,7 @@ class Outcome:
     row: Touchpoint | dict[str, Any] | None = None
     problem: ProblemError | None = None
     _read: TouchpointRead | None = None
+    _json: str | None = None
 
     @property
     def touchpoint(self) -> TouchpointRead | None:
@@ -139,6 +141,17 @@ class Outcome:
         if self._read is None and self.row is not None:
             self._read = to_read(self.row)
         return self._read
+
+    def json(self) -> str:
+        """The touchpoint as the API answers it; a row just built is written without a round trip through
+        TouchpointRead (schemas.touchpoint_json)."""
+        if self._json is None:
+            if isinstance(self.row, dict):
+                self._json = touchpoint_json(self.row)
+            else:
+                assert self.touchpoint is not None
+                self._json = self.touchpoint.model_dump_json()
+        return self._json
 
     @property
     def id(self) -> uuid.UUID | None:

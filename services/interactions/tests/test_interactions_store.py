@@ -255,3 +255,26 @@ async def test_a_page_written_from_rows_is_the_document_the_models_write(
             before = next_position.before() if next_position else None
             expected = TouchpointPage(items=models, next_cursor=cursor, next_before=before).model_dump_json()
             assert page_json(rows, next_cursor=cursor, next_before=before).decode() == expected, filters
+
+
+async def test_a_stored_touchpoint_s_answer_is_the_document_its_model_writes(
+    sessionmaker: async_sessionmaker[AsyncSession], touchpoints: TouchpointService
+) -> None:
+    """Outcome.json writes a row just built without TouchpointRead (schemas.touchpoint_json): byte for byte what
+    the model gives from that row and from the stored touchpoint read back, and for a resent one (200)."""
+    contact = uuid.uuid4()
+    full = touchpoint_factory(
+        contact_id=str(contact), channel="phone", direction="outbound", type="purchase", agent="Ann", team="sales",
+        thread_id="t-answer", outcome="sold", csat=4, nps=9, duration_s=61, amount="19.9", currency="eur",
+        source="shop", external_id="o-8", attributes={"nested": {"list": [1, "two", None, 0.5]}, "text": "é \" ü"},
+        body="line one\nline two", occurred_at="2026-01-05T08:00:00.123456+02:00",
+    )  # fmt: skip
+    sparse = touchpoint_factory(subject=None, body=None, amount="1234.5678", currency="usd", type="purchase")
+    outcomes = await store(sessionmaker, touchpoints, full, sparse, touchpoint_factory(subject="Terrible, broken"))
+    (resent,) = await store(sessionmaker, touchpoints, full)
+    assert [o.status for o in outcomes] == [201, 201, 201] and resent.status == 200
+    async with sessionmaker() as session:
+        for outcome in [*outcomes, resent]:
+            assert outcome.row is not None and outcome.id is not None
+            read_back = service.to_read(await session.get_one(Touchpoint, outcome.id)).model_dump_json()
+            assert outcome.json() == service.to_read(outcome.row).model_dump_json() == read_back
