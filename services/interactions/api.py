@@ -14,7 +14,7 @@ from services.interactions import service
 from services.interactions.deps import (
     IdempotencyDep,
     IngestionDep,
-    ReadSessionDep,
+    ReadConnectionDep,
     RuntimeDep,
     SessionDep,
     TouchpointsDep,
@@ -124,7 +124,7 @@ async def log_batch(
     responses={400: _problem("Invalid cursor or before")},
 )
 async def list_touchpoints(
-    session: ReadSessionDep,
+    connection: ReadConnectionDep,
     contact_id: uuid.UUID | None = None,
     channel: Channel | None = None,
     type: Annotated[str | None, Query(pattern="^(" + "|".join(TYPES) + ")$")] = None,
@@ -149,7 +149,7 @@ async def list_touchpoints(
         else None
     )
     rows, next_position = await service.list_touchpoints(
-        session=session,
+        session=connection,
         contact_id=contact_id,
         channel=channel.value if channel is not None else None,
         type=type,

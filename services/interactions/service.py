@@ -15,7 +15,7 @@ from typing import Any, cast
 import sqlalchemy as sa
 from sqlalchemy import func, select, tuple_, update
 from sqlalchemy.dialects import sqlite
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlmodel import col
 
 from servicekit.bulk import among, unsized_type
@@ -599,7 +599,7 @@ def _driver_page_sql(dialect: sa.Dialect, filters: tuple[str, ...]) -> tuple[str
 
 async def list_touchpoints(
     *,
-    session: AsyncSession,
+    session: AsyncSession | AsyncConnection,
     contact_id: uuid.UUID | None = None,
     channel: str | None = None,
     type: str | None = None,
@@ -627,7 +627,7 @@ async def list_touchpoints(
     if after is not None:
         params.update(after_at=after.at, after_id=after.id)
     params["limit"] = limit + 1
-    connection = await session.connection()
+    connection = session if isinstance(session, AsyncConnection) else await session.connection()
     if connection.dialect.name == "postgresql":
         sql, names = _driver_page_sql(connection.dialect, filters)
         driver = (await connection.get_raw_connection()).driver_connection
