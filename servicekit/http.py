@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import time
-import uuid
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
@@ -17,6 +16,7 @@ from sqlalchemy import text
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from servicekit.ids import random_hex
 from servicekit.logging import bind_request_context, get_logger
 from servicekit.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from servicekit.problems import PROBLEM_MEDIA_TYPE, install_problem_handlers, problem_body
@@ -51,7 +51,7 @@ class RequestContextMiddleware:
                 headers[name] = raw_value.decode("latin-1")
         request_id = headers.get(b"x-request-id", "")
         if not _REQUEST_ID.match(request_id):
-            request_id = uuid.uuid4().hex
+            request_id = random_hex()
         traceparent = headers.get(b"traceparent")
         if traceparent and not _TRACEPARENT.match(traceparent):
             traceparent = None
