@@ -30,7 +30,8 @@ async def _read_session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-async def _read_connection(request: Request) -> AsyncIterator[AsyncConnection]:
+async def read_connection(request: Request) -> AsyncIterator[AsyncConnection]:
+    """The connection of ReadConnectionDep (a route serving its own parameters opens it the same way)."""
     runtime: Runtime = request.app.state.runtime
     reader = runtime.state.get("read_engine")
     if reader is None:
@@ -59,4 +60,4 @@ RuntimeDep = Annotated[Runtime, Depends(_runtime)]
 ReadSessionDep = Annotated[AsyncSession, Depends(_read_session, scope="function")]
 # The same read as one connection, without an ORM session around it (its set-up, transaction bookkeeping and
 # commit were a tenth of the CPU of the interactions contact page): for a route whose statements need no ORM.
-ReadConnectionDep = Annotated[AsyncConnection, Depends(_read_connection, scope="function")]
+ReadConnectionDep = Annotated[AsyncConnection, Depends(read_connection, scope="function")]

@@ -21,6 +21,7 @@ from services.interactions.deps import (
 )
 from services.interactions.flows import BatchTooLarge, Ingestion
 from services.interactions.idempotency import Claim, Replay, fingerprint
+from services.interactions.list_route import QueryParametersRoute
 from services.interactions.schemas import (
     DEFAULT_PAGE,
     DIRECTIONS,
@@ -117,12 +118,6 @@ async def log_batch(
     return _json(status, text)
 
 
-@router.get(
-    "/interactions",
-    response_model=TouchpointPage,
-    summary="List touchpoints, newest first (keyset pagination)",
-    responses={400: _problem("Invalid cursor or before")},
-)
 async def list_touchpoints(
     connection: ReadConnectionDep,
     contact_id: uuid.UUID | None = None,
@@ -168,6 +163,18 @@ async def list_touchpoints(
         next_before=next_position.before() if next_position else None,
     )
     return Response(content=body, media_type="application/json")
+
+
+router.add_api_route(
+    "/interactions",
+    list_touchpoints,
+    methods=["GET"],
+    response_model=TouchpointPage,
+    summary="List touchpoints, newest first (keyset pagination)",
+    responses={400: _problem("Invalid cursor or before")},
+    # The timeline reads it on every view: its parameters are read without FastAPI's generic solving (list_route).
+    route_class_override=QueryParametersRoute,
+)
 
 
 @router.get(
