@@ -153,8 +153,11 @@ async def single_posts(http: LightClient, bodies: list[bytes], concurrency: int)
             "elapsed_s": round(elapsed, 3), **percentiles(latencies)}  # fmt: skip
 
 
-async def measure_page(http: LightClient, engine: AsyncEngine, hot: uuid.UUID, samples: int) -> dict[str, Any]:
-    """GET one contact's page (first page, and pages starting at random places of its history)."""
+async def measure_page(
+    http: LightClient, engine: AsyncEngine, hot: uuid.UUID, samples: int, meter: CpuMeter
+) -> dict[str, Any]:
+    """GET one contact's page (first page, and pages starting at random places of its history), with the CPU
+    each page costs each process (the latencies of one client on a shared machine move more than the CPU)."""
     rng = random.Random(3)
     async with engine.connect() as conn:
         positions = (
@@ -176,8 +179,12 @@ async def measure_page(http: LightClient, engine: AsyncEngine, hot: uuid.UUID, s
 
         return get
 
+    cpu_before = meter.reading()
     _, first, _ = await timed_calls([call(None) for _ in range(samples)], 1)
+    cpu_between = meter.reading()
     _, deep, errors = await timed_calls([call(b) for b in befores[1:]], 1)
+    cpu = {"first_page": CpuMeter.per_call_ms(cpu_before, cpu_between, samples),
+           "deeper_pages": CpuMeter.per_call_ms(cpu_between, meter.reading(), len(befores) - 1)}  # fmt: skip
     floor: list[float] = []
     async with engine.connect() as conn:
         for _ in range(samples):
@@ -191,7 +198,7 @@ async def measure_page(http: LightClient, engine: AsyncEngine, hot: uuid.UUID, s
             (await conn.execute(query)).all()
             floor.append(time.perf_counter() - started)
     return {"first_page": percentiles(first), "deeper_pages": percentiles(deep), "errors": len(errors),
-            "floor_database_query": percentiles(floor)}  # fmt: skip
+            "cpu_ms_per_page": cpu, "floor_database_query": percentiles(floor)}  # fmt: skip
 
 
 async def seed(engine: AsyncEngine, total: int, hot: uuid.UUID, hot_rows: int) -> float:
@@ -286,9 +293,12 @@ async def run_backend(backend: str, quick: bool, part: str = "all") -> dict[str,
                 if wanted("single"):
                     print(f"[{backend}] single POSTs …", flush=True)
                     encoded = [json.dumps(b).encode() for b in bodies(size["single"])]
+                    meter = cpu_meter(infra, interactions)
+                    cpu_before = meter.reading()
                     started = time.perf_counter()
                     single = await single_posts(http, encoded, 64)
                     single["events_published_s"] = round(await wait_published(engine, started), 3)
+                    single["cpu_ms_per_request"] = CpuMeter.per_call_ms(cpu_before, meter.reading(), len(encoded))
                     result["single"] = single
 
                 if wanted("batch"):
@@ -408,7 +418,7 @@ async def run_backend(backend: str, quick: bool, part: str = "all") -> dict[str,
                 already = await count_stored(engine)
                 seed_s = await seed(engine, max(0, size["page_total"] - already), hot, size["page_hot"])
                 async with LightClient(interactions.url, 4) as http:
-                    page = await measure_page(http, engine, hot, size["page_samples"])
+                    page = await measure_page(http, engine, hot, size["page_samples"], cpu_meter(infra, interactions))
                 async with engine.connect() as conn:
                     hot_rows = (
                         await conn.execute(select(func.count()).where(col(Touchpoint.contact_id) == hot))
@@ -458,8 +468,10 @@ def figures_of(run: dict[str, Any], quick: bool) -> list[dict[str, Any]]:
 def summary(run: dict[str, Any]) -> str:
     parts = [f"[{run['backend']}]"]
     if "single" in run:
+        spent = run["single"]["cpu_ms_per_request"]
         parts.append(f"single {run['single']['per_second']} req/s p50 {run['single']['p50_ms']} ms "
-                     f"p99 {run['single']['p99_ms']} ms")  # fmt: skip
+                     f"p99 {run['single']['p99_ms']} ms (CPU µs/request: interactions "
+                     f"{spent['interactions'] * 1000:.0f}, total {spent['total'] * 1000:.0f})")  # fmt: skip
 
     def cpu(phase: dict[str, Any]) -> str:
         spent = phase["cpu_ms_per_touchpoint"]
@@ -475,7 +487,11 @@ def summary(run: dict[str, Any]) -> str:
     if "raw_insert" in run:
         parts.append(f"raw insert {run['raw_insert']['per_second']} rows/s")
     if "contact_page" in run:
-        parts.append(f"page p99 {run['contact_page']['first_page']['p99_ms']} ms")
+        page = run["contact_page"]
+        parts.append(f"page p99 {page['first_page']['p99_ms']} ms, deeper {page['deeper_pages']['p99_ms']} ms "
+                     f"(CPU µs/page: interactions {page['cpu_ms_per_page']['first_page']['interactions'] * 1000:.0f}"
+                     f"/{page['cpu_ms_per_page']['deeper_pages']['interactions'] * 1000:.0f}), "
+                     f"database alone {page['floor_database_query']['p99_ms']} ms")  # fmt: skip
     if "floor_bare_endpoint" in run:
         parts.append(f"bare endpoint {run['floor_bare_endpoint']['bare_endpoint_rate']['per_second']} req/s")
     return " | ".join(parts)

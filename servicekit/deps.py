@@ -4,7 +4,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from servicekit.db import make_sessionmaker, session_scope
 from servicekit.runtime import Runtime
@@ -30,6 +30,21 @@ async def _read_session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
+async def read_connection(request: Request) -> AsyncIterator[AsyncConnection]:
+    """The connection of ReadConnectionDep (a route serving its own parameters opens it the same way)."""
+    runtime: Runtime = request.app.state.runtime
+    reader = runtime.state.get("read_engine")
+    if reader is None:
+        engine = runtime.engine
+        # SQLite keeps its transaction (servicekit's begin hook takes its lock), rolled back when the read is done.
+        reader = (
+            engine.execution_options(isolation_level="AUTOCOMMIT") if engine.dialect.name == "postgresql" else engine
+        )
+        runtime.state["read_engine"] = reader
+    async with reader.connect() as connection:
+        yield connection
+
+
 # async: a plain ``def`` dependency runs in the threadpool, a thread hop on every request for a getattr.
 async def _runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
@@ -43,3 +58,6 @@ RuntimeDep = Annotated[Runtime, Depends(_runtime)]
 # For a route that only reads (a list page): on PostgreSQL its statements run in autocommit, without the BEGIN
 # and COMMIT round trips around them (each statement sees the latest committed rows). Never for a write.
 ReadSessionDep = Annotated[AsyncSession, Depends(_read_session, scope="function")]
+# The same read as one connection, without an ORM session around it (its set-up, transaction bookkeeping and
+# commit were a tenth of the CPU of the interactions contact page): for a route whose statements need no ORM.
+ReadConnectionDep = Annotated[AsyncConnection, Depends(read_connection, scope="function")]

@@ -51,3 +51,9 @@ def _layout(milliseconds: int, random_bits: int) -> int:
 def new_id() -> uuid.UUID:
     """One time-ordered UUID (see :func:`new_ids`)."""
     return new_ids(1)[0]
+
+
+def random_hex(count: int = 16) -> str:
+    """``count`` random bytes (os.urandom, fetched as the ids' are) as hex: an opaque token such as a request id
+    (uuid.uuid4().hex made a system call and a UUID object for each, 2.6% of a single touchpoint POST's CPU)."""
+    return _random_bytes(count).hex()

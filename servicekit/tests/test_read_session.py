@@ -1,5 +1,5 @@
-"""ReadSessionDep: a reading route's statements run without a transaction around them on PostgreSQL (no
-BEGIN and COMMIT round trips), and in the usual transaction on SQLite."""
+"""ReadSessionDep and ReadConnectionDep: a reading route's statements run without a transaction around them on
+PostgreSQL (no BEGIN and COMMIT round trips), and in the usual transaction on SQLite."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from servicekit.db import make_engine, make_sessionmaker
-from servicekit.deps import ReadSessionDep, SessionDep
+from servicekit.deps import ReadConnectionDep, ReadSessionDep, SessionDep
 
 ALEMBIC_INI = Path(__file__).resolve().parents[2] / "services" / "contacts" / "alembic.ini"
 
@@ -41,6 +41,12 @@ async def test_a_read_session_runs_each_statement_on_its_own_on_postgres(databas
     async def read(session: ReadSessionDep) -> bool:
         return await two_instants(session)
 
+    @app.get("/read-connection")
+    async def read_connection(connection: ReadConnectionDep) -> bool:
+        first = (await connection.execute(instant)).scalar_one()
+        await asyncio.sleep(0.01)
+        return bool(first != (await connection.execute(instant)).scalar_one())
+
     @app.get("/write")
     async def write(session: SessionDep) -> bool:
         return await two_instants(session)
@@ -48,6 +54,7 @@ async def test_a_read_session_runs_each_statement_on_its_own_on_postgres(databas
     try:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
             assert (await client.get("/read")).json() is (db_backend == "postgres")
+            assert (await client.get("/read-connection")).json() is (db_backend == "postgres")
             assert (await client.get("/write")).json() is False
     finally:
         await engine.dispose()

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
-from servicekit.deps import ReadSessionDep as ReadSessionDep
+from servicekit.deps import ReadConnectionDep as ReadConnectionDep
 from servicekit.deps import RuntimeDep as RuntimeDep
 from servicekit.deps import SessionDep as SessionDep
 from services.interactions.flows import Ingestion

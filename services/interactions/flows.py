@@ -88,8 +88,9 @@ class Ingestion:
             return None
         return await self.keys.claim(caller=caller, key=key, fingerprint=fingerprint)
 
-    async def log_one(self, *, item: TouchpointCreate, claim: Claim | None) -> tuple[int, str]:
-        """201 with the stored touchpoint, or 200 with the one already stored under (source, external_id)."""
+    async def log_one(self, *, item: TouchpointCreate, claim: Claim | None) -> tuple[int, str, uuid.UUID]:
+        """201 with the stored touchpoint, or 200 with the one already stored under (source, external_id): the
+        status, the touchpoint's JSON and its id."""
         try:
             self.touchpoints.check(item)
             link = await self.directory.link(contact_id=item.contact_id, contact=item.contact)
@@ -102,8 +103,8 @@ class Ingestion:
             if claim is not None:
                 await self.keys.release(claim)
             raise outcome.problem
-        assert outcome.touchpoint is not None
-        return outcome.status, outcome.touchpoint.model_dump_json()
+        assert outcome.id is not None
+        return outcome.status, outcome.json(), outcome.id
 
     async def log_batch(self, *, raw_items: list[dict[str, Any]], claim: Claim | None) -> tuple[int, str]:
         """Each item stored or refused on its own; the valid ones in one transaction."""
@@ -198,9 +199,8 @@ class GroupCommit:
         async with self.sessionmaker() as session, session.begin():
             outcomes = await self.touchpoints.store(session=session, prepared=[p for p, _, _ in batch])
             for (_, claim, _), outcome in zip(batch, outcomes, strict=True):
-                if claim is not None and outcome.touchpoint is not None:
-                    body = outcome.touchpoint.model_dump_json()
-                    await self.keys.complete(session=session, claim=claim, status=outcome.status, body=body)
+                if claim is not None and outcome.row is not None:
+                    await self.keys.complete(session=session, claim=claim, status=outcome.status, body=outcome.json())
         return outcomes
 
 

@@ -8,6 +8,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
+import pydantic_core
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -241,6 +242,42 @@ class TouchpointRead(BaseModel):
     def _utc(cls, value: datetime | None) -> datetime | None:
         # SQLite hands back naive UTC; every time leaves as aware UTC.
         return as_utc(value) if value is not None else None
+
+
+# TouchpointRead's fields in its order: what the contact page reads and writes.
+READ_FIELDS: tuple[str, ...] = tuple(TouchpointRead.model_fields)
+_ID_FIELDS = ("id", "contact_id", "original_contact_id")
+
+
+def _written_as_read(item: dict[str, Any]) -> dict[str, Any]:
+    """A touchpoint's values (times aware UTC) made ready for pydantic-core's ``to_json`` to write what
+    TouchpointRead's serializer writes: the amount as a number (AmountOut), ids as text."""
+    if item["amount"] is not None:
+        item["amount"] = float(item["amount"])
+    for name in _ID_FIELDS:
+        # pydantic-core writes a uuid.UUID itself but asyncpg's subclass through a fallback 30 times slower
+        # (a 50-row page: 270 against 100 us); asyncpg's own str() is C.
+        if type(item[name]) is not uuid.UUID:
+            item[name] = str(item[name])
+    return item
+
+
+def page_json(items: list[dict[str, Any]], *, next_cursor: str | None, next_before: str | None) -> bytes:
+    """The JSON ``TouchpointPage(items=…, …).model_dump_json()`` writes, from touchpoints read from the table (dicts
+    of READ_FIELDS, times aware UTC as servicekit.db.UTCDateTime and asyncpg give them), without validating each
+    field again: pydantic-core writes ids, times (UTC as ``Z``), floats and attributes as the model's serializer
+    does. Validating a 50-row page into models and dumping it was twice the CPU of this (a test compares the two
+    documents byte for byte). The items are changed in place."""
+    page = {"items": [_written_as_read(item) for item in items], "next_cursor": next_cursor,
+            "next_before": next_before}  # fmt: skip
+    return pydantic_core.to_json(page, inf_nan_mode="null")
+
+
+def touchpoint_json(row: dict[str, Any]) -> str:
+    """``TouchpointRead.model_validate(row).model_dump_json()`` for a row this service just built (times in UTC),
+    without validating again what TouchpointCreate validated (a test compares the two)."""
+    item = _written_as_read({name: row[name] for name in READ_FIELDS})
+    return pydantic_core.to_json(item, inf_nan_mode="null").decode()
 
 
 class TouchpointPatch(Strict):

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from servicekit.clock import MovableClock
+from servicekit.clock import MovableClock, as_utc
 from services.interactions import service
 from services.interactions.models import Touchpoint, outbox_table
+from services.interactions.schemas import TouchpointPage, page_json
 from services.interactions.service import TouchpointService
 from services.interactions.tests.conftest import at, store, touchpoint_factory
 
@@ -105,7 +107,7 @@ async def test_merge_rekeys_and_later_touchpoints_follow_the_merge(
     assert late.touchpoint.original_contact_id == source
     async with sessionmaker() as session:
         rows, _ = await service.list_touchpoints(session=session, contact_id=target)
-        assert len(rows) == 2 and {r.original_contact_id for r in rows} == {source}
+        assert len(rows) == 2 and {r["original_contact_id"] for r in rows} == {source}
         assert (await service.list_touchpoints(session=session, contact_id=source))[0] == []
         assert (await service.list_touchpoints(session=session, contact_id=other))[0] != []
 
@@ -156,7 +158,7 @@ async def test_keyset_pages_are_stable_while_touchpoints_arrive(
             rows, after = await service.list_touchpoints(
                 session=session, contact_id=uuid.UUID(contact), limit=4, after=after
             )
-        seen += [r.id for r in rows]
+        seen += [r["id"] for r in rows]
         if after is None:
             break
         if len(seen) == 4:  # a new touchpoint arrives between two pages
@@ -164,8 +166,8 @@ async def test_keyset_pages_are_stable_while_touchpoints_arrive(
     assert len(seen) == 9 == len(set(seen))
     async with sessionmaker() as session:
         everything, _ = await service.list_touchpoints(session=session, contact_id=uuid.UUID(contact), limit=200)
-    ordered = [(r.occurred_at, r.id) for r in everything]
-    assert ordered == sorted(ordered, reverse=True) and [r.id for r in everything][1:] == seen
+    ordered = [(r["occurred_at"], r["id"]) for r in everything]
+    assert ordered == sorted(ordered, reverse=True) and [r["id"] for r in everything][1:] == seen
 
 
 async def test_thread_status_resolution_event_and_first_response(
@@ -212,3 +214,67 @@ async def test_thread_status_resolution_event_and_first_response(
     assert resolved[0]["data"]["complaint"] is True and resolved[0]["data"]["channel"] == "live_chat"
     assert resolved[0]["data"]["type"] == "complaint" and resolved[0]["data"]["thread_id"] == "T-1"
     assert resolved[0]["nats_subject"] == f"crm.interactions.thread_resolved.{contact}"
+
+
+async def test_a_page_written_from_rows_is_the_document_the_models_write(
+    sessionmaker: async_sessionmaker[AsyncSession], touchpoints: TouchpointService
+) -> None:
+    """schemas.page_json writes the rows as read (straight from asyncpg on PostgreSQL) without validating them:
+    byte for byte what TouchpointPage gives from each touchpoint read as an ORM object, with every filter."""
+    contact = str(uuid.uuid4())
+    await store(
+        sessionmaker,
+        touchpoints,
+        touchpoint_factory(contact_id=contact, type="purchase", amount="1234.5678", currency="eur", agent="Ann",
+                           team="sales", thread_id="t-json", outcome="sold", source="shop", external_id="o-1",
+                           attributes={"nested": {"list": [1, "two", None, 2.5]}, "ok": True, "text": "é \" ü"},
+                           occurred_at="2026-01-05T08:00:00.123456+02:00"),
+        touchpoint_factory(contact_id=contact, type="survey_response", csat=5, nps=10, duration_s=0, amount="0.1",
+                           currency="usd", occurred_at=at(3), subject="Terrible, broken", body=None),
+        touchpoint_factory(contact_id=contact, channel="phone", direction="outbound", subject=None, body=None,
+                           occurred_at=at(1)),
+        touchpoint_factory(contact_id=contact, occurred_at=at(1)),
+        touchpoint_factory(occurred_at=at(2)),
+    )  # fmt: skip
+    async with sessionmaker() as session:
+        everything, _ = await service.list_touchpoints(session=session, limit=200)
+        middle = service.Position(as_utc(everything[2]["occurred_at"]), everything[2]["id"])
+        cases: list[dict[str, Any]] = [
+            {},
+            {"contact_id": uuid.UUID(contact), "limit": 2},
+            {"contact_id": uuid.UUID(contact), "after": middle},
+            {"channel": "phone", "direction": "outbound"},
+            {"type": "purchase", "thread_id": "t-json"},
+            {"since": datetime(2026, 1, 5, 8, 1, tzinfo=UTC), "until": datetime(2026, 1, 5, 8, 3, tzinfo=UTC)},
+        ]
+        for filters in cases:
+            rows, next_position = await service.list_touchpoints(session=session, **filters)
+            assert rows, filters
+            models = [service.to_read(await session.get_one(Touchpoint, row["id"])) for row in rows]
+            cursor = next_position.cursor() if next_position else None
+            before = next_position.before() if next_position else None
+            expected = TouchpointPage(items=models, next_cursor=cursor, next_before=before).model_dump_json()
+            assert page_json(rows, next_cursor=cursor, next_before=before).decode() == expected, filters
+
+
+async def test_a_stored_touchpoint_s_answer_is_the_document_its_model_writes(
+    sessionmaker: async_sessionmaker[AsyncSession], touchpoints: TouchpointService
+) -> None:
+    """Outcome.json writes a row just built without TouchpointRead (schemas.touchpoint_json): byte for byte what
+    the model gives from that row and from the stored touchpoint read back, and for a resent one (200)."""
+    contact = uuid.uuid4()
+    full = touchpoint_factory(
+        contact_id=str(contact), channel="phone", direction="outbound", type="purchase", agent="Ann", team="sales",
+        thread_id="t-answer", outcome="sold", csat=4, nps=9, duration_s=61, amount="19.9", currency="eur",
+        source="shop", external_id="o-8", attributes={"nested": {"list": [1, "two", None, 0.5]}, "text": "é \" ü"},
+        body="line one\nline two", occurred_at="2026-01-05T08:00:00.123456+02:00",
+    )  # fmt: skip
+    sparse = touchpoint_factory(subject=None, body=None, amount="1234.5678", currency="usd", type="purchase")
+    outcomes = await store(sessionmaker, touchpoints, full, sparse, touchpoint_factory(subject="Terrible, broken"))
+    (resent,) = await store(sessionmaker, touchpoints, full)
+    assert [o.status for o in outcomes] == [201, 201, 201] and resent.status == 200
+    async with sessionmaker() as session:
+        for outcome in [*outcomes, resent]:
+            assert outcome.row is not None and outcome.id is not None
+            read_back = service.to_read(await session.get_one(Touchpoint, outcome.id)).model_dump_json()
+            assert outcome.json() == service.to_read(outcome.row).model_dump_json() == read_back
