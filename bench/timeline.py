@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import nats
 from sqlalchemy import and_, or_, select
 from sqlalchemy.engine import make_url
 from sqlmodel import col
@@ -223,6 +224,34 @@ async def followups_settled(base_url: str, contact_id: str, timeout_s: float = 1
     return round(time.perf_counter() - started, 1)
 
 
+async def projection_settled(nats_url: str, quiet_s: float = 3.0, timeout_s: float = 180.0) -> float:
+    """Wait until the gateway's consumers have applied every event and no new one has come for ``quiet_s``: the
+    follow-ups made above keep producing events for a while (due, then overdue and escalated by the scheduler),
+    and each one about the hot contact retires its cached header in every gateway process. The figures are those
+    of a steady timeline; a contact with events arriving meanwhile pays a header rebuild per event."""
+    started = time.perf_counter()
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        last: tuple[int, ...] = ()
+        quiet_since = time.perf_counter()
+        while time.perf_counter() - started < timeout_s:
+            state = []
+            for stream, durable in (("CRM_FOLLOWUPS", "gateway-followups"),
+                                    ("CRM_INTERACTIONS", "gateway-interactions"),
+                                    ("CRM_CONTACTS", "gateway-contacts")):  # fmt: skip
+                info = await js.consumer_info(stream, durable)
+                state += [info.num_pending or 0, info.num_ack_pending or 0, info.delivered.stream_seq or 0]
+            if tuple(state) != last or any(state[i] for i in (0, 1, 3, 4, 6, 7)):
+                last, quiet_since = tuple(state), time.perf_counter()
+            elif time.perf_counter() - quiet_since >= quiet_s:
+                break
+            await asyncio.sleep(0.25)
+    finally:
+        await nc.close()
+    return round(time.perf_counter() - started, 1)
+
+
 async def floor(
     database_url: str,
     hot: uuid.UUID,
@@ -379,6 +408,8 @@ async def run_backend(backend: str, quick: bool, samples: int | None = None) -> 
             bound = (datetime.fromisoformat(last_interaction["at"]), uuid.UUID(last_interaction["id"]))
         first_params = {"limit": str(PAGE), "kinds": kinds}
         deep_params = {**first_params, "cursor": cursor or ""}
+        assert infra.nats is not None
+        result["events_settled_s"] = await projection_settled(infra.nats.url)
         for name, gateway in (("", uncached), ("_cached", cached)):
             meter = CpuMeter({**pids, "gateway": gateway.process.pid if gateway.process else 0}, postmaster)
             # The light client: httpx would cost this load generator about 1 ms of CPU per page on the same cores.
