@@ -14,7 +14,6 @@ are removed from the projection when their contact is erased (``gateway.projecti
 
 from __future__ import annotations
 
-import json
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -317,8 +316,9 @@ async def apply(session: AsyncSession, batch: list[CloudEvent]) -> None:
     """Applies touchpoint or follow-up events in the caller's transaction, as the gateway's consumers do (without
     the inbox): for tests and tools."""
     await prepare_batch(session, batch)
+    handlers = {**INTERACTION_HANDLERS, **FOLLOWUP_HANDLERS}
     for event in batch:
-        handler = {**INTERACTION_HANDLERS, **FOLLOWUP_HANDLERS}.get(event.type)
+        handler = handlers.get(event.type)
         if handler is not None:
             await handler(session, event)
     await finish_batch(session, batch)
@@ -343,15 +343,13 @@ async def on_interaction_updated(session: AsyncSession, event: CloudEvent) -> No
 async def on_interaction_redacted(session: AsyncSession, event: CloudEvent) -> None:
     found = _batch(session)
     contact_id = found.survivor(_uuid(event.data.get("contact_id") or event.subject))
-    # What this batch holds for the contact is written redacted; what is stored is redacted now.
+    redacted_at = _time(event.data.get("redacted_at")) or as_utc(event.time)
+    # What this batch holds for the contact is written redacted, as projection.redact redacts what is stored.
     found.erased.add(contact_id)
     for key, row in list(found.items.items()):
         if row["contact_id"] == contact_id and not row["redacted"]:
-            doc = json.loads(row["document"])
-            rebuild = projection.interaction_row if row["sort_rank"] == projection.SORT_RANK["interaction"] else None
-            if rebuild is not None:
-                found.items[key] = rebuild(doc, contact_id, erased=True)
-    await projection.redact(session, contact_id, _time(event.data.get("redacted_at")) or as_utc(event.time))
+            found.items[key] = projection.redacted_row(row["document"], row["sort_rank"], redacted_at.isoformat())
+    await projection.redact(session, contact_id, redacted_at)
 
 
 async def on_followup_event(session: AsyncSession, event: CloudEvent) -> None:

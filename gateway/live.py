@@ -42,19 +42,22 @@ async def announce(bus: Bus, events: list[CloudEvent]) -> None:
 
 async def announce_revoked(bus: Bus, key_id: str) -> None:
     """Tells every gateway process that an API key was revoked, so none trusts it from its cache any longer."""
-    if bus.nc is not None and bus.connected:
-        with contextlib.suppress(Exception):
-            await bus.nc.publish(f"{REVOKED}.{key_id}", b"")
+    await _tell(bus, [f"{REVOKED}.{key_id}"])
 
 
 async def announce_contacts(bus: Bus, contact_ids: set[str]) -> None:
     """Tells every gateway process which contacts the projection just changed for (best effort: a missed
     announcement costs a stream a periodic re-read and a cache its time to live)."""
+    await _tell(bus, [f"{PROJECTED}.{contact_id}" for contact_id in contact_ids])
+
+
+async def _tell(bus: Bus, subjects: list[str]) -> None:
+    """Empty core NATS messages to every gateway process (nothing is stored; NATS down: nobody is told)."""
     if bus.nc is None or not bus.connected:
         return
     with contextlib.suppress(Exception):
-        for contact_id in contact_ids:
-            await bus.nc.publish(f"{PROJECTED}.{contact_id}", b"")
+        for subject in subjects:
+            await bus.nc.publish(subject, b"")
 
 
 class LiveFeed:

@@ -18,9 +18,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlmodel import col
 from starlette.responses import Response
 
-from gateway.models import TimelineItem
+from gateway.models import ContactEvent, TimelineItem
 from servicekit.clock import as_utc
 from servicekit.db import upsert
 from servicekit.logging import get_logger
@@ -153,34 +154,43 @@ async def put_rows(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
 
 async def erased_among(session: AsyncSession, contact_ids: set[uuid.UUID]) -> set[uuid.UUID]:
     """The contacts among these that were erased (their erasure is a contact event here)."""
-    from gateway.models import ContactEvent
-
     if not contact_ids:
         return set()
     found = await session.scalars(
-        select(ContactEvent.contact_id).where(  # type: ignore[call-overload]
-            ContactEvent.contact_id.in_(contact_ids),  # type: ignore[attr-defined]
-            ContactEvent.type == "erased",
+        select(col(ContactEvent.contact_id)).where(
+            col(ContactEvent.contact_id).in_(contact_ids), col(ContactEvent.type) == "erased"
         )
     )
     return set(found.all())
 
 
-def interaction_row(doc: dict[str, Any], contact_id: uuid.UUID, *, erased: bool) -> dict[str, Any]:
-    """The row of a touchpoint (as its events carry it) filed under ``contact_id``; redacted when erased."""
+def interaction_row(
+    doc: dict[str, Any], contact_id: uuid.UUID, *, erased: bool, erased_at: str | None = None
+) -> dict[str, Any]:
+    """The row of a touchpoint (as its events carry it) filed under ``contact_id``; redacted when erased (at
+    ``erased_at``, else when the touchpoint says it was redacted or last changed)."""
     doc = {**doc, "contact_id": str(contact_id)}
     if erased:
-        erased_at = doc.get("redacted_at") or doc.get("updated_at") or doc["occurred_at"]
+        erased_at = erased_at or doc.get("redacted_at") or doc.get("updated_at") or doc["occurred_at"]
         doc.update(REDACTED_FIELDS, redacted_at=erased_at)
     version = int(doc.get("version") or 1)
     return item_row(interaction_item(doc), contact_id=contact_id, version=version, redacted=erased)
 
 
-def followup_row(doc: dict[str, Any], contact_id: uuid.UUID, *, erased: bool) -> dict[str, Any]:
+def followup_row(
+    doc: dict[str, Any], contact_id: uuid.UUID, *, erased: bool, erased_at: str | None = None
+) -> dict[str, Any]:
     """The row of a follow-up (as its events carry it) filed under ``contact_id``; redacted when erased."""
     doc = {**doc, "contact_id": str(contact_id), **(REDACTED_FOLLOWUP_FIELDS if erased else {})}
     version = int(doc.get("version") or 1)
     return item_row(followup_item(doc), contact_id=contact_id, version=version, redacted=erased)
+
+
+def redacted_row(document: str, sort_rank: int, erased_at: str | None = None) -> dict[str, Any]:
+    """A stored touchpoint's or follow-up's row (from its JSON) once its contact is erased."""
+    doc = json.loads(document)
+    make_row = interaction_row if sort_rank == SORT_RANK["interaction"] else followup_row
+    return make_row(doc, uuid.UUID(str(doc["contact_id"])), erased=True, erased_at=erased_at)
 
 
 async def put_interaction(session: AsyncSession, doc: dict[str, Any], contact_id: uuid.UUID) -> None:
@@ -219,13 +229,9 @@ async def redact(session: AsyncSession, contact_id: uuid.UUID, redacted_at: date
         )
     ).all()
     for item_id, sort_rank, document in rows:
-        doc = json.loads(document)
-        if sort_rank == SORT_RANK["interaction"]:
-            item = interaction_item({**doc, **REDACTED_FIELDS, "redacted_at": redacted_at.isoformat()})
-        else:
-            item = followup_item({**doc, **REDACTED_FOLLOWUP_FIELDS})
+        redacted = redacted_row(document, sort_rank, redacted_at.isoformat())
         await session.execute(
-            update(TABLE).where(TABLE.c.id == item_id).values(document=to_json(item).decode(), redacted=True)
+            update(TABLE).where(TABLE.c.id == item_id).values(document=redacted["document"], redacted=True)
         )
     return len(rows)
 

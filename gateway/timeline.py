@@ -23,7 +23,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy import and_, literal, or_, select, tuple_
+from sqlalchemy import and_, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlmodel import col
 
@@ -157,13 +157,6 @@ class Filters:
             }
             kinds = [k for k in kinds if allowed[k]]
         return kinds
-
-
-def _family(contact_id: uuid.UUID) -> Any:
-    """The contact and the contacts merged into it. Projections re-key on a merge, but an event about a
-    source applied concurrently with its merge may still land under the source: reading both is exact."""
-    aliases = select(col(ContactAlias.source_id)).where(col(ContactAlias.target_id) == contact_id)
-    return select(literal(contact_id, type_=sa.Uuid)).union_all(aliases)
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -304,10 +297,9 @@ class Timeline:
 
     async def _build_header(self, contact_id: uuid.UUID, contact: dict[str, Any]) -> dict[str, Any]:
         now = self.clock.now()
+        family = await self.family(contact_id)
         async with self.sessionmaker() as session:
-            rows = (
-                await session.scalars(select(TouchSummary).where(col(TouchSummary.contact_id).in_(_family(contact_id))))
-            ).all()
+            rows = (await session.scalars(select(TouchSummary).where(col(TouchSummary.contact_id).in_(family)))).all()
             # Counted in the database: a customer with hundreds of open follow-ups would otherwise load them all
             # as ORM rows whenever the header is rebuilt (after every event about the contact).
             is_overdue = and_(
@@ -317,7 +309,7 @@ class Timeline:
             open_followups, overdue_followups = (
                 await session.execute(
                     select(sa.func.count(), sa.func.coalesce(sa.func.sum(sa.case((is_overdue, 1), else_=0)), 0)).where(
-                        col(FollowupState.contact_id).in_(_family(contact_id)),
+                        col(FollowupState.contact_id).in_(family),
                         col(FollowupState.status).in_(("scheduled", "due")),
                     )
                 )
