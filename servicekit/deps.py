@@ -4,7 +4,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from servicekit.db import make_sessionmaker, session_scope
 from servicekit.runtime import Runtime
@@ -15,16 +15,25 @@ async def _session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
+def _reading_engine(runtime: Runtime) -> AsyncEngine:
+    """The engine of reading routes: autocommit on PostgreSQL (no BEGIN and COMMIT around one statement, each
+    statement sees the latest committed rows); on SQLite the engine itself, whose transactions are kept
+    (servicekit's begin hook is what takes its lock)."""
+    reader: AsyncEngine | None = runtime.state.get("read_engine")
+    if reader is None:
+        engine = runtime.engine
+        postgres = engine.dialect.name == "postgresql"
+        reader = engine.execution_options(isolation_level="AUTOCOMMIT") if postgres else engine
+        runtime.state["read_engine"] = reader
+    return reader
+
+
 async def _read_session(request: Request) -> AsyncIterator[AsyncSession]:
     runtime: Runtime = request.app.state.runtime
     reader = runtime.state.get("read_sessionmaker")
     if reader is None:
-        engine = runtime.engine
-        if engine.dialect.name == "postgresql":
-            reader = make_sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT"))
-        else:
-            # SQLite keeps its transactions: servicekit's begin hook is what takes its lock.
-            reader = runtime.sessionmaker
+        engine = _reading_engine(runtime)
+        reader = runtime.sessionmaker if engine is runtime.engine else make_sessionmaker(engine)
         runtime.state["read_sessionmaker"] = reader
     async for session in session_scope(reader):
         yield session
@@ -32,16 +41,7 @@ async def _read_session(request: Request) -> AsyncIterator[AsyncSession]:
 
 async def read_connection(request: Request) -> AsyncIterator[AsyncConnection]:
     """The connection of ReadConnectionDep (a route serving its own parameters opens it the same way)."""
-    runtime: Runtime = request.app.state.runtime
-    reader = runtime.state.get("read_engine")
-    if reader is None:
-        engine = runtime.engine
-        # SQLite keeps its transaction (servicekit's begin hook takes its lock), rolled back when the read is done.
-        reader = (
-            engine.execution_options(isolation_level="AUTOCOMMIT") if engine.dialect.name == "postgresql" else engine
-        )
-        runtime.state["read_engine"] = reader
-    async with reader.connect() as connection:
+    async with _reading_engine(request.app.state.runtime).connect() as connection:
         yield connection
 
 
