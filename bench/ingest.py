@@ -133,6 +133,25 @@ async def publish_all(js: Any, messages: list[bytes], msg_id_prefix: str) -> Non
     await asyncio.gather(*pending)
 
 
+async def nats_ingest(
+    js: Any, engine: AsyncEngine, meter: CpuMeter, messages: list[bytes], touchpoints: int, msg_id_prefix: str
+) -> dict[str, Any]:
+    """Publish ``messages`` (holding ``touchpoints`` in all) to the ingest subject: the time to the last stored
+    touchpoint and to the last event acknowledged, counted from the first publish, and the CPU per touchpoint."""
+    before = await count_stored(engine)
+    cpu_before = meter.reading()
+    started = time.perf_counter()
+    await publish_all(js, messages, msg_id_prefix)
+    published_in = time.perf_counter() - started
+    await wait_stored(engine, before + touchpoints, started)
+    stored_in = time.perf_counter() - started
+    events_in = await wait_published(engine, started)
+    return {"touchpoints": touchpoints, "per_second": round(touchpoints / stored_in, 1),
+            "publish_s": round(published_in, 3), "stored_s": round(stored_in, 3),
+            "events_published_s": round(events_in, 3), "with_events_per_second": round(touchpoints / events_in, 1),
+            "cpu_ms_per_touchpoint": CpuMeter.per_call_ms(cpu_before, meter.reading(), touchpoints)}  # fmt: skip
+
+
 async def wait_stored(engine: AsyncEngine, count: int, started: float, timeout: float = 900) -> None:
     while await count_stored(engine) < count:
         if time.perf_counter() - started > timeout:
@@ -332,44 +351,25 @@ async def run_backend(backend: str, quick: bool, part: str = "all") -> dict[str,
                 assert infra.nats is not None
                 nc = await nats.connect(infra.nats.url)
                 js = nc.jetstream()
-                before = await count_stored(engine)
                 messages = [json.dumps(b).encode() for b in bodies(size["nats"])]
-                meter = cpu_meter(infra, interactions)
-                cpu_before = meter.reading()
-                started = time.perf_counter()
-                await publish_all(js, messages, f"{run}-n")
-                published_in = time.perf_counter() - started
-                await wait_stored(engine, before + len(messages), started)
-                stored_in = time.perf_counter() - started
-                events_in = await wait_published(engine, started)
-                cpu = CpuMeter.per_call_ms(cpu_before, meter.reading(), len(messages))
-                result["nats"] = {"touchpoints": len(messages), "per_second": round(len(messages) / stored_in, 1),
-                                  "publish_s": round(published_in, 3), "stored_s": round(stored_in, 3),
-                                  "events_published_s": round(events_in, 3),
-                                  "with_events_per_second": round(len(messages) / events_in, 1),
-                                  "cpu_ms_per_touchpoint": cpu,
-                                  "note": "first publish to last stored; the publisher shares the cores"}  # fmt: skip
+                result["nats"] = {
+                    **await nats_ingest(
+                        js, engine, cpu_meter(infra, interactions), messages, len(messages), f"{run}-n"
+                    ),
+                    "note": "first publish to last stored; the publisher shares the cores",
+                }
 
                 # The same touchpoints as batch messages ({"items": [...]}, the JSON of POST /v1/interactions/batch),
                 # NATS_BATCH to a message: how a high-volume system (a phone system's call records) would send them.
                 print(f"[{backend}] NATS ingest, {NATS_BATCH} per message …", flush=True)
-                before = await count_stored(engine)
                 touches = bodies(size["nats"])
                 batched = [json.dumps({"items": touches[i : i + NATS_BATCH]}).encode()
                            for i in range(0, len(touches), NATS_BATCH)]  # fmt: skip
                 meter = cpu_meter(infra, interactions)
-                cpu_before = meter.reading()
-                started = time.perf_counter()
-                await publish_all(js, batched, f"{run}-m")
-                await wait_stored(engine, before + len(touches), started)
-                stored_in = time.perf_counter() - started
-                events_in = await wait_published(engine, started)
-                cpu = CpuMeter.per_call_ms(cpu_before, meter.reading(), len(touches))
-                result["nats_batched"] = {"touchpoints": len(touches), "per_message": NATS_BATCH,
-                                          "per_second": round(len(touches) / stored_in, 1),
-                                          "stored_s": round(stored_in, 3), "events_published_s": round(events_in, 3),
-                                          "with_events_per_second": round(len(touches) / events_in, 1),
-                                          "cpu_ms_per_touchpoint": cpu}  # fmt: skip
+                result["nats_batched"] = {
+                    **await nats_ingest(js, engine, meter, batched, len(touches), f"{run}-m"),
+                    "per_message": NATS_BATCH,
+                }
 
                 # The same work from a backlog: published while the service is stopped, then drained. This rate is
                 # the service's own (the publisher above is not in it), counted from the moment it is ready.
