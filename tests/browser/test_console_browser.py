@@ -222,9 +222,13 @@ def test_keyboard_only_sign_in_and_timeline_filters_and_paging(console: Console,
         assert stored.status_code == 200 and all(r["status"] == 201 for r in stored.json()["results"])
     page = chromium().new_page()
     page.goto(f"{console.url}/customers/{contact_id}")
-    page.keyboard.type(console.agent.email)  # the email field has the focus on arrival
+    # The email field takes the focus on arrival. Chromium applies autofocus at a rendering update, which can
+    # come after the load event on a busy machine, so wait for the focus as a person would see it before typing.
+    page.wait_for_function("document.activeElement && document.activeElement.id === 'email'")
+    page.keyboard.type(console.agent.email)
     page.keyboard.press("Tab")
     page.keyboard.type(console.agent.password)
+    assert (page.input_value("#email"), page.input_value("#password")) == (console.agent.email, console.agent.password)
     page.keyboard.press("Enter")
     page.wait_for_url(re.compile(rf"/customers/{contact_id}$"))
     items = page.locator("#timeline li.item")
