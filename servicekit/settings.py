@@ -20,7 +20,7 @@ class ServiceSettings(BaseSettings):
     max_body_bytes: int = Field(1_048_576, description="Largest accepted request body in bytes (413 above)")
     stream_replicas: int = Field(1, description="JetStream replicas for the streams this service creates")
     duplicate_window_s: int = Field(120, description="JetStream duplicate window for Nats-Msg-Id, seconds")
-    outbox_batch: int = Field(500, description="Outbox rows the relay publishes per round")
+    outbox_batch: int = Field(1000, description="Outbox rows the relay publishes per round")
     outbox_poll_s: float = Field(0.5, description="Relay poll interval when nothing woke it, seconds")
     outbox_retention_s: int = Field(86_400, description="Published outbox rows are deleted after this, seconds")
     db_pool_size: int = Field(10, description="Database connection pool size (PostgreSQL)")
