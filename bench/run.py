@@ -184,6 +184,10 @@ def _fmt(value: Any) -> str:
     return "—" if value is None else str(value)
 
 
+def _machine(m: dict[str, Any]) -> str:
+    return f"{m.get('cpu')}, {m.get('cores')} cores, {m.get('memory_gib')} GiB RAM, Python {m.get('python')}"
+
+
 def render(report: dict[str, Any]) -> str:
     m = report["machine"]
     lines = [
@@ -193,8 +197,9 @@ def render(report: dict[str, Any]) -> str:
         + (" (quick sizes: a smoke run, not the targets' sizes)" if report["quick"] else "")
         + ".",
         "",
-        f"Machine: {m.get('cpu')}, {m.get('cores')} cores, {m.get('memory_gib')} GiB RAM, Python {m.get('python')}, "
-        f"{m.get('os')}. PostgreSQL runs with its own durable settings (fsync, synchronous_commit and "
+        f"Machine of this render: {_machine(m)}, {m.get('os')}. Each benchmark below names the machine and the "
+        "time of its own run: results kept from an earlier run may come from another machine, and a raw floor "
+        "is of the same run only when both name the same machine and time. PostgreSQL runs with its own durable settings (fsync, synchronous_commit and "
         "full_page_writes on: every commit is on disk), JetStream with `sync_interval: always`.",
         "",
         "## Summary",
@@ -211,6 +216,7 @@ def render(report: dict[str, Any]) -> str:
     floors = report.get("floors")
     lines += ["", "## Raw floors (same run)", ""]
     if floors:
+        lines += [f"Measured {floors.get('measured_at')} on {_machine(floors.get('machine') or {})}.", ""]
         lines += ["| floor | backend | value |", "|---|---|---:|"]
         for _key, (label, unit, read) in FLOORS.items():
             backends = ["sqlite", "postgres"] if _key.startswith("db_") else ["—"]
@@ -224,6 +230,8 @@ def render(report: dict[str, Any]) -> str:
         if name == "floors":
             continue
         lines += ["", f"## {name}", ""]
+        if bench.get("measured_at"):
+            lines += [f"Measured {bench['measured_at']} on {_machine(bench.get('machine') or {})}.", ""]
         if bench["status"] != "ok":
             lines.append(f"Status: {bench['status']}." + (f" {bench['note']}" if bench.get("note") else ""))
         figs = bench.get("figures", [])
@@ -283,6 +291,7 @@ def build_report(statuses: dict[str, dict[str, Any]], quick: bool, command: str)
         if document is not None and path is not None:
             bench["result_file"] = str(path.relative_to(ROOT))
             bench["measured_at"] = document.get("measured_at")
+            bench["machine"] = document.get("machine")
             if name != "floors":
                 bench["figures"] = [attach_floor(f, floors) for f in figures_of(name, document)]
         elif bench["status"] == "ok":
