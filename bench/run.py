@@ -199,8 +199,9 @@ def render(report: dict[str, Any]) -> str:
         "",
         f"Machine of this render: {_machine(m)}, {m.get('os')}. Each benchmark below names the machine and the "
         "time of its own run: results kept from an earlier run may come from another machine, and a raw floor "
-        "is of the same run only when both name the same machine and time. PostgreSQL runs with its own durable settings (fsync, synchronous_commit and "
-        "full_page_writes on: every commit is on disk), JetStream with `sync_interval: always`.",
+        "is of the same run only when both name the same machine and time. PostgreSQL runs with its own "
+        "durable settings (fsync, synchronous_commit and full_page_writes on: every commit is on disk), "
+        "JetStream with `sync_interval: always`.",
         "",
         "## Summary",
         "",
