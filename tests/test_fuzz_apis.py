@@ -347,21 +347,13 @@ def test_gateway_rejects_every_operation_without_credentials(gateway: FastAPI) -
         if op.get("security", document.get("security"))
     ]
     assert len(secured) >= 30, secured
-    with asgi_client(gateway) as client:
+    with served(gateway) as url, httpx.Client(base_url=url, timeout=10) as client:
         for method, path in secured:
             concrete = path.replace("{", "").replace("}", "")  # any id: auth is checked before the lookup
             for headers in ({}, {"Authorization": "Bearer tp_not_a_key_at_all_0000000000"}):
                 response = client.request(method.upper(), concrete, headers=headers, json={})
                 assert response.status_code == 401, (method, path, headers, response.status_code, response.text)
                 assert response.headers["content-type"].startswith("application/problem+json"), (method, path)
-
-
-@contextmanager
-def asgi_client(app: FastAPI) -> Iterator[Any]:
-    from starlette.testclient import TestClient
-
-    with TestClient(app, base_url="http://testserver") as client:
-        yield client
 
 
 def test_served_upstreams_answer(database_factory: Databases, nats_server: NatsServer) -> None:
