@@ -186,7 +186,7 @@ class OutboxRelay:
         retention_s: int = 86_400,
         publish_timeout_s: float = 5.0,
         atomic_min: int = 16,
-        atomic_max: int = 500,
+        atomic_max: int = ATOMIC_LIMIT,
     ) -> None:
         """A round of at least ``atomic_min`` rows goes out as atomic batches of up to ``atomic_max``: with
         ``sync_interval: always`` JetStream syncs the disk for every message stored on its own but once for

@@ -110,6 +110,18 @@ async def test_a_backlog_goes_out_as_atomic_batches_in_order_each_once(
     assert await in_stream(bus.url, "RELAY_EVENTS", 1234) == [e.id for e in events]
 
 
+async def test_a_round_of_the_default_size_is_one_atomic_batch_the_server_takes_whole(
+    bus: Bus, sessions: Any, clock: MovableClock
+) -> None:
+    """The defaults (1,000 a round, batches of up to ATOMIC_LIMIT) send a full round as one batch, one commit
+    answer a round: a server that took fewer would refuse it and the round would go one by one."""
+    events = await write(sessions, 1000)
+    relay = relay_for(bus, sessions, clock, batch=1000)
+    assert await drain(relay) == [1000]
+    assert relay.atomic == [(1000, True)]
+    assert await in_stream(bus.url, "RELAY_EVENTS", 1000) == [e.id for e in events]
+
+
 # PostgreSQL only: SQLite has one writer, and its relays take no lock.
 @pytest.mark.parametrize("db_backend", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
 async def test_a_relay_sends_nothing_while_another_holds_the_databases_relay_lock(
