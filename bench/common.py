@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import platform
+import shutil
 import statistics
 import tempfile
 import time
@@ -129,6 +130,13 @@ class Infra:
             self.nats.stop()
         if self.pg is not None:
             self.pg.destroy()
+        remove_scratch(self.base)
+
+
+def remove_scratch(directory: Path) -> None:
+    """Delete a run's temp dir (servers' stores, databases, logs): a full ingest run leaves 1.3 GB, and a
+    next run on the same disk would share it with the kernel writing that back."""
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 @contextmanager

@@ -33,7 +33,7 @@ from fastapi import FastAPI
 from nats.js.api import StorageType, StreamConfig
 from sqlalchemy import Column, DateTime, Index, MetaData, String, Table, Text, Uuid, insert, select
 
-from bench.common import client, expect, infrastructure, percentiles, timed_calls, write_results
+from bench.common import client, expect, infrastructure, percentiles, remove_scratch, timed_calls, write_results
 from bench.http1 import LightClient
 from servicekit.db import make_engine
 from servicekit.devstack import NatsProcess
@@ -226,6 +226,7 @@ async def measure(backends: list[str], quick: bool) -> dict[str, Any]:
         result["nats"] = await nats_floor(server.url, messages=5_000 if quick else 50_000, samples=samples)
     finally:
         server.stop()
+        remove_scratch(base)
     print("[floors] bare FastAPI endpoint …", flush=True)
     result["http"] = await http_floor(samples=samples, requests=2_000 if quick else 20_000)
     # The same endpoint with the light client bench/ingest.py loads the service with (httpx is the bottleneck).

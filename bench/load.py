@@ -36,7 +36,7 @@ from typing import Any
 import httpx
 import psutil
 
-from bench.common import client, percentiles, write_results
+from bench.common import client, percentiles, remove_scratch, write_results
 from servicekit.devstack import SERVICES, Stack
 from servicekit.testing.ports import free_port
 from servicekit.testing.postgres import PostgresCluster
@@ -351,6 +351,7 @@ async def run(
         stack.stop()
         if pg is not None:
             pg.destroy()
+        remove_scratch(base)
     per_op = {}
     for op in operations:
         done = tally.latencies[op.name]

@@ -34,7 +34,7 @@ from typing import Any
 import nats
 from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType, StreamConfig
 
-from bench.common import write_results
+from bench.common import remove_scratch, write_results
 from bench.timeline import CpuMeter
 from servicekit.testing.nats import NatsServer
 
@@ -91,6 +91,7 @@ async def consume(layout: str, messages: int) -> dict[str, Any]:
                 "nats_cpu_us_per_message": round(cpu["nats"] * 1000, 1), "messages_left_in_stream": left}  # fmt: skip
     finally:
         server.stop()
+        remove_scratch(home)
 
 
 def disk_fsyncs_per_second(directory: Path, rounds: int = 5000) -> float:
