@@ -71,11 +71,14 @@ class PostgresCluster:
         return self
 
     def start(self) -> PostgresCluster:
-        # Durable: production's WAL sizing too (deploy/), so that WAL segments are recycled, not created.
-        wal = "-c min_wal_size=1GB -c max_wal_size=2GB "
-        unsynced = wal if self.durable else "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
+        # Durable: PostgreSQL's own sync settings and production's WAL sizing (deploy/), so that WAL segments
+        # are recycled, not created. Tests: commits not synced.
+        if self.durable:
+            durability = "-c min_wal_size=1GB -c max_wal_size=2GB "
+        else:
+            durability = "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
         options = (
-            f"-p {self.port} -k {self.socket_dir} -c listen_addresses=127.0.0.1 {unsynced}"
+            f"-p {self.port} -k {self.socket_dir} -c listen_addresses=127.0.0.1 {durability}"
             "-c max_connections=400 -c shared_buffers=256MB"
         )
         self._run(
