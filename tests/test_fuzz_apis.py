@@ -6,7 +6,7 @@ every secured operation refuses a call without a valid key.
 
 The fuzzed app runs in-process (ASGI, its lifespan started by Schemathesis) on a real database and a real
 nats-server; the services it calls run with uvicorn on real ports in a thread each. Each API gets at least
-``FUZZ_CASES`` generated cases per run (2,000 in CI; ``make fuzz`` sets 20,000), half valid and half invalid
+``FUZZ_CASES`` generated cases per run (1,000 in CI; ``make fuzz`` sets 20,000), half valid and half invalid
 data, spread over all its operations. Failures are collected over the whole run and reported together, each
 with the curl command that reproduces it. ``FUZZ_BACKENDS`` picks the databases (``sqlite`` by default).
 """
@@ -35,7 +35,7 @@ from servicekit.testing.nats import NatsServer
 from servicekit.testing.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
-FULL_RUN = 2000
+FULL_RUN = 1000
 FUZZ_CASES = int(os.environ.get("FUZZ_CASES", str(FULL_RUN)))
 BACKENDS = [b.strip() for b in os.environ.get("FUZZ_BACKENDS", "sqlite").split(",") if b.strip()]
 ADMIN_KEY = "tp_fuzz_admin_key_0123456789abcdef"

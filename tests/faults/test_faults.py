@@ -13,7 +13,8 @@ applies its faults, then counts:
 - no 500 (nor 502), every 503/429/409 with ``Retry-After``, nothing hung past 15 s, every process ready again.
 
 Figures (rates, answers seen, outage and recovery times, follow-up drain) are printed (run with ``-s``).
-``FAULT_TOUCHPOINTS`` (10,000 by default, the CI size) and ``FAULT_CONTACTS`` (200) size each scenario.
+``FAULT_TOUCHPOINTS`` (5,000 by default, the CI size; ``make faults`` sets 10,000) and ``FAULT_CONTACTS`` (200)
+size each scenario.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ from tests.faults.touchpoints import (
 
 pytestmark = [pytest.mark.faults, pytest.mark.postgres, pytest.mark.stack, pytest.mark.timeout(600)]
 
-TOUCHPOINTS = int(os.environ.get("FAULT_TOUCHPOINTS", "10000"))
+TOUCHPOINTS = int(os.environ.get("FAULT_TOUCHPOINTS", "5000"))
 CONTACTS = int(os.environ.get("FAULT_CONTACTS", "200"))
 POOL = 100  # contacts the touchpoints are logged for (by id), made before the load starts
 DRAIN_S = 240.0  # how long the follow-ups may take to catch up once the load has stopped

@@ -269,7 +269,7 @@ async def read_from(
     timeout: float = 120,
 ) -> list[dict[str, Any]]:
     """The stream's messages after ``after_seq`` (a consumer of our own, straight on the stream, none of the
-    services' consumers), until ``done`` says enough and nothing more came for two seconds, or the timeout."""
+    services' consumers), until ``done`` says enough and nothing more came for a second, or the timeout."""
     nc = await nats.connect(nats_url)
     try:
         js = nc.jetstream()
@@ -285,7 +285,7 @@ async def read_from(
             try:
                 msgs = await sub.fetch(1000, timeout=1)
             except Exception:
-                if done(got) and time.monotonic() - quiet_since > 2:
+                if done(got) and time.monotonic() - quiet_since > 1:
                     break
                 continue
             quiet_since = time.monotonic()
