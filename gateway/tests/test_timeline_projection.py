@@ -219,3 +219,54 @@ async def test_a_batch_of_events_is_applied_as_the_events_one_by_one_would_be(
     header = (await gateway.get(f"/api/v1/contacts/{contact['id']}/timeline", headers=ADMIN)).json()["contact"]
     assert header["last_touch_per_channel"] == [{"channel": "email", "last_at": second["occurred_at"], "touches": 2}]
     assert header["csat_average"] == 3.0 and header["csat_responses"] == 2
+
+
+async def test_a_batch_of_follow_up_events_costs_the_same_few_statements_however_long_it_is(
+    gateway: httpx.AsyncClient, stub: StubServices
+) -> None:
+    """A statement per event (a look-up of each follow-up's state, and the flush it set off) made the follow-up
+    consumer wait for a turn of the event loop once per event: under load it fell 20 s behind the touchpoints."""
+    contact = stub.add_contact()
+    due = (T0 + timedelta(days=2)).isoformat()
+
+    def followup_event(type_: str, followup_id: str, at: datetime = T0, **fields: Any) -> CloudEvent:
+        return _event(type_, contact["id"], {"id": followup_id, "contact_id": contact["id"], **fields}, at)
+
+    def scheduled(followup_id: str) -> CloudEvent:
+        return followup_event("crm.followup.scheduled.v1", followup_id, reason="Thank you", channel="email",
+                              status="scheduled", due_at=due, timeline_at=due, version=1)  # fmt: skip
+
+    async def statements_to_apply(batch: list[CloudEvent]) -> list[str]:
+        sent: list[str] = []
+
+        def record(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
+            sent.append(statement)
+
+        async with _app(gateway).state.runtime.sessionmaker() as session, session.begin():
+            # This transaction's connection only: the gateway's own outbox relay shares the engine.
+            connection = (await session.connection()).sync_connection
+            assert connection is not None
+            sa.event.listen(connection, "before_cursor_execute", record)
+            try:
+                await events.apply(session, batch)
+                await session.flush()
+            finally:
+                sa.event.remove(connection, "before_cursor_execute", record)
+        return sent
+
+    few = [str(uuid.uuid4()) for _ in range(2)]
+    many = [str(uuid.uuid4()) for _ in range(200)]
+    assert len(await statements_to_apply([scheduled(f) for f in few])) == len(
+        await statements_to_apply([scheduled(f) for f in many])
+    )
+    # A follow-up stored before, and one made earlier in the same batch, are found without a query of their own.
+    fresh = str(uuid.uuid4())
+    sent = await statements_to_apply([
+        followup_event("crm.followup.completed.v1", many[0], T0 + timedelta(hours=1), status="completed"),
+        scheduled(fresh),
+        followup_event("crm.followup.due.v1", fresh, T0 + timedelta(minutes=5), status="due"),
+    ])  # fmt: skip
+    looked_up = [s for s in sent if s.lstrip().upper().startswith("SELECT") and "followup_states" in s]
+    assert len(looked_up) == 1, sent
+    header = (await gateway.get(f"/api/v1/contacts/{contact['id']}/timeline", headers=ADMIN)).json()["contact"]
+    assert header["open_followups"] == len(few) + len(many) - 1 + 1  # all but the completed one, and the fresh one
