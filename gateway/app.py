@@ -103,6 +103,8 @@ def create_app(
                     durable=durable,
                     filter_subjects=subjects,
                     handle_batch=inbox.handle_batch,
+                    batch=settings.consumer_batch,
+                    fetch_timeout_s=settings.consumer_wait_s,
                 )
             )
         authenticator = Authenticator(runtime=runtime, admin_key=settings.admin_key or "", cache_s=settings.key_cache_s)

@@ -59,6 +59,12 @@ class GatewaySettings(ServiceSettings):
         2.0,
         description="How long a timeline page is reused, seconds (0: never); any event about the contact retires it",
     )
+    consumer_batch: int = Field(
+        500, ge=1, le=1000, description="Events fetched and applied to the projection in one transaction at most"
+    )
+    consumer_wait_s: float = Field(
+        0.05, gt=0, description="Longest a projection consumer waits to fill a batch once events arrive, seconds"
+    )
 
     @model_validator(mode="after")
     def _no_development_secrets_outside_dev(self) -> GatewaySettings:
