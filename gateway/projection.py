@@ -258,6 +258,15 @@ class WriteThrough:
     async def followup(self, response: Response) -> Response:
         return await self._put(response, put_followup)
 
+    async def contacts(self, response: Response, *contact_ids: uuid.UUID) -> Response:
+        """A contact changed, merged or erased through the gateway: no process shows it as it was from its caches
+        (the contact event that would tell them can come seconds later, once the bus has brought it)."""
+        if 200 <= response.status_code < 300:
+            for contact_id in contact_ids:
+                self.forget(str(contact_id))
+            await self.announce({str(contact_id) for contact_id in contact_ids})
+        return response
+
     async def _put(
         self, response: Response, put_one: Callable[[AsyncSession, dict[str, Any], uuid.UUID], Awaitable[None]]
     ) -> Response:

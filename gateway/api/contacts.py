@@ -9,7 +9,7 @@ from fastapi import APIRouter, Header, Query, Response
 
 from gateway.api.common import AUTH_ERRORS, CONTACT_ERRORS, body_of, forward, ok, problem
 from gateway.auth import ContactsErase, ContactsExport, ContactsRead, ContactsResolve, ContactsWrite
-from gateway.deps import RuntimeDep, ServicesDep, SessionDep, record_audit
+from gateway.deps import RuntimeDep, ServicesDep, SessionDep, WriteThroughDep, record_audit
 from gateway.schemas_services import (
     ContactCreate,
     ContactExport,
@@ -73,12 +73,14 @@ async def patch_contact(
     body: ContactUpdate,
     principal: ContactsWrite,
     services: ServicesDep,
+    write_through: WriteThroughDep,
     if_match: Annotated[str | None, Header(max_length=200)] = None,
 ) -> Response:
     headers = {"If-Match": if_match} if if_match else None
-    return await forward(
+    answer = await forward(
         services.contacts, "PATCH", f"/v1/contacts/{contact_id}", principal, body=body_of(body), headers=headers
     )
+    return await write_through.contacts(answer, contact_id)
 
 
 @router.post(
@@ -93,10 +95,12 @@ async def merge_contact(
     services: ServicesDep,
     session: SessionDep,
     runtime: RuntimeDep,
+    write_through: WriteThroughDep,
 ) -> Response:
     response = await forward(
         services.contacts, "POST", f"/v1/contacts/{target_id}/merge", principal, body=body_of(body)
     )
+    await write_through.contacts(response, target_id, body.source_id)
     await record_audit(
         session=session,
         runtime=runtime,
@@ -116,9 +120,15 @@ async def merge_contact(
     responses={404: problem("No such contact")},
 )
 async def erase_contact(
-    contact_id: uuid.UUID, principal: ContactsErase, services: ServicesDep, session: SessionDep, runtime: RuntimeDep
+    contact_id: uuid.UUID,
+    principal: ContactsErase,
+    services: ServicesDep,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    write_through: WriteThroughDep,
 ) -> Response:
     response = await forward(services.contacts, "DELETE", f"/v1/contacts/{contact_id}", principal)
+    await write_through.contacts(response, contact_id)
     await record_audit(
         session=session,
         runtime=runtime,

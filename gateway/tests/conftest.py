@@ -153,6 +153,22 @@ class StubServices:
                 raise HTTPException(404)
             return found
 
+        @app.patch("/v1/contacts/{contact_id}")
+        async def change_contact(contact_id: str, body: dict[str, Any]) -> Any:
+            found = self.contacts.get(contact_id)
+            if found is None:
+                raise HTTPException(404)
+            found.update(body, version=found["version"] + 1)
+            return found
+
+        @app.delete("/v1/contacts/{contact_id}", status_code=204)
+        async def erase_contact(contact_id: str) -> None:
+            found = self.contacts.get(contact_id)
+            if found is None:
+                raise HTTPException(404)
+            found.update(name=None, emails=[], phones=[], status="erased", version=found["version"] + 1,
+                         erased_at=datetime(2026, 1, 2, tzinfo=UTC).isoformat())  # fmt: skip
+
         @app.post("/v1/interactions", status_code=201)
         async def log_interaction(body: dict[str, Any]) -> Any:
             at = datetime.fromisoformat(body["occurred_at"])

@@ -337,3 +337,39 @@ async def test_a_stream_on_one_gateway_process_gets_what_another_process_project
             assert asyncio.get_running_loop().time() - started < 1.0
             assert pushed["event"] == "item" and json.loads(pushed["data"])["id"] == added["id"]
             reader.cancel()
+
+
+async def test_a_contact_changed_or_erased_through_the_gateway_is_never_shown_as_it_was(
+    gateway_settings: GatewaySettings, clock: MovableClock, stub: StubServices
+) -> None:
+    """The contact event that retires the cached header comes over the bus, seconds later under load: a timeline
+    read right after an erasure through the gateway showed the erased customer's name (CI, test_journey)."""
+    settings = gateway_settings.model_copy(update={"timeline_cache_s": 600.0, "header_cache_s": 600.0})
+    writing, other = (create_app(settings, clock=clock, transports=stub.transports()) for _ in range(2))
+    async with running_app(writing) as gateway, running_app(other) as elsewhere:
+        await other.state.runtime.bus.wait_connected()
+        contact = stub.add_contact(name="Grace Hopper", emails=["grace@example.com"])
+        url = f"/api/v1/contacts/{contact['id']}/timeline"
+
+        async def name_on(client: httpx.AsyncClient) -> str | None:
+            answer = await client.get(url, headers=ADMIN)
+            assert answer.status_code == 200, answer.text
+            name: str | None = answer.json()["contact"]["profile"]["name"]
+            return name
+
+        assert await name_on(gateway) == await name_on(elsewhere) == "Grace Hopper"  # cached in both processes
+        changed = await gateway.patch(f"/api/v1/contacts/{contact['id']}", json={"name": "Grace B. Hopper"},
+                                      headers=ADMIN)  # fmt: skip
+        assert changed.status_code == 200, changed.text
+        assert await name_on(gateway) == "Grace B. Hopper"
+        await eventually(lambda: _named(elsewhere, url, "Grace B. Hopper"), timeout=5.0)
+
+        assert (await gateway.delete(f"/api/v1/contacts/{contact['id']}", headers=ADMIN)).status_code == 204
+        assert "Grace" not in (await gateway.get(url, headers=ADMIN)).text
+        await eventually(lambda: _named(elsewhere, url, None), timeout=5.0)
+        assert "Grace" not in (await elsewhere.get(url, headers=ADMIN)).text
+
+
+async def _named(client: httpx.AsyncClient, url: str, name: str | None) -> bool:
+    answer = await client.get(url, headers=ADMIN)
+    return answer.status_code == 200 and answer.json()["contact"]["profile"]["name"] == name
