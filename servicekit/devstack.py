@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -231,8 +232,11 @@ class Stack:
         return stack
 
     def migrate(self) -> None:
-        for service in self.services.values():
-            service.migrate()
+        """Every service's migrations at once (each its own database and process; one after the other took
+        about 9 s of every stack start here)."""
+        with ThreadPoolExecutor(max_workers=len(self.services) or 1) as pool:
+            for done in [pool.submit(service.migrate) for service in self.services.values()]:
+                done.result()
 
     def start(self) -> None:
         self.var_dir.mkdir(parents=True, exist_ok=True)
