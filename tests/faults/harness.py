@@ -103,8 +103,10 @@ def replicated_stack(replicas: int = 2) -> Iterator[FaultStack]:
                         replica_env["FOLLOWUPS_REPLICA"] = f"followups-{number}"
                     log_path = first.log_path.with_name(f"{name}-{number}.log")
                     replica = ServiceProcess(first.spec, replica_env, log_path)
-                    replica.start()
+                    replica.start(wait=False)
                     stack.services[f"{name}-{number}"] = replica
+            for service in stack.services.values():
+                service.wait_healthy()
             admin = {"Authorization": f"Bearer {stack.env['TOUCHPOINT_ADMIN_KEY']}"}
             yield FaultStack(stack, pg, base, admin, proxies)
         finally:

@@ -283,7 +283,7 @@ async def read_from(
         quiet_since = time.monotonic()
         while time.monotonic() < deadline:
             try:
-                msgs = await sub.fetch(1000, timeout=1)
+                msgs = await sub.fetch(1000, timeout=0.5)
             except Exception:
                 if done(got) and time.monotonic() - quiet_since > 1:
                     break
