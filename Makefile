@@ -41,9 +41,12 @@ format: install
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-# pytest exits 5 when it collected no test: that is a failure here too.
+# pytest exits 5 when it collected no test: that is a failure here too. Two workers, each test file whole on
+# one of them (its module-scoped stack is started once): the suite waits on processes, disks and sockets as
+# much as it computes, and one at a time it took over 20 minutes on a 2-core machine. PYTEST_WORKERS=0: serial.
+PYTEST_WORKERS ?= 2
 test: lint
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test-fast: install
 	$(PY) -m pytest -x -q -m "not postgres" $(PYTEST_ARGS)
