@@ -36,6 +36,7 @@ from bench.common import Infra, infrastructure, percentiles, write_results
 from bench.timeline import CpuMeter
 from servicekit.clock import SystemClock
 from servicekit.db import make_engine
+from servicekit.devstack import start_together
 from servicekit.events import CloudEvent
 from servicekit.ids import new_id
 from servicekit.outbox import OutboxRelay
@@ -83,10 +84,7 @@ async def falling_due(infra: Infra, count: int, spread_s: float) -> dict[str, An
     # Due times start once seeding is surely done and both processes run.
     first_due = datetime.now(UTC) + timedelta(seconds=20 + count / 5000)
     seeded_s = await seed_due(url, count, first_due, spread_s)
-    for process in replicas:
-        process.start(wait=False)
-    for process in replicas:
-        process.wait_healthy()
+    start_together(replicas)
     engine = make_engine(url)
     deadline = time.monotonic() + (first_due - datetime.now(UTC)).total_seconds() + spread_s + 120
     while time.monotonic() < deadline:

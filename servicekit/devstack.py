@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -138,6 +139,15 @@ class ServiceProcess:
         self.start()
 
 
+def start_together(processes: Iterable[ServiceProcess]) -> None:
+    """Start every process, then wait until each is healthy: their start-ups overlap."""
+    started = list(processes)
+    for process in started:
+        process.start(wait=False)
+    for process in started:
+        process.wait_healthy()
+
+
 def _echo(process: subprocess.Popen[bytes], name: str, log: object) -> None:
     assert process.stdout is not None
     width = max(len(s.name) for s in SERVICES)
@@ -243,10 +253,7 @@ class Stack:
         assert self.nats is not None
         self.nats.start()
         self.migrate()
-        for service in self.services.values():
-            service.start(wait=False)
-        for service in self.services.values():
-            service.wait_healthy()
+        start_together(self.services.values())
 
     def stop(self) -> None:
         for service in reversed(list(self.services.values())):

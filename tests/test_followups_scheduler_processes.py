@@ -18,7 +18,7 @@ from sqlalchemy import func, insert, select
 from sqlmodel import col
 
 from servicekit.db import make_engine
-from servicekit.devstack import SERVICES, ServiceProcess
+from servicekit.devstack import SERVICES, ServiceProcess, start_together
 from servicekit.ids import new_id
 from servicekit.migrations import upgrade
 from servicekit.testing.nats import NatsServer
@@ -57,11 +57,8 @@ def two_replicas(followups_pg: str, nats_private: NatsServer, tmp_path: Path) ->
             "FOLLOWUPS_CONTACTS_URL": "http://127.0.0.1:9",
         }  # fmt: skip
         processes.append(ServiceProcess(spec, env, tmp_path / f"{name}.log"))
-    for process in processes:
-        process.start(wait=False)
     try:
-        for process in processes:
-            process.wait_healthy()
+        start_together(processes)
         yield processes
     finally:
         for process in processes:

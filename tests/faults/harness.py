@@ -22,7 +22,7 @@ import httpx
 import nats
 
 from bench.load import start_stack
-from servicekit.devstack import ServiceProcess, Stack
+from servicekit.devstack import ServiceProcess, Stack, start_together
 from servicekit.testing import missing_tool
 from servicekit.testing.nats import nats_server_binary
 from servicekit.testing.ports import free_port
@@ -95,6 +95,7 @@ def replicated_stack(replicas: int = 2) -> Iterator[FaultStack]:
         stack, pg = start_stack(base, "postgres", env)
         assert pg is not None
         try:
+            copies: list[ServiceProcess] = []  # the second and later process of a service
             for name in ("interactions", "followups"):
                 first = stack.services[name]
                 for number, port in enumerate(ports[name][1:], start=2):
@@ -102,11 +103,9 @@ def replicated_stack(replicas: int = 2) -> Iterator[FaultStack]:
                     if name == "followups":
                         replica_env["FOLLOWUPS_REPLICA"] = f"followups-{number}"
                     log_path = first.log_path.with_name(f"{name}-{number}.log")
-                    replica = ServiceProcess(first.spec, replica_env, log_path)
-                    replica.start(wait=False)
-                    stack.services[f"{name}-{number}"] = replica
-            for service in stack.services.values():
-                service.wait_healthy()
+                    copies.append(ServiceProcess(first.spec, replica_env, log_path))
+                    stack.services[f"{name}-{number}"] = copies[-1]
+            start_together(copies)
             admin = {"Authorization": f"Bearer {stack.env['TOUCHPOINT_ADMIN_KEY']}"}
             yield FaultStack(stack, pg, base, admin, proxies)
         finally:

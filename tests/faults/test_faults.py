@@ -25,6 +25,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, cast
 
 import httpx
@@ -32,6 +33,7 @@ import pytest
 from sqlalchemy import text
 
 from servicekit.db import make_engine
+from servicekit.devstack import start_together
 from servicekit.testing.plugin import eventually
 from tests.faults.harness import HANG_S, FaultStack, Tally, exactly_once, not_in_stream, replicated_stack, settle
 from tests.faults.touchpoints import (
@@ -375,23 +377,14 @@ def kill_all(processes: list[Any]) -> Callable[[], None]:
     return kill
 
 
-def start_all(processes: list[Any]) -> Callable[[], None]:
-    def start() -> None:
-        for process in processes:
-            process.start(wait=False)
-        for process in processes:
-            process.wait_healthy()
-
-    return start
-
-
 async def test_each_service_killed_in_turn(stack: FaultStack) -> None:
     """contacts, then both interactions replicas, then both followups replicas, then the gateway: SIGKILL, a
     few seconds down, started again, all while the load goes on."""
     faults = []
     for service in ("contacts", "interactions", "followups", "gateway"):
         processes = stack.replicas(service)
-        faults.append(Fault(f"{service} SIGKILL (x{len(processes)})", kill_all(processes), start_all(processes), 2.0))
+        restart = partial(start_together, processes)
+        faults.append(Fault(f"{service} SIGKILL (x{len(processes)})", kill_all(processes), restart, 2.0))
     result = await run(stack, "each service SIGKILLed in turn", faults, seconds=45)
     assert result.tallies["contacts"].statuses[503] > 0, "no 503 while contacts was down"
     assert result.seen(503, writers=("single", "batch")) > 0, "no 503 while interactions was down"
