@@ -350,18 +350,11 @@ async def test_a_contact_changed_or_erased_through_the_gateway_is_never_shown_as
         await other.state.runtime.bus.wait_connected()
         contact = stub.add_contact(name="Grace Hopper", emails=["grace@example.com"])
         url = f"/api/v1/contacts/{contact['id']}/timeline"
-
-        async def name_on(client: httpx.AsyncClient) -> str | None:
-            answer = await client.get(url, headers=ADMIN)
-            assert answer.status_code == 200, answer.text
-            name: str | None = answer.json()["contact"]["profile"]["name"]
-            return name
-
-        assert await name_on(gateway) == await name_on(elsewhere) == "Grace Hopper"  # cached in both processes
+        assert await _named(gateway, url, "Grace Hopper") and await _named(elsewhere, url, "Grace Hopper")  # cached
         changed = await gateway.patch(f"/api/v1/contacts/{contact['id']}", json={"name": "Grace B. Hopper"},
                                       headers=ADMIN)  # fmt: skip
         assert changed.status_code == 200, changed.text
-        assert await name_on(gateway) == "Grace B. Hopper"
+        assert await _named(gateway, url, "Grace B. Hopper")
         await eventually(lambda: _named(elsewhere, url, "Grace B. Hopper"), timeout=5.0)
 
         assert (await gateway.delete(f"/api/v1/contacts/{contact['id']}", headers=ADMIN)).status_code == 204
