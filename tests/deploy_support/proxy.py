@@ -16,7 +16,7 @@ from tests.deploy_support.compose import ROOT
 CADDYFILE = ROOT / "deploy" / "caddy" / "Caddyfile"
 KUBERNETES_CADDYFILE = ROOT / "deploy" / "kubernetes" / "services" / "Caddyfile"
 COMPOSE_TLS = "tls {$TOUCHPOINT_TLS:internal}"
-KUBERNETES_TLS = "tls /etc/caddy/tls/tls.crt /etc/caddy/tls/tls.key"
+KUBERNETES_TLS = "tls /etc/touchpoint-tls/tls.crt /etc/touchpoint-tls/tls.key"
 UPSTREAM = "reverse_proxy gateway:8000"
 
 
