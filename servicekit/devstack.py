@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 
 from servicekit.testing.nats import nats_server_binary
-from servicekit.testing.ports import wait_for_port
+from servicekit.testing.ports import free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[1]
 DEV_ADMIN_KEY = "tp_dev_admin_key_change_me"
@@ -35,6 +35,7 @@ class ServiceSpec:
     app: str
     alembic_ini: Path
     default_port: int
+    default_metrics_port: int
 
     @property
     def installed(self) -> bool:
@@ -43,12 +44,12 @@ class ServiceSpec:
 
 SERVICES = [
     ServiceSpec("contacts", "CONTACTS_", "services.contacts.app:create_app",
-                ROOT / "services/contacts/alembic.ini", 8001),
+                ROOT / "services/contacts/alembic.ini", 8001, 9001),
     ServiceSpec("interactions", "INTERACTIONS_", "services.interactions.app:create_app",
-                ROOT / "services/interactions/alembic.ini", 8002),
+                ROOT / "services/interactions/alembic.ini", 8002, 9002),
     ServiceSpec("followups", "FOLLOWUPS_", "services.followups.app:create_app",
-                ROOT / "services/followups/alembic.ini", 8003),
-    ServiceSpec("gateway", "GATEWAY_", "gateway.app:create_app", ROOT / "gateway/alembic.ini", 8000),
+                ROOT / "services/followups/alembic.ini", 8003, 9003),
+    ServiceSpec("gateway", "GATEWAY_", "gateway.app:create_app", ROOT / "gateway/alembic.ini", 8000, 9000),
 ]  # fmt: skip
 
 
@@ -68,6 +69,11 @@ class ServiceProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def metrics_url(self) -> str:
+        """Prometheus metrics, on their own port (the API port answers 404 for /metrics)."""
+        return f"http://127.0.0.1:{self.env[f'{self.spec.prefix}METRICS_PORT']}/metrics"
+
     def migrate(self) -> None:
         result = subprocess.run(
             [sys.executable, "-m", "alembic", "-c", str(self.spec.alembic_ini), "upgrade", "head"],
@@ -84,8 +90,13 @@ class ServiceProcess:
         if workers > 1:
             # Each worker on its own SO_REUSEPORT socket (see servicekit.serve): uvicorn's --workers share one,
             # and one worker took every connection of a burst.
+            # The supervisor serves the workers' summed metrics (each worker alone would show its share).
             args = [sys.executable, "-m", "servicekit.serve", self.spec.app, "--host", host, "--port",
                     str(self.port), "--workers", str(workers), "--timeout-graceful-shutdown", "5"]  # fmt: skip
+            metrics_port = self.env.get(f"{self.spec.prefix}METRICS_PORT")
+            if metrics_port:
+                metrics_host = self.env.get(f"{self.spec.prefix}METRICS_HOST", "127.0.0.1")
+                args += ["--metrics-host", metrics_host, "--metrics-port", metrics_port]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child and the echo thread
         self.process = subprocess.Popen(
@@ -231,6 +242,8 @@ class Stack:
             p = spec.prefix
             service_env = dict(env)
             service_env.setdefault(f"{p}PORT", str(spec.default_port))
+            # A harness's stacks run side by side: each gets free metrics ports unless told (`make up`: 900N).
+            service_env.setdefault(f"{p}METRICS_PORT", str(free_port()))
             service_env.setdefault(f"{p}DATABASE_URL", f"sqlite+aiosqlite:///{var_dir / (spec.name + '.db')}")
             service_env.setdefault(f"{p}NATS_URL", stack.nats.url)
             service_env.setdefault(f"{p}LOG_JSON", "false" if echo else "true")
@@ -277,6 +290,9 @@ def main(argv: list[str] | None = None) -> int:
     if not os.environ.get("TOUCHPOINT_ADMIN_KEY"):
         overrides["TOUCHPOINT_ADMIN_KEY"] = DEV_ADMIN_KEY
     overrides.setdefault("GATEWAY_DEV_MODE", os.environ.get("GATEWAY_DEV_MODE", "true"))
+    for spec in SERVICES:
+        name = f"{spec.prefix}METRICS_PORT"
+        overrides[name] = os.environ.get(name) or str(spec.default_metrics_port)
     stack = Stack.from_environment(var_dir, overrides, echo=True)
     if args.migrate_only:
         stack.migrate()
@@ -325,7 +341,7 @@ def _print_banner(stack: Stack, var_dir: Path, dev_key: str | None) -> None:
     lines = ["", "Touchpoint is up. Ctrl-C stops everything.", ""]
     for name, service in stack.services.items():
         docs = f"{service.url}/docs"
-        lines.append(f"  {name:<13} {service.url}   (API docs {docs})")
+        lines.append(f"  {name:<13} {service.url}   (API docs {docs}; metrics {service.metrics_url})")
     lines.append(f"  {'nats':<13} {stack.nats.url}   (monitoring http://127.0.0.1:{stack.nats.monitor_port})")
     lines.append(f"  {'data':<13} {var_dir}  (SQLite files, JetStream store, logs/)")
     if dev_key:

@@ -11,7 +11,6 @@ from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -120,7 +119,7 @@ class RequestContextMiddleware:
             template = getattr(route, "path", None) or "unmatched"
             elapsed = time.perf_counter() - started
             _observe(scope["method"], template, status, elapsed)
-            if template not in ("/healthz", "/readyz", "/metrics"):
+            if template not in ("/healthz", "/readyz"):
                 log.info("request", method=scope["method"], route=template, status=status, ms=round(elapsed * 1000, 2))
 
 
@@ -237,9 +236,7 @@ def health_router() -> APIRouter:
             return JSONResponse(body, status_code=503, media_type=PROBLEM_MEDIA_TYPE, headers={"Retry-After": "2"})
         return JSONResponse({"status": "ready", "checks": checks})
 
-    @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
-    async def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    # No /metrics here: they are served on a port of their own (servicekit.metrics), never the API's.
 
     return router
 
@@ -264,7 +261,7 @@ def build_app(
         description=description,
         version=version,
         lifespan=lifespan,
-        # No OpenTelemetry here (Prometheus /metrics and the request context cover it): FastAPI's native bridge
+        # No OpenTelemetry here (Prometheus metrics and the request context cover it): FastAPI's native bridge
         # otherwise asks OpenTelemetry for its providers on every request (os.environ lookups, ~3% of the CPU of
         # a single touchpoint POST in py-spy).
         telemetry={"tracing": False, "metrics": False, "logs": False},

@@ -1,6 +1,22 @@
-"""Prometheus metrics shared by every service."""
+"""Prometheus metrics shared by every service, and the listener that serves them on a port of their own.
 
-from prometheus_client import Counter, Gauge, Histogram
+The API port never answers ``/metrics``: whoever reaches the API (the public, through the gateway) would read
+the routes, their traffic and the consumers' progress. The listener binds ``<PREFIX>_METRICS_HOST`` and
+``<PREFIX>_METRICS_PORT``, a port the deployment opens to the monitoring system only.
+
+Several worker processes behind one port (``servicekit.serve``) write their values to files in
+``PROMETHEUS_MULTIPROC_DIR`` (prometheus_client's multiprocess mode); their supervisor serves the sum on the
+metrics port, so a scrape sees the whole service and not whichever worker the kernel handed the connection to.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 HTTP_REQUESTS = Counter("http_requests_total", "HTTP requests", ["method", "route", "status"])
 HTTP_LATENCY = Histogram(
@@ -10,5 +26,55 @@ HTTP_LATENCY = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 OUTBOX_PUBLISHED = Counter("outbox_published_total", "Outbox events acknowledged by JetStream", ["relay"])
-OUTBOX_PENDING = Gauge("outbox_pending", "Unsent outbox rows seen in the last relay round", ["relay"])
+# Across worker processes the largest count a live one saw: the relay holding the turn sees the backlog, the
+# others see none.
+OUTBOX_PENDING = Gauge(
+    "outbox_pending", "Unsent outbox rows seen in the last relay round", ["relay"], multiprocess_mode="livemax"
+)
 EVENTS_CONSUMED = Counter("events_consumed_total", "Events handled by a consumer", ["consumer", "outcome"])
+
+MULTIPROCESS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def in_worker_process() -> bool:
+    """Whether this process is one of several workers whose supervisor serves their metrics."""
+    return bool(os.environ.get(MULTIPROCESS_DIR_ENV))
+
+
+@dataclass
+class MetricsListener:
+    """prometheus_client's HTTP server in a thread of this process; every path answers the metrics."""
+
+    server: Any
+    thread: threading.Thread
+
+    @property
+    def port(self) -> int:
+        return int(self.server.server_address[1])
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+
+def start_metrics_listener(*, host: str, port: int, registry: CollectorRegistry = REGISTRY) -> MetricsListener:
+    """Serve ``registry`` on ``host:port``; a port already taken fails here, at start-up, not at the first scrape."""
+    server, thread = start_http_server(port, addr=host, registry=registry)
+    return MetricsListener(server, thread)
+
+
+def multiprocess_registry() -> CollectorRegistry:
+    """A registry summing what every worker wrote to ``PROMETHEUS_MULTIPROC_DIR``."""
+    from prometheus_client import multiprocess
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    return registry
+
+
+def forget_worker(pid: int) -> None:
+    """A worker ended: its ``live*`` gauges no longer count (its counters do: they are totals)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(pid)

@@ -18,6 +18,7 @@ from servicekit.bus import Bus, DurableConsumer, StreamSpec
 from servicekit.clock import Clock, SystemClock
 from servicekit.db import make_engine, make_sessionmaker
 from servicekit.http import database_ready
+from servicekit.metrics import MetricsListener, in_worker_process, start_metrics_listener
 from servicekit.outbox import Outbox, OutboxRelay
 from servicekit.settings import ServiceSettings
 
@@ -38,6 +39,7 @@ class Runtime:
     state: dict[str, Any] = field(default_factory=dict)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _jobs: list[asyncio.Task[None]] = field(default_factory=list)
+    metrics_listener: MetricsListener | None = None
 
     @classmethod
     def create(
@@ -88,6 +90,10 @@ class Runtime:
         return {"database": lambda: database_ready(self), "nats": nats_ready, **self.extra_checks}
 
     async def start(self) -> None:
+        port = self.settings.metrics_port
+        # A worker of servicekit.serve writes its metrics to files that its supervisor serves on this port.
+        if port is not None and not in_worker_process():
+            self.metrics_listener = start_metrics_listener(host=self.settings.metrics_host, port=port)
         await self.bus.start()
         self._tasks.append(asyncio.create_task(self.relay.run(), name=f"{self.name}-relay"))
         for consumer in self.consumers:
@@ -116,6 +122,9 @@ class Runtime:
             await asyncio.wait_for(self.bus.close(), timeout=grace_s + 5)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.engine.dispose(), timeout=grace_s)
+        if self.metrics_listener is not None:
+            await asyncio.to_thread(self.metrics_listener.close)
+            self.metrics_listener = None
 
 
 def shared_tables(metadata: MetaData) -> tuple[Any, Any]:

@@ -9,15 +9,21 @@ other stayed idle, and the timeline benchmark measured one core). Here each work
 ``uvicorn.Server`` with the same options as ``servicekit.devstack`` gives uvicorn. The parent only supervises: a
 SIGTERM or SIGINT is passed on to every worker (each drains as uvicorn does), and when one worker ends the others
 are stopped too, so whoever started the service sees it stop rather than run on half its capacity.
+
+Metrics: every worker writes its values to a folder of its supervisor's (prometheus_client's multiprocess
+mode, ``PROMETHEUS_MULTIPROC_DIR``) and never serves them itself; with ``--metrics-port`` the supervisor serves
+their sum there. A worker's own port would show one worker, whichever the kernel chose for the scrape.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 from types import FrameType
 
 import uvicorn
@@ -46,7 +52,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--timeout-graceful-shutdown", type=int, default=5)
+    parser.add_argument("--metrics-host", default="127.0.0.1")
+    parser.add_argument("--metrics-port", type=int, help="serve the workers' summed Prometheus metrics here")
     args = parser.parse_args(argv)
+    # Before any worker exists (and before prometheus_client is imported here): a worker's metrics live in files.
+    metrics_dir = tempfile.mkdtemp(prefix="servicekit-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    try:
+        return _supervise(args)
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _supervise(args: argparse.Namespace) -> int:
     # All sockets are bound before the first worker starts: the port is ours, or this fails at once.
     sockets = [listening_socket(args.host, args.port) for _ in range(max(1, args.workers))]
     workers: list[int] = []
@@ -63,6 +81,21 @@ def main(argv: list[str] | None = None) -> int:
         workers.append(pid)
     for sock in sockets:
         sock.close()
+    # Started after the forks: a thread in the parent is not copied into a child half-way through a request.
+    listener = None
+    if args.metrics_port is not None:
+        from servicekit.metrics import multiprocess_registry, start_metrics_listener
+
+        try:
+            listener = start_metrics_listener(
+                host=args.metrics_host, port=args.metrics_port, registry=multiprocess_registry()
+            )
+        except OSError:  # the metrics port is taken: the service does not run without its metrics
+            for pid in workers:
+                os.kill(pid, signal.SIGTERM)
+            for pid in workers:
+                os.waitpid(pid, 0)
+            raise
 
     def pass_on(signum: int, _frame: FrameType | None) -> None:
         for pid in workers:
@@ -86,6 +119,10 @@ def main(argv: list[str] | None = None) -> int:
         if pid not in workers:
             continue
         workers.remove(pid)
+        if listener is not None:
+            from servicekit.metrics import forget_worker
+
+            forget_worker(pid)
         code = os.waitstatus_to_exitcode(wait_status)
         # uvicorn ends a worker it stopped gracefully by raising the signal again: that is a clean stop.
         if stopping and code in (-signal.SIGTERM, -signal.SIGINT):
@@ -94,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
         if workers and not stopping:  # one ended by itself: the service as a whole stops
             stopping = True
             pass_on(signal.SIGTERM, None)
+    if listener is not None:
+        listener.close()
     return status
 
 

@@ -15,6 +15,13 @@ class ServiceSettings(BaseSettings):
     nats_url: str = Field("nats://127.0.0.1:4222", description="NATS server URL(s), comma separated")
     host: str = Field("127.0.0.1", description="Interface the HTTP server binds")
     port: int = Field(8001, description="HTTP port")
+    metrics_host: str = Field("127.0.0.1", description="Interface the Prometheus metrics listener binds")
+    metrics_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="Port of the Prometheus metrics listener, apart from the API (unset: no listener)",
+    )
     log_level: str = Field("INFO", description="Log level")
     log_json: bool = Field(True, description="Log as JSON lines (false: human-readable console)")
     max_body_bytes: int = Field(1_048_576, description="Largest accepted request body in bytes (413 above)")

@@ -3,6 +3,7 @@ that a settings class reads, healthchecks, ordering, one published port, secrets
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import subprocess
 import sys
@@ -153,14 +154,55 @@ def test_start_order_migrations_first_then_dependencies_healthy(services: dict[s
                 assert not services[dependency]["healthcheck"].get("disable")
 
 
-def test_only_the_gateway_publishes_a_port(services: dict[str, dict[str, Any]]) -> None:
+def test_only_the_proxy_publishes_ports_and_the_gateway_sits_behind_it(services: dict[str, dict[str, Any]]) -> None:
     publishing = {name for name, service in services.items() if service.get("ports")}
-    assert publishing == {"gateway"}
+    assert publishing == {"proxy"}, "the gateway is reached through the proxy only"
     assert all("network_mode" not in service for service in services.values())
-    [published] = services["gateway"]["ports"]
-    assert str(published).endswith(":8000")
+    proxy_service = services["proxy"]
+    assert sorted(str(p) for p in proxy_service["ports"]) == ["443:443", "443:443/udp", "80:80"]
+    assert proxy_service["depends_on"] == {"gateway": {"condition": "service_healthy"}}
+    assert proxy_service["command"] == ["caddy", "run", "--config", "/etc/caddy/Caddyfile", "--adapter", "caddyfile"]
+    assert "./deploy/caddy/Caddyfile:/etc/caddy/Caddyfile:ro" in proxy_service["volumes"]
+    assert set(compose.environment_of(proxy_service)) == {"TOUCHPOINT_DOMAIN", "TOUCHPOINT_TLS"}
+    # The Caddyfile passes requests to the gateway's port, the one its command listens on.
     command = services["gateway"]["command"]
     assert command[command.index("--port") + 1] == "8000"
+    assert "reverse_proxy gateway:8000 {" in (compose.ROOT / "deploy" / "caddy" / "Caddyfile").read_text()
+
+
+def test_the_gateway_believes_forwarded_addresses_from_the_proxy_only(model: dict[str, Any]) -> None:
+    services, networks = model["services"], model["networks"]
+    gateway = services["gateway"]
+    # Not on any network with a way out or a published port: only the proxy and the backend reach it.
+    assert sorted(gateway["networks"]) == ["backend", "frontend"]
+    assert all(networks[name].get("internal") is True for name in gateway["networks"])
+    # Only the proxy and the gateway are on the frontend network, and the gateway trusts that subnet alone.
+    on_frontend = {name for name, service in services.items() if "frontend" in service.get("networks", [])}
+    assert on_frontend == {"proxy", "gateway"}
+    [subnet] = [entry["subnet"] for entry in networks["frontend"]["ipam"]["config"]]
+    command = gateway["command"]
+    assert "--proxy-headers" in command
+    assert command[command.index("--forwarded-allow-ips") + 1] == subnet
+    assert ipaddress.ip_network(subnet).num_addresses <= 256
+    # uvicorn reads it as a network (a typo would make it trust nothing, or a host by name).
+    from uvicorn.middleware.proxy_headers import _TrustedHosts
+
+    trusted = _TrustedHosts(subnet)
+    proxy_address = str(next(ipaddress.ip_network(subnet).hosts()))
+    assert proxy_address in trusted and "203.0.113.7" not in trusted
+
+
+def test_every_service_serves_metrics_on_a_port_of_its_own(services: dict[str, dict[str, Any]]) -> None:
+    metrics_ports = set()
+    for app in compose.SETTINGS:
+        env = compose.environment_of(services[app])
+        prefix = compose.SETTINGS[app].prefix
+        assert env[f"{prefix}METRICS_HOST"] == "0.0.0.0", app
+        command = services[app]["command"]
+        assert env[f"{prefix}METRICS_PORT"] != command[command.index("--port") + 1], app
+        metrics_ports.add(env[f"{prefix}METRICS_PORT"])
+        assert not services[app].get("ports"), f"{app}: metrics are for the backend network only"
+    assert metrics_ports == {"9000", "9001", "9002", "9003"}
 
 
 def test_long_running_services_restart_and_have_resource_limits(services: dict[str, dict[str, Any]]) -> None:

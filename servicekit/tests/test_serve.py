@@ -8,8 +8,11 @@ import signal
 import subprocess
 import sys
 
+import httpx
 from fastapi import FastAPI
+from prometheus_client.parser import text_string_to_metric_families
 
+from servicekit.http import RequestContextMiddleware
 from servicekit.testing.ports import free_port, wait_for_port
 
 
@@ -20,6 +23,13 @@ def create_app() -> FastAPI:
     async def pid() -> int:
         return os.getpid()
 
+    return app
+
+
+def create_counted_app() -> FastAPI:
+    """The same, counting its requests as every service does (servicekit.http's middleware)."""
+    app = create_app()
+    app.add_middleware(RequestContextMiddleware)
     return app
 
 
@@ -58,6 +68,49 @@ async def test_connections_made_at_once_are_spread_over_the_workers_and_a_sigter
         assert await asyncio.to_thread(server.wait, 15) == 0
         for pid in set(pids):
             assert not os.path.exists(f"/proc/{pid}"), f"worker {pid} outlived its parent"
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+
+
+def _requests_counted(metrics: str, route: str) -> float:
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(metrics)
+        for sample in family.samples
+        if sample.name == "http_requests_total" and sample.labels.get("route") == route
+    )
+
+
+async def test_the_supervisor_serves_the_sum_of_every_workers_metrics_on_the_metrics_port() -> None:
+    port, metrics_port = free_port(), free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "servicekit.serve", "servicekit.tests.test_serve:create_counted_app",
+         "--port", str(port), "--workers", "2", "--metrics-port", str(metrics_port)],
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        await asyncio.to_thread(wait_for_port, port)
+        await asyncio.to_thread(wait_for_port, metrics_port)
+        await asyncio.sleep(0.5)  # both workers listening
+        connections = await asyncio.gather(*(asyncio.open_connection("127.0.0.1", port) for _ in range(32)))
+        try:
+            pids = [await _pid_over(r, w) for r, w in connections]
+        finally:
+            for _, writer in connections:
+                writer.close()
+        assert len(set(pids)) == 2, "both workers answered"
+        async with httpx.AsyncClient() as client:
+            # Each worker counted its own share; a scrape of the metrics port sees all 32, whoever served them.
+            for _ in range(4):
+                scraped = await client.get(f"http://127.0.0.1:{metrics_port}/metrics")
+                assert scraped.status_code == 200
+                assert _requests_counted(scraped.text, "/pid") == 32
+            # The workers' API port has no metrics.
+            assert (await client.get(f"http://127.0.0.1:{port}/metrics")).status_code == 404
+        server.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(server.wait, 15) == 0
     finally:
         if server.poll() is None:
             os.killpg(server.pid, signal.SIGKILL)

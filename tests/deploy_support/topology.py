@@ -8,6 +8,8 @@ docker-compose.yml alone.
   ``ENV``, in a copy of the image's WORKDIR (what the Dockerfile copies from the build context that
   .dockerignore lets through). Host names become 127.0.0.1 and each container port a free local port;
   nothing else is changed.
+- ``proxy``: Caddy with the Caddyfile compose mounts (its admin API, ports and the gateway's address moved
+  to local ports; its data under the temp dir).
 - ``depends_on`` conditions are honoured, and ``service_healthy`` runs the compose healthcheck itself.
 """
 
@@ -31,13 +33,14 @@ import httpx
 from servicekit.testing.nats import nats_server_binary
 from servicekit.testing.ports import free_port, wait_for_port
 from servicekit.testing.postgres import PostgresCluster
-from tests.deploy_support import compose
+from tests.deploy_support import compose, proxy
 from tests.deploy_support.dockerfile import stage_workdir
 
 ROOT = compose.ROOT
 VENV_BIN = Path(sys.executable).parent
 INFRA = ("nats", "postgres")
-DEFAULT_PORTS = {"postgres": [5432]}
+DEFAULT_PORTS = {"postgres": [5432], "proxy": [2019, 80, 443]}
+PROXY_CONFIG = "/etc/caddy/Caddyfile"
 
 
 class TopologyError(RuntimeError):
@@ -167,7 +170,10 @@ class Topology:
         command = service.get("command") or []
         port = _option(command, "--port")
         if port is not None:
-            return [int(port)]
+            # The API port, and the metrics port when the service serves its metrics apart.
+            env = compose.environment_of(service)
+            metrics = [int(value) for key, value in env.items() if key.endswith("_METRICS_PORT")]
+            return [int(port), *metrics]
         return DEFAULT_PORTS.get(name, [])
 
     def _missing_code(self, service: dict[str, Any]) -> str | None:
@@ -221,6 +227,11 @@ class Topology:
         if "build" in self.services[name]:
             env.update(image_env())
         env.update({key: self.localize(value) for key, value in compose.environment_of(self.services[name]).items()})
+        for key, value in list(env.items()):
+            if key.endswith("_METRICS_PORT"):
+                env[key] = str(self.ports[(name, int(value))])
+            elif key.endswith("_METRICS_HOST"):
+                env[key] = "127.0.0.1"
         return env
 
     def _app_args(self, name: str, command: list[str]) -> list[str]:
@@ -305,6 +316,34 @@ class Topology:
         process.start()
         self.processes["nats"] = process
         wait_for_port(self.ports[("nats", client_port)])
+
+    @property
+    def proxy_home(self) -> Path:
+        return self.workdir / "proxy"
+
+    def start_proxy(self) -> None:
+        binary = proxy.caddy_binary()
+        if binary is None:
+            raise TopologyError("caddy is not installed (apt-get install caddy)")
+        command = self.services["proxy"]["command"]
+        assert command[:2] == ["caddy", "run"] and _option(command, "--config") == PROXY_CONFIG, command
+        self.proxy_home.mkdir(parents=True, exist_ok=True)
+        local = self.proxy_home / "Caddyfile"
+        local.write_text(
+            proxy.local_caddyfile(
+                self.bind_source("proxy", PROXY_CONFIG).read_text(),
+                upstream=f"127.0.0.1:{self.service_port('gateway')}",
+                admin_port=self.ports[("proxy", 2019)],
+                http_port=self.ports[("proxy", 80)],
+                https_port=self.ports[("proxy", 443)],
+            )
+        )
+        args = [binary, *(str(local) if arg == PROXY_CONFIG else arg for arg in command[1:])]
+        env = proxy.caddy_env(self.proxy_home, **compose.environment_of(self.services["proxy"]))
+        process = Process("proxy", args, env, self.workdir / "logs" / "proxy.log", self.proxy_home)
+        process.start()
+        self.processes["proxy"] = process
+        wait_for_port(self.ports[("proxy", 443)])
 
     # ---- healthchecks, as compose runs them
 
@@ -408,6 +447,8 @@ class Topology:
                 self.start_postgres()
             elif name == "nats":
                 self.start_nats()
+            elif name == "proxy":
+                self.start_proxy()
             elif self.services[name].get("restart") == "no":
                 self.run_once(name)
                 completed.add(name)

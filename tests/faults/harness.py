@@ -99,7 +99,8 @@ def replicated_stack(replicas: int = 2) -> Iterator[FaultStack]:
             for name in ("interactions", "followups"):
                 first = stack.services[name]
                 for number, port in enumerate(ports[name][1:], start=2):
-                    replica_env = {**first.env, f"{first.spec.prefix}PORT": str(port)}
+                    replica_env = {**first.env, f"{first.spec.prefix}PORT": str(port),
+                                   f"{first.spec.prefix}METRICS_PORT": str(free_port())}  # fmt: skip
                     if name == "followups":
                         replica_env["FOLLOWUPS_REPLICA"] = f"followups-{number}"
                     log_path = first.log_path.with_name(f"{name}-{number}.log")

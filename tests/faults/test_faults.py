@@ -364,7 +364,7 @@ async def both_replicas_worked(stack: FaultStack) -> None:
     of it was done twice. The gateway's address hands HTTP to both; their durable consumers share NATS."""
     async with httpx.AsyncClient(timeout=5) as http:
         for service in ("interactions", "followups"):
-            applied = [consumed((await http.get(f"{p.url}/metrics")).text) for p in stack.replicas(service)]
+            applied = [consumed((await http.get(p.metrics_url)).text) for p in stack.replicas(service)]
             print(f"[faults]   {service} replicas applied {applied} events")
             assert len(applied) == 2 and all(n > 0 for n in applied), (service, applied)
 
