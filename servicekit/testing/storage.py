@@ -7,6 +7,7 @@ ignored, and a phone number is also looked for as digits only (how search terms 
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -95,3 +96,15 @@ class StorageScan:
                     context = content[max(0, at - 60) : at + len(variant) + 60].decode("utf-8", errors="replace")
                     hits.append(Hit(needle, place, context.replace("\n", " ")))
         return hits
+
+    async def assert_clean(self, needles: Iterable[str], *, timeout: float = 30.0) -> None:
+        """Wait until no place holds any of ``needles`` (an erase's checkpoint and the relays' clean-up run just
+        after it), then fail listing every hit if some remain."""
+        wanted = list(needles)
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            hits = await asyncio.to_thread(self.find, wanted)
+            if not hits or asyncio.get_running_loop().time() > deadline:
+                break
+            await asyncio.sleep(0.5)
+        assert not hits, f"{len(hits)} leftovers:\n" + "\n".join(map(str, hits))

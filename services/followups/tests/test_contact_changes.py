@@ -3,7 +3,6 @@ first-time lookup of a contact in the contacts service (run for real, in-process
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from collections.abc import Callable
@@ -17,7 +16,6 @@ from sqlalchemy import func, select
 
 from servicekit.clock import MovableClock
 from servicekit.testing.apps import running_app
-from servicekit.testing.plugin import eventually
 from servicekit.testing.storage import StorageScan
 from services.contacts.app import create_app as create_contacts_app
 from services.contacts.settings import ContactsSettings
@@ -152,11 +150,7 @@ async def test_an_erase_leaves_no_reason_outcome_or_thread_of_the_person_or_thei
     assert after[made["zelda"]["id"]]["status"] == "cancelled"
     scan = StorageScan()
     scan.add_database(followups_settings.database_url)
-
-    async def clean() -> bool:
-        return not await asyncio.to_thread(scan.find, personal)
-
-    await eventually(clean, timeout=30)
+    await scan.assert_clean(personal)
 
 
 async def test_an_erase_cancels_every_open_followup(harness: Harness) -> None:
