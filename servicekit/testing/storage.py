@@ -12,10 +12,14 @@ import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy.engine import make_url
 
 from servicekit.testing.postgres import postgres_bin_dir
+
+if TYPE_CHECKING:
+    from servicekit.devstack import Stack
 
 
 @dataclass(frozen=True)
@@ -108,3 +112,18 @@ class StorageScan:
                 break
             await asyncio.sleep(0.5)
         assert not hits, f"{len(hits)} leftovers:\n" + "\n".join(map(str, hits))
+
+
+def stack_storage(stack: Stack, *, jetstream: bool = False) -> StorageScan:
+    """Everything a ``devstack.Stack`` keeps on disk: each service's database and every log file of its folder.
+    ``jetstream``: the JetStream store files too (off here: what the bus keeps is the bus design's to prove,
+    and a test that turns it on must first have the streams purged)."""
+    scan = StorageScan()
+    for service in stack.services.values():
+        scan.add_database(service.env[f"{service.spec.prefix}DATABASE_URL"])
+    store = stack.nats.store_dir.resolve() if stack.nats is not None else None
+    logs = sorted(p for p in stack.var_dir.rglob("*.log") if store is None or store not in p.resolve().parents)
+    scan.add_files(logs)
+    if jetstream and store is not None:
+        scan.add_files([store])
+    return scan
