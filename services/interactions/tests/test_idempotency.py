@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+import sqlalchemy as sa
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from servicekit.clock import MovableClock
 from servicekit.db import make_engine, make_sessionmaker
+from servicekit.migrations import upgrade
 from servicekit.testing.plugin import eventually
 from services.interactions.idempotency import Claim, IdempotencyKeys, KeyInFlight, KeyReused, Replay
+from services.interactions.models import IdempotencyRecord
+from services.interactions.tests.conftest import ALEMBIC_INI
 
 
 @pytest.fixture
@@ -135,3 +143,41 @@ async def test_a_key_released_while_its_retry_looks_at_it_is_taken_not_a_500(
     assert isinstance(claimed, Claim)
     with pytest.raises(KeyInFlight):  # and it holds the key now
         await keys.claim(caller="c", key="race", fingerprint="f")
+
+
+async def test_the_migration_links_the_stored_responses_to_their_touchpoints(
+    db_backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Responses stored before the touchpoint_id column are found by an erase too (issue 18.1)."""
+    if db_backend == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'interactions.db'}"
+    else:
+        url = request.getfixturevalue("pg_cluster").create_database(f"m_{uuid.uuid4().hex[:12]}")
+    await asyncio.to_thread(upgrade, ALEMBIC_INI, url, "7cebc03481fd")
+    touchpoint_id = uuid.uuid4()
+    now = datetime(2026, 1, 5, tzinfo=UTC)
+    compact = (",", ":")  # as the service stores them
+    responses: dict[str, str | None] = {
+        "single": json.dumps({"id": str(touchpoint_id), "subject": "Hi"}, separators=compact),
+        "batch": json.dumps({"results": [{"index": 0, "id": str(uuid.uuid4())}]}, separators=compact),
+        "in-flight": None,
+    }
+    engine = make_engine(url)
+    try:
+        async with engine.begin() as connection:
+            for key, response in responses.items():
+                await connection.execute(
+                    sa.text(
+                        "INSERT INTO idempotency_keys (caller, key, fingerprint, status, response, created_at,"
+                        " expires_at) VALUES ('c', :key, 'f', 201, :response, :now, :now)"
+                    ),
+                    {"key": key, "response": response, "now": now},
+                )
+        await asyncio.to_thread(upgrade, ALEMBIC_INI, url)
+        async with engine.connect() as connection:
+            linked: dict[str, uuid.UUID | None] = dict(
+                (await connection.execute(select(IdempotencyRecord.key, IdempotencyRecord.touchpoint_id))).all()  # type: ignore[call-overload]
+            )
+    finally:
+        await engine.dispose()
+    assert linked == {"single": touchpoint_id, "batch": None, "in-flight": None}
