@@ -8,16 +8,14 @@ import binascii
 import json
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, and_, case, delete, func, or_, select, tuple_, update
+from sqlalchemy import and_, case, delete, func, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import col
 
-from servicekit.bulk import among, write_rows
 from servicekit.bus import PermanentError
 from servicekit.clock import Clock, as_utc
 from servicekit.events import CloudEvent, json_value
@@ -30,6 +28,7 @@ from services.followups.models import OPEN, PRIORITY_RANK, Followup, KnownContac
 from services.followups.policybook import PolicyBook
 from services.followups.rules import ContactFacts, Decision, choose_channel, decide, due_time, manual_plan
 from services.followups.schemas import FollowupCreate, FollowupRead, FollowupStats, StatsSla
+from services.followups.touches import TouchBatch
 
 MAX_PAGE = 200
 SLA_POLICY = "response-sla"
@@ -72,45 +71,11 @@ def facts_of(contact: KnownContact | None) -> ContactFacts:
     )
 
 
-def _time(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return as_utc(datetime.fromisoformat(value))
-    except ValueError:
-        return None
-
-
 def _uuid(value: Any) -> uuid.UUID | None:
     try:
         return uuid.UUID(str(value))
     except (ValueError, TypeError):
         return None
-
-
-def touch_of(event: CloudEvent) -> dict[str, Any]:
-    """The parts of a touchpoint (``crm.interaction.logged.v1`` data) the policies read; extra fields are ignored."""
-    data = event.data
-    keep = ("id", "channel", "direction", "type", "agent", "team", "thread_id", "csat", "nps", "outcome")
-    touch = {name: data.get(name) for name in keep}
-    touch["contact_id"] = data.get("contact_id") or event.subject
-    touch["occurred_at"] = data.get("occurred_at")
-    return touch
-
-
-def thread_of(event: CloudEvent) -> dict[str, Any]:
-    """A resolved thread (``crm.thread.resolved.v1``) as the policies read it: its first touchpoint's type and
-    channel, whether it held a complaint."""
-    data = event.data
-    return {
-        "thread_id": data.get("thread_id"),
-        "contact_id": data.get("contact_id") or event.subject,
-        "type": data.get("type"),
-        "channel": data.get("channel"),
-        "complaint": bool(data.get("complaint")) or data.get("type") == "complaint",
-        "resolved_at": data.get("resolved_at"),
-        "id": data.get("first_interaction_id"),
-    }
 
 
 # --- reading -------------------------------------------------------------------------------------------------
@@ -343,30 +308,6 @@ def new_followup(
     }  # fmt: skip
 
 
-@dataclass
-class TouchBatch:
-    """What a batch of touchpoints made, written in one statement per table (``FollowupService.finish_touches``)
-    instead of one ORM object each; and the contacts loaded for it (the session's identity map holds them weakly)."""
-
-    followups: list[dict[str, Any]] = field(default_factory=list)
-    touches: list[dict[str, Any]] = field(default_factory=list)
-    # The batch's contacts by id: the same objects the session holds, found without session.get's machinery.
-    contacts: dict[uuid.UUID, KnownContact] = field(default_factory=dict)
-    # Contact id -> its latest touch in the batch: one UPDATE for the batch, not an ORM flush of each contact.
-    last_touch: dict[uuid.UUID, datetime] = field(default_factory=dict)
-
-
-_FOLLOWUPS: Table = Followup.__table__  # type: ignore[attr-defined]
-_SEEN_TOUCHES: Table = SeenTouch.__table__  # type: ignore[attr-defined]
-_KNOWN_CONTACTS: Table = KnownContact.__table__  # type: ignore[attr-defined]
-_BATCH = "followups_touch_batch"  # session.info key of the TouchBatch being applied
-
-
-def _batch_of(session: AsyncSession) -> TouchBatch | None:
-    batch: TouchBatch | None = session.sync_session.info.get(_BATCH)
-    return batch
-
-
 def _without_outcome(data: dict[str, Any]) -> dict[str, Any]:
     """An unsent event's follow-up without the outcome, which may have been written about the person."""
     return {**data, "outcome": None}
@@ -390,12 +331,24 @@ class FollowupService:
         self.directory = directory
         self.default_timezone = default_timezone
 
-    async def emit(self, session: AsyncSession, changes: Sequence[tuple[str, Followup | dict[str, Any]]]) -> None:
+    async def emit(
+        self,
+        session: AsyncSession,
+        changes: Sequence[tuple[str, Followup | dict[str, Any]]],
+        *,
+        batch: TouchBatch | None = None,
+    ) -> None:
+        """Each change's event into the outbox, in this transaction (a batch writes them with its own rows)."""
         if not changes:
             return
         now = self.clock.now()
-        await self.outbox.add_serialized(
-            session, [events.followup_outbox_row(action, document(followup), now) for action, followup in changes]
+        rows = [events.followup_outbox_row(action, document(followup), now) for action, followup in changes]
+        if batch is None:
+            await self.outbox.add_serialized(session, rows)
+            return
+        batch.announced.extend(
+            {"event_id": event_id, "subject": subject, "type": kind, "payload": payload, "created_at": at}
+            for event_id, subject, kind, payload, at in rows
         )
 
     def _close(self, followup: Followup, status: str, at: datetime) -> None:
@@ -408,14 +361,16 @@ class FollowupService:
 
     # -- contacts ----------------------------------------------------------------------------------------
 
-    async def known_contact(self, session: AsyncSession, contact_id: uuid.UUID) -> KnownContact | None:
+    async def known_contact(
+        self, session: AsyncSession, contact_id: uuid.UUID, *, batch: TouchBatch | None = None
+    ) -> KnownContact | None:
         """The live contact as we know it (following merges); asks the contacts service the first time.
         None when it was erased. Raises ``ContactsUnavailable`` (retry later) or ``PermanentError`` (unknown)."""
-        contact = await self._loaded(session, contact_id)
+        contact = await self._loaded(session, contact_id, batch)
         for _ in range(5):
             if contact is None or contact.status != "merged" or contact.merged_into is None:
                 break
-            contact = await self._loaded(session, contact.merged_into)
+            contact = await self._loaded(session, contact.merged_into, batch)
         if contact is not None:
             return contact if contact.status == "active" else None
         if self.directory is None:
@@ -425,9 +380,10 @@ class FollowupService:
             raise PermanentError(f"the contacts service knows no contact {contact_id}")
         return await self.store_answer(session, answer)
 
-    async def _loaded(self, session: AsyncSession, contact_id: uuid.UUID) -> KnownContact | None:
-        collected = _batch_of(session)
-        if collected is not None and (contact := collected.contacts.get(contact_id)) is not None:
+    async def _loaded(
+        self, session: AsyncSession, contact_id: uuid.UUID, batch: TouchBatch | None
+    ) -> KnownContact | None:
+        if batch is not None and (contact := batch.contacts.get(contact_id)) is not None:
             return contact
         return await session.get(KnownContact, contact_id)
 
@@ -469,21 +425,12 @@ class FollowupService:
         await session.flush()
         return contact
 
-    async def on_contact_created(self, session: AsyncSession, event: CloudEvent) -> None:
-        data = event.data.get("contact")
-        if not isinstance(data, dict) or _uuid(data.get("id")) is None:
-            raise PermanentError(f"{event.type} {event.id} carries no contact")
-        await self.remember(session, uuid.UUID(str(data["id"])), data, self.clock.now())
-
-    async def on_contact_updated(self, session: AsyncSession, event: CloudEvent) -> None:
-        contact_id = _uuid(event.data.get("contact_id") or event.subject)
-        changed = event.data.get("changed")
-        if contact_id is None or not isinstance(changed, dict):
-            raise PermanentError(f"{event.type} {event.id} lacks contact_id or changed")
+    async def contact_updated(
+        self, session: AsyncSession, *, contact_id: uuid.UUID, changed: dict[str, Any], version: Any
+    ) -> None:
         contact = await session.get(KnownContact, contact_id)
         if contact is None:
             return  # never needed yet: the contacts service is asked the first time a policy needs it
-        version = event.data.get("version")
         if isinstance(version, int) and version <= contact.version:
             return
         await self.remember(
@@ -538,10 +485,9 @@ class FollowupService:
                 changes.append(("scheduled", followup))
         await self.emit(session, changes)
 
-    async def on_contact_merged(self, session: AsyncSession, event: CloudEvent) -> None:
-        source_id, target_id = _uuid(event.data.get("source_id")), _uuid(event.data.get("target_id"))
-        if source_id is None or target_id is None:
-            raise PermanentError(f"{event.type} {event.id} lacks source_id or target_id")
+    async def contact_merged(
+        self, session: AsyncSession, *, source_id: uuid.UUID, target_id: uuid.UUID, contact: Any
+    ) -> None:
         now = self.clock.now()
         await session.execute(
             update(Followup).where(col(Followup.contact_id) == source_id).values(contact_id=target_id, updated_at=now)
@@ -556,17 +502,15 @@ class FollowupService:
         await session.execute(
             update(KnownContact).where(col(KnownContact.merged_into) == source_id).values(merged_into=target_id)
         )
-        data = event.data.get("contact")
-        target = await self.remember(session, target_id, data if isinstance(data, dict) else {"status": "active"}, now)
+        target = await self.remember(
+            session, target_id, contact if isinstance(contact, dict) else {"status": "active"}, now
+        )
         if touched is not None and (target.last_touch_at is None or as_utc(target.last_touch_at) < as_utc(touched)):
             target.last_touch_at = touched
         # An opt-out on either record wins in the merged contact: the moved follow-ups follow it.
         await self._reconsider(session, target, timezone_changed=False)
 
-    async def on_contact_erased(self, session: AsyncSession, event: CloudEvent) -> None:
-        contact_id = _uuid(event.data.get("contact_id") or event.subject)
-        if contact_id is None:
-            raise PermanentError(f"{event.type} {event.id} lacks contact_id")
+    async def contact_erased(self, session: AsyncSession, *, contact_id: uuid.UUID) -> None:
         now = self.clock.now()
         rows = (await session.scalars(select(Followup).where(col(Followup.contact_id) == contact_id))).all()
         changes: list[tuple[str, Followup]] = []
@@ -586,104 +530,48 @@ class FollowupService:
         await self.outbox.redact_events(session, subject_like=f"crm.followups.%.{contact_id}", redact=_without_outcome)
         await self.emit(session, changes)
 
-    # -- touchpoints --------------------------------------------------------------------------------------
+    # -- touchpoints ----------------------------------------------------------------------------------------
 
-    async def prepare_touches(self, session: AsyncSession, batch: Sequence[CloudEvent]) -> None:
-        """Before a batch of touchpoints is applied in one transaction (``finish_touches`` must follow its
-        handlers): its contacts, and whom they were merged into, are loaded in one query each, so each handler
-        finds its contact in the session; what the handlers make is collected and written in one statement per
-        table, the follow-ups' events too (at commit)."""
-        self.outbox.defer(session)
-        collected = TouchBatch()
-        session.sync_session.info[_BATCH] = collected
-        wanted = {ident for event in batch if (ident := _uuid(event.data.get("contact_id") or event.subject))}
-        for _ in range(2):
-            if not wanted:
-                break
-            found = (
-                await session.scalars(select(KnownContact).where(among(session, col(KnownContact.id), wanted)))
-            ).all()
-            collected.contacts.update((c.id, c) for c in found)
-            wanted = {c.merged_into for c in found if c.status == "merged" and c.merged_into is not None}
-
-    async def finish_touches(self, session: AsyncSession, batch: Sequence[CloudEvent] = ()) -> None:
-        """Write what the batch's handlers collected, with the events collected so far (also called before
-        anything reads follow-ups back): on PostgreSQL one statement for the four tables, not one each."""
-        collected = _batch_of(session)
-        if collected is None:
-            return
-        touches, collected.touches = collected.touches, []
-        made, collected.followups = collected.followups, []
-        touched, collected.last_touch = collected.last_touch, {}
-        announced = self.outbox.take_deferred(session)
-        last_touches = [{"id": ident, "last_touch_at": at} for ident, at in touched.items()]
-        await write_rows(
-            session,
-            inserts=[(_SEEN_TOUCHES, touches), (_FOLLOWUPS, made), (self.outbox.table, announced)],
-            updates=[(_KNOWN_CONTACTS, last_touches, "id", "last_touch_at")],
+    def touch_seen(
+        self, batch: TouchBatch, *, event: CloudEvent, contact: KnownContact, at: datetime, data: dict[str, Any]
+    ) -> None:
+        """Keep the touchpoint (or resolved thread) for policy previews; a touchpoint is the contact's last one."""
+        batch.touches.append(
+            {"event_id": event.id, "event_type": event.type, "contact_id": contact.id, "at": at, "data": data}
         )
+        if event.type == events.INTERACTION_LOGGED and (
+            contact.last_touch_at is None or as_utc(contact.last_touch_at) < at
+        ):
+            # Written by the batch in one statement; the loaded contact shows it now without being marked
+            # changed (no UPDATE of its own at the flush).
+            set_committed_value(contact, "last_touch_at", at)
+            batch.last_touch[contact.id] = at
 
-    def _seen(self, session: AsyncSession, touch: dict[str, Any]) -> None:
-        collected = _batch_of(session)
-        if collected is None:
-            session.add(SeenTouch(**touch))
-        else:
-            collected.touches.append(touch)
-
-    async def on_interaction_logged(self, session: AsyncSession, event: CloudEvent) -> None:
-        touch = touch_of(event)
-        contact_id = _uuid(touch["contact_id"])
-        occurred_at = _time(touch["occurred_at"])
-        if contact_id is None or occurred_at is None:
-            raise PermanentError(f"{event.type} {event.id} lacks contact_id or occurred_at")
-        contact = await self.known_contact(session, contact_id)
-        if contact is None:
-            return  # erased: nothing is promised to a person who asked to be forgotten
-        touch["contact_id"] = str(contact.id)
-        self._seen(
-            session, {"event_id": event.id, "event_type": event.type, "contact_id": contact.id, "at": occurred_at,
-                      "data": touch},
-        )  # fmt: skip
-        if contact.last_touch_at is None or as_utc(contact.last_touch_at) < occurred_at:
-            collected = _batch_of(session)
-            if collected is None:
-                contact.last_touch_at = occurred_at
-            else:
-                # Written by finish_touches in one statement; the loaded contact shows it now without being
-                # marked changed (no UPDATE of its own at the flush).
-                set_committed_value(contact, "last_touch_at", occurred_at)
-                collected.last_touch[contact.id] = occurred_at
+    async def touch_logged(
+        self, batch: TouchBatch, *, event: CloudEvent, contact: KnownContact, touch: dict[str, Any], at: datetime
+    ) -> None:
+        """A touchpoint: an outbound one closes what it answers; then each policy step it triggers is made."""
+        self.touch_seen(batch, event=event, contact=contact, at=at, data=touch)
         if touch.get("direction") == "outbound":
-            await self._close_by_reply(session, contact.id, touch, occurred_at)
-        await self._apply_policies(
-            session, event=event, kind="interaction.logged", touch=touch, anchor_at=occurred_at, contact=contact
-        )
+            await self._close_by_reply(batch, contact.id, touch, at)
+        await self.apply_policies(batch, event=event, kind="interaction.logged", touch=touch, anchor_at=at,
+                                  contact=contact)  # fmt: skip
 
-    async def on_thread_resolved(self, session: AsyncSession, event: CloudEvent) -> None:
-        thread = thread_of(event)
-        contact_id = _uuid(thread["contact_id"])
-        resolved_at = _time(thread["resolved_at"]) or as_utc(event.time)
-        if contact_id is None or not thread["thread_id"]:
-            raise PermanentError(f"{event.type} {event.id} lacks contact_id or thread_id")
-        contact = await self.known_contact(session, contact_id)
-        if contact is None:
-            return
-        thread["contact_id"] = str(contact.id)
-        self._seen(
-            session, {"event_id": event.id, "event_type": event.type, "contact_id": contact.id, "at": resolved_at,
-                      "data": thread},
-        )  # fmt: skip
-        await self._apply_policies(
-            session, event=event, kind="thread.resolved", touch=thread, anchor_at=resolved_at, contact=contact
-        )
+    async def thread_resolved(
+        self, batch: TouchBatch, *, event: CloudEvent, contact: KnownContact, thread: dict[str, Any], at: datetime
+    ) -> None:
+        self.touch_seen(batch, event=event, contact=contact, at=at, data=thread)
+        await self.apply_policies(batch, event=event, kind="thread.resolved", touch=thread, anchor_at=at,
+                                  contact=contact)  # fmt: skip
 
     async def _close_by_reply(
-        self, session: AsyncSession, contact_id: uuid.UUID, touch: dict[str, Any], occurred_at: datetime
+        self, batch: TouchBatch, contact_id: uuid.UUID, touch: dict[str, Any], occurred_at: datetime
     ) -> None:
         """An outbound touchpoint on a follow-up's channel or thread closes it: completed (``interaction_id``
         set), or cancelled as ``answered`` for a reply SLA."""
         # Follow-ups made earlier in the same batch (the inbound this one answers) must be found too.
-        await self.finish_touches(session)
+        session = batch.session
+        await batch.write()
         await session.flush()
         same_place = col(Followup.channel) == touch.get("channel")
         if touch.get("thread_id"):
@@ -713,11 +601,11 @@ class FollowupService:
                 followup.outcome = touch.get("outcome") or f"Done by an outbound {touch.get('channel')} touchpoint."
                 self._close(followup, "completed", occurred_at)
                 changes.append(("completed", followup))
-        await self.emit(session, changes)
+        await self.emit(session, changes, batch=batch)
 
-    async def _apply_policies(
+    async def apply_policies(
         self,
-        session: AsyncSession,
+        batch: TouchBatch,
         *,
         event: CloudEvent,
         kind: str,
@@ -726,7 +614,7 @@ class FollowupService:
         contact: KnownContact,
     ) -> None:
         facts = facts_of(contact)
-        for version, policy in await self.policies.enabled(session):
+        for version, policy in await self.policies.enabled(batch.session):
             for step in policy.steps:
                 if policy.trigger_of(step).event != kind:
                     continue
@@ -736,8 +624,8 @@ class FollowupService:
                 )  # fmt: skip
                 if decision is not None:
                     await self.make(
-                        session, decision=decision, contact_id=contact.id, trigger_event_id=event.id,
-                        check_existing=False,
+                        batch.session, decision=decision, contact_id=contact.id, trigger_event_id=event.id,
+                        check_existing=False, batch=batch,
                     )  # fmt: skip
 
     async def make(
@@ -748,6 +636,7 @@ class FollowupService:
         contact_id: uuid.UUID,
         trigger_event_id: str,
         check_existing: bool = True,
+        batch: TouchBatch | None = None,
     ) -> bool:
         """Store what a policy step decided, once per (policy, step, trigger event); False if already made.
 
@@ -765,12 +654,11 @@ class FollowupService:
                 return False
         row = new_followup(decision=decision, contact_id=contact_id, trigger_event_id=trigger_event_id,
                            now=self.clock.now())  # fmt: skip
-        collected = _batch_of(session)
-        if collected is not None:
-            collected.followups.append(row)
+        if batch is not None:
+            batch.followups.append(row)
         else:
             session.add(Followup(**row))
-        await self.emit(session, [(row["status"], row)])  # scheduled, or skipped (no channel left)
+        await self.emit(session, [(row["status"], row)], batch=batch)  # scheduled, or skipped (no channel left)
         return True
 
     # -- by hand ------------------------------------------------------------------------------------------
