@@ -92,7 +92,7 @@ def _uuid(value: Any) -> uuid.UUID | None:
 def touch_of(event: CloudEvent) -> dict[str, Any]:
     """The parts of a touchpoint (``crm.interaction.logged.v1`` data) the policies read; extra fields are ignored."""
     data = event.data
-    keep = ("id", "channel", "direction", "type", "agent", "team", "thread_id", "csat", "nps", "outcome")
+    keep = ("id", "channel", "direction", "type", "agent", "team", "thread_id", "csat", "nps", "outcome", "followup_id")
     touch = {name: data.get(name) for name in keep}
     touch["contact_id"] = data.get("contact_id") or event.subject
     touch["occurred_at"] = data.get("occurred_at")

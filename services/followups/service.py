@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, delete, func, or_, select, tuple_, update
+from sqlalchemy import and_, case, delete, func, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import col
@@ -23,6 +23,7 @@ from servicekit.ids import new_id
 from servicekit.outbox import Outbox
 from servicekit.problems import Conflict, NotFound, ProblemError, Unprocessable
 from services.followups import events
+from services.followups.closing import BY_AGENT, close_reason
 from services.followups.directory import ContactAnswer, ContactDirectory
 from services.followups.models import OPEN, PRIORITY_RANK, Followup, KnownContact, SeenTouch
 from services.followups.policybook import PolicyBook
@@ -299,13 +300,41 @@ def new_followup(
         "status": "skipped" if skipped else "scheduled", "priority": decision.priority,
         "priority_rank": PRIORITY_RANK[decision.priority], "assignee": decision.assignee, "team": decision.team,
         "trigger_event_id": trigger_event_id, "thread_id": decision.thread_id, "completed_at": None, "outcome": None,
-        "interaction_id": None, "escalation_level": 0, "cancel_reason": None, "skip_reason": decision.skip_reason,
+        "trigger_interaction_id": _uuid(decision.trigger_interaction_id), "trigger_channel": decision.trigger_channel,
+        "triggers": [], "close_reason": None, "interaction_id": None, "escalation_level": 0, "cancel_reason": None,
+        "skip_reason": decision.skip_reason,
         "closed_at": now if skipped else None, "timeline_at": now if skipped else due, "anchor_at": decision.anchor_at,
         "plan": decision.plan,
         "overdue_at": due + timedelta(seconds=float(decision.plan.get("overdue_after_s", 86_400))),
         "overdue": False, "next_action_at": None if skipped else due, "fired_at": None, "fired_by": None,
         "created_at": now, "updated_at": now, "version": 1,
     }  # fmt: skip
+
+
+def _get(followup: Followup | dict[str, Any], name: str) -> Any:
+    return followup[name] if isinstance(followup, dict) else getattr(followup, name)
+
+
+def _set(followup: Followup | dict[str, Any], **values: Any) -> None:
+    for name, value in values.items():
+        if isinstance(followup, dict):
+            followup[name] = value
+        else:
+            setattr(followup, name, value)
+
+
+def same_obligation(followup: Followup | dict[str, Any], decision: Decision) -> bool:
+    """Whether an open follow-up already stands for what ``decision`` would make: the same policy step on the
+    same thread (a reply owed on no thread: on the same channel too; answering an SMS does not answer an email)."""
+    if _get(followup, "policy") != decision.policy or _get(followup, "step") != decision.step:
+        return False
+    if _get(followup, "thread_id") != decision.thread_id:
+        return False
+    return (
+        decision.thread_id is not None
+        or not decision.plan.get("reply")
+        or (_get(followup, "trigger_channel") == decision.trigger_channel)
+    )
 
 
 def _without_outcome(data: dict[str, Any]) -> dict[str, Any]:
@@ -457,6 +486,9 @@ class FollowupService:
                 if channel is not None and facts.consent.get(channel) is False:
                     channel = None
                 lost = followup.channel is not None and channel is None
+            elif plan.get("reply"):
+                channel = followup.channel  # a reply owed on the customer's channel: consent is for outreach
+                lost = False
             else:
                 rule = dict(plan.get("channel") or {})
                 touched = followup.channel if rule.get("use") == "touchpoint" else None
@@ -552,8 +584,8 @@ class FollowupService:
     ) -> None:
         """A touchpoint: an outbound one closes what it answers; then each policy step it triggers is made."""
         self.touch_seen(batch, event=event, contact=contact, at=at, data=touch)
-        if touch.get("direction") == "outbound":
-            await self._close_by_reply(batch, contact.id, touch, at)
+        if touch.get("direction") == "outbound" or touch.get("followup_id"):
+            await self._close_by_touch(batch, contact.id, touch, at)
         await self.apply_policies(batch, event=event, kind="interaction.logged", touch=touch, anchor_at=at,
                                   contact=contact)  # fmt: skip
 
@@ -564,35 +596,30 @@ class FollowupService:
         await self.apply_policies(batch, event=event, kind="thread.resolved", touch=thread, anchor_at=at,
                                   contact=contact)  # fmt: skip
 
-    async def _close_by_reply(
+    async def _close_by_touch(
         self, batch: TouchBatch, contact_id: uuid.UUID, touch: dict[str, Any], occurred_at: datetime
     ) -> None:
-        """An outbound touchpoint on a follow-up's channel or thread closes it: completed (``interaction_id``
-        set), or cancelled as ``answered`` for a reply SLA."""
+        """Close the contact's open follow-ups this touchpoint does (``closing.close_reason``): completed, or
+        cancelled as ``answered`` for a reply SLA; the touchpoint and the reason recorded on each."""
         # Follow-ups made earlier in the same batch (the inbound this one answers) must be found too.
         session = batch.session
         await batch.write()
         await session.flush()
-        same_place = col(Followup.channel) == touch.get("channel")
-        if touch.get("thread_id"):
-            same_place = or_(same_place, col(Followup.thread_id) == touch["thread_id"])
         rows = (
             await session.scalars(
-                select(Followup).where(
-                    col(Followup.contact_id) == contact_id, col(Followup.status).in_(OPEN), same_place
-                )
+                select(Followup).where(col(Followup.contact_id) == contact_id, col(Followup.status).in_(OPEN))
             )
         ).all()
         changes: list[tuple[str, Followup]] = []
+        still_open: list[Followup | dict[str, Any]] = []
         for followup in rows:
-            plan = followup.plan
-            counts_from = (
-                followup.due_at if plan.get("reply_from") == "due" else (followup.anchor_at or followup.created_at)
-            )
-            if occurred_at < as_utc(counts_from):
+            reason = close_reason(followup, touch, occurred_at)
+            if reason is None:
+                still_open.append(followup)
                 continue
             followup.interaction_id = _uuid(touch.get("id"))
-            if plan.get("on_reply") == "cancel_answered":
+            followup.close_reason = reason
+            if followup.plan.get("on_reply") == "cancel_answered":
                 followup.cancel_reason = "answered"
                 self._close(followup, "cancelled", occurred_at)
                 changes.append(("cancelled", followup))
@@ -601,6 +628,7 @@ class FollowupService:
                 followup.outcome = touch.get("outcome") or f"Done by an outbound {touch.get('channel')} touchpoint."
                 self._close(followup, "completed", occurred_at)
                 changes.append(("completed", followup))
+        batch.open_followups[contact_id] = still_open
         await self.emit(session, changes, batch=batch)
 
     async def apply_policies(
@@ -652,14 +680,69 @@ class FollowupService:
             )
             if exists is not None:
                 return False
+        repeat = decision.plan.get("repeat", "stack")
+        if repeat != "stack":
+            standing = await self._standing(session, decision=decision, contact_id=contact_id, batch=batch)
+            if standing is not None:
+                await self._repeated(session, standing, decision=decision, trigger_event_id=trigger_event_id,
+                                     repeat=repeat, batch=batch)  # fmt: skip
+                return True
         row = new_followup(decision=decision, contact_id=contact_id, trigger_event_id=trigger_event_id,
                            now=self.clock.now())  # fmt: skip
         if batch is not None:
             batch.followups.append(row)
+            if row["status"] in OPEN:
+                batch.open_of(contact_id).append(row)
         else:
             session.add(Followup(**row))
         await self.emit(session, [(row["status"], row)], batch=batch)  # scheduled, or skipped (no channel left)
         return True
+
+    async def _standing(
+        self, session: AsyncSession, *, decision: Decision, contact_id: uuid.UUID, batch: TouchBatch | None
+    ) -> Followup | dict[str, Any] | None:
+        """The open follow-up that already stands for this decision, if any (``same_obligation``)."""
+        if batch is not None and batch.knows_open(contact_id):
+            candidates: Sequence[Followup | dict[str, Any]] = batch.open_of(contact_id)
+        else:
+            candidates = (
+                await session.scalars(
+                    select(Followup).where(
+                        col(Followup.contact_id) == contact_id, col(Followup.status).in_(OPEN),
+                        col(Followup.policy) == decision.policy, col(Followup.step) == decision.step,
+                    )
+                )
+            ).all()  # fmt: skip
+        for followup in candidates:
+            if _get(followup, "status") in OPEN and same_obligation(followup, decision):
+                return followup
+        return None
+
+    async def _repeated(
+        self,
+        session: AsyncSession,
+        followup: Followup | dict[str, Any],
+        *,
+        decision: Decision,
+        trigger_event_id: str,
+        repeat: str,
+        batch: TouchBatch | None,
+    ) -> None:
+        """A new trigger of an open follow-up's (contact, policy, step, thread): recorded on it, and with
+        ``reanchor`` its due time counts from the new trigger (falling due again if it had)."""
+        now = self.clock.now()
+        handled = "reanchored" if repeat == "reanchor" else "covered"
+        record = {"event_id": trigger_event_id, "interaction_id": decision.trigger_interaction_id,
+                  "at": json_value(decision.anchor_at), "handled": handled}  # fmt: skip
+        # A new list: the ORM sees a JSON column change only when it is assigned.
+        _set(followup, triggers=[*(_get(followup, "triggers") or []), record])
+        if handled == "reanchored":
+            due = decision.due_at
+            overdue_at = due + timedelta(seconds=float(_get(followup, "plan").get("overdue_after_s", 86_400)))
+            _set(followup, anchor_at=decision.anchor_at, due_at=due, overdue_at=overdue_at, timeline_at=due,
+                 status="scheduled", fired_at=None, overdue=False, next_action_at=due)  # fmt: skip
+        _set(followup, updated_at=now, version=_get(followup, "version") + 1)
+        await self.emit(session, [("scheduled", followup)], batch=batch)
 
     # -- by hand ------------------------------------------------------------------------------------------
 
@@ -707,6 +790,7 @@ class FollowupService:
         now = self.clock.now()
         followup.outcome = outcome
         followup.interaction_id = interaction_id
+        followup.close_reason = BY_AGENT
         followup.completed_at = now
         self._close(followup, "completed", now)
         await self.emit(session, [("completed", followup)])

@@ -15,7 +15,7 @@ from sqlmodel import col
 from servicekit.bulk import among, write_rows
 from servicekit.events import CloudEvent
 from servicekit.outbox import Outbox
-from services.followups.models import Followup, KnownContact, SeenTouch
+from services.followups.models import OPEN, Followup, KnownContact, SeenTouch
 
 _FOLLOWUPS: Table = Followup.__table__  # type: ignore[attr-defined]
 _SEEN_TOUCHES: Table = SeenTouch.__table__  # type: ignore[attr-defined]
@@ -44,6 +44,14 @@ class TouchBatch:
     contacts: dict[uuid.UUID, KnownContact] = field(default_factory=dict)
     # Contact id -> its latest touch in the batch: one UPDATE for the batch, not an ORM flush of each contact.
     last_touch: dict[uuid.UUID, datetime] = field(default_factory=dict)
+    # Contact id -> its open follow-ups (loaded ones, and rows made in this batch): what a new trigger may repeat.
+    open_followups: dict[uuid.UUID, list[Followup | dict[str, Any]]] = field(default_factory=dict)
+
+    def knows_open(self, contact_id: uuid.UUID) -> bool:
+        return contact_id in self.open_followups
+
+    def open_of(self, contact_id: uuid.UUID) -> list[Followup | dict[str, Any]]:
+        return self.open_followups.setdefault(contact_id, [])
 
     async def write(self) -> None:
         """Write what the handlers collected so far (collecting goes on)."""
@@ -80,6 +88,19 @@ class TouchBatches:
             ).all()
             batch.contacts.update((c.id, c) for c in found)
             wanted = {c.merged_into for c in found if c.status == "merged" and c.merged_into is not None}
+        # Their open follow-ups in one query: a new trigger of one (no piles) is found without a query each.
+        live = [ident for ident, c in batch.contacts.items() if c.status == "active"]
+        if live:
+            for followup in (
+                await session.scalars(
+                    select(Followup).where(
+                        among(session, col(Followup.contact_id), live), col(Followup.status).in_(OPEN)
+                    )
+                )
+            ).all():
+                batch.open_of(followup.contact_id).append(followup)
+            for ident in live:
+                batch.open_of(ident)
         return batch
 
     async def finish(self, batch: TouchBatch) -> None:
