@@ -20,7 +20,7 @@ from servicekit.inbox import EventInbox
 from servicekit.logging import configure_logging, get_logger
 from servicekit.outbox import Outbox
 from servicekit.runtime import Runtime
-from services.followups import events
+from services.followups import events, staff
 from services.followups.api import router
 from services.followups.consumers import TouchpointConsumer, contact_handlers, interaction_handlers
 from services.followups.directory import ContactDirectory
@@ -88,6 +88,12 @@ def create_app(
                 bus=runtime.bus, stream=events.CONTACTS_STREAM, durable=events.CONTACTS_DURABLE,
                 filter_subjects=events.CONTACTS_SUBJECTS,
                 handle_batch=inbox(events.CONTACTS_DURABLE, contact_handlers(followups)).handle_batch,
+                fetch_timeout_s=settings.consumer_wait_s, batch=settings.consumer_batch,
+            ),
+            DurableConsumer(
+                bus=runtime.bus, stream=staff.STAFF_STREAM, durable=staff.STAFF_DURABLE,
+                filter_subjects=staff.STAFF_SUBJECTS,
+                handle_batch=inbox(staff.STAFF_DURABLE, staff.staff_handlers(followups)).handle_batch,
                 fetch_timeout_s=settings.consumer_wait_s, batch=settings.consumer_batch,
             ),
             DurableConsumer(
