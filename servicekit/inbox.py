@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
+from typing import Generic, Protocol, TypeVar, cast
 
 from nats.aio.msg import Msg
 from pydantic import ValidationError
@@ -20,6 +21,19 @@ log = get_logger(__name__)
 
 EventHandler = Callable[[AsyncSession, CloudEvent], Awaitable[None]]
 
+Batch = TypeVar("Batch")
+
+
+class BatchKind(Protocol[Batch]):
+    """How a consumer applies a fetched batch of events in one transaction: ``open`` makes the one batch object
+    its handlers are handed (it can load in one query what each handler would otherwise fetch one by one, and
+    collect what they make); ``finish`` writes what they collected, in the same transaction, after the last
+    handler. A handler reaches the session through the batch: nothing hides in ``session.info``."""
+
+    async def open(self, session: AsyncSession, events: list[CloudEvent]) -> Batch: ...
+
+    async def finish(self, batch: Batch) -> None: ...
+
 
 def inbox_table(metadata: MetaData) -> Table:
     return Table(
@@ -31,13 +45,16 @@ def inbox_table(metadata: MetaData) -> Table:
     )
 
 
-class EventInbox:
+class EventInbox(Generic[Batch]):
     """Applies CloudEvents to the database exactly once.
 
     A fetched batch is applied in one transaction (fast); if that fails, each message is
     retried alone so one bad event cannot hold back the others. A message that is not a
     valid event, or whose handler raises ``PermanentError``, is dead-lettered and
     acknowledged; any other failure is nak'ed with a delay and comes back.
+
+    Handlers are called with the batch object ``batches`` opens (``BatchKind``), or with the session when none
+    is given.
     """
 
     def __init__(
@@ -45,7 +62,7 @@ class EventInbox:
         *,
         table: Table,
         sessionmaker: async_sessionmaker[AsyncSession],
-        handlers: Mapping[str, EventHandler],
+        handlers: Mapping[str, Callable[[Batch, CloudEvent], Awaitable[None]]],
         clock: Clock,
         bus: Bus,
         name: str,
@@ -53,8 +70,11 @@ class EventInbox:
         after_commit: Callable[[list[CloudEvent]], Awaitable[None]] | None = None,
         prepare: Callable[[AsyncSession, list[CloudEvent]], Awaitable[None]] | None = None,
         finish: Callable[[AsyncSession, list[CloudEvent]], Awaitable[None]] | None = None,
+        batches: BatchKind[Batch] | None = None,
     ) -> None:
-        """``prepare`` runs in the batch's transaction before its handlers, with the events not applied yet:
+        """``batches`` opens the object a batch's handlers are handed (see ``BatchKind``).
+
+        ``prepare`` runs in the batch's transaction before its handlers, with the events not applied yet:
         it can load in one query what each handler would otherwise fetch one by one. ``finish`` runs after
         them, in the same transaction: it writes in one statement what the handlers collected."""
         self.table = table
@@ -67,6 +87,7 @@ class EventInbox:
         self.after_commit = after_commit
         self.prepare = prepare
         self.finish = finish
+        self.batches = batches
 
     async def handle_batch(self, msgs: list[Msg]) -> None:
         decoded: list[tuple[Msg, CloudEvent]] = []
@@ -113,14 +134,19 @@ class EventInbox:
                     continue
                 claimed.discard(event.id)
                 fresh.append(event)
-            if fresh and self.prepare is not None:
+            if not fresh:
+                return
+            if self.prepare is not None:
                 await self.prepare(session, fresh)
+            batch = await self.batches.open(session, fresh) if self.batches is not None else cast(Batch, session)
             for event in fresh:
                 handler = self.handlers.get(event.type)
                 if handler is not None:
-                    await handler(session, event)
+                    await handler(batch, event)
                     applied.append(event)
-            if fresh and self.finish is not None:
+            if self.batches is not None:
+                await self.batches.finish(batch)
+            if self.finish is not None:
                 await self.finish(session, fresh)
         EVENTS_CONSUMED.labels(self.name, "applied").inc(len(applied))
         if self.after_commit is not None and applied:

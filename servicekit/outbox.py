@@ -88,6 +88,12 @@ class Outbox:
     def set_waker(self, wake: Callable[[], None] | None) -> None:
         self._wake = wake
 
+    def wake_after_commit(self, session: AsyncSession) -> None:
+        """Wake the relay once this transaction commits: for a writer that inserted outbox rows itself
+        (``servicekit.bulk.write_rows``, with its own rows in one statement)."""
+        if self._wake is not None:
+            on_commit(session, self._wake)
+
     def defer(self, session: AsyncSession) -> None:
         """Collect this transaction's events and write them in one statement just before it commits.
 

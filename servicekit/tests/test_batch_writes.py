@@ -1,4 +1,5 @@
-"""Writes collected over a batch: the outbox's deferred rows, and the inbox's prepare and finish around a batch."""
+"""Writes collected over a batch: the outbox's deferred rows, the batch object the inbox hands handlers, and its
+prepare and finish around a batch."""
 
 from __future__ import annotations
 
@@ -133,6 +134,53 @@ async def test_prepare_and_finish_wrap_a_batch_in_its_transaction_with_only_the_
     await inbox._apply([first[1], fourth])  # one applied already: the hooks get only the new one
     ids = [e.id for e in first]
     assert calls == [("prepare", ids), ("finish", ids), ("prepare", [fourth.id]), ("finish", [fourth.id])]
+    assert await count(sessions, things) == 4 and await count(sessions, inbox_table) == 4
+    # A failing handler rolls back what finish would have written and the inbox rows alike.
+    with pytest.raises(RuntimeError):
+        await inbox._apply([thing(4), thing(99)])
+    assert await count(sessions, things) == 4 and await count(sessions, inbox_table) == 4
+
+
+class Collected:
+    """A batch object as a consumer's ``BatchKind`` opens it: the session, and what its handlers collect."""
+
+    def __init__(self, session: AsyncSession, events: list[CloudEvent]) -> None:
+        self.session, self.events, self.rows = session, events, list[dict[str, Any]]()
+
+
+class Collecting:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, list[str]]] = []
+
+    async def open(self, session: AsyncSession, events: list[CloudEvent]) -> Collected:
+        self.calls.append(("open", [e.id for e in events]))
+        return Collected(session, events)
+
+    async def finish(self, batch: Collected) -> None:
+        self.calls.append(("finish", [e.id for e in batch.events]))
+        await batch.session.execute(things.insert(), batch.rows)
+
+
+async def test_handlers_are_handed_the_batch_object_the_batch_kind_opened(sessions: Any, clock: MovableClock) -> None:
+    kind = Collecting()
+    handed: list[Collected] = []
+
+    async def handle(batch: Collected, e: CloudEvent) -> None:
+        if e.data["n"] == 99:
+            raise RuntimeError("this one fails")
+        handed.append(batch)
+        batch.rows.append({"n": e.data["n"], "event_id": e.id})
+
+    inbox = EventInbox(table=inbox_table, sessionmaker=sessions, handlers={"test.thing.happened.v1": handle},
+                       clock=clock, bus=Bus("nats://127.0.0.1:9", name="unused"), name="batch-kind-tests",
+                       batches=kind)  # fmt: skip
+    first = [thing(n) for n in range(3)]
+    fourth = thing(3)
+    await inbox._apply(first)
+    assert len({id(batch) for batch in handed}) == 1  # one object for the whole batch
+    await inbox._apply([first[1], fourth])  # one applied already: the batch holds only the new one
+    ids = [e.id for e in first]
+    assert kind.calls == [("open", ids), ("finish", ids), ("open", [fourth.id]), ("finish", [fourth.id])]
     assert await count(sessions, things) == 4 and await count(sessions, inbox_table) == 4
     # A failing handler rolls back what finish would have written and the inbox rows alike.
     with pytest.raises(RuntimeError):

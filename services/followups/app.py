@@ -22,13 +22,13 @@ from servicekit.outbox import Outbox
 from servicekit.runtime import Runtime
 from services.followups import events, staff
 from services.followups.api import router
-from services.followups.consumers import TouchpointConsumer, contact_handlers, interaction_handlers
 from services.followups.directory import ContactDirectory
 from services.followups.models import inbox_table, outbox_table
 from services.followups.policybook import PolicyBook
 from services.followups.scheduler import Scheduler
 from services.followups.service import FollowupService
 from services.followups.settings import FollowupsSettings
+from services.followups.touches import TouchBatches
 
 NAME = "followups"
 log = get_logger(__name__)
@@ -70,30 +70,28 @@ def create_app(
         except IntegrityError:
             log.info("policies_loaded_by_another_replica")
 
-        def inbox(name: str, handlers: dict, **batch: Any) -> EventInbox:  # type: ignore[type-arg]
-            return EventInbox(
-                table=inbox_table, sessionmaker=runtime.sessionmaker, handlers=handlers, clock=runtime.clock,
-                bus=runtime.bus, name=name, **batch,
-            )  # fmt: skip
-
-        touchpoints = TouchpointConsumer(
-            inbox=inbox(
-                events.INTERACTIONS_DURABLE, interaction_handlers(followups),
-                prepare=followups.prepare_touches, finish=followups.finish_touches,
+        shared: dict[str, Any] = {"table": inbox_table, "sessionmaker": runtime.sessionmaker,
+                                  "clock": runtime.clock, "bus": runtime.bus}  # fmt: skip
+        touchpoints = events.TouchpointConsumer(
+            inbox=EventInbox(
+                name=events.INTERACTIONS_DURABLE, handlers=events.interaction_handlers(followups),
+                batches=TouchBatches(outbox=runtime.outbox), **shared,
             ),
             sessionmaker=runtime.sessionmaker, followups=followups, directory=directory,
         )  # fmt: skip
+        contacts = EventInbox(name=events.CONTACTS_DURABLE, handlers=events.contact_handlers(followups), **shared)
+        staff_changes = EventInbox(name=staff.STAFF_DURABLE, handlers=staff.staff_handlers(followups), **shared)
         runtime.consumers += [
             DurableConsumer(
                 bus=runtime.bus, stream=events.CONTACTS_STREAM, durable=events.CONTACTS_DURABLE,
                 filter_subjects=events.CONTACTS_SUBJECTS,
-                handle_batch=inbox(events.CONTACTS_DURABLE, contact_handlers(followups)).handle_batch,
+                handle_batch=contacts.handle_batch,
                 fetch_timeout_s=settings.consumer_wait_s, batch=settings.consumer_batch,
             ),
             DurableConsumer(
                 bus=runtime.bus, stream=staff.STAFF_STREAM, durable=staff.STAFF_DURABLE,
                 filter_subjects=staff.STAFF_SUBJECTS,
-                handle_batch=inbox(staff.STAFF_DURABLE, staff.staff_handlers(followups)).handle_batch,
+                handle_batch=staff_changes.handle_batch,
                 fetch_timeout_s=settings.consumer_wait_s, batch=settings.consumer_batch,
             ),
             DurableConsumer(

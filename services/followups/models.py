@@ -63,10 +63,20 @@ class Followup(FollowupsTable, table=True):
     assignee: str | None = Field(default=None, max_length=200)
     team: str | None = Field(default=None, max_length=200)
     trigger_event_id: str | None = Field(default=None, max_length=200)
+    # What it answers: the touchpoint that made it (a resolved thread's first one), that touchpoint's channel and
+    # thread (``thread_id``). Only work on that thing closes it (services/followups/closing.py).
+    trigger_interaction_id: uuid.UUID | None = None
+    trigger_channel: str | None = Field(default=None, max_length=20)
     thread_id: str | None = Field(default=None, max_length=200)
+    # Later triggers of the same (contact, policy, step) while it was open: re-anchored to, or covered by, it.
+    triggers: list[dict[str, Any]] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False, server_default=sa.text("'[]'"))
+    )
     completed_at: datetime | None = Field(default=None, sa_type=_TS)  # type: ignore[call-overload]
     outcome: str | None = Field(default=None, max_length=2000)
+    # The touchpoint that closed it, and why it counted (services/followups/closing.py: CLOSE_REASONS).
     interaction_id: uuid.UUID | None = None
+    close_reason: str | None = Field(default=None, max_length=40)
     escalation_level: int = Field(default=0)
     cancel_reason: str | None = Field(default=None, max_length=20)
     skip_reason: str | None = Field(default=None, max_length=20)

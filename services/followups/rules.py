@@ -73,6 +73,11 @@ Duration = Annotated[str, StringConstraints(max_length=40), AfterValidator(_dura
 ClockDuration = Annotated[str, StringConstraints(max_length=40), AfterValidator(_clock_duration)]
 Slug = Annotated[str, StringConstraints(pattern=SLUG)]
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Repeat = Literal["reanchor", "covered", "stack"]
+REPEAT_DESCRIPTION = (
+    "A new trigger while a follow-up of the same (contact, policy, step, thread) is open: reanchor (its due time "
+    "counts from the new trigger), covered (recorded on it, nothing else changes) or stack (a follow-up more)"
+)
 
 
 @lru_cache(maxsize=4096)
@@ -151,6 +156,20 @@ class Trigger(Strict):
         return self
 
 
+class Closing(Strict):
+    """How a logged outbound touchpoint closes a follow-up: only one on the follow-up's own thread (or, when its
+    trigger had no thread, one without a thread on the follow-up's channel), from the time given here on; or any
+    touchpoint naming it (``followup_id``). See services/followups/closing.py."""
+
+    on_reply: Literal["complete", "cancel_answered"] = "complete"
+    reply_from: Literal["created", "due"] = Field(
+        "due", description="Count outbound touchpoints from the trigger on (created) or from due_at on (due)"
+    )
+    closes_from: ClockDuration | None = Field(
+        None, description="A check-in's window: count outbound touchpoints from this long before due_at (e.g. P1D)"
+    )
+
+
 class Step(Strict):
     """One follow-up a policy makes: ``offset`` after its anchor (the touchpoint, or the thread's
     resolution for a thread.resolved trigger, or the sweep for contact.quiet)."""
@@ -164,6 +183,8 @@ class Step(Strict):
     business_time: bool = Field(False, description="Count the offset in business hours only")
     trigger: Trigger | None = Field(None, description="This step's own trigger (else the policy's)")
     priority: Priority | None = None
+    repeat: Repeat | None = Field(None, description="This step's own repeat (else the policy's)")
+    closing: Closing | None = Field(None, description="This step's own closing (else the policy's)")
 
     @model_validator(mode="after")
     def _business_time_is_fixed(self) -> Step:
@@ -233,15 +254,6 @@ class Escalation(Strict):
     levels: list[EscalationLevel] = Field(default_factory=list, max_length=5)
 
 
-class Closing(Strict):
-    """How a logged outbound touchpoint on the follow-up's channel or thread closes it."""
-
-    on_reply: Literal["complete", "cancel_answered"] = "complete"
-    reply_from: Literal["created", "due"] = Field(
-        "due", description="Count outbound touchpoints from the trigger on (created) or from due_at on (due)"
-    )
-
-
 class PolicyDocument(Strict):
     id: Slug
     name: Name
@@ -256,6 +268,7 @@ class PolicyDocument(Strict):
     quiet_hours: QuietHours | None = QuietHours()
     closing: Closing = Closing()
     escalation: Escalation = Escalation()
+    repeat: Repeat = Field("covered", description=REPEAT_DESCRIPTION)
 
     @model_validator(mode="after")
     def _unique_steps(self) -> PolicyDocument:
@@ -264,6 +277,9 @@ class PolicyDocument(Strict):
 
     def trigger_of(self, step: Step) -> Trigger:
         return step.trigger or self.trigger
+
+    def repeat_of(self, step: Step) -> Repeat:
+        return step.repeat or self.repeat
 
 
 class PolicyChange(Strict):
@@ -282,6 +298,7 @@ class PolicyChange(Strict):
     quiet_hours: QuietHours | None = QuietHours()
     closing: Closing = Closing()
     escalation: Escalation = Escalation()
+    repeat: Repeat = Field("covered", description=REPEAT_DESCRIPTION)
 
     @model_validator(mode="after")
     def _unique_steps(self) -> PolicyChange:
@@ -324,10 +341,18 @@ class Decision:
     team: str | None
     thread_id: str | None
     plan: dict[str, Any]
+    trigger_interaction_id: str | None = None
+    trigger_channel: str | None = None
 
     @property
     def skip_reason(self) -> str | None:
         return "opted_out" if self.channel is None else None
+
+
+def is_reply(rule: dict[str, Any], touched: str | None, direction: str | None) -> bool:
+    """A reply owed to a customer who wrote in: on the channel they used, whatever their outreach consent says
+    (consent governs outreach, not answers)."""
+    return rule.get("use") == "touchpoint" and direction == "inbound" and touched in REACHABLE
 
 
 def choose_channel(
@@ -374,9 +399,14 @@ def decide(
             break
         if source == "team":
             break
-    channel = choose_channel(
-        rule=plan["channel"], preferred=contact.preferred_channel, touched=touch.get("channel"), consent=contact.consent
-    )
+    if is_reply(plan["channel"], touch.get("channel"), touch.get("direction")):
+        plan["reply"] = True
+        channel: str | None = str(touch["channel"])
+    else:
+        channel = choose_channel(
+            rule=plan["channel"], preferred=contact.preferred_channel, touched=touch.get("channel"),
+            consent=contact.consent,
+        )  # fmt: skip
     return Decision(
         policy=policy.id,
         policy_version=version,
@@ -390,11 +420,14 @@ def decide(
         team=team,
         thread_id=touch.get("thread_id"),
         plan=plan,
+        trigger_interaction_id=touch.get("id"),
+        trigger_channel=touch.get("channel"),
     )
 
 
 def make_plan(*, policy: PolicyDocument, step: Step, offset: str) -> dict[str, Any]:
     """The parts of the policy a follow-up keeps, so later versions of the policy never change it."""
+    closing = step.closing or policy.closing
     return {
         "offset": offset,
         "business_time": step.business_time,
@@ -407,8 +440,10 @@ def make_plan(*, policy: PolicyDocument, step: Step, offset: str) -> dict[str, A
             {"after_s": seconds_of(level.after), "assignee": level.assignee, "team": level.team}
             for level in policy.escalation.levels
         ],
-        "on_reply": policy.closing.on_reply,
-        "reply_from": policy.closing.reply_from,
+        "on_reply": closing.on_reply,
+        "reply_from": closing.reply_from,
+        "closes_from_s": seconds_of(closing.closes_from) if closing.closes_from else None,
+        "repeat": policy.repeat_of(step),
     }
 
 
@@ -445,5 +480,6 @@ def manual_plan(channel: str | None) -> dict[str, Any]:
         "levels": [],
         "on_reply": "complete",
         "reply_from": "due",
+        "repeat": "stack",
         "manual": True,
     }

@@ -44,6 +44,17 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class FollowupTrigger(BaseModel):
+    """A later trigger of the same (contact, policy, step) that came while the follow-up was open."""
+
+    event_id: str
+    interaction_id: uuid.UUID | None = Field(description="The touchpoint (a resolved thread's first one)")
+    at: datetime
+    handled: Literal["reanchored", "covered"] = Field(
+        description="reanchored: the follow-up's due time now counts from it; covered: it changed nothing"
+    )
+
+
 class FollowupRead(BaseModel):
     """A follow-up as the API returns it and as every follow-up event carries it."""
 
@@ -60,10 +71,14 @@ class FollowupRead(BaseModel):
     assignee: str | None
     team: str | None
     trigger_event_id: str | None
-    thread_id: str | None
+    trigger_interaction_id: uuid.UUID | None = Field(description="The touchpoint it answers")
+    trigger_channel: str | None = Field(description="The channel of the touchpoint it answers")
+    thread_id: str | None = Field(description="The thread of the touchpoint it answers")
+    triggers: list[FollowupTrigger] = Field(description="Later triggers it re-anchored to or covered")
     completed_at: datetime | None
     outcome: str | None
-    interaction_id: uuid.UUID | None
+    interaction_id: uuid.UUID | None = Field(description="The touchpoint that closed it")
+    close_reason: str | None = Field(description="Why what closed it counted (see docs/followups.md)")
     escalation_level: int
     cancel_reason: str | None
     skip_reason: str | None

@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, case, delete, func, or_, select, update
+from sqlalchemy import case, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import col
 
-from servicekit.bulk import among, write_rows
 from servicekit.bus import PermanentError
 from servicekit.clock import Clock, as_utc
 from servicekit.events import CloudEvent, json_value
@@ -22,11 +20,13 @@ from servicekit.ids import new_id
 from servicekit.outbox import Outbox
 from servicekit.problems import Conflict, NotFound, Unprocessable
 from services.followups import events
+from services.followups.closing import BY_AGENT, close_reason
 from services.followups.directory import ContactAnswer, ContactDirectory
 from services.followups.models import OPEN, PRIORITY_RANK, Followup, KnownContact, SeenTouch
 from services.followups.policybook import PolicyBook
 from services.followups.rules import ContactFacts, Decision, choose_channel, decide, due_time, manual_plan
 from services.followups.schemas import FollowupCreate, FollowupRead, FollowupStats, StatsSla
+from services.followups.touches import TouchBatch
 
 SLA_POLICY = "response-sla"
 
@@ -64,45 +64,11 @@ def facts_of(contact: KnownContact | None) -> ContactFacts:
     )
 
 
-def _time(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return as_utc(datetime.fromisoformat(value))
-    except ValueError:
-        return None
-
-
 def _uuid(value: Any) -> uuid.UUID | None:
     try:
         return uuid.UUID(str(value))
     except (ValueError, TypeError):
         return None
-
-
-def touch_of(event: CloudEvent) -> dict[str, Any]:
-    """The parts of a touchpoint (``crm.interaction.logged.v1`` data) the policies read; extra fields are ignored."""
-    data = event.data
-    keep = ("id", "channel", "direction", "type", "agent", "team", "thread_id", "csat", "nps", "outcome")
-    touch = {name: data.get(name) for name in keep}
-    touch["contact_id"] = data.get("contact_id") or event.subject
-    touch["occurred_at"] = data.get("occurred_at")
-    return touch
-
-
-def thread_of(event: CloudEvent) -> dict[str, Any]:
-    """A resolved thread (``crm.thread.resolved.v1``) as the policies read it: its first touchpoint's type and
-    channel, whether it held a complaint."""
-    data = event.data
-    return {
-        "thread_id": data.get("thread_id"),
-        "contact_id": data.get("contact_id") or event.subject,
-        "type": data.get("type"),
-        "channel": data.get("channel"),
-        "complaint": bool(data.get("complaint")) or data.get("type") == "complaint",
-        "resolved_at": data.get("resolved_at"),
-        "id": data.get("first_interaction_id"),
-    }
 
 
 # --- reading -------------------------------------------------------------------------------------------------
@@ -241,7 +207,9 @@ def new_followup(
         "status": "skipped" if skipped else "scheduled", "priority": decision.priority,
         "priority_rank": PRIORITY_RANK[decision.priority], "assignee": decision.assignee, "team": decision.team,
         "trigger_event_id": trigger_event_id, "thread_id": decision.thread_id, "completed_at": None, "outcome": None,
-        "interaction_id": None, "escalation_level": 0, "cancel_reason": None, "skip_reason": decision.skip_reason,
+        "trigger_interaction_id": _uuid(decision.trigger_interaction_id), "trigger_channel": decision.trigger_channel,
+        "triggers": [], "close_reason": None, "interaction_id": None, "escalation_level": 0, "cancel_reason": None,
+        "skip_reason": decision.skip_reason,
         "closed_at": now if skipped else None, "timeline_at": now if skipped else due, "anchor_at": decision.anchor_at,
         "plan": decision.plan,
         "overdue_at": due + timedelta(seconds=float(decision.plan.get("overdue_after_s", 86_400))),
@@ -250,28 +218,30 @@ def new_followup(
     }  # fmt: skip
 
 
-@dataclass
-class TouchBatch:
-    """What a batch of touchpoints made, written in one statement per table (``FollowupService.finish_touches``)
-    instead of one ORM object each; and the contacts loaded for it (the session's identity map holds them weakly)."""
-
-    followups: list[dict[str, Any]] = field(default_factory=list)
-    touches: list[dict[str, Any]] = field(default_factory=list)
-    # The batch's contacts by id: the same objects the session holds, found without session.get's machinery.
-    contacts: dict[uuid.UUID, KnownContact] = field(default_factory=dict)
-    # Contact id -> its latest touch in the batch: one UPDATE for the batch, not an ORM flush of each contact.
-    last_touch: dict[uuid.UUID, datetime] = field(default_factory=dict)
+def _get(followup: Followup | dict[str, Any], name: str) -> Any:
+    return followup[name] if isinstance(followup, dict) else getattr(followup, name)
 
 
-_FOLLOWUPS: Table = Followup.__table__  # type: ignore[attr-defined]
-_SEEN_TOUCHES: Table = SeenTouch.__table__  # type: ignore[attr-defined]
-_KNOWN_CONTACTS: Table = KnownContact.__table__  # type: ignore[attr-defined]
-_BATCH = "followups_touch_batch"  # session.info key of the TouchBatch being applied
+def _set(followup: Followup | dict[str, Any], **values: Any) -> None:
+    for name, value in values.items():
+        if isinstance(followup, dict):
+            followup[name] = value
+        else:
+            setattr(followup, name, value)
 
 
-def _batch_of(session: AsyncSession) -> TouchBatch | None:
-    batch: TouchBatch | None = session.sync_session.info.get(_BATCH)
-    return batch
+def same_obligation(followup: Followup | dict[str, Any], decision: Decision) -> bool:
+    """Whether an open follow-up already stands for what ``decision`` would make: the same policy step on the
+    same thread (a reply owed on no thread: on the same channel too; answering an SMS does not answer an email)."""
+    if _get(followup, "policy") != decision.policy or _get(followup, "step") != decision.step:
+        return False
+    if _get(followup, "thread_id") != decision.thread_id:
+        return False
+    return (
+        decision.thread_id is not None
+        or not decision.plan.get("reply")
+        or (_get(followup, "trigger_channel") == decision.trigger_channel)
+    )
 
 
 def _without_outcome(data: dict[str, Any]) -> dict[str, Any]:
@@ -297,12 +267,24 @@ class FollowupService:
         self.directory = directory
         self.default_timezone = default_timezone
 
-    async def emit(self, session: AsyncSession, changes: Sequence[tuple[str, Followup | dict[str, Any]]]) -> None:
+    async def emit(
+        self,
+        session: AsyncSession,
+        changes: Sequence[tuple[str, Followup | dict[str, Any]]],
+        *,
+        batch: TouchBatch | None = None,
+    ) -> None:
+        """Each change's event into the outbox, in this transaction (a batch writes them with its own rows)."""
         if not changes:
             return
         now = self.clock.now()
-        await self.outbox.add_serialized(
-            session, [events.followup_outbox_row(action, document(followup), now) for action, followup in changes]
+        rows = [events.followup_outbox_row(action, document(followup), now) for action, followup in changes]
+        if batch is None:
+            await self.outbox.add_serialized(session, rows)
+            return
+        batch.announced.extend(
+            {"event_id": event_id, "subject": subject, "type": kind, "payload": payload, "created_at": at}
+            for event_id, subject, kind, payload, at in rows
         )
 
     def _close(self, followup: Followup, status: str, at: datetime) -> None:
@@ -315,14 +297,16 @@ class FollowupService:
 
     # -- contacts ----------------------------------------------------------------------------------------
 
-    async def known_contact(self, session: AsyncSession, contact_id: uuid.UUID) -> KnownContact | None:
+    async def known_contact(
+        self, session: AsyncSession, contact_id: uuid.UUID, *, batch: TouchBatch | None = None
+    ) -> KnownContact | None:
         """The live contact as we know it (following merges); asks the contacts service the first time.
         None when it was erased. Raises ``ContactsUnavailable`` (retry later) or ``PermanentError`` (unknown)."""
-        contact = await self._loaded(session, contact_id)
+        contact = await self._loaded(session, contact_id, batch)
         for _ in range(5):
             if contact is None or contact.status != "merged" or contact.merged_into is None:
                 break
-            contact = await self._loaded(session, contact.merged_into)
+            contact = await self._loaded(session, contact.merged_into, batch)
         if contact is not None:
             return contact if contact.status == "active" else None
         if self.directory is None:
@@ -332,9 +316,10 @@ class FollowupService:
             raise PermanentError(f"the contacts service knows no contact {contact_id}")
         return await self.store_answer(session, answer)
 
-    async def _loaded(self, session: AsyncSession, contact_id: uuid.UUID) -> KnownContact | None:
-        collected = _batch_of(session)
-        if collected is not None and (contact := collected.contacts.get(contact_id)) is not None:
+    async def _loaded(
+        self, session: AsyncSession, contact_id: uuid.UUID, batch: TouchBatch | None
+    ) -> KnownContact | None:
+        if batch is not None and (contact := batch.contacts.get(contact_id)) is not None:
             return contact
         return await session.get(KnownContact, contact_id)
 
@@ -376,21 +361,12 @@ class FollowupService:
         await session.flush()
         return contact
 
-    async def on_contact_created(self, session: AsyncSession, event: CloudEvent) -> None:
-        data = event.data.get("contact")
-        if not isinstance(data, dict) or _uuid(data.get("id")) is None:
-            raise PermanentError(f"{event.type} {event.id} carries no contact")
-        await self.remember(session, uuid.UUID(str(data["id"])), data, self.clock.now())
-
-    async def on_contact_updated(self, session: AsyncSession, event: CloudEvent) -> None:
-        contact_id = _uuid(event.data.get("contact_id") or event.subject)
-        changed = event.data.get("changed")
-        if contact_id is None or not isinstance(changed, dict):
-            raise PermanentError(f"{event.type} {event.id} lacks contact_id or changed")
+    async def contact_updated(
+        self, session: AsyncSession, *, contact_id: uuid.UUID, changed: dict[str, Any], version: Any
+    ) -> None:
         contact = await session.get(KnownContact, contact_id)
         if contact is None:
             return  # never needed yet: the contacts service is asked the first time a policy needs it
-        version = event.data.get("version")
         if isinstance(version, int) and version <= contact.version:
             return
         await self.remember(
@@ -417,6 +393,9 @@ class FollowupService:
                 if channel is not None and facts.consent.get(channel) is False:
                     channel = None
                 lost = followup.channel is not None and channel is None
+            elif plan.get("reply"):
+                channel = followup.channel  # a reply owed on the customer's channel: consent is for outreach
+                lost = False
             else:
                 rule = dict(plan.get("channel") or {})
                 touched = followup.channel if rule.get("use") == "touchpoint" else None
@@ -445,10 +424,9 @@ class FollowupService:
                 changes.append(("scheduled", followup))
         await self.emit(session, changes)
 
-    async def on_contact_merged(self, session: AsyncSession, event: CloudEvent) -> None:
-        source_id, target_id = _uuid(event.data.get("source_id")), _uuid(event.data.get("target_id"))
-        if source_id is None or target_id is None:
-            raise PermanentError(f"{event.type} {event.id} lacks source_id or target_id")
+    async def contact_merged(
+        self, session: AsyncSession, *, source_id: uuid.UUID, target_id: uuid.UUID, contact: Any
+    ) -> None:
         now = self.clock.now()
         await session.execute(
             update(Followup).where(col(Followup.contact_id) == source_id).values(contact_id=target_id, updated_at=now)
@@ -463,17 +441,15 @@ class FollowupService:
         await session.execute(
             update(KnownContact).where(col(KnownContact.merged_into) == source_id).values(merged_into=target_id)
         )
-        data = event.data.get("contact")
-        target = await self.remember(session, target_id, data if isinstance(data, dict) else {"status": "active"}, now)
+        target = await self.remember(
+            session, target_id, contact if isinstance(contact, dict) else {"status": "active"}, now
+        )
         if touched is not None and (target.last_touch_at is None or as_utc(target.last_touch_at) < as_utc(touched)):
             target.last_touch_at = touched
         # An opt-out on either record wins in the merged contact: the moved follow-ups follow it.
         await self._reconsider(session, target, timezone_changed=False)
 
-    async def on_contact_erased(self, session: AsyncSession, event: CloudEvent) -> None:
-        contact_id = _uuid(event.data.get("contact_id") or event.subject)
-        if contact_id is None:
-            raise PermanentError(f"{event.type} {event.id} lacks contact_id")
+    async def contact_erased(self, session: AsyncSession, *, contact_id: uuid.UUID) -> None:
         now = self.clock.now()
         rows = (await session.scalars(select(Followup).where(col(Followup.contact_id) == contact_id))).all()
         changes: list[tuple[str, Followup]] = []
@@ -493,125 +469,64 @@ class FollowupService:
         await self.outbox.redact_events(session, subject_like=f"crm.followups.%.{contact_id}", redact=_without_outcome)
         await self.emit(session, changes)
 
-    # -- touchpoints --------------------------------------------------------------------------------------
+    # -- touchpoints ----------------------------------------------------------------------------------------
 
-    async def prepare_touches(self, session: AsyncSession, batch: Sequence[CloudEvent]) -> None:
-        """Before a batch of touchpoints is applied in one transaction (``finish_touches`` must follow its
-        handlers): its contacts, and whom they were merged into, are loaded in one query each, so each handler
-        finds its contact in the session; what the handlers make is collected and written in one statement per
-        table, the follow-ups' events too (at commit)."""
-        self.outbox.defer(session)
-        collected = TouchBatch()
-        session.sync_session.info[_BATCH] = collected
-        wanted = {ident for event in batch if (ident := _uuid(event.data.get("contact_id") or event.subject))}
-        for _ in range(2):
-            if not wanted:
-                break
-            found = (
-                await session.scalars(select(KnownContact).where(among(session, col(KnownContact.id), wanted)))
-            ).all()
-            collected.contacts.update((c.id, c) for c in found)
-            wanted = {c.merged_into for c in found if c.status == "merged" and c.merged_into is not None}
-
-    async def finish_touches(self, session: AsyncSession, batch: Sequence[CloudEvent] = ()) -> None:
-        """Write what the batch's handlers collected, with the events collected so far (also called before
-        anything reads follow-ups back): on PostgreSQL one statement for the four tables, not one each."""
-        collected = _batch_of(session)
-        if collected is None:
-            return
-        touches, collected.touches = collected.touches, []
-        made, collected.followups = collected.followups, []
-        touched, collected.last_touch = collected.last_touch, {}
-        announced = self.outbox.take_deferred(session)
-        last_touches = [{"id": ident, "last_touch_at": at} for ident, at in touched.items()]
-        await write_rows(
-            session,
-            inserts=[(_SEEN_TOUCHES, touches), (_FOLLOWUPS, made), (self.outbox.table, announced)],
-            updates=[(_KNOWN_CONTACTS, last_touches, "id", "last_touch_at")],
-        )
-
-    def _seen(self, session: AsyncSession, touch: dict[str, Any]) -> None:
-        collected = _batch_of(session)
-        if collected is None:
-            session.add(SeenTouch(**touch))
-        else:
-            collected.touches.append(touch)
-
-    async def on_interaction_logged(self, session: AsyncSession, event: CloudEvent) -> None:
-        touch = touch_of(event)
-        contact_id = _uuid(touch["contact_id"])
-        occurred_at = _time(touch["occurred_at"])
-        if contact_id is None or occurred_at is None:
-            raise PermanentError(f"{event.type} {event.id} lacks contact_id or occurred_at")
-        contact = await self.known_contact(session, contact_id)
-        if contact is None:
-            return  # erased: nothing is promised to a person who asked to be forgotten
-        touch["contact_id"] = str(contact.id)
-        self._seen(
-            session, {"event_id": event.id, "event_type": event.type, "contact_id": contact.id, "at": occurred_at,
-                      "data": touch},
-        )  # fmt: skip
-        if contact.last_touch_at is None or as_utc(contact.last_touch_at) < occurred_at:
-            collected = _batch_of(session)
-            if collected is None:
-                contact.last_touch_at = occurred_at
-            else:
-                # Written by finish_touches in one statement; the loaded contact shows it now without being
-                # marked changed (no UPDATE of its own at the flush).
-                set_committed_value(contact, "last_touch_at", occurred_at)
-                collected.last_touch[contact.id] = occurred_at
-        if touch.get("direction") == "outbound":
-            await self._close_by_reply(session, contact.id, touch, occurred_at)
-        await self._apply_policies(
-            session, event=event, kind="interaction.logged", touch=touch, anchor_at=occurred_at, contact=contact
-        )
-
-    async def on_thread_resolved(self, session: AsyncSession, event: CloudEvent) -> None:
-        thread = thread_of(event)
-        contact_id = _uuid(thread["contact_id"])
-        resolved_at = _time(thread["resolved_at"]) or as_utc(event.time)
-        if contact_id is None or not thread["thread_id"]:
-            raise PermanentError(f"{event.type} {event.id} lacks contact_id or thread_id")
-        contact = await self.known_contact(session, contact_id)
-        if contact is None:
-            return
-        thread["contact_id"] = str(contact.id)
-        self._seen(
-            session, {"event_id": event.id, "event_type": event.type, "contact_id": contact.id, "at": resolved_at,
-                      "data": thread},
-        )  # fmt: skip
-        await self._apply_policies(
-            session, event=event, kind="thread.resolved", touch=thread, anchor_at=resolved_at, contact=contact
-        )
-
-    async def _close_by_reply(
-        self, session: AsyncSession, contact_id: uuid.UUID, touch: dict[str, Any], occurred_at: datetime
+    def touch_seen(
+        self, batch: TouchBatch, *, event: CloudEvent, contact: KnownContact, at: datetime, data: dict[str, Any]
     ) -> None:
-        """An outbound touchpoint on a follow-up's channel or thread closes it: completed (``interaction_id``
-        set), or cancelled as ``answered`` for a reply SLA."""
+        """Keep the touchpoint (or resolved thread) for policy previews; a touchpoint is the contact's last one."""
+        batch.touches.append(
+            {"event_id": event.id, "event_type": event.type, "contact_id": contact.id, "at": at, "data": data}
+        )
+        if event.type == events.INTERACTION_LOGGED and (
+            contact.last_touch_at is None or as_utc(contact.last_touch_at) < at
+        ):
+            # Written by the batch in one statement; the loaded contact shows it now without being marked
+            # changed (no UPDATE of its own at the flush).
+            set_committed_value(contact, "last_touch_at", at)
+            batch.last_touch[contact.id] = at
+
+    async def touch_logged(
+        self, batch: TouchBatch, *, event: CloudEvent, contact: KnownContact, touch: dict[str, Any], at: datetime
+    ) -> None:
+        """A touchpoint: an outbound one closes what it answers; then each policy step it triggers is made."""
+        self.touch_seen(batch, event=event, contact=contact, at=at, data=touch)
+        if touch.get("direction") == "outbound" or touch.get("followup_id"):
+            await self._close_by_touch(batch, contact.id, touch, at)
+        await self.apply_policies(batch, event=event, kind="interaction.logged", touch=touch, anchor_at=at,
+                                  contact=contact)  # fmt: skip
+
+    async def thread_resolved(
+        self, batch: TouchBatch, *, event: CloudEvent, contact: KnownContact, thread: dict[str, Any], at: datetime
+    ) -> None:
+        self.touch_seen(batch, event=event, contact=contact, at=at, data=thread)
+        await self.apply_policies(batch, event=event, kind="thread.resolved", touch=thread, anchor_at=at,
+                                  contact=contact)  # fmt: skip
+
+    async def _close_by_touch(
+        self, batch: TouchBatch, contact_id: uuid.UUID, touch: dict[str, Any], occurred_at: datetime
+    ) -> None:
+        """Close the contact's open follow-ups this touchpoint does (``closing.close_reason``): completed, or
+        cancelled as ``answered`` for a reply SLA; the touchpoint and the reason recorded on each."""
         # Follow-ups made earlier in the same batch (the inbound this one answers) must be found too.
-        await self.finish_touches(session)
+        session = batch.session
+        await batch.write()
         await session.flush()
-        same_place = col(Followup.channel) == touch.get("channel")
-        if touch.get("thread_id"):
-            same_place = or_(same_place, col(Followup.thread_id) == touch["thread_id"])
         rows = (
             await session.scalars(
-                select(Followup).where(
-                    col(Followup.contact_id) == contact_id, col(Followup.status).in_(OPEN), same_place
-                )
+                select(Followup).where(col(Followup.contact_id) == contact_id, col(Followup.status).in_(OPEN))
             )
         ).all()
         changes: list[tuple[str, Followup]] = []
+        still_open: list[Followup | dict[str, Any]] = []
         for followup in rows:
-            plan = followup.plan
-            counts_from = (
-                followup.due_at if plan.get("reply_from") == "due" else (followup.anchor_at or followup.created_at)
-            )
-            if occurred_at < as_utc(counts_from):
+            reason = close_reason(followup, touch, occurred_at)
+            if reason is None:
+                still_open.append(followup)
                 continue
             followup.interaction_id = _uuid(touch.get("id"))
-            if plan.get("on_reply") == "cancel_answered":
+            followup.close_reason = reason
+            if followup.plan.get("on_reply") == "cancel_answered":
                 followup.cancel_reason = "answered"
                 self._close(followup, "cancelled", occurred_at)
                 changes.append(("cancelled", followup))
@@ -620,11 +535,12 @@ class FollowupService:
                 followup.outcome = touch.get("outcome") or f"Done by an outbound {touch.get('channel')} touchpoint."
                 self._close(followup, "completed", occurred_at)
                 changes.append(("completed", followup))
-        await self.emit(session, changes)
+        batch.open_followups[contact_id] = still_open
+        await self.emit(session, changes, batch=batch)
 
-    async def _apply_policies(
+    async def apply_policies(
         self,
-        session: AsyncSession,
+        batch: TouchBatch,
         *,
         event: CloudEvent,
         kind: str,
@@ -633,7 +549,7 @@ class FollowupService:
         contact: KnownContact,
     ) -> None:
         facts = facts_of(contact)
-        for version, policy in await self.policies.enabled(session):
+        for version, policy in await self.policies.enabled(batch.session):
             for step in policy.steps:
                 if policy.trigger_of(step).event != kind:
                     continue
@@ -643,8 +559,8 @@ class FollowupService:
                 )  # fmt: skip
                 if decision is not None:
                     await self.make(
-                        session, decision=decision, contact_id=contact.id, trigger_event_id=event.id,
-                        check_existing=False,
+                        batch.session, decision=decision, contact_id=contact.id, trigger_event_id=event.id,
+                        check_existing=False, batch=batch,
                     )  # fmt: skip
 
     async def make(
@@ -655,6 +571,7 @@ class FollowupService:
         contact_id: uuid.UUID,
         trigger_event_id: str,
         check_existing: bool = True,
+        batch: TouchBatch | None = None,
     ) -> bool:
         """Store what a policy step decided, once per (policy, step, trigger event); False if already made.
 
@@ -670,15 +587,69 @@ class FollowupService:
             )
             if exists is not None:
                 return False
+        repeat = decision.plan.get("repeat", "stack")
+        if repeat != "stack":
+            standing = await self._standing(session, decision=decision, contact_id=contact_id, batch=batch)
+            if standing is not None:
+                await self._repeated(session, standing, decision=decision, trigger_event_id=trigger_event_id,
+                                     repeat=repeat, batch=batch)  # fmt: skip
+                return True
         row = new_followup(decision=decision, contact_id=contact_id, trigger_event_id=trigger_event_id,
                            now=self.clock.now())  # fmt: skip
-        collected = _batch_of(session)
-        if collected is not None:
-            collected.followups.append(row)
+        if batch is not None:
+            batch.followups.append(row)
+            if row["status"] in OPEN:
+                batch.open_of(contact_id).append(row)
         else:
             session.add(Followup(**row))
-        await self.emit(session, [(row["status"], row)])  # scheduled, or skipped (no channel left)
+        await self.emit(session, [(row["status"], row)], batch=batch)  # scheduled, or skipped (no channel left)
         return True
+
+    async def _standing(
+        self, session: AsyncSession, *, decision: Decision, contact_id: uuid.UUID, batch: TouchBatch | None
+    ) -> Followup | dict[str, Any] | None:
+        """The open follow-up that already stands for this decision, if any (``same_obligation``)."""
+        if batch is not None and batch.knows_open(contact_id):
+            candidates: Sequence[Followup | dict[str, Any]] = batch.open_of(contact_id)
+        else:
+            candidates = (
+                await session.scalars(
+                    select(Followup).where(
+                        col(Followup.contact_id) == contact_id, col(Followup.status).in_(OPEN),
+                        col(Followup.policy) == decision.policy, col(Followup.step) == decision.step,
+                    )
+                )
+            ).all()  # fmt: skip
+        for followup in candidates:
+            if _get(followup, "status") in OPEN and same_obligation(followup, decision):
+                return followup
+        return None
+
+    async def _repeated(
+        self,
+        session: AsyncSession,
+        followup: Followup | dict[str, Any],
+        *,
+        decision: Decision,
+        trigger_event_id: str,
+        repeat: str,
+        batch: TouchBatch | None,
+    ) -> None:
+        """A new trigger of an open follow-up's (contact, policy, step, thread): recorded on it, and with
+        ``reanchor`` its due time counts from the new trigger (falling due again if it had)."""
+        now = self.clock.now()
+        handled = "reanchored" if repeat == "reanchor" else "covered"
+        record = {"event_id": trigger_event_id, "interaction_id": decision.trigger_interaction_id,
+                  "at": json_value(decision.anchor_at), "handled": handled}  # fmt: skip
+        # A new list: the ORM sees a JSON column change only when it is assigned.
+        _set(followup, triggers=[*(_get(followup, "triggers") or []), record])
+        if handled == "reanchored":
+            due = decision.due_at
+            overdue_at = due + timedelta(seconds=float(_get(followup, "plan").get("overdue_after_s", 86_400)))
+            _set(followup, anchor_at=decision.anchor_at, due_at=due, overdue_at=overdue_at, timeline_at=due,
+                 status="scheduled", fired_at=None, overdue=False, next_action_at=due)  # fmt: skip
+        _set(followup, updated_at=now, version=_get(followup, "version") + 1)
+        await self.emit(session, [("scheduled", followup)], batch=batch)
 
     # -- by hand ------------------------------------------------------------------------------------------
 
@@ -726,6 +697,7 @@ class FollowupService:
         now = self.clock.now()
         followup.outcome = outcome
         followup.interaction_id = interaction_id
+        followup.close_reason = BY_AGENT
         followup.completed_at = now
         self._close(followup, "completed", now)
         await self.emit(session, [("completed", followup)])

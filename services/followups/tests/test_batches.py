@@ -83,7 +83,11 @@ async def test_a_batch_of_touchpoints_makes_one_followup_each_and_one_event_each
     and its inbox row, exactly once, and a redelivered copy of each makes nothing more."""
     clock.set(MONDAY_10)
     contacts = await _known_contacts(followups_settings.database_url, 40)
-    touches = [logged_event(contacts[n % 40], at=MONDAY_10, direction="inbound", channel="email") for n in range(300)]
+    # Each on its own thread: one reply owed each (a second message on a thread is covered by the first's SLA).
+    touches = [
+        logged_event(contacts[n % 40], at=MONDAY_10, direction="inbound", channel="email", thread_id=f"t-{n}")
+        for n in range(300)
+    ]
     for event in touches:
         await js.publish(f"crm.interactions.logged.{event.subject}", event.to_json(), headers={"Nats-Msg-Id": event.id})
     app = create_app(followups_settings, clock=clock)

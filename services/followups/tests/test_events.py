@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 from structlog.contextvars import bound_contextvars
 
-from servicekit.events import CloudEvent, make_event
+from servicekit.events import CloudEvent, json_value, make_event
 from servicekit.ids import new_id
 from services.followups import events
 from services.followups.models import Followup
@@ -21,21 +21,26 @@ MONDAY_10 = datetime(2026, 1, 5, 10, 0, 0, 123456, tzinfo=UTC)
 
 
 def made_rows() -> list[dict]:  # type: ignore[type-arg]
-    """A follow-up a policy step made, and one skipped (no channel left: times and reasons differ)."""
-    sla = next(p for p in shipped_policies() if p.id == "response-sla")
+    """A reply owed (made even with every consent off), a call-back skipped (no consented channel left: times and
+    reasons differ), and one a later trigger covered."""
+    policies = {p.id: p for p in shipped_policies()}
     touch = {"id": str(new_id()), "contact_id": str(new_id()), "channel": "email", "direction": "inbound",
-             "type": "inquiry", "agent": "ana", "team": None, "thread_id": "t-1", "csat": None, "nps": None,
+             "type": "complaint", "agent": "ana", "team": None, "thread_id": "t-1", "csat": None, "nps": None,
              "outcome": None, "occurred_at": MONDAY_10.isoformat()}  # fmt: skip
+    opted_out = {"email": False, "sms": False, "phone": False, "live_chat": False}
+    facts = ContactFacts(tier="standard", timezone="Europe/Paris", preferred_channel="email", consent=opted_out)
     rows = []
-    for consent in ({}, {"email": False, "sms": False, "phone": False, "whatsapp": False, "live_chat": False}):
-        facts = ContactFacts(tier="standard", timezone="Europe/Paris", preferred_channel="email", consent=consent)
-        decision = decide(policy=sla, version=3, step=sla.steps[0], touch=touch, anchor_at=MONDAY_10, contact=facts,
-                          default_timezone="UTC")  # fmt: skip
+    for policy in (policies["response-sla"], policies["complaint-callback"]):
+        decision = decide(policy=policy, version=3, step=policy.steps[0], touch=touch, anchor_at=MONDAY_10,
+                          contact=facts, default_timezone="UTC")  # fmt: skip
         assert decision is not None
         rows.append(new_followup(decision=decision, contact_id=uuid.UUID(touch["contact_id"]),
                                  trigger_event_id=str(new_id()), now=MONDAY_10))  # fmt: skip
-    assert {row["status"] for row in rows} == {"scheduled", "skipped"}
-    return rows
+    assert [(row["status"], row["channel"]) for row in rows] == [("scheduled", "email"), ("skipped", None)]
+    covered = {**rows[0], "id": new_id(), "triggers": [
+        {"event_id": str(new_id()), "interaction_id": str(new_id()), "at": json_value(MONDAY_10), "handled": "covered"}
+    ]}  # fmt: skip
+    return [*rows, covered]
 
 
 def test_the_document_of_a_row_or_an_object_is_what_followup_read_dumps() -> None:
