@@ -452,13 +452,21 @@ class PreviewItem(BaseModel):
     trigger: str = Field(description="The touchpoint id, thread id or quiet contact that would trigger it")
     anchor_at: datetime
     due_at: datetime
-    status: Literal["scheduled", "skipped"]
+    status: Literal["scheduled", "skipped", "closed"]
     skip_reason: str | None
     channel: str | None
     priority: str
     assignee: str | None
     team: str | None
     reason: str
+    close_reason: str | None = None
+    closed_by: str | None = None
+
+
+class StepPreview(BaseModel):
+    created: int
+    skipped: dict[str, int]
+    closed: dict[str, int]
 
 
 class PolicyPreview(BaseModel):
@@ -471,5 +479,7 @@ class PolicyPreview(BaseModel):
     considered: int = Field(description="Touchpoints and thread resolutions replayed")
     count: int = Field(description="Follow-ups it would have made (items holds at most the first 1000)")
     by_step: dict[str, int]
+    steps: dict[str, StepPreview] = {}
     items: list[PreviewItem]
     truncated: bool
+    draft: bool = False

@@ -185,6 +185,23 @@ async def create_policy(body: PolicyDocument, session: SessionDep, policies: Pol
     return _policy_read(*await policies.create(session, body))
 
 
+@router.post("/policies/preview", response_model=PolicyPreview, tags=["policies"],
+             summary="What a draft policy (not saved) would have made from the last N days (writes nothing)",
+             responses={422: _problem("The draft is not a valid policy (errors lists why)")})  # fmt: skip
+async def preview_draft(
+    body: PolicyDocument,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    days: Annotated[int, Query(ge=1, le=365)] = 30,
+) -> PolicyPreview:
+    saved = await session.get(Policy, body.id)
+    return await preview(
+        session=session, policy=body, version=saved.version if saved is not None else 0,
+        enabled=body.enabled, days=days, now=runtime.clock.now(),
+        default_timezone=runtime.state["followups"].default_timezone, draft=True,
+    )  # fmt: skip
+
+
 @router.get("/policies/{policy_id}", response_model=PolicyRead, summary="Read a policy", tags=["policies"],
             responses=POLICY_NOT_FOUND)  # fmt: skip
 async def get_policy(policy_id: PolicyId, session: SessionDep, policies: PoliciesDep) -> PolicyRead:

@@ -225,13 +225,26 @@ class PreviewItem(BaseModel):
     trigger: str = Field(description="The touchpoint id, thread id or quiet contact that would trigger it")
     anchor_at: datetime
     due_at: datetime
-    status: Literal["scheduled", "skipped"]
+    status: Literal["scheduled", "skipped", "closed"] = Field(
+        description="closed: a later touchpoint of the replayed days would have closed it"
+    )
     skip_reason: str | None
     channel: str | None
     priority: str
     assignee: str | None
     team: str | None
     reason: str
+    close_reason: str | None = None
+    closed_by: str | None = Field(None, description="The touchpoint that would have closed it")
+
+
+class StepPreview(BaseModel):
+    """What one step would have done over the replayed days."""
+
+    created: int = Field(0, description="Follow-ups made (closed ones included)")
+    skipped: dict[str, int] = Field(default_factory=dict, description="Skipped, per reason (e.g. opted_out)")
+    closed: dict[str, int] = Field(default_factory=dict, description="Of those made, closed by a later touchpoint, "
+                                   "per close reason")  # fmt: skip
 
 
 class PolicyPreview(BaseModel):
@@ -244,8 +257,10 @@ class PolicyPreview(BaseModel):
     considered: int = Field(description="Touchpoints and thread resolutions replayed")
     count: int = Field(description="Follow-ups it would have made (items holds at most the first 1000)")
     by_step: dict[str, int]
+    steps: dict[str, StepPreview] = Field(default_factory=dict, description="Per step: created, skipped, closed")
     items: list[PreviewItem]
     truncated: bool
+    draft: bool = Field(False, description="A draft was previewed (not saved; version is the saved one's, 0 if none)")
 
 
 class StatsSla(BaseModel):
