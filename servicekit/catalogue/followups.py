@@ -12,8 +12,13 @@ FOLLOWUP_FIELDS = {
     "assignee, team": "who does it: a person, else the team's queue",
     "trigger_event_id": "the CloudEvent id that made it (unique with policy and step); quiet:<contact>:<time> "
     "for premium-quiet",
-    "thread_id": "the thread of the touchpoint that made it, if any",
+    "trigger_interaction_id, trigger_channel, thread_id": "what it answers: the touchpoint that made it (a resolved "
+    "thread's first one), its channel and its thread (null when it had none)",
+    "triggers": "later triggers of the same policy step and thread while it was open: [{event_id, interaction_id, "
+    "at, handled: reanchored | covered}]",
     "completed_at, outcome, interaction_id": "when and how it was done, and the touchpoint that did it",
+    "close_reason": "why what closed it counted: touchpoint_named_it | outbound_on_its_thread | "
+    "outbound_on_its_channel | completed_by_agent (null while open, or when cancelled or skipped otherwise)",
     "escalation_level": "how many escalation steps were taken (0: none)",
     "cancel_reason, skip_reason": "opted_out | erased | answered | superseded | manual",
     "overdue_at": "when it counts as overdue if still open",
@@ -40,7 +45,8 @@ EVENTS: list[EventDoc] = [
     _doc(
         "scheduled",
         "A follow-up was made (by a policy or by hand), or an open one changed: reassigned, snoozed, moved to "
-        "another channel after a consent change, or rescheduled after a time-zone change.",
+        "another channel after a consent change, rescheduled after a time-zone change, or a new trigger of it "
+        "re-anchored or covered (triggers).",
     ),
     _doc("due", "A follow-up fell due (the scheduler, once per due time; a snooze makes it fall due again)."),
     _doc("overdue", "A due follow-up is still open past its policy's overdue_after."),
@@ -49,7 +55,8 @@ EVENTS: list[EventDoc] = [
     ),
     _doc(
         "completed",
-        "A follow-up was done: by hand, or by an outbound touchpoint on its channel or thread (interaction_id set).",
+        "A follow-up was done: by hand, by a touchpoint naming it, or by an outbound touchpoint on its thread (with no "
+        "thread: on its channel) inside its window (interaction_id and close_reason set).",
     ),
     _doc(
         "cancelled",

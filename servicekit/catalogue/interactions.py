@@ -10,6 +10,8 @@ TOUCHPOINT_FIELDS = {
     "occurred_at": "when it happened (given by the sender), ISO 8601 UTC",
     "received_at": "when the interactions service stored it",
     "agent, team, subject, thread_id, outcome": "as logged (null when absent; subject, outcome null once redacted)",
+    "followup_id": "the follow-up the agent said this touchpoint fulfils (null when none): the follow-ups service "
+    "closes it",
     "csat, nps, duration_s": "1-5, 0-10, seconds (null when absent)",
     "amount, currency": "purchase or return amount (JSON number) and ISO 4217 code",
     "source, external_id": "the sending system and its id for the touchpoint",

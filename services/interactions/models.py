@@ -55,6 +55,8 @@ class Touchpoint(InteractionsTable, table=True):
     subject: str | None = Field(default=None, max_length=500)
     body: str | None = Field(default=None, sa_type=sa.Text)  # type: ignore[call-overload]
     thread_id: str | None = Field(default=None, max_length=200)
+    # The follow-up this touchpoint fulfils, when the agent said so (the follow-ups service closes it).
+    followup_id: uuid.UUID | None = None
     outcome: str | None = Field(default=None, max_length=500)
     csat: int | None = Field(default=None)
     nps: int | None = Field(default=None)

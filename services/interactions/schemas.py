@@ -176,6 +176,9 @@ class TouchpointCreate(Strict):
     subject: Subject | None = None
     body: Body | None = None
     thread_id: ThreadId | None = None
+    followup_id: uuid.UUID | None = Field(
+        None, description="The follow-up this touchpoint fulfils (e.g. the call-back it is): that follow-up closes"
+    )
     outcome: Outcome | None = None
     csat: Annotated[int, Field(ge=1, le=5)] | None = None
     nps: Annotated[int, Field(ge=0, le=10)] | None = None
@@ -221,6 +224,7 @@ class TouchpointRead(BaseModel):
     subject: str | None
     body: str | None
     thread_id: str | None
+    followup_id: uuid.UUID | None = None
     outcome: str | None
     csat: int | None
     nps: int | None

@@ -375,6 +375,7 @@ class TouchpointService:
             "subject": item.subject,
             "body": item.body,
             "thread_id": item.thread_id,
+            "followup_id": item.followup_id,
             "outcome": item.outcome,
             "csat": item.csat,
             "nps": item.nps,

@@ -59,6 +59,8 @@ def story_stack(request: pytest.FixtureRequest) -> Iterator[RunningStack]:
         overrides[f"{spec.prefix}PORT"] = str(free_port())
         overrides[f"{spec.prefix}LOG_LEVEL"] = "WARNING"
         overrides[f"{spec.prefix}OUTBOX_POLL_S"] = "0.05"
+    # The premium-quiet sweep every second (300 s in production), so a story sees it within its time.
+    overrides["FOLLOWUPS_QUIET_SWEEP_INTERVAL_S"] = "1"
     if backend == "postgres":
         cluster: PostgresCluster = request.getfixturevalue("pg_cluster")
         for spec in SERVICES:
@@ -133,6 +135,25 @@ class World:
 
     async def one(self, customer: dict[str, Any], **params: Any) -> dict[str, Any]:
         return (await self.exactly(customer, 1, **params))[0]
+
+    async def update(self, customer: dict[str, Any], **fields: Any) -> None:
+        """The customer changes their details (e.g. withdraws a consent)."""
+        done = await self.contacts.patch(f"/v1/contacts/{customer['id']}", json=fields)
+        assert done.status_code == 200, done.text
+
+    async def complete(self, followup: dict[str, Any], outcome: str) -> dict[str, Any]:
+        """The agent marks the follow-up done in the queue."""
+        done = await self.followups.post(f"/v1/followups/{followup['id']}/complete", json={"outcome": outcome})
+        assert done.status_code == 200, done.text
+        return dict(done.json())
+
+    async def barrier(self, customer: dict[str, Any]) -> None:
+        """Wait until the follow-ups service has applied everything logged for ``customer`` so far: touchpoints are
+        applied in order, so once a last inbound message's reply SLA is stored, every earlier one was applied (a
+        story checking that something did NOT happen waits here first). The SLA is on its own thread, ``barrier-…``."""
+        thread = f"barrier-{uuid.uuid4().hex[:12]}"
+        await self.log(customer, channel="email", direction="inbound", type="note", thread_id=thread)
+        await self.until(customer, lambda found: any(f["thread_id"] == thread for f in found), policy="response-sla")
 
     async def changed(self, followup: dict[str, Any]) -> dict[str, Any]:
         """The follow-up once a newer version of it is stored."""
