@@ -185,6 +185,7 @@ class InteractionCreate(Strict):
     subject: Annotated[str, Field(max_length=500)] | None = None
     body: Annotated[str, Field(max_length=32_768)] | None = None
     thread_id: ThreadId | None = None
+    followup_id: uuid.UUID | None = None
     outcome: Annotated[str, Field(max_length=500)] | None = None
     csat: Annotated[int, Field(ge=1, le=5)] | None = None
     nps: Annotated[int, Field(ge=0, le=10)] | None = None
@@ -231,6 +232,7 @@ class InteractionRead(BaseModel):
     version: int
     updated_at: datetime
     redacted_at: datetime | None = None
+    followup_id: uuid.UUID | None = None
 
 
 class InteractionPage(BaseModel):
@@ -291,10 +293,14 @@ class FollowupRead(BaseModel):
     assignee: str | None
     team: str | None
     trigger_event_id: str | None
+    trigger_interaction_id: uuid.UUID | None
+    trigger_channel: str | None
     thread_id: str | None
+    triggers: list[dict[str, Any]]
     completed_at: datetime | None
     outcome: str | None
     interaction_id: uuid.UUID | None
+    close_reason: str | None
     escalation_level: int
     cancel_reason: str | None
     skip_reason: str | None
@@ -402,6 +408,7 @@ class PolicyChange(Strict):
     quiet_hours: dict[str, Any] | None = None
     closing: dict[str, Any] | None = None
     escalation: dict[str, Any] | None = None
+    repeat: Literal["reanchor", "covered", "stack"] | None = None
 
 
 class PolicyDocument(PolicyChange):
