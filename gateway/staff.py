@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
+from fastapi import Depends, Request
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
 from gateway.auth import Principal
@@ -108,3 +109,40 @@ def _named(node: Any, path: str) -> Iterable[tuple[str, str, Any]]:
     elif isinstance(node, list):
         for index, value in enumerate(node):
             yield from _named(value, f"{path}[{index}]")
+
+
+class StaffNames:
+    """The checks above for routes that then call a service: each in a short session of its own, so the
+    request's session holds no transaction (on SQLite, the one write lock) while the service answers; the
+    write-through of the answer and the projection consumers need that lock."""
+
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+        self.sessionmaker = sessionmaker
+
+    async def check_work_target(self, *, assignee: str | None, team: str | None) -> None:
+        if assignee is None and team is None:
+            return
+        async with self.sessionmaker() as session:
+            await check_work_target(session, assignee=assignee, team=team)
+
+    async def check_person(self, handle: str | None, *, field: str) -> None:
+        if handle is None:
+            return
+        async with self.sessionmaker() as session:
+            await check_person(session, handle, field=field)
+
+    async def check_policy_names(self, document: dict[str, Any]) -> None:
+        async with self.sessionmaker() as session:
+            await check_policy_names(session, document)
+
+    async def team_timezone(self, team: str) -> str | None:
+        async with self.sessionmaker() as session:
+            known = await session.get(Team, team)
+        return known.timezone if known is not None else None
+
+
+async def _staff_names(request: Request) -> StaffNames:
+    return StaffNames(request.app.state.runtime.sessionmaker)
+
+
+StaffNamesDep = Annotated[StaffNames, Depends(_staff_names)]

@@ -19,16 +19,16 @@ from gateway.schemas_services import (
     MergeRequest,
     ResolveRequest,
 )
-from gateway.staff import check_person, resolve_me
+from gateway.staff import StaffNamesDep, resolve_me
 
 router = APIRouter(prefix="/contacts", tags=["contacts"], responses=AUTH_ERRORS)
 
 
-async def _check_owner(body: ContactCreate | ContactUpdate, principal: Principal, session: SessionDep) -> None:
+async def _check_owner(body: ContactCreate | ContactUpdate, principal: Principal, names: StaffNamesDep) -> None:
     """An owner is an active staff user, named by handle (``me``: the caller); 422 naming ``owner`` otherwise."""
     if body.owner is not None:
         body.owner = resolve_me(body.owner, principal, field="owner")
-        await check_person(session, body.owner, field="owner")
+        await names.check_person(body.owner, field="owner")
 
 
 @router.post(
@@ -38,9 +38,9 @@ async def _check_owner(body: ContactCreate | ContactUpdate, principal: Principal
     responses={**ok(ContactRead, "Created", 201), 409: problem("An identity is held by another contact")},
 )
 async def create_contact(
-    body: ContactCreate, principal: ContactsWrite, services: ServicesDep, session: SessionDep
+    body: ContactCreate, principal: ContactsWrite, services: ServicesDep, names: StaffNamesDep
 ) -> Response:
-    await _check_owner(body, principal, session)
+    await _check_owner(body, principal, names)
     return await forward(services.contacts, "POST", "/v1/contacts", principal, body=body_of(body))
 
 
@@ -86,10 +86,10 @@ async def patch_contact(
     principal: ContactsWrite,
     services: ServicesDep,
     write_through: WriteThroughDep,
-    session: SessionDep,
+    names: StaffNamesDep,
     if_match: Annotated[str | None, Header(max_length=200)] = None,
 ) -> Response:
-    await _check_owner(body, principal, session)
+    await _check_owner(body, principal, names)
     headers = {"If-Match": if_match} if if_match else None
     answer = await forward(
         services.contacts, "PATCH", f"/v1/contacts/{contact_id}", principal, body=body_of(body), headers=headers

@@ -9,8 +9,7 @@ from fastapi import APIRouter, Query, Response
 
 from gateway.api.common import AUTH_ERRORS, NOT_FOUND, body_of, forward, ok, problem
 from gateway.auth import FollowupsRead, FollowupsWork, Principal
-from gateway.deps import ServicesDep, SessionDep, WriteThroughDep
-from gateway.models import Team
+from gateway.deps import ServicesDep, WriteThroughDep
 from gateway.schemas_services import (
     BULK_LIMIT,
     FollowupAssign,
@@ -26,7 +25,7 @@ from gateway.schemas_services import (
     FollowupSort,
     FollowupStatus,
 )
-from gateway.staff import check_work_target, resolve_me
+from gateway.staff import StaffNamesDep, resolve_me
 from servicekit.channels import Channel
 from servicekit.clock import InUtc
 
@@ -42,13 +41,13 @@ STATE_ERRORS = {
 }
 
 
-async def _queue_timezone(*, session: SessionDep, principal: Principal, team: str | None) -> str | None:
+async def _queue_timezone(*, names: StaffNamesDep, principal: Principal, team: str | None) -> str | None:
     """Whose "today" a bucket means: the team's when a team's queue is asked for and it has a time zone, else the
     caller's; none known leaves it to the follow-ups service's default time zone."""
     if team is not None:
-        known = await session.get(Team, team)
-        if known is not None and known.timezone:
-            return known.timezone
+        zone = await names.team_timezone(team)
+        if zone:
+            return zone
     return principal.timezone
 
 
@@ -56,7 +55,7 @@ async def _queue_timezone(*, session: SessionDep, principal: Principal, team: st
 async def list_followups(
     principal: FollowupsRead,
     services: ServicesDep,
-    session: SessionDep,
+    names: StaffNamesDep,
     contact_id: uuid.UUID | None = None,
     status: FollowupStatus | None = None,
     policy: Annotated[str | None, Query(max_length=100)] = None,
@@ -72,7 +71,7 @@ async def list_followups(
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> Response:
     assignee = resolve_me(assignee, principal, field="assignee")
-    tz = await _queue_timezone(session=session, principal=principal, team=team)
+    tz = await _queue_timezone(names=names, principal=principal, team=team)
     params = {
         "contact_id": contact_id,
         "status": status,
@@ -101,12 +100,12 @@ async def bulk_followups(
     body: FollowupBulk,
     principal: FollowupsWork,
     services: ServicesDep,
-    session: SessionDep,
+    names: StaffNamesDep,
     write_through: WriteThroughDep,
 ) -> Response:
     if body.action == "assign":
         body.assignee = resolve_me(body.assignee, principal, field="assignee")
-        await check_work_target(session, assignee=body.assignee, team=body.team)
+        await names.check_work_target(assignee=body.assignee, team=body.team)
     answer = await forward(services.followups, "POST", "/v1/followups/bulk", principal, body=body_of(body))
     return await write_through.followups_in_bulk(answer)
 
@@ -116,11 +115,11 @@ async def create_followup(
     body: FollowupCreate,
     principal: FollowupsWork,
     services: ServicesDep,
-    session: SessionDep,
+    names: StaffNamesDep,
     write_through: WriteThroughDep,
 ) -> Response:
     body.assignee = resolve_me(body.assignee, principal, field="assignee")
-    await check_work_target(session, assignee=body.assignee, team=body.team)
+    await names.check_work_target(assignee=body.assignee, team=body.team)
     answer = await forward(services.followups, "POST", "/v1/followups", principal, body=body_of(body))
     return await write_through.followup(answer)
 
@@ -174,10 +173,10 @@ async def assign_followup(
     body: FollowupAssign,
     principal: FollowupsWork,
     services: ServicesDep,
-    session: SessionDep,
+    names: StaffNamesDep,
     write_through: WriteThroughDep,
 ) -> Response:
     body.assignee = resolve_me(body.assignee, principal, field="assignee")
-    await check_work_target(session, assignee=body.assignee, team=body.team)
+    await names.check_work_target(assignee=body.assignee, team=body.team)
     path = f"/v1/followups/{followup_id}/assign"
     return await write_through.followup(await forward(services.followups, "POST", path, principal, body=body_of(body)))

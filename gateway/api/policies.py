@@ -10,7 +10,7 @@ from gateway.api.common import AUTH_ERRORS, NOT_FOUND, body_of, forward, ok, pro
 from gateway.auth import PoliciesManage, PoliciesRead, Principal
 from gateway.deps import RuntimeDep, ServicesDep, SessionDep, record_audit
 from gateway.schemas_services import PolicyChange, PolicyDocument, PolicyList, PolicyPreview, PolicyRead
-from gateway.staff import check_policy_names
+from gateway.staff import StaffNamesDep
 
 router = APIRouter(prefix="/policies", tags=["policies"], responses=AUTH_ERRORS)
 # The follow-ups service's own rule for a policy id (it also keeps the value safe in the service's URL).
@@ -49,9 +49,14 @@ async def get_policy(policy_id: PolicyId, principal: PoliciesRead, services: Ser
 
 @router.post("", status_code=201, summary="Create a policy", responses={**ok(PolicyRead, "Created", 201)})
 async def create_policy(
-    body: PolicyDocument, principal: PoliciesManage, services: ServicesDep, session: SessionDep, runtime: RuntimeDep
+    body: PolicyDocument,
+    principal: PoliciesManage,
+    services: ServicesDep,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    names: StaffNamesDep,
 ) -> Response:
-    await check_policy_names(session, body_of(body))
+    await names.check_policy_names(body_of(body))
     response = await forward(services.followups, "POST", "/v1/policies", principal, body=body_of(body))
     return await _audited(
         response, action="policy.create", target=body.id, principal=principal, session=session, runtime=runtime
@@ -66,8 +71,9 @@ async def replace_policy(
     services: ServicesDep,
     session: SessionDep,
     runtime: RuntimeDep,
+    names: StaffNamesDep,
 ) -> Response:
-    await check_policy_names(session, body_of(body))
+    await names.check_policy_names(body_of(body))
     response = await forward(services.followups, "PUT", f"/v1/policies/{policy_id}", principal, body=body_of(body))
     return await _audited(
         response, action="policy.replace", target=policy_id, principal=principal, session=session, runtime=runtime
@@ -113,10 +119,10 @@ async def preview_draft(
     body: PolicyDocument,
     principal: PoliciesManage,
     services: ServicesDep,
-    session: SessionDep,
+    names: StaffNamesDep,
     days: Annotated[int, Query(ge=1, le=365)] = 30,
 ) -> Response:
-    await check_policy_names(session, body_of(body))
+    await names.check_policy_names(body_of(body))
     return await forward(services.followups, "POST", "/v1/policies/preview", principal, body=body_of(body),
                          params={"days": days})  # fmt: skip
 
