@@ -3,7 +3,8 @@
 1. Falling due: N follow-ups due within one minute, two scheduler processes on one database. Every one must be
    announced exactly once; lateness (fired_at - due_at) p99 ≤ 2 s.
 2. Touchpoint to follow-up: crm.interaction.logged.v1 events committed at R per second (inbound email
-   touchpoints: one response-sla follow-up each) and sent as interactions' outbox relay sends them (TouchSender).
+   touchpoints, each its own thread: one response-sla follow-up each; a second message on an open thread would be
+   covered by its SLA, not make one) and sent as interactions' outbox relay sends them (TouchSender).
    Latency from the touchpoint's commit (its event time) to the follow-up made (created_at, in the consumer's
    transaction) and to its crm.followup.scheduled.v1 on the bus; target p99 ≤ 250 ms for both at 1,000
    touchpoints per second, that rate reached. Also printed: the latency of each stage, and the CPU each process
@@ -146,7 +147,8 @@ class TouchSender:
         event = CloudEvent(
             id=str(new_id()), source="touchpoint/interactions", type="crm.interaction.logged.v1", subject=contact,
             time=at, data={"id": str(new_id()), "contact_id": contact, "channel": "email", "direction": "inbound",
-                           "type": "inquiry", "occurred_at": at.isoformat(), "agent": None, "team": None},
+                           "type": "inquiry", "occurred_at": at.isoformat(), "agent": None, "team": None,
+                           "thread_id": f"mail-{self._seq}"},
         )  # fmt: skip
         self._seq += 1
         self.pending.append(_Row(self._seq, event.id, f"crm.interactions.logged.{contact}", event.to_json().decode()))

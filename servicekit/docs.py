@@ -1,4 +1,5 @@
-"""Generates the README's configuration table (from the settings classes) and event catalogue.
+"""Generates the README's configuration table (from the settings classes) and event catalogue, and the table of
+stories in docs/followups.md (from the docstrings of tests/stories).
 
 python -m servicekit.docs          # rewrite README.md between the markers
 python -m servicekit.docs --check  # exit 1 if README.md is stale (a test runs this)
@@ -7,6 +8,7 @@ python -m servicekit.docs --check  # exit 1 if README.md is stale (a test runs t
 from __future__ import annotations
 
 import argparse
+import ast
 import importlib
 import re
 import sys
@@ -18,6 +20,11 @@ from servicekit.catalogue import render_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
+STORIES = ROOT / "tests" / "stories"
+STORIES_DOC = ROOT / "docs" / "followups.md"
+_STORY = re.compile(
+    r"^Policy: (?P<policy>.+?)\.\s+Given (?P<given>.+?)\s*when (?P<when>.+?)\s*then (?P<then>.+)$", re.S
+)
 
 SETTINGS_CLASSES = [
     ("contacts", "services.contacts.settings", "ContactsSettings"),
@@ -72,7 +79,7 @@ def render_config_table() -> str:
 def _replace(text: str, marker: str, body: str) -> str:
     pattern = re.compile(rf"(<!-- {marker}:start -->\n).*?(<!-- {marker}:end -->)", re.S)
     if not pattern.search(text):
-        raise SystemExit(f"README.md lacks the <!-- {marker}:start/end --> markers")
+        raise SystemExit(f"the document lacks the <!-- {marker}:start/end --> markers")
     return pattern.sub(lambda m: m.group(1) + body + m.group(2), text)
 
 
@@ -109,6 +116,38 @@ def _include(match: re.Match[str]) -> str:
     return f"<!-- include {path} level={level} -->\n{body}<!-- end include -->"
 
 
+def stories() -> list[dict[str, str]]:
+    """Each story of tests/stories: its file and test, policy, and given / when / then, from its docstring
+    (``Policy: <name>.`` then ``Given …, when …, then …``)."""
+    found = []
+    for path in sorted(STORIES.glob("test_*.py")):
+        for node in ast.parse(path.read_text()).body:
+            if not isinstance(node, ast.AsyncFunctionDef | ast.FunctionDef) or not node.name.startswith("test_"):
+                continue
+            doc = " ".join((ast.get_docstring(node) or "").split())
+            match = _STORY.match(doc)
+            if match is None:
+                raise ValueError(
+                    f"{path.name}::{node.name}: a story's docstring reads 'Policy: …. Given …, when …, then …'"
+                )
+            found.append({"file": path.name, "test": node.name, **{k: v.strip() for k, v in match.groupdict().items()}})
+    return found
+
+
+def render_stories_table() -> str:
+    rows = ["| story | policy | given | when | then |", "|---|---|---|---|---|"]
+    for story in stories():
+        title = story["test"].removeprefix("test_").replace("_", " ").capitalize()
+        cells = [f"{title} (`{story['file']}`)", story["policy"], story["given"].rstrip(","), story["when"].rstrip(","),
+                 story["then"]]  # fmt: skip
+        rows.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+    return "\n".join(rows) + "\n"
+
+
+def render_stories_doc(text: str) -> str:
+    return _replace(text, "stories", render_stories_table())
+
+
 def render_readme(text: str) -> str:
     text = _replace(text, "config", render_config_table())
     text = _replace(text, "events", render_markdown())
@@ -119,11 +158,15 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--check", action="store_true")
     args = parser.parse_args()
+    stories_doc = STORIES_DOC.read_text()
+    stories_wanted = render_stories_doc(stories_doc)
+    if not args.check:
+        STORIES_DOC.write_text(stories_wanted)  # first: the README includes it
     current = README.read_text()
     wanted = render_readme(current)
     if args.check:
-        if current != wanted:
-            print("README.md is stale: run `python -m servicekit.docs`", file=sys.stderr)
+        if current != wanted or stories_doc != stories_wanted:
+            print("README.md or docs/followups.md is stale: run `python -m servicekit.docs`", file=sys.stderr)
             return 1
         return 0
     README.write_text(wanted)

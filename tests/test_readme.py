@@ -1,6 +1,6 @@
 """The README is generated in part from the code: it must say what the code does."""
 
-from servicekit.docs import README, render_readme, settings_classes
+from servicekit.docs import README, ROOT, STORIES_DOC, render_readme, render_stories_doc, settings_classes, stories
 
 
 def test_readme_is_current_with_settings_catalogue_and_docs() -> None:
@@ -17,3 +17,13 @@ def test_readme_leads_with_the_two_commands_and_lists_every_setting() -> None:
         prefix = str(settings_class.model_config.get("env_prefix", ""))
         for field in settings_class.model_fields:
             assert f"`{prefix}{field}`".upper().replace("`", "") in text.replace("`", ""), field
+
+
+def test_the_stories_table_of_docs_followups_is_current_and_each_story_names_its_policy() -> None:
+    current = STORIES_DOC.read_text()
+    assert current == render_stories_doc(current), "docs/followups.md is stale: run `python -m servicekit.docs`"
+    told = stories()
+    assert len(told) >= 25
+    policies = {path.stem for path in (ROOT / "services/followups/policies").glob("*.yaml")}
+    for story in told:
+        assert any(policy in story["policy"] for policy in policies), story

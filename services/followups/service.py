@@ -26,7 +26,7 @@ from services.followups.models import OPEN, PRIORITY_RANK, Followup, KnownContac
 from services.followups.policybook import PolicyBook
 from services.followups.rules import ContactFacts, Decision, choose_channel, decide, due_time, manual_plan
 from services.followups.schemas import FollowupCreate, FollowupRead, FollowupStats, StatsSla
-from services.followups.touches import TouchBatch
+from services.followups.touches import Standing, TouchBatch
 
 SLA_POLICY = "response-sla"
 
@@ -218,7 +218,7 @@ def new_followup(
     }  # fmt: skip
 
 
-def _get(followup: Followup | dict[str, Any], name: str) -> Any:
+def _get(followup: Followup | dict[str, Any] | Standing, name: str) -> Any:
     return followup[name] if isinstance(followup, dict) else getattr(followup, name)
 
 
@@ -230,7 +230,7 @@ def _set(followup: Followup | dict[str, Any], **values: Any) -> None:
             setattr(followup, name, value)
 
 
-def same_obligation(followup: Followup | dict[str, Any], decision: Decision) -> bool:
+def same_obligation(followup: Followup | dict[str, Any] | Standing, decision: Decision) -> bool:
     """Whether an open follow-up already stands for what ``decision`` would make: the same policy step on the
     same thread (a reply owed on no thread: on the same channel too; answering an SMS does not answer an email)."""
     if _get(followup, "policy") != decision.policy or _get(followup, "step") != decision.step:
@@ -518,7 +518,7 @@ class FollowupService:
             )
         ).all()
         changes: list[tuple[str, Followup]] = []
-        still_open: list[Followup | dict[str, Any]] = []
+        still_open: list[Followup | dict[str, Any] | Standing] = []
         for followup in rows:
             reason = close_reason(followup, touch, occurred_at)
             if reason is None:
@@ -610,20 +610,22 @@ class FollowupService:
     ) -> Followup | dict[str, Any] | None:
         """The open follow-up that already stands for this decision, if any (``same_obligation``)."""
         if batch is not None and batch.knows_open(contact_id):
-            candidates: Sequence[Followup | dict[str, Any]] = batch.open_of(contact_id)
-        else:
-            candidates = (
-                await session.scalars(
-                    select(Followup).where(
-                        col(Followup.contact_id) == contact_id, col(Followup.status).in_(OPEN),
-                        col(Followup.policy) == decision.policy, col(Followup.step) == decision.step,
-                    )
+            candidates = batch.open_of(contact_id)
+            for index, found in enumerate(candidates):
+                if _get(found, "status") in OPEN and same_obligation(found, decision):
+                    if isinstance(found, Standing):  # known by a few columns so far: the whole row now
+                        candidates[index] = await get_followup(session=session, followup_id=found.id)
+                    return candidates[index]  # type: ignore[return-value]
+            return None
+        rows = (
+            await session.scalars(
+                select(Followup).where(
+                    col(Followup.contact_id) == contact_id, col(Followup.status).in_(OPEN),
+                    col(Followup.policy) == decision.policy, col(Followup.step) == decision.step,
                 )
-            ).all()  # fmt: skip
-        for followup in candidates:
-            if _get(followup, "status") in OPEN and same_obligation(followup, decision):
-                return followup
-        return None
+            )
+        ).all()  # fmt: skip
+        return next((followup for followup in rows if same_obligation(followup, decision)), None)
 
     async def _repeated(
         self,

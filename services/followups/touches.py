@@ -6,10 +6,11 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import Table, select
+from sqlalchemy import Table, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import col
 
 from servicekit.bulk import among, write_rows
@@ -29,6 +30,18 @@ def contact_id_of(event: CloudEvent) -> uuid.UUID | None:
         return None
 
 
+class Standing(NamedTuple):
+    """An open follow-up as a batch first knows it: enough to tell whether a new trigger repeats it."""
+
+    id: uuid.UUID
+    contact_id: uuid.UUID
+    policy: str | None
+    step: str | None
+    thread_id: str | None
+    trigger_channel: str | None
+    status: str
+
+
 @dataclass
 class TouchBatch:
     """The touchpoints of one transaction: the contacts loaded for them, and the rows their handlers made,
@@ -45,12 +58,12 @@ class TouchBatch:
     # Contact id -> its latest touch in the batch: one UPDATE for the batch, not an ORM flush of each contact.
     last_touch: dict[uuid.UUID, datetime] = field(default_factory=dict)
     # Contact id -> its open follow-ups (loaded ones, and rows made in this batch): what a new trigger may repeat.
-    open_followups: dict[uuid.UUID, list[Followup | dict[str, Any]]] = field(default_factory=dict)
+    open_followups: dict[uuid.UUID, list[Followup | dict[str, Any] | Standing]] = field(default_factory=dict)
 
     def knows_open(self, contact_id: uuid.UUID) -> bool:
         return contact_id in self.open_followups
 
-    def open_of(self, contact_id: uuid.UUID) -> list[Followup | dict[str, Any]]:
+    def open_of(self, contact_id: uuid.UUID) -> list[Followup | dict[str, Any] | Standing]:
         return self.open_followups.setdefault(contact_id, [])
 
     async def write(self) -> None:
@@ -88,17 +101,19 @@ class TouchBatches:
             ).all()
             batch.contacts.update((c.id, c) for c in found)
             wanted = {c.merged_into for c in found if c.status == "merged" and c.merged_into is not None}
-        # Their open follow-ups in one query: a new trigger of one (no piles) is found without a query each.
+        # Their open follow-ups that a trigger of this batch may repeat (no piles), in one query of a few columns:
+        # on no thread, or on a thread the batch names. The whole row is loaded only for one that is repeated.
         live = [ident for ident, c in batch.contacts.items() if c.status == "active"]
         if live:
-            for followup in (
-                await session.scalars(
-                    select(Followup).where(
-                        among(session, col(Followup.contact_id), live), col(Followup.status).in_(OPEN)
-                    )
-                )
-            ).all():
-                batch.open_of(followup.contact_id).append(followup)
+            threads = {str(thread) for event in events if (thread := event.data.get("thread_id"))}
+            on_thread: ColumnElement[bool] = col(Followup.thread_id).is_(None)
+            if threads:
+                on_thread = or_(on_thread, among(session, col(Followup.thread_id), threads))
+            query = select(*(col(getattr(Followup, name)) for name in Standing._fields)).where(
+                among(session, col(Followup.contact_id), live), col(Followup.status).in_(OPEN), on_thread
+            )
+            for row in (await session.execute(query)).all():
+                batch.open_of(row.contact_id).append(Standing(*row))
             for ident in live:
                 batch.open_of(ident)
         return batch

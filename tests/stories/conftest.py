@@ -114,11 +114,14 @@ class World:
         done = await self.interactions.patch(f"/v1/interactions/{touchpoint['id']}", json={"thread_status": "resolved"})
         assert done.status_code == 200, done.text
 
-    async def followups_of(self, customer: dict[str, Any], **params: Any) -> list[dict[str, Any]]:
+    async def followups_of(
+        self, customer: dict[str, Any], *, step: str | None = None, **params: Any
+    ) -> list[dict[str, Any]]:
+        """The customer's follow-ups, filtered as the API filters them (``params``) and by policy ``step``."""
         query = {"contact_id": customer["id"], "limit": 200, **params}
         page = await self.followups.get("/v1/followups", params=query)
         assert page.status_code == 200, page.text
-        return list(page.json()["items"])
+        return [f for f in page.json()["items"] if step is None or f["step"] == step]
 
     async def until(self, customer: dict[str, Any], check: Any, **params: Any) -> list[dict[str, Any]]:
         """The customer's follow-ups (filtered by ``params``) once ``check(followups)`` holds."""
