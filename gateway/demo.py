@@ -605,10 +605,18 @@ def work_queue(http: httpx.Client, *, seed: int, now: datetime) -> dict[str, int
 
 def _hand_to_demo_agent(http: httpx.Client, wanted: int = 6) -> int:
     """Give the demo agent a few of the open follow-ups waiting in a team's queue (unassigned), the soonest due
-    first, so that whoever signs in as the demo agent finds work in "Mine" (on a second run they have it)."""
-    waiting = _open_followups(http)
+    from now on first, so that whoever signs in as the demo agent finds work in "Mine" (on a second run they
+    have it). Right after the agents' work lands the services are busy: an empty look is tried again."""
+    for _ in range(10):
+        waiting = _open_followups(http)
+        if waiting:
+            break
+        time.sleep(1.0)
     handed = sum(1 for f in waiting if f["assignee"] == DEMO_AGENT)
-    for item in sorted((f for f in waiting if f["assignee"] is None), key=lambda f: (f["due_at"], f["id"])):
+    now = datetime.now(UTC)
+    unassigned = [f for f in waiting if f["assignee"] is None]
+    unassigned.sort(key=lambda f: (datetime.fromisoformat(f["due_at"]) < now, f["due_at"], f["id"]))
+    for item in unassigned:
         if handed >= wanted:
             break
         if _call(http, "POST", f"/api/v1/followups/{item['id']}/assign", {"assignee": DEMO_AGENT}).status_code == 200:
