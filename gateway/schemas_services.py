@@ -185,7 +185,9 @@ class InteractionCreate(Strict):
     subject: Annotated[str, Field(max_length=500)] | None = None
     body: Annotated[str, Field(max_length=32_768)] | None = None
     thread_id: ThreadId | None = None
-    followup_id: uuid.UUID | None = None
+    followup_id: uuid.UUID | None = Field(
+        None, description="The follow-up this touchpoint fulfils (e.g. the call-back it is): that follow-up closes"
+    )
     outcome: Annotated[str, Field(max_length=500)] | None = None
     csat: Annotated[int, Field(ge=1, le=5)] | None = None
     nps: Annotated[int, Field(ge=0, le=10)] | None = None
@@ -219,6 +221,7 @@ class InteractionRead(BaseModel):
     subject: str | None
     body: str | None
     thread_id: str | None
+    followup_id: uuid.UUID | None = None
     outcome: str | None
     csat: int | None
     nps: int | None
@@ -232,7 +235,6 @@ class InteractionRead(BaseModel):
     version: int
     updated_at: datetime
     redacted_at: datetime | None = None
-    followup_id: uuid.UUID | None = None
 
 
 class InteractionPage(BaseModel):
@@ -279,6 +281,13 @@ CloseReason = Literal["opted_out", "erased", "answered", "superseded", "manual"]
 Name200 = Annotated[str, Field(min_length=1, max_length=200)]
 
 
+class FollowupTrigger(BaseModel):
+    event_id: str
+    interaction_id: uuid.UUID | None
+    at: datetime
+    handled: Literal["reanchored", "covered"]
+
+
 class FollowupRead(BaseModel):
     id: uuid.UUID
     contact_id: uuid.UUID
@@ -293,14 +302,14 @@ class FollowupRead(BaseModel):
     assignee: str | None
     team: str | None
     trigger_event_id: str | None
-    trigger_interaction_id: uuid.UUID | None
-    trigger_channel: str | None
-    thread_id: str | None
-    triggers: list[dict[str, Any]]
+    trigger_interaction_id: uuid.UUID | None = Field(description="The touchpoint it answers")
+    trigger_channel: str | None = Field(description="The channel of the touchpoint it answers")
+    thread_id: str | None = Field(description="The thread of the touchpoint it answers")
+    triggers: list[FollowupTrigger] = Field(description="Later triggers it re-anchored to or covered")
     completed_at: datetime | None
     outcome: str | None
-    interaction_id: uuid.UUID | None
-    close_reason: str | None
+    interaction_id: uuid.UUID | None = Field(description="The touchpoint that closed it")
+    close_reason: str | None = Field(description="Why what closed it counted (docs/followups.md)")
     escalation_level: int
     cancel_reason: str | None
     skip_reason: str | None
@@ -392,8 +401,8 @@ class FollowupAssign(Strict):
 
 class PolicyChange(Strict):
     """A follow-up policy (a new version when it replaces one): its trigger, steps, priority, channel,
-    assignee, business and quiet hours, what closes it, and its escalation. The nested documents are
-    described and checked by the follow-ups service."""
+    assignee, business and quiet hours, what closes it, its escalation, and what a repeated trigger does. The
+    nested documents are described and checked by the follow-ups service."""
 
     id: str | None = None
     name: Annotated[str, Field(min_length=1, max_length=200)]

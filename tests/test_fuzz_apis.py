@@ -72,6 +72,7 @@ SEMANTIC: dict[str, Callable[[int], Any]] = {
     "quiet_for": lambda n: "P60D",
     "after": lambda n: "PT4H",
     "overdue_after": lambda n: "P1D",
+    "closes_from": lambda n: "P1D",
     "offset_by_channel": lambda n: {"email": "PT2H"},
     # A thread id is printable text (Unicode's printable classes are no regular expression).
     "thread_id": lambda n: f"thread-{n % 50}",

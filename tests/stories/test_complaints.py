@@ -26,14 +26,20 @@ async def test_a_callback_is_closed_by_a_touchpoint_naming_its_followup(world: W
     """Policy: complaint-callback.
 
     Given a customer who complained by email and was promised a call-back,
-    when the agent calls them from their desk phone (no thread) and logs the call as fulfilling that call-back,
+    when the agent calls them from their desk phone (no thread) and logs the call in the console's API as fulfilling
+    that call-back,
     then the call-back is completed by that call, with the reason "touchpoint named it";
     the reply owed to the email stays open (the call named the call-back, not the email)."""
     ada = await world.customer()
     await world.log(ada, channel="email", direction="inbound", type="complaint", thread_id="mail-complaint-1")
     callback = await world.one(ada, policy="complaint-callback", step="call-back")
-    call = await world.log(ada, channel="phone", direction="outbound", type="support", followup_id=callback["id"],
-                           outcome="Apologised; refund agreed.")  # fmt: skip
+    # The agent logs the call in the console's API (the public one, through the gateway).
+    logged = await world.gateway.post("/api/v1/interactions", json={
+        "contact_id": ada["id"], "channel": "phone", "direction": "outbound", "type": "support",
+        "occurred_at": now().isoformat(), "followup_id": callback["id"], "outcome": "Apologised; refund agreed.",
+    })  # fmt: skip
+    assert logged.status_code == 201, logged.text
+    call = logged.json()
     assert call["followup_id"] == callback["id"]
     done = await world.one(ada, policy="complaint-callback", status="completed")
     assert (done["id"], done["interaction_id"], done["close_reason"]) == (callback["id"], call["id"],
