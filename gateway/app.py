@@ -10,7 +10,7 @@ from functools import partial
 import httpx
 from fastapi import FastAPI, Request, Response
 
-from gateway import events
+from gateway import events, staff
 from gateway.api import router
 from gateway.api.timeline import document_timeline_limit
 from gateway.auth import Authenticator, RateLimiter
@@ -51,8 +51,10 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging(service=NAME, level=settings.log_level, json=settings.log_json)
-        # The gateway publishes nothing; the outbox (empty) is part of every service's runtime.
-        runtime = Runtime.create(name=NAME, settings=settings, outbox=Outbox(outbox_table), streams=[], clock=clock)
+        # The gateway publishes staff changes (gateway.staff) through its outbox.
+        runtime = Runtime.create(
+            name=NAME, settings=settings, outbox=Outbox(outbox_table), streams=[staff.STREAM], clock=clock
+        )
         clients = {
             name: ServiceClient(
                 name,

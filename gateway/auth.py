@@ -124,6 +124,9 @@ class Principal:
     name: str
     csrf_token: str | None = None  # set when authenticated by the session cookie
     session_id: uuid.UUID | None = None
+    handle: str | None = None  # a staff user's handle: what assignee=me and "Mine" mean
+    teams: tuple[str, ...] = ()
+    timezone: str | None = None
 
     @property
     def via_session(self) -> bool:
@@ -253,6 +256,9 @@ class Authenticator:
             name=user.email,
             csrf_token=staff_session.csrf_token,
             session_id=staff_session.id,
+            handle=user.handle,
+            teams=tuple(user.teams),
+            timezone=user.timezone,
         )
 
 

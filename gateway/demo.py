@@ -5,6 +5,11 @@ real API with the admin key.
 ``build_demo`` is pure and deterministic: the same seed and the same ``now`` give the same customers and
 touchpoints. ``load_demo`` sends them; it may run again on the same stack (contacts are resolved by email,
 touchpoints carry ``source``/``external_id``), so nothing is doubled.
+
+The shop's staff are real staff users in the teams the policies give work to (``STAFF``), so every owner and
+assignee the demo makes is someone who can sign in. Once the policies have made their follow-ups, ``work_queue``
+plays the agents' side of the history: each follow-up that fell due is done by a touchpoint naming it
+(``followup_id``), most before their due time, some late, and a handful per person are left overdue.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import phonenumbers
@@ -125,10 +131,37 @@ PRODUCTS = [
     ("coffee grinder", 139.0),
     ("tumble dryer", 699.0),
 ]
-DEMO_AGENT = "demo.agent@touchpoint.example"
+DEMO_AGENT_EMAIL = "demo.agent@touchpoint.example"
+DEMO_AGENT = "demo.agent"  # the demo agent's handle: what their follow-ups name
 TAGS = ["b2b", "newsletter", "vip", "kitchen", "laundry", "trade-in"]
-AGENTS = ["maria.berg", "sam.okoye", "li.wang", "jorge.diaz", "anna.kask"]
-TEAMS = ["support", "sales", "returns"]
+# The teams the shop and its policies name (policies/*.yaml: assign.team and escalation teams), with their day.
+TEAMS = {
+    "support": "Support", "sales": "Sales", "returns": "Returns", "customer-success": "Customer success",
+    "account-management": "Account management", "support-leads": "Support leads", "team-leads": "Team leads",
+    "account-management-leads": "Account management leads",
+}  # fmt: skip
+# handle -> (display name, teams: the first is their home team)
+STAFF = {
+    "maria.berg": ("Maria Berg", ["support", "returns"]),
+    "sam.okoye": ("Sam Okoye", ["support"]),
+    "li.wang": ("Li Wang", ["sales", "customer-success"]),
+    "jorge.diaz": ("Jorge Díaz", ["account-management", "customer-success"]),
+    "anna.kask": ("Anna Kask", ["support-leads", "team-leads", "support"]),
+    "noah.lind": ("Noah Lind", ["account-management-leads", "account-management"]),
+    "priya.nair": ("Priya Nair", ["support", "returns"]),
+    "tomas.novak": ("Tomás Novák", ["sales", "customer-success"]),
+    "emma.virtanen": ("Emma Virtanen", ["customer-success"]),
+    "omar.haddad": ("Omar Haddad", ["support"]),
+    "julia.rossi": ("Julia Rossi", ["account-management", "customer-success"]),
+}
+# Who takes calls and chats and owns accounts: ten people, so that each one's queue fits on a screen.
+AGENTS = ["maria.berg", "sam.okoye", "li.wang", "jorge.diaz", "anna.kask", "priya.nair", "tomas.novak",
+          "emma.virtanen", "omar.haddad", "julia.rossi"]  # fmt: skip
+DEMO_TIMEZONE = "Europe/Stockholm"
+# Of the follow-ups that fell due, what the agents did: left this many overdue per person (and per team queue),
+# and of the rest, this share late (the others before their due time).
+LEFT_OVERDUE = 3
+LATE_SHARE = 0.15
 LANGUAGES = [
     ("en", "Europe/London"),
     ("sv", "Europe/Stockholm"),
@@ -246,7 +279,8 @@ def build_demo(*, seed: int = 2026, customers: int = 300, now: datetime) -> list
             "timezone": timezone,
             "tags": sorted(rng.sample(TAGS, rng.randint(0, 2))),
             "consent": {"email": rng.random() < 0.8, "sms": rng.random() < 0.5, "phone": True},
-            "owner": rng.choice(AGENTS) if premium or company else None,
+            # Premium customers have an account owner; the others are served by whoever answers.
+            "owner": rng.choice(AGENTS) if premium else None,
             "stage": "lead",
         }
         contact = DemoContact(key=f"c{n}", fields=fields)
@@ -331,7 +365,7 @@ def _story(rng: random.Random, contact: DemoContact, *, now: datetime, seed: int
             subject=f"Bought a {product}",
             amount=round(price * rng.uniform(0.9, 1.1) * (3 if premium else 1), 2),
             currency="EUR",
-            agent=rng.choice(AGENTS) if buy_channel in ("in_person", "phone") else None,
+            agent=rng.choice(AGENTS) if buy_channel == "in_person" else None,
         )
         if rng.random() < 0.5:
             add(
@@ -447,12 +481,20 @@ def load_demo(
     headers = {"Authorization": f"Bearer {admin_key}"}
     with httpx.Client(base_url=base_url, headers=headers, timeout=60) as http:
         password = staff_password or secrets.token_urlsafe(12)
-        for email, role in (("demo.admin@touchpoint.example", "admin"), (DEMO_AGENT, "agent")):
-            user = {"email": email, "password": password, "role": role, "name": f"Demo {role}"}
+        for team_id, team_name in TEAMS.items():
+            made = _call(http, "POST", "/api/v1/teams", {"id": team_id, "name": team_name, "timezone": DEMO_TIMEZONE})
+            if made.status_code not in (201, 409):
+                made.raise_for_status()
+        people = [("demo.admin@touchpoint.example", "admin", "Demo admin", ["support-leads"]),
+                  (DEMO_AGENT_EMAIL, "agent", "Demo agent", ["support"])]  # fmt: skip
+        people += [(f"{handle}@touchpoint.example", "agent", name, teams) for handle, (name, teams) in STAFF.items()]
+        for email, role, name, teams in people:
+            user = {"email": email, "password": password, "role": role, "name": name, "teams": teams,
+                    "timezone": DEMO_TIMEZONE}  # fmt: skip
             made = _call(http, "POST", "/api/v1/users", user)
-            if made.status_code == 201:
+            if made.status_code == 201 and email.startswith("demo."):
                 say(f"demo staff user {email} ({role}), password {password}")
-            elif made.status_code != 409:
+            elif made.status_code not in (201, 409):
                 made.raise_for_status()
         pending: list[dict[str, Any]] = []
         by_key: dict[str, str] = {}
@@ -480,36 +522,103 @@ def load_demo(
                 last = thread.json()["items"][-1]["id"]
                 _call(http, "PATCH", f"/api/v1/interactions/{last}", {"thread_status": "resolved"}).raise_for_status()
                 resolved += 1
+        worked = work_queue(http, seed=seed, now=datetime.now(UTC))
         handed = _hand_to_demo_agent(http)
     say(
         f"demo data: {len(contacts)} customers, {stored} touchpoints, {resolved} complaint threads resolved, "
-        f"{handed} follow-ups in {DEMO_AGENT}'s queue"
+        f"{worked['on_time']} follow-ups done on time and {worked['late']} late, {worked['left']} left overdue, "
+        f"{handed} handed to {DEMO_AGENT}"
     )
 
 
-def _hand_to_demo_agent(http: httpx.Client, wanted: int = 6) -> int:
-    """Give the demo agent a few of the follow-ups the policies made, so their own queue is not empty.
+def _open_followups(http: httpx.Client) -> list[dict[str, Any]]:
+    """Every open follow-up, page by page (the queue has no cap on how far one pages)."""
+    found: list[dict[str, Any]] = []
+    for status in ("due", "scheduled"):
+        cursor = None
+        while True:
+            params: dict[str, Any] = {"status": status, "limit": 200, "sort": "due_at"}
+            if cursor:
+                params["cursor"] = cursor
+            page = _call(http, "GET", "/api/v1/followups?" + urlencode(params))
+            if page.status_code != 200:
+                return found
+            found += page.json()["items"]
+            cursor = page.json()["next_cursor"]
+            if cursor is None:
+                break
+    return found
 
-    The follow-ups service makes them from the touchpoint events, a moment after the touchpoints land."""
-    items: list[dict[str, Any]] = []
-    mine: list[dict[str, Any]] = []
-    for _ in range(40):
-        found = http.get("/api/v1/followups", params={"status": "due", "limit": 50})
-        if found.status_code == 429:
-            time.sleep(1)
-            continue
-        if found.status_code != 200:  # no follow-ups service: the demo goes on without
-            return 0
-        items = found.json()["items"]
-        mine = [i for i in items if i.get("assignee") == DEMO_AGENT]
-        if len(mine) >= wanted or len(items) >= 2 * wanted:
+
+def _settled(http: httpx.Client, *, wait_s: float = 60.0) -> list[dict[str, Any]]:
+    """The open follow-ups once the policies stopped making new ones (the events arrive after the touchpoints)."""
+    deadline = time.monotonic() + wait_s
+    seen = _open_followups(http)
+    while time.monotonic() < deadline:
+        time.sleep(2.0)
+        again = _open_followups(http)
+        if len(again) == len(seen):
+            return again
+        seen = again
+    return seen
+
+
+def work_queue(http: httpx.Client, *, seed: int, now: datetime) -> dict[str, int]:
+    """The agents' side of the history: each open follow-up that fell due is done by an outbound touchpoint that
+    names it, a few minutes before its due time or (``LATE_SHARE``) hours to days after it; per assignee (or per
+    team queue for unassigned ones) the ``LEFT_OVERDUE`` most recently due are left undone. Deterministic for a
+    seed; a touchpoint's external id names its follow-up, so a second run doubles nothing."""
+    rng = random.Random(seed + 1)
+    fell_due = sorted(
+        (f for f in _settled(http) if datetime.fromisoformat(f["due_at"]) < now), key=lambda f: (f["due_at"], f["id"])
+    )
+    by_owner: dict[str, list[dict[str, Any]]] = {}
+    for followup in fell_due:
+        by_owner.setdefault(followup["assignee"] or f"team:{followup['team']}", []).append(followup)
+    work: list[dict[str, Any]] = []
+    counts = {"on_time": 0, "late": 0, "left": 0}
+    for owner in sorted(by_owner):
+        items = by_owner[owner]
+        counts["left"] += min(LEFT_OVERDUE, len(items))
+        for followup in items[: max(0, len(items) - LEFT_OVERDUE)]:
+            due = datetime.fromisoformat(followup["due_at"])
+            late = rng.random() < LATE_SHARE
+            at = due + timedelta(hours=rng.uniform(2, 48)) if late else due - timedelta(minutes=rng.uniform(1, 3.5))
+            if at >= now - timedelta(minutes=1):
+                at, late = due - timedelta(minutes=rng.uniform(1, 3.5)), False
+            counts["late" if late else "on_time"] += 1
+            team = followup["team"]
+            members = sorted(h for h, (_, teams) in STAFF.items() if team in teams)
+            agent = followup["assignee"] or (rng.choice(members) if members else rng.choice(AGENTS))
+            work.append({
+                "contact_id": followup["contact_id"], "channel": followup["channel"] or "phone",
+                "direction": "outbound", "type": "support" if followup["policy"] != "purchase-2-2-2" else "sales",
+                "occurred_at": at.isoformat(), "agent": agent, "team": team, "thread_id": followup["thread_id"],
+                "followup_id": followup["id"], "subject": followup["reason"][:200], "source": "demo",
+                "external_id": f"demo-{seed}-work-{followup['id']}",
+            })  # fmt: skip
+    for start in range(0, len(work), 500):
+        answer = _call(http, "POST", "/api/v1/interactions/batch", {"items": work[start : start + 500]})
+        answer.raise_for_status()
+    return counts
+
+
+def _hand_to_demo_agent(http: httpx.Client, wanted: int = 6) -> int:
+    """Give the demo agent a few of the open follow-ups waiting in a team's queue (unassigned), the soonest due
+    from now on first, so that whoever signs in as the demo agent finds work in "Mine" (on a second run they
+    have it). Right after the agents' work lands the services are busy: an empty look is tried again."""
+    for _ in range(10):
+        waiting = _open_followups(http)
+        if waiting:
             break
-        time.sleep(0.5)
-    handed = len(mine)
-    for item in items:
+        time.sleep(1.0)
+    handed = sum(1 for f in waiting if f["assignee"] == DEMO_AGENT)
+    now = datetime.now(UTC)
+    unassigned = [f for f in waiting if f["assignee"] is None]
+    unassigned.sort(key=lambda f: (datetime.fromisoformat(f["due_at"]) < now, f["due_at"], f["id"]))
+    for item in unassigned:
         if handed >= wanted:
             break
-        if item.get("assignee") != DEMO_AGENT:
-            _call(http, "POST", f"/api/v1/followups/{item['id']}/assign", {"assignee": DEMO_AGENT})
+        if _call(http, "POST", f"/api/v1/followups/{item['id']}/assign", {"assignee": DEMO_AGENT}).status_code == 200:
             handed += 1
     return handed

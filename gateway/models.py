@@ -43,15 +43,33 @@ class ApiKey(GatewayTable, table=True):
 
 
 class StaffUser(GatewayTable, table=True):
+    """A person who signs in to the console. ``handle`` is how the rest of Touchpoint names them (a contact's
+    owner, a follow-up's assignee, a touchpoint's agent, a policy's escalation assignee); ``name`` is the display
+    name; ``teams`` are ids of known teams; ``timezone`` decides their "today" in the follow-up queue."""
+
     __tablename__ = "staff_users"
 
     id: uuid.UUID = Field(default_factory=new_id, primary_key=True)
     email: str = Field(max_length=320, unique=True)
+    handle: str = Field(max_length=64, unique=True)
     name: str | None = Field(default=None, max_length=200)
+    teams: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    timezone: str | None = Field(default=None, max_length=64)
     role: str = Field(max_length=20)
     password_hash: str = Field(max_length=255)
     created_at: datetime = Field(sa_type=_TS)  # type: ignore[call-overload]
     disabled_at: datetime | None = Field(default=None, sa_type=_TS)  # type: ignore[call-overload]
+
+
+class Team(GatewayTable, table=True):
+    """A team: a queue follow-ups can be given to and a group of staff. Only admins make and change them."""
+
+    __tablename__ = "teams"
+
+    id: str = Field(primary_key=True, max_length=64)
+    name: str = Field(max_length=200)
+    timezone: str | None = Field(default=None, max_length=64)
+    created_at: datetime = Field(sa_type=_TS)  # type: ignore[call-overload]
 
 
 class StaffSession(GatewayTable, table=True):

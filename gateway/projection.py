@@ -265,6 +265,28 @@ class WriteThrough:
     async def followup(self, response: Response) -> Response:
         return await self._put(response, put_followup)
 
+    async def followups_in_bulk(self, response: Response) -> Response:
+        """A bulk action's answer: each follow-up it changed is put in the projection, as one changed alone is."""
+        if response.status_code != 200:
+            return response
+        touched: set[str] = set()
+        try:
+            results = json.loads(bytes(response.body))["results"]
+            async with self.sessionmaker() as session, session.begin():
+                for result in results:
+                    doc = result.get("followup")
+                    if doc is not None:
+                        await put_followup(session, doc, uuid.UUID(str(doc["contact_id"])))
+                        touched.add(str(doc["contact_id"]))
+        except Exception as exc:  # the service stored them; their events bring them to the projection anyway
+            log.warning("write_through_failed", error=repr(exc))
+            return response
+        for contact_id in touched:
+            self.forget(contact_id)
+        if touched:
+            await self.announce(touched)
+        return response
+
     async def contacts(self, response: Response, *contact_ids: uuid.UUID) -> Response:
         """A contact changed, merged or erased through the gateway: no process shows it as it was from its caches
         (the contact event that would tell them can come seconds later, once the bus has brought it)."""

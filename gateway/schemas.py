@@ -5,8 +5,9 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, StringConstraints
 
 from gateway.auth import Role
 from gateway.schemas_services import ContactRead
@@ -49,22 +50,93 @@ class ApiKeyList(BaseModel):
     items: list[ApiKeyRead]
 
 
+def _known_timezone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"{value!r} is not an IANA time zone (e.g. Europe/Tallinn)") from None
+    return value
+
+
+TimeZone = Annotated[str, StringConstraints(max_length=64), AfterValidator(_known_timezone)]
+# How staff and teams are named everywhere else (owners, assignees, agents, policies): lower case, no spaces.
+HANDLE_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+Handle = Annotated[str, StringConstraints(pattern=HANDLE_PATTERN, max_length=64)]
+TeamId = Annotated[str, StringConstraints(pattern=HANDLE_PATTERN, max_length=64)]
+Teams = Annotated[list[TeamId], Field(max_length=20, description="Ids of known teams; the first is the home team")]
+
+
 class UserCreate(Strict):
     email: EmailStr
     password: Annotated[str, StringConstraints(min_length=12, max_length=256)]
     role: StaffRole
+    name: Name | None = Field(None, description="Display name")
+    handle: Handle | None = Field(
+        None, description="How owners and assignees name this person (default: the email's local part)"
+    )
+    teams: Teams = Field(default_factory=list)
+    timezone: TimeZone | None = Field(None, description="Their 'today' in the follow-up queue")
+
+
+class UserUpdate(Strict):
+    """Only what is sent changes. ``teams`` replaces the list."""
+
     name: Name | None = None
+    role: StaffRole | None = None
+    teams: Teams | None = None
+    timezone: TimeZone | None = None
 
 
 class UserRead(BaseModel):
     id: uuid.UUID
     email: str
+    handle: str
     name: str | None
     role: Role
+    teams: list[str]
+    timezone: str | None
     created_at: datetime
     disabled_at: datetime | None
 
     model_config = ConfigDict(from_attributes=True)
+
+
+class StaffMember(BaseModel):
+    """A colleague as every staff member may see them (for assigning work): no email, no role."""
+
+    handle: str
+    name: str | None
+    teams: list[str]
+    active: bool
+
+
+class StaffList(BaseModel):
+    items: list[StaffMember]
+
+
+class TeamCreate(Strict):
+    id: TeamId
+    name: Name
+    timezone: TimeZone | None = Field(None, description="The team's 'today' in its queue")
+
+
+class TeamUpdate(Strict):
+    name: Name | None = None
+    timezone: TimeZone | None = None
+
+
+class TeamRead(BaseModel):
+    id: str
+    name: str
+    timezone: str | None
+    created_at: datetime
+    members: list[str] = Field(default_factory=list, description="Handles of its active staff")
+
+    model_config = ConfigDict(from_attributes=True)
+
+
+class TeamList(BaseModel):
+    items: list[TeamRead]
 
 
 class UserList(BaseModel):
@@ -83,6 +155,8 @@ class SessionInfo(BaseModel):
     kind: str
     role: Role
     name: str
+    handle: str | None = Field(None, description="A staff user's handle (what assignee=me means)")
+    teams: list[str] = Field(default_factory=list)
     csrf_token: str | None = None
 
 

@@ -321,9 +321,49 @@ class FollowupRead(BaseModel):
     version: int
 
 
+FollowupBucket = Literal["overdue", "due_today", "upcoming"]
+FollowupSort = Literal["priority", "due_at", "-due_at", "-created_at"]
+BULK_LIMIT = 500
+
+
+class BucketCounts(BaseModel):
+    overdue: int
+    due_today: int
+    upcoming: int
+    timezone: str
+
+
 class FollowupPage(BaseModel):
     items: list[FollowupRead]
     next_cursor: str | None = Field(description="Work-queue order: pass as cursor; timeline order: null")
+    counts: BucketCounts | None = None
+
+
+class FollowupBulk(Strict):
+    """One action on many follow-ups (the follow-ups service checks which fields go with which action)."""
+
+    action: Literal["assign", "complete", "snooze", "cancel"]
+    ids: Annotated[list[uuid.UUID], Field(min_length=1, max_length=BULK_LIMIT)]
+    assignee: Name200 | None = None
+    team: Name200 | None = None
+    until: AwareInput | None = None
+    outcome: Annotated[str, Field(max_length=2000)] | None = None
+    reason: CloseReason = "manual"
+
+
+class BulkItemResult(BaseModel):
+    id: uuid.UUID
+    status: int
+    title: str | None = None
+    detail: str | None = None
+    followup: FollowupRead | None = None
+
+
+class FollowupBulkResult(BaseModel):
+    action: str
+    succeeded: int
+    failed: int
+    results: list[BulkItemResult]
 
 
 class FollowupCreate(Strict):
@@ -428,13 +468,21 @@ class PreviewItem(BaseModel):
     trigger: str = Field(description="The touchpoint id, thread id or quiet contact that would trigger it")
     anchor_at: datetime
     due_at: datetime
-    status: Literal["scheduled", "skipped"]
+    status: Literal["scheduled", "skipped", "closed"]
     skip_reason: str | None
     channel: str | None
     priority: str
     assignee: str | None
     team: str | None
     reason: str
+    close_reason: str | None = None
+    closed_by: str | None = None
+
+
+class StepPreview(BaseModel):
+    created: int
+    skipped: dict[str, int]
+    closed: dict[str, int]
 
 
 class PolicyPreview(BaseModel):
@@ -447,5 +495,7 @@ class PolicyPreview(BaseModel):
     considered: int = Field(description="Touchpoints and thread resolutions replayed")
     count: int = Field(description="Follow-ups it would have made (items holds at most the first 1000)")
     by_step: dict[str, int]
+    steps: dict[str, StepPreview] = {}
     items: list[PreviewItem]
     truncated: bool
+    draft: bool = False

@@ -133,8 +133,12 @@ async def test_sql_html_and_nul_are_data_and_escaped_in_the_console(
     http: httpx.AsyncClient, keys: dict[str, dict[str, str]], stack: Stack
 ) -> None:
     agent, ingest = keys["agent"], keys["ingest"]
-    contact = await new_contact(http, agent, name=f"{HTML} {SQL}", company=HTML, owner=SQL, tags=[HTML[:64]],
+    contact = await new_contact(http, agent, name=f"{HTML} {SQL}", company=HTML, tags=[HTML[:64]],
                                 attributes={"note": HTML, SQL: SQL})  # fmt: skip
+    # An owner or an assignee is a staff handle and a team a known team: anything else is refused, by name.
+    owned = await http.post("/contacts", json={"name": "Probe", "owner": SQL}, headers=agent)
+    assert_problem(owned, 422)
+    assert owned.json()["field"] == "owner"
     assert (await http.get(f"/contacts/{contact['id']}", headers=agent)).json()["company"] == HTML
     fields = {"subject": HTML, "body": f"{SQL}\n{HTML}", "agent": SQL, "team": HTML[:100], "source": "shop",
               "external_id": SQL,
@@ -144,8 +148,13 @@ async def test_sql_html_and_nul_are_data_and_escaped_in_the_console(
     stored = (await http.get(f"/interactions/{logged.json()['id']}", headers=agent)).json()
     assert {name: stored[name] for name in fields} == fields
     due = (datetime.now(UTC) + timedelta(days=1)).isoformat()
-    followup = await http.post("/followups", json={"contact_id": contact["id"], "reason": HTML, "assignee": SQL,
-                                                   "team": HTML[:200], "due_at": due}, headers=agent)  # fmt: skip
+    for name, value in (("assignee", SQL), ("team", HTML[:200])):
+        refused = await http.post("/followups", json={"contact_id": contact["id"], "reason": HTML, name: value,
+                                                      "due_at": due}, headers=agent)  # fmt: skip
+        assert_problem(refused, 422)
+        assert refused.json()["field"] == name
+    followup = await http.post("/followups", json={"contact_id": contact["id"], "reason": HTML, "due_at": due},
+                               headers=agent)  # fmt: skip
     assert followup.status_code == 201, followup.text
     assert (await http.get(f"/followups/{followup.json()['id']}", headers=agent)).json()["reason"] == HTML
     items = await timeline_items(http, agent, contact["id"])

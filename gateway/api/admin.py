@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Annotated
 
@@ -11,21 +12,30 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 
 from gateway.api.common import AUTH_ERRORS, NOT_FOUND, problem
-from gateway.auth import ApiKeysManage, AuditRead, UsersManage, new_api_key, passwords, sha256
+from gateway.auth import ApiKeysManage, AuditRead, FollowupsRead, UsersManage, new_api_key, passwords, sha256
 from gateway.deps import RuntimeDep, SessionDep, record_audit
 from gateway.live import announce_revoked
-from gateway.models import ApiKey, AuditEntry, StaffSession, StaffUser
+from gateway.models import ApiKey, AuditEntry, StaffSession, StaffUser, Team
 from gateway.schemas import (
+    HANDLE_PATTERN,
     ApiKeyCreate,
     ApiKeyCreated,
     ApiKeyList,
     ApiKeyRead,
     AuditPage,
+    StaffList,
+    StaffMember,
+    TeamCreate,
+    TeamList,
+    TeamRead,
+    TeamUpdate,
     UserCreate,
     UserList,
     UserRead,
+    UserUpdate,
 )
 from gateway.schemas import AuditRead as AuditEntryRead
+from gateway.staff import check_teams, publish_staff_change
 from gateway.timeline import InvalidCursor, sign, unsign
 from servicekit.clock import InUtc, as_utc
 from servicekit.problems import Conflict, NotFound, Unprocessable
@@ -94,29 +104,44 @@ async def revoke_api_key(
     return Response(status_code=204)
 
 
+def _handle_from(email: str) -> str:
+    return re.sub(r"[^a-z0-9._-]+", "-", email.split("@", 1)[0].lower()).strip("._-")[:64] or "staff"
+
+
 @router.post(
     "/users",
     status_code=201,
     response_model=UserRead,
     summary="Create a staff user (console login)",
-    responses={409: problem("Email already used")},
+    responses={409: problem("Email or handle already used"), 422: problem("Unknown team, invalid handle")},
 )
 async def create_user(body: UserCreate, principal: UsersManage, session: SessionDep, runtime: RuntimeDep) -> UserRead:
     email = body.email.strip().lower()
+    handle = body.handle or _handle_from(email)
+    if not re.match(HANDLE_PATTERN, handle):
+        raise Unprocessable(f"Cannot make a handle from {email!r}; send one.", field="handle")
     if await session.scalar(select(StaffUser).where(col(StaffUser.email) == email)) is not None:
         raise Conflict("A staff user with this email exists.", field="email")
+    if await session.scalar(select(StaffUser).where(col(StaffUser.handle) == handle)) is not None:
+        raise Conflict(f"The handle {handle!r} is taken; send another.", field="handle")
+    await check_teams(session, body.teams, field="teams")
+    now = runtime.clock.now()
     user = StaffUser(
         email=email,
+        handle=handle,
         name=body.name,
         role=body.role,
+        teams=list(dict.fromkeys(body.teams)),
+        timezone=body.timezone,
         password_hash=passwords.hash(body.password),
-        created_at=runtime.clock.now(),
+        created_at=now,
     )
     session.add(user)
     try:
         await session.flush()
     except IntegrityError:
-        raise Conflict("A staff user with this email exists.", field="email") from None
+        raise Conflict("A staff user with this email or handle exists.", field="email") from None
+    await publish_staff_change(session=session, outbox=runtime.outbox, user=user, at=now)
     await record_audit(
         session=session,
         runtime=runtime,
@@ -124,7 +149,7 @@ async def create_user(body: UserCreate, principal: UsersManage, session: Session
         action="user.create",
         target=str(user.id),
         outcome=201,
-        detail={"role": user.role},
+        detail={"role": user.role, "handle": user.handle},
     )
     return UserRead.model_validate(user)
 
@@ -135,8 +160,47 @@ async def list_users(principal: UsersManage, session: SessionDep) -> UserList:
     return UserList(items=[UserRead.model_validate(r) for r in rows])
 
 
+@router.patch(
+    "/users/{user_id}",
+    response_model=UserRead,
+    summary="Change a staff user's display name, role, teams or time zone",
+    responses={**NOT_FOUND, 422: problem("Unknown team")},
+)
+async def update_user(
+    user_id: uuid.UUID, body: UserUpdate, principal: UsersManage, session: SessionDep, runtime: RuntimeDep
+) -> UserRead:
+    user = await session.get(StaffUser, user_id)
+    if user is None:
+        raise NotFound(f"No staff user {user_id}.")
+    changes = body.model_dump(exclude_unset=True)
+    if changes.get("teams") is not None:
+        await check_teams(session, changes["teams"], field="teams")
+        changes["teams"] = list(dict.fromkeys(changes["teams"]))
+    for name in ("role", "teams"):  # null means "unchanged" for these; name and timezone may be cleared
+        if name in changes and changes[name] is None:
+            del changes[name]
+    for name, value in changes.items():
+        setattr(user, name, value)
+    now = runtime.clock.now()
+    await publish_staff_change(session=session, outbox=runtime.outbox, user=user, at=now)
+    await record_audit(
+        session=session,
+        runtime=runtime,
+        principal=principal,
+        action="user.update",
+        target=str(user_id),
+        outcome=200,
+        detail={"fields": sorted(changes)},
+    )
+    await session.flush()
+    return UserRead.model_validate(user)
+
+
 @router.delete(
-    "/users/{user_id}", status_code=204, summary="Disable a staff user and end their sessions", responses=NOT_FOUND
+    "/users/{user_id}",
+    status_code=204,
+    summary="Disable a staff user and end their sessions; their open follow-ups go back to their team's queue",
+    responses=NOT_FOUND,
 )
 async def disable_user(
     user_id: uuid.UUID, principal: UsersManage, session: SessionDep, runtime: RuntimeDep
@@ -146,6 +210,7 @@ async def disable_user(
         raise NotFound(f"No staff user {user_id}.")
     if user.disabled_at is None:
         user.disabled_at = runtime.clock.now()
+        await publish_staff_change(session=session, outbox=runtime.outbox, user=user, at=user.disabled_at)
         await record_audit(
             session=session,
             runtime=runtime,
@@ -157,6 +222,93 @@ async def disable_user(
     from sqlalchemy import delete
 
     await session.execute(delete(StaffSession).where(col(StaffSession.user_id) == user_id))
+    return Response(status_code=204)
+
+
+@router.get("/staff", response_model=StaffList, summary="Colleagues work can be given to (handle, name, teams)")
+async def list_staff(
+    principal: FollowupsRead,
+    session: SessionDep,
+    team: Annotated[str | None, Query(max_length=64)] = None,
+    include_disabled: bool = False,
+) -> StaffList:
+    query = select(StaffUser).order_by(col(StaffUser.handle))
+    if not include_disabled:
+        query = query.where(col(StaffUser.disabled_at).is_(None))
+    rows = [r for r in (await session.scalars(query.limit(5000))).all() if team is None or team in r.teams]
+    members = [
+        StaffMember(handle=r.handle, name=r.name, teams=list(r.teams), active=r.disabled_at is None) for r in rows
+    ]
+    return StaffList(items=members)
+
+
+# --- teams: a known set, managed by admins --------------------------------------------------------------------------
+
+
+async def _team_read(session: SessionDep, team: Team) -> TeamRead:
+    members = await session.scalars(select(StaffUser).where(col(StaffUser.disabled_at).is_(None)))
+    handles = sorted(m.handle for m in members if team.id in m.teams)
+    return TeamRead(id=team.id, name=team.name, timezone=team.timezone, created_at=team.created_at, members=handles)
+
+
+@router.post("/teams", status_code=201, response_model=TeamRead, summary="Add a team",
+             responses={409: problem("A team with this id exists")})  # fmt: skip
+async def create_team(body: TeamCreate, principal: UsersManage, session: SessionDep, runtime: RuntimeDep) -> TeamRead:
+    if await session.get(Team, body.id) is not None:
+        raise Conflict(f"A team {body.id!r} exists.", field="id")
+    team = Team(id=body.id, name=body.name, timezone=body.timezone, created_at=runtime.clock.now())
+    session.add(team)
+    await session.flush()
+    await record_audit(session=session, runtime=runtime, principal=principal, action="team.create", target=team.id,
+                       outcome=201)  # fmt: skip
+    return await _team_read(session, team)
+
+
+@router.get("/teams", response_model=TeamList, summary="The known teams and their members")
+async def list_teams(principal: FollowupsRead, session: SessionDep) -> TeamList:
+    teams = (await session.scalars(select(Team).order_by(col(Team.id)))).all()
+    return TeamList(items=[await _team_read(session, t) for t in teams])
+
+
+@router.get("/teams/{team_id}", response_model=TeamRead, summary="A team and its members", responses=NOT_FOUND)
+async def get_team(team_id: str, principal: FollowupsRead, session: SessionDep) -> TeamRead:
+    team = await session.get(Team, team_id)
+    if team is None:
+        raise NotFound(f"No team {team_id!r}.")
+    return await _team_read(session, team)
+
+
+@router.patch("/teams/{team_id}", response_model=TeamRead, summary="Rename a team or change its time zone",
+              responses=NOT_FOUND)  # fmt: skip
+async def update_team(
+    team_id: str, body: TeamUpdate, principal: UsersManage, session: SessionDep, runtime: RuntimeDep
+) -> TeamRead:
+    team = await session.get(Team, team_id)
+    if team is None:
+        raise NotFound(f"No team {team_id!r}.")
+    changes = body.model_dump(exclude_unset=True)
+    if changes.get("name") is None:
+        changes.pop("name", None)
+    for name, value in changes.items():
+        setattr(team, name, value)
+    await record_audit(session=session, runtime=runtime, principal=principal, action="team.update", target=team_id,
+                       outcome=200, detail={"fields": sorted(changes)})  # fmt: skip
+    await session.flush()
+    return await _team_read(session, team)
+
+
+@router.delete("/teams/{team_id}", status_code=204, summary="Remove a team nobody is in",
+               responses={**NOT_FOUND, 409: problem("Staff are still in the team")})  # fmt: skip
+async def delete_team(team_id: str, principal: UsersManage, session: SessionDep, runtime: RuntimeDep) -> Response:
+    team = await session.get(Team, team_id)
+    if team is None:
+        raise NotFound(f"No team {team_id!r}.")
+    members = (await _team_read(session, team)).members
+    if members:
+        raise Conflict(f"Staff are still in {team_id!r}: {', '.join(members)}; move them first.", field="team")
+    await session.delete(team)
+    await record_audit(session=session, runtime=runtime, principal=principal, action="team.delete", target=team_id,
+                       outcome=204)  # fmt: skip
     return Response(status_code=204)
 
 

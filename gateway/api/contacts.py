@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Response
 
 from gateway.api.common import AUTH_ERRORS, CONTACT_ERRORS, body_of, forward, ok, problem
-from gateway.auth import ContactsErase, ContactsExport, ContactsRead, ContactsResolve, ContactsWrite
+from gateway.auth import ContactsErase, ContactsExport, ContactsRead, ContactsResolve, ContactsWrite, Principal
 from gateway.deps import RuntimeDep, ServicesDep, SessionDep, WriteThroughDep, record_audit
 from gateway.schemas_services import (
     ContactCreate,
@@ -19,8 +19,16 @@ from gateway.schemas_services import (
     MergeRequest,
     ResolveRequest,
 )
+from gateway.staff import StaffNamesDep, resolve_me
 
 router = APIRouter(prefix="/contacts", tags=["contacts"], responses=AUTH_ERRORS)
+
+
+async def _check_owner(body: ContactCreate | ContactUpdate, principal: Principal, names: StaffNamesDep) -> None:
+    """An owner is an active staff user, named by handle (``me``: the caller); 422 naming ``owner`` otherwise."""
+    if body.owner is not None:
+        body.owner = resolve_me(body.owner, principal, field="owner")
+        await names.check_person(body.owner, field="owner")
 
 
 @router.post(
@@ -29,7 +37,10 @@ router = APIRouter(prefix="/contacts", tags=["contacts"], responses=AUTH_ERRORS)
     summary="Create a contact",
     responses={**ok(ContactRead, "Created", 201), 409: problem("An identity is held by another contact")},
 )
-async def create_contact(body: ContactCreate, principal: ContactsWrite, services: ServicesDep) -> Response:
+async def create_contact(
+    body: ContactCreate, principal: ContactsWrite, services: ServicesDep, names: StaffNamesDep
+) -> Response:
+    await _check_owner(body, principal, names)
     return await forward(services.contacts, "POST", "/v1/contacts", principal, body=body_of(body))
 
 
@@ -45,6 +56,7 @@ async def list_contacts(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> Response:
+    owner = resolve_me(owner, principal, field="owner")
     params = {"q": q, "tag": tag, "tier": tier, "stage": stage, "owner": owner, "limit": limit, "cursor": cursor}
     return await forward(services.contacts, "GET", "/v1/contacts", principal, params=params)
 
@@ -74,8 +86,10 @@ async def patch_contact(
     principal: ContactsWrite,
     services: ServicesDep,
     write_through: WriteThroughDep,
+    names: StaffNamesDep,
     if_match: Annotated[str | None, Header(max_length=200)] = None,
 ) -> Response:
+    await _check_owner(body, principal, names)
     headers = {"If-Match": if_match} if if_match else None
     answer = await forward(
         services.contacts, "PATCH", f"/v1/contacts/{contact_id}", principal, body=body_of(body), headers=headers

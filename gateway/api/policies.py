@@ -10,6 +10,7 @@ from gateway.api.common import AUTH_ERRORS, NOT_FOUND, body_of, forward, ok, pro
 from gateway.auth import PoliciesManage, PoliciesRead, Principal
 from gateway.deps import RuntimeDep, ServicesDep, SessionDep, record_audit
 from gateway.schemas_services import PolicyChange, PolicyDocument, PolicyList, PolicyPreview, PolicyRead
+from gateway.staff import StaffNamesDep
 
 router = APIRouter(prefix="/policies", tags=["policies"], responses=AUTH_ERRORS)
 # The follow-ups service's own rule for a policy id (it also keeps the value safe in the service's URL).
@@ -48,8 +49,14 @@ async def get_policy(policy_id: PolicyId, principal: PoliciesRead, services: Ser
 
 @router.post("", status_code=201, summary="Create a policy", responses={**ok(PolicyRead, "Created", 201)})
 async def create_policy(
-    body: PolicyDocument, principal: PoliciesManage, services: ServicesDep, session: SessionDep, runtime: RuntimeDep
+    body: PolicyDocument,
+    principal: PoliciesManage,
+    services: ServicesDep,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    names: StaffNamesDep,
 ) -> Response:
+    await names.check_policy_names(body_of(body))
     response = await forward(services.followups, "POST", "/v1/policies", principal, body=body_of(body))
     return await _audited(
         response, action="policy.create", target=body.id, principal=principal, session=session, runtime=runtime
@@ -64,7 +71,9 @@ async def replace_policy(
     services: ServicesDep,
     session: SessionDep,
     runtime: RuntimeDep,
+    names: StaffNamesDep,
 ) -> Response:
+    await names.check_policy_names(body_of(body))
     response = await forward(services.followups, "PUT", f"/v1/policies/{policy_id}", principal, body=body_of(body))
     return await _audited(
         response, action="policy.replace", target=policy_id, principal=principal, session=session, runtime=runtime
@@ -99,6 +108,23 @@ async def disable_policy(
     return await _audited(
         response, action="policy.disable", target=policy_id, principal=principal, session=session, runtime=runtime
     )
+
+
+@router.post(
+    "/preview",
+    summary="What a draft policy (not saved) would have made from the last N days: per step created, skipped, closed",
+    responses={**ok(PolicyPreview), 422: problem("The draft is invalid (errors), or names unknown staff or teams")},
+)
+async def preview_draft(
+    body: PolicyDocument,
+    principal: PoliciesManage,
+    services: ServicesDep,
+    names: StaffNamesDep,
+    days: Annotated[int, Query(ge=1, le=365)] = 30,
+) -> Response:
+    await names.check_policy_names(body_of(body))
+    return await forward(services.followups, "POST", "/v1/policies/preview", principal, body=body_of(body),
+                         params={"days": days})  # fmt: skip
 
 
 @router.post(

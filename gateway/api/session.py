@@ -80,7 +80,8 @@ async def login(
         secure=settings.cookie_secure,
         path="/",
     )
-    return SessionInfo(principal_id=str(user.id), kind="user", role=user.role, name=user.email, csrf_token=csrf)
+    return SessionInfo(principal_id=str(user.id), kind="user", role=user.role, name=user.email, handle=user.handle,
+                       teams=list(user.teams), csrf_token=csrf)  # fmt: skip
 
 
 @router.post("/logout", status_code=204, summary="End the session (needs the CSRF token)")
@@ -99,5 +100,7 @@ async def me(principal: CurrentPrincipal) -> SessionInfo:
         kind=principal.kind,
         role=principal.role,
         name=principal.name,
+        handle=principal.handle,
+        teams=list(principal.teams),
         csrf_token=principal.csrf_token,
     )

@@ -347,7 +347,7 @@ async def log_touchpoint(request: Request, contact_id: uuid.UUID) -> Response:
         "direction": field.get("direction"),
         "type": field.get("type"),
         "occurred_at": occurred.isoformat(),
-        "agent": desk.principal.name,
+        "agent": desk.principal.handle or desk.principal.name,
         "subject": field.get("subject") or None,
         "body": field.get("body") or None,
         "thread_id": field.get("thread_id") or None,
@@ -438,13 +438,13 @@ async def queue_page(
     if desk is None:
         return to_sign_in(request)
     view = view if view in QUEUE_VIEWS else "mine"
-    # Staff users have no team in the gateway, so the console remembers the team a person last looked at.
-    team = team.strip() or request.cookies.get(TEAM_COOKIE, "")[:200]
+    # The team a person last looked at, else their home team (the first of their teams).
+    home = desk.principal.teams[0] if desk.principal.teams else ""
+    team = team.strip() or request.cookies.get(TEAM_COOKIE, "")[:200] or home
     now = datetime.now(UTC)
     end_of_day = datetime.combine(now.date() + timedelta(days=1), time(), tzinfo=UTC).isoformat()
     if view == "mine":
-        calls = [{"assignee": desk.principal.name, "status": "due"}, {"assignee": desk.principal.name,
-                                                                        "status": "scheduled"}]  # fmt: skip
+        calls = [{"assignee": "me", "status": "due"}, {"assignee": "me", "status": "scheduled"}]
     elif view == "team":
         calls = [{"team": team, "status": "due"}, {"team": team, "status": "scheduled"}] if team else []
     elif view == "overdue":

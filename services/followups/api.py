@@ -10,13 +10,17 @@ from fastapi import APIRouter, Path, Query, Response
 from servicekit.channels import Channel
 from servicekit.clock import InUtc
 from servicekit.problems import PROBLEM_MEDIA_TYPE
-from services.followups import service
+from services.followups import queue, service
 from services.followups.deps import FollowupsDep, PoliciesDep, ReadSessionDep, RuntimeDep, SessionDep
 from services.followups.models import Policy
 from services.followups.preview import preview
 from services.followups.rules import PolicyChange, PolicyDocument
 from services.followups.schemas import (
+    BULK_LIMIT,
+    Bucket,
     FollowupAssign,
+    FollowupBulk,
+    FollowupBulkResult,
     FollowupCancel,
     FollowupComplete,
     FollowupCreate,
@@ -27,6 +31,8 @@ from services.followups.schemas import (
     PolicyList,
     PolicyPreview,
     PolicyRead,
+    Priority,
+    QueueSort,
     Status,
 )
 
@@ -43,7 +49,7 @@ STATE: dict[int | str, dict[str, Any]] = {**NOT_FOUND, 409: _problem("Not possib
 
 
 @router.get("/followups", response_model=FollowupPage, summary="The work queue, or a contact's timeline",
-            responses={400: _problem("Invalid cursor or before")})  # fmt: skip
+            responses={400: _problem("Invalid cursor"), 422: _problem("Invalid before or tz")})  # fmt: skip
 async def list_followups(
     session: ReadSessionDep,
     followups: FollowupsDep,
@@ -52,25 +58,44 @@ async def list_followups(
     policy: Annotated[str | None, Query(max_length=100)] = None,
     assignee: Annotated[str | None, Query(max_length=200)] = None,
     team: Annotated[str | None, Query(max_length=200)] = None,
+    channel: Channel | None = None,
+    priority: Priority | None = None,
     due_before: InUtc | None = None,
     overdue: bool | None = None,
+    bucket: Annotated[
+        Bucket | None, Query(description="Open follow-ups: overdue, due by the end of today (in tz), or later")
+    ] = None,
+    tz: Annotated[
+        str | None, Query(max_length=64, description="Whose today (IANA time zone; default: the service's)")
+    ] = None,
+    sort: Annotated[
+        QueueSort, Query(description="queue order: priority (then due time), due_at, -due_at or -created_at")
+    ] = "priority",
     order: Annotated[
         Literal["queue", "timeline"],
-        Query(description="queue: priority, due_at, id (cursor); timeline: timeline_at, id newest first (before)"),
+        Query(description="queue: sort, then id (cursor); timeline: timeline_at, id newest first (before)"),
     ] = "queue",
     before: Annotated[str | None, Query(max_length=120, description="timeline order: <ISO time>|<uuid>")] = None,
-    limit: Annotated[int, Query(ge=1, le=service.MAX_PAGE)] = 50,
+    limit: Annotated[int, Query(ge=1, le=queue.MAX_PAGE)] = 50,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> Response:
-    rows, next_cursor = await service.list_followups(
-        session=session, now=followups.clock.now(), contact_id=contact_id, status=status, policy=policy,
-        assignee=assignee, team=team, due_before=due_before, overdue=overdue, order=order, before=before,
-        limit=limit, cursor=cursor,
+    rows, next_cursor, counts = await queue.list_followups(
+        session=session, now=followups.clock.now(), timezone=tz or followups.default_timezone,
+        contact_id=contact_id, status=status, policy=policy, assignee=assignee, team=team, channel=channel,
+        priority=priority, due_before=due_before, overdue=overdue, bucket=bucket, sort=sort, order=order,
+        before=before, limit=limit, cursor=cursor,
     )  # fmt: skip
-    page = FollowupPage(items=[service.to_read(row) for row in rows], next_cursor=next_cursor)
+    page = FollowupPage(items=[service.to_read(row) for row in rows], next_cursor=next_cursor, counts=counts)
     # Serialised once here, not validated again against response_model (which documents it): the gateway's
     # timeline reads this page on every view.
     return Response(content=page.model_dump_json(), media_type="application/json")
+
+
+@router.post("/followups/bulk", response_model=FollowupBulkResult,
+             summary=f"One action on up to {BULK_LIMIT} follow-ups, a result per id",
+             responses={422: _problem(f"Invalid, or more than {BULK_LIMIT} ids")})  # fmt: skip
+async def bulk_followups(body: FollowupBulk, session: SessionDep, followups: FollowupsDep) -> FollowupBulkResult:
+    return await queue.apply_bulk(session=session, followups=followups, request=body)
 
 
 @router.get("/followups/stats", response_model=FollowupStats, summary="Service-quality counts of follow-ups")
@@ -158,6 +183,23 @@ async def list_policies(session: SessionDep, policies: PoliciesDep) -> PolicyLis
              responses={409: _problem("A policy with this id exists")})  # fmt: skip
 async def create_policy(body: PolicyDocument, session: SessionDep, policies: PoliciesDep) -> PolicyRead:
     return _policy_read(*await policies.create(session, body))
+
+
+@router.post("/policies/preview", response_model=PolicyPreview, tags=["policies"],
+             summary="What a draft policy (not saved) would have made from the last N days (writes nothing)",
+             responses={422: _problem("The draft is not a valid policy (errors lists why)")})  # fmt: skip
+async def preview_draft(
+    body: PolicyDocument,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    days: Annotated[int, Query(ge=1, le=365)] = 30,
+) -> PolicyPreview:
+    saved = await session.get(Policy, body.id)
+    return await preview(
+        session=session, policy=body, version=saved.version if saved is not None else 0,
+        enabled=body.enabled, days=days, now=runtime.clock.now(),
+        default_timezone=runtime.state["followups"].default_timezone, draft=True,
+    )  # fmt: skip
 
 
 @router.get("/policies/{policy_id}", response_model=PolicyRead, summary="Read a policy", tags=["policies"],

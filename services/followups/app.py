@@ -20,7 +20,7 @@ from servicekit.inbox import EventInbox
 from servicekit.logging import configure_logging, get_logger
 from servicekit.outbox import Outbox
 from servicekit.runtime import Runtime
-from services.followups import events
+from services.followups import events, staff
 from services.followups.api import router
 from services.followups.directory import ContactDirectory
 from services.followups.models import inbox_table, outbox_table
@@ -80,11 +80,18 @@ def create_app(
             sessionmaker=runtime.sessionmaker, followups=followups, directory=directory,
         )  # fmt: skip
         contacts = EventInbox(name=events.CONTACTS_DURABLE, handlers=events.contact_handlers(followups), **shared)
+        staff_changes = EventInbox(name=staff.STAFF_DURABLE, handlers=staff.staff_handlers(followups), **shared)
         runtime.consumers += [
             DurableConsumer(
                 bus=runtime.bus, stream=events.CONTACTS_STREAM, durable=events.CONTACTS_DURABLE,
                 filter_subjects=events.CONTACTS_SUBJECTS,
                 handle_batch=contacts.handle_batch,
+                fetch_timeout_s=settings.consumer_wait_s, batch=settings.consumer_batch,
+            ),
+            DurableConsumer(
+                bus=runtime.bus, stream=staff.STAFF_STREAM, durable=staff.STAFF_DURABLE,
+                filter_subjects=staff.STAFF_SUBJECTS,
+                handle_batch=staff_changes.handle_batch,
                 fetch_timeout_s=settings.consumer_wait_s, batch=settings.consumer_batch,
             ),
             DurableConsumer(

@@ -1,7 +1,11 @@
 """A policy preview: the follow-ups a policy would have made from the last N days, writing nothing.
 
 It replays the touchpoints and thread resolutions this service saw (kept ``touch_retention_days``), against
-each contact as it is known today; premium-quiet policies are previewed as a sweep run now.
+each contact as it is known today; premium-quiet policies are previewed as a sweep run now. A follow-up the replay
+makes is closed by a later touchpoint of the replay by the same rules as a stored one (services.followups.closing),
+so the preview says per step what would have been created, skipped (and why) and closed.
+
+The policy may be a saved version or a draft nobody saved yet (``POST /v1/policies/preview``): the same replay.
 """
 
 from __future__ import annotations
@@ -16,9 +20,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from servicekit.clock import as_utc
+from services.followups.closing import close_reason
 from services.followups.models import KnownContact, SeenTouch
 from services.followups.rules import Decision, PolicyDocument, decide, seconds_of
-from services.followups.schemas import PolicyPreview, PreviewItem
+from services.followups.schemas import PolicyPreview, PreviewItem, StepPreview
 from services.followups.service import facts_of
 
 MAX_ITEMS = 1000
@@ -51,20 +56,46 @@ async def preview(
     days: int,
     now: Any,
     default_timezone: str,
+    draft: bool = False,
 ) -> PolicyPreview:
     since = now - timedelta(days=days)
     items: list[PreviewItem] = []
     by_step: Counter[str] = Counter()
+    steps = {step.id: StepPreview() for step in policy.steps}
     considered = 0
     kinds = {policy.trigger_of(step).event for step in policy.steps}
-    event_types = [t for k, t in (("interaction.logged", "crm.interaction.logged.v1"),
-                                  ("thread.resolved", "crm.thread.resolved.v1")) if k in kinds]  # fmt: skip
+    # Every touchpoint is replayed when anything is: one that triggers nothing may still close what was made.
+    event_types = ["crm.interaction.logged.v1", "crm.thread.resolved.v1"] if kinds - {"contact.quiet"} else []
     contacts: dict[uuid.UUID, KnownContact | None] = {}
+    # Per contact, what the replay made and is still open: (the follow-up's closing facts, its item or None).
+    open_now: dict[uuid.UUID, list[tuple[dict[str, Any], PreviewItem | None, str]]] = {}
 
     def keep(decision: Decision, contact_id: uuid.UUID, trigger: str) -> None:
         by_step[decision.step] += 1
+        item = _item(decision, contact_id, trigger)
+        summary = steps[decision.step]
+        if decision.skip_reason:
+            summary.skipped[decision.skip_reason] = summary.skipped.get(decision.skip_reason, 0) + 1
+        else:
+            summary.created += 1
+            facts = {"id": None, "anchor_at": decision.anchor_at, "created_at": decision.anchor_at,
+                     "plan": decision.plan, "due_at": decision.due_at, "thread_id": decision.thread_id,
+                     "channel": decision.channel}  # fmt: skip
+            open_now.setdefault(contact_id, []).append((facts, item if len(items) < MAX_ITEMS else None, decision.step))
         if len(items) < MAX_ITEMS:
-            items.append(_item(decision, contact_id, trigger))
+            items.append(item)
+
+    def close_by(contact_id: uuid.UUID, touch: dict[str, Any], occurred_at: Any) -> None:
+        still = []
+        for facts, item, step in open_now.get(contact_id, []):
+            why = close_reason(facts, touch, occurred_at)
+            if why is None:
+                still.append((facts, item, step))
+                continue
+            steps[step].closed[why] = steps[step].closed.get(why, 0) + 1
+            if item is not None:
+                item.status, item.close_reason, item.closed_by = "closed", why, str(touch.get("id"))
+        open_now[contact_id] = still
 
     if event_types:
         after: tuple[Any, str] | None = None
@@ -81,6 +112,8 @@ async def preview(
                     contacts[row.contact_id] = await session.get(KnownContact, row.contact_id)
                 facts = facts_of(contacts[row.contact_id])
                 kind = "thread.resolved" if row.event_type == "crm.thread.resolved.v1" else "interaction.logged"
+                if kind == "interaction.logged":
+                    close_by(row.contact_id, row.data, as_utc(row.at))
                 for step in policy.steps:
                     if policy.trigger_of(step).event != kind:
                         continue
@@ -122,6 +155,8 @@ async def preview(
         considered=considered,
         count=count,
         by_step=dict(by_step),
+        steps=steps,
         items=items,
         truncated=count > len(items),
+        draft=draft,
     )

@@ -98,9 +98,69 @@ class FollowupRead(BaseModel):
         return as_utc(value) if value is not None else None
 
 
+Bucket = Literal["overdue", "due_today", "upcoming"]
+QueueSort = Literal["priority", "due_at", "-due_at", "-created_at"]
+# One bulk request changes at most this many follow-ups (a request above it is refused whole, 422): a page of
+# the console's queue is 100, a team lead's "give all of these to X" rarely more than a few hundred.
+BULK_LIMIT = 500
+
+
+class BucketCounts(BaseModel):
+    """Open follow-ups per bucket, for the same filters as the page (bucket and cursor aside)."""
+
+    overdue: int
+    due_today: int
+    upcoming: int
+    timezone: str = Field(description="Whose today: the IANA time zone due_today was counted in")
+
+
 class FollowupPage(BaseModel):
     items: list[FollowupRead]
     next_cursor: str | None = Field(description="Work-queue order: pass as cursor; timeline order: null")
+    counts: BucketCounts | None = Field(
+        None, description="On a work-queue page asked without a cursor: open follow-ups per bucket, same filters"
+    )
+
+
+class FollowupBulk(Strict):
+    """One action on many follow-ups: ``assign`` (assignee and/or team), ``complete`` (outcome), ``snooze``
+    (until), ``cancel`` (reason). Each id gets its own result; one failing does not stop the others."""
+
+    action: Literal["assign", "complete", "snooze", "cancel"]
+    ids: Annotated[list[uuid.UUID], Field(min_length=1, max_length=BULK_LIMIT)]
+    assignee: Name | None = None
+    team: Name | None = None
+    until: DueTime | None = None
+    outcome: Annotated[str, Field(max_length=2000)] | None = None
+    reason: CloseReason = "manual"
+
+    @model_validator(mode="after")
+    def _fits_the_action(self) -> FollowupBulk:
+        given = self.model_fields_set
+        belongs = {"assign": {"assignee", "team"}, "complete": {"outcome"}, "snooze": {"until"}, "cancel": {"reason"}}
+        stray = sorted(given & (set().union(*belongs.values()) - belongs[self.action]))
+        if stray:
+            raise ValueError(f"{', '.join(stray)} do not go with {self.action}")
+        if self.action == "assign" and self.assignee is None and self.team is None:
+            raise ValueError("assign needs an assignee or a team")
+        if self.action == "snooze" and self.until is None:
+            raise ValueError("snooze needs until")
+        return self
+
+
+class BulkItemResult(BaseModel):
+    id: uuid.UUID
+    status: int = Field(description="As the single action would answer: 200, 404, 409 or 422")
+    title: str | None = Field(None, description="Why it failed (the problem's title)")
+    detail: str | None = None
+    followup: FollowupRead | None = Field(None, description="The follow-up after the action, when it succeeded")
+
+
+class FollowupBulkResult(BaseModel):
+    action: str
+    succeeded: int
+    failed: int
+    results: list[BulkItemResult]
 
 
 class FollowupCreate(Strict):
@@ -165,13 +225,26 @@ class PreviewItem(BaseModel):
     trigger: str = Field(description="The touchpoint id, thread id or quiet contact that would trigger it")
     anchor_at: datetime
     due_at: datetime
-    status: Literal["scheduled", "skipped"]
+    status: Literal["scheduled", "skipped", "closed"] = Field(
+        description="closed: a later touchpoint of the replayed days would have closed it"
+    )
     skip_reason: str | None
     channel: str | None
     priority: str
     assignee: str | None
     team: str | None
     reason: str
+    close_reason: str | None = None
+    closed_by: str | None = Field(None, description="The touchpoint that would have closed it")
+
+
+class StepPreview(BaseModel):
+    """What one step would have done over the replayed days."""
+
+    created: int = Field(0, description="Follow-ups made (closed ones included)")
+    skipped: dict[str, int] = Field(default_factory=dict, description="Skipped, per reason (e.g. opted_out)")
+    closed: dict[str, int] = Field(default_factory=dict, description="Of those made, closed by a later touchpoint, "
+                                   "per close reason")  # fmt: skip
 
 
 class PolicyPreview(BaseModel):
@@ -184,8 +257,10 @@ class PolicyPreview(BaseModel):
     considered: int = Field(description="Touchpoints and thread resolutions replayed")
     count: int = Field(description="Follow-ups it would have made (items holds at most the first 1000)")
     by_step: dict[str, int]
+    steps: dict[str, StepPreview] = Field(default_factory=dict, description="Per step: created, skipped, closed")
     items: list[PreviewItem]
     truncated: bool
+    draft: bool = Field(False, description="A draft was previewed (not saved; version is the saved one's, 0 if none)")
 
 
 class StatsSla(BaseModel):

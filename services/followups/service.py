@@ -3,15 +3,12 @@ hand; every change writes its event to the outbox in the same transaction."""
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, delete, func, select, tuple_, update
+from sqlalchemy import case, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import col
@@ -22,7 +19,7 @@ from servicekit.erasure import ERASED_TEXT, checkpoint_after_commit
 from servicekit.events import CloudEvent, json_value
 from servicekit.ids import new_id
 from servicekit.outbox import Outbox
-from servicekit.problems import Conflict, NotFound, ProblemError, Unprocessable
+from servicekit.problems import Conflict, NotFound, Unprocessable
 from services.followups import events
 from services.followups.closing import BY_AGENT, close_reason
 from services.followups.directory import ContactAnswer, ContactDirectory
@@ -32,12 +29,7 @@ from services.followups.rules import ContactFacts, Decision, choose_channel, dec
 from services.followups.schemas import FollowupCreate, FollowupRead, FollowupStats, StatsSla
 from services.followups.touches import Standing, TouchBatch
 
-MAX_PAGE = 200
 SLA_POLICY = "response-sla"
-
-
-class InvalidCursor(ProblemError):
-    status, slug, title = 400, "invalid-cursor", "Invalid cursor"
 
 
 class NotOpen(Conflict):
@@ -88,91 +80,6 @@ async def get_followup(*, session: AsyncSession, followup_id: uuid.UUID, lock: b
     if followup is None:
         raise NotFound(f"No follow-up {followup_id}.")
     return followup
-
-
-def _encode(payload: list[Any]) -> str:
-    return base64.urlsafe_b64encode(json.dumps(payload).encode()).decode().rstrip("=")
-
-
-def _decode_queue_cursor(cursor: str) -> tuple[int, datetime, uuid.UUID]:
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        rank, due, ident = json.loads(base64.urlsafe_b64decode(padded))
-        if rank not in PRIORITY_RANK.values() or isinstance(rank, bool):
-            raise ValueError("not a priority rank")
-        return int(rank), as_utc(datetime.fromisoformat(due)), uuid.UUID(ident)
-    except (ValueError, TypeError, OverflowError, binascii.Error, UnicodeDecodeError):
-        raise InvalidCursor("The cursor is not one this API gave out.") from None
-
-
-def parse_before(value: str) -> tuple[datetime, uuid.UUID]:
-    """``<ISO time>|<uuid>``: the timeline key items must come strictly before."""
-    try:
-        at, ident = value.rsplit("|", 1)
-        moment = datetime.fromisoformat(at)
-        if moment.tzinfo is None:
-            raise ValueError("naive")
-        return as_utc(moment), uuid.UUID(ident)
-    except (ValueError, OverflowError):  # OverflowError: a time UTC cannot hold (year 1 at +14:00)
-        raise Unprocessable(
-            "before must be <ISO 8601 time with offset>|<uuid>, e.g. 2026-01-05T09:00:00+00:00|<id>.", field="before"
-        ) from None
-
-
-async def list_followups(
-    *,
-    session: AsyncSession,
-    now: datetime,
-    contact_id: uuid.UUID | None = None,
-    status: str | None = None,
-    policy: str | None = None,
-    assignee: str | None = None,
-    team: str | None = None,
-    due_before: datetime | None = None,
-    overdue: bool | None = None,
-    order: str = "queue",
-    before: str | None = None,
-    limit: int = 50,
-    cursor: str | None = None,
-) -> tuple[list[Followup], str | None]:
-    """The work queue (priority, then due time, then id; opaque cursor) or a contact's timeline
-    (``order=timeline``: newest ``timeline_at`` first, keyset ``before``)."""
-    query = select(Followup)
-    if contact_id is not None:
-        query = query.where(col(Followup.contact_id) == contact_id)
-    if status is not None:
-        query = query.where(col(Followup.status) == status)
-    if policy is not None:
-        query = query.where(col(Followup.policy) == policy)
-    if assignee is not None:
-        query = query.where(col(Followup.assignee) == assignee)
-    if team is not None:
-        query = query.where(col(Followup.team) == team)
-    if due_before is not None:
-        query = query.where(col(Followup.due_at) < as_utc(due_before))
-    is_overdue = and_(col(Followup.status).in_(OPEN), col(Followup.overdue_at) <= now)
-    if overdue is True:
-        query = query.where(is_overdue)
-    elif overdue is False:
-        query = query.where(~is_overdue)
-    if order == "timeline":
-        if before is not None:
-            at, ident = parse_before(before)
-            query = query.where(tuple_(col(Followup.timeline_at), col(Followup.id)) < tuple_(at, ident))
-        query = query.order_by(col(Followup.timeline_at).desc(), col(Followup.id).desc()).limit(limit)
-        return list((await session.scalars(query)).all()), None
-    if cursor:
-        rank, due, ident = _decode_queue_cursor(cursor)
-        query = query.where(
-            tuple_(col(Followup.priority_rank), col(Followup.due_at), col(Followup.id)) > tuple_(rank, due, ident)
-        )
-    query = query.order_by(col(Followup.priority_rank), col(Followup.due_at), col(Followup.id)).limit(limit + 1)
-    rows = list((await session.scalars(query)).all())
-    next_cursor = None
-    if len(rows) > limit:
-        last = rows[limit - 1]
-        next_cursor = _encode([last.priority_rank, as_utc(last.due_at).isoformat(), str(last.id)])
-    return rows[:limit], next_cursor
 
 
 async def stats(

@@ -44,6 +44,11 @@ class Staff:
     password: str
     role: str
 
+    @property
+    def handle(self) -> str:
+        """How follow-ups name them: the gateway makes it from the email's local part."""
+        return self.email.split("@", 1)[0]
+
 
 @dataclass
 class Console:

@@ -56,5 +56,5 @@ def test_the_default_demo_loads_and_loading_it_again_doubles_nothing(console: Co
     assert len(demo_emails(console)) == len(emails)
     assert took < 240, f"the demo took {took:.0f} s to load"
     with console.api() as http:  # a new user signing in as the demo agent finds work in their own queue
-        queue = http.get("/api/v1/followups", params={"assignee": DEMO_AGENT, "status": "due"})
+        queue = http.get("/api/v1/followups", params={"assignee": DEMO_AGENT})
         assert queue.status_code == 200 and len(queue.json()["items"]) >= 1, queue.text

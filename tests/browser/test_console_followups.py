@@ -28,7 +28,7 @@ def test_an_agent_completes_a_follow_up_from_the_queue(console: Console, chromiu
                 "due_at": (datetime.now(UTC) + timedelta(minutes=30)).isoformat(),
                 "channel": "phone",
                 "priority": "high",
-                "assignee": console.agent.email,
+                "assignee": console.agent.handle,
             },
         )
         assert made.status_code == 201, made.text
@@ -99,10 +99,11 @@ def test_an_agent_hands_a_follow_up_to_a_team_and_the_team_snoozes_it(console: C
         made = http.post(
             "/api/v1/followups",
             json={"contact_id": customer["id"], "reason": "Check the refund reached the customer",
-                  "due_at": due.isoformat(), "channel": "email", "assignee": console.agent.email},
+                  "due_at": due.isoformat(), "channel": "email", "assignee": console.agent.handle},
         )  # fmt: skip
         assert made.status_code == 201, made.text
         followup_id = made.json()["id"]
+        http.post("/api/v1/teams", json={"id": "returns", "name": "Returns"})  # 409 when made by an earlier run
     page = chromium().new_page()
     sign_in(page, console, console.agent, "/queue")
     card = page.locator(f"li[data-followup='{followup_id}']")

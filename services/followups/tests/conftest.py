@@ -49,8 +49,10 @@ def followups_settings(followups_db: str, nats_private: NatsServer) -> Followups
 async def js(nats_private: NatsServer) -> AsyncIterator[Any]:
     nc = await nats.connect(nats_private.url)
     js = nc.jetstream()
-    # The producers' streams, as contacts and interactions create them.
-    for name, subjects in (("CRM_CONTACTS", ["crm.contacts.>"]), ("CRM_INTERACTIONS", ["crm.interactions.>"])):
+    # The producers' streams, as contacts, interactions and the gateway (staff) create them.
+    producers = (("CRM_CONTACTS", ["crm.contacts.>"]), ("CRM_INTERACTIONS", ["crm.interactions.>"]),
+                 ("CRM_STAFF", ["crm.staff.>"]))  # fmt: skip
+    for name, subjects in producers:
         try:
             await js.stream_info(name)
         except Exception:

@@ -1,0 +1,21 @@
+from servicekit.catalogue import EventDoc
+
+EVENTS: list[EventDoc] = [
+    EventDoc(
+        type="crm.staff.changed.v1",
+        producer="gateway",
+        subject="crm.staff.changed.<staff user id>",
+        meaning="A staff user was created, changed (display name, role, teams, time zone) or disabled. "
+        "The data is what others may know of them: no email, no password.",
+        data={
+            "id": "the staff user's id",
+            "handle": "how owners, assignees and agents name them everywhere (lower case, e.g. jorge.diaz)",
+            "name": "display name (may be null)",
+            "role": "admin | agent | readonly",
+            "teams": "ids of their teams, the first being their home team",
+            "timezone": "their IANA time zone (null: the team's or the service default)",
+            "active": "false once disabled",
+        },
+        consumers=("followups (a disabled person's open follow-ups go back to their team's queue)",),
+    )
+]
