@@ -19,6 +19,7 @@ from gateway.schemas_services import (
     MergeRequest,
     ResolveRequest,
 )
+from gateway.upstream import upstream_path
 
 router = APIRouter(prefix="/contacts", tags=["contacts"], responses=AUTH_ERRORS)
 
@@ -60,7 +61,7 @@ async def resolve_contact(body: ResolveRequest, principal: ContactsResolve, serv
 
 @router.get("/{contact_id}", summary="Read a contact", responses={**ok(ContactRead), **CONTACT_ERRORS})
 async def get_contact(contact_id: uuid.UUID, principal: ContactsRead, services: ServicesDep) -> Response:
-    return await forward(services.contacts, "GET", f"/v1/contacts/{contact_id}", principal)
+    return await forward(services.contacts, "GET", upstream_path("/v1/contacts/{}", contact_id), principal)
 
 
 @router.patch(
@@ -78,7 +79,12 @@ async def patch_contact(
 ) -> Response:
     headers = {"If-Match": if_match} if if_match else None
     answer = await forward(
-        services.contacts, "PATCH", f"/v1/contacts/{contact_id}", principal, body=body_of(body), headers=headers
+        services.contacts,
+        "PATCH",
+        upstream_path("/v1/contacts/{}", contact_id),
+        principal,
+        body=body_of(body),
+        headers=headers,
     )
     return await write_through.contacts(answer, contact_id)
 
@@ -98,7 +104,7 @@ async def merge_contact(
     write_through: WriteThroughDep,
 ) -> Response:
     response = await forward(
-        services.contacts, "POST", f"/v1/contacts/{target_id}/merge", principal, body=body_of(body)
+        services.contacts, "POST", upstream_path("/v1/contacts/{}/merge", target_id), principal, body=body_of(body)
     )
     await write_through.contacts(response, target_id, body.source_id)
     await record_audit(
@@ -127,7 +133,7 @@ async def erase_contact(
     runtime: RuntimeDep,
     write_through: WriteThroughDep,
 ) -> Response:
-    response = await forward(services.contacts, "DELETE", f"/v1/contacts/{contact_id}", principal)
+    response = await forward(services.contacts, "DELETE", upstream_path("/v1/contacts/{}", contact_id), principal)
     await write_through.contacts(response, contact_id)
     await record_audit(
         session=session,
@@ -148,7 +154,7 @@ async def erase_contact(
 async def export_contact(
     contact_id: uuid.UUID, principal: ContactsExport, services: ServicesDep, session: SessionDep, runtime: RuntimeDep
 ) -> Response:
-    response = await forward(services.contacts, "GET", f"/v1/contacts/{contact_id}/export", principal)
+    response = await forward(services.contacts, "GET", upstream_path("/v1/contacts/{}/export", contact_id), principal)
     await record_audit(
         session=session,
         runtime=runtime,

@@ -20,6 +20,7 @@ from gateway.schemas_services import (
     FollowupSnooze,
     FollowupStatus,
 )
+from gateway.upstream import upstream_path
 from servicekit.clock import InUtc
 
 router = APIRouter(prefix="/followups", tags=["followups"], responses=AUTH_ERRORS)
@@ -68,7 +69,7 @@ async def create_followup(
 
 @router.get("/{followup_id}", summary="Read a follow-up", responses={**ok(FollowupRead), **NOT_FOUND})
 async def get_followup(followup_id: uuid.UUID, principal: FollowupsRead, services: ServicesDep) -> Response:
-    return await forward(services.followups, "GET", f"/v1/followups/{followup_id}", principal)
+    return await forward(services.followups, "GET", upstream_path("/v1/followups/{}", followup_id), principal)
 
 
 @router.post("/{followup_id}/complete", summary="Mark done", responses={**ok(FollowupRead), **STATE_ERRORS})
@@ -79,7 +80,7 @@ async def complete_followup(
     services: ServicesDep,
     write_through: WriteThroughDep,
 ) -> Response:
-    path = f"/v1/followups/{followup_id}/complete"
+    path = upstream_path("/v1/followups/{}/complete", followup_id)
     return await write_through.followup(await forward(services.followups, "POST", path, principal, body=body_of(body)))
 
 
@@ -91,7 +92,7 @@ async def snooze_followup(
     services: ServicesDep,
     write_through: WriteThroughDep,
 ) -> Response:
-    path = f"/v1/followups/{followup_id}/snooze"
+    path = upstream_path("/v1/followups/{}/snooze", followup_id)
     return await write_through.followup(await forward(services.followups, "POST", path, principal, body=body_of(body)))
 
 
@@ -103,7 +104,7 @@ async def cancel_followup(
     services: ServicesDep,
     write_through: WriteThroughDep,
 ) -> Response:
-    path = f"/v1/followups/{followup_id}/cancel"
+    path = upstream_path("/v1/followups/{}/cancel", followup_id)
     return await write_through.followup(await forward(services.followups, "POST", path, principal, body=body_of(body)))
 
 
@@ -117,5 +118,5 @@ async def assign_followup(
     services: ServicesDep,
     write_through: WriteThroughDep,
 ) -> Response:
-    path = f"/v1/followups/{followup_id}/assign"
+    path = upstream_path("/v1/followups/{}/assign", followup_id)
     return await write_through.followup(await forward(services.followups, "POST", path, principal, body=body_of(body)))

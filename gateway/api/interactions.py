@@ -23,6 +23,7 @@ from gateway.schemas_services import (
     InteractionUpdate,
     ThreadRead,
 )
+from gateway.upstream import upstream_path
 from servicekit.clock import InUtc
 
 router = APIRouter(tags=["interactions"], responses=AUTH_ERRORS)
@@ -109,7 +110,7 @@ async def list_interactions(
     "/interactions/{interaction_id}", summary="Read a touchpoint", responses={**ok(InteractionRead), **NOT_FOUND}
 )
 async def get_interaction(interaction_id: uuid.UUID, principal: InteractionsRead, services: ServicesDep) -> Response:
-    return await forward(services.interactions, "GET", f"/v1/interactions/{interaction_id}", principal)
+    return await forward(services.interactions, "GET", upstream_path("/v1/interactions/{}", interaction_id), principal)
 
 
 @router.patch(
@@ -125,7 +126,11 @@ async def patch_interaction(
     write_through: WriteThroughDep,
 ) -> Response:
     answer = await forward(
-        services.interactions, "PATCH", f"/v1/interactions/{interaction_id}", principal, body=body_of(body)
+        services.interactions,
+        "PATCH",
+        upstream_path("/v1/interactions/{}", interaction_id),
+        principal,
+        body=body_of(body),
     )
     return await write_through.interaction(answer)
 
@@ -140,4 +145,4 @@ async def get_thread(
     principal: InteractionsRead,
     services: ServicesDep,
 ) -> Response:
-    return await forward(services.interactions, "GET", f"/v1/threads/{thread_id}", principal)
+    return await forward(services.interactions, "GET", upstream_path("/v1/threads/{}", thread_id), principal)
