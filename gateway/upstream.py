@@ -41,7 +41,7 @@ def upstream_path(template: str, *values: object) -> str:
     return template.format(*(path_segment(value) for value in values))
 
 
-class UnsafeUpstreamPath(ValueError):
+class UnsafeUpstreamPath(RuntimeError):
     """A path with a dot-segment reached ``ServiceClient.request``: a route built it without ``upstream_path``."""
 
 
@@ -106,7 +106,7 @@ class ServiceClient:
     ) -> httpx.Response:
         """Send one call; transport failures become 503/504 problems naming this service."""
         if any(segment in (".", "..") for segment in path.split("?", 1)[0].split("/")):
-            raise UnsafeUpstreamPath(path)  # a 500: a bug of ours, never passed on as another route
+            raise UnsafeUpstreamPath(path)  # a 500: a bug of ours (not the caller's input), never another route
         clean_params = {k: v for k, v in (params or {}).items() if v is not None}
         attempts = 1 + (self.read_retries if method in _IDEMPOTENT else 0)
         delay = 0.05
