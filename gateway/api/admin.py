@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 
 from gateway.api.common import AUTH_ERRORS, NOT_FOUND, problem
-from gateway.auth import ApiKeysManage, AuditRead, UsersManage, new_api_key, passwords, sha256
+from gateway.auth import ApiKeysManage, AuditRead, UsersManage, new_api_key, sha256
 from gateway.deps import RuntimeDep, SessionDep, record_audit
 from gateway.live import announce_revoked
 from gateway.models import ApiKey, AuditEntry, StaffSession, StaffUser
@@ -101,7 +101,9 @@ async def revoke_api_key(
     summary="Create a staff user (console login)",
     responses={409: problem("Email already used")},
 )
-async def create_user(body: UserCreate, principal: UsersManage, session: SessionDep, runtime: RuntimeDep) -> UserRead:
+async def create_user(
+    body: UserCreate, principal: UsersManage, session: SessionDep, runtime: RuntimeDep, request: Request
+) -> UserRead:
     email = body.email.strip().lower()
     if await session.scalar(select(StaffUser).where(col(StaffUser.email) == email)) is not None:
         raise Conflict("A staff user with this email exists.", field="email")
@@ -109,7 +111,7 @@ async def create_user(body: UserCreate, principal: UsersManage, session: Session
         email=email,
         name=body.name,
         role=body.role,
-        password_hash=passwords.hash(body.password),
+        password_hash=await request.app.state.password_hashing.hash(body.password),
         created_at=runtime.clock.now(),
     )
     session.add(user)

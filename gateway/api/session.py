@@ -12,7 +12,7 @@ from sqlalchemy import delete, select
 from sqlmodel import col
 
 from gateway.api.common import problem
-from gateway.auth import SESSION_COOKIE, CurrentPrincipal, Unauthorized, passwords, sha256
+from gateway.auth import SESSION_COOKIE, CurrentPrincipal, PasswordHashing, RateLimiter, Unauthorized, passwords, sha256
 from gateway.deps import RuntimeDep, SessionDep, SettingsDep
 from gateway.lockout import sign_in_guard
 from gateway.models import StaffSession, StaffUser
@@ -50,14 +50,18 @@ async def login(
     runtime: RuntimeDep,
     settings: SettingsDep,
 ) -> SessionInfo:
+    # Per client address first: one address trying many emails (each under its own lockout) still stops.
+    address_limiter: RateLimiter = request.app.state.sign_in_limiter
+    address_limiter.take(request.client.host if request.client else "unknown")
     guard = sign_in_guard(request.app)
     locked = guard.locked_for(body.email)
     if locked:  # checked before the password: while locked, even the right one is not tried
         raise SignInLocked(locked)
     user = await session.scalar(select(StaffUser).where(col(StaffUser.email) == body.email.strip().lower()))
-    valid = passwords.verify(body.password, user.password_hash if user else _DUMMY_HASH)
+    hashing: PasswordHashing = request.app.state.password_hashing
+    valid = await hashing.verify(body.password, user.password_hash if user else _DUMMY_HASH)
     if user is None or not valid or user.disabled_at is not None:
-        guard.failed(body.email)
+        guard.failed(body.email, account_exists=user is not None)
         raise Unauthorized("Wrong email or password.")
     guard.succeeded(body.email)
     token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(24)
