@@ -248,6 +248,33 @@ class Authenticator:
             return None, None
         return Principal(id=str(row.id), kind="api_key", role=Role(row.role), name=row.name), row.expires_at
 
+    async def still_valid(self, principal: Principal) -> bool:
+        """Whether the caller's credential still holds, read from the database (no cache): a long-lived request
+        (a timeline stream) asks every few seconds, so a revocation, a disabled user or a sign-out ends it."""
+        from gateway.models import ApiKey, StaffSession, StaffUser
+
+        if principal.kind == "bootstrap":
+            return True
+        now = self.runtime.clock.now()
+        async with self.runtime.sessionmaker() as session:
+            if principal.kind == "api_key":
+                key = await session.get(ApiKey, uuid.UUID(principal.id))
+                return (
+                    key is not None
+                    and key.revoked_at is None
+                    and (key.expires_at is None or as_utc(key.expires_at) > now)
+                )
+            if principal.session_id is None:
+                return False
+            found = (
+                await session.execute(
+                    select(col(StaffSession.expires_at), col(StaffUser.disabled_at))
+                    .join(StaffUser, col(StaffUser.id) == col(StaffSession.user_id))
+                    .where(col(StaffSession.id) == principal.session_id)
+                )
+            ).first()
+        return found is not None and found[1] is None and as_utc(found[0]) > now
+
     async def from_session(self, token: str) -> Principal | None:
         from gateway.models import StaffSession, StaffUser
 

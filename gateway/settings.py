@@ -64,6 +64,9 @@ class GatewaySettings(ServiceSettings):
         le=64,
         description="Gateway processes behind the port (uvicorn --workers; `make up` and the benchmarks read it)",
     )
+    streams_per_caller: int = Field(
+        10, ge=1, le=1000, description="Timeline streams one API key or user may hold open at once, per process (429)"
+    )
     key_cache_s: float = Field(5.0, description="How long a verified API key is trusted without a database look-up")
     timeline_max_limit: int = Field(100, ge=1, le=199, description="Largest timeline page (the services page at 200)")
     header_cache_s: float = Field(2.0, description="How long a contact's timeline header is reused, seconds")

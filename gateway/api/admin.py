@@ -90,6 +90,7 @@ async def revoke_api_key(
     # Committed first: another gateway process told of the revocation must not find the key valid again.
     await session.commit()
     request.app.state.authenticator.forget(key_id)
+    request.app.state.live.end_streams(str(key_id))  # here at once, even when NATS cannot tell the others
     await announce_revoked(runtime.bus, str(key_id))
     return Response(status_code=204)
 
@@ -141,7 +142,7 @@ async def list_users(principal: UsersManage, session: SessionDep) -> UserList:
     "/users/{user_id}", status_code=204, summary="Disable a staff user and end their sessions", responses=NOT_FOUND
 )
 async def disable_user(
-    user_id: uuid.UUID, principal: UsersManage, session: SessionDep, runtime: RuntimeDep
+    user_id: uuid.UUID, principal: UsersManage, session: SessionDep, runtime: RuntimeDep, request: Request
 ) -> Response:
     user = await session.get(StaffUser, user_id)
     if user is None:
@@ -159,6 +160,10 @@ async def disable_user(
     from sqlalchemy import delete
 
     await session.execute(delete(StaffSession).where(col(StaffSession.user_id) == user_id))
+    # Committed first, as for a revoked key; then the user's open streams end in every process.
+    await session.commit()
+    request.app.state.live.end_streams(str(user_id))
+    await announce_revoked(runtime.bus, str(user_id))
     return Response(status_code=204)
 
 

@@ -14,6 +14,7 @@ from sqlmodel import col
 from gateway.api.common import problem
 from gateway.auth import SESSION_COOKIE, CurrentPrincipal, PasswordHashing, RateLimiter, Unauthorized, passwords, sha256
 from gateway.deps import RuntimeDep, SessionDep, SettingsDep
+from gateway.live import announce_revoked
 from gateway.lockout import sign_in_guard
 from gateway.models import StaffSession, StaffUser
 from gateway.schemas import LoginRequest, SessionInfo
@@ -88,9 +89,13 @@ async def login(
 
 
 @router.post("/logout", status_code=204, summary="End the session (needs the CSRF token)")
-async def logout(principal: CurrentPrincipal, session: SessionDep) -> Response:
+async def logout(principal: CurrentPrincipal, session: SessionDep, runtime: RuntimeDep, request: Request) -> Response:
     if principal.session_id is not None:
         await session.execute(delete(StaffSession).where(col(StaffSession.id) == principal.session_id))
+        await session.commit()
+        # The session's open streams end, in this process at once and in the others when told.
+        request.app.state.live.end_streams(str(principal.session_id))
+        await announce_revoked(runtime.bus, str(principal.session_id))
     response = Response(status_code=204)
     response.delete_cookie(SESSION_COOKIE, path="/")
     return response
