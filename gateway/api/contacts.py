@@ -7,7 +7,16 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response
 
-from gateway.api.common import AUTH_ERRORS, CONTACT_ERRORS, body_of, forward, ok, problem
+from gateway.api.common import (
+    AUTH_ERRORS,
+    CONTACT_ERRORS,
+    INGEST_VIEW,
+    body_of,
+    forward,
+    ids_only_for_ingest,
+    ok,
+    problem,
+)
 from gateway.auth import ContactsErase, ContactsExport, ContactsRead, ContactsResolve, ContactsWrite
 from gateway.deps import RuntimeDep, ServicesDep, SessionDep, WriteThroughDep, record_audit
 from gateway.schemas_services import (
@@ -53,10 +62,12 @@ async def list_contacts(
 @router.post(
     "/resolve",
     summary="Find the contact holding an identity, or create it",
+    description=INGEST_VIEW.format("id` and `status"),
     responses={**ok(ContactRead, "Found"), **ok(ContactRead, "Created", 201)},
 )
 async def resolve_contact(body: ResolveRequest, principal: ContactsResolve, services: ServicesDep) -> Response:
-    return await forward(services.contacts, "POST", "/v1/contacts/resolve", principal, body=body_of(body))
+    answer = await forward(services.contacts, "POST", "/v1/contacts/resolve", principal, body=body_of(body))
+    return ids_only_for_ingest(principal, answer, "id", "status")
 
 
 @router.get("/{contact_id}", summary="Read a contact", responses={**ok(ContactRead), **CONTACT_ERRORS})
