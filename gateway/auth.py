@@ -198,6 +198,12 @@ class RateLimiter:
         if len(self._buckets) > 100_000:
             self._buckets.clear()
 
+    def give_back(self, caller: str) -> None:
+        """Returns the token a request took (a sign-in that succeeded does not count against its address)."""
+        found = self._buckets.get(caller)
+        if found is not None:
+            self._buckets[caller] = (min(self.burst, found[0] + 1.0), found[1])
+
 
 # --- authentication ----------------------------------------------------------------------------------------------
 

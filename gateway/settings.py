@@ -49,8 +49,8 @@ class GatewaySettings(ServiceSettings):
     sign_in_per_minute_per_address: int = Field(
         20,
         ge=1,
-        description="Sign-in attempts per minute from one client address, per process (429 above; the per-email "
-        "lockout applies too)",
+        description="Failed sign-ins per minute from one client address, per process, across emails (429 above; "
+        "the per-email lockout applies too)",
     )
     password_hash_concurrency: int = Field(
         1,

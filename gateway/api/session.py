@@ -51,9 +51,12 @@ async def login(
     runtime: RuntimeDep,
     settings: SettingsDep,
 ) -> SessionInfo:
-    # Per client address first: one address trying many emails (each under its own lockout) still stops.
+    # Per client address first: one address trying many emails (each under its own lockout) still stops. Taken
+    # before the password is hashed, so a burst cannot queue more hashes than the budget; given back on success,
+    # so many staff signing in from one office address do not use it up.
+    address = request.client.host if request.client else "unknown"
     address_limiter: RateLimiter = request.app.state.sign_in_limiter
-    address_limiter.take(request.client.host if request.client else "unknown")
+    address_limiter.take(address)
     guard = sign_in_guard(request.app)
     locked = guard.locked_for(body.email)
     if locked:  # checked before the password: while locked, even the right one is not tried
@@ -65,6 +68,7 @@ async def login(
         guard.failed(body.email, account_exists=user is not None)
         raise Unauthorized("Wrong email or password.")
     guard.succeeded(body.email)
+    address_limiter.give_back(address)
     token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(24)
     now = runtime.clock.now()
     session.add(
