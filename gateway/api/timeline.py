@@ -15,7 +15,7 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import BaseModel, Field
 
 from gateway.api.common import AUTH_ERRORS, CONTACT_ERRORS, ok, problem
-from gateway.auth import Authenticator, Principal, TimelineRead
+from gateway.auth import Authenticator, TimelineRead
 from gateway.deps import TimelineDep
 from gateway.live import LiveFeed, Stream
 from gateway.schemas import Journey, TimelinePage
@@ -164,9 +164,6 @@ async def stream_timeline(
         token = timeline.cursor(position_of(item), contact_id=surviving, filters=filters)
         return ServerSentEvent(event="item", id=token, data=json.loads(to_json(item)), retry=2000)
 
-    async def credentials_ended(caller: Principal) -> bool:
-        return stream.ended or not await authenticator.still_valid(caller)
-
     if last_event_id:
         try:
             position: Position = timeline.read_cursor(last_event_id, contact_id=surviving, filters=filters)
@@ -182,18 +179,21 @@ async def stream_timeline(
     yield ServerSentEvent(event="ready", data={"contact_id": str(surviving)})
     read_at = checked_at = time.monotonic()
     while not await request.is_disconnected():
+        # Waits at most until the next re-check is due, however often announcements wake the stream.
+        until_check = max(0.05, STREAM_RECHECK_S - (time.monotonic() - checked_at))
         try:
-            await asyncio.wait_for(wake.wait(), timeout=STREAM_RECHECK_S)
+            await asyncio.wait_for(wake.wait(), timeout=until_check)
             woken = True
         except TimeoutError:
             woken = False
         wake.clear()
         now = time.monotonic()
-        if stream.ended or (now - checked_at >= STREAM_RECHECK_S and await credentials_ended(principal)):
+        if not stream.ended and now - checked_at >= STREAM_RECHECK_S:
+            checked_at = now
+            stream.ended = not await authenticator.still_valid(principal)
+        if stream.ended:
             yield ServerSentEvent(event="end", data={"reason": "credentials-ended"})
             return
-        if now - checked_at >= STREAM_RECHECK_S:
-            checked_at = now
         if not woken and now - read_at < STREAM_SAFETY_POLL_S:
             continue
         read_at = now
