@@ -13,7 +13,7 @@ from fastapi import FastAPI, Request, Response
 from gateway import events, staff
 from gateway.api import router
 from gateway.api.timeline import document_timeline_limit
-from gateway.auth import Authenticator, RateLimiter
+from gateway.auth import Authenticator, PasswordHashing, RateLimiter
 from gateway.console import router as console_router
 from gateway.contract import publish_service_contract
 from gateway.deps import Services
@@ -123,6 +123,10 @@ def create_app(
         )
         app.state.authenticator = authenticator
         app.state.rate_limiter = RateLimiter(per_minute=settings.rate_limit_per_minute, burst=settings.rate_limit_burst)
+        app.state.sign_in_limiter = RateLimiter(
+            per_minute=settings.sign_in_per_minute_per_address, burst=settings.sign_in_per_minute_per_address
+        )
+        app.state.password_hashing = PasswordHashing(settings.password_hash_concurrency)
         await runtime.start()
         try:
             with settled_heap():

@@ -19,6 +19,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
+import anyio
 from fastapi import Depends, Request
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 from pwdlib import PasswordHash
@@ -157,6 +158,23 @@ def key_prefix(key: str) -> str | None:
 passwords = PasswordHash.recommended()
 
 
+class PasswordHashing:
+    """argon2 hashing and verifying in worker threads, at most ``concurrency`` at once (more callers wait).
+
+    On the event loop one verify stalled every other request of the process for its whole duration: 12 sign-ins at
+    once made /healthz take 195-312 ms. argon2-cffi releases the GIL, so a thread leaves the loop free; the bound
+    keeps a burst of sign-ins from taking every core (argon2 is built to be expensive)."""
+
+    def __init__(self, concurrency: int) -> None:
+        self._limiter = anyio.CapacityLimiter(concurrency)
+
+    async def verify(self, password: str, hashed: str) -> bool:
+        return await anyio.to_thread.run_sync(passwords.verify, password, hashed, limiter=self._limiter)
+
+    async def hash(self, password: str) -> str:
+        return await anyio.to_thread.run_sync(passwords.hash, password, limiter=self._limiter)
+
+
 # --- rate limit --------------------------------------------------------------------------------------------------
 
 
@@ -182,6 +200,12 @@ class RateLimiter:
         self._buckets[caller] = (tokens - 1.0, now)
         if len(self._buckets) > 100_000:
             self._buckets.clear()
+
+    def give_back(self, caller: str) -> None:
+        """Returns the token a request took (a sign-in that succeeded does not count against its address)."""
+        found = self._buckets.get(caller)
+        if found is not None:
+            self._buckets[caller] = (min(self.burst, found[0] + 1.0), found[1])
 
 
 # --- authentication ----------------------------------------------------------------------------------------------
@@ -232,6 +256,33 @@ class Authenticator:
         if row is None or row.revoked_at is not None or not hmac.compare_digest(row.key_hash, digest):
             return None, None
         return Principal(id=str(row.id), kind="api_key", role=Role(row.role), name=row.name), row.expires_at
+
+    async def still_valid(self, principal: Principal) -> bool:
+        """Whether the caller's credential still holds, read from the database (no cache): a long-lived request
+        (a timeline stream) asks every few seconds, so a revocation, a disabled user or a sign-out ends it."""
+        from gateway.models import ApiKey, StaffSession, StaffUser
+
+        if principal.kind == "bootstrap":
+            return True
+        now = self.runtime.clock.now()
+        async with self.runtime.sessionmaker() as session:
+            if principal.kind == "api_key":
+                key = await session.get(ApiKey, uuid.UUID(principal.id))
+                return (
+                    key is not None
+                    and key.revoked_at is None
+                    and (key.expires_at is None or as_utc(key.expires_at) > now)
+                )
+            if principal.session_id is None:
+                return False
+            found = (
+                await session.execute(
+                    select(col(StaffSession.expires_at), col(StaffUser.disabled_at))
+                    .join(StaffUser, col(StaffUser.id) == col(StaffSession.user_id))
+                    .where(col(StaffSession.id) == principal.session_id)
+                )
+            ).first()
+        return found is not None and found[1] is None and as_utc(found[0]) > now
 
     async def from_session(self, token: str) -> Principal | None:
         from gateway.models import StaffSession, StaffUser

@@ -5,6 +5,10 @@ contacts changed (``gateway.projected.<contact_id>``, core NATS, nothing stored)
 subscribes: its open streams re-read the page, its caches forget the contact. Announcing after the commit, not
 on the producer's event, means a stream never re-reads before the item is there. A stream that missed an
 announcement (reconnect, gateway restart) catches up by position (``Last-Event-ID``) and a periodic re-read.
+
+The same subscription ends streams: a revoked key, a disabled user or a signed-out session is announced
+(``gateway.revoked.<key, user or session id>``) and every process ends the streams opened with it. A stream also
+re-checks its credential against the database every few seconds, for an announcement NATS did not deliver.
 """
 
 from __future__ import annotations
@@ -12,11 +16,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from servicekit.bus import Bus
 from servicekit.events import CloudEvent
 from servicekit.logging import get_logger
+from servicekit.problems import ProblemError
 
 log = get_logger(__name__)
 PROJECTED = "gateway.projected"
@@ -40,9 +46,10 @@ async def announce(bus: Bus, events: list[CloudEvent]) -> None:
     await announce_contacts(bus, changed_contacts(events))
 
 
-async def announce_revoked(bus: Bus, key_id: str) -> None:
-    """Tells every gateway process that an API key was revoked, so none trusts it from its cache any longer."""
-    await _tell(bus, [f"{REVOKED}.{key_id}"])
+async def announce_revoked(bus: Bus, credential_id: str) -> None:
+    """Tells every gateway process that a credential ended (an API key revoked, a user disabled, a session signed
+    out): none trusts it from its cache any longer, and every stream opened with it ends."""
+    await _tell(bus, [f"{REVOKED}.{credential_id}"])
 
 
 async def announce_contacts(bus: Bus, contact_ids: set[str]) -> None:
@@ -60,6 +67,21 @@ async def _tell(bus: Bus, subjects: list[str]) -> None:
             await bus.nc.publish(subject, b"")
 
 
+class TooManyStreams(ProblemError):
+    status, slug, title = 429, "too-many-streams", "Too many open streams"
+
+
+@dataclass(eq=False)
+class Stream:
+    """One open timeline stream: woken by its contacts' announcements, ended when a credential it was opened
+    with (the key, the user, the session) ends."""
+
+    caller: str
+    credentials: frozenset[str]
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    ended: bool = False
+
+
 class LiveFeed:
     def __init__(
         self,
@@ -72,13 +94,43 @@ class LiveFeed:
         self.on_event = on_event
         self.on_revoked = on_revoked
         self._listeners: dict[str, set[asyncio.Event]] = {}
+        self._streams: dict[str, set[Stream]] = {}  # by caller
         self._subs: list[Any] = []
 
-    def listen(self, *contact_ids: str) -> asyncio.Event:
-        wake = asyncio.Event()
+    def open_stream(self, *, caller: str, credentials: set[str], contact_ids: list[str], limit: int) -> Stream:
+        """A stream for ``caller`` woken by ``contact_ids``; a 429 problem when the caller has ``limit`` open in
+        this process already (each stream holds a connection and re-reads the timeline on every change)."""
+        open_now = self._streams.setdefault(caller, set())
+        if len(open_now) >= limit:
+            raise TooManyStreams(
+                f"At most {limit} timeline streams may be open at once per caller; close one first.",
+                headers={"Retry-After": "10"},
+                max_streams=limit,
+            )
+        stream = Stream(caller=caller, credentials=frozenset(credentials))
+        open_now.add(stream)
         for contact_id in contact_ids:
-            self._listeners.setdefault(contact_id, set()).add(wake)
-        return wake
+            self._listeners.setdefault(contact_id, set()).add(stream.wake)
+        return stream
+
+    def close_stream(self, stream: Stream) -> None:
+        self.unlisten(stream.wake)
+        open_now = self._streams.get(stream.caller)
+        if open_now is not None:
+            open_now.discard(stream)
+            if not open_now:
+                del self._streams[stream.caller]
+
+    def open_streams(self, caller: str) -> int:
+        return len(self._streams.get(caller, ()))
+
+    def end_streams(self, credential_id: str) -> None:
+        """Ends, in this process, every stream opened with this key, user or session."""
+        for streams in self._streams.values():
+            for stream in streams:
+                if credential_id in stream.credentials:
+                    stream.ended = True
+                    stream.wake.set()
 
     def unlisten(self, wake: asyncio.Event) -> None:
         for contact_id in list(self._listeners):
@@ -97,6 +149,7 @@ class LiveFeed:
         if prefix == REVOKED:
             if self.on_revoked is not None:
                 self.on_revoked(ident)
+            self.end_streams(ident)
             return
         self.poke(ident)
 

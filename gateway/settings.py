@@ -46,11 +46,26 @@ class GatewaySettings(ServiceSettings):
     rate_limit_per_minute: int = Field(1200, description="Requests per minute per API key or user (429 above)")
     rate_limit_burst: int = Field(200, description="Requests a caller may send at once before the rate applies")
     session_ttl_s: int = Field(12 * 3600, description="Staff session lifetime, seconds")
+    sign_in_per_minute_per_address: int = Field(
+        20,
+        ge=1,
+        description="Failed sign-ins per minute from one client address, per process, across emails (429 above; "
+        "the per-email lockout applies too)",
+    )
+    password_hash_concurrency: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Password hashes (argon2) computed at once per process, off the event loop; more sign-ins wait",
+    )
     workers: int = Field(
         1,
         ge=1,
         le=64,
         description="Gateway processes behind the port (uvicorn --workers; `make up` and the benchmarks read it)",
+    )
+    streams_per_caller: int = Field(
+        10, ge=1, le=1000, description="Timeline streams one API key or user may hold open at once, per process (429)"
     )
     key_cache_s: float = Field(5.0, description="How long a verified API key is trusted without a database look-up")
     timeline_max_limit: int = Field(100, ge=1, le=199, description="Largest timeline page (the services page at 200)")

@@ -32,7 +32,7 @@ from gateway.models import ContactAlias, ContactEvent, FollowupState, TouchSumma
 from gateway.projection import KINDS, RANK, SORT_RANK, to_json
 from gateway.projection import TABLE as _ITEMS
 from gateway.schemas_services import FOLLOWUP_STATUSES, INTERACTION_TYPES
-from gateway.upstream import ServiceClient, UpstreamAnswer
+from gateway.upstream import ServiceClient, UpstreamAnswer, upstream_path
 from servicekit.clock import Clock, as_utc
 from servicekit.db import UTCDateTime
 from servicekit.problems import ProblemError
@@ -248,7 +248,7 @@ class Timeline:
 
     async def _resolve(self, *, contact_id: uuid.UUID, caller: str) -> dict[str, Any]:
         for _ in range(4):
-            response = await self.contacts.request("GET", f"/v1/contacts/{contact_id}", caller=caller)
+            response = await self.contacts.request("GET", upstream_path("/v1/contacts/{}", contact_id), caller=caller)
             if response.status_code == 200:
                 contact: dict[str, Any] = response.json()
                 return contact

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from fastapi import Response
@@ -20,7 +21,28 @@ from servicekit.problems import PROBLEM_MEDIA_TYPE, ProblemError, ServiceUnavail
 log = get_logger(__name__)
 
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS"})
-_PASSED_HEADERS = ("etag", "retry-after", "idempotency-key", "idempotent-replayed")
+# The headers a client acts on; the services spell them as the README does (httpx matches names case-blind).
+_PASSED_HEADERS = ("etag", "retry-after", "idempotency-key", "idempotency-replayed")
+
+
+def path_segment(value: object) -> str:
+    """One value as one path segment of a service's URL: every reserved character percent-encoded, a slash too,
+    and a value of only dots spelled ``%2E`` so that neither the client (httpx removes dot-segments) nor the
+    service can read it as a step up. ``a/../../metrics`` stays inside the route it was sent to."""
+    text = str(value)
+    if text.strip(".") == "":
+        return "%2E" * len(text)
+    return quote(text, safe="")
+
+
+def upstream_path(template: str, *values: object) -> str:
+    """``template``'s ``{}`` filled with ``values``, each encoded as one segment (the only way a route puts a
+    caller's value into a service's path)."""
+    return template.format(*(path_segment(value) for value in values))
+
+
+class UnsafeUpstreamPath(RuntimeError):
+    """A path with a dot-segment reached ``ServiceClient.request``: a route built it without ``upstream_path``."""
 
 
 class GatewayTimeout(ProblemError):
@@ -83,6 +105,8 @@ class ServiceClient:
         headers: dict[str, str] | None = None,
     ) -> httpx.Response:
         """Send one call; transport failures become 503/504 problems naming this service."""
+        if any(segment in (".", "..") for segment in path.split("?", 1)[0].split("/")):
+            raise UnsafeUpstreamPath(path)  # a 500: a bug of ours (not the caller's input), never another route
         clean_params = {k: v for k, v in (params or {}).items() if v is not None}
         attempts = 1 + (self.read_retries if method in _IDEMPOTENT else 0)
         delay = 0.05

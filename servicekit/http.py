@@ -99,7 +99,8 @@ class RequestContextMiddleware:
                 window = tail + chunk
                 if b"\\u0000" in window and _nul_escape(window):
                     raise StarletteHTTPException(422, NUL_DETAIL)
-                if b"\\u" in window and _lone_surrogate(window, final=not message.get("more_body", False)):
+                final = not message.get("more_body", False)
+                if b"\\u" in window and _lone_surrogate(window, final=final, judged=len(tail)):
                     raise StarletteHTTPException(422, SURROGATE_DETAIL)
                 tail = window[-11:]
             return message
@@ -173,15 +174,18 @@ def _nul_escape(window: bytes) -> bool:
     return False
 
 
-def _lone_surrogate(window: bytes, *, final: bool) -> bool:
+def _lone_surrogate(window: bytes, *, final: bool, judged: int = 0) -> bool:
     """An unpaired UTF-16 surrogate escape in JSON: Python decodes it into a str no UTF-8 encoder (the
     database driver, the event serialiser, httpx) can write, and it would fail far from the request as a 500.
-    A high surrogate at the very end of a chunk is undecided until the next chunk (``final``: no next)."""
+    A high surrogate at the very end of a chunk is undecided until the next chunk (``final``: no next).
+    The first ``judged`` bytes are the previous chunk's tail: a low surrogate wholly inside it was paired there
+    (its high one may be cut off here), so only an undecided high one is judged again."""
     for match in _LONE_SURROGATE.finditer(window):
         start = match.start()
-        if _escaped(window, start):
+        high = match.group()[3:4] in b"89abAB"
+        if _escaped(window, start) or (match.end() <= judged and not high):
             continue  # an escaped backslash followed by the letters "ud800": text, not an escape
-        cut_short = match.group()[3:4] in b"89abAB" and match.end() + 6 > len(window)
+        cut_short = high and match.end() + 6 > len(window)
         if final or not cut_short:
             return True
     return False

@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -92,12 +93,30 @@ def problem_response(status: int, *, headers: dict[str, str] | None = None, **fi
     )
 
 
+def _text(value: object, limit: int = 300) -> str:
+    """Caller-given text as it may go back in a problem: bounded, and writable as UTF-8 whatever it holds."""
+    return str(value)[:limit].encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _jsonable_errors(errors: Any) -> list[dict[str, Any]]:
+    """Where and why, never the submitted value (pydantic's ``input`` and ``ctx`` are left out)."""
     cleaned = []
     for error in errors:
-        item = {"loc": list(error.get("loc", ())), "msg": str(error.get("msg", "")), "type": error.get("type")}
-        cleaned.append(item)
+        loc = [part if isinstance(part, int) else _text(part, 100) for part in error.get("loc", ())]
+        cleaned.append({"loc": loc, "msg": _text(error.get("msg", "")), "type": error.get("type")})
     return cleaned
+
+
+def _raised_at(exc: BaseException) -> str:
+    """``module:function:line`` of the innermost frame: where a validation error came from, without its text
+    (which may quote what the caller sent)."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is None:
+        return "unknown"
+    code = tb.tb_frame.f_code
+    return f"{tb.tb_frame.f_globals.get('__name__', '?')}:{code.co_name}:{tb.tb_lineno}"
 
 
 def install_problem_handlers(app: FastAPI) -> None:
@@ -122,6 +141,36 @@ def install_problem_handlers(app: FastAPI) -> None:
             detail="The request does not match the schema.",
             instance=request.url.path,
             errors=_jsonable_errors(exc.errors()),
+        )
+
+    # A model validated inside a service (a patch re-checked as a whole contact, a resolve's new profile) refuses
+    # what the route's schema let through: the caller's input, so a 422 like the route's own, not a 500 whose
+    # traceback would write the submitted values into the log. Logged with where, never what.
+    @app.exception_handler(ValidationError)
+    async def _model(request: Request, exc: ValidationError) -> JSONResponse:
+        errors = _jsonable_errors(exc.errors(include_input=False, include_context=False, include_url=False))
+        log.info("validation_refused", path=request.url.path, model=exc.title, at=_raised_at(exc),
+                 types=sorted({str(e["type"]) for e in errors}))  # fmt: skip
+        return problem_response(
+            422,
+            title="Invalid request",
+            slug="validation",
+            detail=f"The request would make an invalid {exc.title}.",
+            instance=request.url.path,
+            errors=errors,
+        )
+
+    # Domain validation that raises ValueError (a phone number, a time zone, text no encoder can write) is the
+    # caller's input too. Its message goes back to the caller only; the log says where it was raised.
+    @app.exception_handler(ValueError)
+    async def _value(request: Request, exc: ValueError) -> JSONResponse:
+        log.warning("value_refused", path=request.url.path, error=type(exc).__name__, at=_raised_at(exc))
+        return problem_response(
+            422,
+            title="Invalid request",
+            slug="validation",
+            detail=_text(exc) or "A value in the request cannot be taken.",
+            instance=request.url.path,
         )
 
     @app.exception_handler(StarletteHTTPException)

@@ -184,6 +184,12 @@ async def test_log_by_identity_resolves_or_creates_the_contact(
     bad = await client.post("/v1/interactions", json=touchpoint_factory(contact_id=None, contact={"email": "nope"}))
     assert bad.status_code == 422 and bad.headers["content-type"] == PROBLEM
     assert bad.json()["type"].endswith("/contact-rejected")
+    # A new contact the contacts service refuses only once it is whole (a 21st email): its 422, not a 503 that
+    # a client (or the ingest consumer) would retry for ever; it was a 500 there (issue 18, item 15).
+    n = uuid.uuid4().hex[:6]
+    crowded = {"email": f"one.{n}@example.com", "emails": [f"more.{n}.{i}@example.com" for i in range(20)]}
+    refused = await client.post("/v1/interactions", json=touchpoint_factory(contact_id=None, contact=crowded))
+    assert refused.status_code == 422 and refused.json()["type"].endswith("/contact-rejected"), refused.text
 
 
 async def test_invalid_touchpoints_and_unknown_contacts_are_422_problems(client: httpx.AsyncClient) -> None:

@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 
 from gateway.api.common import AUTH_ERRORS, NOT_FOUND, problem
-from gateway.auth import ApiKeysManage, AuditRead, FollowupsRead, UsersManage, new_api_key, passwords, sha256
+from gateway.auth import ApiKeysManage, AuditRead, FollowupsRead, UsersManage, new_api_key, sha256
 from gateway.deps import RuntimeDep, SessionDep, record_audit
 from gateway.live import announce_revoked
 from gateway.models import ApiKey, AuditEntry, StaffSession, StaffUser, Team
@@ -100,6 +100,7 @@ async def revoke_api_key(
     # Committed first: another gateway process told of the revocation must not find the key valid again.
     await session.commit()
     request.app.state.authenticator.forget(key_id)
+    request.app.state.live.end_streams(str(key_id))  # here at once, even when NATS cannot tell the others
     await announce_revoked(runtime.bus, str(key_id))
     return Response(status_code=204)
 
@@ -115,7 +116,9 @@ def _handle_from(email: str) -> str:
     summary="Create a staff user (console login)",
     responses={409: problem("Email or handle already used"), 422: problem("Unknown team, invalid handle")},
 )
-async def create_user(body: UserCreate, principal: UsersManage, session: SessionDep, runtime: RuntimeDep) -> UserRead:
+async def create_user(
+    body: UserCreate, principal: UsersManage, session: SessionDep, runtime: RuntimeDep, request: Request
+) -> UserRead:
     email = body.email.strip().lower()
     handle = body.handle or _handle_from(email)
     if not re.match(HANDLE_PATTERN, handle):
@@ -133,7 +136,7 @@ async def create_user(body: UserCreate, principal: UsersManage, session: Session
         role=body.role,
         teams=list(dict.fromkeys(body.teams)),
         timezone=body.timezone,
-        password_hash=passwords.hash(body.password),
+        password_hash=await request.app.state.password_hashing.hash(body.password),
         created_at=now,
     )
     session.add(user)
@@ -203,7 +206,7 @@ async def update_user(
     responses=NOT_FOUND,
 )
 async def disable_user(
-    user_id: uuid.UUID, principal: UsersManage, session: SessionDep, runtime: RuntimeDep
+    user_id: uuid.UUID, principal: UsersManage, session: SessionDep, runtime: RuntimeDep, request: Request
 ) -> Response:
     user = await session.get(StaffUser, user_id)
     if user is None:
@@ -222,6 +225,10 @@ async def disable_user(
     from sqlalchemy import delete
 
     await session.execute(delete(StaffSession).where(col(StaffSession.user_id) == user_id))
+    # Committed first, as for a revoked key; then the user's open streams end in every process.
+    await session.commit()
+    request.app.state.live.end_streams(str(user_id))
+    await announce_revoked(runtime.bus, str(user_id))
     return Response(status_code=204)
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from fastapi import Response
+from fastapi.responses import JSONResponse
 
-from gateway.auth import Principal
+from gateway.auth import Principal, Role
 from gateway.upstream import ServiceClient, relay
 from servicekit.problems import PROBLEM_MEDIA_TYPE
 
@@ -52,3 +54,21 @@ async def forward(
 def body_of(model: Any) -> Any:
     """A request model as the JSON the service receives (only the fields the caller sent)."""
     return model.model_dump(mode="json", exclude_unset=True)
+
+
+def ids_only_for_ingest(principal: Principal, response: Response, *fields: str) -> Response:
+    """An ingest key's view of a successful answer: only ``fields`` (ids and statuses), never the profile or the
+    content. Automated systems write; what a contact or a touchpoint holds is for staff (an ingest key that
+    resolved an email got the whole profile, and one that re-posted another system's source and external_id got
+    that system's touchpoint, subject and body)."""
+    if principal.role is not Role.ingest or not 200 <= response.status_code < 300 or not response.body:
+        return response
+    document = json.loads(bytes(response.body))
+    kept = {name: document[name] for name in fields if name in document}
+    # The ETag names the whole resource's version, which this is not.
+    dropped = ("content-length", "content-type", "etag")
+    headers = {name: value for name, value in response.headers.items() if name.lower() not in dropped}
+    return JSONResponse(kept, status_code=response.status_code, headers=headers)
+
+
+INGEST_VIEW = "An ingest key gets `{}` only."

@@ -7,7 +7,16 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response
 
-from gateway.api.common import AUTH_ERRORS, CONTACT_ERRORS, body_of, forward, ok, problem
+from gateway.api.common import (
+    AUTH_ERRORS,
+    CONTACT_ERRORS,
+    INGEST_VIEW,
+    body_of,
+    forward,
+    ids_only_for_ingest,
+    ok,
+    problem,
+)
 from gateway.auth import ContactsErase, ContactsExport, ContactsRead, ContactsResolve, ContactsWrite, Principal
 from gateway.deps import RuntimeDep, ServicesDep, SessionDep, WriteThroughDep, record_audit
 from gateway.schemas_services import (
@@ -20,6 +29,7 @@ from gateway.schemas_services import (
     ResolveRequest,
 )
 from gateway.staff import StaffNamesDep, resolve_me
+from gateway.upstream import upstream_path
 
 router = APIRouter(prefix="/contacts", tags=["contacts"], responses=AUTH_ERRORS)
 
@@ -64,15 +74,17 @@ async def list_contacts(
 @router.post(
     "/resolve",
     summary="Find the contact holding an identity, or create it",
+    description=INGEST_VIEW.format("id` and `status"),
     responses={**ok(ContactRead, "Found"), **ok(ContactRead, "Created", 201)},
 )
 async def resolve_contact(body: ResolveRequest, principal: ContactsResolve, services: ServicesDep) -> Response:
-    return await forward(services.contacts, "POST", "/v1/contacts/resolve", principal, body=body_of(body))
+    answer = await forward(services.contacts, "POST", "/v1/contacts/resolve", principal, body=body_of(body))
+    return ids_only_for_ingest(principal, answer, "id", "status")
 
 
 @router.get("/{contact_id}", summary="Read a contact", responses={**ok(ContactRead), **CONTACT_ERRORS})
 async def get_contact(contact_id: uuid.UUID, principal: ContactsRead, services: ServicesDep) -> Response:
-    return await forward(services.contacts, "GET", f"/v1/contacts/{contact_id}", principal)
+    return await forward(services.contacts, "GET", upstream_path("/v1/contacts/{}", contact_id), principal)
 
 
 @router.patch(
@@ -92,7 +104,12 @@ async def patch_contact(
     await _check_owner(body, principal, names)
     headers = {"If-Match": if_match} if if_match else None
     answer = await forward(
-        services.contacts, "PATCH", f"/v1/contacts/{contact_id}", principal, body=body_of(body), headers=headers
+        services.contacts,
+        "PATCH",
+        upstream_path("/v1/contacts/{}", contact_id),
+        principal,
+        body=body_of(body),
+        headers=headers,
     )
     return await write_through.contacts(answer, contact_id)
 
@@ -112,7 +129,7 @@ async def merge_contact(
     write_through: WriteThroughDep,
 ) -> Response:
     response = await forward(
-        services.contacts, "POST", f"/v1/contacts/{target_id}/merge", principal, body=body_of(body)
+        services.contacts, "POST", upstream_path("/v1/contacts/{}/merge", target_id), principal, body=body_of(body)
     )
     await write_through.contacts(response, target_id, body.source_id)
     await record_audit(
@@ -141,7 +158,7 @@ async def erase_contact(
     runtime: RuntimeDep,
     write_through: WriteThroughDep,
 ) -> Response:
-    response = await forward(services.contacts, "DELETE", f"/v1/contacts/{contact_id}", principal)
+    response = await forward(services.contacts, "DELETE", upstream_path("/v1/contacts/{}", contact_id), principal)
     await write_through.contacts(response, contact_id)
     await record_audit(
         session=session,
@@ -162,7 +179,7 @@ async def erase_contact(
 async def export_contact(
     contact_id: uuid.UUID, principal: ContactsExport, services: ServicesDep, session: SessionDep, runtime: RuntimeDep
 ) -> Response:
-    response = await forward(services.contacts, "GET", f"/v1/contacts/{contact_id}/export", principal)
+    response = await forward(services.contacts, "GET", upstream_path("/v1/contacts/{}/export", contact_id), principal)
     await record_audit(
         session=session,
         runtime=runtime,

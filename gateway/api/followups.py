@@ -26,6 +26,7 @@ from gateway.schemas_services import (
     FollowupStatus,
 )
 from gateway.staff import StaffNamesDep, resolve_me
+from gateway.upstream import upstream_path
 from servicekit.channels import Channel
 from servicekit.clock import InUtc
 
@@ -126,7 +127,7 @@ async def create_followup(
 
 @router.get("/{followup_id}", summary="Read a follow-up", responses={**ok(FollowupRead), **NOT_FOUND})
 async def get_followup(followup_id: uuid.UUID, principal: FollowupsRead, services: ServicesDep) -> Response:
-    return await forward(services.followups, "GET", f"/v1/followups/{followup_id}", principal)
+    return await forward(services.followups, "GET", upstream_path("/v1/followups/{}", followup_id), principal)
 
 
 @router.post("/{followup_id}/complete", summary="Mark done", responses={**ok(FollowupRead), **STATE_ERRORS})
@@ -137,7 +138,7 @@ async def complete_followup(
     services: ServicesDep,
     write_through: WriteThroughDep,
 ) -> Response:
-    path = f"/v1/followups/{followup_id}/complete"
+    path = upstream_path("/v1/followups/{}/complete", followup_id)
     return await write_through.followup(await forward(services.followups, "POST", path, principal, body=body_of(body)))
 
 
@@ -149,7 +150,7 @@ async def snooze_followup(
     services: ServicesDep,
     write_through: WriteThroughDep,
 ) -> Response:
-    path = f"/v1/followups/{followup_id}/snooze"
+    path = upstream_path("/v1/followups/{}/snooze", followup_id)
     return await write_through.followup(await forward(services.followups, "POST", path, principal, body=body_of(body)))
 
 
@@ -161,7 +162,7 @@ async def cancel_followup(
     services: ServicesDep,
     write_through: WriteThroughDep,
 ) -> Response:
-    path = f"/v1/followups/{followup_id}/cancel"
+    path = upstream_path("/v1/followups/{}/cancel", followup_id)
     return await write_through.followup(await forward(services.followups, "POST", path, principal, body=body_of(body)))
 
 
@@ -178,5 +179,5 @@ async def assign_followup(
 ) -> Response:
     body.assignee = resolve_me(body.assignee, principal, field="assignee")
     await names.check_work_target(assignee=body.assignee, team=body.team)
-    path = f"/v1/followups/{followup_id}/assign"
+    path = upstream_path("/v1/followups/{}/assign", followup_id)
     return await write_through.followup(await forward(services.followups, "POST", path, principal, body=body_of(body)))

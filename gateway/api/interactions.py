@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Query, Response
 
-from gateway.api.common import AUTH_ERRORS, NOT_FOUND, body_of, forward, ok, problem
+from gateway.api.common import AUTH_ERRORS, INGEST_VIEW, NOT_FOUND, body_of, forward, ids_only_for_ingest, ok, problem
 from gateway.auth import InteractionsLog, InteractionsRead, InteractionsUpdate
 from gateway.deps import ServicesDep, WriteThroughDep
 from gateway.schemas_services import (
@@ -23,6 +23,7 @@ from gateway.schemas_services import (
     InteractionUpdate,
     ThreadRead,
 )
+from gateway.upstream import upstream_path
 from servicekit.clock import InUtc
 
 router = APIRouter(tags=["interactions"], responses=AUTH_ERRORS)
@@ -37,6 +38,7 @@ IdempotencyKey = Annotated[
     "/interactions",
     status_code=201,
     summary="Log a touchpoint",
+    description=INGEST_VIEW.format("id` and `contact_id"),
     responses={
         **ok(InteractionRead, "Stored", 201),
         **ok(InteractionRead, "Already stored (same source and external_id)"),
@@ -56,7 +58,9 @@ async def log_interaction(
     answer = await forward(
         services.interactions, "POST", "/v1/interactions", principal, body=body_of(body), headers=headers
     )
-    return await write_through.interaction(answer)
+    # Projected from the full answer; an ingest key then sees ids only, a touchpoint of another system included
+    # (the same source and external_id answer 200 with the touchpoint already stored).
+    return ids_only_for_ingest(principal, await write_through.interaction(answer), "id", "contact_id")
 
 
 @router.post(
@@ -110,7 +114,7 @@ async def list_interactions(
     "/interactions/{interaction_id}", summary="Read a touchpoint", responses={**ok(InteractionRead), **NOT_FOUND}
 )
 async def get_interaction(interaction_id: uuid.UUID, principal: InteractionsRead, services: ServicesDep) -> Response:
-    return await forward(services.interactions, "GET", f"/v1/interactions/{interaction_id}", principal)
+    return await forward(services.interactions, "GET", upstream_path("/v1/interactions/{}", interaction_id), principal)
 
 
 @router.patch(
@@ -126,7 +130,11 @@ async def patch_interaction(
     write_through: WriteThroughDep,
 ) -> Response:
     answer = await forward(
-        services.interactions, "PATCH", f"/v1/interactions/{interaction_id}", principal, body=body_of(body)
+        services.interactions,
+        "PATCH",
+        upstream_path("/v1/interactions/{}", interaction_id),
+        principal,
+        body=body_of(body),
     )
     return await write_through.interaction(answer)
 
@@ -141,4 +149,4 @@ async def get_thread(
     principal: InteractionsRead,
     services: ServicesDep,
 ) -> Response:
-    return await forward(services.interactions, "GET", f"/v1/threads/{thread_id}", principal)
+    return await forward(services.interactions, "GET", upstream_path("/v1/threads/{}", thread_id), principal)

@@ -11,6 +11,7 @@ from gateway.auth import PoliciesManage, PoliciesRead, Principal
 from gateway.deps import RuntimeDep, ServicesDep, SessionDep, record_audit
 from gateway.schemas_services import PolicyChange, PolicyDocument, PolicyList, PolicyPreview, PolicyRead
 from gateway.staff import StaffNamesDep
+from gateway.upstream import upstream_path
 
 router = APIRouter(prefix="/policies", tags=["policies"], responses=AUTH_ERRORS)
 # The follow-ups service's own rule for a policy id (it also keeps the value safe in the service's URL).
@@ -44,7 +45,7 @@ async def list_policies(principal: PoliciesRead, services: ServicesDep) -> Respo
 
 @router.get("/{policy_id}", summary="Read a policy", responses={**ok(PolicyRead), **NOT_FOUND})
 async def get_policy(policy_id: PolicyId, principal: PoliciesRead, services: ServicesDep) -> Response:
-    return await forward(services.followups, "GET", f"/v1/policies/{policy_id}", principal)
+    return await forward(services.followups, "GET", upstream_path("/v1/policies/{}", policy_id), principal)
 
 
 @router.post("", status_code=201, summary="Create a policy", responses={**ok(PolicyRead, "Created", 201)})
@@ -74,7 +75,9 @@ async def replace_policy(
     names: StaffNamesDep,
 ) -> Response:
     await names.check_policy_names(body_of(body))
-    response = await forward(services.followups, "PUT", f"/v1/policies/{policy_id}", principal, body=body_of(body))
+    response = await forward(
+        services.followups, "PUT", upstream_path("/v1/policies/{}", policy_id), principal, body=body_of(body)
+    )
     return await _audited(
         response, action="policy.replace", target=policy_id, principal=principal, session=session, runtime=runtime
     )
@@ -84,7 +87,7 @@ async def replace_policy(
 async def delete_policy(
     policy_id: PolicyId, principal: PoliciesManage, services: ServicesDep, session: SessionDep, runtime: RuntimeDep
 ) -> Response:
-    response = await forward(services.followups, "DELETE", f"/v1/policies/{policy_id}", principal)
+    response = await forward(services.followups, "DELETE", upstream_path("/v1/policies/{}", policy_id), principal)
     return await _audited(
         response, action="policy.delete", target=policy_id, principal=principal, session=session, runtime=runtime
     )
@@ -94,7 +97,7 @@ async def delete_policy(
 async def enable_policy(
     policy_id: PolicyId, principal: PoliciesManage, services: ServicesDep, session: SessionDep, runtime: RuntimeDep
 ) -> Response:
-    response = await forward(services.followups, "POST", f"/v1/policies/{policy_id}/enable", principal)
+    response = await forward(services.followups, "POST", upstream_path("/v1/policies/{}/enable", policy_id), principal)
     return await _audited(
         response, action="policy.enable", target=policy_id, principal=principal, session=session, runtime=runtime
     )
@@ -104,7 +107,7 @@ async def enable_policy(
 async def disable_policy(
     policy_id: PolicyId, principal: PoliciesManage, services: ServicesDep, session: SessionDep, runtime: RuntimeDep
 ) -> Response:
-    response = await forward(services.followups, "POST", f"/v1/policies/{policy_id}/disable", principal)
+    response = await forward(services.followups, "POST", upstream_path("/v1/policies/{}/disable", policy_id), principal)
     return await _audited(
         response, action="policy.disable", target=policy_id, principal=principal, session=session, runtime=runtime
     )
@@ -138,5 +141,5 @@ async def preview_policy(
     services: ServicesDep,
     days: Annotated[int, Query(ge=1, le=365)] = 30,
 ) -> Response:
-    path = f"/v1/policies/{policy_id}/preview"
+    path = upstream_path("/v1/policies/{}/preview", policy_id)
     return await forward(services.followups, "POST", path, principal, params={"days": days})

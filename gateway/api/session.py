@@ -12,8 +12,9 @@ from sqlalchemy import delete, select
 from sqlmodel import col
 
 from gateway.api.common import problem
-from gateway.auth import SESSION_COOKIE, CurrentPrincipal, Unauthorized, passwords, sha256
+from gateway.auth import SESSION_COOKIE, CurrentPrincipal, PasswordHashing, RateLimiter, Unauthorized, passwords, sha256
 from gateway.deps import RuntimeDep, SessionDep, SettingsDep
+from gateway.live import announce_revoked
 from gateway.lockout import sign_in_guard
 from gateway.models import StaffSession, StaffUser
 from gateway.schemas import LoginRequest, SessionInfo
@@ -50,16 +51,24 @@ async def login(
     runtime: RuntimeDep,
     settings: SettingsDep,
 ) -> SessionInfo:
+    # Per client address first: one address trying many emails (each under its own lockout) still stops. Taken
+    # before the password is hashed, so a burst cannot queue more hashes than the budget; given back on success,
+    # so many staff signing in from one office address do not use it up.
+    address = request.client.host if request.client else "unknown"
+    address_limiter: RateLimiter = request.app.state.sign_in_limiter
+    address_limiter.take(address)
     guard = sign_in_guard(request.app)
     locked = guard.locked_for(body.email)
     if locked:  # checked before the password: while locked, even the right one is not tried
         raise SignInLocked(locked)
     user = await session.scalar(select(StaffUser).where(col(StaffUser.email) == body.email.strip().lower()))
-    valid = passwords.verify(body.password, user.password_hash if user else _DUMMY_HASH)
+    hashing: PasswordHashing = request.app.state.password_hashing
+    valid = await hashing.verify(body.password, user.password_hash if user else _DUMMY_HASH)
     if user is None or not valid or user.disabled_at is not None:
-        guard.failed(body.email)
+        guard.failed(body.email, account_exists=user is not None)
         raise Unauthorized("Wrong email or password.")
     guard.succeeded(body.email)
+    address_limiter.give_back(address)
     token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(24)
     now = runtime.clock.now()
     session.add(
@@ -85,9 +94,13 @@ async def login(
 
 
 @router.post("/logout", status_code=204, summary="End the session (needs the CSRF token)")
-async def logout(principal: CurrentPrincipal, session: SessionDep) -> Response:
+async def logout(principal: CurrentPrincipal, session: SessionDep, runtime: RuntimeDep, request: Request) -> Response:
     if principal.session_id is not None:
         await session.execute(delete(StaffSession).where(col(StaffSession.id) == principal.session_id))
+        await session.commit()
+        # The session's open streams end, in this process at once and in the others when told.
+        request.app.state.live.end_streams(str(principal.session_id))
+        await announce_revoked(runtime.bus, str(principal.session_id))
     response = Response(status_code=204)
     response.delete_cookie(SESSION_COOKIE, path="/")
     return response

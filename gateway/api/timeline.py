@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
@@ -14,8 +15,9 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import BaseModel, Field
 
 from gateway.api.common import AUTH_ERRORS, CONTACT_ERRORS, ok, problem
-from gateway.auth import TimelineRead
+from gateway.auth import Authenticator, TimelineRead
 from gateway.deps import TimelineDep
+from gateway.live import LiveFeed, Stream
 from gateway.schemas import Journey, TimelinePage
 from gateway.timeline import KINDS, Filters, InvalidCursor, Position, Timeline, position_of, to_json
 from servicekit.clock import InUtc
@@ -25,6 +27,9 @@ router = APIRouter(prefix="/contacts", tags=["timeline"], responses=AUTH_ERRORS)
 
 STREAM_PAGE = 50
 STREAM_SAFETY_POLL_S = 15.0  # re-read even without a NATS message, in case one was missed
+# A revocation, a disabled user or a sign-out ends a stream at once through its announcement; re-checking the
+# credential this often ends it within 5 s even when NATS did not deliver the announcement.
+STREAM_RECHECK_S = 4.0
 
 
 _KIND = f"\\s*(?:{'|'.join(KINDS)})?\\s*"
@@ -102,23 +107,53 @@ async def _stream_contact(contact_id: uuid.UUID, principal: TimelineRead, timeli
     return await timeline.resolve_contact(contact_id=contact_id, caller=principal.id)
 
 
+async def _stream_slot(
+    request: Request,
+    principal: TimelineRead,
+    timeline: TimelineDep,
+    contact: Annotated[dict[str, Any], Depends(_stream_contact)],
+) -> AsyncIterator[Stream]:
+    """One of the caller's streams in this process (429 above GATEWAY_STREAMS_PER_CALLER), given back when the
+    response ends (a dependency's exit runs after the streamed response, however it ends)."""
+    surviving = uuid.UUID(contact["id"])
+    feed: LiveFeed = request.app.state.live
+    credentials = {principal.id} | ({str(principal.session_id)} if principal.session_id else set())
+    aliases = [str(a) for a in await timeline.aliases_of(surviving)]
+    stream = feed.open_stream(
+        caller=principal.id,
+        credentials=credentials,
+        contact_ids=[str(surviving), *aliases],
+        limit=request.app.state.settings.streams_per_caller,
+    )
+    try:
+        yield stream
+    finally:
+        feed.close_stream(stream)
+
+
 @router.get(
     "/{contact_id}/timeline/stream",
     response_class=EventSourceResponse,
     summary="New timeline items as Server-Sent Events (reconnect with Last-Event-ID to miss nothing)",
-    responses=CONTACT_ERRORS,
+    responses={
+        **CONTACT_ERRORS,
+        429: problem("Too many streams open for this caller, or the rate limit (Retry-After)"),
+    },
 )
 async def stream_timeline(
     request: Request,
     principal: TimelineRead,
     timeline: TimelineDep,
     contact: Annotated[dict[str, Any], Depends(_stream_contact)],
+    stream: Annotated[Stream, Depends(_stream_slot)],
     last_event_id: Annotated[str | None, Header(max_length=1024)] = None,
 ) -> AsyncIterable[ServerSentEvent]:
+    """Ends with an ``event: end`` (``reason``: ``credentials-ended``) when the caller's key is revoked, the user
+    is disabled or the session signs out; a reconnect then gets a 401, which stops an EventSource."""
     surviving = uuid.UUID(contact["id"])
     filters = Filters()
-    feed = request.app.state.live
-    wake = feed.listen(str(surviving), *[str(a) for a in await timeline.aliases_of(surviving)])
+    authenticator: Authenticator = request.app.state.authenticator
+    wake = stream.wake
     sent: deque[tuple[str, str, str, str]] = deque(maxlen=2000)
 
     def fingerprint(item: dict[str, Any]) -> tuple[str, str, str, str]:
@@ -129,32 +164,43 @@ async def stream_timeline(
         token = timeline.cursor(position_of(item), contact_id=surviving, filters=filters)
         return ServerSentEvent(event="item", id=token, data=json.loads(to_json(item)), retry=2000)
 
-    try:
-        if last_event_id:
-            try:
-                position: Position = timeline.read_cursor(last_event_id, contact_id=surviving, filters=filters)
-            except InvalidCursor:
-                position = None  # type: ignore[assignment]
-            if position is not None:
-                for item in await timeline.items_above(contact_id=surviving, position=position, caller=principal.id):
-                    yield event_of(item)
+    if last_event_id:
+        try:
+            position: Position = timeline.read_cursor(last_event_id, contact_id=surviving, filters=filters)
+        except InvalidCursor:
+            position = None  # type: ignore[assignment]
+        if position is not None:
+            for item in await timeline.items_above(contact_id=surviving, position=position, caller=principal.id):
+                yield event_of(item)
+    head, _ = await timeline.page(
+        contact_id=surviving, filters=filters, limit=STREAM_PAGE, after=None, caller=principal.id
+    )
+    sent.extend(fingerprint(i) for i in head)
+    yield ServerSentEvent(event="ready", data={"contact_id": str(surviving)})
+    read_at = checked_at = time.monotonic()
+    while not await request.is_disconnected():
+        # Waits at most until the next re-check is due, however often announcements wake the stream.
+        until_check = max(0.05, STREAM_RECHECK_S - (time.monotonic() - checked_at))
+        try:
+            await asyncio.wait_for(wake.wait(), timeout=until_check)
+            woken = True
+        except TimeoutError:
+            woken = False
+        wake.clear()
+        now = time.monotonic()
+        if not stream.ended and now - checked_at >= STREAM_RECHECK_S:
+            checked_at = now
+            stream.ended = not await authenticator.still_valid(principal)
+        if stream.ended:
+            yield ServerSentEvent(event="end", data={"reason": "credentials-ended"})
+            return
+        if not woken and now - read_at < STREAM_SAFETY_POLL_S:
+            continue
+        read_at = now
         head, _ = await timeline.page(
             contact_id=surviving, filters=filters, limit=STREAM_PAGE, after=None, caller=principal.id
         )
-        sent.extend(fingerprint(i) for i in head)
-        yield ServerSentEvent(event="ready", data={"contact_id": str(surviving)})
-        while not await request.is_disconnected():
-            try:
-                await asyncio.wait_for(wake.wait(), timeout=STREAM_SAFETY_POLL_S)
-            except TimeoutError:
-                pass
-            wake.clear()
-            head, _ = await timeline.page(
-                contact_id=surviving, filters=filters, limit=STREAM_PAGE, after=None, caller=principal.id
-            )
-            known = set(sent)
-            for item in reversed(head):
-                if fingerprint(item) not in known:
-                    yield event_of(item)
-    finally:
-        feed.unlisten(wake)
+        known = set(sent)
+        for item in reversed(head):
+            if fingerprint(item) not in known:
+                yield event_of(item)

@@ -57,6 +57,8 @@ class Gateway:
         self.token = token
         self.csrf = csrf
         self.request_id = request.headers.get("x-request-id")
+        # The API sees the browser's address, not the in-process transport's (the sign-in limit is per address).
+        self.client = (request.client.host, request.client.port) if request.client else ("unknown", 0)
 
     def _headers(self, unsafe: bool, extra: dict[str, str] | None) -> dict[str, str]:
         headers: dict[str, str] = dict(extra or {})
@@ -78,7 +80,7 @@ class Gateway:
         headers: dict[str, str] | None = None,
     ) -> tuple[Answer, httpx.Response]:
         clean = {k: v for k, v in (params or {}).items() if v not in (None, "")}
-        transport = httpx.ASGITransport(app=self.app)
+        transport = httpx.ASGITransport(app=self.app, client=self.client)
         async with httpx.AsyncClient(transport=transport, base_url=INTERNAL_BASE, timeout=30) as client:
             response = await client.request(
                 method, "/api/v1" + path, params=clean, json=json, headers=self._headers(method != "GET", headers)

@@ -19,6 +19,7 @@ from gateway.auth import Action, Principal, allowed
 from gateway.console import labels
 from gateway.console.client import Answer, Gateway, signed_in
 from gateway.projection import interaction_item, to_json
+from gateway.upstream import path_segment
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
@@ -734,7 +735,7 @@ async def policy_page(request: Request, policy_id: str) -> Response:
     desk = await admin_desk(request)
     if not isinstance(desk, Desk):
         return desk
-    policy = await desk.api.get(f"/policies/{policy_id}")
+    policy = await desk.api.get(f"/policies/{path_segment(policy_id)}")
     if not policy.ok:
         return unavailable(desk, policy, "The policy")
     return desk.render("admin_policy.html", policy=policy.body, document=_document(policy.body),
@@ -760,16 +761,16 @@ async def change_policy(request: Request, policy_id: str, action: str) -> Respon
     field = {k: str(v) for k, v in form.items() if isinstance(v, str)}
     desk.api.csrf = field.get("csrf_token", "")
     if action in ("enable", "disable"):
-        answer = await desk.api.post(f"/policies/{policy_id}/{action}")
+        answer = await desk.api.post(f"/policies/{path_segment(policy_id)}/{action}")
         if not answer.ok:
             return unavailable(desk, answer, "The policy")
         return RedirectResponse("/admin/policies", status_code=303)
-    policy = await desk.api.get(f"/policies/{policy_id}")
+    policy = await desk.api.get(f"/policies/{path_segment(policy_id)}")
     if not policy.ok:
         return unavailable(desk, policy, "The policy")
     document, preview, problem = field.get("document", ""), None, None
     if action == "preview":
-        answer = await desk.api.post(f"/policies/{policy_id}/preview", days=30)
+        answer = await desk.api.post(f"/policies/{path_segment(policy_id)}/preview", days=30)
         preview, problem = (answer.body, None) if answer.ok else (None, answer.problem)
         if preview is not None:
             shown = preview.get("items", [])[:PREVIEW_ROWS]
@@ -783,7 +784,7 @@ async def change_policy(request: Request, policy_id: str, action: str) -> Respon
         except ValueError as error:
             problem = f"The policy is not valid JSON: {error}"
         else:
-            answer = await desk.api.send("PUT", f"/policies/{policy_id}", json=parsed)
+            answer = await desk.api.send("PUT", f"/policies/{path_segment(policy_id)}", json=parsed)
             if answer.ok:
                 return RedirectResponse(f"/admin/policies/{policy_id}", status_code=303)
             problem = answer.problem

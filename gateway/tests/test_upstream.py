@@ -58,6 +58,10 @@ def test_a_service_answer_is_relayed_with_its_headers_and_a_gateway_location() -
     relayed = relay(merged, service="contacts")
     assert relayed.status_code == 308 and relayed.headers["location"] == "/api/v1/contacts/b"
     assert relayed.headers["etag"] == '"x"'
+    # The interactions service's replay header, as the README promises it to clients (issue 22, item 7).
+    replay = httpx.Response(201, json={}, headers={"Idempotency-Replayed": "true", "Idempotency-Key": "k1"})
+    replayed = relay(replay, service="interactions")
+    assert replayed.headers["idempotency-replayed"] == "true" and replayed.headers["idempotency-key"] == "k1"
     crashed = relay(httpx.Response(500, text="Traceback ..."), service="contacts")
     assert crashed.status_code == 502 and b"Traceback" not in crashed.body and b"contacts" in crashed.body
 

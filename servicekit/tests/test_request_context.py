@@ -4,12 +4,14 @@ request's context, and a declared body over the limit refused before it is read.
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator
 
 import httpx
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 
 from servicekit.http import RequestContextMiddleware
 from servicekit.logging import current_request_context
+from servicekit.problems import install_problem_handlers
 
 
 async def test_request_ids_traceparent_and_declared_length() -> None:
@@ -34,3 +36,30 @@ async def test_request_ids_traceparent_and_declared_length() -> None:
         assert invalid.headers["x-request-id"] != "a b" and invalid.json()["traceparent"] is None
         too_large = await client.post("/echo", content=b"x" * 101)
         assert too_large.status_code == 413 and too_large.json()["max_body_bytes"] == 100
+
+
+async def test_a_surrogate_pair_at_the_end_of_a_body_is_text_in_any_chunking() -> None:
+    """``json.dumps`` writes an emoji as a pair of surrogate escapes; a pair in the last bytes of a body was refused
+    (422) once the final, empty chunk arrived: the low half was judged again without its high half."""
+    app = FastAPI()
+    install_problem_handlers(app)
+
+    @app.post("/echo")
+    async def echo(request: Request) -> object:
+        return await request.json()
+
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=1000)
+    body = b'{"name": "Smile \\ud83d\\ude00"}'
+
+    async def in_pieces(size: int) -> AsyncIterator[bytes]:
+        for start in range(0, len(body), size):
+            yield body[start : start + size]
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+        contents: list[bytes | AsyncIterator[bytes]] = [body, *(in_pieces(size) for size in (1, 3, 7, 11, 13))]
+        for content in contents:
+            answer = await client.post("/echo", content=content, headers={"content-type": "application/json"})
+            assert answer.status_code == 200, answer.text
+            assert answer.json() == {"name": "Smile \U0001f600"}
+        lone = await client.post("/echo", content=b'{"name": "x\\ud83d"}', headers={"content-type": "application/json"})
+        assert lone.status_code == 422
