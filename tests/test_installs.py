@@ -3,6 +3,7 @@ again when pyproject.toml or uv.lock change (read from `make -n`: what make woul
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -21,9 +22,12 @@ UV_VERSION = _PINNED_UV[1]
 def make_would_run(*args: str, venv: Path, tools: Path) -> list[str]:
     if shutil.which("make") is None:
         missing_tool("make", "apt-get install make")
+    # Not the flags and variables of a `make test` this test may run under.
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")}
     result = subprocess.run(
         ["make", "-n", *args, f"VENV={venv}", f"TOOLS={tools}"],
         cwd=ROOT,
+        env=env,
         capture_output=True,
         text=True,
         timeout=60,
