@@ -2,34 +2,60 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-stamp
+
+# Every install comes from uv.lock (`uv sync --locked`: a lock that no longer matches pyproject.toml is an
+# error, not a silent re-resolve). uv itself comes from the package index, pinned, into a small tools venv,
+# so a fresh clone still needs only Python 3.11+ and make. uv resolves from PyPI whatever pip is set to.
+UV_VERSION ?= 0.13.9
+TOOLS ?= .tools
+UV := $(TOOLS)/bin/uv
+UV_STAMP := $(TOOLS)/.uv-$(UV_VERSION)
+export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
+# The interpreter is $(PYTHON), never one uv would download.
+export UV_PYTHON_DOWNLOADS := never
+SYNC := $(UV) sync --locked --python $(PYTHON)
+# What running needs (make up, demo, migrate), and that plus the test and lint tools (the dev group).
+RUN_STAMP := $(VENV)/.synced-run
+DEV_STAMP := $(VENV)/.synced-dev
 
 .DEFAULT_GOAL := help
-.PHONY: help install up demo migrate lint format test test-fast bench fuzz faults clean
+.PHONY: help install install-run up demo migrate lint format test test-fast test-lowest bench fuzz faults clean
 
 help:
-	@echo "make up      install, migrate and run the whole stack (SQLite + embedded nats-server); Ctrl-C stops it"
-	@echo "make test    install, lint and run every test"
-	@echo "make lint    ruff and mypy"
-	@echo "make bench   run the benchmarks under bench/ and write bench/results/"
-	@echo "make faults  the fault suite alone, with its figures (FAULT_TOUCHPOINTS=10000 per scenario)"
-	@echo "make fuzz    Schemathesis against every API (three services, gateway): FUZZ_CASES=20000 each, SQLite and PostgreSQL"
+	@echo "make up           install what running needs, migrate and run the whole stack (SQLite + embedded nats-server); Ctrl-C stops it"
+	@echo "make test         install with the test tools, lint and run every test"
+	@echo "make install      the virtualenv .venv from uv.lock, test tools included (make up installs only what running needs)"
+	@echo "make lint         ruff and mypy"
+	@echo "make bench        run the benchmarks under bench/ and write bench/results/"
+	@echo "make faults       the fault suite alone, with its figures (FAULT_TOUCHPOINTS=10000 per scenario)"
+	@echo "make fuzz         Schemathesis against every API (three services, gateway): FUZZ_CASES=20000 each, SQLite and PostgreSQL"
+	@echo "make test-lowest  the unit tests on the lowest versions pyproject.toml allows (.venv-lowest; not in CI)"
 
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+$(UV_STAMP):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install --quiet 'uv==$(UV_VERSION)'
+	touch $@
 
-install: $(STAMP)
+# --inexact: `make up` after `make test` keeps the test tools; the dev sync is exact and includes the runtime.
+$(RUN_STAMP): pyproject.toml uv.lock $(UV_STAMP)
+	$(SYNC) --no-dev --inexact
+	touch $@
 
-up: install
+$(DEV_STAMP): pyproject.toml uv.lock $(UV_STAMP)
+	$(SYNC)
+	touch $@ $(RUN_STAMP)
+
+install-run: $(RUN_STAMP)
+
+install: $(DEV_STAMP)
+
+up: install-run
 	$(PY) -m servicekit.devstack
 
-demo: install
+demo: install-run
 	$(PY) -m servicekit.devstack --demo
 
-migrate: install
+migrate: install-run
 	$(PY) -m servicekit.devstack --migrate-only
 
 lint: install
@@ -51,6 +77,19 @@ test: lint
 test-fast: install
 	$(PY) -m pytest -x -q -m "not postgres" $(PYTEST_ARGS)
 
+# The unit tests (not the stack, fuzz, browser or fault suites) on the lowest version of every direct
+# dependency that pyproject.toml allows, in a venv of their own: the minimums stay honest. Not in CI; it
+# resolves afresh (uv.lock is not read, and not written either).
+LOWEST_VENV ?= .venv-lowest
+LOWEST_MARKERS ?= not stack and not fuzz and not browser and not faults
+test-lowest: $(UV_STAMP)
+	$(UV) venv --quiet --allow-existing --python $(PYTHON) $(LOWEST_VENV)
+	$(UV) pip compile --quiet --resolution lowest-direct --python $(LOWEST_VENV)/bin/python \
+		--group pyproject.toml:dev pyproject.toml -o $(LOWEST_VENV)/requirements.txt
+	$(UV) pip sync --quiet --python $(LOWEST_VENV)/bin/python $(LOWEST_VENV)/requirements.txt
+	$(UV) pip install --quiet --python $(LOWEST_VENV)/bin/python --no-deps -e .
+	$(LOWEST_VENV)/bin/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile -m "$(LOWEST_MARKERS)" $(PYTEST_ARGS)
+
 # The fault suite alone, printing its figures, at twice the CI size (it also runs in `make test`).
 FAULT_TOUCHPOINTS ?= 10000
 faults: install
@@ -66,4 +105,4 @@ bench: install
 	$(PY) -m bench.run
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(LOWEST_VENV) $(TOOLS) var .pytest_cache .mypy_cache .ruff_cache

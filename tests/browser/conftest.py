@@ -105,7 +105,7 @@ def chromium() -> Iterator[Callable[..., Any]]:
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        missing_tool("Playwright for Python", "pip install -e '.[dev]'")
+        missing_tool("Playwright for Python", "make install: the dev dependency group")
     if not CHROMIUM.exists():
         missing_tool("Chromium", "apt-get install chromium")
     profiles: list[Any] = []
