@@ -19,6 +19,7 @@ from servicekit.clock import Clock, SystemClock
 from servicekit.db import make_engine, make_sessionmaker
 from servicekit.http import database_ready
 from servicekit.outbox import Outbox, OutboxRelay
+from servicekit.purge import PURGE_STREAM, BusPurger
 from servicekit.settings import ServiceSettings
 
 
@@ -80,6 +81,15 @@ class Runtime:
             outbox=outbox,
             relay=relay,
         )
+
+    def purge_erased(self, stream: StreamSpec, root: str) -> None:
+        """Erased contacts' messages leave ``stream`` (which this service owns) once every consumer has them: this
+        service's purge requests are consumed here (``servicekit.purge``)."""
+        self.bus.add_streams(PURGE_STREAM)
+        purger = BusPurger(
+            bus=self.bus, stream=stream.name, root=root, sessionmaker=self.sessionmaker, outbox=self.outbox.table
+        )
+        self.consumers.append(purger.consumer())
 
     def readiness_checks(self) -> dict[str, Callable[[], Awaitable[bool]]]:
         async def nats_ready() -> bool:

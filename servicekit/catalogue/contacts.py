@@ -47,7 +47,11 @@ EVENTS: list[EventDoc] = [
         subject="crm.contacts.erased.<contact_id>",
         meaning="A contact's personal data was erased (GDPR). Every service removes what it holds about "
         "the person and keeps only what carries no personal data.",
-        data={"contact_id": "the erased contact", "erased_at": "when"},
+        data={
+            "contact_id": "the erased contact",
+            "erased_at": "when",
+            "merged_ids": "the contacts merged into it (erased with it; their events leave the bus with its own)",
+        },
         consumers=("interactions (redact)", "followups (cancel all)", "gateway (timeline)"),
     ),
 ]

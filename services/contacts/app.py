@@ -31,6 +31,7 @@ def create_app(settings: ContactsSettings | None = None, clock: Clock | None = N
         runtime = Runtime.create(
             name=NAME, settings=settings, outbox=Outbox(outbox_table), streams=[events.STREAM], clock=clock
         )
+        runtime.purge_erased(events.STREAM, "contacts")
         runtime.state["contacts"] = ContactService(
             clock=runtime.clock, outbox=runtime.outbox, default_region=settings.default_region
         )

@@ -18,6 +18,7 @@ from sqlmodel import col
 from servicekit.clock import Clock
 from servicekit.outbox import Outbox
 from servicekit.problems import Conflict, Gone, NotFound, PreconditionFailed, ProblemError, Unprocessable
+from servicekit.purge import purge_request
 from services.contacts import events
 from services.contacts.models import Contact, Identity, SearchTerm, outbox_table
 from services.contacts.schemas import (
@@ -455,9 +456,16 @@ class ContactService:
         await session.execute(delete(Identity).where(col(Identity.contact_id) == contact.id))
         await session.execute(delete(SearchTerm).where(col(SearchTerm.contact_id) == contact.id))
         await self.outbox.redact_events(session, subject_like=f"crm.contacts.%.{contact.id}", redact=redact_event_data)
+        merged = (await session.scalars(select(col(Contact.id)).where(col(Contact.merged_into) == contact.id))).all()
+        merged_ids = [str(m) for m in merged]
         await self._emit(
-            session, events.ERASED, contact.id, {"contact_id": str(contact.id), "erased_at": now.isoformat()}
+            session,
+            events.ERASED,
+            contact.id,
+            {"contact_id": str(contact.id), "erased_at": now.isoformat(), "merged_ids": merged_ids},
         )
+        # Once every consumer has the erasure, the contact's messages (and its merged duplicates') leave the bus.
+        await self.outbox.add_serialized(session, [purge_request("contacts", [str(contact.id), *merged_ids], now)])
         return contact
 
     async def export(self, *, session: AsyncSession, contact_id: uuid.UUID) -> ContactExport:

@@ -83,6 +83,7 @@ def create_app(
             ),
             sessionmaker=runtime.sessionmaker, followups=followups, directory=directory,
         )  # fmt: skip
+        runtime.purge_erased(events.STREAM, "followups")
         runtime.consumers += [
             DurableConsumer(
                 bus=runtime.bus, stream=events.CONTACTS_STREAM, durable=events.CONTACTS_DURABLE,

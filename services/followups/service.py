@@ -24,6 +24,7 @@ from servicekit.events import CloudEvent, json_value
 from servicekit.ids import new_id
 from servicekit.outbox import Outbox
 from servicekit.problems import Conflict, NotFound, ProblemError, Unprocessable
+from servicekit.purge import purge_request
 from services.followups import events
 from services.followups.directory import ContactAnswer, ContactDirectory
 from services.followups.models import OPEN, PRIORITY_RANK, Followup, KnownContact, SeenTouch
@@ -585,6 +586,9 @@ class FollowupService:
         contact.consent, contact.tags, contact.updated_at = {}, [], now
         await self.outbox.redact_events(session, subject_like=f"crm.followups.%.{contact_id}", redact=_without_outcome)
         await self.emit(session, changes)
+        # Follow-ups made for a contact merged into this one were published on that contact's id.
+        merged = [str(m) for m in event.data.get("merged_ids") or []]
+        await self.outbox.add_serialized(session, [purge_request("followups", [str(contact_id), *merged], now)])
 
     # -- touchpoints --------------------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@ service's merge and erase events."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import Callable
@@ -117,6 +118,7 @@ class NatsIngest:
         valid = [unit for _, units in by_message for unit in units if unit.item is not None]
         links = await self.ingestion.link_all([unit.item for unit in valid if unit.item is not None])
         waiting: set[int] = set()  # messages to redeliver whole (a passing cause)
+        settled: list[Msg] = []  # messages to erase from the stream and acknowledge
         for unit, link in zip(valid, links, strict=True):
             if isinstance(link, ContactsUnavailable):
                 waiting.add(id(unit.msg))
@@ -141,7 +143,8 @@ class NatsIngest:
                     if any(unit.prepared is not None for unit in units):
                         await self._retry(msg, "database unavailable")
                     else:
-                        await self._settle(msg, units)
+                        await self._settle(msg, units, settled)
+                await self._forget(settled)
                 return
             for unit, outcome in zip(ready, outcomes, strict=True):
                 if outcome.status in (200, 201):
@@ -156,16 +159,18 @@ class NatsIngest:
                 await self._retry(msg, "concurrent write of the same touchpoint")
                 continue
             stored += sum(1 for unit in units if unit.prepared is not None and unit.refused is None)
-            await self._settle(msg, units)
+            await self._settle(msg, units, settled)
+        await self._forget(settled)
         EVENTS_CONSUMED.labels(self.name, "applied").inc(stored)
 
-    async def _settle(self, msg: Msg, units: list[_Unit]) -> None:
-        """A message whose touchpoints are all stored or refused: its refused ones are parked, then it is acked."""
+    async def _settle(self, msg: Msg, units: list[_Unit], settled: list[Msg]) -> None:
+        """A message whose touchpoints are all stored or refused: its refused ones are parked, then it joins
+        ``settled`` (erased and acked by ``_forget``)."""
         if len(units) == 1 and units[0].index is None:
             if units[0].refused is not None:
                 await self._dead_letter(msg, units[0].refused)
             else:
-                await msg.ack()
+                settled.append(msg)
             return
         for unit in units:
             if unit.refused is not None:
@@ -173,7 +178,25 @@ class NatsIngest:
                 if not await self._park(msg, reason, payload=json.dumps(unit.raw).encode(), key=unit.key):
                     await self._retry(msg, "dead letter not published")
                     return
-        await msg.ack()
+        settled.append(msg)
+
+    async def _forget(self, msgs: list[Msg]) -> None:
+        """Erase the stored messages' bytes, then acknowledge them. A work-queue ack only marks a message deleted:
+        its touchpoints' subjects and bodies stayed in the store's block file until the block was compacted
+        (nats-server 2.15), out of reach of any erasure. JetStream's message delete overwrites them."""
+        if not msgs:
+            return
+        js = self.bus.jetstream()
+        if js is not None:
+            stream = events.INGEST_STREAM.name
+            results = await asyncio.gather(
+                *(js.delete_msg(stream, msg.metadata.sequence.stream) for msg in msgs), return_exceptions=True
+            )
+            failed = [r for r in results if isinstance(r, BaseException)]
+            if failed:  # acked all the same: stored is stored; its bytes wait for the block's compaction
+                log.warning("ingest_erase_failed", messages=len(failed), error=repr(failed[0]))
+        for msg in msgs:
+            await msg.ack()
 
     async def _retry(self, msg: Msg, why: str) -> None:
         delivered = max(1, msg.metadata.num_delivered)
@@ -236,7 +259,8 @@ def contact_handlers(touchpoints: TouchpointService) -> dict[str, EventHandler]:
 
     async def erased(session: AsyncSession, event: CloudEvent) -> None:
         (contact_id,) = _ids(event, "contact_id")
-        await touchpoints.redact_contact(session=session, contact_id=contact_id)
+        merged = event.data.get("merged_ids") or []
+        await touchpoints.redact_contact(session=session, contact_id=contact_id, merged_ids=[str(m) for m in merged])
 
     return {events.CONTACT_MERGED: merged, events.CONTACT_ERASED: erased}
 

@@ -8,6 +8,7 @@ import binascii
 import functools
 import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -26,6 +27,7 @@ from servicekit.ids import new_id, new_ids
 from servicekit.logging import current_request_context
 from servicekit.outbox import Outbox
 from servicekit.problems import Conflict, NotFound, ProblemError, Unprocessable
+from servicekit.purge import purge_request
 from services.interactions import events
 from services.interactions.directory import ContactErased, ContactLink
 from services.interactions.models import ContactFate, Thread, Touchpoint
@@ -502,7 +504,9 @@ class TouchpointService:
         )
         return int(getattr(moved, "rowcount", 0) or 0)
 
-    async def redact_contact(self, *, session: AsyncSession, contact_id: uuid.UUID) -> int:
+    async def redact_contact(
+        self, *, session: AsyncSession, contact_id: uuid.UUID, merged_ids: Sequence[str] = ()
+    ) -> int:
         """GDPR erasure: subject, body, outcome and attributes of the contact's touchpoints are removed;
         channel, type, direction, times, scores, amounts and sentiment stay so the metrics stay right."""
         await _lock_contacts(session, {contact_id}, shared=False)
@@ -530,6 +534,12 @@ class TouchpointService:
         data = {"contact_id": str(contact_id), "interactions": count, "redacted_at": now.isoformat()}
         event, subject = events.interaction_event(events.REDACTED, contact_id, data, now)
         await self.outbox.add(session, event, subject=subject)
+        # Touchpoints logged for a contact merged into this one were published on that contact's id.
+        originals = await session.scalars(
+            sa.select(col(Touchpoint.original_contact_id)).where(col(Touchpoint.contact_id) == contact_id).distinct()
+        )
+        ids = [str(contact_id), *merged_ids, *(str(o) for o in originals if o is not None)]
+        await self.outbox.add_serialized(session, [purge_request("interactions", ids, now)])
         return count
 
     async def _set_fate(
