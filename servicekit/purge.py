@@ -31,7 +31,7 @@ from sqlalchemy import Table, exists, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from servicekit.bus import Bus, DurableConsumer, StreamSpec
-from servicekit.ids import new_id
+from servicekit.events import make_event
 from servicekit.logging import get_logger
 
 log = get_logger(__name__)
@@ -42,14 +42,16 @@ PURGE_STREAM = StreamSpec(
     work_queue=True,
     description="Requests to remove an erased contact's messages from a stream (ids only)",
 )
-PURGE_TYPE = "touchpoint.purge_requested"
+PURGE_REQUESTED = "crm.bus.purge_requested.v1"
 
 
 def purge_request(root: str, contact_ids: Sequence[str], at: datetime) -> tuple[str, str, str, str, datetime]:
-    """The outbox row (``Outbox.add_serialized``) asking the ``root`` stream's owner to purge these contacts."""
+    """The outbox row (``Outbox.add_serialized``) asking the ``root`` stream's owner to purge these contacts: a
+    CloudEvent like every outbox row, its data the contacts' ids and nothing else."""
     ids = list(dict.fromkeys(str(c) for c in contact_ids))
-    payload = json.dumps({"contact_ids": ids, "requested_at": at.isoformat()})
-    return str(new_id()), f"crm.purge.{root}.{ids[0]}", PURGE_TYPE, payload, at
+    event = make_event(type=PURGE_REQUESTED, source=f"touchpoint/{root}", subject=ids[0], data={"contact_ids": ids},
+                       time=at)  # fmt: skip
+    return event.id, f"crm.purge.{root}.{ids[0]}", event.type, event.to_json().decode(), at
 
 
 def subject_matches(pattern: str, subject: str) -> bool:
@@ -73,6 +75,8 @@ class BusPurger:
     sessionmaker: async_sessionmaker[AsyncSession]
     outbox: Table
     retry_s: float = 2.0
+    # Other streams whose messages about a contact this purger removes too: (stream, subject with {contact}).
+    also: tuple[tuple[str, str], ...] = ()
 
     @property
     def durable(self) -> str:
@@ -92,7 +96,7 @@ class BusPurger:
     async def handle_batch(self, msgs: list[Msg]) -> None:
         for msg in msgs:
             try:
-                contact_ids = [str(c) for c in json.loads(msg.data)["contact_ids"]]
+                contact_ids = [str(c) for c in json.loads(msg.data)["data"]["contact_ids"]]
             except (ValueError, KeyError, TypeError):
                 log.error("purge_request_invalid", subject=msg.subject)
                 await msg.term()
@@ -112,18 +116,24 @@ class BusPurger:
         """Deletes what every consumer is done with; returns how many messages (or unsent events) are left."""
         if await self._unsent(contact_ids):
             return 1
+        left = await self._purge_stream(self.stream, f"crm.{self.root}.*.{{contact}}", contact_ids)
+        for stream, subject in self.also:
+            left += await self._purge_stream(stream, subject, contact_ids)
+        return left
+
+    async def _purge_stream(self, stream: str, subject: str, contact_ids: Sequence[str]) -> int:
         js = self.bus.jetstream()
         if js is None:
             return 1
-        state = (await js.stream_info(self.stream)).state
-        consumers = await js.consumers_info(self.stream)
+        state = (await js.stream_info(stream)).state
+        consumers = await js.consumers_info(stream)
         done_through = [(_filters(c), _done_through(c, state.last_seq)) for c in consumers]
         left = 0
         for contact_id in contact_ids:
             seq = max(int(state.first_seq), 1)
             while True:
                 try:
-                    found = await js.get_msg(self.stream, seq=seq, subject=f"crm.{self.root}.*.{contact_id}", next=True)
+                    found = await js.get_msg(stream, seq=seq, subject=subject.format(contact=contact_id), next=True)
                 except NotFoundError:
                     break
                 assert found.seq is not None and found.subject is not None
@@ -132,11 +142,11 @@ class BusPurger:
                     left += 1
                 else:
                     # Without no_erase the server overwrites the message's bytes in its block.
-                    await js.delete_msg(self.stream, found.seq)
+                    await js.delete_msg(stream, found.seq)
                 seq = found.seq + 1
         if left:
             held = [c.name for c in consumers if _done_through(c, state.last_seq) < state.last_seq]
-            log.info("purge_waiting", stream=self.stream, messages=left, consumers=held)
+            log.info("purge_waiting", stream=stream, messages=left, consumers=held)
         return left
 
     async def _unsent(self, contact_ids: Sequence[str]) -> bool:

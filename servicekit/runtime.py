@@ -58,6 +58,9 @@ class Runtime:
             name=name,
             stream_replicas=settings.stream_replicas,
             duplicate_window_s=settings.duplicate_window_s,
+            user=settings.nats_user,
+            password=settings.nats_password.get_secret_value() if settings.nats_password else None,
+            tls_ca_file=settings.nats_tls_ca_file,
         )
         bus.add_streams(*streams)
         relay = OutboxRelay(
@@ -82,12 +85,17 @@ class Runtime:
             relay=relay,
         )
 
-    def purge_erased(self, stream: StreamSpec, root: str) -> None:
+    def purge_erased(self, stream: StreamSpec, root: str, also: tuple[tuple[str, str], ...] = ()) -> None:
         """Erased contacts' messages leave ``stream`` (which this service owns) once every consumer has them: this
         service's purge requests are consumed here (``servicekit.purge``)."""
         self.bus.add_streams(PURGE_STREAM)
         purger = BusPurger(
-            bus=self.bus, stream=stream.name, root=root, sessionmaker=self.sessionmaker, outbox=self.outbox.table
+            bus=self.bus,
+            stream=stream.name,
+            root=root,
+            sessionmaker=self.sessionmaker,
+            outbox=self.outbox.table,
+            also=also,
         )
         self.consumers.append(purger.consumer())
 

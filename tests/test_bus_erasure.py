@@ -69,17 +69,27 @@ async def test_an_erasure_leaves_none_of_the_contacts_messages_on_the_bus_nor_in
 ) -> None:
     clock.set(NOW)
     server = nats_factory()
-    common: dict[str, Any] = {"nats_url": server.url, "log_json": False, "outbox_poll_s": 0.05}
-    contacts_app = create_contacts_app(ContactsSettings(database_url=databases["contacts"], **common), clock=clock)
+    common: dict[str, Any] = {"nats_url": server.anonymous_url, "log_json": False, "outbox_poll_s": 0.05}
+
+    def user(name: str) -> dict[str, Any]:  # each service as its own NATS user, as deployed
+        return {"nats_user": name, "nats_password": server.passwords[name]}
+
+    contacts_app = create_contacts_app(
+        ContactsSettings(database_url=databases["contacts"], **common, **user("contacts")), clock=clock
+    )
     nc = await nats.connect(server.url)
     js = nc.jetstream()
     try:
         async with serve(contacts_app) as contacts_url, httpx.AsyncClient(base_url=contacts_url) as contacts:
             interactions_settings = InteractionsSettings(
-                database_url=databases["interactions"], contacts_url=contacts_url, **common
+                database_url=databases["interactions"], contacts_url=contacts_url, **common, **user("interactions")
             )
             followups_settings = FollowupsSettings(
-                database_url=databases["followups"], contacts_url=contacts_url, scheduler_enabled=False, **common
+                database_url=databases["followups"],
+                contacts_url=contacts_url,
+                scheduler_enabled=False,
+                **common,
+                **user("followups"),
             )
             async with (
                 running_app(create_interactions_app(interactions_settings, clock=clock)) as interactions,
@@ -130,6 +140,17 @@ async def test_an_erasure_leaves_none_of_the_contacts_messages_on_the_bus_nor_in
                 merged = await contacts.post(f"/v1/contacts/{zelda['id']}/merge", json={"source_id": twin["id"]})
                 assert merged.status_code == 200, merged.text
                 await eventually(lambda: logged(3), timeout=SLOW)
+
+                # An event about Zelda that the consumers can never apply: parked as a dead letter, payload and all.
+                forged = {"specversion": "1.0", "id": "forged-1", "source": "test", "type": "crm.contact.merged.v1",
+                          "subject": zelda["id"], "time": NOW.isoformat(),
+                          "data": {"source_id": "not-an-id", "target_id": zelda["id"],
+                                   "note": "Zelda Quillfeather dead-letter note"}}  # fmt: skip
+                await js.publish(f"crm.contacts.merged.{zelda['id']}", json.dumps(forged).encode())
+                personal.append("Zelda Quillfeather dead-letter note")
+                for consumer in ("interactions-contacts", "followups-contacts"):  # each parks its own
+                    parked = f"crm.deadletter.{consumer}.{zelda['id']}"
+                    await eventually(lambda: _has(_subjects(js, "CRM_DEADLETTER"), parked), timeout=SLOW)  # noqa: B023
 
                 # A consumer of the touchpoint events that lags behind: nothing it has not acknowledged may go.
                 await js.add_consumer("CRM_INTERACTIONS", ConsumerConfig(durable_name="lagging-reader"))
@@ -189,3 +210,16 @@ async def _stream_exists(js: Any, name: str) -> bool:
     except NotFoundError:
         return False
     return True
+
+
+async def _subjects(js: Any, stream: str) -> list[str]:
+    subjects: list[str] = []
+    seq = 1
+    while True:
+        try:
+            msg = await js.get_msg(stream, seq=seq, subject=">", next=True)
+        except NotFoundError:
+            return subjects
+        assert msg.seq is not None and msg.subject is not None
+        subjects.append(msg.subject)
+        seq = msg.seq + 1

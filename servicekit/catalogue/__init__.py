@@ -20,9 +20,9 @@ class EventDoc:
 
 
 def all_events() -> list[EventDoc]:
-    from servicekit.catalogue import contacts, followups, interactions
+    from servicekit.catalogue import bus, contacts, followups, interactions
 
-    return [*contacts.EVENTS, *interactions.EVENTS, *followups.EVENTS]
+    return [*contacts.EVENTS, *interactions.EVENTS, *followups.EVENTS, *bus.EVENTS]
 
 
 def render_markdown() -> str:
