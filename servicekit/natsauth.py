@@ -73,7 +73,7 @@ def permissions() -> dict[str, Permissions | None]:
     contacts = _producer("contacts", "CRM_CONTACTS")
     contacts.owns(_DEADLETTER, purges=True)  # an erasure removes the contact's dead letters too
     interactions = _producer("interactions", "CRM_INTERACTIONS")
-    interactions.owns("CRM_INGEST", purges=True)
+    interactions.owns("CRM_INGEST")
     interactions.consumes("CRM_INGEST", "interactions-ingest")
     interactions.consumes("CRM_CONTACTS", "interactions-contacts")
     interactions.publish.append("crm.ingest.deadletter")

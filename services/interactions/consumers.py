@@ -3,7 +3,6 @@ service's merge and erase events."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from collections.abc import Callable
@@ -118,7 +117,6 @@ class NatsIngest:
         valid = [unit for _, units in by_message for unit in units if unit.item is not None]
         links = await self.ingestion.link_all([unit.item for unit in valid if unit.item is not None])
         waiting: set[int] = set()  # messages to redeliver whole (a passing cause)
-        settled: list[Msg] = []  # messages to erase from the stream and acknowledge
         for unit, link in zip(valid, links, strict=True):
             if isinstance(link, ContactsUnavailable):
                 waiting.add(id(unit.msg))
@@ -143,8 +141,7 @@ class NatsIngest:
                     if any(unit.prepared is not None for unit in units):
                         await self._retry(msg, "database unavailable")
                     else:
-                        await self._settle(msg, units, settled)
-                await self._forget(settled)
+                        await self._settle(msg, units)
                 return
             for unit, outcome in zip(ready, outcomes, strict=True):
                 if outcome.status in (200, 201):
@@ -159,18 +156,16 @@ class NatsIngest:
                 await self._retry(msg, "concurrent write of the same touchpoint")
                 continue
             stored += sum(1 for unit in units if unit.prepared is not None and unit.refused is None)
-            await self._settle(msg, units, settled)
-        await self._forget(settled)
+            await self._settle(msg, units)
         EVENTS_CONSUMED.labels(self.name, "applied").inc(stored)
 
-    async def _settle(self, msg: Msg, units: list[_Unit], settled: list[Msg]) -> None:
-        """A message whose touchpoints are all stored or refused: its refused ones are parked, then it joins
-        ``settled`` (erased and acked by ``_forget``)."""
+    async def _settle(self, msg: Msg, units: list[_Unit]) -> None:
+        """A message whose touchpoints are all stored or refused: its refused ones are parked, then it is acked."""
         if len(units) == 1 and units[0].index is None:
             if units[0].refused is not None:
                 await self._dead_letter(msg, units[0].refused)
             else:
-                settled.append(msg)
+                await msg.ack()
             return
         for unit in units:
             if unit.refused is not None:
@@ -178,25 +173,7 @@ class NatsIngest:
                 if not await self._park(msg, reason, payload=json.dumps(unit.raw).encode(), key=unit.key):
                     await self._retry(msg, "dead letter not published")
                     return
-        settled.append(msg)
-
-    async def _forget(self, msgs: list[Msg]) -> None:
-        """Erase the stored messages' bytes, then acknowledge them. A work-queue ack only marks a message deleted:
-        its touchpoints' subjects and bodies stayed in the store's block file until the block was compacted
-        (nats-server 2.15), out of reach of any erasure. JetStream's message delete overwrites them."""
-        if not msgs:
-            return
-        js = self.bus.jetstream()
-        if js is not None:
-            stream = events.INGEST_STREAM.name
-            results = await asyncio.gather(
-                *(js.delete_msg(stream, msg.metadata.sequence.stream) for msg in msgs), return_exceptions=True
-            )
-            failed = [r for r in results if isinstance(r, BaseException)]
-            if failed:  # acked all the same: stored is stored; its bytes wait for the block's compaction
-                log.warning("ingest_erase_failed", messages=len(failed), error=repr(failed[0]))
-        for msg in msgs:
-            await msg.ack()
+        await msg.ack()
 
     async def _retry(self, msg: Msg, why: str) -> None:
         delivered = max(1, msg.metadata.num_delivered)
