@@ -28,6 +28,7 @@ from gateway.models import ContactAlias, ContactEvent, FollowupState, TouchSumma
 from servicekit.bus import PermanentError
 from servicekit.clock import as_utc
 from servicekit.db import upsert
+from servicekit.erasure import checkpoint_after_commit
 from servicekit.events import CloudEvent
 
 CONTACT_CREATED = "crm.contact.created.v1"
@@ -190,8 +191,15 @@ async def on_contact_merged(session: AsyncSession, event: CloudEvent) -> None:
 
 async def on_contact_erased(session: AsyncSession, event: CloudEvent) -> None:
     contact_id = _uuid(event.data.get("contact_id") or event.subject)
+    # The contacts merged into it were the same person: what is still filed under their ids goes too.
+    merged_here = await session.scalars(
+        select(col(ContactAlias.source_id)).where(col(ContactAlias.target_id) == contact_id)
+    )
+    family = {contact_id, *(_uuid(ident) for ident in event.data.get("merged_ids") or []), *merged_here.all()}
     # At once, not only when the interactions service says it redacted them: the timeline must not show them.
-    await projection.redact(session, contact_id, as_utc(event.time))
+    for member in sorted(family):
+        await projection.redact(session, member, as_utc(event.time))
+    checkpoint_after_commit(session)
     await _add_contact_event(
         session, event, contact_id, "erased", "Personal data erased", "The contact's personal data was erased.", {}
     )

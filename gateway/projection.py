@@ -24,6 +24,7 @@ from starlette.responses import Response
 from gateway.models import ContactEvent, TimelineItem
 from servicekit.clock import as_utc
 from servicekit.db import upsert
+from servicekit.erasure import ERASED_TEXT
 from servicekit.logging import get_logger
 
 log = get_logger(__name__)
@@ -33,10 +34,14 @@ KINDS = ("interaction", "followup", "contact_event")
 # Rank in the timeline order at one instant (touchpoints first); sort_rank makes the whole order descending.
 RANK = {kind: rank for rank, kind in enumerate(KINDS)}
 SORT_RANK = {kind: len(KINDS) - 1 - rank for kind, rank in RANK.items()}
-# What an erasure removes from a touchpoint (the interactions service removes the same, and the body).
-REDACTED_FIELDS: dict[str, Any] = {"subject": None, "outcome": None, "attributes": {}}
-# And from a follow-up (the follow-ups service removes the same): its outcome, free text about the person.
-REDACTED_FOLLOWUP_FIELDS: dict[str, Any] = {"outcome": None}
+# What an erasure removes from a touchpoint (the interactions service removes the same, and the body, and gives
+# the thread a new id): what was written about the person, and the ids that may name them (mail:zelda@…).
+REDACTED_FIELDS: dict[str, Any] = {
+    "subject": None, "outcome": None, "attributes": {}, "thread_id": None, "external_id": None,
+}  # fmt: skip
+# And from a follow-up (the follow-ups service removes the same): its outcome, free text about the person, and
+# its thread id; a manual follow-up's reason becomes ERASED_TEXT (a policy's reason is the policy's words).
+REDACTED_FOLLOWUP_FIELDS: dict[str, Any] = {"outcome": None, "thread_id": None}
 
 
 def json_default(value: Any) -> Any:
@@ -182,6 +187,8 @@ def followup_row(
 ) -> dict[str, Any]:
     """The row of a follow-up (as its events carry it) filed under ``contact_id``; redacted when erased."""
     doc = {**doc, "contact_id": str(contact_id), **(REDACTED_FOLLOWUP_FIELDS if erased else {})}
+    if erased and doc.get("policy") is None:
+        doc["reason"] = ERASED_TEXT
     version = int(doc.get("version") or 1)
     return item_row(followup_item(doc), contact_id=contact_id, version=version, redacted=erased)
 

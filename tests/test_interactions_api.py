@@ -23,6 +23,7 @@ from servicekit.testing.apps import EventTap, running_app
 from servicekit.testing.nats import NatsServer
 from servicekit.testing.plugin import eventually
 from servicekit.testing.ports import free_port
+from servicekit.testing.storage import StorageScan
 from services.contacts.app import create_app as create_contacts_app
 from services.contacts.settings import ContactsSettings
 from services.interactions.app import create_app
@@ -592,3 +593,56 @@ async def test_edges_of_time_and_free_text_thread_ids_are_answers_not_crashes(
     response = await client.get(f"/v1/threads/{quote(thread, safe='')}")
     assert response.status_code == 200, response.text
     assert response.json()["thread_id"] == thread and [i["id"] for i in response.json()["items"]] == [made["id"]]
+
+
+async def test_an_erase_leaves_no_replayable_response_thread_or_external_id(
+    client: httpx.AsyncClient, contacts: ContactsService, interactions_db: str
+) -> None:
+    """Issue 18.1 and 18.4: a replay of an Idempotency-Key after the contact was erased answers 410 (not the
+    erased subject and body); thread ids and external ids, which may hold an identity, are gone from the
+    touchpoints of the contact and of the duplicate merged into it, and from the stored rows."""
+    tag = uuid.uuid4().hex[:8]
+    zelda = await contacts.create(name="Zelda Quist", emails=[f"zelda.{tag}@example.org"])
+    dupe = await contacts.create(name="Zed Dupe", emails=[f"zed.{tag}@example.org"])
+    personal = [f"zelda.{tag}@example.org", f"zed.{tag}@example.org", f"Refund{tag} subject", f"Body{tag} text"]
+    headers = {"Idempotency-Key": f"erase-{tag}", "X-Touchpoint-Caller": "key-mail"}
+    body = touchpoint_factory(
+        contact_id=zelda["id"], subject=f"Refund{tag} subject", body=f"Body{tag} text",
+        thread_id=f"mail:zelda.{tag}@example.org", source="mailer", external_id=f"mail:zelda.{tag}@example.org/1",
+    )  # fmt: skip
+    first = await client.post("/v1/interactions", json=body, headers=headers)
+    assert first.status_code == 201, first.text
+    resolved = await client.patch(f"/v1/interactions/{first.json()['id']}", json={"thread_status": "resolved"})
+    assert resolved.status_code == 200, resolved.text  # a threads row, and a thread_resolved event
+    dupe_touch = await log(
+        client, contact_id=dupe["id"], thread_id=f"mail:zed.{tag}@example.org", source="mailer",
+        external_id=f"mail:zed.{tag}@example.org/1", subject=f"Refund{tag} subject",
+    )  # fmt: skip
+    merged = await contacts.http.post(f"/v1/contacts/{zelda['id']}/merge", json={"source_id": dupe["id"]})
+    assert merged.status_code == 200
+
+    async def moved() -> bool:
+        got = await client.get(f"/v1/interactions/{dupe_touch['id']}")
+        return bool(got.json()["contact_id"] == zelda["id"])
+
+    await eventually(moved, timeout=SLOW)
+    assert (await contacts.http.delete(f"/v1/contacts/{zelda['id']}")).status_code == 204
+
+    async def redacted() -> bool:
+        got = [(await client.get(f"/v1/interactions/{i}")).json() for i in (first.json()["id"], dupe_touch["id"])]
+        return all(t["redacted_at"] is not None for t in got)
+
+    await eventually(redacted, timeout=SLOW)
+    replay = await client.post("/v1/interactions", json=body, headers=headers)
+    assert replay.status_code == 410, replay.text
+    assert replay.headers["content-type"] == PROBLEM
+    assert replay.json()["type"].endswith("/idempotent-response-erased")
+    assert not [p for p in personal if p.lower() in replay.text.lower()]
+    other = await client.post("/v1/interactions", json={**body, "csat": 3}, headers=headers)
+    assert other.status_code == 410  # the fingerprint is gone too: the key answers one thing
+    for touch_id in (first.json()["id"], dupe_touch["id"]):
+        touch = (await client.get(f"/v1/interactions/{touch_id}")).json()
+        assert touch["thread_id"].startswith("erased-") and touch["external_id"] is None, touch
+    scan = StorageScan()
+    scan.add_database(interactions_db)
+    await scan.assert_clean(personal)

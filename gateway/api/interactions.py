@@ -41,6 +41,7 @@ IdempotencyKey = Annotated[
         **ok(InteractionRead, "Stored", 201),
         **ok(InteractionRead, "Already stored (same source and external_id)"),
         409: problem("The same Idempotency-Key is still in flight"),
+        410: problem("This Idempotency-Key's touchpoint belonged to a contact erased since (its response is gone)"),
         422: problem("Invalid, or the Idempotency-Key was used with another body"),
     },
 )

@@ -22,6 +22,7 @@ from gateway.tests.conftest import ADMIN, ALEMBIC_INI, StubServices
 from servicekit.db import make_engine
 from servicekit.events import CloudEvent, make_event
 from servicekit.migrations import upgrade
+from servicekit.testing.storage import StorageScan
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -141,6 +142,46 @@ async def test_an_erasure_redacts_the_touchpoints_at_once_and_for_good(
         await _apply(gateway, _event(events.INTERACTION_REDACTED, kept["id"], redacted))
     assert {i["subject"] for i in await _items(gateway, kept["id"], "&kinds=interaction")} == {None}
     assert "Grace" not in await _stored_documents(gateway)
+
+
+async def test_an_erasure_covers_the_merged_duplicate_its_thread_ids_and_manual_reasons(
+    gateway: httpx.AsyncClient, stub: StubServices, gateway_db: str
+) -> None:
+    """Issue 18.2 and 18.4: a duplicate merged into the erased contact was the same person: its items go too,
+    and so do the thread and external ids (they may hold an identity) and a manual follow-up's reason, down to the
+    database file (WAL included)."""
+    target = stub.add_contact()
+    source = stub.add_contact(status="merged", merged_into=target["id"])
+    touch = _touchpoint(
+        source["id"], subject="Zed's parcel", thread_id="mail:zed@example.org", external_id="mail:zed@example.org/7"
+    )
+    manual = {
+        "id": str(uuid.uuid4()), "contact_id": source["id"], "reason": "Call back Zed", "channel": "phone",
+        "status": "scheduled", "policy": None, "thread_id": "mail:zed@example.org", "due_at": T0.isoformat(),
+        "timeline_at": T0.isoformat(), "version": 1,
+    }  # fmt: skip
+    policy_made = {
+        **manual,
+        "id": str(uuid.uuid4()),
+        "policy": "complaint-callback",
+        "reason": "Call back after a complaint",
+    }
+    merged = {"source_id": source["id"], "target_id": target["id"], "contact": target}
+    await _apply(
+        gateway,
+        _event(events.INTERACTION_LOGGED, source["id"], touch),
+        _event("crm.followup.scheduled.v1", source["id"], manual),
+        _event("crm.followup.scheduled.v1", source["id"], policy_made),
+        _event(events.CONTACT_MERGED, target["id"], merged),
+        _event(events.CONTACT_ERASED, target["id"], {"contact_id": target["id"]}, T0 + timedelta(hours=1)),
+    )
+    items = {i["id"]: i for i in await _items(gateway, target["id"], "&kinds=interaction,followup")}
+    assert items[manual["id"]]["reason"] == "(erased)" and items[manual["id"]]["thread_id"] is None
+    assert items[policy_made["id"]]["reason"] == "Call back after a complaint"  # the policy's words, kept
+    assert items[touch["id"]]["thread_id"] is None and items[touch["id"]]["external_id"] is None
+    scan = StorageScan()
+    scan.add_database(gateway_db)
+    await scan.assert_clean(["Zed", "zed@example.org"])
 
 
 async def test_a_merge_moves_touchpoints_and_follow_ups_to_the_target(

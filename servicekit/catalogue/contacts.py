@@ -50,7 +50,8 @@ EVENTS: list[EventDoc] = [
         data={
             "contact_id": "the erased contact",
             "erased_at": "when",
-            "merged_ids": "the contacts merged into it (erased with it; their events leave the bus with its own)",
+            "merged_ids": "the contacts merged into it (transitively), erased with it: each consumer erases what "
+            "it still holds under those ids too, and their events leave the bus with its own",
         },
         consumers=("interactions (redact)", "followups (cancel all)", "gateway (timeline)"),
     ),

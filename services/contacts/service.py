@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from servicekit.clock import Clock
+from servicekit.erasure import checkpoint_after_commit
 from servicekit.outbox import Outbox
 from servicekit.problems import Conflict, Gone, NotFound, PreconditionFailed, ProblemError, Unprocessable
 from servicekit.purge import purge_request
@@ -438,35 +439,62 @@ class ContactService:
         return target
 
     async def erase(self, *, session: AsyncSession, contact_id: uuid.UUID) -> Contact:
-        """GDPR erasure: personal data is gone; a tombstone keeps the id, tier and stage."""
+        """GDPR erasure: personal data is gone, the contact's and that of every contact merged into it
+        (transitively: each was the same person); tombstones keep the ids, tier and stage."""
         contact = await session.get(Contact, contact_id, with_for_update=True)
         if contact is None:
             raise NotFound(f"No contact {contact_id}.")
-        if contact.status == "erased":
-            return contact
+        already = contact.status == "erased"
         now = self.clock.now()
-        for name in ("name", "company", "preferred_channel", "language", "timezone", "owner"):
-            setattr(contact, name, None)
-        contact.emails, contact.phones, contact.tags = [], [], []
-        contact.handles, contact.external_ids, contact.attributes, contact.consent = {}, {}, {}, {}
+        merged = await self._merged_into(session, contact.id)
+        for member in [contact, *merged]:
+            if member.status == "erased" or member.erased_at is not None:
+                continue
+            for name in ("name", "company", "preferred_channel", "language", "timezone", "owner"):
+                setattr(member, name, None)
+            member.emails, member.phones, member.tags = [], [], []
+            member.handles, member.external_ids, member.attributes, member.consent = {}, {}, {}, {}
+            member.erased_at = now
+            member.updated_at = now
+            member.version += 1
         contact.status = "erased"
-        contact.erased_at = now
-        contact.updated_at = now
-        contact.version += 1
-        await session.execute(delete(Identity).where(col(Identity.contact_id) == contact.id))
-        await session.execute(delete(SearchTerm).where(col(SearchTerm.contact_id) == contact.id))
-        await self.outbox.redact_events(session, subject_like=f"crm.contacts.%.{contact.id}", redact=redact_event_data)
-        merged = (await session.scalars(select(col(Contact.id)).where(col(Contact.merged_into) == contact.id))).all()
-        merged_ids = [str(m) for m in merged]
+        family = [contact.id, *(m.id for m in merged)]
+        await session.execute(delete(Identity).where(col(Identity.contact_id).in_(family)))
+        await session.execute(delete(SearchTerm).where(col(SearchTerm.contact_id).in_(family)))
+        for member_id in family:
+            await self.outbox.redact_events(
+                session, subject_like=f"crm.contacts.%.{member_id}", redact=redact_event_data
+            )
+        checkpoint_after_commit(session)
+        # Once every consumer has the erasure, the contact's messages (and its merged duplicates') leave the bus;
+        # a repeated erase asks again (for an erasure made before the bus was purged, say).
+        await self.outbox.add_serialized(session, [purge_request("contacts", [str(i) for i in family], now)])
+        if already:
+            return contact  # a repeated erase sweeps what an older version left, and says nothing new
         await self._emit(
             session,
             events.ERASED,
             contact.id,
-            {"contact_id": str(contact.id), "erased_at": now.isoformat(), "merged_ids": merged_ids},
+            {
+                "contact_id": str(contact.id),
+                "erased_at": now.isoformat(),
+                "merged_ids": [str(ident) for ident in family[1:]],
+            },
         )
-        # Once every consumer has the erasure, the contact's messages (and its merged duplicates') leave the bus.
-        await self.outbox.add_serialized(session, [purge_request("contacts", [str(contact.id), *merged_ids], now)])
         return contact
+
+    async def _merged_into(self, session: AsyncSession, contact_id: uuid.UUID) -> list[Contact]:
+        """Every contact merged into this one, directly or through a chain (merges flatten chains, but
+        rows written before that rule, or by a concurrent merge, may still point at an intermediate)."""
+        found: dict[uuid.UUID, Contact] = {}
+        frontier = {contact_id}
+        while frontier:
+            rows = (
+                await session.scalars(select(Contact).where(col(Contact.merged_into).in_(frontier)).with_for_update())
+            ).all()
+            frontier = {row.id for row in rows if row.id not in found and row.id != contact_id}
+            found.update({row.id: row for row in rows if row.id in frontier})
+        return list(found.values())
 
     async def export(self, *, session: AsyncSession, contact_id: uuid.UUID) -> ContactExport:
         contact = await session.get(Contact, contact_id)

@@ -20,6 +20,7 @@ from sqlmodel import col
 from servicekit.bulk import among, write_rows
 from servicekit.bus import PermanentError
 from servicekit.clock import Clock, as_utc
+from servicekit.erasure import ERASED_TEXT, checkpoint_after_commit
 from servicekit.events import CloudEvent, json_value
 from servicekit.ids import new_id
 from servicekit.outbox import Outbox
@@ -368,9 +369,13 @@ def _batch_of(session: AsyncSession) -> TouchBatch | None:
     return batch
 
 
-def _without_outcome(data: dict[str, Any]) -> dict[str, Any]:
-    """An unsent event's follow-up without the outcome, which may have been written about the person."""
-    return {**data, "outcome": None}
+def _erased_followup_data(data: dict[str, Any]) -> dict[str, Any]:
+    """An unsent event's follow-up without what was written about the person (the outcome, a manual follow-up's
+    reason) nor its thread id (which may hold an identity, e.g. ``mail:zelda@example.org``)."""
+    erased = {**data, "outcome": None, "thread_id": None}
+    if data.get("policy") is None and "reason" in data:
+        erased["reason"] = ERASED_TEXT
+    return erased
 
 
 class FollowupService:
@@ -565,30 +570,47 @@ class FollowupService:
         await self._reconsider(session, target, timezone_changed=False)
 
     async def on_contact_erased(self, session: AsyncSession, event: CloudEvent) -> None:
+        """Every follow-up of the contact, and of the contacts merged into it, loses what was written about the
+        person; the open ones are cancelled (their events carry no more than that)."""
         contact_id = _uuid(event.data.get("contact_id") or event.subject)
         if contact_id is None:
             raise PermanentError(f"{event.type} {event.id} lacks contact_id")
         now = self.clock.now()
-        rows = (await session.scalars(select(Followup).where(col(Followup.contact_id) == contact_id))).all()
+        merged_here = await session.scalars(
+            select(col(KnownContact.id)).where(col(KnownContact.merged_into) == contact_id)
+        )
+        named = {ident for ident in map(_uuid, event.data.get("merged_ids") or []) if ident is not None}
+        family = {contact_id, *named, *merged_here.all()}
+        rows = (await session.scalars(select(Followup).where(col(Followup.contact_id).in_(family)))).all()
         changes: list[tuple[str, Followup]] = []
         for followup in rows:
-            followup.outcome = None  # free text written about the person
+            followup.outcome, followup.thread_id = None, None  # free text, and an id that may name the person
+            if followup.policy is None:
+                followup.reason = ERASED_TEXT  # a manual follow-up's reason is written about the person
             if followup.status in OPEN:
                 followup.cancel_reason = "erased"
                 self._close(followup, "cancelled", now)
                 changes.append(("cancelled", followup))
-        await session.execute(delete(SeenTouch).where(col(SeenTouch.contact_id) == contact_id))
-        contact = await session.get(KnownContact, contact_id)
-        if contact is None:
-            contact = KnownContact(id=contact_id, known_since=now, updated_at=now)
-            session.add(contact)
-        contact.status, contact.timezone, contact.preferred_channel, contact.owner = "erased", None, None, None
-        contact.consent, contact.tags, contact.updated_at = {}, [], now
-        await self.outbox.redact_events(session, subject_like=f"crm.followups.%.{contact_id}", redact=_without_outcome)
+        await session.execute(delete(SeenTouch).where(col(SeenTouch.contact_id).in_(family)))
+        for member_id in sorted(family):
+            contact = await session.get(KnownContact, member_id)
+            if contact is None:
+                if member_id != contact_id:
+                    continue
+                contact = KnownContact(id=member_id, known_since=now, updated_at=now)
+                session.add(contact)
+            if member_id == contact_id:
+                contact.status = "erased"
+            contact.timezone, contact.preferred_channel, contact.owner = None, None, None
+            contact.consent, contact.tags, contact.updated_at = {}, [], now
+            await self.outbox.redact_events(
+                session, subject_like=f"crm.followups.%.{member_id}", redact=_erased_followup_data
+            )
         await self.emit(session, changes)
-        # Follow-ups made for a contact merged into this one were published on that contact's id.
-        merged = [str(m) for m in event.data.get("merged_ids") or []]
-        await self.outbox.add_serialized(session, [purge_request("followups", [str(contact_id), *merged], now)])
+        checkpoint_after_commit(session)
+        # Follow-ups of a contact merged into this one were published on that contact's id.
+        ids = [str(contact_id), *(str(i) for i in sorted(family) if i != contact_id)]
+        await self.outbox.add_serialized(session, [purge_request("followups", ids, now)])
 
     # -- touchpoints --------------------------------------------------------------------------------------
 

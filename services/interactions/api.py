@@ -90,6 +90,7 @@ router.add_api_route(
     summary="Log a touchpoint",
     responses={
         200: {"model": TouchpointRead, "description": "Already stored (same source and external_id)"},
+        410: _problem("This Idempotency-Key's touchpoint belonged to a contact erased since (its response is gone)"),
         **WRITE_PROBLEMS,
     },
     # The busiest route: its parameters are read without FastAPI's generic solving (see single_route).

@@ -236,8 +236,8 @@ def contact_handlers(touchpoints: TouchpointService) -> dict[str, EventHandler]:
 
     async def erased(session: AsyncSession, event: CloudEvent) -> None:
         (contact_id,) = _ids(event, "contact_id")
-        merged = event.data.get("merged_ids") or []
-        await touchpoints.redact_contact(session=session, contact_id=contact_id, merged_ids=[str(m) for m in merged])
+        merged_ids = [uuid.UUID(str(ident)) for ident in event.data.get("merged_ids") or []]
+        await touchpoints.redact_contact(session=session, contact_id=contact_id, merged_ids=merged_ids)
 
     return {events.CONTACT_MERGED: merged, events.CONTACT_ERASED: erased}
 

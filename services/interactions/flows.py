@@ -200,7 +200,13 @@ class GroupCommit:
             outcomes = await self.touchpoints.store(session=session, prepared=[p for p, _, _ in batch])
             for (_, claim, _), outcome in zip(batch, outcomes, strict=True):
                 if claim is not None and outcome.row is not None:
-                    await self.keys.complete(session=session, claim=claim, status=outcome.status, body=outcome.json())
+                    await self.keys.complete(
+                        session=session,
+                        claim=claim,
+                        status=outcome.status,
+                        body=outcome.json(),
+                        touchpoint_id=outcome.id,
+                    )
         return outcomes
 
 

@@ -2,18 +2,23 @@
 
 The same key with the same request replays the first response (status and body); with another
 request it is a 422; while the first request is still running, a 409. Only completed requests
-are kept: a request that failed releases its key, so the client may retry it."""
+are kept: a request that failed releases its key, so the client may retry it.
+
+When the contact of a stored response is erased, the response goes (it holds the touchpoint's subject and
+body) and so does the request's fingerprint (a hash of what was written about the person); the key stays,
+so a replay answers 410 instead of running the request again and recreating what was erased."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import json
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete
+from sqlalchemy import delete, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
@@ -29,6 +34,8 @@ MAX_KEY_LENGTH = 255
 RELEASE_RETRY_S = 0.5
 MAX_CALLER_LENGTH = 200
 ANONYMOUS = "anonymous"
+# The fingerprint of a key whose response was erased: no request has it, whatever it was.
+ERASED = "erased"
 
 
 class InvalidIdempotencyKey(ProblemError):
@@ -41,6 +48,15 @@ class KeyInFlight(Conflict):
 
 class KeyReused(Unprocessable):
     slug, title = "idempotency-key-reused", "Idempotency-Key reused for another request"
+
+
+class ResponseErased(ProblemError):
+    """A replay of a request whose touchpoint's contact was erased since. Not its 201 again (that would hand
+    out the erased subject and body, or a redacted record that is not what the request made), and not the
+    request run again (that would store the erased data anew): the first request did happen, and what it
+    made is gone."""
+
+    status, slug, title = 410, "idempotent-response-erased", "The response to this request was erased"
 
 
 @dataclass(frozen=True)
@@ -121,6 +137,11 @@ class IdempotencyKeys:
             record.fingerprint, record.status, record.response = fingerprint, None, None
             record.created_at, record.expires_at = now, now + self.ttl
             return Claim(caller, key, fingerprint, now)
+        if record.fingerprint == ERASED:
+            raise ResponseErased(
+                "The first request with this Idempotency-Key succeeded, then its contact was erased; its response "
+                "is not kept and the request is not run again."
+            )
         if record.fingerprint != fingerprint:
             raise KeyReused("This Idempotency-Key was used for a different request; use a new key.")
         if record.status is None or record.response is None:
@@ -130,11 +151,14 @@ class IdempotencyKeys:
             )
         return Replay(record.status, record.response)
 
-    async def complete(self, *, session: AsyncSession, claim: Claim, status: int, body: str) -> None:
-        """Store the response in the transaction that stores the effect: both or neither."""
+    async def complete(
+        self, *, session: AsyncSession, claim: Claim, status: int, body: str, touchpoint_id: uuid.UUID | None = None
+    ) -> None:
+        """Store the response in the transaction that stores the effect: both or neither. ``touchpoint_id``:
+        the touchpoint the response shows, so an erase of its contact finds the response."""
         record = await session.get(IdempotencyRecord, (claim.caller, claim.key))
         if record is not None and record.fingerprint == claim.fingerprint:
-            record.status, record.response = status, body
+            record.status, record.response, record.touchpoint_id = status, body, touchpoint_id
 
     async def release(self, claim: Claim) -> None:
         """Free the key of a request that failed, so its client's retry is served at once.
@@ -182,3 +206,13 @@ class IdempotencyKeys:
                 delete(IdempotencyRecord).where(col(IdempotencyRecord.expires_at) <= self.clock.now())
             )
         return int(getattr(result, "rowcount", 0) or 0)
+
+
+async def erase_responses(*, session: AsyncSession, touchpoint_ids: Any) -> None:
+    """The stored responses showing these touchpoints (a select of their ids) are erased: a replay is a 410."""
+    await session.execute(
+        update(IdempotencyRecord)
+        .where(col(IdempotencyRecord.touchpoint_id).in_(touchpoint_ids))
+        .values(fingerprint=ERASED, status=410, response=None)
+        .execution_options(synchronize_session=False)
+    )

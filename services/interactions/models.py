@@ -108,5 +108,7 @@ class IdempotencyRecord(InteractionsTable, table=True):
     fingerprint: str = Field(max_length=64)
     status: int | None = Field(default=None)  # NULL while the first request is in flight
     response: str | None = Field(default=None, sa_type=sa.Text)  # type: ignore[call-overload]
+    # The touchpoint the response is about: an erase of its contact replaces the response (see idempotency.py).
+    touchpoint_id: uuid.UUID | None = Field(default=None, index=True)
     created_at: datetime = Field(sa_type=_AT)  # type: ignore[call-overload]
     expires_at: datetime = Field(sa_type=_AT, index=True)  # type: ignore[call-overload]

@@ -8,7 +8,7 @@ import binascii
 import functools
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -22,6 +22,7 @@ from sqlmodel import col
 from servicekit.bulk import among, unsized_type
 from servicekit.clock import Clock, as_utc
 from servicekit.db import upsert
+from servicekit.erasure import checkpoint_after_commit
 from servicekit.events import event_json, json_value
 from servicekit.ids import new_id, new_ids
 from servicekit.logging import current_request_context
@@ -30,6 +31,7 @@ from servicekit.problems import Conflict, NotFound, ProblemError, Unprocessable
 from servicekit.purge import purge_request
 from services.interactions import events
 from services.interactions.directory import ContactErased, ContactLink
+from services.interactions.idempotency import erase_responses
 from services.interactions.models import ContactFate, Thread, Touchpoint
 from services.interactions.schemas import (
     READ_FIELDS,
@@ -50,6 +52,8 @@ MAX_MERGE_HOPS = 4
 _LOCK_CLASS = 7202
 # Fields a contact's erasure removes; channel, type, times, scores and amounts stay for the metrics.
 REDACTED_FIELDS = ("subject", "body", "outcome", "attributes")
+# What an erased contact's thread ids become: unique, and naming nobody.
+ERASED_THREAD_PREFIX = "erased-"
 
 _TABLE = cast(sa.Table, Touchpoint.__table__)  # type: ignore[attr-defined]
 _FATES = cast(sa.Table, ContactFate.__table__)  # type: ignore[attr-defined]
@@ -505,14 +509,20 @@ class TouchpointService:
         return int(getattr(moved, "rowcount", 0) or 0)
 
     async def redact_contact(
-        self, *, session: AsyncSession, contact_id: uuid.UUID, merged_ids: Sequence[str] = ()
+        self, *, session: AsyncSession, contact_id: uuid.UUID, merged_ids: Iterable[uuid.UUID] = ()
     ) -> int:
-        """GDPR erasure: subject, body, outcome and attributes of the contact's touchpoints are removed;
-        channel, type, direction, times, scores, amounts and sentiment stay so the metrics stay right."""
-        await _lock_contacts(session, {contact_id}, shared=False)
+        """GDPR erasure of the contact and of every contact merged into it: subject, body, outcome and attributes
+        of their touchpoints are removed, thread ids are replaced and external ids dropped (either may hold an
+        identity, such as ``mail:zelda@example.org``), and stored idempotent responses showing them are erased.
+        Channel, type, direction, times, scores, amounts and sentiment stay so the metrics stay right."""
+        merged_here = await session.scalars(
+            select(col(ContactFate.contact_id)).where(col(ContactFate.merged_into) == contact_id)
+        )
+        family = {contact_id, *merged_ids, *merged_here.all()}
+        await _lock_contacts(session, family, shared=False)
         now = self.clock.now()
         await self._set_fate(session, contact_id, "erased", None, now)
-        mine = sa.or_(col(Touchpoint.contact_id) == contact_id, col(Touchpoint.original_contact_id) == contact_id)
+        mine = sa.or_(col(Touchpoint.contact_id).in_(family), col(Touchpoint.original_contact_id).in_(family))
         result = await session.execute(
             update(Touchpoint)
             .where(mine, col(Touchpoint.redacted_at).is_(None))
@@ -521,6 +531,7 @@ class TouchpointService:
                 body=None,
                 outcome=None,
                 attributes={},
+                external_id=None,
                 redacted_at=now,
                 updated_at=now,
                 version=col(Touchpoint.version) + 1,
@@ -528,19 +539,51 @@ class TouchpointService:
             .execution_options(synchronize_session=False)
         )
         count = int(getattr(result, "rowcount", 0) or 0)
-        await self.outbox.redact_events(
-            session, subject_like=f"crm.interactions.%.{contact_id}", redact=_redact_touchpoint_data
-        )
+        await self._replace_thread_ids(session, family, mine)
+        await erase_responses(session=session, touchpoint_ids=select(col(Touchpoint.id)).where(mine))
+        for member in sorted(family):
+            await self.outbox.redact_events(
+                session, subject_like=f"crm.interactions.%.{member}", redact=_redact_touchpoint_data
+            )
         data = {"contact_id": str(contact_id), "interactions": count, "redacted_at": now.isoformat()}
         event, subject = events.interaction_event(events.REDACTED, contact_id, data, now)
         await self.outbox.add(session, event, subject=subject)
+        checkpoint_after_commit(session)
         # Touchpoints logged for a contact merged into this one were published on that contact's id.
         originals = await session.scalars(
-            sa.select(col(Touchpoint.original_contact_id)).where(col(Touchpoint.contact_id) == contact_id).distinct()
+            select(col(Touchpoint.original_contact_id)).where(mine, col(Touchpoint.original_contact_id).is_not(None))
         )
-        ids = [str(contact_id), *merged_ids, *(str(o) for o in originals if o is not None)]
+        ids = [str(i) for i in sorted(family | set(originals.all()), key=lambda i: i != contact_id)]
         await self.outbox.add_serialized(session, [purge_request("interactions", ids, now)])
         return count
+
+    async def _replace_thread_ids(self, session: AsyncSession, family: set[uuid.UUID], mine: Any) -> None:
+        """Each thread of the erased contacts gets a new id that says nothing (``erased-<uuid>``): the touchpoints
+        of one thread stay together, so thread metrics stay right, but the id can no longer name the person."""
+        old_ids = set(
+            (
+                await session.scalars(
+                    select(col(Touchpoint.thread_id)).where(mine, col(Touchpoint.thread_id).is_not(None))
+                )
+            ).all()
+        )
+        old_ids |= set(
+            (await session.scalars(select(col(Thread.thread_id)).where(col(Thread.contact_id).in_(family)))).all()
+        )
+        for old in sorted(i for i in old_ids if i is not None and not i.startswith(ERASED_THREAD_PREFIX)):
+            new = f"{ERASED_THREAD_PREFIX}{uuid.uuid4()}"
+            await session.execute(
+                update(Touchpoint)
+                .where(mine, col(Touchpoint.thread_id) == old)
+                .values(thread_id=new)
+                .execution_options(synchronize_session=False)
+            )
+            await session.execute(
+                update(Thread)
+                .where(col(Thread.thread_id) == old, col(Thread.contact_id).in_(family))
+                .values(thread_id=new)
+                .execution_options(synchronize_session=False)
+            )
 
     async def _set_fate(
         self, session: AsyncSession, contact_id: uuid.UUID, fate: str, merged_into: uuid.UUID | None, now: datetime
@@ -554,8 +597,9 @@ class TouchpointService:
 
 
 def _redact_touchpoint_data(data: dict[str, Any]) -> dict[str, Any]:
-    """An unsent event's touchpoint without what was written about the person."""
-    for name in REDACTED_FIELDS:
+    """An unsent event's touchpoint (or thread) without what was written about the person, nor the ids that
+    may name them."""
+    for name in (*REDACTED_FIELDS, "thread_id", "external_id"):
         if name in data:
             data[name] = {} if name == "attributes" else None
     data["redacted"] = True

@@ -290,6 +290,43 @@ async def test_erase_removes_personal_data_and_export_shows_what_is_left(client:
     assert (await client.get("/v1/contacts", params={"q": "+12025550111"})).json()["items"] == []
 
 
+async def test_erase_covers_every_contact_merged_into_it(client: httpx.AsyncClient) -> None:
+    """Issue 18.2: a duplicate merged into the erased contact (and one merged into that duplicate before) was
+    the same person: its row, identities, search terms, export and outbox events lose their personal data too."""
+    target = await create(client, name="Zelda Quist", phones=["+12025550171"], company="Quistco")
+    duplicate = await create(client, name="Zed Dupe", phones=["+12025550172"], company="Dupeco",
+                             handles={"twitter": "@zed_dupe"}, attributes={"note": "dupe notes"})  # fmt: skip
+    older = await create(client, name="Zee Older", phones=["+12025550173"], company="Olderco")
+    assert (
+        await client.post(f"/v1/contacts/{duplicate['id']}/merge", json={"source_id": older["id"]})
+    ).status_code == 200
+    assert (
+        await client.post(f"/v1/contacts/{target['id']}/merge", json={"source_id": duplicate["id"]})
+    ).status_code == 200
+    assert (await client.delete(f"/v1/contacts/{target['id']}")).status_code == 204
+    personal = [
+        *(c[field] for c in (target, duplicate, older) for field in ("name", "company")),
+        *(c["emails"][0] for c in (target, duplicate, older)),
+        "+12025550171", "+12025550172", "+12025550173", "12025550172", "zed_dupe", "dupe notes",
+    ]  # fmt: skip
+    for contact in (target, duplicate, older):
+        export = await client.get(f"/v1/contacts/{contact['id']}/export")
+        assert export.status_code == 200
+        leaks = [p for p in personal if p.lower() in export.text.lower()]
+        assert not leaks, (contact["id"], leaks)
+        assert export.json()["identities"] == []
+        assert all(e["data"].get("redacted") for e in export.json()["events"] if e["type"] != "crm.contact.erased.v1")
+    # The merged-away ids still lead to the erased contact, which is gone.
+    moved = await client.get(f"/v1/contacts/{older['id']}")
+    assert moved.status_code == 308 and moved.headers["location"] == f"/v1/contacts/{target['id']}"
+    assert (await client.get(moved.headers["location"])).status_code == 410
+    for term in ("Dupe", "+12025550173", duplicate["emails"][0]):
+        assert (await client.get("/v1/contacts", params={"q": term})).json()["items"] == []
+    erased_event = (await client.get(f"/v1/contacts/{target['id']}/export")).json()["events"][-1]
+    assert erased_event["type"] == "crm.contact.erased.v1"
+    assert set(erased_event["data"]["merged_ids"]) == {duplicate["id"], older["id"]}
+
+
 async def test_body_over_the_limit_is_413(client: httpx.AsyncClient) -> None:
     response = await client.post(
         "/v1/contacts", content=b'{"name": "' + b"x" * 70_000 + b'"}', headers={"content-type": "application/json"}

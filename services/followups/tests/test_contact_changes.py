@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 
 from servicekit.clock import MovableClock
 from servicekit.testing.apps import running_app
+from servicekit.testing.storage import StorageScan
 from services.contacts.app import create_app as create_contacts_app
 from services.contacts.settings import ContactsSettings
 from services.contacts.tests.conftest import ALEMBIC_INI as CONTACTS_ALEMBIC_INI
@@ -111,6 +112,45 @@ async def test_a_merge_rekeys_followups_to_the_surviving_contact(harness: Harnes
     late = await harness.touch(source["id"], type="complaint", direction="inbound", channel="phone")
     await harness.applied(late.id)
     assert len(await harness.followups(contact_id=target["id"], policy="complaint-callback")) == 1
+
+
+async def test_an_erase_leaves_no_reason_outcome_or_thread_of_the_person_or_their_merged_duplicate(
+    harness: Harness, followups_settings: FollowupsSettings
+) -> None:
+    """Issue 18.2 and 18.4: manual follow-ups' reasons and outcomes, thread ids holding an identity and the
+    events in the outbox (the cancelled ones at erase too) keep nothing about the person, for the follow-ups of
+    the duplicate merged into the erased contact too; the database files (WAL included) hold none of it."""
+    harness.clock.set(MONDAY_10)
+    tag = uuid.uuid4().hex[:8]
+    zelda, dupe = await harness.contact(), await harness.contact()
+    personal = [f"Call back Zelda{tag}", f"Call back Zed{tag}", f"Spoke to Zed{tag}", f"zelda.{tag}@example.org",
+                f"zed.{tag}@example.org"]  # fmt: skip
+    made = {}
+    for who, name, contact in (("zelda", "Zelda", zelda), ("zed", "Zed", dupe)):
+        body = {"contact_id": contact["id"], "reason": f"Call back {name}{tag}", "due_at": "2026-01-06T10:00:00Z",
+                "thread_id": f"mail:{who}.{tag}@example.org"}  # fmt: skip
+        response = await harness.client.post("/v1/followups", json=body)
+        assert response.status_code == 201, response.text
+        made[who] = response.json()
+    done = await harness.client.post(
+        f"/v1/followups/{made['zed']['id']}/complete", json={"outcome": f"Spoke to Zed{tag}"}
+    )
+    assert done.status_code == 200, done.text
+    data = {"source_id": dupe["id"], "target_id": zelda["id"], "contact": {**zelda, "version": 2}}
+    merged = contact_event("merged", zelda["id"], data, MONDAY_10)
+    await harness.publish(merged, f"crm.contacts.merged.{zelda['id']}")
+    await harness.applied(merged.id)
+    data = {"contact_id": zelda["id"], "erased_at": MONDAY_10.isoformat(), "merged_ids": [dupe["id"]]}
+    erased = contact_event("erased", zelda["id"], data, MONDAY_10)
+    await harness.publish(erased, f"crm.contacts.erased.{zelda['id']}")
+    await harness.applied(erased.id)
+    after = {f["id"]: f for f in await harness.followups(contact_id=zelda["id"])}
+    assert {after[made[who]["id"]]["reason"] for who in made} == {"(erased)"}
+    assert all(f["thread_id"] is None and f["outcome"] is None for f in after.values())
+    assert after[made["zelda"]["id"]]["status"] == "cancelled"
+    scan = StorageScan()
+    scan.add_database(followups_settings.database_url)
+    await scan.assert_clean(personal)
 
 
 async def test_an_erase_cancels_every_open_followup(harness: Harness) -> None:
