@@ -196,6 +196,7 @@ class NatsProcess:
             f'jetstream {{\n  store_dir: "{self.store_dir}"\n  sync_interval: always\n}}\n'
             + render_users(lambda user: json.dumps(self.passwords[user]))
         )
+        self.config_path.chmod(0o600)  # it holds the users' passwords
         log = open(self.store_dir.parent / "nats.log", "ab")  # noqa: SIM115 - the child keeps it
         self.process = subprocess.Popen(
             [binary, "-c", str(self.config_path)], stdout=log, stderr=subprocess.STDOUT, start_new_session=True

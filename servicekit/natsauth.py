@@ -133,6 +133,7 @@ def generated_passwords(path: Path) -> dict[str, str]:
     made = {user: secrets.token_urlsafe(24) for user in USERS}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.touch(mode=0o600)
+    path.chmod(0o600)
     path.write_text(json.dumps(made, indent=2) + "\n")
     return made
 
