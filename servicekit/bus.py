@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +18,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy, RetentionPolicy, StorageT
 from nats.js.errors import NotFoundError
 
 from servicekit.logging import get_logger
+from servicekit.natsauth import inbox_prefix, without_credentials
 
 log = get_logger(__name__)
 
@@ -41,8 +43,21 @@ class Bus:
     request until ack_wait (nats-py #933). They rebuild it when it stalls (see ``DurableConsumer``).
     """
 
-    def __init__(self, url: str, *, name: str, stream_replicas: int = 1, duplicate_window_s: int = 120):
+    def __init__(
+        self,
+        url: str,
+        *,
+        name: str,
+        stream_replicas: int = 1,
+        duplicate_window_s: int = 120,
+        user: str | None = None,
+        password: str | None = None,
+        tls_ca_file: str | None = None,
+    ):
         self.url = url
+        self.user = user
+        self._password = password
+        self.tls_ca_file = tls_ca_file
         self.name = name
         self.stream_replicas = stream_replicas
         self.duplicate_window_s = duplicate_window_s
@@ -75,11 +90,20 @@ class Bus:
 
     async def _connect_until_done(self) -> None:
         delay = 0.2
+        shown = without_credentials(self.url)
+        credentials: dict[str, Any] = {}
+        if self.user:
+            # Replies (JetStream answers, pulled messages) come on this user's own prefix: the server lets no
+            # other user subscribe there (servicekit.natsauth).
+            credentials = {"user": self.user, "password": self._password or "", "inbox_prefix": inbox_prefix(self.user)}
+        if self.tls_ca_file:
+            credentials["tls"] = ssl.create_default_context(cafile=self.tls_ca_file)
         while True:
             try:
                 self.nc = await nats.connect(
                     servers=self.url.split(","),
                     name=self.name,
+                    **credentials,
                     max_reconnect_attempts=-1,
                     reconnect_time_wait=0.5,
                     connect_timeout=2,
@@ -93,12 +117,12 @@ class Bus:
                 self.js = self.nc.jetstream(timeout=5)
                 await self.ensure_streams()
                 self.generation += 1
-                log.info("nats_connected", url=self.url)
+                log.info("nats_connected", url=shown)
                 return
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("nats_connect_failed", url=self.url, error=repr(exc))
+                log.warning("nats_connect_failed", url=shown, error=repr(exc))
                 if self.nc is not None:
                     with contextlib.suppress(Exception):
                         await self.nc.close()
@@ -130,12 +154,12 @@ class Bus:
 
     async def _on_reconnected(self) -> None:
         self.generation += 1
-        log.info("nats_reconnected", url=self.url)
+        log.info("nats_reconnected", url=without_credentials(self.url))
         with contextlib.suppress(Exception):
             await self.ensure_streams()
 
     async def _on_disconnected(self) -> None:
-        log.warning("nats_disconnected", url=self.url)
+        log.warning("nats_disconnected", url=without_credentials(self.url))
 
     async def _on_error(self, exc: Exception) -> None:
         log.debug("nats_error", error=repr(exc))

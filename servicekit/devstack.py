@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import httpx
 
+from servicekit.natsauth import generated_passwords, render_users, with_credentials
 from servicekit.testing.nats import nats_server_binary
 from servicekit.testing.ports import free_port, wait_for_port
 
@@ -176,10 +178,22 @@ class NatsProcess:
     monitor_port: int
     config_path: Path
     process: subprocess.Popen[bytes] | None = None
+    # Each service connects as its own user, as in every deployment (servicekit.natsauth); the passwords are made
+    # once and kept beside the config (mode 0600).
+    passwords: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.passwords:
+            self.passwords = generated_passwords(self.config_path.parent / "nats-passwords.json")
+
+    @property
+    def anonymous_url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
 
     @property
     def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
+        """The operators' ``admin`` user (every permission): for harnesses and benchmarks, never a service."""
+        return with_credentials(self.anonymous_url, "admin", self.passwords["admin"])
 
     def start(self) -> None:
         binary = nats_server_binary()
@@ -191,7 +205,9 @@ class NatsProcess:
         self.config_path.write_text(
             f'listen: "127.0.0.1:{self.port}"\nhttp: "127.0.0.1:{self.monitor_port}"\n'
             f'jetstream {{\n  store_dir: "{self.store_dir}"\n  sync_interval: always\n}}\n'
+            + render_users(lambda user: json.dumps(self.passwords[user]))
         )
+        self.config_path.chmod(0o600)  # it holds the users' passwords
         log = open(self.store_dir.parent / "nats.log", "ab")  # noqa: SIM115 - the child keeps it
         self.process = subprocess.Popen(
             [binary, "-c", str(self.config_path)], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -245,7 +261,9 @@ class Stack:
             # A harness's stacks run side by side: each gets free metrics ports unless told (`make up`: 900N).
             service_env.setdefault(f"{p}METRICS_PORT", str(free_port()))
             service_env.setdefault(f"{p}DATABASE_URL", f"sqlite+aiosqlite:///{var_dir / (spec.name + '.db')}")
-            service_env.setdefault(f"{p}NATS_URL", stack.nats.url)
+            service_env.setdefault(f"{p}NATS_URL", stack.nats.anonymous_url)
+            service_env.setdefault(f"{p}NATS_USER", spec.name)
+            service_env.setdefault(f"{p}NATS_PASSWORD", stack.nats.passwords[spec.name])
             service_env.setdefault(f"{p}LOG_JSON", "false" if echo else "true")
             for target in ("contacts", "interactions", "followups"):
                 if target == spec.name:
@@ -342,7 +360,8 @@ def _print_banner(stack: Stack, var_dir: Path, dev_key: str | None) -> None:
     for name, service in stack.services.items():
         docs = f"{service.url}/docs"
         lines.append(f"  {name:<13} {service.url}   (API docs {docs}; metrics {service.metrics_url})")
-    lines.append(f"  {'nats':<13} {stack.nats.url}   (monitoring http://127.0.0.1:{stack.nats.monitor_port})")
+    lines.append(f"  {'nats':<13} {stack.nats.anonymous_url}   (monitoring http://127.0.0.1:{stack.nats.monitor_port};"
+                 f" users and passwords in {var_dir / 'nats-passwords.json'})")  # fmt: skip
     lines.append(f"  {'data':<13} {var_dir}  (SQLite files, JetStream store, logs/)")
     if dev_key:
         lines.append(f"  {'admin key':<13} {dev_key}   (development key: set TOUCHPOINT_ADMIN_KEY to choose yours)")

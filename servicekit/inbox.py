@@ -169,11 +169,13 @@ class EventInbox(Generic[Batch]):
         log.error("event_dead_lettered", consumer=self.name, subject=msg.subject, reason=reason[:500])
         EVENTS_CONSUMED.labels(self.name, "dead_letter").inc()
         await self.bus.dead_letter(
-            f"crm.deadletter.{self.name}",
+            # Our events' subjects end in the contact's id; so does the dead letter's, so an erasure finds it.
+            f"crm.deadletter.{self.name}.{msg.subject.rsplit('.', 1)[-1]}",
             reason=reason,
             payload=msg.data,
             origin=msg.subject,
-            msg_id=event_id,
+            # Per consumer: two consumers parking the same event made one dead letter, the other a duplicate.
+            msg_id=f"{self.name}:{event_id}" if event_id else None,
         )
         await msg.ack()
 

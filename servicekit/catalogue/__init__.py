@@ -20,9 +20,9 @@ class EventDoc:
 
 
 def all_events() -> list[EventDoc]:
-    from servicekit.catalogue import contacts, followups, interactions, staff
+    from servicekit.catalogue import bus, contacts, followups, interactions, staff
 
-    return [*contacts.EVENTS, *interactions.EVENTS, *followups.EVENTS, *staff.EVENTS]
+    return [*contacts.EVENTS, *interactions.EVENTS, *followups.EVENTS, *staff.EVENTS, *bus.EVENTS]
 
 
 def render_markdown() -> str:

@@ -51,7 +51,7 @@ EVENTS: list[EventDoc] = [
             "contact_id": "the erased contact",
             "erased_at": "when",
             "merged_ids": "the contacts merged into it (transitively), erased with it: each consumer erases what "
-            "it still holds under those ids too",
+            "it still holds under those ids too, and their events leave the bus with its own",
         },
         consumers=("interactions (redact)", "followups (cancel all)", "gateway (timeline)"),
     ),

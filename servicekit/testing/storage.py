@@ -116,8 +116,8 @@ class StorageScan:
 
 def stack_storage(stack: Stack, *, jetstream: bool = False) -> StorageScan:
     """Everything a ``devstack.Stack`` keeps on disk: each service's database and every log file of its folder.
-    ``jetstream``: the JetStream store files too (off here: what the bus keeps is the bus design's to prove,
-    and a test that turns it on must first have the streams purged)."""
+    ``jetstream``: the JetStream store files too (an erased contact's messages leave them once every consumer has
+    the erasure: ``servicekit.purge``)."""
     scan = StorageScan()
     for service in stack.services.values():
         scan.add_database(service.env[f"{service.spec.prefix}DATABASE_URL"])

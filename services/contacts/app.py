@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from servicekit.bus import DEADLETTER_STREAM
 from servicekit.clock import Clock
 from servicekit.heap import settled_heap
 from servicekit.http import build_app
@@ -31,6 +32,8 @@ def create_app(settings: ContactsSettings | None = None, clock: Clock | None = N
         runtime = Runtime.create(
             name=NAME, settings=settings, outbox=Outbox(outbox_table), streams=[events.STREAM], clock=clock
         )
+        # The contact's dead letters (parked by any service's inbox, on crm.deadletter.<consumer>.<contact>) too.
+        runtime.purge_erased(events.STREAM, "contacts", also=((DEADLETTER_STREAM, "crm.deadletter.*.{contact}"),))
         runtime.state["contacts"] = ContactService(
             clock=runtime.clock, outbox=runtime.outbox, default_region=settings.default_region
         )

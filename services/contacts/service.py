@@ -19,6 +19,7 @@ from servicekit.clock import Clock
 from servicekit.erasure import checkpoint_after_commit
 from servicekit.outbox import Outbox
 from servicekit.problems import Conflict, Gone, NotFound, PreconditionFailed, ProblemError, Unprocessable
+from servicekit.purge import purge_request
 from services.contacts import events
 from services.contacts.models import Contact, Identity, SearchTerm, outbox_table
 from services.contacts.schemas import (
@@ -465,6 +466,9 @@ class ContactService:
                 session, subject_like=f"crm.contacts.%.{member_id}", redact=redact_event_data
             )
         checkpoint_after_commit(session)
+        # Once every consumer has the erasure, the contact's messages (and its merged duplicates') leave the bus;
+        # a repeated erase asks again (for an erasure made before the bus was purged, say).
+        await self.outbox.add_serialized(session, [purge_request("contacts", [str(i) for i in family], now)])
         if already:
             return contact  # a repeated erase sweeps what an older version left, and says nothing new
         await self._emit(

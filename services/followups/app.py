@@ -81,6 +81,7 @@ def create_app(
         )  # fmt: skip
         contacts = EventInbox(name=events.CONTACTS_DURABLE, handlers=events.contact_handlers(followups), **shared)
         staff_changes = EventInbox(name=staff.STAFF_DURABLE, handlers=staff.staff_handlers(followups), **shared)
+        runtime.purge_erased(events.STREAM, "followups")
         runtime.consumers += [
             DurableConsumer(
                 bus=runtime.bus, stream=events.CONTACTS_STREAM, durable=events.CONTACTS_DURABLE,

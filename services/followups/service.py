@@ -19,7 +19,8 @@ from servicekit.erasure import ERASED_TEXT, checkpoint_after_commit
 from servicekit.events import CloudEvent, json_value
 from servicekit.ids import new_id
 from servicekit.outbox import Outbox
-from servicekit.problems import Conflict, NotFound, Unprocessable
+from servicekit.problems import Conflict, NotFound, ProblemError, Unprocessable
+from servicekit.purge import purge_request
 from services.followups import events
 from services.followups.closing import BY_AGENT, close_reason
 from services.followups.directory import ContactAnswer, ContactDirectory
@@ -491,6 +492,9 @@ class FollowupService:
             )
         await self.emit(session, changes)
         checkpoint_after_commit(session)
+        # Follow-ups of a contact merged into this one were published on that contact's id.
+        ids = [str(contact_id), *(str(i) for i in sorted(family) if i != contact_id)]
+        await self.outbox.add_serialized(session, [purge_request("followups", ids, now)])
 
     # -- touchpoints ----------------------------------------------------------------------------------------
 

@@ -73,6 +73,7 @@ def create_app(settings: InteractionsSettings | None = None, clock: Clock | None
             after_commit=forget_dead_contacts(directory.forget),  # type: ignore[arg-type]
         )
         ingest = NatsIngest(ingestion=ingestion, bus=runtime.bus, retry_max_s=settings.ingest_retry_max_s)
+        runtime.purge_erased(events.STREAM, "interactions")
         runtime.consumers += [
             DurableConsumer(
                 bus=runtime.bus,

@@ -28,6 +28,7 @@ from servicekit.ids import new_id, new_ids
 from servicekit.logging import current_request_context
 from servicekit.outbox import Outbox
 from servicekit.problems import Conflict, NotFound, ProblemError, Unprocessable
+from servicekit.purge import purge_request
 from services.interactions import events
 from services.interactions.directory import ContactErased, ContactLink
 from services.interactions.idempotency import erase_responses
@@ -549,6 +550,12 @@ class TouchpointService:
         event, subject = events.interaction_event(events.REDACTED, contact_id, data, now)
         await self.outbox.add(session, event, subject=subject)
         checkpoint_after_commit(session)
+        # Touchpoints logged for a contact merged into this one were published on that contact's id.
+        originals = await session.scalars(
+            select(col(Touchpoint.original_contact_id)).where(mine, col(Touchpoint.original_contact_id).is_not(None))
+        )
+        ids = [str(i) for i in sorted(family | set(originals.all()), key=lambda i: i != contact_id)]
+        await self.outbox.add_serialized(session, [purge_request("interactions", ids, now)])
         return count
 
     async def _replace_thread_ids(self, session: AsyncSession, family: set[uuid.UUID], mine: Any) -> None:

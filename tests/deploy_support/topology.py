@@ -3,11 +3,12 @@ docker-compose.yml alone.
 
 - ``postgres``: a PostgreSQL cluster from the Debian packages, initialised by the scripts compose mounts on
   /docker-entrypoint-initdb.d, run as the image runs them; password authentication over TCP as in the image.
-- ``nats``: nats-server with the config file compose mounts (store dir and ports moved to a temp dir).
+- ``nats``: nats-server with the config file compose mounts (store dir and ports moved to a temp dir), its TLS
+  files made by deploy/nats/make-certs.sh, the documented step before ``docker compose up``.
 - ``migrate-*`` and the services: the compose ``command`` with the compose ``environment`` and the image's
   ``ENV``, in a copy of the image's WORKDIR (what the Dockerfile copies from the build context that
-  .dockerignore lets through). Host names become 127.0.0.1 and each container port a free local port;
-  nothing else is changed.
+  .dockerignore lets through). Host names become 127.0.0.1, each container port a free local port and each
+  bind-mounted path the host path compose mounts; nothing else is changed.
 - ``proxy``: Caddy with the Caddyfile compose mounts (its admin API, ports and the gateway's address moved
   to local ports; its data under the temp dir).
 - ``depends_on`` conditions are honoured, and ``service_healthy`` runs the compose healthcheck itself.
@@ -131,6 +132,13 @@ class Topology:
 
     def __post_init__(self) -> None:
         self.app_dir = stage_workdir(self.workdir / "app")
+        # What an operator runs once before `docker compose up`: the NATS CA and server certificate, made here
+        # instead of in the (git-ignored) deploy/nats/tls that compose mounts.
+        self.nats_tls = self.workdir / "nats-tls"
+        made = subprocess.run(["sh", str(ROOT / "deploy/nats/make-certs.sh"), str(self.nats_tls)],
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+        if made.returncode != 0:
+            raise TopologyError(f"deploy/nats/make-certs.sh failed: {made.stderr}")
         self.model = compose.load(self.env_file)
         self.services: dict[str, dict[str, Any]] = self.model["services"]
         for name, service in self.services.items():
@@ -197,6 +205,30 @@ class Topology:
                 return (ROOT / source).resolve()
         raise TopologyError(f"{service}: nothing is mounted on {target}")
 
+    def host_path(self, service: str, path: str) -> str | None:
+        """The host path of ``path`` inside ``service``'s container, if a bind mount puts it there."""
+        for volume in self.services[service].get("volumes") or []:
+            source, _, rest = str(volume).partition(":")
+            mount = rest.split(":")[0]
+            if source.startswith(".") and (path == mount or path.startswith(mount + "/")):
+                host = (ROOT / source).resolve()
+                generated = (ROOT / "deploy" / "nats" / "tls").resolve()
+                if host == generated or generated in host.parents:
+                    host = self.nats_tls / host.relative_to(generated)
+                return str(host) + path[len(mount) :]
+        return None
+
+    def nats_connect_options(self) -> dict[str, Any]:
+        """How an operator connects (the ``admin`` user of .env, over TLS with the CA made for the server)."""
+        import ssl
+
+        return {
+            "servers": [self.url("nats", 4222, scheme="tls")],
+            "user": "admin",
+            "password": self.env_file["NATS_ADMIN_PASSWORD"],
+            "tls": ssl.create_default_context(cafile=str(self.nats_tls / "ca" / "ca.crt")),
+        }
+
     def nats_config_path(self) -> Path:
         command = self.services["nats"]["command"]
         target = _option(command, "--config") or _option(command, "-c")
@@ -232,6 +264,8 @@ class Topology:
                 env[key] = str(self.ports[(name, int(value))])
             elif key.endswith("_METRICS_HOST"):
                 env[key] = "127.0.0.1"
+            elif value.startswith("/"):
+                env[key] = self.host_path(name, value) or value
         return env
 
     def _app_args(self, name: str, command: list[str]) -> list[str]:
@@ -298,6 +332,7 @@ class Topology:
         client_port, monitor_port = self.container_ports("nats", self.services["nats"])
         # The same file; only what is about this machine changes: the store (the nats-data volume in
         # compose) and the addresses (compose's network namespace gives the container its own ports).
+        command = self.services["nats"]["command"]
         conf = self.nats_config_path().read_text()
         conf, stores = re.subn(r"(?m)^(\s*store_dir\s*:\s*).*$", rf'\g<1>"{store}"', conf)
         conf, listens = re.subn(
@@ -307,6 +342,16 @@ class Topology:
             r"(?m)^(\s*http\s*:\s*).*$", rf"\g<1>127.0.0.1:{self.ports[('nats', monitor_port)]}", conf
         )
         assert (stores, listens, https) == (1, 1, 1), "nats.conf: one store_dir, one listen, one http expected"
+        # Files mounted into the container at absolute paths, and files it includes beside the config.
+        for quoted in set(re.findall(r'"(/[^"]+)"', conf)):
+            host = self.host_path("nats", quoted)
+            if host is not None:
+                conf = conf.replace(f'"{quoted}"', f'"{host}"')
+        container_dir = str(Path(_option(command, "--config") or "/").parent)
+        for included in re.findall(r"(?m)^\s*include\s+\"?([^\s\"]+)", conf):
+            host = self.host_path("nats", f"{container_dir}/{included}")
+            assert host is not None, f"nats.conf includes {included}, which compose does not mount"
+            shutil.copyfile(host, self.workdir / included)
         local_conf = self.workdir / "nats.conf"
         local_conf.write_text(conf)
         command = self.services["nats"]["command"]

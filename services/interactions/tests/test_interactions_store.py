@@ -130,7 +130,9 @@ async def test_erase_redacts_notes_keeps_metrics_and_refuses_new_touchpoints(
     assert (row.csat, row.channel, row.type) == (2, "email", "inquiry") and row.redacted_at is not None
     assert row.sentiment == kept.touchpoint.sentiment
     events = await outbox_events(sessionmaker)
-    assert [e["type"] for e in events] == ["crm.interaction.logged.v1", "crm.interaction.redacted.v1"]
+    assert [e["type"] for e in events] == [
+        "crm.interaction.logged.v1", "crm.interaction.redacted.v1", "crm.bus.purge_requested.v1"
+    ]  # fmt: skip
     # The unsent logged event no longer carries the notes.
     assert events[0]["data"]["subject"] is None and events[0]["data"]["attributes"] == {}
     assert events[1]["data"] == {

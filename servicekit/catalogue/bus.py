@@ -1,0 +1,15 @@
+from servicekit.catalogue import EventDoc
+
+EVENTS: list[EventDoc] = [
+    EventDoc(
+        type="crm.bus.purge_requested.v1",
+        producer="contacts, interactions, followups (each for its own stream)",
+        subject="crm.purge.<stream root>.<contact_id>",
+        meaning="After applying an erasure, a producer asks itself (on CRM_PURGES, a work queue) to remove the "
+        "contact's messages from its stream "
+        "(docs/privacy.md, The event bus): its purger deletes each one once every consumer of the stream has "
+        "acknowledged it, and acknowledges the request when none is left.",
+        data={"contact_ids": "the erased contact and every contact merged into it"},
+        consumers=("the producer itself (<root>-purge)",),
+    ),
+]
