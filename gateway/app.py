@@ -117,7 +117,11 @@ def create_app(
         )
         for stream, durable, subjects in webhooks.consumers():
             feed = webhooks.WebhookFeed(
-                sessionmaker=runtime.sessionmaker, clock=runtime.clock, name=durable, recorded=delivery_worker.wake
+                sessionmaker=runtime.sessionmaker,
+                clock=runtime.clock,
+                name=durable,
+                recorded=delivery_worker.wake,
+                retry_window_s=settings.webhooks_retry_window_s,
             )
             runtime.consumers.append(
                 DurableConsumer(

@@ -185,8 +185,9 @@ class Webhook(GatewayTable, table=True):
 
 class WebhookDelivery(GatewayTable, table=True):
     """One event for one webhook: recorded once (unique ``webhook_id, event_id``), then sent until it is
-    ``delivered`` or, past the retry window, ``dead`` (dead-lettered). ``body`` is the CloudEvent as it came
-    from the bus; it is dropped once delivered, so the table keeps no personal data it no longer needs."""
+    ``delivered`` or, past ``retry_until``, ``dead`` (dead-lettered; an admin may send it again). ``body`` is the
+    CloudEvent as it came from the bus; it is dropped once delivered, so the table keeps no personal data it no
+    longer needs."""
 
     __tablename__ = "webhook_deliveries"
     __table_args__ = (
@@ -206,6 +207,7 @@ class WebhookDelivery(GatewayTable, table=True):
     last_error: str | None = Field(default=None, max_length=500)
     created_at: datetime = Field(sa_type=_TS)  # type: ignore[call-overload]
     next_attempt_at: datetime | None = Field(default=None, sa_type=_TS)  # type: ignore[call-overload]
+    retry_until: datetime = Field(sa_type=_TS)  # type: ignore[call-overload]
     last_attempt_at: datetime | None = Field(default=None, sa_type=_TS)  # type: ignore[call-overload]
     delivered_at: datetime | None = Field(default=None, sa_type=_TS)  # type: ignore[call-overload]
     dead_lettered_at: datetime | None = Field(default=None, sa_type=_TS)  # type: ignore[call-overload]

@@ -245,6 +245,7 @@ class WebhookDeliveryRead(BaseModel):
     last_error: str | None
     created_at: datetime
     next_attempt_at: datetime | None
+    retry_until: datetime = Field(description="Failures after this time dead-letter the delivery")
     last_attempt_at: datetime | None
     delivered_at: datetime | None
     dead_lettered_at: datetime | None

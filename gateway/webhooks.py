@@ -42,7 +42,7 @@ from servicekit.db import upsert
 from servicekit.events import CloudEvent
 from servicekit.ids import new_id
 from servicekit.logging import get_logger
-from servicekit.problems import NotFound, Unprocessable
+from servicekit.problems import Conflict, NotFound, Unprocessable
 
 log = get_logger(__name__)
 
@@ -51,7 +51,7 @@ CONTENT_TYPE = "application/cloudevents+json"
 USER_AGENT = "Touchpoint-Webhooks/1"
 PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
 _PRODUCERS = ("contacts", "interactions", "followups")
-# Rows per INSERT: 14 columns each stays far below SQLite's 32,766 bound parameters.
+# Rows per INSERT: 15 columns each stays far below SQLite's 32,766 bound parameters.
 _INSERT_CHUNK = 500
 _ERROR_CHARS = 500
 
@@ -236,6 +236,22 @@ async def list_deliveries(
     return list(rows.all())
 
 
+async def send_again(
+    *, session: AsyncSession, webhook_id: uuid.UUID, delivery_id: uuid.UUID, now: datetime, retry_window_s: float
+) -> WebhookDelivery:
+    """A dead-lettered delivery back in the queue, due now, with a new retry window (its attempts count on)."""
+    delivery = await session.get(WebhookDelivery, delivery_id)
+    if delivery is None or delivery.webhook_id != webhook_id:
+        raise NotFound(f"No delivery {delivery_id} of webhook {webhook_id}.")
+    if delivery.status != DEAD:
+        raise Conflict(f"Only a dead-lettered delivery is sent again; this one is {delivery.status}.")
+    delivery.status, delivery.dead_lettered_at = PENDING, None
+    delivery.next_attempt_at = now
+    delivery.retry_until = now + timedelta(seconds=retry_window_s)
+    await session.flush()
+    return delivery
+
+
 # --- the feed: a delivery row per (webhook, event) ----------------------------------------------------------------
 
 
@@ -252,12 +268,14 @@ class WebhookFeed:
         name: str,
         recorded: Callable[[], None],
         retry_delay_s: float = 2.0,
+        retry_window_s: float = 24 * 3600,
     ) -> None:
         self.sessionmaker = sessionmaker
         self.clock = clock
         self.name = name
         self.recorded = recorded
         self.retry_delay_s = retry_delay_s
+        self.retry_window = timedelta(seconds=retry_window_s)
 
     async def handle_batch(self, msgs: list[Msg]) -> None:
         decoded: list[tuple[CloudEvent, str]] = []
@@ -284,11 +302,13 @@ class WebhookFeed:
         if not batch:
             return 0
         now = self.clock.now()
+        retry_until = now + self.retry_window
         async with self.sessionmaker() as session, session.begin():
             hooks = (await session.execute(select(col(Webhook.id), col(Webhook.events)))).all()
             rows = [
                 {"id": new_id(), "webhook_id": hook_id, "event_id": event.id, "event_type": event.type,
-                 "body": body, "status": PENDING, "attempts": 0, "created_at": now, "next_attempt_at": now}
+                 "body": body, "status": PENDING, "attempts": 0, "created_at": now, "next_attempt_at": now,
+                 "retry_until": retry_until}
                 for event, body in batch
                 for hook_id, wanted in hooks
                 if event.type in wanted
@@ -463,7 +483,7 @@ class DeliveryWorker:
             if outcome.retry_after_s is not None:
                 delay = min(max(delay, outcome.retry_after_s), self.settings.webhooks_backoff_max_s)
             next_at = now + timedelta(seconds=delay)
-            if next_at > as_utc(delivery.created_at) + timedelta(seconds=self.settings.webhooks_retry_window_s):
+            if next_at > as_utc(delivery.retry_until):
                 delivery.status, delivery.dead_lettered_at, delivery.next_attempt_at = DEAD, now, None
                 log.error("webhook_dead_lettered", delivery_id=str(delivery.id), event_id=delivery.event_id,
                           attempts=delivery.attempts, error=delivery.last_error)  # fmt: skip

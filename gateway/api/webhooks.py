@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 from sqlalchemy import select
 from sqlmodel import col
 
@@ -127,3 +127,40 @@ async def list_deliveries(
     return WebhookDeliveryPage(
         items=[WebhookDeliveryRead.model_validate(r) for r in rows[:limit]], next_cursor=next_cursor
     )
+
+
+@router.post(
+    "/webhooks/{webhook_id}/deliveries/{delivery_id}/retry",
+    response_model=WebhookDeliveryRead,
+    summary="Send a dead-lettered delivery again (due now, with a new retry window)",
+    responses={**NOT_FOUND, 409: problem("The delivery is not dead-lettered")},
+)
+async def retry_delivery(
+    webhook_id: uuid.UUID,
+    delivery_id: uuid.UUID,
+    principal: WebhooksManage,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    settings: SettingsDep,
+    request: Request,
+) -> WebhookDeliveryRead:
+    delivery = await webhooks.send_again(
+        session=session,
+        webhook_id=webhook_id,
+        delivery_id=delivery_id,
+        now=runtime.clock.now(),
+        retry_window_s=settings.webhooks_retry_window_s,
+    )
+    await record_audit(
+        session=session,
+        runtime=runtime,
+        principal=principal,
+        action="webhook.delivery_retry",
+        target=str(delivery_id),
+        outcome=200,
+        detail={"webhook_id": str(webhook_id)},
+    )
+    read = WebhookDeliveryRead.model_validate(delivery)
+    await session.commit()
+    request.app.state.delivery_worker.wake()
+    return read

@@ -9,10 +9,11 @@ import contextlib
 import hashlib
 import hmac
 import random
+import uuid
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -373,10 +374,10 @@ async def test_deliveries_survive_a_failing_then_slow_receiver_none_lost_none_do
         assert stamps[-1] == int(clock.now().timestamp())  # signed at the attempt, by the injected clock
 
 
-async def test_a_delivery_is_dead_lettered_after_the_retry_window(
+async def test_a_delivery_is_dead_lettered_after_the_retry_window_and_can_be_sent_again(
     hook_settings: GatewaySettings, clock: MovableClock, js: Any
 ) -> None:
-    async with receiving(["fail"]) as receiver, gateway_with(hook_settings, clock) as client:
+    async with receiving(["fail", "fail", "fail", "ok"]) as receiver, gateway_with(hook_settings, clock) as client:
         hook = (
             await client.post("/api/v1/webhooks", json={"url": receiver.url, "events": [LOGGED]}, headers=ADMIN)
         ).json()
@@ -405,7 +406,53 @@ async def test_a_delivery_is_dead_lettered_after_the_retry_window(
         assert await deliveries(client, hook["id"], status="pending") == []
         clock.advance(hours=48)
         assert await client.app.state.delivery_worker.run_once() == 0  # type: ignore[attr-defined]
-    assert receiver.attempts() == Counter({event.id: 3})
+        assert receiver.attempts() == Counter({event.id: 3})
+
+        # An admin sends it again: due now, a new window; the receiver is fixed and takes it.
+        retry = f"/api/v1/webhooks/{hook['id']}/deliveries/{item['id']}/retry"
+        agent = await make_key(client, "agent")
+        assert (await client.post(retry, headers=agent)).status_code == 403
+        again = await client.post(retry, headers=ADMIN)
+        assert again.status_code == 200, again.text
+        assert again.json()["status"] == "pending"
+        assert _time(again.json()["retry_until"]) == clock.now() + timedelta(hours=24)
+
+        async def delivered() -> list[dict[str, Any]]:
+            return await deliveries(client, hook["id"], status="delivered")
+
+        await eventually(delivered)
+        assert (await client.post(retry, headers=ADMIN)).status_code == 409
+        other = f"/api/v1/webhooks/{hook['id']}/deliveries/{uuid.uuid4()}/retry"
+        assert (await client.post(other, headers=ADMIN)).status_code == 404
+    assert receiver.attempts() == Counter({event.id: 4})
+    assert receiver.answered_ok == Counter({event.id: 1})
+
+
+async def test_a_claim_whose_sender_died_is_sent_when_its_lease_runs_out(
+    hook_settings: GatewaySettings, clock: MovableClock
+) -> None:
+    async with receiving(["ok"]) as receiver, gateway_with(hook_settings, clock) as client:
+        hook = (
+            await client.post("/api/v1/webhooks", json={"url": receiver.url, "events": [LOGGED]}, headers=ADMIN)
+        ).json()
+        app = client.app  # type: ignore[attr-defined]
+        runtime = app.state.runtime
+        feed = webhooks.WebhookFeed(sessionmaker=runtime.sessionmaker, clock=clock, name="test", recorded=lambda: None)
+        dying = webhooks.DeliveryWorker(sessionmaker=runtime.sessionmaker, clock=clock, settings=hook_settings)
+        clock.advance(seconds=1)
+        event = logged_event(clock)
+        await feed.record([(event, event.to_json().decode())])
+        claimed = await dying._claim()  # claimed, then the process dies before sending
+        await dying.close()
+        if not claimed:  # the app's own worker was first: then it has sent it
+            await eventually(lambda: receiver.answered_ok[event.id] == 1)
+        else:
+            assert await app.state.delivery_worker.run_once() == 0  # leased: nobody else sends it
+            clock.advance(seconds=hook_settings.webhooks_timeout_s + 31)
+            await eventually(lambda: receiver.answered_ok[event.id] == 1)
+        (item,) = await deliveries(client, hook["id"])
+        assert item["status"] == "delivered" and item["attempts"] == 1
+    assert receiver.attempts() == Counter({event.id: 1})
 
 
 async def test_the_destination_is_checked_again_at_delivery(
