@@ -23,7 +23,7 @@ from sqlalchemy import case, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from gateway import projection
+from gateway import projection, webhooks
 from gateway.models import ContactAlias, ContactEvent, FollowupState, TouchSummary
 from servicekit.bus import PermanentError
 from servicekit.clock import as_utc
@@ -192,6 +192,7 @@ async def on_contact_erased(session: AsyncSession, event: CloudEvent) -> None:
     contact_id = _uuid(event.data.get("contact_id") or event.subject)
     # At once, not only when the interactions service says it redacted them: the timeline must not show them.
     await projection.redact(session, contact_id, as_utc(event.time))
+    await webhooks.forget_erased_contact(session=session, event=event, now=as_utc(event.time))
     await _add_contact_event(
         session, event, contact_id, "erased", "Personal data erased", "The contact's personal data was erased.", {}
     )

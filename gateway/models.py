@@ -200,6 +200,7 @@ class WebhookDelivery(GatewayTable, table=True):
     webhook_id: uuid.UUID = Field(foreign_key="webhooks.id", ondelete="CASCADE")
     event_id: str = Field(max_length=64)
     event_type: str = Field(max_length=120)
+    contact_id: uuid.UUID | None = Field(default=None, index=True)
     body: str | None = Field(default=None, sa_type=sa.Text)  # type: ignore[call-overload]
     status: str = Field(default="pending", max_length=20)
     attempts: int = 0

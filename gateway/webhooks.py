@@ -24,17 +24,17 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 from nats.aio.msg import Msg
 from pydantic import ValidationError
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
-from gateway import events
-from gateway.models import Webhook, WebhookDelivery
+from gateway.models import ContactAlias, Webhook, WebhookDelivery
 from gateway.settings import GatewaySettings
 from servicekit.catalogue import all_events
 from servicekit.clock import Clock, as_utc
@@ -51,7 +51,7 @@ CONTENT_TYPE = "application/cloudevents+json"
 USER_AGENT = "Touchpoint-Webhooks/1"
 PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
 _PRODUCERS = ("contacts", "interactions", "followups")
-# Rows per INSERT: 15 columns each stays far below SQLite's 32,766 bound parameters.
+# Rows per INSERT: 16 columns each stays far below SQLite's 32,766 bound parameters.
 _INSERT_CHUNK = 500
 _ERROR_CHARS = 500
 
@@ -60,6 +60,8 @@ def consumers() -> list[tuple[str, str, list[str]]]:
     """(stream, durable, subjects) of the webhook feed: the streams and subject filters of the gateway's own
     projection consumers (``gateway.events.CONSUMERS``, the one place they are written), under durables of
     their own (``gateway-webhooks-<producer>``): each durable sees every event once, whatever the other reads."""
+    from gateway import events  # here: gateway.events imports this module for erasures
+
     return [
         (stream, durable.replace("gateway-", "gateway-webhooks-", 1), list(subjects))
         for stream, durable, subjects, _handlers in events.CONSUMERS
@@ -245,11 +247,58 @@ async def send_again(
         raise NotFound(f"No delivery {delivery_id} of webhook {webhook_id}.")
     if delivery.status != DEAD:
         raise Conflict(f"Only a dead-lettered delivery is sent again; this one is {delivery.status}.")
+    if delivery.body is None:
+        raise Conflict("The contact this event was about has been erased: there is nothing left to send.")
     delivery.status, delivery.dead_lettered_at = PENDING, None
     delivery.next_attempt_at = now
     delivery.retry_until = now + timedelta(seconds=retry_window_s)
     await session.flush()
     return delivery
+
+
+ERASED_BEFORE_DELIVERY = "not sent: the contact was erased before delivery"
+
+
+async def forget_erased_contact(*, session: AsyncSession, event: CloudEvent, now: datetime) -> None:
+    """An erasure reaches the deliveries not sent yet: the events about the erased contact (and the contacts merged
+    into it) lose their bodies and are dead-lettered with the reason, in the erasure's transaction. The erasure
+    event itself, which holds only ids, is still delivered."""
+    contact_id = _contact_of(event)
+    if contact_id is None:
+        return
+    merged = await session.scalars(select(col(ContactAlias.source_id)).where(col(ContactAlias.target_id) == contact_id))
+    family = {contact_id, *merged.all()}
+    for ident in event.data.get("merged_ids") or []:
+        with contextlib.suppress(ValueError, TypeError, AttributeError):
+            family.add(uuid.UUID(str(ident)))
+    await session.execute(
+        update(WebhookDelivery)
+        .where(
+            col(WebhookDelivery.contact_id).in_(family),
+            col(WebhookDelivery.status).in_((PENDING, DEAD)),
+            col(WebhookDelivery.event_type) != event.type,
+            col(WebhookDelivery.body).is_not(None),
+        )
+        .values(body=None, status=DEAD, next_attempt_at=None, dead_lettered_at=now, last_error=ERASED_BEFORE_DELIVERY)
+    )
+
+
+def _contact_of(event: CloudEvent) -> uuid.UUID | None:
+    """The contact an event is about: ``data.contact_id``, else that of its document (``data.interaction``,
+    ``data.followup``, ``data.contact``), else its CloudEvents ``subject``."""
+    candidates: list[Any] = [event.data.get("contact_id")]
+    for value in event.data.values():
+        if isinstance(value, dict):
+            candidates.append(value.get("contact_id"))
+    contact = event.data.get("contact")
+    if isinstance(contact, dict):
+        candidates.append(contact.get("id"))
+    candidates.append(event.subject)
+    for candidate in candidates:
+        if candidate:
+            with contextlib.suppress(ValueError, TypeError, AttributeError):
+                return uuid.UUID(str(candidate))
+    return None
 
 
 # --- the feed: a delivery row per (webhook, event) ----------------------------------------------------------------
@@ -307,8 +356,8 @@ class WebhookFeed:
             hooks = (await session.execute(select(col(Webhook.id), col(Webhook.events)))).all()
             rows = [
                 {"id": new_id(), "webhook_id": hook_id, "event_id": event.id, "event_type": event.type,
-                 "body": body, "status": PENDING, "attempts": 0, "created_at": now, "next_attempt_at": now,
-                 "retry_until": retry_until}
+                 "contact_id": _contact_of(event), "body": body, "status": PENDING, "attempts": 0,
+                 "created_at": now, "next_attempt_at": now, "retry_until": retry_until}
                 for event, body in batch
                 for hook_id, wanted in hooks
                 if event.type in wanted

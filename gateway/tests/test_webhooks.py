@@ -22,6 +22,7 @@ import pytest
 import uvicorn
 from nats.js.api import StreamConfig
 from sqlalchemy import select
+from sqlmodel import col
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
@@ -29,7 +30,7 @@ from starlette.routing import Route
 
 from gateway import webhooks
 from gateway.app import create_app
-from gateway.models import Webhook
+from gateway.models import Webhook, WebhookDelivery
 from gateway.settings import GatewaySettings
 from gateway.tests.conftest import ADMIN, make_key
 from servicekit.clock import MovableClock
@@ -543,3 +544,57 @@ async def test_deliveries_page_by_keyset(hook_settings: GatewaySettings, clock: 
 
 def _time(value: str) -> datetime:
     return datetime.fromisoformat(value)
+
+
+async def test_an_erasure_drops_the_unsent_events_about_the_contact(
+    hook_settings: GatewaySettings, clock: MovableClock, js: Any
+) -> None:
+    erased_type = "crm.contact.erased.v1"
+    async with receiving(["fail"]) as receiver, gateway_with(hook_settings, clock) as client:
+        hook = (
+            await client.post(
+                "/api/v1/webhooks", json={"url": receiver.url, "events": [LOGGED, erased_type]}, headers=ADMIN
+            )
+        ).json()
+        app = client.app  # type: ignore[attr-defined]
+        runtime = app.state.runtime
+        await feed_ready(js)
+        erased, merged, kept = (str(uuid.uuid4()) for _ in range(3))
+        about = {
+            contact: make_event(type=LOGGED, source="test", subject=contact, time=clock.now(),
+                                data={"interaction": {"contact_id": contact, "subject": "Ada's order"}})
+            for contact in (erased, merged, kept)
+        }  # fmt: skip
+        feed = webhooks.WebhookFeed(sessionmaker=runtime.sessionmaker, clock=clock, name="test", recorded=lambda: None)
+        await feed.record([(event, event.to_json().decode()) for event in about.values()])
+        await eventually(lambda: len(receiver.received) == 3)  # tried once each, failed: pending
+
+        erasure = make_event(
+            type=erased_type, source="test", subject=erased, time=clock.now(),
+            data={"contact_id": erased, "merged_ids": [merged]},
+        )  # fmt: skip
+        await js.publish(f"crm.contacts.erased.{erased}", erasure.to_json(), headers={"Nats-Msg-Id": erasure.id})
+
+        async def dropped() -> list[dict[str, Any]] | None:
+            items = await deliveries(client, hook["id"], status="dead")
+            return items if len(items) == 2 else None
+
+        dead = await eventually(dropped)
+        assert isinstance(dead, list)
+        assert {d["event_id"] for d in dead} == {about[erased].id, about[merged].id}
+        assert all(d["last_error"] == webhooks.ERASED_BEFORE_DELIVERY for d in dead)
+        pending = await deliveries(client, hook["id"], status="pending")
+        assert about[kept].id in {d["event_id"] for d in pending}
+        async with runtime.sessionmaker() as session:
+            bodies = dict(
+                (await session.execute(select(col(WebhookDelivery.event_id), col(WebhookDelivery.body)))).all()
+            )
+        assert bodies[about[erased].id] is None and bodies[about[merged].id] is None
+        assert bodies[about[kept].id] is not None
+        again = await client.post(f"/api/v1/webhooks/{hook['id']}/deliveries/{dead[0]['id']}/retry", headers=ADMIN)
+        assert again.status_code == 409 and "erased" in again.json()["detail"]
+
+        async def erasure_recorded() -> bool:
+            return erasure.id in {d["event_id"] for d in await deliveries(client, hook["id"])}
+
+        await eventually(erasure_recorded)  # the erasure itself (ids only) is still sent

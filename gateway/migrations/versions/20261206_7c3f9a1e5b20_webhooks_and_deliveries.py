@@ -39,6 +39,7 @@ def upgrade() -> None:
         sa.Column("webhook_id", sa.Uuid(), nullable=False),
         sa.Column("event_id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
         sa.Column("event_type", sqlmodel.sql.sqltypes.AutoString(length=120), nullable=False),
+        sa.Column("contact_id", sa.Uuid(), nullable=True),
         sa.Column("body", sa.Text(), nullable=True),
         sa.Column("status", sqlmodel.sql.sqltypes.AutoString(length=20), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
@@ -57,10 +58,12 @@ def upgrade() -> None:
     with op.batch_alter_table("webhook_deliveries", schema=None) as batch_op:
         batch_op.create_index("ix_webhook_deliveries_due", ["status", "next_attempt_at"], unique=False)
         batch_op.create_index("ix_webhook_deliveries_page", ["webhook_id", "id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_webhook_deliveries_contact_id"), ["contact_id"], unique=False)
 
 
 def downgrade() -> None:
     with op.batch_alter_table("webhook_deliveries", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_webhook_deliveries_contact_id"))
         batch_op.drop_index("ix_webhook_deliveries_page")
         batch_op.drop_index("ix_webhook_deliveries_due")
     op.drop_table("webhook_deliveries")
