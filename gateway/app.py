@@ -9,8 +9,9 @@ from functools import partial
 
 import httpx
 from fastapi import FastAPI, Request, Response
+from nats.js.api import DeliverPolicy
 
-from gateway import events, staff
+from gateway import events, staff, webhooks
 from gateway.api import router
 from gateway.api.timeline import document_timeline_limit
 from gateway.auth import Authenticator, PasswordHashing, RateLimiter
@@ -109,6 +110,35 @@ def create_app(
                     fetch_timeout_s=settings.consumer_wait_s,
                 )
             )
+        # Outbound webhooks: a durable of their own per stream records the deliveries, one worker sends them.
+        delivery_worker = webhooks.DeliveryWorker(
+            sessionmaker=runtime.sessionmaker,
+            clock=runtime.clock,
+            settings=settings,
+            transport=transports.get("webhooks"),
+        )
+        for stream, durable, subjects in webhooks.consumers():
+            feed = webhooks.WebhookFeed(
+                sessionmaker=runtime.sessionmaker,
+                clock=runtime.clock,
+                name=durable,
+                recorded=delivery_worker.wake,
+                retry_window_s=settings.webhooks_retry_window_s,
+            )
+            runtime.consumers.append(
+                DurableConsumer(
+                    bus=runtime.bus,
+                    stream=stream,
+                    durable=durable,
+                    filter_subjects=subjects,
+                    handle_batch=feed.handle_batch,
+                    batch=settings.consumer_batch,
+                    fetch_timeout_s=settings.consumer_wait_s,
+                    # A subscription starts with the events that follow it, not with the stream's past week.
+                    deliver_policy=DeliverPolicy.NEW,
+                )
+            )
+        runtime.background.append(delivery_worker.run)
         authenticator = Authenticator(runtime=runtime, admin_key=settings.admin_key or "", cache_s=settings.key_cache_s)
         live = LiveFeed(runtime.bus, on_event=timeline.forget_header, on_revoked=authenticator.forget)
         runtime.background.append(live.run)
@@ -122,6 +152,7 @@ def create_app(
             runtime.sessionmaker, partial(announce_contacts, runtime.bus), timeline.forget_header
         )
         app.state.authenticator = authenticator
+        app.state.delivery_worker = delivery_worker
         app.state.rate_limiter = RateLimiter(per_minute=settings.rate_limit_per_minute, burst=settings.rate_limit_burst)
         app.state.sign_in_limiter = RateLimiter(
             per_minute=settings.sign_in_per_minute_per_address, burst=settings.sign_in_per_minute_per_address

@@ -60,6 +60,7 @@ class Action(StrEnum):
     api_keys_manage = "api-keys:manage"
     users_manage = "users:manage"
     audit_read = "audit:read"
+    webhooks_manage = "webhooks:manage"
 
 
 _READ = {
@@ -385,6 +386,7 @@ MetricsRead = Annotated[Principal, require(Action.metrics_read)]
 ApiKeysManage = Annotated[Principal, require(Action.api_keys_manage)]
 UsersManage = Annotated[Principal, require(Action.users_manage)]
 AuditRead = Annotated[Principal, require(Action.audit_read)]
+WebhooksManage = Annotated[Principal, require(Action.webhooks_manage)]
 
 
 def render_matrix_markdown() -> str:

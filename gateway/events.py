@@ -23,7 +23,7 @@ from sqlalchemy import case, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from gateway import projection
+from gateway import projection, webhooks
 from gateway.models import ContactAlias, ContactEvent, FollowupState, TouchSummary
 from servicekit.bus import PermanentError
 from servicekit.clock import as_utc
@@ -199,6 +199,7 @@ async def on_contact_erased(session: AsyncSession, event: CloudEvent) -> None:
     # At once, not only when the interactions service says it redacted them: the timeline must not show them.
     for member in sorted(family):
         await projection.redact(session, member, as_utc(event.time))
+    await webhooks.forget_erased_contact(session=session, event=event, now=as_utc(event.time))
     checkpoint_after_commit(session)
     await _add_contact_event(
         session, event, contact_id, "erased", "Personal data erased", "The contact's personal data was erased.", {}

@@ -181,3 +181,52 @@ class FollowupState(GatewayTable, table=True):
     overdue: bool = False
     due_at: datetime | None = Field(default=None, sa_type=_TS)  # type: ignore[call-overload]
     updated_at: datetime = Field(sa_type=_TS)  # type: ignore[call-overload]
+
+
+class Webhook(GatewayTable, table=True):
+    """An outside system's subscription: the event types it wants POSTed to ``url``.
+
+    ``sealed_secret`` is the signing secret sealed with a key derived from ``GATEWAY_SECRET_KEY``
+    (``gateway.webhooks.seal``): signing needs the secret itself, so a hash would not do, and a copy of the
+    database alone does not give it away."""
+
+    __tablename__ = "webhooks"
+
+    id: uuid.UUID = Field(default_factory=new_id, primary_key=True)
+    url: str = Field(max_length=2000)
+    events: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    description: str | None = Field(default=None, max_length=200)
+    sealed_secret: str = Field(max_length=200)
+    created_at: datetime = Field(sa_type=_TS)  # type: ignore[call-overload]
+    created_by: str = Field(max_length=64)
+
+
+class WebhookDelivery(GatewayTable, table=True):
+    """One event for one webhook: recorded once (unique ``webhook_id, event_id``), then sent until it is
+    ``delivered`` or, past ``retry_until``, ``dead`` (dead-lettered; an admin may send it again). ``body`` is the
+    CloudEvent as it came from the bus; it is dropped once delivered, so the table keeps no personal data it no
+    longer needs."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        sa.UniqueConstraint("webhook_id", "event_id", name="uq_webhook_deliveries_webhook_event"),
+        sa.Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+        sa.Index("ix_webhook_deliveries_page", "webhook_id", "id"),
+    )
+
+    id: uuid.UUID = Field(default_factory=new_id, primary_key=True)
+    webhook_id: uuid.UUID = Field(foreign_key="webhooks.id", ondelete="CASCADE")
+    event_id: str = Field(max_length=64)
+    event_type: str = Field(max_length=120)
+    contact_id: uuid.UUID | None = Field(default=None, index=True)
+    body: str | None = Field(default=None, sa_type=sa.Text)  # type: ignore[call-overload]
+    status: str = Field(default="pending", max_length=20)
+    attempts: int = 0
+    last_status_code: int | None = None
+    last_error: str | None = Field(default=None, max_length=500)
+    created_at: datetime = Field(sa_type=_TS)  # type: ignore[call-overload]
+    next_attempt_at: datetime | None = Field(default=None, sa_type=_TS)  # type: ignore[call-overload]
+    retry_until: datetime = Field(sa_type=_TS)  # type: ignore[call-overload]
+    last_attempt_at: datetime | None = Field(default=None, sa_type=_TS)  # type: ignore[call-overload]
+    delivered_at: datetime | None = Field(default=None, sa_type=_TS)  # type: ignore[call-overload]
+    dead_lettered_at: datetime | None = Field(default=None, sa_type=_TS)  # type: ignore[call-overload]

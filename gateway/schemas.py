@@ -263,3 +263,70 @@ class ServiceMetrics(BaseModel):
     retention: dict[str, Any] | None
     pareto: dict[str, Any] | None
     sources: dict[str, Any]
+
+
+# --- outbound webhooks ----------------------------------------------------------------------------------------------
+
+EventType = Annotated[str, StringConstraints(min_length=1, max_length=120)]
+
+
+class WebhookCreate(Strict):
+    url: Annotated[str, StringConstraints(min_length=1, max_length=2000, strip_whitespace=True)] = Field(
+        description="Where each event is POSTed (http or https; must resolve to public addresses)",
+        examples=["https://hooks.example.com/touchpoint"],
+    )
+    events: list[EventType] = Field(
+        min_length=1,
+        max_length=50,
+        description="Event types to send (see the event catalogue)",
+        examples=[["crm.interaction.logged.v1", "crm.contact.created.v1"]],
+    )
+    description: Name | None = None
+
+
+class WebhookRead(BaseModel):
+    id: uuid.UUID
+    url: str
+    events: list[str]
+    description: str | None
+    created_at: datetime
+    created_by: str
+
+    model_config = ConfigDict(from_attributes=True)
+
+
+class WebhookCreated(WebhookRead):
+    secret: str = Field(
+        description="The signing secret (`whsec_<base64>`, Standard Webhooks): shown this once, never again"
+    )
+
+
+class WebhookList(BaseModel):
+    items: list[WebhookRead]
+
+
+DeliveryStatus = Literal["pending", "delivered", "dead"]
+
+
+class WebhookDeliveryRead(BaseModel):
+    id: uuid.UUID
+    webhook_id: uuid.UUID
+    event_id: str = Field(description="The CloudEvent's id, sent as `webhook-id`")
+    event_type: str
+    status: DeliveryStatus = Field(description="pending (to send or retry), delivered, dead (dead-lettered)")
+    attempts: int
+    last_status_code: int | None = Field(description="The receiver's HTTP status at the last attempt")
+    last_error: str | None
+    created_at: datetime
+    next_attempt_at: datetime | None
+    retry_until: datetime = Field(description="Failures after this time dead-letter the delivery")
+    last_attempt_at: datetime | None
+    delivered_at: datetime | None
+    dead_lettered_at: datetime | None
+
+    model_config = ConfigDict(from_attributes=True)
+
+
+class WebhookDeliveryPage(BaseModel):
+    items: list[WebhookDeliveryRead]
+    next_cursor: str | None = Field(description="Opaque, signed; pass it back as `cursor` for the next page")

@@ -81,6 +81,23 @@ class GatewaySettings(ServiceSettings):
         0.05, gt=0, description="Longest a projection consumer waits to fill a batch once events arrive, seconds"
     )
 
+    webhooks_allow_private: bool = Field(
+        False,
+        description="Let webhooks reach loopback, private and link-local addresses (SSRF guard off; `make up` sets it)",
+    )
+    webhooks_timeout_s: float = Field(10.0, gt=0, le=60, description="Timeout of one webhook delivery, seconds")
+    webhooks_retry_window_s: float = Field(
+        24 * 3600, gt=0, description="How long a webhook delivery is retried before it is dead-lettered, seconds"
+    )
+    webhooks_backoff_s: float = Field(
+        5.0, gt=0, description="First retry delay of a webhook delivery; doubles per attempt, with jitter, seconds"
+    )
+    webhooks_backoff_max_s: float = Field(3600.0, gt=0, description="Longest delay between two webhook attempts")
+    webhooks_poll_s: float = Field(1.0, gt=0, description="How often the webhook worker looks for due retries")
+    webhooks_concurrency: int = Field(
+        10, ge=1, le=100, description="Webhook deliveries claimed and sent at once by one gateway process"
+    )
+
     @model_validator(mode="after")
     def _no_development_secrets_outside_dev(self) -> GatewaySettings:
         if self.dev_mode:

@@ -308,6 +308,8 @@ def main(argv: list[str] | None = None) -> int:
     if not os.environ.get("TOUCHPOINT_ADMIN_KEY"):
         overrides["TOUCHPOINT_ADMIN_KEY"] = DEV_ADMIN_KEY
     overrides.setdefault("GATEWAY_DEV_MODE", os.environ.get("GATEWAY_DEV_MODE", "true"))
+    # A developer's webhook receiver runs on their own machine: the SSRF guard would refuse it.
+    overrides["GATEWAY_WEBHOOKS_ALLOW_PRIVATE"] = os.environ.get("GATEWAY_WEBHOOKS_ALLOW_PRIVATE", "true")
     for spec in SERVICES:
         name = f"{spec.prefix}METRICS_PORT"
         overrides[name] = os.environ.get(name) or str(spec.default_metrics_port)

@@ -85,6 +85,7 @@ def permissions() -> dict[str, Permissions | None]:
     for stream, root in (("CRM_CONTACTS", "contacts"), ("CRM_INTERACTIONS", "interactions"),
                          ("CRM_FOLLOWUPS", "followups")):  # fmt: skip
         gateway.consumes(stream, f"gateway-{root}")
+        gateway.consumes(stream, f"gateway-webhooks-{root}")  # the outbound webhooks' feed
     gateway.publish.append("crm.staff.>")  # staff changes, from the gateway's outbox (it owns staff)
     gateway.owns("CRM_STAFF")
     gateway.publish.append("gateway.>")  # live fan-out between gateway processes (nothing stored)

@@ -2,9 +2,9 @@
 
 from fastapi import APIRouter
 
-from gateway.api import admin, contacts, followups, interactions, metrics, policies, session, timeline
+from gateway.api import admin, contacts, followups, interactions, metrics, policies, session, timeline, webhooks
 
-MODULES = (contacts, timeline, interactions, followups, policies, metrics, admin, session)
+MODULES = (contacts, timeline, interactions, followups, policies, metrics, admin, webhooks, session)
 router = APIRouter(prefix="/api/v1")
 for module in MODULES:
     router.include_router(module.router)

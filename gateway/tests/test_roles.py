@@ -63,7 +63,10 @@ def test_the_table_says_what_the_issue_says() -> None:
     assert all(a.value.endswith(":read") for a in PERMISSIONS[Role.readonly])
     for denied in (Action.contacts_read, Action.timeline_read, Action.followups_read):
         assert not allowed(Role.ingest, denied)
-    for admin_only in (Action.api_keys_manage, Action.users_manage, Action.policies_manage, Action.contacts_erase):
+    for admin_only in (
+        Action.api_keys_manage, Action.users_manage, Action.policies_manage, Action.contacts_erase,
+        Action.webhooks_manage,
+    ):  # fmt: skip
         assert [r for r in Role if allowed(r, admin_only)] == [Role.admin]
 
 

@@ -19,7 +19,7 @@ from servicekit.erasure import ERASED_TEXT, checkpoint_after_commit
 from servicekit.events import CloudEvent, json_value
 from servicekit.ids import new_id
 from servicekit.outbox import Outbox
-from servicekit.problems import Conflict, NotFound, ProblemError, Unprocessable
+from servicekit.problems import Conflict, NotFound, Unprocessable
 from servicekit.purge import purge_request
 from services.followups import events
 from services.followups.closing import BY_AGENT, close_reason

@@ -1,0 +1,166 @@
+"""Outbound webhooks: subscribe a URL to event types, see what was delivered. Admin only; every change audited."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
+from sqlalchemy import select
+from sqlmodel import col
+
+from gateway import webhooks
+from gateway.api.common import AUTH_ERRORS, NOT_FOUND, problem
+from gateway.auth import WebhooksManage
+from gateway.deps import RuntimeDep, SessionDep, SettingsDep, record_audit
+from gateway.models import Webhook
+from gateway.schemas import (
+    DeliveryStatus,
+    WebhookCreate,
+    WebhookCreated,
+    WebhookDeliveryPage,
+    WebhookDeliveryRead,
+    WebhookList,
+    WebhookRead,
+)
+from gateway.timeline import InvalidCursor, sign, unsign
+
+router = APIRouter(tags=["webhooks"], responses=AUTH_ERRORS)
+
+
+@router.post(
+    "/webhooks",
+    status_code=201,
+    response_model=WebhookCreated,
+    summary="Subscribe a URL to events (the signing secret is shown once)",
+    responses={422: problem("Unknown event type, or a URL that is not public (SSRF guard)")},
+)
+async def create_webhook(
+    body: WebhookCreate,
+    principal: WebhooksManage,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    settings: SettingsDep,
+    response: Response,
+) -> WebhookCreated:
+    webhook, secret = await webhooks.create_webhook(
+        session=session,
+        url=body.url,
+        event_types_wanted=body.events,
+        description=body.description,
+        created_by=principal.id,
+        now=runtime.clock.now(),
+        settings=settings,
+    )
+    await record_audit(
+        session=session,
+        runtime=runtime,
+        principal=principal,
+        action="webhook.create",
+        target=str(webhook.id),
+        outcome=201,
+        detail={"events": webhook.events},
+    )
+    response.headers["Location"] = f"/api/v1/webhooks/{webhook.id}"
+    return WebhookCreated(**WebhookRead.model_validate(webhook).model_dump(), secret=secret)
+
+
+@router.get("/webhooks", response_model=WebhookList, summary="List webhooks (never their secrets)")
+async def list_webhooks(principal: WebhooksManage, session: SessionDep) -> WebhookList:
+    rows = (await session.scalars(select(Webhook).order_by(col(Webhook.id).desc()).limit(1000))).all()
+    return WebhookList(items=[WebhookRead.model_validate(r) for r in rows])
+
+
+@router.get("/webhooks/{webhook_id}", response_model=WebhookRead, summary="One webhook", responses=NOT_FOUND)
+async def get_webhook(webhook_id: uuid.UUID, principal: WebhooksManage, session: SessionDep) -> WebhookRead:
+    return WebhookRead.model_validate(await webhooks.get_webhook(session=session, webhook_id=webhook_id))
+
+
+@router.delete(
+    "/webhooks/{webhook_id}",
+    status_code=204,
+    summary="Delete a webhook and its deliveries (pending ones are not sent)",
+    responses=NOT_FOUND,
+)
+async def delete_webhook(
+    webhook_id: uuid.UUID, principal: WebhooksManage, session: SessionDep, runtime: RuntimeDep
+) -> Response:
+    await webhooks.delete_webhook(session=session, webhook_id=webhook_id)
+    await record_audit(
+        session=session,
+        runtime=runtime,
+        principal=principal,
+        action="webhook.delete",
+        target=str(webhook_id),
+        outcome=204,
+    )
+    return Response(status_code=204)
+
+
+@router.get(
+    "/webhooks/{webhook_id}/deliveries",
+    response_model=WebhookDeliveryPage,
+    summary="A webhook's deliveries, newest first: status, attempts, last error, next attempt, dead-lettered",
+    responses={**NOT_FOUND, 400: problem("Invalid or tampered cursor")},
+)
+async def list_deliveries(
+    webhook_id: uuid.UUID,
+    principal: WebhooksManage,
+    session: SessionDep,
+    settings: SettingsDep,
+    status: DeliveryStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> WebhookDeliveryPage:
+    before = None
+    if cursor:
+        try:
+            before = uuid.UUID(unsign(cursor, settings.signing_key)["deliveries_before"])
+        except (KeyError, ValueError, TypeError):
+            raise InvalidCursor("The cursor is not one this API gave out.") from None
+    rows = await webhooks.list_deliveries(
+        session=session, webhook_id=webhook_id, status=status, before=before, limit=limit
+    )
+    next_cursor = (
+        sign({"deliveries_before": str(rows[limit - 1].id)}, settings.signing_key) if len(rows) > limit else None
+    )
+    return WebhookDeliveryPage(
+        items=[WebhookDeliveryRead.model_validate(r) for r in rows[:limit]], next_cursor=next_cursor
+    )
+
+
+@router.post(
+    "/webhooks/{webhook_id}/deliveries/{delivery_id}/retry",
+    response_model=WebhookDeliveryRead,
+    summary="Send a dead-lettered delivery again (due now, with a new retry window)",
+    responses={**NOT_FOUND, 409: problem("The delivery is not dead-lettered")},
+)
+async def retry_delivery(
+    webhook_id: uuid.UUID,
+    delivery_id: uuid.UUID,
+    principal: WebhooksManage,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    settings: SettingsDep,
+    request: Request,
+) -> WebhookDeliveryRead:
+    delivery = await webhooks.send_again(
+        session=session,
+        webhook_id=webhook_id,
+        delivery_id=delivery_id,
+        now=runtime.clock.now(),
+        retry_window_s=settings.webhooks_retry_window_s,
+    )
+    await record_audit(
+        session=session,
+        runtime=runtime,
+        principal=principal,
+        action="webhook.delivery_retry",
+        target=str(delivery_id),
+        outcome=200,
+        detail={"webhook_id": str(webhook_id)},
+    )
+    read = WebhookDeliveryRead.model_validate(delivery)
+    await session.commit()
+    request.app.state.delivery_worker.wake()
+    return read
