@@ -2,9 +2,10 @@
 
 from fastapi import APIRouter
 
-from gateway.api import admin, contacts, followups, interactions, metrics, policies, session, timeline
+from gateway.api import admin, contacts, followups, interactions, metrics, policies, session, spreadsheets, timeline
 
-MODULES = (contacts, timeline, interactions, followups, policies, metrics, admin, session)
+# spreadsheets before contacts: /contacts/export.csv is not a contact id.
+MODULES = (spreadsheets, contacts, timeline, interactions, followups, policies, metrics, admin, session)
 router = APIRouter(prefix="/api/v1")
 for module in MODULES:
     router.include_router(module.router)
