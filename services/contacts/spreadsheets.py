@@ -221,10 +221,13 @@ class ContactImport:
         if "phones" in patch:
             patch["phones"] = list(dict.fromkeys([*target.phones, *(checked.phones or [])]))
         version = target.version
-        async with session.begin_nested():
-            updated = await self.contacts.update(
-                session=session, contact_id=target.id, patch=ContactUpdate.model_validate(patch), if_match=None
-            )
+        try:
+            async with session.begin_nested():
+                updated = await self.contacts.update(
+                    session=session, contact_id=target.id, patch=ContactUpdate.model_validate(patch), if_match=None
+                )
+        except ValidationError as exc:  # the contact as patched, checked whole (e.g. a handle's channel name)
+            raise self._validation_error(exc) from None
         return "updated" if updated.version != version else "unchanged"
 
     async def _holders(self, session: AsyncSession, row: ContactUpdate) -> set[uuid.UUID]:

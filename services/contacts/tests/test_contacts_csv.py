@@ -140,6 +140,9 @@ async def test_bad_rows_are_reported_with_line_and_column_and_the_rest_imported(
     assert by_line[6]["field"] == "name" and "200" in by_line[6]["message"]
     assert by_line[7]["field"] is None and "merge them first" in by_line[7]["message"]
     assert by_line[10]["field"] is None
+    # A row matching a contact is checked as the whole contact it would make: a channel name that is not one.
+    bad_key = await import_csv(client, "email,handle.Not A Channel\ngood3@example.com,@x\n")
+    assert [(e["row"], e["field"]) for e in bad_key["errors"]] == [(2, "handle.Not A Channel")]
     multi = (await client.post("/v1/contacts/resolve", json={"email": "good2@example.com"})).json()
     assert multi["name"] == "Multi\nline" and multi["company"] == "A, Inc." and multi["tier"] == "premium"
 
