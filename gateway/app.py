@@ -12,7 +12,7 @@ from fastapi import FastAPI, Request, Response
 from nats.js.api import DeliverPolicy
 
 from gateway import events, staff, webhooks
-from gateway.api import router
+from gateway.api import router, spreadsheets
 from gateway.api.timeline import document_timeline_limit
 from gateway.auth import Authenticator, PasswordHashing, RateLimiter
 from gateway.console import router as console_router
@@ -188,7 +188,11 @@ def create_app(
     async def _upstream_answer(_request: Request, exc: UpstreamAnswer) -> Response:
         return relay(exc.response, service=exc.service)
 
-    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        RequestContextMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        body_limits={spreadsheets.IMPORT_PATH: settings.import_max_bytes},
+    )
     app.include_router(health_router())
     app.include_router(router)
     app.include_router(console_router)

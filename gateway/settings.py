@@ -43,6 +43,12 @@ class GatewaySettings(ServiceSettings):
         gt=0,
         description="Idle time after which a pooled connection to a service is closed (below its 5 s)",
     )
+    import_max_bytes: int = Field(
+        67_108_864, description="Largest CSV body of POST /api/v1/contacts/import in bytes (413 above)"
+    )
+    csv_timeout_s: float = Field(
+        900.0, description="How long a CSV import or export may wait on a service between two reads, seconds"
+    )
     rate_limit_per_minute: int = Field(1200, description="Requests per minute per API key or user (429 above)")
     rate_limit_burst: int = Field(200, description="Requests a caller may send at once before the rate applies")
     session_ttl_s: int = Field(12 * 3600, description="Staff session lifetime, seconds")

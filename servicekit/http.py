@@ -34,9 +34,13 @@ class RequestContextMiddleware:
     the limit, the rest of the body is read and dropped before the answer: a client (httpx, curl) sends
     its whole body before it reads, and a connection closed under it would show as a reset, not a 413."""
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int | None = None) -> None:
+    def __init__(
+        self, app: ASGIApp, max_body_bytes: int | None = None, body_limits: dict[str, int] | None = None
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        # Routes (exact paths) that take larger bodies than the rest, e.g. a CSV import read as a stream.
+        self.body_limits = body_limits or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -56,15 +60,12 @@ class RequestContextMiddleware:
             traceparent = None
         bind_request_context(request_id=request_id, traceparent=traceparent)
         declared = headers.get(b"content-length", "")
-        if self.max_body_bytes is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
-            if int(declared) <= DRAIN_FACTOR * self.max_body_bytes:
-                await _drain(receive, DRAIN_FACTOR * self.max_body_bytes)
+        limit = self.body_limits.get(scope["path"], self.max_body_bytes)
+        if limit is not None and declared.isdigit() and int(declared) > limit:
+            if int(declared) <= DRAIN_FACTOR * limit:
+                await _drain(receive, DRAIN_FACTOR * limit)
             response = JSONResponse(
-                problem_body(
-                    413,
-                    detail=f"The body is larger than the limit of {self.max_body_bytes} bytes.",
-                    max_body_bytes=self.max_body_bytes,
-                ),
+                problem_body(413, detail=f"The body is larger than the limit of {limit} bytes.", max_body_bytes=limit),
                 status_code=413,
                 media_type=PROBLEM_MEDIA_TYPE,
                 headers={"x-request-id": request_id, "connection": "close"},
@@ -81,7 +82,6 @@ class RequestContextMiddleware:
             return
         started = time.perf_counter()
         status = 500
-        limit = self.max_body_bytes
         received = 0
         tail = b""
 
@@ -258,6 +258,7 @@ def build_app(
     version: str,
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]],
     max_body_bytes: int,
+    body_limits: dict[str, int] | None = None,
 ) -> FastAPI:
     """A FastAPI app with problem+json errors, the body limit, request context and health routes."""
     app = FastAPI(
@@ -271,7 +272,7 @@ def build_app(
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     install_problem_handlers(app)
-    app.add_middleware(RequestContextMiddleware, max_body_bytes=max_body_bytes)
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=max_body_bytes, body_limits=body_limits)
     app.include_router(health_router())
     document_problems(app)
     return app

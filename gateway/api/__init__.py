@@ -2,9 +2,21 @@
 
 from fastapi import APIRouter
 
-from gateway.api import admin, contacts, followups, interactions, metrics, policies, session, timeline, webhooks
+from gateway.api import (
+    admin,
+    contacts,
+    followups,
+    interactions,
+    metrics,
+    policies,
+    session,
+    spreadsheets,
+    timeline,
+    webhooks,
+)
 
-MODULES = (contacts, timeline, interactions, followups, policies, metrics, admin, webhooks, session)
+# spreadsheets before contacts: /contacts/export.csv is not a contact id.
+MODULES = (spreadsheets, contacts, timeline, interactions, followups, policies, metrics, admin, webhooks, session)
 router = APIRouter(prefix="/api/v1")
 for module in MODULES:
     router.include_router(module.router)

@@ -14,7 +14,7 @@ from servicekit.http import build_app
 from servicekit.logging import configure_logging
 from servicekit.outbox import Outbox
 from servicekit.runtime import Runtime
-from services.contacts import events
+from services.contacts import csv_api, events
 from services.contacts.api import router
 from services.contacts.models import outbox_table
 from services.contacts.service import ContactService
@@ -51,6 +51,8 @@ def create_app(settings: ContactsSettings | None = None, clock: Clock | None = N
         version="1.0.0",
         lifespan=lifespan,
         max_body_bytes=settings.max_body_bytes,
+        body_limits={csv_api.IMPORT_PATH: settings.import_max_bytes},
     )
+    app.include_router(csv_api.router)
     app.include_router(router)
     return app

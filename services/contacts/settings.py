@@ -12,3 +12,9 @@ class ContactsSettings(ServiceSettings):
     database_url: str = Field("sqlite+aiosqlite:///./var/contacts.db", description="Database URL")
     port: int = Field(8001, description="HTTP port")
     default_region: str = Field("US", description="Region assumed for phone numbers without +country code")
+    import_max_bytes: int = Field(
+        67_108_864, description="Largest CSV body of POST /v1/contacts/import in bytes (413 above; read as a stream)"
+    )
+    import_max_rows: int = Field(100_000, description="Most data rows one CSV import reads (the rest are refused)")
+    import_max_errors: int = Field(1_000, description="Most row errors a CSV import lists (all are counted)")
+    import_chunk_rows: int = Field(500, description="CSV import rows written per transaction")
