@@ -25,8 +25,8 @@ import pytest
 from servicekit.channels import CHANNELS
 from servicekit.devstack import Stack
 from servicekit.testing.plugin import eventually
-from servicekit.testing.ports import free_port
 from servicekit.testing.storage import stack_storage
+from tests.whole_stack import running_stack
 
 pytestmark = pytest.mark.stack
 
@@ -37,25 +37,15 @@ SLOW = 60.0
 
 @pytest.fixture
 def stack(db_backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
-    overrides = {
-        "TOUCHPOINT_ADMIN_KEY": ADMIN_KEY, "GATEWAY_DEV_MODE": "true", "TOUCHPOINT_NATS_PORT": str(free_port()),
-        "TOUCHPOINT_NATS_MONITOR_PORT": str(free_port()), "TOUCHPOINT_NATS_STORE": str(tmp_path / "nats"),
-    }  # fmt: skip
-    for prefix in ("CONTACTS", "INTERACTIONS", "FOLLOWUPS", "GATEWAY"):
-        overrides[f"{prefix}_PORT"] = str(free_port())
-        overrides[f"{prefix}_LOG_LEVEL"] = "INFO"  # every request is logged: the logs are searched too
-        overrides[f"{prefix}_OUTBOX_POLL_S"] = "0.05"
-    if db_backend == "postgres":
-        cluster = request.getfixturevalue("pg_cluster")
-        for name in ("contacts", "interactions", "followups", "gateway"):
-            overrides[f"{name.upper()}_DATABASE_URL"] = cluster.create_database(f"e_{name}_{uuid.uuid4().hex[:8]}")
-    running = Stack.from_environment(tmp_path, overrides)
-    assert set(running.services) == {"contacts", "interactions", "followups", "gateway"}
-    running.start()
-    try:
+    with running_stack(
+        admin_key=ADMIN_KEY,
+        db_backend=db_backend,
+        request=request,
+        tmp_path=tmp_path,
+        database_prefix="e",
+        log_level="INFO",  # every request is logged: the logs are searched too
+    ) as running:
         yield running
-    finally:
-        running.stop()
 
 
 def at(minutes_ago: float) -> str:

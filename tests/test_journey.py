@@ -16,7 +16,7 @@ import pytest
 
 from servicekit.devstack import Stack
 from servicekit.testing.plugin import eventually
-from servicekit.testing.ports import free_port
+from tests.whole_stack import running_stack
 
 pytestmark = pytest.mark.stack
 
@@ -27,25 +27,10 @@ CHANNELS = ["phone", "in_person", "email", "sms", "live_chat", "social", "self_s
 
 @pytest.fixture
 def stack(db_backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
-    overrides = {
-        "TOUCHPOINT_ADMIN_KEY": ADMIN_KEY, "GATEWAY_DEV_MODE": "true", "TOUCHPOINT_NATS_PORT": str(free_port()),
-        "TOUCHPOINT_NATS_MONITOR_PORT": str(free_port()), "TOUCHPOINT_NATS_STORE": str(tmp_path / "nats"),
-    }  # fmt: skip
-    for prefix in ("CONTACTS", "INTERACTIONS", "FOLLOWUPS", "GATEWAY"):
-        overrides[f"{prefix}_PORT"] = str(free_port())
-        overrides[f"{prefix}_LOG_LEVEL"] = "WARNING"
-        overrides[f"{prefix}_OUTBOX_POLL_S"] = "0.05"
-    if db_backend == "postgres":
-        cluster = request.getfixturevalue("pg_cluster")
-        for name in ("contacts", "interactions", "followups", "gateway"):
-            overrides[f"{name.upper()}_DATABASE_URL"] = cluster.create_database(f"j_{name}_{uuid.uuid4().hex[:8]}")
-    running = Stack.from_environment(tmp_path, overrides)
-    assert set(running.services) == {"contacts", "interactions", "followups", "gateway"}
-    running.start()
-    try:
+    with running_stack(
+        admin_key=ADMIN_KEY, db_backend=db_backend, request=request, tmp_path=tmp_path, database_prefix="j"
+    ) as running:
         yield running
-    finally:
-        running.stop()
 
 
 def at(minutes_ago: float) -> str:

@@ -18,7 +18,7 @@ from gateway.webhooks import consumers
 from servicekit.devstack import Stack
 from servicekit.events import CloudEvent
 from servicekit.testing.plugin import eventually
-from servicekit.testing.ports import free_port
+from tests.whole_stack import running_stack
 
 pytestmark = pytest.mark.stack
 
@@ -28,25 +28,15 @@ ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 
 @pytest.fixture
 def stack(db_backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
-    overrides = {
-        "TOUCHPOINT_ADMIN_KEY": ADMIN_KEY, "GATEWAY_DEV_MODE": "true", "TOUCHPOINT_NATS_PORT": str(free_port()),
-        "TOUCHPOINT_NATS_MONITOR_PORT": str(free_port()), "TOUCHPOINT_NATS_STORE": str(tmp_path / "nats"),
-        "GATEWAY_WEBHOOKS_ALLOW_PRIVATE": "true",  # the receiver is on 127.0.0.1
-    }  # fmt: skip
-    for prefix in ("CONTACTS", "INTERACTIONS", "FOLLOWUPS", "GATEWAY"):
-        overrides[f"{prefix}_PORT"] = str(free_port())
-        overrides[f"{prefix}_LOG_LEVEL"] = "WARNING"
-        overrides[f"{prefix}_OUTBOX_POLL_S"] = "0.05"
-    if db_backend == "postgres":
-        cluster = request.getfixturevalue("pg_cluster")
-        for name in ("contacts", "interactions", "followups", "gateway"):
-            overrides[f"{name.upper()}_DATABASE_URL"] = cluster.create_database(f"w_{name}_{uuid.uuid4().hex[:8]}")
-    running = Stack.from_environment(tmp_path, overrides)
-    running.start()
-    try:
+    with running_stack(
+        admin_key=ADMIN_KEY,
+        db_backend=db_backend,
+        request=request,
+        tmp_path=tmp_path,
+        database_prefix="w",
+        extra={"GATEWAY_WEBHOOKS_ALLOW_PRIVATE": "true"},
+    ) as running:
         yield running
-    finally:
-        running.stop()
 
 
 async def webhook_durables_ready(nats_url: str) -> None:
