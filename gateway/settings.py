@@ -68,7 +68,10 @@ class GatewaySettings(ServiceSettings):
         1,
         ge=1,
         le=64,
-        description="Gateway processes behind the port (uvicorn --workers; `make up` and the benchmarks read it)",
+        description=(
+            "Gateway processes behind the port under `make up` and the benchmarks (servicekit.serve, one SO_REUSEPORT"
+            " socket each); compose and Kubernetes run one process per container and scale by replicas"
+        ),
     )
     streams_per_caller: int = Field(
         10, ge=1, le=1000, description="Timeline streams one API key or user may hold open at once, per process (429)"

@@ -21,7 +21,7 @@ from servicekit.problems import PROBLEM_MEDIA_TYPE, ProblemError, ServiceUnavail
 log = get_logger(__name__)
 
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS"})
-# The headers a client acts on; the services spell them as the README does (httpx matches names case-blind).
+# The headers a client acts on; the services spell them as docs/api.md does (httpx matches names case-blind).
 _PASSED_HEADERS = ("etag", "retry-after", "idempotency-key", "idempotency-replayed")
 
 

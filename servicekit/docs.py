@@ -1,8 +1,9 @@
-"""Generates the README's configuration table (from the settings classes) and event catalogue, and the table of
-stories in docs/followups.md (from the docstrings of tests/stories).
+"""Generates the parts of docs/ that the code decides: the configuration table of docs/configuration.md (from
+the settings classes), the event catalogue of docs/events.md (from servicekit.catalogue) and the table of stories
+in docs/followups.md (from the docstrings of tests/stories). The README links to them.
 
-python -m servicekit.docs          # rewrite README.md between the markers
-python -m servicekit.docs --check  # exit 1 if README.md is stale (a test runs this)
+python -m servicekit.docs          # rewrite each document between its markers
+python -m servicekit.docs --check  # exit 1 if any is stale (tests/test_readme.py checks the same)
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import ast
 import importlib
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from pydantic_settings import BaseSettings
@@ -20,6 +22,8 @@ from servicekit.catalogue import render_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
+CONFIGURATION_DOC = ROOT / "docs" / "configuration.md"
+EVENTS_DOC = ROOT / "docs" / "events.md"
 STORIES = ROOT / "tests" / "stories"
 STORIES_DOC = ROOT / "docs" / "followups.md"
 _STORY = re.compile(
@@ -83,39 +87,6 @@ def _replace(text: str, marker: str, body: str) -> str:
     return pattern.sub(lambda m: m.group(1) + body + m.group(2), text)
 
 
-_INCLUDE = re.compile(r"<!-- include (?P<path>[\w./-]+) level=(?P<level>\d) -->\n.*?<!-- end include -->", re.S)
-
-
-def _shift_headings(markdown: str, level: int) -> str:
-    """Re-level a fragment's headings so its top heading sits at ``level`` (code blocks left alone)."""
-    lines = markdown.splitlines()
-    in_code = False
-    levels = []
-    for line in lines:
-        if line.startswith("```"):
-            in_code = not in_code
-        elif not in_code and (match := re.match(r"^(#+) ", line)):
-            levels.append(len(match.group(1)))
-    shift = level - min(levels) if levels else 0
-    out, in_code = [], False
-    for line in lines:
-        if line.startswith("```"):
-            in_code = not in_code
-        elif not in_code and (match := re.match(r"^(#+) ", line)):
-            line = "#" * max(1, min(6, len(match.group(1)) + shift)) + line[len(match.group(1)) :]
-        out.append(line)
-    return "\n".join(out).strip() + "\n"
-
-
-def _include(match: re.Match[str]) -> str:
-    path, level = match.group("path"), int(match.group("level"))
-    body = _shift_headings((ROOT / path).read_text(), level)
-    # Links relative to the fragment's folder must stay right from the README at the root.
-    folder = str(Path(path).parent)
-    body = re.sub(r"\]\((?!https?:|/|#|mailto:)([^)]+)\)", lambda m: f"]({folder}/{m.group(1)})", body)
-    return f"<!-- include {path} level={level} -->\n{body}<!-- end include -->"
-
-
 def stories() -> list[dict[str, str]]:
     """Each story of tests/stories: its file and test, policy, and given / when / then, from its docstring
     (``Policy: <name>.`` then ``Given …, when …, then …``)."""
@@ -148,28 +119,37 @@ def render_stories_doc(text: str) -> str:
     return _replace(text, "stories", render_stories_table())
 
 
-def render_readme(text: str) -> str:
-    text = _replace(text, "config", render_config_table())
-    text = _replace(text, "events", render_markdown())
-    return _INCLUDE.sub(_include, text)
+def render_configuration_doc(text: str) -> str:
+    return _replace(text, "config", render_config_table())
+
+
+def render_events_doc(text: str) -> str:
+    return _replace(text, "events", render_markdown())
+
+
+# Each generated document and what renders it; a document's hand-written text outside its markers is kept.
+GENERATED: dict[Path, Callable[[str], str]] = {
+    CONFIGURATION_DOC: render_configuration_doc,
+    EVENTS_DOC: render_events_doc,
+    STORIES_DOC: render_stories_doc,
+}
+
+
+def stale_documents() -> list[Path]:
+    return [path for path, render in GENERATED.items() if path.read_text() != render(path.read_text())]
 
 
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--check", action="store_true")
     args = parser.parse_args()
-    stories_doc = STORIES_DOC.read_text()
-    stories_wanted = render_stories_doc(stories_doc)
-    if not args.check:
-        STORIES_DOC.write_text(stories_wanted)  # first: the README includes it
-    current = README.read_text()
-    wanted = render_readme(current)
     if args.check:
-        if current != wanted or stories_doc != stories_wanted:
-            print("README.md or docs/followups.md is stale: run `python -m servicekit.docs`", file=sys.stderr)
-            return 1
-        return 0
-    README.write_text(wanted)
+        stale = stale_documents()
+        for path in stale:
+            print(f"{path.relative_to(ROOT)} is stale: run `python -m servicekit.docs`", file=sys.stderr)
+        return 1 if stale else 0
+    for path, render in GENERATED.items():
+        path.write_text(render(path.read_text()))
     return 0
 
 

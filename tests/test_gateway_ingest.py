@@ -1,7 +1,7 @@
 """Least privilege for automated systems (issue 18, item 11): an ingest key writes, and what it gets back is ids and
 statuses only, never a contact's profile or a touchpoint's content, not even another system's touchpoint it
 collided with. The gateway in front of the real contacts service (on a real port) and the real interactions app;
-also the Idempotency-Replayed header the README promises, relayed end to end (issue 22, item 7)."""
+also the Idempotency-Replayed header docs/api.md promises, relayed end to end (issue 22, item 7)."""
 
 from __future__ import annotations
 
@@ -108,7 +108,7 @@ async def test_an_ingest_key_gets_ids_and_statuses_from_resolve_and_touchpoints(
     assert answers[0].status_code == 200 and answers[0].json() == first.json()
     assert answers[1].status_code == 200 and answers[1].json()["results"][0]["status"] == 200
     assert set(answers[1].json()["results"][0]) <= {"index", "status", "id", "problem"}
-    # The same Idempotency-Key replays the first answer, said so by the header the README promises.
+    # The same Idempotency-Key replays the first answer, said so by the header docs/api.md promises.
     replay = await gateway.post("/api/v1/interactions", json=written, headers={**shop, "Idempotency-Key": order})
     assert replay.status_code == 201 and replay.headers["idempotency-replayed"] == "true"
     answers.append(replay)

@@ -1,7 +1,7 @@
 """The event catalogue: the one place where every event type is documented.
 
-Each producer's events are listed in a module of this package; the README's event
-catalogue is generated from it (``python -m servicekit.catalogue``) and a test keeps the two equal.
+Each producer's events are listed in a module of this package; the event catalogue of docs/events.md
+is generated from it (``python -m servicekit.docs``) and a test keeps the two equal.
 """
 
 from __future__ import annotations
