@@ -7,8 +7,8 @@ producer dumps (``EventDoc.model``) and from the catalogue's ``types``; the cata
 fields. Every data field is required and no other may appear, so a test that validates real events from the bus
 catches a producer that sends a field the catalogue does not document.
 
-python -m servicekit.asyncapi          # rewrite docs/asyncapi.yaml
-python -m servicekit.asyncapi --check  # exit 1 if docs/asyncapi.yaml is stale (a test runs this)
+python -m servicekit.asyncapi          # rewrite docs/asyncapi.yaml and the gateway's copy, gateway/asyncapi.json
+python -m servicekit.asyncapi --check  # exit 1 if either is stale (a test runs this)
 """
 
 from __future__ import annotations
@@ -30,6 +30,9 @@ from servicekit.catalogue import EventDoc, all_events
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCUMENT = ROOT / "docs" / "asyncapi.yaml"
+# The gateway serves this copy: it never imports a service (tests/test_gateway_contract.py), and the models the
+# document is made from live in the services.
+GATEWAY_COPY = ROOT / "gateway" / "asyncapi.json"
 _PARAMETER = re.compile(r"<([^>]+)>")
 _SCHEMAS = "#/components/schemas/"
 
@@ -276,17 +279,27 @@ def render_yaml() -> str:
     return header + yaml.dump(build(), Dumper=Dumper, sort_keys=False, allow_unicode=True, width=120)
 
 
+def render_json() -> str:
+    return json.dumps(build(), indent=1, ensure_ascii=False) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--check", action="store_true", help="exit 1 if docs/asyncapi.yaml is stale")
+    parser.add_argument("--check", action="store_true", help="exit 1 if a written document is stale")
     args = parser.parse_args(argv)
-    rendered = render_yaml()
+    outputs = {DOCUMENT: render_yaml(), GATEWAY_COPY: render_json()}
     if args.check:
-        if not DOCUMENT.exists() or DOCUMENT.read_text() != rendered:
-            print("docs/asyncapi.yaml is stale: run `python -m servicekit.asyncapi`", file=sys.stderr)
+        stale = [
+            str(path.relative_to(ROOT))
+            for path, text in outputs.items()
+            if not path.exists() or path.read_text() != text
+        ]
+        if stale:
+            print(f"{', '.join(stale)} stale: run `python -m servicekit.asyncapi`", file=sys.stderr)
             return 1
         return 0
-    DOCUMENT.write_text(rendered)
+    for path, text in outputs.items():
+        path.write_text(text)
     return 0
 
 
