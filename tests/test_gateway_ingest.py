@@ -75,6 +75,7 @@ def test_the_routes_an_ingest_key_reaches_are_the_ones_checked_here() -> None:
         ("POST", "/api/v1/auth/login"),  # staff only (an ingest key has no user)
         ("POST", "/api/v1/auth/logout"),  # nothing
         ("GET", "/api/v1/auth/me"),  # the key's own id, role and name
+        ("GET", "/api/v1/asyncapi.json"),  # the event catalogue: the events' shape, no data
     }
 
 

@@ -4,6 +4,7 @@ from fastapi import APIRouter
 
 from gateway.api import (
     admin,
+    catalogue,
     contacts,
     followups,
     interactions,
@@ -16,7 +17,19 @@ from gateway.api import (
 )
 
 # spreadsheets before contacts: /contacts/export.csv is not a contact id.
-MODULES = (spreadsheets, contacts, timeline, interactions, followups, policies, metrics, admin, webhooks, session)
+MODULES = (
+    spreadsheets,
+    contacts,
+    timeline,
+    interactions,
+    followups,
+    policies,
+    metrics,
+    admin,
+    webhooks,
+    session,
+    catalogue,
+)
 router = APIRouter(prefix="/api/v1")
 for module in MODULES:
     router.include_router(module.router)

@@ -16,7 +16,7 @@ from servicekit.clock import MovableClock
 from servicekit.testing.apps import running_app
 
 PUBLIC = {("POST", "/api/v1/auth/login")}
-ANY_CALLER = {("POST", "/api/v1/auth/logout"), ("GET", "/api/v1/auth/me")}
+ANY_CALLER = {("POST", "/api/v1/auth/logout"), ("GET", "/api/v1/auth/me"), ("GET", "/api/v1/asyncapi.json")}
 
 
 def action_of(route: APIRoute) -> Action | None:

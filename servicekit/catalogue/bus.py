@@ -1,4 +1,4 @@
-from servicekit.catalogue import EventDoc
+from servicekit.catalogue import UUID, EventDoc, array_of
 
 EVENTS: list[EventDoc] = [
     EventDoc(
@@ -11,5 +11,6 @@ EVENTS: list[EventDoc] = [
         "acknowledged it, and acknowledges the request when none is left.",
         data={"contact_ids": "the erased contact and every contact merged into it"},
         consumers=("the producer itself (<root>-purge)",),
+        types={"contact_ids": array_of(UUID)},
     ),
 ]

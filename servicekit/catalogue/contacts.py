@@ -1,4 +1,6 @@
-from servicekit.catalogue import EventDoc
+from servicekit.catalogue import INTEGER, OBJECT, TIME, UUID, EventDoc, array_of
+
+CONTACT = {"$model": "services.contacts.schemas:ContactRead"}
 
 CONTACT_FIELDS = (
     "the contact as `GET /v1/contacts/{id}` returns it: id, name, company, emails, phones, handles, "
@@ -14,6 +16,7 @@ EVENTS: list[EventDoc] = [
         meaning="A contact was created (by hand, by import, or by resolve-or-create from ingestion).",
         data={"contact": CONTACT_FIELDS},
         consumers=("gateway (timeline)",),
+        types={"contact": CONTACT},
     ),
     EventDoc(
         type="crm.contact.updated.v1",
@@ -27,6 +30,7 @@ EVENTS: list[EventDoc] = [
             "previous": "object: each changed field with its value before",
         },
         consumers=("followups (consent, timezone, tier)", "gateway (timeline: stage and consent changes)"),
+        types={"contact_id": UUID, "version": INTEGER, "changed": OBJECT, "previous": OBJECT},
     ),
     EventDoc(
         type="crm.contact.merged.v1",
@@ -38,8 +42,10 @@ EVENTS: list[EventDoc] = [
             "source_id": "the merged-away contact",
             "target_id": "the surviving contact",
             "contact": "the target after the merge (" + CONTACT_FIELDS + ")",
+            "changed": "the target's profile fields the merge changed",
         },
         consumers=("interactions (re-key)", "followups (re-key)", "gateway (timeline)"),
+        types={"source_id": UUID, "target_id": UUID, "contact": CONTACT, "changed": array_of({"type": "string"})},
     ),
     EventDoc(
         type="crm.contact.erased.v1",
@@ -54,5 +60,6 @@ EVENTS: list[EventDoc] = [
             "it still holds under those ids too, and their events leave the bus with its own",
         },
         consumers=("interactions (redact)", "followups (cancel all)", "gateway (timeline)"),
+        types={"contact_id": UUID, "erased_at": TIME, "merged_ids": array_of(UUID)},
     ),
 ]

@@ -38,6 +38,7 @@ def _doc(action: str, meaning: str) -> EventDoc:
         meaning=meaning + " The data is the follow-up as GET /v1/followups/{id} returns it.",
         data=FOLLOWUP_FIELDS,
         consumers=_CONSUMERS,
+        model="services.followups.schemas:FollowupRead",
     )
 
 

@@ -1,4 +1,6 @@
-from servicekit.catalogue import EventDoc
+from servicekit.catalogue import BOOLEAN, INTEGER, TEXT, TIME, UUID, EventDoc, array_of
+
+TOUCHPOINT = "services.interactions.schemas:TouchpointRead"
 
 TOUCHPOINT_FIELDS = {
     "id": "the touchpoint's id (UUIDv7)",
@@ -29,6 +31,8 @@ EVENTS: list[EventDoc] = [
         "stored touchpoint, never for a re-sent one. Carries the whole touchpoint but its body.",
         data=TOUCHPOINT_FIELDS,
         consumers=("followups (policies)", "gateway (timeline, metrics)"),
+        model=TOUCHPOINT,
+        exclude=("body",),
     ),
     EventDoc(
         type="crm.interaction.updated.v1",
@@ -37,6 +41,9 @@ EVENTS: list[EventDoc] = [
         meaning="The outcome or attributes of a touchpoint changed (PATCH).",
         data={**TOUCHPOINT_FIELDS, "changed": "list of the changed fields (outcome, attributes)"},
         consumers=("gateway (timeline)",),
+        model=TOUCHPOINT,
+        exclude=("body",),
+        types={"changed": array_of({"type": "string", "enum": ["outcome", "attributes"]})},
     ),
     EventDoc(
         type="crm.thread.resolved.v1",
@@ -55,6 +62,17 @@ EVENTS: list[EventDoc] = [
             "interactions": "how many touchpoints it holds",
         },
         consumers=("followups (satisfaction check after a complaint)", "gateway (timeline, metrics)"),
+        types={
+            "thread_id": TEXT,
+            "contact_id": UUID,
+            "resolved_at": TIME,
+            "opened_at": TIME,
+            "channel": TEXT,
+            "type": TEXT,
+            "complaint": BOOLEAN,
+            "first_interaction_id": UUID,
+            "interactions": INTEGER,
+        },
     ),
     EventDoc(
         type="crm.interaction.redacted.v1",
@@ -68,5 +86,6 @@ EVENTS: list[EventDoc] = [
             "redacted_at": "when",
         },
         consumers=("gateway (timeline)",),
+        types={"contact_id": UUID, "interactions": INTEGER, "redacted_at": TIME},
     ),
 ]

@@ -1,4 +1,4 @@
-from servicekit.catalogue import EventDoc
+from servicekit.catalogue import BOOLEAN, TEXT, UUID, EventDoc, array_of, nullable, one_of
 
 EVENTS: list[EventDoc] = [
     EventDoc(
@@ -17,5 +17,14 @@ EVENTS: list[EventDoc] = [
             "active": "false once disabled",
         },
         consumers=("followups (a disabled person's open follow-ups go back to their team's queue)",),
+        types={
+            "id": UUID,
+            "handle": TEXT,
+            "name": nullable(TEXT),
+            "role": one_of("admin", "agent", "readonly"),
+            "teams": array_of(TEXT),
+            "timezone": nullable(TEXT),
+            "active": BOOLEAN,
+        },
     )
 ]
