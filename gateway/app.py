@@ -31,6 +31,7 @@ from servicekit.heap import settled_heap
 from servicekit.http import RequestContextMiddleware, document_problems, health_router
 from servicekit.inbox import EventInbox
 from servicekit.logging import configure_logging, get_logger
+from servicekit.openapi import operation_id, package_version
 from servicekit.outbox import Outbox
 from servicekit.problems import install_problem_handlers
 from servicekit.runtime import Runtime
@@ -175,7 +176,8 @@ def create_app(
             "One secured API for contacts, touchpoints, threads, follow-ups and policies, the customer's "
             "timeline and journey, and service-quality metrics. Authenticate with `Authorization: Bearer <key>`."
         ),
-        version="1.0.0",
+        version=package_version(),
+        generate_unique_id_function=operation_id,
         lifespan=lifespan,
         openapi_url="/api/v1/openapi.json",
         docs_url="/docs",

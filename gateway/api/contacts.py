@@ -45,7 +45,10 @@ async def _check_owner(body: ContactCreate | ContactUpdate, principal: Principal
     "",
     status_code=201,
     summary="Create a contact",
-    responses={**ok(ContactRead, "Created", 201), 409: problem("An identity is held by another contact")},
+    responses={
+        **ok(ContactRead, "Created", 201, headers=("ETag", "Location")),
+        409: problem("An identity is held by another contact"),
+    },
 )
 async def create_contact(
     body: ContactCreate, principal: ContactsWrite, services: ServicesDep, names: StaffNamesDep
@@ -75,14 +78,16 @@ async def list_contacts(
     "/resolve",
     summary="Find the contact holding an identity, or create it",
     description=INGEST_VIEW.format("id` and `status"),
-    responses={**ok(ContactRead, "Found"), **ok(ContactRead, "Created", 201)},
+    responses={**ok(ContactRead, "Found", headers=("ETag",)), **ok(ContactRead, "Created", 201, headers=("ETag",))},
 )
 async def resolve_contact(body: ResolveRequest, principal: ContactsResolve, services: ServicesDep) -> Response:
     answer = await forward(services.contacts, "POST", "/v1/contacts/resolve", principal, body=body_of(body))
     return ids_only_for_ingest(principal, answer, "id", "status")
 
 
-@router.get("/{contact_id}", summary="Read a contact", responses={**ok(ContactRead), **CONTACT_ERRORS})
+@router.get(
+    "/{contact_id}", summary="Read a contact", responses={**ok(ContactRead, headers=("ETag",)), **CONTACT_ERRORS}
+)
 async def get_contact(contact_id: uuid.UUID, principal: ContactsRead, services: ServicesDep) -> Response:
     return await forward(services.contacts, "GET", upstream_path("/v1/contacts/{}", contact_id), principal)
 
@@ -90,7 +95,12 @@ async def get_contact(contact_id: uuid.UUID, principal: ContactsRead, services: 
 @router.patch(
     "/{contact_id}",
     summary="Change a contact (JSON merge patch; If-Match for optimistic concurrency)",
-    responses={**ok(ContactRead), **CONTACT_ERRORS, 409: problem("Identity taken"), 412: problem("Stale If-Match")},
+    responses={
+        **ok(ContactRead, headers=("ETag",)),
+        **CONTACT_ERRORS,
+        409: problem("Identity taken"),
+        412: problem("Stale If-Match"),
+    },
 )
 async def patch_contact(
     contact_id: uuid.UUID,

@@ -111,7 +111,12 @@ async def bulk_followups(
     return await write_through.followups_in_bulk(answer)
 
 
-@router.post("", status_code=201, summary="Create a follow-up by hand", responses=ok(FollowupRead, "Created", 201))
+@router.post(
+    "",
+    status_code=201,
+    summary="Create a follow-up by hand",
+    responses=ok(FollowupRead, "Created", 201, headers=("Location",)),
+)
 async def create_followup(
     body: FollowupCreate,
     principal: FollowupsWork,

@@ -40,8 +40,8 @@ IdempotencyKey = Annotated[
     summary="Log a touchpoint",
     description=INGEST_VIEW.format("id` and `contact_id"),
     responses={
-        **ok(InteractionRead, "Stored", 201),
-        **ok(InteractionRead, "Already stored (same source and external_id)"),
+        **ok(InteractionRead, "Stored", 201, headers=("Location", "Idempotency-Replayed")),
+        **ok(InteractionRead, "Already stored (same source and external_id)", headers=("Idempotency-Replayed",)),
         409: problem("The same Idempotency-Key is still in flight"),
         410: problem("This Idempotency-Key's touchpoint belonged to a contact erased since (its response is gone)"),
         422: problem("Invalid, or the Idempotency-Key was used with another body"),
@@ -66,7 +66,7 @@ async def log_interaction(
 @router.post(
     "/interactions/batch",
     summary="Log up to 1000 touchpoints; each gets its own status",
-    responses=ok(BatchResults),
+    responses=ok(BatchResults, headers=("Idempotency-Replayed",)),
 )
 async def log_interactions(
     body: InteractionBatch,

@@ -24,6 +24,7 @@ from gateway.schemas import (
     WebhookRead,
 )
 from gateway.timeline import InvalidCursor, sign, unsign
+from servicekit.openapi import headers
 
 router = APIRouter(tags=["webhooks"], responses=AUTH_ERRORS)
 
@@ -33,7 +34,10 @@ router = APIRouter(tags=["webhooks"], responses=AUTH_ERRORS)
     status_code=201,
     response_model=WebhookCreated,
     summary="Subscribe a URL to events (the signing secret is shown once)",
-    responses={422: problem("Unknown event type, or a URL that is not public (SSRF guard)")},
+    responses={
+        201: {"description": "Created", "headers": headers("Location")},
+        422: problem("Unknown event type, or a URL that is not public (SSRF guard)"),
+    },
 )
 async def create_webhook(
     body: WebhookCreate,
