@@ -219,6 +219,7 @@ def health_router() -> APIRouter:
 
     @router.get("/healthz", summary="Liveness: the process answers")
     async def healthz() -> dict[str, str]:
+        """200 while the process serves requests: what a liveness probe asks. Checks nothing else."""
         return {"status": "ok"}
 
     @router.get(
@@ -227,6 +228,8 @@ def health_router() -> APIRouter:
         responses={503: {"description": "Not ready", "content": {PROBLEM_MEDIA_TYPE: {}}}},
     )
     async def readyz(request: Request) -> Response:
+        """200 with each check's state when the database, NATS and the service's other dependencies answer;
+        503 naming what is down otherwise: what a readiness probe and a load balancer ask."""
         checks: dict[str, str] = {}
         runtime = request.app.state.runtime
         for name, check in runtime.readiness_checks().items():

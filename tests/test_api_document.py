@@ -108,3 +108,10 @@ def test_every_429_and_503_says_when_to_retry(named_document: tuple[str, dict[st
         for status in ("429", "503"):
             if status in operation["responses"]:
                 assert "Retry-After" in operation["responses"][status].get("headers", {}), (method, path, status)
+
+
+def test_every_gateway_operation_is_described() -> None:
+    """A summary names an operation; the description says what a caller must know (FastAPI takes it from the
+    route function's docstring). The services' documents are internal: their operations are named only."""
+    for method, path, operation in operations(gateway_openapi()):
+        assert operation.get("summary") and operation.get("description"), (method, path)

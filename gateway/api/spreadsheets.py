@@ -74,6 +74,10 @@ async def import_contacts(
     services: ServicesDep,
     dry_run: Annotated[bool, Query(description="Report what the import would do; write nothing")] = False,
 ) -> Response:
+    """Send the CSV as the body (`text/csv`, a header row naming the columns). Each row is matched to a contact by its
+    identities (email, phone, external id) and created or updated; a row that fails is reported with its row number,
+    field and reason and the others still apply. With `?dry_run=true` nothing is written and the counts say what
+    would happen."""
     service = services.contacts
     headers = service._headers(principal.id, {"Content-Type": request.headers.get("content-type", "")})
     upstream = service.client.build_request(
@@ -106,6 +110,8 @@ async def export_contacts(
     stage: Annotated[str | None, Query(max_length=20)] = None,
     owner: Annotated[str | None, Query(max_length=200)] = None,
 ) -> Response:
+    """Streams every live contact matching the filters as CSV, one row per contact. A cell that a spreadsheet would run
+    as a formula is neutralised."""
     service = services.contacts
     params = {k: v for k, v in {"q": q, "tag": tag, "tier": tier, "stage": stage, "owner": owner}.items() if v}
     upstream = service.client.build_request(
@@ -174,6 +180,8 @@ async def export_interactions(
     since: Annotated[InUtc | None, Query(description="occurred_at ≥ since (ISO 8601)")] = None,
     until: Annotated[InUtc | None, Query(description="occurred_at < until (ISO 8601)")] = None,
 ) -> Response:
+    """Streams the touchpoints that occurred in `[since, until)` as CSV, newest first. Formula-like cells are
+    neutralised as in the contacts export."""
     params = {"since": since.isoformat() if since else None, "until": until.isoformat() if until else None}
     pages = _interaction_pages(services.interactions, principal.id, params)
     # The first page is read before the answer starts, so a service that is down is a 503 problem, not a
