@@ -10,8 +10,10 @@ from importlib.metadata import version
 from typing import Any
 
 import pytest
+from jsonschema import Draft202012Validator
 
 from gateway.app import create_app as create_gateway
+from gateway.examples import EXAMPLES
 from gateway.settings import GatewaySettings
 from tests.test_gateway_contract import contacts_openapi, followups_openapi, interactions_openapi
 
@@ -115,3 +117,43 @@ def test_every_gateway_operation_is_described() -> None:
     route function's docstring). The services' documents are internal: their operations are named only."""
     for method, path, operation in operations(gateway_openapi()):
         assert operation.get("summary") and operation.get("description"), (method, path)
+
+
+def _examples(document: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """(where, media type, content) of every request body and first success response of the public API."""
+    for method, path, operation in operations(document):
+        if not path.startswith("/api/v1/"):
+            continue
+        where = f"{method.upper()} {path}"
+        body = operation.get("requestBody")
+        if body is not None:
+            for media_type, content in body["content"].items():
+                yield f"{where} request", media_type, content
+        success = min(status for status in operation["responses"] if status.startswith("2"))
+        for media_type, content in operation["responses"][success].get("content", {}).items():
+            yield f"{where} {success}", media_type, content
+
+
+def test_every_gateway_body_and_success_answer_has_an_example_its_schema_accepts() -> None:
+    document = gateway_openapi()
+    checked = 0
+    for where, media_type, content in _examples(document):
+        assert "example" in content, f"{where} {media_type} has no example"
+        if media_type.endswith("json"):
+            schema = {**content["schema"], "components": document["components"]}
+            validator = Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
+            errors = [
+                f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(content["example"])
+            ]
+            assert not errors, f"{where}: the example does not fit the schema: {errors}"
+        else:
+            assert isinstance(content["example"], str) and content["example"], where
+        checked += 1
+    assert checked > 60
+
+
+def test_every_example_is_used() -> None:
+    """An example for a schema no operation sends or answers is stale."""
+    used = {content["schema"].get("$ref", content["schema"].get("items", {}).get("$ref", "")).rsplit("/", 1)[-1]
+            for _where, media_type, content in _examples(gateway_openapi()) if media_type.endswith("json")}  # fmt: skip
+    assert set(EXAMPLES) <= used, sorted(set(EXAMPLES) - used)

@@ -12,9 +12,10 @@ import httpx
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
-from gateway.api.common import AUTH_ERRORS, problem
+from gateway.api.common import AUTH_ERRORS, ok, problem
 from gateway.auth import ContactsExport, ContactsWrite, InteractionsRead
 from gateway.deps import RuntimeDep, ServicesDep, SessionDep, record_audit
+from gateway.schemas_services import ImportResult
 from gateway.settings import GatewaySettings
 from gateway.upstream import GatewayTimeout, ServiceClient, relay
 from servicekit.clock import InUtc
@@ -61,7 +62,7 @@ def _long_timeout(request: Request) -> httpx.Timeout:
     "/contacts/import",
     summary="Import contacts from CSV: upsert by identity, bad rows listed and skipped (?dry_run=true writes nothing)",
     responses={
-        200: {"description": "created, updated, unchanged and the rows in error (see docs/contacts.md)"},
+        **ok(ImportResult, "created, updated, unchanged and the rows in error (see docs/contacts.md)"),
         413: problem("Body over GATEWAY_IMPORT_MAX_BYTES or CONTACTS_IMPORT_MAX_BYTES"),
         415: problem("Not text/csv"),
         422: problem("Unknown or repeated columns, no header, not UTF-8"),
