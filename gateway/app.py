@@ -11,7 +11,7 @@ import httpx
 from fastapi import FastAPI, Request, Response
 from nats.js.api import DeliverPolicy
 
-from gateway import events, staff, webhooks
+from gateway import events, examples, staff, webhooks
 from gateway.api import router, spreadsheets
 from gateway.api.timeline import document_timeline_limit
 from gateway.auth import Authenticator, PasswordHashing, RateLimiter
@@ -31,6 +31,7 @@ from servicekit.heap import settled_heap
 from servicekit.http import RequestContextMiddleware, document_problems, health_router
 from servicekit.inbox import EventInbox
 from servicekit.logging import configure_logging, get_logger
+from servicekit.openapi import document_examples, operation_id, package_version
 from servicekit.outbox import Outbox
 from servicekit.problems import install_problem_handlers
 from servicekit.runtime import Runtime
@@ -175,7 +176,8 @@ def create_app(
             "One secured API for contacts, touchpoints, threads, follow-ups and policies, the customer's "
             "timeline and journey, and service-quality metrics. Authenticate with `Authorization: Bearer <key>`."
         ),
-        version="1.0.0",
+        version=package_version(),
+        generate_unique_id_function=operation_id,
         lifespan=lifespan,
         openapi_url="/api/v1/openapi.json",
         docs_url="/docs",
@@ -197,6 +199,7 @@ def create_app(
     app.include_router(router)
     app.include_router(console_router)
     document_problems(app)
+    document_examples(app, by_schema=examples.EXAMPLES, by_operation=examples.TEXT_EXAMPLES)
     publish_service_contract(app, amend=partial(document_timeline_limit, max_limit=settings.timeline_max_limit))
     return app
 

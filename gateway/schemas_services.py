@@ -151,6 +151,25 @@ class ContactExport(BaseModel):
     exported_at: datetime
 
 
+class ImportRowError(BaseModel):
+    row: int = Field(description="Line of the CSV the record starts on (the header is line 1); 0: the whole file")
+    field: str | None = Field(description="The column at fault, as in the header (null: the row as a whole)")
+    message: str
+
+
+class ImportResult(BaseModel):
+    """What a CSV import did (or, in a dry run, would do)."""
+
+    created: int
+    updated: int
+    unchanged: int
+    errors: list[ImportRowError] = Field(description="Rows not imported, the first CONTACTS_IMPORT_MAX_ERRORS of them")
+    error_count: int = Field(description="Every row not imported, listed or not")
+    rows: int = Field(description="Data rows read")
+    complete: bool = Field(description="false when the import stopped early (row limit, or the file is not CSV)")
+    dry_run: bool
+
+
 # --- interactions -------------------------------------------------------------------------------------------------
 
 

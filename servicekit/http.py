@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from servicekit.ids import random_hex
 from servicekit.logging import bind_request_context, get_logger
 from servicekit.metrics import HTTP_LATENCY, HTTP_REQUESTS
+from servicekit.openapi import headers, operation_id, package_version
 from servicekit.problems import PROBLEM_MEDIA_TYPE, install_problem_handlers, problem_body
 
 log = get_logger("http")
@@ -218,6 +219,7 @@ def health_router() -> APIRouter:
 
     @router.get("/healthz", summary="Liveness: the process answers")
     async def healthz() -> dict[str, str]:
+        """200 while the process serves requests: what a liveness probe asks. Checks nothing else."""
         return {"status": "ok"}
 
     @router.get(
@@ -226,6 +228,8 @@ def health_router() -> APIRouter:
         responses={503: {"description": "Not ready", "content": {PROBLEM_MEDIA_TYPE: {}}}},
     )
     async def readyz(request: Request) -> Response:
+        """200 with each check's state when the database, NATS and the service's other dependencies answer;
+        503 naming what is down otherwise: what a readiness probe and a load balancer ask."""
         checks: dict[str, str] = {}
         runtime = request.app.state.runtime
         for name, check in runtime.readiness_checks().items():
@@ -255,17 +259,19 @@ def build_app(
     *,
     title: str,
     description: str,
-    version: str,
+    version: str | None = None,
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]],
     max_body_bytes: int,
     body_limits: dict[str, int] | None = None,
 ) -> FastAPI:
-    """A FastAPI app with problem+json errors, the body limit, request context and health routes."""
+    """A FastAPI app with problem+json errors, the body limit, request context and health routes; ``info.version``
+    is the package's unless ``version`` says otherwise."""
     app = FastAPI(
         title=title,
         description=description,
-        version=version,
+        version=version or package_version(),
         lifespan=lifespan,
+        generate_unique_id_function=operation_id,
         # No OpenTelemetry here (Prometheus metrics and the request context cover it): FastAPI's native bridge
         # otherwise asks OpenTelemetry for its providers on every request (os.environ lookups, ~3% of the CPU of
         # a single touchpoint POST in py-spy).
@@ -351,3 +357,8 @@ def _document_operation(operation: dict[str, Any]) -> None:
     for status, response in responses.items():
         if status[0] in "45":
             response["content"] = dict(_PROBLEM_CONTENT)
+        # Every 429 and 503 here says when to come back; a 308 (a merged contact) says where it went.
+        if status in ("429", "503"):
+            response.setdefault("headers", {}).update(headers("Retry-After"))
+        elif status == "308":
+            response.setdefault("headers", {}).update(headers("Location"))

@@ -13,12 +13,13 @@ with the curl command that reproduces it. ``FUZZ_BACKENDS`` picks the databases 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis import GenerationMode
 from schemathesis.python import asgi
 
+from servicekit.db import make_engine, make_sessionmaker
 from servicekit.testing.nats import NatsServer
 from servicekit.testing.ports import free_port
 
@@ -307,6 +309,40 @@ def test_service_behind_contacts_fuzz(name: str, database_factory: Databases, na
     assert_clean(name, result, app)
 
 
+# The people and the team the gateway's examples (gateway/examples.py) give work to: an assignee, an owner or a
+# team must be a known one (a 422 otherwise), so positive cases name these.
+STAFF: dict[str, Callable[[int], Any]] = {
+    "assignee": lambda n: "grace",
+    "owner": lambda n: "grace",
+    "team": lambda n: "customer-success",
+    "teams": lambda n: ["customer-success"],
+}
+
+
+async def _seed_staff(url: str) -> None:
+    from gateway.models import StaffUser, Team
+
+    engine = make_engine(url)
+    try:
+        async with make_sessionmaker(engine)() as session:
+            joined = datetime(2026, 1, 1, tzinfo=UTC)
+            session.add(Team(id="customer-success", name="Customer success", created_at=joined))
+            session.add(
+                StaffUser(
+                    email="grace@touchpoint.example",
+                    handle="grace",
+                    name="Grace Hopper",
+                    teams=["customer-success"],
+                    role="agent",
+                    password_hash="!",  # signs in with no password: the fuzzer uses the admin key
+                    created_at=joined,
+                )
+            )
+            await session.commit()
+    finally:
+        await engine.dispose()
+
+
 @pytest.fixture
 def gateway(database_factory: Databases, nats_server: NatsServer) -> Iterator[FastAPI]:
     """The gateway in-process, in front of the three services on real ports."""
@@ -322,7 +358,9 @@ def gateway(database_factory: Databases, nats_server: NatsServer) -> Iterator[Fa
             ),
         }
         stack.enter_context(lifespans_closed())
-        yield gateway_app(database_factory(ALEMBIC["gateway"]), nats_server.url, upstreams)
+        gateway_url = database_factory(ALEMBIC["gateway"])
+        asyncio.run(_seed_staff(gateway_url))
+        yield gateway_app(gateway_url, nats_server.url, upstreams)
 
 
 def test_gateway_api_fuzz(gateway: FastAPI) -> None:
@@ -333,7 +371,7 @@ def test_gateway_api_fuzz(gateway: FastAPI) -> None:
         openapi="/api/v1/openapi.json",
         cases=FUZZ_CASES,
         headers={"Authorization": f"Bearer {ADMIN_KEY}"},
-        known=a_contact(gateway.state.settings.contacts_url),
+        known={**a_contact(gateway.state.settings.contacts_url), **STAFF},
     )
     assert_clean("gateway", result, gateway)
 

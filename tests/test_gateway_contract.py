@@ -50,6 +50,8 @@ PAIRS: list[tuple[type[BaseModel], str, str]] = [
     (ours.MergeRequest, "contacts", "MergeRequest"),
     (ours.ContactExport, "contacts", "ContactExport"),
     (ours.IdentityRead, "contacts", "IdentityRead"),
+    (ours.ImportResult, "contacts", "ImportResult"),
+    (ours.ImportRowError, "contacts", "ImportRowError"),
     (ours.HandleIdentity, "contacts", "HandleIdentity"),
     (ours.ExternalIdentity, "contacts", "ExternalIdentity"),
     (ours.InteractionCreate, "interactions", "TouchpointCreate"),

@@ -47,6 +47,8 @@ router = APIRouter(tags=["admin"], responses=AUTH_ERRORS)
 async def create_api_key(
     body: ApiKeyCreate, principal: ApiKeysManage, session: SessionDep, runtime: RuntimeDep
 ) -> ApiKeyCreated:
+    """Makes an API key for an automated system or a person with the given role. The key is in this answer only: store
+    it now."""
     now = runtime.clock.now()
     if body.expires_at is not None and as_utc(body.expires_at) <= now:
         raise Unprocessable("expires_at must be in the future.", field="expires_at")
@@ -76,6 +78,7 @@ async def create_api_key(
 
 @router.get("/api-keys", response_model=ApiKeyList, summary="List API keys (never the keys themselves)")
 async def list_api_keys(principal: ApiKeysManage, session: SessionDep) -> ApiKeyList:
+    """Every API key with its name and role; the key itself is never shown again."""
     rows = (await session.scalars(select(ApiKey).order_by(col(ApiKey.id).desc()).limit(1000))).all()
     return ApiKeyList(items=[ApiKeyRead.model_validate(r) for r in rows])
 
@@ -84,6 +87,7 @@ async def list_api_keys(principal: ApiKeysManage, session: SessionDep) -> ApiKey
 async def revoke_api_key(
     key_id: uuid.UUID, principal: ApiKeysManage, session: SessionDep, runtime: RuntimeDep, request: Request
 ) -> Response:
+    """Revokes the key at once on every gateway instance; requests with it get 401."""
     row = await session.get(ApiKey, key_id)
     if row is None:
         raise NotFound(f"No API key {key_id}.")
@@ -119,6 +123,7 @@ def _handle_from(email: str) -> str:
 async def create_user(
     body: UserCreate, principal: UsersManage, session: SessionDep, runtime: RuntimeDep, request: Request
 ) -> UserRead:
+    """Creates a staff user who signs in to the console with email and password."""
     email = body.email.strip().lower()
     handle = body.handle or _handle_from(email)
     if not re.match(HANDLE_PATTERN, handle):
@@ -159,6 +164,7 @@ async def create_user(
 
 @router.get("/users", response_model=UserList, summary="List staff users")
 async def list_users(principal: UsersManage, session: SessionDep) -> UserList:
+    """Every staff user with their role and teams and whether they are active."""
     rows = (await session.scalars(select(StaffUser).order_by(col(StaffUser.email)).limit(1000))).all()
     return UserList(items=[UserRead.model_validate(r) for r in rows])
 
@@ -172,6 +178,7 @@ async def list_users(principal: UsersManage, session: SessionDep) -> UserList:
 async def update_user(
     user_id: uuid.UUID, body: UserUpdate, principal: UsersManage, session: SessionDep, runtime: RuntimeDep
 ) -> UserRead:
+    """Changes a staff user's display name, role, teams or time zone (JSON merge patch)."""
     user = await session.get(StaffUser, user_id)
     if user is None:
         raise NotFound(f"No staff user {user_id}.")
@@ -208,6 +215,8 @@ async def update_user(
 async def disable_user(
     user_id: uuid.UUID, principal: UsersManage, session: SessionDep, runtime: RuntimeDep, request: Request
 ) -> Response:
+    """Disables the user and ends their sessions. Their open follow-ups go back to their team's queue. The user stays
+    in the audit log."""
     user = await session.get(StaffUser, user_id)
     if user is None:
         raise NotFound(f"No staff user {user_id}.")
@@ -239,6 +248,7 @@ async def list_staff(
     team: Annotated[str | None, Query(max_length=64)] = None,
     include_disabled: bool = False,
 ) -> StaffList:
+    """The active staff and teams a follow-up or a contact can be given to, by handle."""
     query = select(StaffUser).order_by(col(StaffUser.handle))
     if not include_disabled:
         query = query.where(col(StaffUser.disabled_at).is_(None))
@@ -261,6 +271,7 @@ async def _team_read(session: SessionDep, team: Team) -> TeamRead:
 @router.post("/teams", status_code=201, response_model=TeamRead, summary="Add a team",
              responses={409: problem("A team with this id exists")})  # fmt: skip
 async def create_team(body: TeamCreate, principal: UsersManage, session: SessionDep, runtime: RuntimeDep) -> TeamRead:
+    """Adds a team."""
     if await session.get(Team, body.id) is not None:
         raise Conflict(f"A team {body.id!r} exists.", field="id")
     team = Team(id=body.id, name=body.name, timezone=body.timezone, created_at=runtime.clock.now())
@@ -273,12 +284,14 @@ async def create_team(body: TeamCreate, principal: UsersManage, session: Session
 
 @router.get("/teams", response_model=TeamList, summary="The known teams and their members")
 async def list_teams(principal: FollowupsRead, session: SessionDep) -> TeamList:
+    """Every team with its time zone and members."""
     teams = (await session.scalars(select(Team).order_by(col(Team.id)))).all()
     return TeamList(items=[await _team_read(session, t) for t in teams])
 
 
 @router.get("/teams/{team_id}", response_model=TeamRead, summary="A team and its members", responses=NOT_FOUND)
 async def get_team(team_id: str, principal: FollowupsRead, session: SessionDep) -> TeamRead:
+    """Returns one team with its time zone and members."""
     team = await session.get(Team, team_id)
     if team is None:
         raise NotFound(f"No team {team_id!r}.")
@@ -290,6 +303,7 @@ async def get_team(team_id: str, principal: FollowupsRead, session: SessionDep) 
 async def update_team(
     team_id: str, body: TeamUpdate, principal: UsersManage, session: SessionDep, runtime: RuntimeDep
 ) -> TeamRead:
+    """Renames a team or changes its time zone."""
     team = await session.get(Team, team_id)
     if team is None:
         raise NotFound(f"No team {team_id!r}.")
@@ -307,6 +321,7 @@ async def update_team(
 @router.delete("/teams/{team_id}", status_code=204, summary="Remove a team nobody is in",
                responses={**NOT_FOUND, 409: problem("Staff are still in the team")})  # fmt: skip
 async def delete_team(team_id: str, principal: UsersManage, session: SessionDep, runtime: RuntimeDep) -> Response:
+    """Removes a team that has no members (409 otherwise)."""
     team = await session.get(Team, team_id)
     if team is None:
         raise NotFound(f"No team {team_id!r}.")
@@ -335,6 +350,7 @@ async def read_audit(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> AuditPage:
+    """Who did what and when, newest first."""
     key = request.app.state.settings.signing_key
     query = select(AuditEntry)
     if action:

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 
 from gateway.auth import Principal, Role
 from gateway.upstream import ServiceClient, relay
+from servicekit.openapi import headers as response_headers
 from servicekit.problems import PROBLEM_MEDIA_TYPE
 
 
@@ -32,8 +33,14 @@ CONTACT_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def ok(model: Any, description: str = "OK", status: int = 200) -> dict[int | str, dict[str, Any]]:
-    return {status: {"model": model, "description": description}}
+def ok(
+    model: Any, description: str = "OK", status: int = 200, *, headers: tuple[str, ...] = ()
+) -> dict[int | str, dict[str, Any]]:
+    """A success response; ``headers`` names the response headers the route sets (servicekit.openapi.HEADERS)."""
+    response: dict[str, Any] = {"model": model, "description": description}
+    if headers:
+        response["headers"] = response_headers(*headers)
+    return {status: response}
 
 
 async def forward(

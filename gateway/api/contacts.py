@@ -45,11 +45,17 @@ async def _check_owner(body: ContactCreate | ContactUpdate, principal: Principal
     "",
     status_code=201,
     summary="Create a contact",
-    responses={**ok(ContactRead, "Created", 201), 409: problem("An identity is held by another contact")},
+    responses={
+        **ok(ContactRead, "Created", 201, headers=("ETag", "Location")),
+        409: problem("An identity is held by another contact"),
+    },
 )
 async def create_contact(
     body: ContactCreate, principal: ContactsWrite, services: ServicesDep, names: StaffNamesDep
 ) -> Response:
+    """Creates a contact from its profile and identities. Emails are lower-cased and phones normalised to E.164; an
+    identity already held by another live contact is a 409 naming it. The answer carries the contact's `ETag` and
+    `Location`."""
     await _check_owner(body, principal, names)
     return await forward(services.contacts, "POST", "/v1/contacts", principal, body=body_of(body))
 
@@ -66,6 +72,8 @@ async def list_contacts(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> Response:
+    """Pages through contacts, filtered by a prefix of name, company, email or phone (`q`), a tag, tier, stage or owner
+    (`me`: the caller). Follow `next_cursor` for the next page; it is absent on the last."""
     owner = resolve_me(owner, principal, field="owner")
     params = {"q": q, "tag": tag, "tier": tier, "stage": stage, "owner": owner, "limit": limit, "cursor": cursor}
     return await forward(services.contacts, "GET", "/v1/contacts", principal, params=params)
@@ -75,22 +83,31 @@ async def list_contacts(
     "/resolve",
     summary="Find the contact holding an identity, or create it",
     description=INGEST_VIEW.format("id` and `status"),
-    responses={**ok(ContactRead, "Found"), **ok(ContactRead, "Created", 201)},
+    responses={**ok(ContactRead, "Found", headers=("ETag",)), **ok(ContactRead, "Created", 201, headers=("ETag",))},
 )
 async def resolve_contact(body: ResolveRequest, principal: ContactsResolve, services: ServicesDep) -> Response:
     answer = await forward(services.contacts, "POST", "/v1/contacts/resolve", principal, body=body_of(body))
     return ids_only_for_ingest(principal, answer, "id", "status")
 
 
-@router.get("/{contact_id}", summary="Read a contact", responses={**ok(ContactRead), **CONTACT_ERRORS})
+@router.get(
+    "/{contact_id}", summary="Read a contact", responses={**ok(ContactRead, headers=("ETag",)), **CONTACT_ERRORS}
+)
 async def get_contact(contact_id: uuid.UUID, principal: ContactsRead, services: ServicesDep) -> Response:
+    """Returns the contact with its `ETag`. A contact merged into another answers 308 with the survivor's `Location`;
+    an erased one answers 410."""
     return await forward(services.contacts, "GET", upstream_path("/v1/contacts/{}", contact_id), principal)
 
 
 @router.patch(
     "/{contact_id}",
     summary="Change a contact (JSON merge patch; If-Match for optimistic concurrency)",
-    responses={**ok(ContactRead), **CONTACT_ERRORS, 409: problem("Identity taken"), 412: problem("Stale If-Match")},
+    responses={
+        **ok(ContactRead, headers=("ETag",)),
+        **CONTACT_ERRORS,
+        409: problem("Identity taken"),
+        412: problem("Stale If-Match"),
+    },
 )
 async def patch_contact(
     contact_id: uuid.UUID,
@@ -101,6 +118,8 @@ async def patch_contact(
     names: StaffNamesDep,
     if_match: Annotated[str | None, Header(max_length=200)] = None,
 ) -> Response:
+    """A JSON merge patch (RFC 7396): fields left out stay as they are, `null` clears. Send the `ETag` you read as `If-
+    Match` to change the contact only if nobody else changed it since (412 otherwise)."""
     await _check_owner(body, principal, names)
     headers = {"If-Match": if_match} if if_match else None
     answer = await forward(
@@ -128,6 +147,8 @@ async def merge_contact(
     runtime: RuntimeDep,
     write_through: WriteThroughDep,
 ) -> Response:
+    """Merges the duplicate `source_id` into this contact: its identities move here and it then answers 308 pointing
+    here. Audited."""
     response = await forward(
         services.contacts, "POST", upstream_path("/v1/contacts/{}/merge", target_id), principal, body=body_of(body)
     )
@@ -158,6 +179,8 @@ async def erase_contact(
     runtime: RuntimeDep,
     write_through: WriteThroughDep,
 ) -> Response:
+    """Erases the contact's personal data in every service (GDPR right to erasure); a tombstone keeps the id, tier and
+    stage so counts stay right. Later reads answer 410. Audited."""
     response = await forward(services.contacts, "DELETE", upstream_path("/v1/contacts/{}", contact_id), principal)
     await write_through.contacts(response, contact_id)
     await record_audit(
@@ -179,6 +202,7 @@ async def erase_contact(
 async def export_contact(
     contact_id: uuid.UUID, principal: ContactsExport, services: ServicesDep, session: SessionDep, runtime: RuntimeDep
 ) -> Response:
+    """Everything the contacts service stores about one contact, for a data subject access request (GDPR). Audited."""
     response = await forward(services.contacts, "GET", upstream_path("/v1/contacts/{}/export", contact_id), principal)
     await record_audit(
         session=session,

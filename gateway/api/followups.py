@@ -71,6 +71,8 @@ async def list_followups(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> Response:
+    """The follow-ups to work on, filtered as the parameters say (`me`: the caller), by priority then due time unless
+    `sort` says otherwise. Follow `next_cursor` for the next page."""
     assignee = resolve_me(assignee, principal, field="assignee")
     tz = await _queue_timezone(names=names, principal=principal, team=team)
     params = {
@@ -104,6 +106,8 @@ async def bulk_followups(
     names: StaffNamesDep,
     write_through: WriteThroughDep,
 ) -> Response:
+    """Applies one action to up to 500 follow-ups; each id gets its own result, so one that cannot change does not stop
+    the others."""
     if body.action == "assign":
         body.assignee = resolve_me(body.assignee, principal, field="assignee")
         await names.check_work_target(assignee=body.assignee, team=body.team)
@@ -111,7 +115,12 @@ async def bulk_followups(
     return await write_through.followups_in_bulk(answer)
 
 
-@router.post("", status_code=201, summary="Create a follow-up by hand", responses=ok(FollowupRead, "Created", 201))
+@router.post(
+    "",
+    status_code=201,
+    summary="Create a follow-up by hand",
+    responses=ok(FollowupRead, "Created", 201, headers=("Location",)),
+)
 async def create_followup(
     body: FollowupCreate,
     principal: FollowupsWork,
@@ -119,6 +128,8 @@ async def create_followup(
     names: StaffNamesDep,
     write_through: WriteThroughDep,
 ) -> Response:
+    """Schedules a follow-up for a contact by hand (policies make most of them). Refused with 422 when the contact
+    opted out of the channel. The answer carries its `Location`."""
     body.assignee = resolve_me(body.assignee, principal, field="assignee")
     await names.check_work_target(assignee=body.assignee, team=body.team)
     answer = await forward(services.followups, "POST", "/v1/followups", principal, body=body_of(body))
@@ -127,6 +138,7 @@ async def create_followup(
 
 @router.get("/{followup_id}", summary="Read a follow-up", responses={**ok(FollowupRead), **NOT_FOUND})
 async def get_followup(followup_id: uuid.UUID, principal: FollowupsRead, services: ServicesDep) -> Response:
+    """Returns one follow-up: its contact, channel, due time, priority, assignee and status."""
     return await forward(services.followups, "GET", upstream_path("/v1/followups/{}", followup_id), principal)
 
 
@@ -138,6 +150,8 @@ async def complete_followup(
     services: ServicesDep,
     write_through: WriteThroughDep,
 ) -> Response:
+    """Marks the follow-up done, with an optional outcome and the touchpoint that did it. A follow-up already closed
+    answers 409."""
     path = upstream_path("/v1/followups/{}/complete", followup_id)
     return await write_through.followup(await forward(services.followups, "POST", path, principal, body=body_of(body)))
 
@@ -150,6 +164,7 @@ async def snooze_followup(
     services: ServicesDep,
     write_through: WriteThroughDep,
 ) -> Response:
+    """Moves the due time to `until`. A follow-up already closed answers 409."""
     path = upstream_path("/v1/followups/{}/snooze", followup_id)
     return await write_through.followup(await forward(services.followups, "POST", path, principal, body=body_of(body)))
 
@@ -162,6 +177,7 @@ async def cancel_followup(
     services: ServicesDep,
     write_through: WriteThroughDep,
 ) -> Response:
+    """Cancels the follow-up, with a reason. A follow-up already closed answers 409."""
     path = upstream_path("/v1/followups/{}/cancel", followup_id)
     return await write_through.followup(await forward(services.followups, "POST", path, principal, body=body_of(body)))
 
@@ -177,6 +193,7 @@ async def assign_followup(
     names: StaffNamesDep,
     write_through: WriteThroughDep,
 ) -> Response:
+    """Gives the follow-up to a staff user (by handle; `me`: the caller), to a team's queue, or both."""
     body.assignee = resolve_me(body.assignee, principal, field="assignee")
     await names.check_work_target(assignee=body.assignee, team=body.team)
     path = upstream_path("/v1/followups/{}/assign", followup_id)

@@ -40,8 +40,8 @@ IdempotencyKey = Annotated[
     summary="Log a touchpoint",
     description=INGEST_VIEW.format("id` and `contact_id"),
     responses={
-        **ok(InteractionRead, "Stored", 201),
-        **ok(InteractionRead, "Already stored (same source and external_id)"),
+        **ok(InteractionRead, "Stored", 201, headers=("Location", "Idempotency-Replayed")),
+        **ok(InteractionRead, "Already stored (same source and external_id)", headers=("Idempotency-Replayed",)),
         409: problem("The same Idempotency-Key is still in flight"),
         410: problem("This Idempotency-Key's touchpoint belonged to a contact erased since (its response is gone)"),
         422: problem("Invalid, or the Idempotency-Key was used with another body"),
@@ -66,7 +66,7 @@ async def log_interaction(
 @router.post(
     "/interactions/batch",
     summary="Log up to 1000 touchpoints; each gets its own status",
-    responses=ok(BatchResults),
+    responses=ok(BatchResults, headers=("Idempotency-Replayed",)),
 )
 async def log_interactions(
     body: InteractionBatch,
@@ -74,6 +74,9 @@ async def log_interactions(
     services: ServicesDep,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
+    """Each item is stored or refused on its own: the answer lists a status (201 stored, 200 already stored, or the 4xx
+    problem) per item, in order. With an `Idempotency-Key`, a retry returns the first answer with `Idempotency-
+    Replayed: true`."""
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key is not None else None
     return await forward(
         services.interactions, "POST", "/v1/interactions/batch", principal, body=body_of(body), headers=headers
@@ -95,6 +98,8 @@ async def list_interactions(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> Response:
+    """Pages through touchpoints, newest first, filtered by contact, channel, type, direction, thread and time range
+    (`since` inclusive, `until` exclusive). Follow `next_cursor` for the next page."""
     params = {
         "contact_id": contact_id,
         "channel": channel,
@@ -114,6 +119,7 @@ async def list_interactions(
     "/interactions/{interaction_id}", summary="Read a touchpoint", responses={**ok(InteractionRead), **NOT_FOUND}
 )
 async def get_interaction(interaction_id: uuid.UUID, principal: InteractionsRead, services: ServicesDep) -> Response:
+    """Returns one touchpoint with its content, channel, direction, outcome and thread."""
     return await forward(services.interactions, "GET", upstream_path("/v1/interactions/{}", interaction_id), principal)
 
 
@@ -129,6 +135,7 @@ async def patch_interaction(
     services: ServicesDep,
     write_through: WriteThroughDep,
 ) -> Response:
+    """Changes what may change after the fact: the outcome, the thread's status and attributes."""
     answer = await forward(
         services.interactions,
         "PATCH",
@@ -149,4 +156,5 @@ async def get_thread(
     principal: InteractionsRead,
     services: ServicesDep,
 ) -> Response:
+    """A conversation's touchpoints in order, whether it is open or resolved, and how long the first response took."""
     return await forward(services.interactions, "GET", upstream_path("/v1/threads/{}", thread_id), principal)

@@ -33,6 +33,8 @@ async def service_metrics(
     channel: Channel | None = None,
     team: Annotated[str | None, Query(max_length=200)] = None,
 ) -> ServiceMetrics:
+    """Service quality over a period (response times, SLAs met and missed, follow-ups done and overdue), overall and
+    per channel and team."""
     params = {
         "since": since.isoformat() if since else None,
         "until": until.isoformat() if until else None,

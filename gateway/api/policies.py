@@ -40,11 +40,13 @@ async def _audited(
 
 @router.get("", summary="List policies", responses=ok(PolicyList))
 async def list_policies(principal: PoliciesRead, services: ServicesDep) -> Response:
+    """Every follow-up policy with its version and whether it is on."""
     return await forward(services.followups, "GET", "/v1/policies", principal)
 
 
 @router.get("/{policy_id}", summary="Read a policy", responses={**ok(PolicyRead), **NOT_FOUND})
 async def get_policy(policy_id: PolicyId, principal: PoliciesRead, services: ServicesDep) -> Response:
+    """Returns one policy document with its version and state."""
     return await forward(services.followups, "GET", upstream_path("/v1/policies/{}", policy_id), principal)
 
 
@@ -57,6 +59,7 @@ async def create_policy(
     runtime: RuntimeDep,
     names: StaffNamesDep,
 ) -> Response:
+    """Creates a policy: its trigger says which touchpoints start it and its steps schedule the follow-ups."""
     await names.check_policy_names(body_of(body))
     response = await forward(services.followups, "POST", "/v1/policies", principal, body=body_of(body))
     return await _audited(
@@ -74,6 +77,8 @@ async def replace_policy(
     runtime: RuntimeDep,
     names: StaffNamesDep,
 ) -> Response:
+    """Replaces the policy's document; the version goes up by one. Follow-ups already made keep the version that made
+    them."""
     await names.check_policy_names(body_of(body))
     response = await forward(
         services.followups, "PUT", upstream_path("/v1/policies/{}", policy_id), principal, body=body_of(body)
@@ -87,6 +92,7 @@ async def replace_policy(
 async def delete_policy(
     policy_id: PolicyId, principal: PoliciesManage, services: ServicesDep, session: SessionDep, runtime: RuntimeDep
 ) -> Response:
+    """Deletes the policy. Follow-ups it already made stay."""
     response = await forward(services.followups, "DELETE", upstream_path("/v1/policies/{}", policy_id), principal)
     return await _audited(
         response, action="policy.delete", target=policy_id, principal=principal, session=session, runtime=runtime
@@ -97,6 +103,7 @@ async def delete_policy(
 async def enable_policy(
     policy_id: PolicyId, principal: PoliciesManage, services: ServicesDep, session: SessionDep, runtime: RuntimeDep
 ) -> Response:
+    """Switches the policy on: touchpoints logged from now on are matched against it."""
     response = await forward(services.followups, "POST", upstream_path("/v1/policies/{}/enable", policy_id), principal)
     return await _audited(
         response, action="policy.enable", target=policy_id, principal=principal, session=session, runtime=runtime
@@ -107,6 +114,7 @@ async def enable_policy(
 async def disable_policy(
     policy_id: PolicyId, principal: PoliciesManage, services: ServicesDep, session: SessionDep, runtime: RuntimeDep
 ) -> Response:
+    """Switches the policy off: no new follow-ups; those already made stay."""
     response = await forward(services.followups, "POST", upstream_path("/v1/policies/{}/disable", policy_id), principal)
     return await _audited(
         response, action="policy.disable", target=policy_id, principal=principal, session=session, runtime=runtime
@@ -125,6 +133,8 @@ async def preview_draft(
     names: StaffNamesDep,
     days: Annotated[int, Query(ge=1, le=365)] = 30,
 ) -> Response:
+    """Replays the touchpoints of the last `days` days through a policy document that is not saved and counts, per
+    step, the follow-ups it would have created, skipped and closed. Writes nothing."""
     await names.check_policy_names(body_of(body))
     return await forward(services.followups, "POST", "/v1/policies/preview", principal, body=body_of(body),
                          params={"days": days})  # fmt: skip
@@ -141,5 +151,7 @@ async def preview_policy(
     services: ServicesDep,
     days: Annotated[int, Query(ge=1, le=365)] = 30,
 ) -> Response:
+    """Replays the touchpoints of the last `days` days through a saved policy and counts, per step, the follow-ups it
+    would have made. Writes nothing."""
     path = upstream_path("/v1/policies/{}/preview", policy_id)
     return await forward(services.followups, "POST", path, principal, params={"days": days})

@@ -51,6 +51,8 @@ async def login(
     runtime: RuntimeDep,
     settings: SettingsDep,
 ) -> SessionInfo:
+    """Signs a staff user in with email and password: sets the session cookie and returns the CSRF token that writes
+    made with the cookie must carry. Repeated failures lock the address for a while (429 with Retry-After)."""
     # Per client address first: one address trying many emails (each under its own lockout) still stops. Taken
     # before the password is hashed, so a burst cannot queue more hashes than the budget; given back on success,
     # so many staff signing in from one office address do not use it up.
@@ -95,6 +97,7 @@ async def login(
 
 @router.post("/logout", status_code=204, summary="End the session (needs the CSRF token)")
 async def logout(principal: CurrentPrincipal, session: SessionDep, runtime: RuntimeDep, request: Request) -> Response:
+    """Ends the session and clears its cookie. Needs the CSRF token."""
     if principal.session_id is not None:
         await session.execute(delete(StaffSession).where(col(StaffSession.id) == principal.session_id))
         await session.commit()
@@ -108,6 +111,7 @@ async def logout(principal: CurrentPrincipal, session: SessionDep, runtime: Runt
 
 @router.get("/me", response_model=SessionInfo, summary="Who is calling")
 async def me(principal: CurrentPrincipal) -> SessionInfo:
+    """The caller: id, kind (user or key), role, name, handle and teams; for a console session, the CSRF token too."""
     return SessionInfo(
         principal_id=principal.id,
         kind=principal.kind,

@@ -12,9 +12,10 @@ import httpx
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
-from gateway.api.common import AUTH_ERRORS, problem
+from gateway.api.common import AUTH_ERRORS, ok, problem
 from gateway.auth import ContactsExport, ContactsWrite, InteractionsRead
 from gateway.deps import RuntimeDep, ServicesDep, SessionDep, record_audit
+from gateway.schemas_services import ImportResult
 from gateway.settings import GatewaySettings
 from gateway.upstream import GatewayTimeout, ServiceClient, relay
 from servicekit.clock import InUtc
@@ -61,7 +62,7 @@ def _long_timeout(request: Request) -> httpx.Timeout:
     "/contacts/import",
     summary="Import contacts from CSV: upsert by identity, bad rows listed and skipped (?dry_run=true writes nothing)",
     responses={
-        200: {"description": "created, updated, unchanged and the rows in error (see docs/contacts.md)"},
+        **ok(ImportResult, "created, updated, unchanged and the rows in error (see docs/contacts.md)"),
         413: problem("Body over GATEWAY_IMPORT_MAX_BYTES or CONTACTS_IMPORT_MAX_BYTES"),
         415: problem("Not text/csv"),
         422: problem("Unknown or repeated columns, no header, not UTF-8"),
@@ -74,6 +75,10 @@ async def import_contacts(
     services: ServicesDep,
     dry_run: Annotated[bool, Query(description="Report what the import would do; write nothing")] = False,
 ) -> Response:
+    """Send the CSV as the body (`text/csv`, a header row naming the columns). Each row is matched to a contact by its
+    identities (email, phone, external id) and created or updated; a row that fails is reported with its row number,
+    field and reason and the others still apply. With `?dry_run=true` nothing is written and the counts say what
+    would happen."""
     service = services.contacts
     headers = service._headers(principal.id, {"Content-Type": request.headers.get("content-type", "")})
     upstream = service.client.build_request(
@@ -106,6 +111,8 @@ async def export_contacts(
     stage: Annotated[str | None, Query(max_length=20)] = None,
     owner: Annotated[str | None, Query(max_length=200)] = None,
 ) -> Response:
+    """Streams every live contact matching the filters as CSV, one row per contact. A cell that a spreadsheet would run
+    as a formula is neutralised."""
     service = services.contacts
     params = {k: v for k, v in {"q": q, "tag": tag, "tier": tier, "stage": stage, "owner": owner}.items() if v}
     upstream = service.client.build_request(
@@ -174,6 +181,8 @@ async def export_interactions(
     since: Annotated[InUtc | None, Query(description="occurred_at ≥ since (ISO 8601)")] = None,
     until: Annotated[InUtc | None, Query(description="occurred_at < until (ISO 8601)")] = None,
 ) -> Response:
+    """Streams the touchpoints that occurred in `[since, until)` as CSV, newest first. Formula-like cells are
+    neutralised as in the contacts export."""
     params = {"since": since.isoformat() if since else None, "until": until.isoformat() if until else None}
     pages = _interaction_pages(services.interactions, principal.id, params)
     # The first page is read before the answer starts, so a service that is down is a 503 problem, not a

@@ -81,6 +81,8 @@ async def get_timeline(
     query: Annotated[TimelineQuery, Query()],
     request: Request,
 ) -> Response:
+    """Touchpoints, follow-ups and stage changes of one customer in one list, newest first, paged with a signed cursor,
+    read from the gateway's projection of the services' events."""
     max_limit = request.app.state.settings.timeline_max_limit
     if query.limit > max_limit:
         raise Unprocessable(f"limit must be at most {max_limit}.", field="limit", max_limit=max_limit)
@@ -98,6 +100,8 @@ async def get_timeline(
     responses=CONTACT_ERRORS,
 )
 async def get_journey(contact_id: uuid.UUID, principal: TimelineRead, timeline: TimelineDep) -> dict[str, Any]:
+    """The customer's journey: each stage the contact went through, when and for how long, with the touchpoints per
+    stage and channel."""
     contact = await timeline.resolve_contact(contact_id=contact_id, caller=principal.id)
     return await timeline.journey(contact=contact, caller=principal.id)
 

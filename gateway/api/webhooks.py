@@ -24,6 +24,7 @@ from gateway.schemas import (
     WebhookRead,
 )
 from gateway.timeline import InvalidCursor, sign, unsign
+from servicekit.openapi import headers
 
 router = APIRouter(tags=["webhooks"], responses=AUTH_ERRORS)
 
@@ -33,7 +34,10 @@ router = APIRouter(tags=["webhooks"], responses=AUTH_ERRORS)
     status_code=201,
     response_model=WebhookCreated,
     summary="Subscribe a URL to events (the signing secret is shown once)",
-    responses={422: problem("Unknown event type, or a URL that is not public (SSRF guard)")},
+    responses={
+        201: {"description": "Created", "headers": headers("Location")},
+        422: problem("Unknown event type, or a URL that is not public (SSRF guard)"),
+    },
 )
 async def create_webhook(
     body: WebhookCreate,
@@ -43,6 +47,9 @@ async def create_webhook(
     settings: SettingsDep,
     response: Response,
 ) -> WebhookCreated:
+    """Subscribes a URL to event types. Each event is POSTed as a CloudEvent signed per Standard Webhooks (`webhook-
+    id`, `webhook-timestamp`, `webhook-signature`), retried with backoff for 24 hours, then dead-lettered. The
+    signing secret is in this answer only."""
     webhook, secret = await webhooks.create_webhook(
         session=session,
         url=body.url,
@@ -67,12 +74,14 @@ async def create_webhook(
 
 @router.get("/webhooks", response_model=WebhookList, summary="List webhooks (never their secrets)")
 async def list_webhooks(principal: WebhooksManage, session: SessionDep) -> WebhookList:
+    """Every webhook subscription with its URL and event types; the signing secret is never shown again."""
     rows = (await session.scalars(select(Webhook).order_by(col(Webhook.id).desc()).limit(1000))).all()
     return WebhookList(items=[WebhookRead.model_validate(r) for r in rows])
 
 
 @router.get("/webhooks/{webhook_id}", response_model=WebhookRead, summary="One webhook", responses=NOT_FOUND)
 async def get_webhook(webhook_id: uuid.UUID, principal: WebhooksManage, session: SessionDep) -> WebhookRead:
+    """Returns one webhook subscription (without its secret)."""
     return WebhookRead.model_validate(await webhooks.get_webhook(session=session, webhook_id=webhook_id))
 
 
@@ -85,6 +94,7 @@ async def get_webhook(webhook_id: uuid.UUID, principal: WebhooksManage, session:
 async def delete_webhook(
     webhook_id: uuid.UUID, principal: WebhooksManage, session: SessionDep, runtime: RuntimeDep
 ) -> Response:
+    """Deletes the subscription and its deliveries; pending deliveries are not sent."""
     await webhooks.delete_webhook(session=session, webhook_id=webhook_id)
     await record_audit(
         session=session,
@@ -112,6 +122,8 @@ async def list_deliveries(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> WebhookDeliveryPage:
+    """A webhook's deliveries, newest first: the event, status, attempts, last error, next attempt and whether it was
+    dead-lettered. Paged with `cursor`."""
     before = None
     if cursor:
         try:
@@ -144,6 +156,7 @@ async def retry_delivery(
     settings: SettingsDep,
     request: Request,
 ) -> WebhookDeliveryRead:
+    """Sends a dead-lettered delivery again: due now, with a new retry window."""
     delivery = await webhooks.send_again(
         session=session,
         webhook_id=webhook_id,

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response, status
 
+from servicekit.openapi import headers
 from servicekit.problems import PROBLEM_MEDIA_TYPE
 from services.contacts import service
 from services.contacts.deps import ContactsDep, SessionDep
@@ -40,7 +41,10 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {
     status_code=201,
     response_model=ContactRead,
     summary="Create a contact",
-    responses={409: _problem("An identity is held by another live contact")},
+    responses={
+        201: {"description": "Created", "headers": headers("ETag", "Location")},
+        409: _problem("An identity is held by another live contact"),
+    },
 )
 async def create_contact(
     body: ContactCreate, session: SessionDep, contacts: ContactsDep, response: Response
@@ -75,7 +79,8 @@ async def list_contacts(
     response_model=ContactRead,
     summary="Find the contact holding an identity, or create it",
     responses={
-        201: {"model": ContactRead, "description": "Created"},
+        200: {"description": "Found", "headers": headers("ETag")},
+        201: {"model": ContactRead, "description": "Created", "headers": headers("ETag")},
         409: _problem("An identity given in create is held by another live contact"),
     },
 )
@@ -88,7 +93,12 @@ async def resolve_contact(
     return service.to_read(contact)
 
 
-@router.get("/{contact_id}", response_model=ContactRead, summary="Read a contact", responses=NOT_FOUND)
+@router.get(
+    "/{contact_id}",
+    response_model=ContactRead,
+    summary="Read a contact",
+    responses={200: {"description": "OK", "headers": headers("ETag")}, **NOT_FOUND},
+)
 async def get_contact(contact_id: uuid.UUID, session: SessionDep, response: Response) -> ContactRead:
     contact = await service.get_contact(session=session, contact_id=contact_id)
     response.headers["ETag"] = service.etag(contact)
@@ -99,7 +109,12 @@ async def get_contact(contact_id: uuid.UUID, session: SessionDep, response: Resp
     "/{contact_id}",
     response_model=ContactRead,
     summary="Change a contact (JSON merge patch)",
-    responses={**NOT_FOUND, 409: _problem("Identity taken"), 412: _problem("Stale If-Match")},
+    responses={
+        200: {"description": "OK", "headers": headers("ETag")},
+        **NOT_FOUND,
+        409: _problem("Identity taken"),
+        412: _problem("Stale If-Match"),
+    },
 )
 async def patch_contact(
     contact_id: uuid.UUID,

@@ -48,7 +48,6 @@ def create_app(settings: ContactsSettings | None = None, clock: Clock | None = N
     app = build_app(
         title="Touchpoint contacts",
         description="Customers, their identities per channel, consent, merge and GDPR erase.",
-        version="1.0.0",
         lifespan=lifespan,
         max_body_bytes=settings.max_body_bytes,
         body_limits={csv_api.IMPORT_PATH: settings.import_max_bytes},

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Path, Query, Response
 
 from servicekit.channels import Channel
 from servicekit.clock import InUtc
+from servicekit.openapi import headers
 from servicekit.problems import PROBLEM_MEDIA_TYPE
 from services.followups import queue, service
 from services.followups.deps import FollowupsDep, PoliciesDep, ReadSessionDep, RuntimeDep, SessionDep
@@ -112,8 +113,16 @@ async def followup_stats(
     )
 
 
-@router.post("/followups", status_code=201, response_model=FollowupRead, summary="Make a follow-up by hand",
-             responses={422: _problem("Invalid, or the contact opted out of the channel")})  # fmt: skip
+@router.post(
+    "/followups",
+    status_code=201,
+    response_model=FollowupRead,
+    summary="Make a follow-up by hand",
+    responses={
+        201: {"description": "Created", "headers": headers("Location")},
+        422: _problem("Invalid, or the contact opted out of the channel"),
+    },
+)
 async def create_followup(
     body: FollowupCreate, session: SessionDep, followups: FollowupsDep, response: Response
 ) -> FollowupRead:

@@ -118,7 +118,6 @@ def create_app(
         description="Follow-ups made from policies after each touchpoint (2+2+2 after a purchase, complaint "
         "call-backs, low-score recovery, reply SLAs, premium check-ins): due on time, on a channel the customer "
         "accepts, escalated when missed, closed by the next outbound touchpoint.",
-        version="1.0.0",
         lifespan=lifespan,
         max_body_bytes=settings.max_body_bytes,
     )

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Request, Response
 
 from servicekit.channels import Channel
 from servicekit.clock import InUtc
+from servicekit.openapi import headers
 from servicekit.problems import PROBLEM_MEDIA_TYPE
 from services.interactions import service
 from services.interactions.deps import (
@@ -89,7 +90,12 @@ router.add_api_route(
     response_model=TouchpointRead,
     summary="Log a touchpoint",
     responses={
-        200: {"model": TouchpointRead, "description": "Already stored (same source and external_id)"},
+        200: {
+            "model": TouchpointRead,
+            "description": "Already stored (same source and external_id)",
+            "headers": headers("Idempotency-Replayed"),
+        },
+        201: {"description": "Stored", "headers": headers("Location", "Idempotency-Replayed")},
         410: _problem("This Idempotency-Key's touchpoint belonged to a contact erased since (its response is gone)"),
         **WRITE_PROBLEMS,
     },
@@ -102,7 +108,11 @@ router.add_api_route(
     "/interactions/batch",
     response_model=BatchResult,
     summary=f"Log up to {MAX_BATCH} touchpoints; each is stored or refused on its own",
-    responses={413: _problem(f"More than {MAX_BATCH} items, or a body over the size limit"), **WRITE_PROBLEMS},
+    responses={
+        200: {"description": "OK", "headers": headers("Idempotency-Replayed")},
+        413: _problem(f"More than {MAX_BATCH} items, or a body over the size limit"),
+        **WRITE_PROBLEMS,
+    },
 )
 async def log_batch(
     body: BatchCreate, request: Request, ingestion: IngestionDep, idempotency: IdempotencyDep

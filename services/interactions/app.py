@@ -117,7 +117,6 @@ def create_app(settings: InteractionsSettings | None = None, clock: Clock | None
         title="Touchpoint interactions",
         description="Every touchpoint on every channel: logged over HTTP or NATS, stored once, linked to its "
         "contact, announced on the bus; threads, timelines and service-quality figures.",
-        version="1.0.0",
         lifespan=lifespan,
         max_body_bytes=settings.max_body_bytes,
     )
