@@ -7,10 +7,11 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, StringConstraints, WithJsonSchema
 
 from gateway.auth import Role
 from gateway.schemas_services import ContactRead
+from servicekit.catalogue import all_events
 from servicekit.clock import InUtc
 from servicekit.text import trimmed
 
@@ -267,7 +268,15 @@ class ServiceMetrics(BaseModel):
 
 # --- outbound webhooks ----------------------------------------------------------------------------------------------
 
-EventType = Annotated[str, StringConstraints(min_length=1, max_length=120)]
+# The events a webhook may ask for: those of the streams its feed reads (gateway.webhooks). The document lists
+# them, so a client (and the fuzzer) knows the set; an unknown one is still refused by name (422).
+WEBHOOK_PRODUCERS = ("contacts", "interactions", "followups")
+WEBHOOK_EVENT_TYPES = sorted(doc.type for doc in all_events() if doc.producer in WEBHOOK_PRODUCERS)
+EventType = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=120),
+    WithJsonSchema({"type": "string", "enum": WEBHOOK_EVENT_TYPES}),
+]
 
 
 class WebhookCreate(Strict):

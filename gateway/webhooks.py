@@ -35,8 +35,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
 from gateway.models import ContactAlias, Webhook, WebhookDelivery
+from gateway.schemas import WEBHOOK_EVENT_TYPES
 from gateway.settings import GatewaySettings
-from servicekit.catalogue import all_events
 from servicekit.clock import Clock, as_utc
 from servicekit.db import upsert
 from servicekit.events import CloudEvent
@@ -50,7 +50,6 @@ SECRET_PREFIX = "whsec_"
 CONTENT_TYPE = "application/cloudevents+json"
 USER_AGENT = "Touchpoint-Webhooks/1"
 PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
-_PRODUCERS = ("contacts", "interactions", "followups")
 # Rows per INSERT: 16 columns each stays far below SQLite's 32,766 bound parameters.
 _INSERT_CHUNK = 500
 _ERROR_CHARS = 500
@@ -70,7 +69,7 @@ def consumers() -> list[tuple[str, str, list[str]]]:
 
 def event_types() -> set[str]:
     """The event types a webhook may ask for: every type in the catalogue of the streams the feed reads."""
-    return {doc.type for doc in all_events() if doc.producer in _PRODUCERS}
+    return set(WEBHOOK_EVENT_TYPES)
 
 
 # --- secrets and signatures ---------------------------------------------------------------------------------------

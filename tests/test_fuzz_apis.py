@@ -81,6 +81,11 @@ SEMANTIC: dict[str, Callable[[int], Any]] = {
     # An amount has at most 4 decimal places (a JSON number cannot say so reliably).
     "amount": lambda n: f"{n % 10_000}.50",
 }
+# - A bulk action carries its own fields only; assign names someone or a team, snooze an end.
+BULK_FIELDS = {"assign": {"assignee", "team"}, "complete": {"outcome"}, "snooze": {"until"}, "cancel": {"reason"}}
+# - A webhook calls a public address (the fuzzed gateway allows loopback ones: nothing is listening there).
+# - A CSV import is a file with known columns: a positive case sends a small one (hostile CSV is tested apart).
+CSV_BODY = "name,email,tier\r\nFuzz {n},fuzz.csv.{n}@example.com,standard\r\n"
 # - Opaque values only the API hands out (a cursor, an ETag): dropped.
 DROPPED_QUERY = {"cursor", "before"}
 DROPPED_HEADERS = {"if-match"}
@@ -94,6 +99,15 @@ def make_semantic(value: Any, n: int, semantic: dict[str, Callable[[int], Any]] 
     if isinstance(value, dict):
         if value.get("event") == "contact.quiet" and value.get("quiet_for") is None:
             value = {**value, "quiet_for": "P60D"}  # - A contact.quiet trigger has its quiet_for.
+        if "ids" in value and value.get("action") in BULK_FIELDS:
+            others = set().union(*BULK_FIELDS.values()) - BULK_FIELDS[value["action"]]
+            value = {k: v for k, v in value.items() if k not in others}
+            if value["action"] == "assign" and value.get("assignee") is None and value.get("team") is None:
+                value["team"] = "support"
+            if value["action"] == "snooze" and value.get("until") is None:
+                value["until"] = "2099-01-05T09:00:00Z"
+        if "url" in value and "events" in value:
+            value = {**value, "url": f"http://127.0.0.1:9/hook-{n}"}
         return {
             make_semantic(k, n, semantic): (
                 semantic[k](n) if k in semantic and v is not None else make_semantic(v, n, semantic)
@@ -174,6 +188,8 @@ def fuzz(
             n = sum(counts.values())
             if isinstance(case.body, dict | list):
                 case.body = make_semantic(case.body, n, semantic)
+            elif case.media_type == "text/csv":
+                case.body = CSV_BODY.format(n=n)
             if case.query:
                 case.query = make_semantic({k: v for k, v in case.query.items() if k not in DROPPED_QUERY}, n, semantic)
             if case.path_parameters:
@@ -272,6 +288,7 @@ def gateway_app(url: str, nats_url: str, upstreams: dict[str, str]) -> FastAPI:
         # The fuzzer is one caller sending as fast as it can; the limit itself is tested elsewhere.
         rate_limit_per_minute=10_000_000,
         rate_limit_burst=1_000_000,
+        webhooks_allow_private=True,  # positive cases name a loopback receiver (see make_semantic)
         contacts_url=upstreams["contacts"],
         interactions_url=upstreams["interactions"],
         followups_url=upstreams["followups"],
