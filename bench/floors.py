@@ -37,6 +37,7 @@ from bench.common import client, expect, infrastructure, percentiles, remove_scr
 from bench.http1 import LightClient
 from servicekit.db import make_engine
 from servicekit.devstack import NatsProcess
+from servicekit.processes import spawn
 from servicekit.testing.ports import free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -187,7 +188,7 @@ async def http_floor(
     port = free_port()
     args = [sys.executable, "-m", "uvicorn", "bench.floors:bare_app", "--factory", "--host", "127.0.0.1",
             "--port", str(port), "--no-access-log", "--log-level", "warning"]  # fmt: skip
-    process = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    process = spawn(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     try:
         await asyncio.to_thread(wait_for_port, port)
         async with make_client(f"http://127.0.0.1:{port}", concurrency) as http:

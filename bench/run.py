@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import RESULTS, machine
+from servicekit.processes import spawn
 
 ROOT = Path(__file__).resolve().parents[1]
 ORDER = ["floors", "contacts", "ingest", "followups", "timeline", "load"]
@@ -264,14 +265,18 @@ def run_one(name: str, quick: bool, load_minutes: float | None) -> dict[str, Any
     timeout = TIMEOUT_S.get(name, 3600) + (int(load_minutes * 60) if name == "load" and load_minutes else 0)
     print(f"== bench/{name}.py ({' '.join(args[3:]) or 'full'}) ==", flush=True)
     started = time.perf_counter()
+    # Dies with this runner (servicekit.processes), and its stacks with it.
+    benchmark = spawn(args, cwd=ROOT)
     try:
-        completed = subprocess.run(args, cwd=ROOT, timeout=timeout)
+        returncode = benchmark.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
+        benchmark.kill()
+        benchmark.wait()
         duration = time.perf_counter() - started
         return {"status": "timed out", "duration_s": duration, "note": f"stopped after {timeout} s"}
     duration = time.perf_counter() - started
-    if completed.returncode != 0:
-        return {"status": f"failed (exit {completed.returncode})", "duration_s": duration}
+    if returncode != 0:
+        return {"status": f"failed (exit {returncode})", "duration_s": duration}
     return {"status": "ok", "duration_s": duration}
 
 

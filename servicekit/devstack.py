@@ -23,6 +23,7 @@ from pathlib import Path
 import httpx
 
 from servicekit.natsauth import generated_passwords, render_users, with_credentials
+from servicekit.processes import spawn
 from servicekit.testing.nats import nats_server_binary
 from servicekit.testing.ports import free_port, wait_for_port
 
@@ -101,7 +102,9 @@ class ServiceProcess:
                 args += ["--metrics-host", metrics_host, "--metrics-port", metrics_port]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child and the echo thread
-        self.process = subprocess.Popen(
+        # Dies with this process however it dies (servicekit.processes): a SIGKILLed `make up` or test leaves no
+        # service behind.
+        self.process = spawn(
             args,
             env=self.env,
             cwd=ROOT,
@@ -209,7 +212,7 @@ class NatsProcess:
         )
         self.config_path.chmod(0o600)  # it holds the users' passwords
         log = open(self.store_dir.parent / "nats.log", "ab")  # noqa: SIM115 - the child keeps it
-        self.process = subprocess.Popen(
+        self.process = spawn(
             [binary, "-c", str(self.config_path)], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
         wait_for_port(self.port)

@@ -28,6 +28,8 @@ from types import FrameType
 
 import uvicorn
 
+from servicekit.processes import die_with_parent
+
 
 def listening_socket(host: str, port: int) -> socket.socket:
     """A socket bound to ``host:port`` that other processes may bind too (``SO_REUSEPORT``)."""
@@ -69,8 +71,11 @@ def _supervise(args: argparse.Namespace) -> int:
     sockets = [listening_socket(args.host, args.port) for _ in range(max(1, args.workers))]
     workers: list[int] = []
     for sock in sockets:
+        supervisor = os.getpid()
         pid = os.fork()
         if pid == 0:
+            # A SIGKILLed supervisor takes its workers with it (they would hold the port with parent 1).
+            die_with_parent(signal.SIGKILL, parent_pid=supervisor)
             for other in sockets:
                 if other is not sock:
                     other.close()

@@ -26,6 +26,7 @@ from fastapi.responses import StreamingResponse
 
 from gateway.settings import GatewaySettings
 from servicekit.http import DRAIN_FACTOR, build_app
+from servicekit.processes import spawn
 from servicekit.testing import missing_tool
 from servicekit.testing.ports import free_port, wait_for_port
 from tests.deploy_support import compose, proxy
@@ -111,7 +112,7 @@ def proxied(caddy: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pr
             admin_port=free_port(), http_port=free_port(), https_port=https_port,
         )
     )  # fmt: skip
-    process = subprocess.Popen(
+    process = spawn(
         [caddy, "run", "--config", str(caddyfile), "--adapter", "caddyfile"],
         env=proxy.caddy_env(home, TOUCHPOINT_DOMAIN="localhost"),
         stdout=(home / "caddy.log").open("ab"), stderr=subprocess.STDOUT, start_new_session=True,

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from servicekit.natsauth import USERS, render_users, with_credentials
+from servicekit.processes import spawn
 from servicekit.testing.ports import free_port, wait_for_port
 
 
@@ -72,7 +73,7 @@ class NatsServer:
                 str(self.store_dir),
             ]
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child keeps it
-        self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        self.process = spawn(args, stdout=log, stderr=subprocess.STDOUT)
         wait_for_port(self.port)
         return self
 

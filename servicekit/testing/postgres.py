@@ -1,4 +1,7 @@
-"""A throwaway PostgreSQL cluster (initdb and pg_ctl in a temp dir on a free port)."""
+"""A throwaway PostgreSQL cluster (initdb, then ``postgres`` as a child process, in a temp dir on a free port).
+
+``postgres`` runs as this process's own child, not through ``pg_ctl`` (which daemonizes it): so it gets a death
+signal (servicekit.processes) and a killed test session leaves no cluster behind."""
 
 from __future__ import annotations
 
@@ -6,11 +9,17 @@ import glob
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
+from servicekit.processes import spawn
 from servicekit.testing.ports import free_port
+
+# pg_ctl's shutdown modes, as the signals the postmaster takes for them.
+_STOP_SIGNALS = {"smart": signal.SIGTERM, "fast": signal.SIGINT, "immediate": signal.SIGQUIT}
 
 
 def postgres_bin_dir() -> Path | None:
@@ -50,6 +59,8 @@ class PostgresCluster:
                     break
                 os.chmod(parent, os.stat(parent).st_mode | 0o005)
             self._run_as = ["runuser", "-u", "postgres", "--"]
+        self._server_user = "postgres" if self._run_as else None
+        self.process: subprocess.Popen[bytes] | None = None
 
     def _run(self, *args: str) -> None:
         subprocess.run([*self._run_as, *args], check=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -74,26 +85,21 @@ class PostgresCluster:
         # Durable: PostgreSQL's own sync settings and production's WAL sizing (deploy/), so that WAL segments
         # are recycled, not created. Tests: commits not synced.
         if self.durable:
-            durability = "-c min_wal_size=1GB -c max_wal_size=2GB "
+            durability = "-c min_wal_size=1GB -c max_wal_size=2GB"
         else:
-            durability = "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
-        options = (
-            f"-p {self.port} -k {self.socket_dir} -c listen_addresses=127.0.0.1 {durability}"
-            "-c max_connections=400 -c shared_buffers=256MB"
-        )
-        self._run(
-            str(self.bin_dir / "pg_ctl"),
-            "-D",
-            str(self.data_dir),
-            "-o",
-            options,
-            "-l",
-            str(self.log_path),
-            "-w",
-            "-t",
-            "60",
-            "start",
-        )
+            durability = "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        options = [
+            "-p", str(self.port), "-k", str(self.socket_dir), "-c", "listen_addresses=127.0.0.1",
+            *durability.split(), "-c", "max_connections=400", "-c", "shared_buffers=256MB",
+        ]  # fmt: skip
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the child keeps it
+        # SIGQUIT on this process's death: PostgreSQL's immediate shutdown, which takes its backends with it.
+        self.process = spawn(
+            [str(self.bin_dir / "postgres"), "-D", str(self.data_dir), *options],
+            death_signal=signal.SIGQUIT, user=self._server_user, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        log.close()
+        self._wait_ready(timeout=60)
         if self.durable:
             self.recycle_wal()
         return self
@@ -112,13 +118,36 @@ class PostgresCluster:
             "DROP TABLE wal_warmup; CHECKPOINT"
         )
 
+    def _wait_ready(self, timeout: float) -> None:
+        """Until postmaster.pid says ``ready`` (its 8th line, as pg_ctl -w waits for it)."""
+        assert self.process is not None
+        pid_file = self.data_dir / "postmaster.pid"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                tail = self.log_path.read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"postgres exited with {self.process.returncode}:\n{tail}")
+            try:
+                lines = pid_file.read_text().splitlines()
+            except FileNotFoundError:
+                lines = []
+            if len(lines) >= 8 and lines[0].strip() == str(self.process.pid) and lines[7].strip() == "ready":
+                return
+            time.sleep(0.05)
+        self.stop("immediate")
+        raise TimeoutError(f"postgres not ready after {timeout}s; see {self.log_path}")
+
     def stop(self, mode: str = "fast") -> None:
-        subprocess.run(
-            [*self._run_as, str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-m", mode, "-w", "stop"],
-            check=False,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
+        """As ``pg_ctl stop -m mode``: signal the postmaster and wait for it to exit."""
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(_STOP_SIGNALS[mode])
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
     def url(self, database: str = "postgres", driver: str = "postgresql+asyncpg") -> str:
         return f"{driver}://{self.user}@127.0.0.1:{self.port}/{database}"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
 import sys
 
 import httpx
@@ -13,6 +12,7 @@ from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 
 from servicekit.http import RequestContextMiddleware
+from servicekit.processes import spawn
 from servicekit.testing.ports import free_port, wait_for_port
 
 
@@ -44,7 +44,7 @@ async def _pid_over(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) 
 
 async def test_connections_made_at_once_are_spread_over_the_workers_and_a_sigterm_stops_them_all() -> None:
     port = free_port()
-    server = subprocess.Popen(
+    server = spawn(
         [sys.executable, "-m", "servicekit.serve", "servicekit.tests.test_serve:create_app", "--port", str(port),
          "--workers", "2"],
         start_new_session=True,
@@ -85,7 +85,7 @@ def _requests_counted(metrics: str, route: str) -> float:
 
 async def test_the_supervisor_serves_the_sum_of_every_workers_metrics_on_the_metrics_port() -> None:
     port, metrics_port = free_port(), free_port()
-    server = subprocess.Popen(
+    server = spawn(
         [sys.executable, "-m", "servicekit.serve", "servicekit.tests.test_serve:create_counted_app",
          "--port", str(port), "--workers", "2", "--metrics-port", str(metrics_port)],
         start_new_session=True,

@@ -31,6 +31,7 @@ from typing import Any
 
 import httpx
 
+from servicekit.processes import spawn
 from servicekit.testing.nats import nats_server_binary
 from servicekit.testing.ports import free_port, wait_for_port
 from servicekit.testing.postgres import PostgresCluster
@@ -82,7 +83,7 @@ class Process:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child keeps it
-        self.popen = subprocess.Popen(
+        self.popen = spawn(
             self.args, env=self.env, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
         log.close()
