@@ -22,7 +22,10 @@ def configure_logging(*, service: str, level: str = "INFO", json: bool = True) -
     structlog.configure(
         processors=[*processors, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        # No file: each logger writes to sys.stdout as it is when the logger is made, not to the stream of the
+        # moment of configuring (a test that configured logging under pytest's capture left every later test
+        # writing to a closed file).
+        logger_factory=structlog.PrintLoggerFactory(),
         cache_logger_on_first_use=False,
     )
     structlog.contextvars.bind_contextvars(service=service)
