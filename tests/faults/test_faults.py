@@ -37,6 +37,7 @@ from servicekit.devstack import start_together
 from servicekit.testing.plugin import eventually
 from tests.faults.harness import HANG_S, FaultStack, Tally, exactly_once, not_in_stream, replicated_stack, settle
 from tests.faults.touchpoints import (
+    Made,
     Pace,
     Plan,
     followups_as_policies_say,
@@ -49,6 +50,7 @@ from tests.faults.touchpoints import (
     read_from,
     stored_touchpoints,
     stream_sequence,
+    unaccounted,
     whole_timeline,
 )
 
@@ -204,14 +206,14 @@ async def run(stack: FaultStack, name: str, faults: list[Fault], *, seconds: flo
         assert not problems_found, problems_found
 
         contacts = set(stored.contact_of.values())
-        made = await drain_followups(stack, contacts, 3 * len(event_of), result)
+        made = await drain_followups(stack, contacts, event_of, result)
         assert not (wrong := followups_as_policies_say(made, event_of)), wrong
-        await followup_events_once(nats_url, after["CRM_FOLLOWUPS"], {row[3] for row in made})
+        await followup_events_once(nats_url, after["CRM_FOLLOWUPS"], made)
         await contacts_stored_once(stack, tag, emails, tallies["contacts"], after["CRM_CONTACTS"])
 
         sample = pool[0]
         touchpoints_of_sample = {t for t, c in stored.contact_of.items() if c == sample}
-        followups_of_sample = {row[3] for row in made if row[4] == sample}
+        followups_of_sample = {f.id for f in made if f.contact == sample}
 
         async def complete_timeline() -> list[dict[str, Any]]:
             # The gateway's projection catches up from its durable consumers, whatever the faults did to them.
@@ -230,19 +232,19 @@ async def run(stack: FaultStack, name: str, faults: list[Fault], *, seconds: flo
         assert {i["id"] for i in timeline if i["kind"] == "followup"} == followups_of_sample, shown
         assert len(timeline) == len({(i["kind"], i["id"]) for i in timeline}), "an item shown twice"
         print(f"[faults] {name}: counted {len(stored.ids)} touchpoints stored once, {len(event_of)} logged "
-              f"events once, {len(made)} follow-ups as the policy says (drained "
+              f"events once, taken by {len(made)} follow-ups as the policy says (drained "
               f"{result.figures['drain_s']:.1f} s after the load), {CONTACTS} contacts; sample timeline "
               f"{dict(shown)}")  # fmt: skip
     return result
 
 
-async def drain_followups(stack: FaultStack, contacts: set[str], expected: int, result: Run) -> list[Any]:
-    """Wait until the follow-ups service has made as many follow-ups as the policy calls for (then a moment
-    more, for late duplicates); the time it took after the load is a figure."""
+async def drain_followups(stack: FaultStack, contacts: set[str], event_of: dict[str, str], result: Run) -> list[Made]:
+    """Wait until every logged purchase is taken by a follow-up for each step of the policy (made, covered or
+    re-anchored; then a moment more, for late duplicates); the time it took after the load is a figure."""
     url = stack.url_of("followups")
     started = time.monotonic()
     made = await followups_made(url, contacts)
-    while len(made) < expected and time.monotonic() - started < DRAIN_S:
+    while unaccounted(made, event_of) and time.monotonic() - started < DRAIN_S:
         await asyncio.sleep(1)
         made = await followups_made(url, contacts)
     result.figures["drain_s"] = time.monotonic() - started
@@ -250,18 +252,33 @@ async def drain_followups(stack: FaultStack, contacts: set[str], expected: int, 
     return await followups_made(url, contacts)
 
 
-async def followup_events_once(nats_url: str, after_seq: int, followups: set[str]) -> None:
-    """Each follow-up made is announced once (``scheduled``, or ``skipped`` when no channel is left)."""
+async def followup_events_once(nats_url: str, after_seq: int, made: list[Made]) -> None:
+    """Each follow-up made is announced once (``scheduled``, or ``skipped`` when no channel is left), and once
+    more (``scheduled``, its next version) for each later trigger it covered or re-anchored to: no change
+    unannounced, none announced twice."""
     made_types = {"crm.followup.scheduled.v1", "crm.followup.skipped.v1"}
+    wanted = {f.id: 1 + len(f.later) for f in made}
 
-    def ids(events: list[dict[str, Any]]) -> Counter[str]:
-        return Counter(e["data"]["id"] for e in events if e["type"] in made_types and e["data"]["id"] in followups)
+    def versions(events: list[dict[str, Any]]) -> Counter[tuple[str, int]]:
+        return Counter(
+            (e["data"]["id"], e["data"]["version"])
+            for e in events
+            if e["type"] in made_types and e["data"]["id"] in wanted
+        )
 
-    events = await read_from(nats_url, "CRM_FOLLOWUPS", after_seq, lambda got: followups <= set(ids(got)))
-    counted = ids(events)
-    missing = followups - set(counted)
-    twice = [i for i, n in counted.items() if n > 1]
-    assert not missing and not twice, f"{len(missing)} follow-ups never announced, {len(twice)} announced twice"
+    def enough(events: list[dict[str, Any]]) -> bool:
+        per_followup = Counter(fid for fid, _ in versions(events))
+        return all(per_followup[fid] >= n for fid, n in wanted.items())
+
+    counted = versions(await read_from(nats_url, "CRM_FOLLOWUPS", after_seq, enough))
+    per_followup = Counter(fid for fid, _ in counted)
+    missing = [fid for fid, n in wanted.items() if per_followup[fid] < n]
+    extra = [fid for fid, n in wanted.items() if per_followup[fid] > n]
+    twice = [key for key, n in counted.items() if n > 1]
+    assert not missing and not extra and not twice, (
+        f"{len(missing)} follow-ups with a change never announced, {len(extra)} with more announcements than "
+        f"changes, {len(twice)} versions announced twice"
+    )
 
 
 async def contacts_stored_once(stack: FaultStack, tag: str, emails: list[str], tally: Tally, after_seq: int) -> None:

@@ -3,7 +3,9 @@ in batches through the gateway and straight onto NATS, then the count of what wa
 scheduled.
 
 Every touchpoint is an in-person purchase, so exactly one policy applies to it (``purchase-2-2-2``: three
-follow-ups; in-person touchpoints have no response SLA, and no score or complaint triggers anything else). Each
+steps; in-person touchpoints have no response SLA, and no score or complaint triggers anything else). A
+purchase of a contact whose step is still open makes no second follow-up: it is recorded on the open one (the
+policy's ``repeat``), so the count is of purchases taken, each by exactly one follow-up per step. Each
 carries its own ``(source, external_id)``: a careful client re-sends it until it is settled, and the service
 must store it once however many times it arrived.
 """
@@ -31,6 +33,8 @@ from tests.faults.harness import HANG_S, Tally, json_or_none
 INGEST_SUBJECT = "crm.ingest.interactions"
 POLICY = "purchase-2-2-2"
 STEPS = ("thank-you", "check-in-2-weeks", "check-in-2-months")
+# How each step takes a purchase while one of its follow-ups is open for the contact (the policy's ``repeat``).
+REPEAT = {"thank-you": "covered", "check-in-2-weeks": "reanchored", "check-in-2-months": "reanchored"}
 BATCH = 100
 NATS_IN_FLIGHT = 32
 
@@ -349,31 +353,77 @@ def logged_once(events: list[dict[str, Any]], stored: Stored) -> tuple[dict[str,
     return {e["data"]["id"]: e["id"] for e in ours}, problems
 
 
-async def followups_made(database_url: str, contacts: set[str]) -> list[tuple[str, str, str, str, str]]:
-    """(trigger event id, policy, step, follow-up id, contact id) of every follow-up of these contacts."""
+@dataclass(frozen=True)
+class Made:
+    """A follow-up as the count reads it: what made it, what later triggers it took, where it stands."""
+
+    id: str
+    contact: str
+    policy: str | None
+    step: str | None
+    thread: str | None
+    status: str
+    version: int
+    trigger_event: str
+    later: tuple[tuple[str, str], ...]  # (event id, how it was handled) of each later trigger it took
+
+    @property
+    def trigger_events(self) -> list[str]:
+        """Every trigger event this follow-up stands for: the one that made it, then those it covered or
+        re-anchored to."""
+        return [self.trigger_event, *(event for event, _ in self.later)]
+
+
+async def followups_made(database_url: str, contacts: set[str]) -> list[Made]:
+    """Every follow-up of these contacts."""
     engine = make_engine(database_url)
     try:
         async with engine.connect() as conn:
-            rows = (await conn.execute(
-                text("SELECT trigger_event_id, policy, step, id, contact_id FROM followups")
-            )).all()  # fmt: skip
+            rows = (await conn.execute(text(
+                "SELECT id, contact_id, policy, step, thread_id, status, version, trigger_event_id, triggers "
+                "FROM followups"
+            ))).all()  # fmt: skip
     finally:
         await engine.dispose()
-    return [(str(t), p, s, str(i), str(c)) for t, p, s, i, c in rows if str(c) in contacts]
+    made = []
+    for fid, contact, policy, step, thread, status, version, trigger, later in rows:
+        if str(contact) not in contacts:
+            continue
+        records = json.loads(later) if isinstance(later, str) else later or []
+        made.append(Made(str(fid), str(contact), policy, step, thread, status, int(version), str(trigger),
+                         tuple((str(r["event_id"]), str(r["handled"])) for r in records)))  # fmt: skip
+    return made
 
 
-def followups_as_policies_say(made: list[tuple[str, str, str, str, str]], event_of: dict[str, str]) -> list[str]:
-    """Exactly three ``purchase-2-2-2`` follow-ups per logged purchase: none missing, none twice, none else."""
-    expected = Counter((event, POLICY, step) for event in event_of.values() for step in STEPS)
-    got = Counter((t, p, s) for t, p, s, _, _ in made)
+def unaccounted(made: list[Made], event_of: dict[str, str]) -> set[tuple[str, str]]:
+    """The (logged event, step) pairs no follow-up stands for yet."""
+    expected = {(event, step) for event in event_of.values() for step in STEPS}
+    return expected - {(event, f.step or "") for f in made if f.policy == POLICY for event in f.trigger_events}
+
+
+def followups_as_policies_say(made: list[Made], event_of: dict[str, str]) -> list[str]:
+    """Every logged purchase is taken by exactly one ``purchase-2-2-2`` follow-up per step: made by it, or
+    recorded on the one already open for its (contact, step, thread) as the policy's ``repeat`` says (thank-you
+    covered, check-ins re-anchored). None lost (a pair no follow-up took), none applied twice (a pair taken
+    twice, as a follow-up and a recorded trigger or two of either), no piles (two open for the same contact,
+    step and thread), nothing no policy calls for."""
+    expected = {(event, step) for event in event_of.values() for step in STEPS}
+    taken = Counter((event, f.step or "") for f in made if f.policy == POLICY for event in f.trigger_events)
     problems = []
-    missing = expected - got
-    if missing:
-        problems.append(f"{sum(missing.values())} follow-ups missing, e.g. {list(missing)[:3]}")
-    extra = got - expected
-    if extra:
-        problems.append(f"{sum(extra.values())} follow-ups too many (twice, or no policy calls for them), "
-                        f"e.g. {list(extra)[:3]}")  # fmt: skip
+    if missing := expected - set(taken):
+        problems.append(f"{len(missing)} (purchase event, step) taken by no follow-up, e.g. {sorted(missing)[:3]}")
+    if twice := [pair for pair, n in taken.items() if n > 1]:
+        problems.append(f"{len(twice)} (purchase event, step) taken more than once, e.g. {twice[:3]}")
+    if extra := set(taken) - expected:
+        problems.append(f"{len(extra)} follow-ups or triggers for no logged purchase, e.g. {sorted(extra)[:3]}")
+    if other := [f for f in made if f.policy != POLICY or f.step not in STEPS]:
+        problems.append(f"{len(other)} follow-ups no policy calls for, e.g. {[(f.policy, f.step) for f in other][:3]}")
+    open_per_key = Counter((f.contact, f.step, f.thread) for f in made if f.status in ("scheduled", "due"))
+    if piles := [key for key, n in open_per_key.items() if n > 1]:
+        problems.append(f"{len(piles)} (contact, step, thread) with more than one open follow-up, e.g. {piles[:3]}")
+    wrong_repeat = [(f.step, how) for f in made for _, how in f.later if how != REPEAT.get(f.step or "")]
+    if wrong_repeat:
+        problems.append(f"{len(wrong_repeat)} later triggers not handled as the policy says, e.g. {wrong_repeat[:3]}")
     return problems
 
 
