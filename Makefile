@@ -19,13 +19,14 @@ RUN_STAMP := $(VENV)/.synced-run
 DEV_STAMP := $(VENV)/.synced-dev
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-run up demo migrate lint format test test-fast test-lowest bench fuzz faults clean
+.PHONY: help install install-run up demo migrate lint format test test-fast test-lowest screenshots bench fuzz faults clean
 
 help:
 	@echo "make up           install what running needs, migrate and run the whole stack (SQLite + embedded nats-server); Ctrl-C stops it"
 	@echo "make test         install with the test tools, lint and run every test"
 	@echo "make install      the virtualenv .venv from uv.lock, test tools included (make up installs only what running needs)"
 	@echo "make lint         ruff and mypy"
+	@echo "make screenshots  the console's pictures in docs/screenshots/ (a test run never writes them)"
 	@echo "make bench        run the benchmarks under bench/ and write bench/results/"
 	@echo "make faults       the fault suite alone, with its figures (FAULT_TOUCHPOINTS=10000 per scenario)"
 	@echo "make fuzz         Schemathesis against every API (three services, gateway): FUZZ_CASES=20000 each, SQLite and PostgreSQL"
@@ -100,6 +101,11 @@ FUZZ_CASES ?= 20000
 FUZZ_BACKENDS ?= sqlite,postgres
 fuzz: install
 	FUZZ_CASES=$(FUZZ_CASES) FUZZ_BACKENDS=$(FUZZ_BACKENDS) FUZZ_BRIEF=1 $(PY) -m pytest -m fuzz -s $(PYTEST_ARGS)
+
+# The console's pictures in docs/screenshots/ (committed; docs/console.md shows them): only this target writes them,
+# a test run photographs into a temporary folder.
+screenshots: install
+	TOUCHPOINT_SCREENSHOTS=docs $(PY) -m pytest -m browser -p no:cacheprovider $(PYTEST_ARGS)
 
 bench: install
 	$(PY) -m bench.run
