@@ -96,9 +96,11 @@ class TouchBatches:
         for _ in range(2):
             if not wanted:
                 break
-            found = (
-                await session.scalars(select(KnownContact).where(among(session, col(KnownContact.id), wanted)))
-            ).all()
+            # Locked (PostgreSQL; SQLite has one writer anyway), in id order: replicas applying batches about the
+            # same contact take turns, so each sees the follow-ups the other made or repeated (no piles, no lost
+            # trigger). Without it two replicas each found nothing open and each made the follow-up.
+            contacts = select(KnownContact).where(among(session, col(KnownContact.id), wanted))
+            found = (await session.scalars(contacts.order_by(col(KnownContact.id)).with_for_update())).all()
             batch.contacts.update((c.id, c) for c in found)
             wanted = {c.merged_into for c in found if c.status == "merged" and c.merged_into is not None}
         # Their open follow-ups that a trigger of this batch may repeat (no piles), in one query of a few columns:
