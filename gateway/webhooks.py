@@ -21,10 +21,10 @@ import ipaddress
 import random
 import secrets
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
@@ -53,6 +53,7 @@ PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
 # Rows per INSERT: 16 columns each stays far below SQLite's 32,766 bound parameters.
 _INSERT_CHUNK = 500
 _ERROR_CHARS = 500
+_T = TypeVar("_T")
 
 
 def consumers() -> list[tuple[str, str, list[str]]]:
@@ -445,7 +446,7 @@ class DeliveryWorker:
 
     async def run_once(self) -> int:
         total = 0
-        while attempts := await self._claim():
+        while attempts := await _to_the_end(self._claim()):
             await asyncio.gather(*(self._attempt(attempt) for attempt in attempts))
             total += len(attempts)
         return total
@@ -473,7 +474,7 @@ class DeliveryWorker:
 
     async def _attempt(self, attempt: Attempt) -> None:
         outcome = await self._send(attempt)
-        await self._record(attempt, outcome)
+        await _to_the_end(self._record(attempt, outcome))
 
     async def _send(self, attempt: Attempt) -> Outcome:
         try:
@@ -539,6 +540,19 @@ class DeliveryWorker:
                 delivery.next_attempt_at = next_at
                 log.info("webhook_retry", delivery_id=str(delivery.id), attempts=delivery.attempts,
                          next_attempt_at=next_at.isoformat(), error=delivery.last_error)  # fmt: skip
+
+
+async def _to_the_end(transaction: Coroutine[Any, Any, _T]) -> _T:
+    """Runs a short database transaction to its end even when the caller is cancelled (the app stopping), then
+    passes the cancellation on. A cancellation inside an aiosqlite call makes SQLAlchemy terminate the connection
+    while its close is still queued behind: that close then waits for a thread that has already stopped, a task
+    no cancellation ends, and the event loop's shutdown waited for it forever (a CI run hung 300 s)."""
+    task = asyncio.ensure_future(transaction)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait([task])  # a second cancellation (the stop's grace ran out) still ends this wait
+        raise
 
 
 def _retry_after(value: str | None) -> float | None:
