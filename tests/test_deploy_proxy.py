@@ -196,7 +196,15 @@ async def test_a_body_over_the_gateways_limit_is_a_413_problem_however_it_is_sen
         assert accepted.status_code == 200 and accepted.json() == {"bytes": GATEWAY_LIMIT}
         for size in (GATEWAY_LIMIT + 1, 3 * GATEWAY_LIMIT, 6 * GATEWAY_LIMIT):
             for make_content in (lambda size=size: b"x" * size, lambda size=size: chunked(size)):
-                refused = await _post_past_a_refusal(client, f"{proxied.url}/body", make_content)
+                if size > DRAIN_FACTOR * GATEWAY_LIMIT:
+                    # Past what the proxy and the gateway read and drop, the refusal comes while the client is still
+                    # sending: an HTTP/1.1 client may read the 413 or meet the closed connection (both refuse it).
+                    try:
+                        refused = await client.post(f"{proxied.url}/body", content=make_content())
+                    except httpx.ReadError:
+                        continue
+                else:
+                    refused = await _post_past_a_refusal(client, f"{proxied.url}/body", make_content)
                 assert refused.status_code == 413, (size, refused.status_code, refused.text[:200])
                 assert refused.headers["content-type"] == "application/problem+json"
                 assert refused.json()["status"] == 413
