@@ -293,7 +293,9 @@ async def test_a_page_comes_from_the_projection_alone_and_its_readers_share_one_
         for minutes in range(5):
             stub.add_interaction(contact["id"], T0 - timedelta(minutes=minutes))
             stub.add_followup(contact["id"], T0 - timedelta(minutes=minutes, seconds=30))
-        await stub.project(app)
+        # Applied without the live announcement: it reaches the live feed at some later moment and would forget
+        # the contact between the reads below (CI met that once); nothing was cached before, so nothing is stale.
+        await stub.project(app, announce=False)
         url = f"/api/v1/contacts/{contact['id']}/timeline?limit=4"
         await make_key(gateway, "readonly")  # the key's own calls are not the timeline's
         stub.calls.clear()
