@@ -502,6 +502,7 @@ class StepPreview(BaseModel):
     created: int
     skipped: dict[str, int]
     closed: dict[str, int]
+    repeated: dict[str, int] = Field(default_factory=dict)
 
 
 class PolicyPreview(BaseModel):

@@ -3,7 +3,9 @@
 It replays the touchpoints and thread resolutions this service saw (kept ``touch_retention_days``), against
 each contact as it is known today; premium-quiet policies are previewed as a sweep run now. A follow-up the replay
 makes is closed by a later touchpoint of the replay by the same rules as a stored one (services.followups.closing),
-so the preview says per step what would have been created, skipped (and why) and closed.
+so the preview says per step what would have been created, skipped (and why) and closed. A trigger that repeats a
+follow-up the replay still holds open is handled as the policy's ``repeat`` says (``covered`` or ``reanchored``
+onto the open one, counted per step; ``stack`` makes another), as a stored trigger is (FollowupService.make).
 
 The policy may be a saved version or a draft nobody saved yet (``POST /v1/policies/preview``): the same replay.
 """
@@ -24,7 +26,7 @@ from services.followups.closing import close_reason
 from services.followups.models import KnownContact, SeenTouch
 from services.followups.rules import Decision, PolicyDocument, decide, seconds_of
 from services.followups.schemas import PolicyPreview, PreviewItem, StepPreview
-from services.followups.service import facts_of
+from services.followups.service import facts_of, same_obligation
 
 MAX_ITEMS = 1000
 PAGE = 2000
@@ -71,19 +73,40 @@ async def preview(
     open_now: dict[uuid.UUID, list[tuple[dict[str, Any], PreviewItem | None, str]]] = {}
 
     def keep(decision: Decision, contact_id: uuid.UUID, trigger: str) -> None:
+        summary = steps[decision.step]
+        if not decision.skip_reason and _repeats(decision, contact_id):
+            return
         by_step[decision.step] += 1
         item = _item(decision, contact_id, trigger)
-        summary = steps[decision.step]
         if decision.skip_reason:
             summary.skipped[decision.skip_reason] = summary.skipped.get(decision.skip_reason, 0) + 1
         else:
             summary.created += 1
             facts = {"id": None, "anchor_at": decision.anchor_at, "created_at": decision.anchor_at,
                      "plan": decision.plan, "due_at": decision.due_at, "thread_id": decision.thread_id,
-                     "channel": decision.channel}  # fmt: skip
+                     "channel": decision.channel, "policy": decision.policy, "step": decision.step,
+                     "trigger_channel": decision.trigger_channel}  # fmt: skip
             open_now.setdefault(contact_id, []).append((facts, item if len(items) < MAX_ITEMS else None, decision.step))
         if len(items) < MAX_ITEMS:
             items.append(item)
+
+    def _repeats(decision: Decision, contact_id: uuid.UUID) -> bool:
+        """Whether the trigger repeats a follow-up the replay holds open (then handled per ``repeat``, none made)."""
+        repeat = decision.plan.get("repeat", "stack")
+        if repeat == "stack":
+            return False
+        standing = next((o for o in open_now.get(contact_id, []) if same_obligation(o[0], decision)), None)
+        if standing is None:
+            return False
+        handled = "reanchored" if repeat == "reanchor" else "covered"
+        summary = steps[decision.step]
+        summary.repeated[handled] = summary.repeated.get(handled, 0) + 1
+        facts, item, _ = standing
+        if handled == "reanchored":
+            facts.update(anchor_at=decision.anchor_at, due_at=decision.due_at)
+            if item is not None:
+                item.anchor_at, item.due_at = decision.anchor_at, decision.due_at
+        return True
 
     def close_by(contact_id: uuid.UUID, touch: dict[str, Any], occurred_at: Any) -> None:
         still = []

@@ -245,6 +245,8 @@ class StepPreview(BaseModel):
     skipped: dict[str, int] = Field(default_factory=dict, description="Skipped, per reason (e.g. opted_out)")
     closed: dict[str, int] = Field(default_factory=dict, description="Of those made, closed by a later touchpoint, "
                                    "per close reason")  # fmt: skip
+    repeated: dict[str, int] = Field(default_factory=dict, description="Triggers that repeated one still open, "
+                                     "per what the policy's repeat did: covered or reanchored (none made)")  # fmt: skip
 
 
 class PolicyPreview(BaseModel):

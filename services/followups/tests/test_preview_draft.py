@@ -4,6 +4,7 @@ reasons) and closed by a later touchpoint of the replayed days."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from services.followups.tests.conftest import Harness
 
@@ -44,7 +45,7 @@ async def test_a_draft_preview_differs_from_the_saved_one_and_says_what_closes(h
     assert previewed.status_code == 200, previewed.text
     body = previewed.json()
     assert body["draft"] is True and body["version"] == 1  # the saved version it would replace
-    assert body["steps"]["thanks"] == {"created": 2, "skipped": {}, "closed": {}}
+    assert body["steps"]["thanks"] == {"created": 2, "skipped": {}, "closed": {}, "repeated": {}}
     assert {i["channel"] for i in body["items"]} == {"sms", "email"}
     assert await harness.followups(policy="call-thanks") == []  # neither preview wrote anything
     unsaved = await harness.client.post("/v1/policies/preview", json={**draft, "id": "never-saved"})
@@ -54,3 +55,41 @@ async def test_a_draft_preview_differs_from_the_saved_one_and_says_what_closes(h
     invalid = await harness.client.post("/v1/policies/preview", json=broken)
     assert invalid.status_code == 422 and invalid.headers["content-type"] == "application/problem+json"
     assert invalid.json()["errors"], invalid.json()
+
+
+async def test_the_preview_handles_a_repeated_trigger_as_the_drafts_repeat_says(harness: Harness) -> None:
+    """Three purchases in a week: ``covered`` and ``reanchor`` leave one thank-you (counted as repeated), ``stack``
+    makes three, as the stored engine does."""
+    harness.clock.set(MONDAY_10)
+    buyer = await harness.contact(preferred_channel="email", consent={"email": True})
+    bought = []
+    for day in range(3):
+        harness.clock.set(MONDAY_10 + timedelta(days=day))
+        event = await harness.touch(buyer["id"], type="purchase", direction="inbound", channel="web", thread_id=None)
+        await harness.applied(event.id)
+        bought.append(MONDAY_10 + timedelta(days=day))
+    harness.clock.set(MONDAY_10 + timedelta(days=3))
+    draft = {
+        **SAVED, "id": "thanks-for-buying", "channel": {"use": "email", "fallback": []},
+        "trigger": {"event": "interaction.logged", "all": {"type": ["purchase"]}},
+        "steps": [{"id": "thanks", "offset": "P10D", "reason": "Thank them for the order."}],
+    }  # fmt: skip
+
+    async def previewed(repeat: str) -> dict[str, Any]:
+        answer = await harness.client.post("/v1/policies/preview", json={**draft, "repeat": repeat})
+        assert answer.status_code == 200, answer.text
+        body: dict[str, Any] = answer.json()
+        return body
+
+    covered = await previewed("covered")
+    assert covered["steps"]["thanks"]["created"] == 1 and covered["steps"]["thanks"]["repeated"] == {"covered": 2}
+    assert covered["count"] == 1 and len(covered["items"]) == 1
+    assert datetime.fromisoformat(covered["items"][0]["anchor_at"]) == bought[0]
+
+    reanchored = await previewed("reanchor")
+    assert reanchored["steps"]["thanks"]["repeated"] == {"reanchored": 2} and reanchored["count"] == 1
+    # Its due time counts from the last purchase.
+    assert datetime.fromisoformat(reanchored["items"][0]["anchor_at"]) == bought[-1]
+
+    stacked = await previewed("stack")
+    assert stacked["steps"]["thanks"]["created"] == 3 and stacked["steps"]["thanks"]["repeated"] == {}
