@@ -15,6 +15,7 @@ from sqlmodel import col
 
 from servicekit.bulk import among, write_rows
 from servicekit.events import CloudEvent
+from servicekit.locks import FOLLOWUPS_TRIGGERS, lock_contacts
 from servicekit.outbox import Outbox
 from services.followups.models import OPEN, Followup, KnownContact, SeenTouch
 
@@ -93,6 +94,10 @@ class TouchBatches:
         its contact without a query of its own."""
         batch = TouchBatch(session=session, outbox=self.outbox)
         wanted = {ident for event in events if (ident := contact_id_of(event)) is not None}
+        # A contact this service has no row for yet has no row to lock below: the per-contact lock makes replicas
+        # take turns on it too (the second finds what the first made). Taken first, in key order, for every
+        # contact of the batch, so two batches never wait on each other's locks in opposite orders.
+        await lock_contacts(session, wanted, namespace=FOLLOWUPS_TRIGGERS)
         for _ in range(2):
             if not wanted:
                 break

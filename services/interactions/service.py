@@ -25,6 +25,7 @@ from servicekit.db import upsert
 from servicekit.erasure import checkpoint_after_commit
 from servicekit.events import event_json, json_value
 from servicekit.ids import new_id, new_ids
+from servicekit.locks import INTERACTIONS_TOUCHPOINTS, lock_contacts
 from servicekit.logging import current_request_context
 from servicekit.outbox import Outbox
 from servicekit.problems import Conflict, NotFound, ProblemError, Unprocessable
@@ -48,8 +49,6 @@ from services.interactions.sentiment import sentiment_of
 MAX_FUTURE = timedelta(days=1)
 MAX_THREAD_ITEMS = 1000
 MAX_MERGE_HOPS = 4
-# pg_advisory_xact_lock(classid, objid) namespace of "a contact's touchpoints" (see _lock_contacts).
-_LOCK_CLASS = 7202
 # Fields a contact's erasure removes; channel, type, times, scores and amounts stay for the metrics.
 REDACTED_FIELDS = ("subject", "body", "outcome", "attributes")
 # What an erased contact's thread ids become: unique, and naming nobody.
@@ -207,24 +206,11 @@ def _dialect(session: AsyncSession) -> str:
     return session.get_bind().dialect.name
 
 
-def _lock_key(contact_id: uuid.UUID) -> int:
-    return int.from_bytes(contact_id.bytes[-4:], "big", signed=True)
-
-
-# Built once (a text() is parsed for its parameters each time it is made; a batch takes the shared lock).
-_LOCKS = {
-    shared: sa.text(f"SELECT {function}({_LOCK_CLASS}, k) FROM unnest(CAST(:keys AS integer[])) AS k")
-    for shared, function in ((True, "pg_advisory_xact_lock_shared"), (False, "pg_advisory_xact_lock"))
-}
-
-
 async def _lock_contacts(session: AsyncSession, contact_ids: set[uuid.UUID], *, shared: bool) -> None:
     """On PostgreSQL, writers of a contact's touchpoints hold a shared lock and the merge and erase
     handlers an exclusive one, so a touchpoint written during a merge is either re-keyed by it or
     sees its ``contact_fates`` row. SQLite transactions are already serialised (BEGIN IMMEDIATE)."""
-    if not contact_ids or _dialect(session) != "postgresql":
-        return
-    await session.execute(_LOCKS[shared], {"keys": sorted({_lock_key(c) for c in contact_ids})})
+    await lock_contacts(session, contact_ids, namespace=INTERACTIONS_TOUCHPOINTS, shared=shared)
 
 
 async def _final_contacts(session: AsyncSession, contact_ids: set[uuid.UUID]) -> dict[uuid.UUID, uuid.UUID | None]:

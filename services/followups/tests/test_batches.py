@@ -2,24 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from servicekit.clock import MovableClock
 from servicekit.db import make_engine
 from servicekit.ids import new_id
+from servicekit.outbox import Outbox
 from servicekit.testing.apps import running_app
 from servicekit.testing.plugin import eventually
 from services.followups.app import create_app
 from services.followups.models import Followup, KnownContact, SeenTouch, inbox_table, outbox_table
 from services.followups.settings import FollowupsSettings
 from services.followups.tests.conftest import logged_event
+from services.followups.touches import TouchBatches
 
 MONDAY_10 = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)
 
@@ -181,3 +185,33 @@ async def test_the_startup_heap_is_frozen_out_of_the_collectors_generations(
 
     async with running_app(create_app(followups_settings, clock=clock)):
         assert gc.get_freeze_count() > 10_000
+
+
+@pytest.mark.parametrize("db_backend", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
+async def test_replicas_take_turns_on_a_contact_they_have_no_row_for(followups_settings: FollowupsSettings) -> None:
+    """Two replicas opening batches about a contact neither has seen: the second waits for the first to commit
+    (then finds what it made), as it does for a known contact whose row it locks. Without the per-contact lock both
+    read 'nothing open' at once and each made the follow-up."""
+    unknown = str(new_id())
+    engine = make_engine(followups_settings.database_url)
+    batches = TouchBatches(outbox=Outbox(outbox_table))
+    first_events = [logged_event(unknown, at=MONDAY_10, type="purchase")]
+    second_events = [logged_event(unknown, at=MONDAY_10, type="purchase")]
+    try:
+        async with AsyncSession(engine) as first, AsyncSession(engine) as second, engine.connect() as observer:
+            await first.begin()
+            await batches.open(first, first_events)
+            await second.begin()
+            second_opened = asyncio.create_task(batches.open(second, second_events))
+
+            async def waiting_on_a_lock() -> bool:
+                granted = text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+                return second_opened.done() or bool((await observer.execute(granted)).scalar())
+
+            await eventually(waiting_on_a_lock, timeout=10.0)
+            assert not second_opened.done(), "the second replica read the contact while the first held it"
+            await first.commit()
+            await asyncio.wait_for(second_opened, timeout=10.0)
+            await second.rollback()
+    finally:
+        await engine.dispose()
