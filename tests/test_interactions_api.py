@@ -253,6 +253,7 @@ async def test_idempotency_key_replays_conflicts_and_is_scoped_per_caller(
     replay = await client.post("/v1/interactions", json=dict(reversed(list(body.items()))), headers=headers)
     assert first.status_code == replay.status_code == 201
     assert replay.content == first.content and replay.headers["idempotency-replayed"] == "true"
+    assert replay.headers["location"] == first.headers["location"] == f"/v1/interactions/{first.json()['id']}"
     other_body = await client.post("/v1/interactions", json={**body, "csat": 3}, headers=headers)
     assert other_body.status_code == 422 and other_body.json()["type"].endswith("/idempotency-key-reused")
     other_caller = await client.post(

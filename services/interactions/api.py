@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Annotated, Any
 
@@ -77,7 +78,10 @@ async def log_touchpoint(
     key, caller = idempotency
     claim = await _claim(ingestion, request, key, caller)
     if isinstance(claim, Replay):
-        return _json(claim.status, claim.body, replayed=True)
+        # The replayed 201 says where the touchpoint is, as the first answer did.
+        stored = json.loads(claim.body) if claim.status == 201 else {}
+        location = f"/v1/interactions/{stored['id']}" if isinstance(stored, dict) and "id" in stored else None
+        return _json(claim.status, claim.body, replayed=True, location=location)
     status, text, touchpoint_id = await ingestion.log_one(item=body, claim=claim)
     return _json(status, text, location=f"/v1/interactions/{touchpoint_id}")
 
