@@ -8,6 +8,7 @@ problem naming it, with ``Retry-After``; one that does not answer in time is a 5
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 from urllib.parse import quote
 
@@ -162,11 +163,26 @@ class UpstreamAnswer(Exception):
         self.service = service
 
 
+def _public_instance(content: bytes) -> bytes:
+    """A problem's ``instance`` names the service's path (``/v1/...``); the caller asked for ``/api/v1/...``."""
+    if b'"instance"' not in content:
+        return content
+    try:
+        body = json.loads(content)
+    except ValueError:
+        return content
+    instance = body.get("instance") if isinstance(body, dict) else None
+    if not isinstance(instance, str) or not instance.startswith("/v1/"):
+        return content
+    body["instance"] = "/api" + instance
+    return json.dumps(body).encode()
+
+
 def relay(response: httpx.Response, *, service: str, status_code: int | None = None) -> Response:
     """The service's answer as our answer: body, status and the headers that matter to a client.
 
-    A ``Location`` under ``/v1/`` is rewritten to the gateway's ``/api/v1/``. A 5xx other than
-    503/504 becomes a 502 problem naming the service (its details stay in its own logs)."""
+    A ``Location`` (and a problem's ``instance``) under ``/v1/`` is rewritten to the gateway's ``/api/v1/``. A 5xx
+    other than 503/504 becomes a 502 problem naming the service (its details stay in its own logs)."""
     if response.status_code >= 500 and response.status_code not in (503, 504):
         from servicekit.problems import problem_response
 
@@ -178,10 +194,13 @@ def relay(response: httpx.Response, *, service: str, status_code: int | None = N
     if location:
         headers["location"] = "/api" + location if location.startswith("/v1/") else location
     media_type = response.headers.get("content-type", "application/json")
-    if response.status_code >= 400 and "json" in media_type and "problem" not in media_type:
-        media_type = PROBLEM_MEDIA_TYPE
+    content = response.content
+    if response.status_code >= 400 and "json" in media_type:
+        if "problem" not in media_type:
+            media_type = PROBLEM_MEDIA_TYPE
+        content = _public_instance(content)
     return Response(
-        content=response.content,
+        content=content,
         status_code=status_code or response.status_code,
         media_type=media_type,
         headers=headers,

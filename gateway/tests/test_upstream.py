@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import uuid
 from collections.abc import AsyncIterator
 
@@ -13,6 +14,7 @@ from gateway.settings import GatewaySettings
 from gateway.tests.conftest import ADMIN
 from gateway.upstream import GatewayTimeout, ServiceClient, relay
 from servicekit.clock import MovableClock
+from servicekit.problems import PROBLEM_MEDIA_TYPE as PROBLEM
 from servicekit.problems import ServiceUnavailable
 from servicekit.testing.apps import running_app
 
@@ -64,6 +66,12 @@ def test_a_service_answer_is_relayed_with_its_headers_and_a_gateway_location() -
     assert replayed.headers["idempotency-replayed"] == "true" and replayed.headers["idempotency-key"] == "k1"
     crashed = relay(httpx.Response(500, text="Traceback ..."), service="contacts")
     assert crashed.status_code == 502 and b"Traceback" not in crashed.body and b"contacts" in crashed.body
+    # A problem names the path the caller asked for, not the service's.
+    gone = {"type": "https://touchpoint.dev/problems/gone", "title": "Gone", "status": 410,
+            "instance": "/v1/contacts/a", "detail": "Erased."}  # fmt: skip
+    erased = relay(httpx.Response(410, json=gone, headers={"Content-Type": PROBLEM}), service="contacts")
+    assert json.loads(erased.body) == {**gone, "instance": "/api/v1/contacts/a"}
+    assert erased.headers["content-type"] == PROBLEM
 
 
 @contextlib.asynccontextmanager
