@@ -70,7 +70,7 @@ def test_a_service_answer_is_relayed_with_its_headers_and_a_gateway_location() -
     gone = {"type": "https://touchpoint.dev/problems/gone", "title": "Gone", "status": 410,
             "instance": "/v1/contacts/a", "detail": "Erased."}  # fmt: skip
     erased = relay(httpx.Response(410, json=gone, headers={"Content-Type": PROBLEM}), service="contacts")
-    assert json.loads(erased.body) == {**gone, "instance": "/api/v1/contacts/a"}
+    assert json.loads(bytes(erased.body)) == {**gone, "instance": "/api/v1/contacts/a"}
     assert erased.headers["content-type"] == PROBLEM
 
 
