@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from functools import lru_cache
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 import isodate
 from pydantic import (
@@ -254,36 +254,8 @@ class Escalation(Strict):
     levels: list[EscalationLevel] = Field(default_factory=list, max_length=5)
 
 
-class PolicyDocument(Strict):
-    id: Slug
-    name: Name
-    description: Annotated[str, StringConstraints(max_length=2000)] = ""
-    enabled: bool = True
-    trigger: Trigger
-    steps: list[Step] = Field(min_length=1, max_length=10)
-    priority: Priority = "normal"
-    channel: ChannelRule = ChannelRule()
-    assign: AssignRule = AssignRule()
-    business_hours: BusinessHours = BusinessHours()
-    quiet_hours: QuietHours | None = QuietHours()
-    closing: Closing = Closing()
-    escalation: Escalation = Escalation()
-    repeat: Repeat = Field("covered", description=REPEAT_DESCRIPTION)
-
-    @model_validator(mode="after")
-    def _unique_steps(self) -> PolicyDocument:
-        _check_unique_steps(self.steps)
-        return self
-
-    def trigger_of(self, step: Step) -> Trigger:
-        return step.trigger or self.trigger
-
-    def repeat_of(self, step: Step) -> Repeat:
-        return step.repeat or self.repeat
-
-
-class PolicyChange(Strict):
-    """A PUT body: the document without its id (taken from the path); an id, when given, must match."""
+class _PolicyFields(Strict):
+    """What a policy says, shared by the stored document and a PUT body (which differ in ``id`` and ``enabled``)."""
 
     id: Slug | None = None
     name: Name
@@ -301,16 +273,27 @@ class PolicyChange(Strict):
     repeat: Repeat = Field("covered", description=REPEAT_DESCRIPTION)
 
     @model_validator(mode="after")
-    def _unique_steps(self) -> PolicyChange:
-        # Checked here too: a PUT body that PolicyDocument refuses would otherwise fail after parsing (a 500).
-        _check_unique_steps(self.steps)
+    def _unique_steps(self) -> Self:
+        # Checked on a PUT body too: one that PolicyDocument refuses would otherwise fail after parsing (a 500).
+        ids = [step.id for step in self.steps]
+        if len(set(ids)) != len(ids):
+            raise ValueError("step ids must be unique within a policy")
         return self
 
 
-def _check_unique_steps(steps: list[Step]) -> None:
-    ids = [step.id for step in steps]
-    if len(set(ids)) != len(ids):
-        raise ValueError("step ids must be unique within a policy")
+class PolicyDocument(_PolicyFields):
+    id: Slug
+    enabled: bool = True
+
+    def trigger_of(self, step: Step) -> Trigger:
+        return step.trigger or self.trigger
+
+    def repeat_of(self, step: Step) -> Repeat:
+        return step.repeat or self.repeat
+
+
+class PolicyChange(_PolicyFields):
+    """A PUT body: the document without its id (taken from the path); an id, when given, must match."""
 
 
 @dataclass
