@@ -76,7 +76,9 @@ def create_app(
         # servicekit's begin hook is what takes its lock.)
         reader, reading_engine = runtime.sessionmaker, runtime.engine
         if runtime.engine.dialect.name == "postgresql":
-            reading_engine = make_engine(settings.database_url, pool_size=settings.db_pool_size, read_only=True)
+            reading_engine = make_engine(
+                settings.database_url, pool_size=settings.db_pool_size, read_only=True, pooler=settings.db_pooler
+            )
             reader = make_sessionmaker(reading_engine)
         timeline = Timeline(
             contacts=services.contacts,

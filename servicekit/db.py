@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -16,6 +17,10 @@ from sqlalchemy.orm import Session
 from sqlalchemy.types import TypeDecorator
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+# What stands between a service and PostgreSQL (``<PREFIX>_DB_POOLER``). ``transaction``: a PgBouncer in
+# transaction mode, which hands each transaction whichever server connection is free.
+POOLERS = ("none", "transaction")
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -45,8 +50,17 @@ def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
-def make_engine(url: str, *, pool_size: int = 10, echo: bool = False, read_only: bool = False) -> AsyncEngine:
+def make_engine(
+    url: str, *, pool_size: int = 10, echo: bool = False, read_only: bool = False, pooler: str = "none"
+) -> AsyncEngine:
     """Create the engine; on SQLite: WAL, a busy timeout, and every transaction a writer.
+
+    ``pooler="transaction"`` (PostgreSQL behind PgBouncer in transaction mode): no prepared statement
+    outlives its transaction's use of a server connection. asyncpg prepares every statement under a name
+    (``__asyncpg_stmt_1__`` …) counted per client connection and caches it; behind a transaction pooler the
+    next transaction may run on a server connection where another client prepared that name already
+    ("prepared statement ... already exists") or where the cached one was never prepared ("does not exist").
+    So: no statement cache (SQLAlchemy's nor asyncpg's) and a unique name for each statement.
 
     ``read_only`` (PostgreSQL): an engine for single-statement reads, in autocommit and without the pool's
     ROLLBACK and isolation reset on every return. Set when the engine is made, it costs nothing per checkout;
@@ -66,12 +80,27 @@ def make_engine(url: str, *, pool_size: int = 10, echo: bool = False, read_only:
         )
         _tune_sqlite(engine)
         return engine
-    options: dict[str, Any] = {"isolation_level": "AUTOCOMMIT", "pool_reset_on_return": None} if read_only else {}
+    if pooler not in POOLERS:
+        raise ValueError(f"pooler must be one of {POOLERS}, not {pooler!r}")
+    # Not behind a transaction pooler: asyncpg prepares a statement (Parse ... Sync) and runs it (Bind ... Sync)
+    # in two exchanges, and outside a transaction PgBouncer may hand the second to another server connection.
+    autocommit = read_only and pooler == "none"
+    options: dict[str, Any] = {"isolation_level": "AUTOCOMMIT", "pool_reset_on_return": None} if autocommit else {}
+    if pooler == "transaction":
+        options["connect_args"] = {
+            "prepared_statement_cache_size": 0,
+            "statement_cache_size": 0,
+            "prepared_statement_name_func": _unique_statement_name,
+        }
     engine = create_async_engine(
         url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800, **options
     )
     _ping_idle_connections(engine)
     return engine
+
+
+def _unique_statement_name() -> str:
+    return f"__asyncpg_{uuid.uuid4().hex}__"
 
 
 # A connection idle at least this long is pinged before use. SQLAlchemy's pool_pre_ping pings every checkout,

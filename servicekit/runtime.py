@@ -53,7 +53,7 @@ class Runtime:
         clock: Clock | None = None,
     ) -> Runtime:
         clock = clock or SystemClock()
-        engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
+        engine = make_engine(settings.database_url, pool_size=settings.db_pool_size, pooler=settings.db_pooler)
         sessionmaker = make_sessionmaker(engine)
         bus = Bus(
             settings.nats_url,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -36,3 +38,8 @@ class ServiceSettings(BaseSettings):
     outbox_poll_s: float = Field(0.5, description="Relay poll interval when nothing woke it, seconds")
     outbox_retention_s: int = Field(86_400, description="Published outbox rows are deleted after this, seconds")
     db_pool_size: int = Field(10, description="Database connection pool size (PostgreSQL)")
+    db_pooler: Literal["none", "transaction"] = Field(
+        "none",
+        description="What stands before PostgreSQL: none, or transaction (PgBouncer in transaction mode: "
+        "no prepared statement cache, unique statement names)",
+    )
