@@ -85,8 +85,9 @@ def test_every_manifest_matches_the_kubernetes_schemas() -> None:
         for version in KUBERNETES_VERSIONS:
             kubernetes_validate.validate(doc, version, strict=True)
         validated += 1
-    # the CloudNativePG Cluster and its three Database resources; cert-manager's two Issuers and two Certificates
-    assert validated >= 30 and unvalidated == 8
+    # the CloudNativePG Cluster, its three Database resources, its Pooler and ScheduledBackup; cert-manager's two
+    # Issuers and two Certificates
+    assert validated >= 30 and unvalidated == 10
 
     # Strict validation bites: a misspelt field in a container is refused.
     deployment = find("Deployment", "contacts")
@@ -173,9 +174,11 @@ def test_each_service_is_a_deployment_with_probes_resources_pdb_and_hpa() -> Non
         assert values[f"{prefix}NATS_URL"] == "tls://nats:4222"
         assert values[f"{prefix}NATS_USER"] == app, "each service its own NATS user"
         assert values[f"{prefix}NATS_TLS_CA_FILE"].startswith("/etc/touchpoint/nats-ca/")
+        # Through the PgBouncer Pooler in transaction mode, with the engine set for it (tests/test_pgbouncer.py).
         assert values[f"{prefix}DATABASE_URL"] == (
-            f"postgresql+asyncpg://{app}:$({prefix}DB_PASSWORD)@touchpoint-db-rw:5432/{app}"
+            f"postgresql+asyncpg://{app}:$({prefix}DB_PASSWORD)@touchpoint-db-pooler-rw:5432/{app}"
         )
+        assert values[f"{prefix}DB_POOLER"] == "transaction"
         # The services it calls, at their Kubernetes Services (the same names and ports as in compose).
         for key, value in compose.environment_of(services[app]).items():
             if key.endswith("_URL") and value.startswith("http://"):
@@ -254,7 +257,10 @@ def test_migrations_are_jobs_running_the_compose_commands() -> None:
         values = check_container_env(app, container)
         deployment = find("Deployment", app)["spec"]["template"]["spec"]["containers"][0]
         prefix = compose.SETTINGS[app].prefix
-        assert values[f"{prefix}DATABASE_URL"] == env_of(deployment)[f"{prefix}DATABASE_URL"]["value"]
+        # The service's database, straight to the primary: DDL needs no pooler, and its connection is in the
+        # reserve of the budget (tests/test_connection_budget.py).
+        service_url = env_of(deployment)[f"{prefix}DATABASE_URL"]["value"]
+        assert values[f"{prefix}DATABASE_URL"] == service_url.replace("@touchpoint-db-pooler-rw:", "@touchpoint-db-rw:")
         # Reaches PostgreSQL through the same network policy as the service (same name label).
         assert job["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"] == app
 
