@@ -4,6 +4,7 @@ max_connections less a reserve. docs/deploy.md writes the same figures out; this
 
 from __future__ import annotations
 
+import configparser
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,3 +92,35 @@ def test_the_check_refuses_a_budget_that_does_not_fit() -> None:
     budget.server_connections = budget.max_connections
     with pytest.raises(AssertionError):
         budget.check()
+
+
+def compose_budget() -> Budget:
+    services = compose.load(compose.read_env_file(compose.ENV_EXAMPLE))["services"]
+    clients = {}
+    for app in APPS:
+        env = compose.environment_of(services[app])
+        assert env[f"{compose.SETTINGS[app].prefix}DB_POOLER"] == "transaction", app
+        replicas = int(services[app].get("deploy", {}).get("replicas", 1))
+        clients[app] = replicas * engines_per_process(app) * connections_per_engine(pool_size_of(app, env))
+    config = configparser.ConfigParser(interpolation=None)
+    config.read_string((compose.ROOT / "deploy" / "pgbouncer" / "pgbouncer.ini").read_text())
+    pgbouncer = config["pgbouncer"]
+    assert pgbouncer["pool_mode"] == "transaction"
+    command = services["postgres"]["command"]
+    [max_connections] = [int(c.split("=")[1]) for c in command if c.startswith("max_connections=")]
+    return Budget(
+        clients=clients,
+        max_client_conn=int(pgbouncer["max_client_conn"]),
+        server_connections=int(services["pgbouncer"].get("deploy", {}).get("replicas", 1))
+        * len(APPS)
+        * int(pgbouncer["default_pool_size"]),
+        max_connections=max_connections,
+    )
+
+
+def test_compose_fits() -> None:
+    budget = compose_budget()
+    # docs/deploy.md's table says these figures.
+    assert (sum(budget.clients.values()), budget.max_client_conn) == (100, 200)
+    assert (budget.server_connections, budget.max_connections) == (80, 200)
+    budget.check()

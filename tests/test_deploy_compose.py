@@ -255,8 +255,14 @@ def test_secrets_come_from_the_env_file_only(example_env: dict[str, str]) -> Non
 def test_database_urls_name_each_service_its_own_role_and_database(services: dict[str, dict[str, Any]]) -> None:
     for app in compose.SETTINGS:
         for name in (app, f"migrate-{app}"):
-            url = compose.environment_of(services[name])[f"{app.upper()}_DATABASE_URL"]
-            match = re.fullmatch(r"postgresql\+asyncpg://(\w+):([^@]+)@postgres:5432/(\w+)", url)
+            env = compose.environment_of(services[name])
+            url = env[f"{app.upper()}_DATABASE_URL"]
+            # The services through PgBouncer (transaction mode, the engine set for it); migrations straight.
+            host = "pgbouncer:6432" if name == app else "postgres:5432"
+            if name == app:
+                assert env[f"{app.upper()}_DB_POOLER"] == "transaction"
+                assert services[app]["depends_on"]["pgbouncer"]["condition"] == "service_healthy"
+            match = re.fullmatch(rf"postgresql\+asyncpg://(\w+):([^@]+)@{host}/(\w+)", url)
             assert match is not None, url
             assert match.group(1) == match.group(3) == app
             assert match.group(2) == compose.read_env_file(compose.ENV_EXAMPLE)[f"{app.upper()}_DB_PASSWORD"]

@@ -9,6 +9,8 @@ docker-compose.yml alone.
   ``ENV``, in a copy of the image's WORKDIR (what the Dockerfile copies from the build context that
   .dockerignore lets through). Host names become 127.0.0.1, each container port a free local port and each
   bind-mounted path the host path compose mounts; nothing else is changed.
+- ``pgbouncer``: Debian's pgbouncer with the config compose mounts (its listener and PostgreSQL's address
+  moved to local ports), started by the entrypoint script compose runs, with compose's environment.
 - ``proxy``: Caddy with the Caddyfile compose mounts (its admin API, ports and the gateway's address moved
   to local ports; its data under the temp dir).
 - ``depends_on`` conditions are honoured, and ``service_healthy`` runs the compose healthcheck itself.
@@ -16,6 +18,7 @@ docker-compose.yml alone.
 
 from __future__ import annotations
 
+import configparser
 import contextlib
 import itertools
 import os
@@ -24,6 +27,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +37,7 @@ import httpx
 
 from servicekit.processes import spawn
 from servicekit.testing.nats import nats_server_binary
+from servicekit.testing.pgbouncer import pgbouncer_binary
 from servicekit.testing.ports import free_port, wait_for_port
 from servicekit.testing.postgres import PostgresCluster
 from tests.deploy_support import compose, proxy
@@ -41,7 +46,7 @@ from tests.deploy_support.dockerfile import stage_workdir
 ROOT = compose.ROOT
 VENV_BIN = Path(sys.executable).parent
 INFRA = ("nats", "postgres")
-DEFAULT_PORTS = {"postgres": [5432], "proxy": [2019, 80, 443]}
+DEFAULT_PORTS = {"postgres": [5432], "pgbouncer": [6432], "proxy": [2019, 80, 443]}
 PROXY_CONFIG = "/etc/caddy/Caddyfile"
 
 
@@ -78,14 +83,16 @@ class Process:
     cwd: Path
     popen: subprocess.Popen[bytes] | None = None
     log_offset: int = 0
+    user: str | None = None
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child keeps it
         self.popen = spawn(
-            self.args, env=self.env, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+            self.args, env=self.env, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            user=self.user,
+        )  # fmt: skip
         log.close()
 
     @property
@@ -130,6 +137,7 @@ class Topology:
     postgres: PostgresCluster | None = None
     processes: dict[str, Process] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
+    pgbouncer_home: Path | None = None
 
     def __post_init__(self) -> None:
         self.app_dir = stage_workdir(self.workdir / "app")
@@ -393,6 +401,45 @@ class Topology:
 
     # ---- healthchecks, as compose runs them
 
+    def start_pgbouncer(self) -> None:
+        """Debian's pgbouncer with compose's config (its listener and PostgreSQL's address moved to local ports),
+        started by compose's own entrypoint script with compose's environment."""
+        binary = pgbouncer_binary()
+        if binary is None:
+            raise TopologyError("pgbouncer is not installed (apt-get install pgbouncer)")
+        service = self.services["pgbouncer"]
+        config_dir = self.bind_source("pgbouncer", "/etc/pgbouncer/touchpoint")
+        config = configparser.ConfigParser(interpolation=None)
+        config.read_string((config_dir / "pgbouncer.ini").read_text())
+        assert self.postgres is not None
+        for database, target in config["databases"].items():
+            assert target == "host=postgres port=5432", f"pgbouncer's {database} must name compose's postgres"
+            config["databases"][database] = f"host=127.0.0.1 port={self.postgres.port}"
+        # Its own temp dir (not under pytest's, which the postgres user may not traverse), gone with down().
+        home = self.pgbouncer_home = Path(tempfile.mkdtemp(prefix="touchpoint-pgbouncer-"))
+        settings = config["pgbouncer"]
+        settings.update(
+            listen_addr="127.0.0.1", listen_port=str(self.ports[("pgbouncer", 6432)]),
+            auth_file=str(home / "users.txt"), logfile=str(home / "pgbouncer.log"),
+        )  # fmt: skip
+        with (home / "pgbouncer.ini").open("w") as file:
+            config.write(file)
+        # It refuses to run as root.
+        user = "postgres" if os.geteuid() == 0 else None
+        if user:
+            for path in (home, *home.iterdir()):
+                shutil.chown(path, user, user)
+        entrypoint, command = service["entrypoint"], service["command"]
+        assert entrypoint[:1] == ["/bin/sh"] and command == [str(Path(entrypoint[1]).parent / "pgbouncer.ini")]
+        script = home / "start.sh"
+        shutil.copy(config_dir / Path(entrypoint[1]).name, script)
+        env = self._process_env("pgbouncer")
+        env["PATH"] = f"{Path(binary).parent}{os.pathsep}{env['PATH']}"
+        process = Process("pgbouncer", ["/bin/sh", str(script), str(home / "pgbouncer.ini")], env,
+                          self.workdir / "logs" / "pgbouncer.log", home, user=user)  # fmt: skip
+        process.start()
+        self.processes["pgbouncer"] = process
+
     def healthy(self, name: str, *, quick: bool = False) -> bool:
         """Runs the compose healthcheck of ``name``. ``quick``: for the services, only the HTTP request their
         check makes (no interpreter start-up per poll); ``wait_healthy`` runs the real command once after."""
@@ -402,6 +449,12 @@ class Topology:
         if command[0] == "wget":
             # `wget -q -O /dev/null URL` exits 0 on a 2xx: the same check without needing wget here.
             return self._http_ok(command[-1], name)
+        if command[:2] == ["nc", "-z"]:
+            # `nc -z HOST PORT`: something listens, as seen from inside the container.
+            with contextlib.suppress(TimeoutError):
+                wait_for_port(self.ports[(name, int(command[3]))], timeout=1)
+                return True
+            return False
         if command[0] == "pg_isready":
             assert self.postgres is not None
             args = [str(self.postgres.bin_dir / "pg_isready"), *command[1:], "--port", str(self.postgres.port)]
@@ -455,7 +508,9 @@ class Topology:
         process = self.processes[name]
         process.stop(signal.SIGTERM)
         stopped_log = process.log_of_this_run()
-        if name == "nats":
+        if name == "pgbouncer":
+            process.start()
+        elif name == "nats":
             # The same command, config and store: the nats-data volume outlives the container.
             process.start()
             wait_for_port(self.ports[("nats", self.container_ports("nats", self.services["nats"])[0])])
@@ -495,6 +550,8 @@ class Topology:
                 self.start_nats()
             elif name == "proxy":
                 self.start_proxy()
+            elif name == "pgbouncer":
+                self.start_pgbouncer()
             elif self.services[name].get("restart") == "no":
                 self.run_once(name)
                 completed.add(name)
@@ -517,6 +574,9 @@ class Topology:
         if self.postgres is not None:
             self.postgres.destroy()
             self.postgres = None
+        if self.pgbouncer_home is not None:
+            shutil.rmtree(self.pgbouncer_home, ignore_errors=True)
+            self.pgbouncer_home = None
 
     def __enter__(self) -> Topology:
         try:
