@@ -18,12 +18,14 @@ async def _session(request: Request) -> AsyncIterator[AsyncSession]:
 def _reading_engine(runtime: Runtime) -> AsyncEngine:
     """The engine of reading routes: autocommit on PostgreSQL (no BEGIN and COMMIT around one statement, each
     statement sees the latest committed rows); on SQLite the engine itself, whose transactions are kept
-    (servicekit's begin hook is what takes its lock)."""
+    (servicekit's begin hook is what takes its lock). Behind a transaction pooler (``<PREFIX>_DB_POOLER``) the
+    engine itself too: outside a transaction PgBouncer may bind a statement on another server connection than
+    the one that parsed it."""
     reader: AsyncEngine | None = runtime.state.get("read_engine")
     if reader is None:
         engine = runtime.engine
-        postgres = engine.dialect.name == "postgresql"
-        reader = engine.execution_options(isolation_level="AUTOCOMMIT") if postgres else engine
+        autocommit = engine.dialect.name == "postgresql" and runtime.settings.db_pooler == "none"
+        reader = engine.execution_options(isolation_level="AUTOCOMMIT") if autocommit else engine
         runtime.state["read_engine"] = reader
     return reader
 
@@ -56,7 +58,8 @@ async def _runtime(request: Request) -> Runtime:
 SessionDep = Annotated[AsyncSession, Depends(_session, scope="function")]
 RuntimeDep = Annotated[Runtime, Depends(_runtime)]
 # For a route that only reads (a list page): on PostgreSQL its statements run in autocommit, without the BEGIN
-# and COMMIT round trips around them (each statement sees the latest committed rows). Never for a write.
+# and COMMIT round trips around them (each statement sees the latest committed rows; not behind a transaction
+# pooler). Never for a write.
 ReadSessionDep = Annotated[AsyncSession, Depends(_read_session, scope="function")]
 # The same read as one connection, without an ORM session around it (its set-up, transaction bookkeeping and
 # commit were a tenth of the CPU of the interactions contact page): for a route whose statements need no ORM.

@@ -25,10 +25,13 @@ from servicekit.testing.pgbouncer import PgBouncer, pgbouncer_binary
 from servicekit.testing.postgres import PostgresCluster
 from services.contacts.app import create_app as create_contacts_app
 from services.contacts.settings import ContactsSettings
+from services.followups.app import create_app as create_followups_app
+from services.followups.settings import FollowupsSettings
 
 # PgBouncer stands before PostgreSQL only.
 pytestmark = [pytest.mark.postgres, pytest.mark.parametrize("db_backend", ["postgres"], indirect=True)]
 CONTACTS_ALEMBIC_INI = Path(__file__).resolve().parents[1] / "services/contacts/alembic.ini"
+FOLLOWUPS_ALEMBIC_INI = Path(__file__).resolve().parents[1] / "services/followups/alembic.ini"
 
 
 @pytest.fixture
@@ -121,3 +124,37 @@ async def test_a_service_writes_and_reads_through_transaction_pooling(contacts: 
     listed = await contacts.get("/v1/contacts", params={"limit": 100})
     assert listed.status_code == 200, listed.text
     assert len(listed.json()["items"]) == 48
+
+
+@pytest.fixture
+def followups_db(database_factory: Callable[[Path], str]) -> str:
+    return database_factory(FOLLOWUPS_ALEMBIC_INI).rsplit("/", 1)[1]
+
+
+@pytest.fixture
+async def followups(
+    pgbouncer: PgBouncer, followups_db: str, nats_server: NatsServer, clock: MovableClock
+) -> AsyncIterator[httpx.AsyncClient]:
+    settings = FollowupsSettings(
+        database_url=pgbouncer.url(followups_db),
+        db_pooler="transaction",
+        db_pool_size=8,
+        nats_url=nats_server.url,
+        log_json=False,
+        outbox_poll_s=0.05,
+        contacts_url="http://127.0.0.1:9",  # nothing listens: listing a contact's follow-ups never calls it
+    )
+    async with running_app(create_followups_app(settings, clock=clock)) as client:
+        yield client
+
+
+async def test_reading_routes_work_through_transaction_pooling(followups: httpx.AsyncClient) -> None:
+    # A reading route (ReadSessionDep) runs without BEGIN when no pooler stands between: here its statements
+    # would be parsed on one server connection and bound on another ("prepared statement ... does not exist").
+    async def list_for_a_contact() -> None:
+        response = await followups.get("/v1/followups", params={"contact_id": str(uuid.uuid4())})
+        assert response.status_code == 200, response.text
+        assert response.json()["items"] == []
+
+    for _round in range(5):
+        await asyncio.gather(*(list_for_a_contact() for _ in range(16)))

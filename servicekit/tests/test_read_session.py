@@ -28,7 +28,9 @@ def database_url(database_factory: Callable[[Path], str]) -> str:
 async def test_a_read_session_runs_each_statement_on_its_own_on_postgres(database_url: str, db_backend: str) -> None:
     engine = make_engine(database_url)
     app = FastAPI()
-    app.state.runtime = SimpleNamespace(engine=engine, sessionmaker=make_sessionmaker(engine), state={})
+    app.state.runtime = SimpleNamespace(
+        engine=engine, sessionmaker=make_sessionmaker(engine), state={}, settings=SimpleNamespace(db_pooler="none")
+    )
     # now() is the start of the transaction: two statements in one transaction see the same instant.
     instant = sa.text("SELECT now()") if db_backend == "postgres" else sa.text("SELECT 1")
 
