@@ -112,6 +112,9 @@ class Process:
                 self.popen.wait()
                 raise TopologyError(f"{self.name} ignored {signal.Signals(sig).name} for {timeout}s") from None
         code = self.popen.returncode
+        # Whatever it started is gone with it (its own session: a script's sleep, for one).
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.popen.pid, signal.SIGKILL)
         self.popen = None
         return code
 
@@ -219,6 +222,11 @@ class Topology:
         for volume in self.services[service].get("volumes") or []:
             source, _, rest = str(volume).partition(":")
             mount = rest.split(":")[0]
+            if not source.startswith((".", "/")) and (path == mount or path.startswith(mount + "/")):
+                # A named volume: a directory of the topology's own, as long-lived as the topology.
+                volume = self.workdir / "volumes" / source
+                volume.mkdir(parents=True, exist_ok=True)
+                return str(volume) + path[len(mount) :]
             if source.startswith(".") and (path == mount or path.startswith(mount + "/")):
                 host = (ROOT / source).resolve()
                 generated = (ROOT / "deploy" / "nats" / "tls").resolve()
@@ -268,6 +276,12 @@ class Topology:
         if "build" in self.services[name]:
             env.update(image_env())
         env.update({key: self.localize(value) for key, value in compose.environment_of(self.services[name]).items()})
+        if "PGHOST" in env:
+            # libpq's variables (the backup service): compose's postgres at its local port, and its client tools.
+            assert self.postgres is not None
+            host, port = env["PGHOST"], int(env.get("PGPORT", "5432"))
+            env["PGHOST"], env["PGPORT"] = "127.0.0.1", str(self.ports[(host, port)])
+            env["PATH"] = f"{self.postgres.bin_dir}{os.pathsep}{env['PATH']}"
         for key, value in list(env.items()):
             if key.endswith("_METRICS_PORT"):
                 env[key] = str(self.ports[(name, int(value))])
@@ -455,6 +469,10 @@ class Topology:
                 wait_for_port(self.ports[(name, int(command[3]))], timeout=1)
                 return True
             return False
+        if command[0] == "/bin/sh":
+            # A script compose mounts, run with the service's environment.
+            args = [self.host_path(name, arg) or arg for arg in command]
+            return subprocess.run(args, env=self._process_env(name), capture_output=True, timeout=30).returncode == 0
         if command[0] == "pg_isready":
             assert self.postgres is not None
             args = [str(self.postgres.bin_dir / "pg_isready"), *command[1:], "--port", str(self.postgres.port)]
@@ -496,8 +514,16 @@ class Topology:
         if result.returncode != 0:
             raise TopologyError(f"{name} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
 
+    def _container_args(self, name: str) -> list[str]:
+        """What the container runs: a script's entrypoint with its command (paths to where compose mounts them), or
+        the image's own tools."""
+        service = self.services[name]
+        if service.get("entrypoint"):
+            return [self.host_path(name, arg) or arg for arg in [*service["entrypoint"], *service["command"]]]
+        return self._app_args(name, service["command"])
+
     def start_service(self, name: str) -> None:
-        args = self._app_args(name, self.services[name]["command"])
+        args = self._container_args(name)
         process = Process(name, args, self._process_env(name), self.workdir / "logs" / f"{name}.log", self.app_dir)
         process.start()
         self.processes[name] = process
