@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import kubernetes_validate
 import pytest
 import yaml
 
@@ -17,7 +18,7 @@ from servicekit.migrations import upgrade
 from servicekit.testing import missing_tool
 from servicekit.testing.postgres import PostgresCluster, postgres_bin_dir
 from tests.deploy_support import compose
-from tests.test_deploy_kubernetes import K8S, find, generated
+from tests.test_deploy_kubernetes import K8S, KUBERNETES_VERSIONS, find, generated
 
 BACKUP = compose.ROOT / "deploy" / "backup"
 ALEMBIC = {"contacts": "services/contacts/alembic.ini", "interactions": "services/interactions/alembic.ini"}
@@ -36,7 +37,12 @@ def test_kubernetes_archives_wal_backs_up_nightly_and_restores_into_a_new_cluste
     assert scheduled["cluster"]["name"] == "touchpoint-db" and scheduled["method"] == "barmanObjectStore"
     assert len(scheduled["schedule"].split()) == 6, "CloudNativePG's cron has a seconds field"
 
-    [restored] = yaml.safe_load_all((K8S / "restore" / "cluster-from-backup.yaml").read_text())
+    documents = list(yaml.safe_load_all((K8S / "restore" / "cluster-from-backup.yaml").read_text()))
+    [restored] = [d for d in documents if d["kind"] == "Cluster"]
+    # The namespace denies ingress by default: the new instances get their own policy, valid Kubernetes.
+    [policy] = [d for d in documents if d["kind"] == "NetworkPolicy"]
+    assert policy["spec"]["podSelector"]["matchLabels"] == {"cnpg.io/cluster": restored["metadata"]["name"]}
+    kubernetes_validate.validate(policy, KUBERNETES_VERSIONS[-1], strict=True)
     spec: dict[str, Any] = restored["spec"]
     assert restored["kind"] == "Cluster" and restored["metadata"]["name"] != "touchpoint-db", "a new cluster"
     [source] = [c for c in spec["externalClusters"] if c["name"] == spec["bootstrap"]["recovery"]["source"]]
