@@ -4,6 +4,7 @@ compose's backup and restore scripts run for real against the session's PostgreS
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ import pytest
 import yaml
 
 from servicekit.migrations import upgrade
+from servicekit.processes import spawn
 from servicekit.testing import missing_tool
 from servicekit.testing.postgres import PostgresCluster, postgres_bin_dir
 from tests.deploy_support import compose
@@ -167,16 +169,19 @@ def test_a_failed_round_of_the_loop_makes_no_set_and_the_loop_stops_on_sigterm(t
         "PATH": f"{postgres_bin_dir() or '/usr/bin'}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}",
         "BACKUP_DIR": str(backups), "BACKUP_DATABASES": "contacts", "PGHOST": "127.0.0.1", "PGPORT": "1",
     }  # fmt: skip
-    loop = subprocess.Popen(["/bin/sh", str(BACKUP / "backup.sh"), "loop"], env=env, stderr=subprocess.PIPE, text=True)
+    log = tmp_path / "backup.log"
+    with log.open("wb") as stderr:
+        # SIGTERM on this process's death too: the loop's own trap ends it (servicekit.processes).
+        loop = spawn(["/bin/sh", str(BACKUP / "backup.sh"), "loop"], death_signal=signal.SIGTERM, env=env,
+                     stderr=stderr)  # fmt: skip
     try:
         deadline = time.monotonic() + 30
-        while not list(backups.glob(".partial-*")) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        time.sleep(1)  # pg_dump's refusal, then the loop's sleep
+        while "backup failed" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
         loop.terminate()
-        _, stderr = loop.communicate(timeout=20)
+        loop.wait(timeout=20)
     finally:
         loop.kill()
     assert loop.returncode == 0, "SIGTERM stops the loop (PID 1 of its container) cleanly"
-    assert "backup failed" in stderr
+    assert "backup failed: the next attempt in 86400s" in log.read_text()
     assert not list(backups.glob("20*")), "a set whose dump failed is never made"
