@@ -185,3 +185,18 @@ def test_a_failed_round_of_the_loop_makes_no_set_and_the_loop_stops_on_sigterm(t
     assert loop.returncode == 0, "SIGTERM stops the loop (PID 1 of its container) cleanly"
     assert "backup failed: the next attempt in 86400s" in log.read_text()
     assert not list(backups.glob("20*")), "a set whose dump failed is never made"
+
+
+def test_compose_runs_the_backup_loop_with_the_servers_tools_onto_a_volume_of_its_own() -> None:
+    services = compose.load(compose.read_env_file(compose.ENV_EXAMPLE))["services"]
+    backup = services["backup"]
+    assert backup["image"] == services["postgres"]["image"], "pg_dump of the server's major version"
+    env = compose.environment_of(backup)
+    assert (env["PGHOST"], env["PGPORT"], env["PGUSER"]) == ("postgres", "5432", "postgres")
+    assert env["PGPASSWORD"] == compose.read_env_file(compose.ENV_EXAMPLE)["POSTGRES_PASSWORD"]
+    mounts = {str(v).split(":")[1]: str(v).split(":")[0] for v in backup["volumes"]}
+    assert mounts[env["BACKUP_DIR"]] == "backups" and "backups" in compose.load_raw()["volumes"]
+    script = backup["entrypoint"][1]
+    assert (compose.ROOT / mounts[str(Path(script).parent)] / Path(script).name).resolve() == BACKUP / "backup.sh"
+    assert backup["command"] == ["loop"] and backup["healthcheck"]["test"] == ["CMD", *backup["entrypoint"], "check"]
+    assert backup["depends_on"]["postgres"]["condition"] == "service_healthy"
