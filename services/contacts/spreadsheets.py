@@ -7,7 +7,8 @@ it is on an existing contact):
   error). Without it the row is matched by its identities.
 - ``name``, ``company``, ``tier``, ``stage``, ``owner``, ``language``, ``timezone``, ``preferred_channel``.
   ``owner`` is an active staff user's handle (checked against this service's copy of the staff handles,
-  services/contacts/staff.py); any other is a row error naming the column.
+  services/contacts/staff.py) when it gives the contact to someone (not the owner it has): any other is a row
+  error naming the column.
 - ``emails`` (or ``email``), ``phones`` (or ``phone``), ``tags`` (or ``tag``): several values separated by ``;``.
   Emails and phones are added to an existing contact's (an import never removes an identity); tags replace its tags.
 - ``handle.<channel>`` (e.g. ``handle.whatsapp``), ``external_id.<source>`` (e.g. ``external_id.shop``).
@@ -196,8 +197,6 @@ class ContactImport:
         except Unprocessable as exc:
             raise RowError(_column_of(self.columns, ("phones",)), exc.detail or "not a phone number") from None
         checked = ContactUpdate.model_validate(fields)
-        if checked.owner is not None:
-            await self._check_owner(session, checked.owner)
         holders = await self._holders(session, checked)
         if contact_id is not None:
             try:
@@ -217,9 +216,14 @@ class ContactImport:
                 data = ContactCreate.model_validate(checked.model_dump(exclude_unset=True))
             except ValidationError as exc:
                 raise self._validation_error(exc) from None
+            await self._check_owner(session, data.owner)
             async with session.begin_nested():
                 await self.contacts.create(session=session, data=data)
             return "created"
+        # An owner the contact has already is not given to anyone: re-importing an export of a leaver's contacts
+        # changes nothing, as any export does.
+        if checked.owner != target.owner:
+            await self._check_owner(session, checked.owner)
         patch = checked.model_dump(exclude_unset=True)
         # Identities are added, never removed by an import: a file lists what it knows, not all there is.
         if "emails" in patch:
@@ -236,9 +240,11 @@ class ContactImport:
             raise self._validation_error(exc) from None
         return "updated" if updated.version != version else "unchanged"
 
-    async def _check_owner(self, session: AsyncSession, handle: str) -> None:
+    async def _check_owner(self, session: AsyncSession, handle: str | None) -> None:
         """An owner is an active staff handle (this service's copy of them); each handle is looked up once per
         import, as a file names the same few owners on many rows."""
+        if handle is None:
+            return
         if handle not in self._owner_problems:
             self._owner_problems[handle] = await owner_problem(session=session, handle=handle)
         problem = self._owner_problems[handle]

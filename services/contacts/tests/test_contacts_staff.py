@@ -92,3 +92,19 @@ async def test_import_reports_an_owner_who_is_not_an_active_staff_handle_and_imp
     assert update.json()["error_count"] == 1 and update.json()["errors"][0]["field"] == "owner"
     ada = (await client.post("/v1/contacts/resolve", json={"email": "ada@example.com"})).json()
     assert ada["owner"] == "ana"
+
+
+async def test_an_owner_the_contact_has_already_is_not_a_change_so_an_export_imports_unchanged(
+    client: httpx.AsyncClient, staff_change: StaffChange
+) -> None:
+    await staff_change("leaver", at=MONDAY)
+    kept = await client.post("/v1/contacts", json={"name": "Kept", "emails": ["kept@example.com"], "owner": "leaver"})
+    assert kept.status_code == 201, kept.text
+    await staff_change("leaver", active=False, at=MONDAY + timedelta(hours=1))
+    export = (await client.get("/v1/contacts/export.csv")).content
+    report = (await client.post("/v1/contacts/import", content=export, headers=CSV)).json()
+    assert (report["unchanged"], report["errors"]) == (1, [])
+    # Giving the same contact to the leaver again from someone else is a change, and refused.
+    await client.patch(f"/v1/contacts/{kept.json()['id']}", json={"owner": None})
+    again = (await client.post("/v1/contacts/import", content=export, headers=CSV)).json()
+    assert again["error_count"] == 1 and "'leaver' is disabled" in again["errors"][0]["message"]
