@@ -86,12 +86,16 @@ def databases(database_factory: Callable[[Path], str]) -> dict[str, str]:
 async def gateway(
     databases: dict[str, str], nats_server: NatsServer, clock: MovableClock, touchpoints: list[dict[str, Any]]
 ) -> AsyncIterator[httpx.AsyncClient]:
+    # Each service connects as its own NATS user, as in every deployment: the contacts service may read the staff
+    # changes the gateway publishes only through what servicekit.natsauth grants it.
     contacts_settings = ContactsSettings(
-        database_url=databases["contacts"], nats_url=nats_server.url, log_json=False, outbox_poll_s=0.05,
+        database_url=databases["contacts"], nats_url=nats_server.anonymous_url, log_json=False, outbox_poll_s=0.05,
+        nats_user="contacts", nats_password=nats_server.passwords["contacts"],
     )  # fmt: skip
     settings = GatewaySettings(
-        database_url=databases["gateway"], nats_url=nats_server.url, dev_mode=True, log_json=False,
+        database_url=databases["gateway"], nats_url=nats_server.anonymous_url, dev_mode=True, log_json=False,
         upstream_read_retries=0, import_max_bytes=20_000,
+        nats_user="gateway", nats_password=nats_server.passwords["gateway"],
     )  # fmt: skip
     contacts = create_contacts(contacts_settings, clock=clock)
     interactions = interactions_list(touchpoints)
