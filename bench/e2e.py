@@ -76,7 +76,7 @@ SIZES: dict[bool, dict[str, Any]] = {
             "visibility_s": 20.0, "sample_share": 0.03, "floor_s": 15.0, "batch_s": 20.0, "batch_clients": 4,
             "mixed_minutes": 2.0, "mixed_contacts": 2000, "mixed_history": 10_000, "mixed_warmup_s": 30.0},
     True: {"contacts": 60, "step_s": 4.0, "rates": [20.0, 40.0], "visibility_s": 4.0, "sample_share": 0.25,
-           "visibility_rate": 20.0, "floor_s": 2.0, "batch_s": 3.0, "batch_clients": 2, "mixed_minutes": 0.1,
+           "visibility_rate": 20.0, "floor_s": 2.0, "batch_s": 1.0, "batch_clients": 1, "mixed_minutes": 0.1,
            "mixed_contacts": 30, "mixed_history": 0, "mixed_warmup_s": 0.0},
 }  # fmt: skip
 
@@ -281,15 +281,20 @@ class Visibility:
 
     seconds: list[float] = field(default_factory=list)
     timed_out: int = 0
+    # What the timeline showed of a sample that never got there, for the first few: which part was missing.
+    missing: list[dict[str, Any]] = field(default_factory=list)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
 
-async def watch_timeline(http: LightClient, senders: Senders, answer: dict[str, Any], followups: int,
+async def watch_timeline(http: LightClient, senders: Senders, answer: dict[str, Any], body: dict[str, Any],
                          answered: float, visibility: Visibility, timeout_s: float = 30.0) -> None:  # fmt: skip
     path = f"/api/v1/contacts/{answer['contact_id']}/timeline"
     touchpoint_id = str(answer["id"])
+    followups = expected_followups(body, senders.policies)
+    shown, made, status = False, 0, 0
     while time.perf_counter() - answered < timeout_s:
         page = await http.request("GET", path, params={"limit": "50"}, headers=senders.agent)
+        status = page.status_code
         if page.status_code == 200:
             items = page.json()["items"]
             shown = any(i["kind"] == "interaction" and str(i["id"]) == touchpoint_id for i in items)
@@ -301,6 +306,11 @@ async def watch_timeline(http: LightClient, senders: Senders, answer: dict[str, 
                 return
         await asyncio.sleep(POLL_S)
     visibility.timed_out += 1
+    if len(visibility.missing) < 5:
+        visibility.missing.append({"identity": next(iter(body["contact"])), "channel": body["channel"],
+                                   "type": body["type"], "direction": body["direction"], "last_status": status,
+                                   "touchpoint_shown": shown, "followups_expected": followups,
+                                   "followups_shown": made})  # fmt: skip
 
 
 def single_post(http: LightClient, senders: Senders, *, sample_share: float = 0.0, poller: LightClient | None = None,
@@ -321,8 +331,7 @@ def single_post(http: LightClient, senders: Senders, *, sample_share: float = 0.
         if reply.status_code not in (200, 201):
             raise load.UnexpectedStatus(f"POST /api/v1/interactions: {reply.status_code} {reply.content[:200]!r}")
         if sampled and poller is not None and visibility is not None:
-            expected = expected_followups(body, senders.policies)
-            task = asyncio.create_task(watch_timeline(poller, senders, reply.json(), expected,
+            task = asyncio.create_task(watch_timeline(poller, senders, reply.json(), body,
                                                       time.perf_counter(), visibility))  # fmt: skip
             visibility.tasks.add(task)
             task.add_done_callback(visibility.tasks.discard)
@@ -455,7 +464,8 @@ async def measure_stack(backend: str, sizes: dict[str, Any]) -> dict[str, Any]:
             if visibility.tasks:
                 await asyncio.wait(set(visibility.tasks))
             result["visibility"] = {"offered_per_second": rate, "poll_s": POLL_S,
-                                    "timed_out": visibility.timed_out, "posts": figures_of_tally(tally, elapsed),
+                                    "timed_out": visibility.timed_out, "timed_out_samples": visibility.missing,
+                                    "posts": figures_of_tally(tally, elapsed),
                                     **percentiles(visibility.seconds)}  # fmt: skip
             await wait_pending(js_manager, within_s=DRAIN_TIMEOUT_S, at_most=0)
 
@@ -508,6 +518,8 @@ def figures_of_run(run: dict[str, Any]) -> list[dict[str, Any]]:
         figure(f"POST answered to touchpoint and follow-ups on the timeline p99, at "
                f"{run.get('visibility', {}).get('offered_per_second', VISIBILITY_RATE):g}/s",
                run.get("visibility", {}).get("p99_ms"), "ms", target=TARGET_VISIBLE_P99_MS, backend=backend),
+        figure("sampled touchpoints not on the timeline with their follow-ups within 30 s",
+               run.get("visibility", {}).get("timed_out"), "", target=0, backend=backend),
         figure("batches of 500 through the gateway, end to end", batch_rate, "touchpoints/s",
                target=TARGET_BATCH_RATE, better="higher", backend=backend),
         figure("batches of 500 on the interactions service alone, end to end", batch_alone, "touchpoints/s",
