@@ -236,6 +236,8 @@ def cpu_per_touchpoint(meter: CpuMeter, before: dict[str, Any], after: dict[str,
     """ms of CPU per touchpoint of each process of the stack; the load generator shown apart, not in the total."""
     per = meter.per_call_ms(before, after, n)
     generator = per.pop("load_generator")
+    if meter.postmaster is None:
+        del per["postgres"]  # the SQLite stack has no database server
     per["total"] = round(per["total"] - generator, 3)
     return {**per, "load_generator (not in total)": generator}
 

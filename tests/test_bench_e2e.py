@@ -9,6 +9,7 @@ from bench.e2e import (
     CHANNELS,
     ONE_BATCH,
     Step,
+    cpu_per_touchpoint,
     expected_followups,
     identity_of,
     keeps_up,
@@ -16,6 +17,7 @@ from bench.e2e import (
     sustained_rate,
     touchpoint,
 )
+from bench.timeline import CpuMeter
 
 
 def step(rate: float, *, kept_up: bool = True, missed: int = 0, errors: int = 0) -> Step:
@@ -79,3 +81,15 @@ def test_senders_name_customers_three_ways_and_send_on_every_channel() -> None:
     assert {b["channel"] for b in bodies} == set(CHANNELS)
     assert all(b["body"] for b in bodies)
     assert all(("amount" in b) == (b["type"] == "purchase") for b in bodies)
+
+
+def test_cpu_per_touchpoint_counts_the_stack_not_the_load_generator() -> None:
+    before = {"load_generator": 1.0, "postgres": {10: 2.0}, "gateway": 1.0, "interactions": 0.5}
+    after = {"load_generator": 3.0, "postgres": {10: 2.5, 11: 0.5}, "gateway": 2.0, "interactions": 1.0}
+    per = cpu_per_touchpoint(CpuMeter({}, postmaster=1), before, after, 500)
+    assert per == {"gateway": 2.0, "interactions": 1.0, "postgres": 2.0, "total": 5.0,
+                   "load_generator (not in total)": 4.0}  # fmt: skip
+    # On SQLite there is no database server to count.
+    sqlite_after = {**after, "postgres": {}}
+    per = cpu_per_touchpoint(CpuMeter({}, postmaster=None), {**before, "postgres": {}}, sqlite_after, 500)
+    assert "postgres" not in per and per["total"] == 3.0
