@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
 from servicekit.clock import Clock
+from servicekit.metrics import in_worker_process
 from services.followups.models import OPEN, Followup
 
 OTHER_TEAMS = "other"
@@ -67,9 +68,11 @@ class OverdueSampler:
             counts = await overdue_by_team(session=session, now=self.clock.now())
         folded = fold_teams(counts, cap=self.cap)
         for team in self._shown - folded.keys():
-            # Zeroed before it is dropped: in multiprocess mode the worker's file keeps the last value it was set.
             FOLLOWUPS_OVERDUE.labels(team).set(0)
-            FOLLOWUPS_OVERDUE.remove(team)
+            # A worker of servicekit.serve cannot drop a series (its file keeps it, prometheus_client warns): it
+            # stays at 0 there, one per team this worker ever showed.
+            if not in_worker_process():
+                FOLLOWUPS_OVERDUE.remove(team)
         for team, n in folded.items():
             FOLLOWUPS_OVERDUE.labels(team).set(n)
         self._shown = set(folded)
