@@ -82,6 +82,8 @@ class OpsSampler:
     clock: Clock
     interval_s: float
     extra: list[Callable[[], Awaitable[object]]] = field(default_factory=list)
+    # Further pools of the service, each under its own ``service`` label value (the gateway's timeline reads).
+    pools: dict[str, AsyncEngine] = field(default_factory=dict)
 
     async def sample_outbox(self) -> None:
         age = await oldest_unsent_age_s(sessionmaker=self.sessionmaker, table=self.outbox, clock=self.clock)
@@ -92,6 +94,8 @@ class OpsSampler:
 
     async def sample_pool(self) -> None:
         sample_pool(engine=self.engine, service=self.service)
+        for label, engine in self.pools.items():
+            sample_pool(engine=engine, service=label)
 
     async def sample_once(self) -> None:
         # The pool first: the outbox query below checks a connection out itself.

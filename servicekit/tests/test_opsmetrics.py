@@ -200,3 +200,23 @@ async def test_the_sampler_runs_its_rounds_in_the_background(engine: AsyncEngine
         await eventually(lambda: value("outbox_oldest_unsent_age_seconds", service=sampler.service) == 62)
     finally:
         job.cancel()
+
+
+@pytest.mark.parametrize("db_backend", ["postgres"], indirect=True)
+async def test_a_further_pool_is_counted_under_its_own_label(
+    empty_database_url: str, engine: AsyncEngine, clock: MovableClock
+) -> None:
+    """The gateway's timeline reads have a pool of their own (PostgreSQL): it is sampled beside the main one."""
+    sampler = sampler_for(engine, clock, offline_bus(), [])
+    reads = make_engine(empty_database_url, read_only=True)
+    label = f"{sampler.service}-reads"
+    sampler.pools[label] = reads
+    try:
+        async with reads.connect():
+            await sampler.sample_pool()
+            assert value("db_pool_connections_in_use", service=label) == 1
+            assert value("db_pool_connections_in_use", service=sampler.service) == 0
+        await sampler.sample_pool()
+        assert value("db_pool_connections_in_use", service=label) == 0
+    finally:
+        await reads.dispose()
