@@ -78,6 +78,7 @@ def create_app(
         if runtime.engine.dialect.name == "postgresql":
             reading_engine = make_engine(settings.database_url, pool_size=settings.db_pool_size, read_only=True)
             reader = make_sessionmaker(reading_engine)
+            runtime.sampler.pools["gateway-reads"] = reading_engine
         timeline = Timeline(
             contacts=services.contacts,
             sessionmaker=reader,

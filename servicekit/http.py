@@ -131,7 +131,13 @@ _READ_HEADERS = frozenset((b"x-request-id", b"traceparent", b"content-length"))
 _CHILDREN: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
 
+# Any token is a method to HTTP: a client sending 50 made-up ones made 50 series. Those outside this set count as
+# "other" (they are answered 405 or 404 all the same).
+METRIC_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 def _observe(method: str, template: str, status: int, elapsed: float) -> None:
+    method = method if method in METRIC_METHODS else "other"
     children = _CHILDREN.get((method, template, status))
     if children is None:
         children = (HTTP_REQUESTS.labels(method, template, str(status)), HTTP_LATENCY.labels(method, template))

@@ -24,6 +24,7 @@ from services.followups import events, staff
 from services.followups.api import router
 from services.followups.directory import ContactDirectory
 from services.followups.models import inbox_table, outbox_table
+from services.followups.overdue import OverdueSampler
 from services.followups.policybook import PolicyBook
 from services.followups.scheduler import Scheduler
 from services.followups.service import FollowupService
@@ -48,6 +49,8 @@ def create_app(
         runtime = Runtime.create(
             name=NAME, settings=settings, outbox=Outbox(outbox_table), streams=[events.STREAM], clock=clock
         )
+        overdue = OverdueSampler(sessionmaker=runtime.sessionmaker, clock=runtime.clock, cap=settings.overdue_teams_max)
+        runtime.sampler.extra.append(overdue.sample_overdue)
         replica = settings.replica or f"{socket.gethostname()}:{os.getpid()}"
         policies = PolicyBook(clock=runtime.clock, cache_s=settings.policy_cache_s)
         directory = ContactDirectory(
