@@ -16,7 +16,7 @@ from servicekit.clock import Clock
 from servicekit.events import CloudEvent
 from servicekit.logging import get_logger
 from servicekit.metrics import EVENTS_CONSUMED
-from servicekit.tracing import batch_span, consuming, message_trace_headers
+from servicekit.tracing import batch_span, consuming, message_trace_headers, recording
 
 log = get_logger(__name__)
 
@@ -131,6 +131,9 @@ class EventInbox(Generic[Batch]):
         """Apply ``events`` in one transaction, each handler in its event's trace context (``contexts``, by event
         id: the W3C headers its message came with)."""
         contexts = contexts or {}
+        if not recording():
+            await self._apply_in_transaction(events, contexts)
+            return
         with batch_span(f"{self.name} apply", [contexts.get(event.id, {}) for event in events],
                         attributes={"messaging.system": "nats", "messaging.consumer.group.name": self.name,
                                     "messaging.batch.message_count": len(events)}):  # fmt: skip

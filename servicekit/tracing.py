@@ -62,8 +62,22 @@ def exporters_requested(environ: Mapping[str, str] = os.environ) -> list[str]:
     return []
 
 
-def sdk_active() -> bool:
-    """Spans are recorded: an SDK TracerProvider is installed (by ``setup_tracing`` or by a test)."""
+# Whether spans are recorded: set by setup_tracing (and servicekit.testing.tracing), read on every event. A module
+# flag, not a look at the global provider: that reads os.environ on each call while none is installed.
+_recording = False
+
+
+def recording() -> bool:
+    """Spans are recorded: ``setup_tracing`` installed an SDK TracerProvider, or found one installed."""
+    return _recording
+
+
+def set_recording(on: bool) -> None:
+    global _recording
+    _recording = on
+
+
+def _sdk_installed() -> bool:
     provider = trace.get_tracer_provider()
     return not isinstance(provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider))
 
@@ -72,7 +86,7 @@ def setup_tracing(*, service: str, app: Any = None, environ: Mapping[str, str] =
     """Install the SDK when the ``OTEL_*`` variables ask for it (once per process), then instrument ``app`` and
     the process's httpx clients and SQLAlchemy engines; returns whether spans are recorded. A provider already
     installed (a test's in-memory exporter, or another service of the same process) is kept."""
-    if not sdk_active():
+    if not _sdk_installed():
         exporters = exporters_requested(environ)
         if not exporters:
             return False
@@ -90,6 +104,7 @@ def setup_tracing(*, service: str, app: Any = None, environ: Mapping[str, str] =
         from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
         FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,readyz,metrics")
+    set_recording(True)
     return True
 
 
@@ -136,11 +151,8 @@ def bind_current_span() -> None:
     """Bind the recording span's traceparent/tracestate for logs and events (a no-op when no span records)."""
     span = trace.get_current_span().get_span_context()
     if span.is_valid:
-        bind_contextvars(**_trace_fields(current_trace_headers()))
-
-
-def _trace_fields(headers: Mapping[str, str]) -> dict[str, str | None]:
-    return {TRACEPARENT: headers.get(TRACEPARENT), TRACESTATE: headers.get(TRACESTATE)}
+        headers = current_trace_headers()
+        bind_contextvars(traceparent=headers.get(TRACEPARENT), tracestate=headers.get(TRACESTATE))
 
 
 def message_trace_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
@@ -157,25 +169,39 @@ def message_trace_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
     return found
 
 
-@contextlib.contextmanager
-def consuming(headers: Mapping[str, str], *, name: str, attributes: Mapping[str, Any] | None = None) -> Iterator[None]:
+class consuming:
     """Make the trace context of a received message current while its handler runs.
 
     Without the SDK the headers are only bound (for logs and the events the handler makes: two context variables).
     With it, a CONSUMER span named ``name`` is started as the child of the message's context, so what the handler
-    does (queries, calls, the events it emits) belongs to the producer's trace."""
-    tokens = bind_contextvars(**_trace_fields(headers))
-    try:
-        if not sdk_active():
-            yield
-            return
-        parent = _PROPAGATOR.extract(headers) if headers else otel_context.Context()
-        tracer = trace.get_tracer(_TRACER_NAME)
-        with tracer.start_as_current_span(name, context=parent, kind=SpanKind.CONSUMER, attributes=attributes):
+    does (queries, calls, the events it emits) belongs to the producer's trace. A class, not a generator: it runs
+    once per event."""
+
+    __slots__ = ("_attributes", "_headers", "_name", "_span", "_tokens")
+
+    def __init__(self, headers: Mapping[str, str], *, name: str, attributes: Mapping[str, Any] | None = None) -> None:
+        self._headers = headers
+        self._name = name
+        self._attributes = attributes
+        self._span: Any = None
+
+    def __enter__(self) -> None:
+        headers = self._headers
+        self._tokens = bind_contextvars(traceparent=headers.get(TRACEPARENT), tracestate=headers.get(TRACESTATE))
+        if _recording:
+            parent = _PROPAGATOR.extract(headers) if headers else otel_context.Context()
+            self._span = trace.get_tracer(_TRACER_NAME).start_as_current_span(
+                self._name, context=parent, kind=SpanKind.CONSUMER, attributes=self._attributes
+            )
+            self._span.__enter__()
             bind_current_span()
-            yield
-    finally:
-        reset_contextvars(**tokens)
+
+    def __exit__(self, *exc: Any) -> None:
+        try:
+            if self._span is not None:
+                self._span.__exit__(*exc)
+        finally:
+            reset_contextvars(**self._tokens)
 
 
 @contextlib.contextmanager
@@ -184,7 +210,7 @@ def batch_span(name: str, contexts: list[Mapping[str, str]], *, attributes: Mapp
     """A span for the work one batch shares (its transaction), linked to every message's context: messaging
     semantics for batch processing (a batch has many parents, so it is a root with links). Nothing without the
     SDK."""
-    if not sdk_active():
+    if not _recording:
         yield
         return
     links = []

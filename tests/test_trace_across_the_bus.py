@@ -27,7 +27,7 @@ from servicekit.testing.nats import NatsServer
 from servicekit.testing.plugin import eventually
 from servicekit.testing.ports import free_port
 from servicekit.testing.tracing import recorded_spans
-from servicekit.tracing import sdk_active
+from servicekit.tracing import recording
 from services.contacts.app import create_app as create_contacts
 from services.contacts.settings import ContactsSettings
 from services.followups.app import create_app as create_followups
@@ -114,7 +114,7 @@ async def test_one_trace_from_a_gateway_post_through_interactions_follow_ups_and
         assert post is not None
         trace_id = post.context.trace_id
         spans = [s for s in exporter.get_finished_spans() if s.context.trace_id == trace_id]
-    assert not sdk_active()  # the process is untraced again for the tests that follow
+    assert not recording()  # the process is untraced again for the tests that follow
     by_id = {s.context.span_id: s for s in spans}
     # interactions served the gateway's call, within the gateway's request
     (served,) = [s for s in spans if s.kind == SpanKind.SERVER and s.name == "POST /v1/interactions"]

@@ -13,6 +13,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.util._once import Once
 
+from servicekit.tracing import set_recording
+
 
 @contextlib.contextmanager
 def recorded_spans(service: str = "touchpoint-tests") -> Iterator[InMemorySpanExporter]:
@@ -34,6 +36,7 @@ def recorded_spans(service: str = "touchpoint-tests") -> Iterator[InMemorySpanEx
                 instrumentor.uninstrument()
         provider.shutdown()
         _reset_globals()
+        set_recording(False)
 
 
 def _reset_globals() -> None:

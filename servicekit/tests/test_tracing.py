@@ -26,7 +26,7 @@ from servicekit.outbox import Outbox, OutboxRelay
 from servicekit.runtime import shared_tables
 from servicekit.testing.nats import NatsServer
 from servicekit.testing.plugin import eventually
-from servicekit.tracing import exporters_requested, sdk_active, trace_headers_of_event
+from servicekit.tracing import exporters_requested, recording, trace_headers_of_event
 
 metadata = MetaData()
 outbox_table, inbox_table = shared_tables(metadata)
@@ -54,7 +54,7 @@ async def test_a_consumer_re_publishes_with_the_same_trace_id_without_an_exporte
     nats_factory: Callable[[], NatsServer], sessionmaker: Any, clock: MovableClock,
     capsys: pytest.CaptureFixture[str],
 ) -> None:  # fmt: skip
-    assert not sdk_active() and exporters_requested({}) == []
+    assert not recording() and exporters_requested({}) == []
     configure_logging(service="kit", json=True)
     server = nats_factory()
     bus = Bus(server.url, name="kit")
