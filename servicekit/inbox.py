@@ -195,15 +195,17 @@ class EventInbox(Generic[Batch]):
     async def _dead_letter(self, msg: Msg, reason: str, event_id: str | None = None) -> None:
         log.error("event_dead_lettered", consumer=self.name, subject=msg.subject, reason=reason[:500])
         EVENTS_CONSUMED.labels(self.name, "dead_letter").inc()
-        await self.bus.dead_letter(
-            # Our events' subjects end in the contact's id; so does the dead letter's, so an erasure finds it.
-            f"crm.deadletter.{self.name}.{msg.subject.rsplit('.', 1)[-1]}",
-            reason=reason,
-            payload=msg.data,
-            origin=msg.subject,
-            # Per consumer: two consumers parking the same event made one dead letter, the other a duplicate.
-            msg_id=f"{self.name}:{event_id}" if event_id else None,
-        )
+        # In the event's trace: the dead letter's headers carry it on (Bus.publish), so it is found from the request.
+        with consuming(message_trace_headers(msg.headers), name=f"{self.name} dead-letter"):
+            await self.bus.dead_letter(
+                # Our events' subjects end in the contact's id; so does the dead letter's, so an erasure finds it.
+                f"crm.deadletter.{self.name}.{msg.subject.rsplit('.', 1)[-1]}",
+                reason=reason,
+                payload=msg.data,
+                origin=msg.subject,
+                # Per consumer: two consumers parking the same event made one dead letter, the other a duplicate.
+                msg_id=f"{self.name}:{event_id}" if event_id else None,
+            )
         await msg.ack()
 
 

@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import MetaData
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from servicekit.bus import Bus, DurableConsumer, StreamSpec
+from servicekit.bus import Bus, DurableConsumer, PermanentError, StreamSpec
 from servicekit.clock import MovableClock
 from servicekit.db import make_engine, make_sessionmaker
 from servicekit.events import CloudEvent, event_json, make_event
@@ -167,3 +167,36 @@ def test_the_standard_variables_decide_whether_spans_are_exported(
     environ: dict[str, str], exporters: list[str]
 ) -> None:
     assert exporters_requested(environ) == exporters
+
+
+async def test_a_dead_letter_carries_the_trace_context_of_the_event_it_parks(
+    nats_factory: Callable[[], NatsServer], sessionmaker: Any, clock: MovableClock
+) -> None:
+    server = nats_factory()
+    bus = Bus(server.url, name="kit")
+    bus.add_streams(STREAM)
+    await bus.start()
+    await bus.wait_connected()
+
+    async def refuse(_session: AsyncSession, _event: CloudEvent) -> None:
+        raise PermanentError("never")
+
+    inbox = EventInbox(table=inbox_table, sessionmaker=sessionmaker, handlers={"trace.made.v1": refuse},
+                       clock=clock, bus=bus, name="trace-dl")  # fmt: skip
+    consumer = DurableConsumer(bus=bus, stream="TRACE_EVENTS", durable="trace-dl", filter_subjects=["trace.made.>"],
+                               handle_batch=inbox.handle_batch, fetch_timeout_s=0.2)  # fmt: skip
+    task = asyncio.create_task(consumer.run())
+    nc = await nats.connect(server.url)
+    try:
+        js = nc.jetstream()
+        bind_request_context(request_id="dl", traceparent=None)
+        poison = made(9)
+        await js.publish("trace.made.9", poison.to_json(), headers={"Nats-Msg-Id": poison.id, "traceparent": FIRST})
+        parked = await js.pull_subscribe("crm.deadletter.>", stream="CRM_DEADLETTER")
+        (letter,) = await parked.fetch(1, timeout=20)
+    finally:
+        consumer.stop()
+        await asyncio.wait_for(task, 10)
+        await nc.close()
+        await bus.close()
+    assert (letter.headers or {}).get("traceparent") == FIRST
