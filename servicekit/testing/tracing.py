@@ -28,15 +28,20 @@ def recorded_spans(service: str = "touchpoint-tests") -> Iterator[InMemorySpanEx
     try:
         yield exporter
     finally:
-        from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
-        from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
-
-        for instrumentor in (HTTPXClientInstrumentor(), SQLAlchemyInstrumentor()):
-            if instrumentor.is_instrumented_by_opentelemetry:
-                instrumentor.uninstrument()
         provider.shutdown()
-        _reset_globals()
-        set_recording(False)
+        untrace()
+
+
+def untrace() -> None:
+    """Leave the process as it was before any tracing: no provider, no instrumentation, nothing recorded."""
+    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+    from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+
+    for instrumentor in (HTTPXClientInstrumentor(), SQLAlchemyInstrumentor()):
+        if instrumentor.is_instrumented_by_opentelemetry:
+            instrumentor.uninstrument()
+    _reset_globals()
+    set_recording(False)
 
 
 def _reset_globals() -> None:

@@ -6,13 +6,17 @@ event keeps its own trace."""
 from __future__ import annotations
 
 import asyncio
+import http.server
 import json
+import threading
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 import nats
 import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
 from sqlalchemy import MetaData
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -26,7 +30,8 @@ from servicekit.outbox import Outbox, OutboxRelay
 from servicekit.runtime import shared_tables
 from servicekit.testing.nats import NatsServer
 from servicekit.testing.plugin import eventually
-from servicekit.tracing import exporters_requested, recording, trace_headers_of_event
+from servicekit.testing.tracing import untrace
+from servicekit.tracing import exporters_requested, recording, setup_tracing, trace_headers_of_event
 
 metadata = MetaData()
 outbox_table, inbox_table = shared_tables(metadata)
@@ -200,3 +205,43 @@ async def test_a_dead_letter_carries_the_trace_context_of_the_event_it_parks(
         await nc.close()
         await bus.close()
     assert (letter.headers or {}).get("traceparent") == FIRST
+
+
+class _Collector(http.server.BaseHTTPRequestHandler):
+    """A stand-in OTLP/HTTP collector: keeps what is posted to it."""
+
+    received: ClassVar[list[tuple[str, str, bytes]]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        self.received.append((self.path, self.headers.get("Content-Type", ""), body))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.end_headers()
+
+    def log_message(self, *_args: Any) -> None:
+        pass
+
+
+def test_an_otlp_endpoint_turns_on_export_under_the_service_s_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    collector = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Collector)
+    thread = threading.Thread(target=collector.serve_forever, daemon=True)
+    thread.start()
+    _Collector.received.clear()
+    try:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{collector.server_port}")
+        assert setup_tracing(service="kit-otlp", environ={"OTEL_SDK_DISABLED": "true"}) is False
+        assert not recording()
+        assert setup_tracing(service="kit-otlp") is True and recording()
+        with trace.get_tracer("test").start_as_current_span("exported"):
+            pass
+        provider = trace.get_tracer_provider()
+        assert isinstance(provider, TracerProvider) and provider.force_flush(10_000)
+    finally:
+        untrace()
+        collector.shutdown()
+        collector.server_close()
+    assert not recording()
+    (path, media_type, body) = _Collector.received[0]
+    assert path == "/v1/traces" and media_type == "application/x-protobuf"
+    assert b"kit-otlp" in body and b"exported" in body
