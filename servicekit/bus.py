@@ -221,6 +221,10 @@ class DurableConsumer:
     ``handle_batch`` gets the fetched messages and must ack, nak or term each one. If fetches come back
     empty while the server says messages are pending for us (the pull subscription died with a server
     restart, nats-py #504), the subscription is rebuilt; a test kills and restarts nats-server under it.
+
+    Trace context travels in each message's ``traceparent``/``tracestate`` headers: a batch has one per message,
+    so it is the handler that makes each current while it handles that message (``EventInbox`` does, per event;
+    another handler wraps its per-message work in ``servicekit.tracing.consuming(message_trace_headers(...))``).
     """
 
     bus: Bus
