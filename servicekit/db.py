@@ -7,11 +7,12 @@ from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import sqlalchemy.ext.asyncio
 from sqlalchemy import DateTime, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 from sqlalchemy.types import TypeDecorator
 
@@ -61,13 +62,13 @@ def make_engine(url: str, *, pool_size: int = 10, echo: bool = False, read_only:
         # One connection per process: SQLite has one writer anyway, and waiting in the pool's
         # asyncio queue is fairer and faster than SQLite's sleeping busy handler.
         # Sessions always end their transaction, so the pool's extra ROLLBACK on return is skipped.
-        engine = create_async_engine(
+        engine = _create_async_engine(
             url, echo=echo, pool_size=1, max_overflow=0, pool_timeout=60, pool_reset_on_return=None
         )
         _tune_sqlite(engine)
         return engine
     options: dict[str, Any] = {"isolation_level": "AUTOCOMMIT", "pool_reset_on_return": None} if read_only else {}
-    engine = create_async_engine(
+    engine = _create_async_engine(
         url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800, **options
     )
     _ping_idle_connections(engine)
@@ -160,3 +161,9 @@ async def session_scope(sessionmaker: async_sessionmaker[AsyncSession]) -> Async
         except BaseException:
             await session.rollback()
             raise
+
+
+def _create_async_engine(url: str, **options: Any) -> AsyncEngine:
+    # Looked up at each call: SQLAlchemy's OpenTelemetry instrumentation (servicekit.tracing), when on, replaces the
+    # module's function, and a name imported before that would make engines it never sees.
+    return sqlalchemy.ext.asyncio.create_async_engine(url, **options)

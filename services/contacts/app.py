@@ -27,9 +27,11 @@ NAME = "contacts"
 def create_app(settings: ContactsSettings | None = None, clock: Clock | None = None) -> FastAPI:
     settings = settings or ContactsSettings()
 
+    # Before uvicorn serves (it calls this factory first): its own start-up lines are JSON too.
+    configure_logging(service=NAME, level=settings.log_level, json=settings.log_json)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        configure_logging(service=NAME, level=settings.log_level, json=settings.log_json)
         runtime = Runtime.create(
             name=NAME, settings=settings, outbox=Outbox(outbox_table), streams=[events.STREAM], clock=clock
         )
@@ -61,6 +63,7 @@ def create_app(settings: ContactsSettings | None = None, clock: Clock | None = N
             await runtime.stop()
 
     app = build_app(
+        service=NAME,
         title="Touchpoint contacts",
         description="Customers, their identities per channel, consent, merge and GDPR erase.",
         lifespan=lifespan,
