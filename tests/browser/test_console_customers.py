@@ -229,3 +229,37 @@ def test_erasing_needs_the_typed_confirmation(console: Console, chromium: Any) -
     assert "was erased" in page.get_by_role("alert").inner_text()
     assert name not in page.content() and f"bjorn.{tag}" not in page.content()
     assert read_customer(console, contact["id"])[0] == 410
+
+
+def test_an_open_page_shows_the_erasure_live(console: Console, chromium: Any) -> None:
+    tag = unique()
+    name = f"Mei Chen {tag}"
+    contact = make_customer(console, name=name, emails=[f"mei.{tag}@example.com"], company="Chen Lighting")
+    page = chromium().new_page()
+    sign_in(page, console, console.agent)
+    page.goto(f"{console.url}/customers/{contact['id']}")
+    page.locator("[data-live-status].on").wait_for()
+    with console.api() as http:
+        erased = http.delete(f"/api/v1/contacts/{contact['id']}")
+        assert erased.status_code == 204, erased.text
+    page.locator(".banner-erased").wait_for(timeout=15_000)  # pushed by the stream: no reload happened
+    assert "was erased" in page.locator(".banner-erased").inner_text()
+    main = page.locator("main").inner_text()
+    assert name not in main and f"mei.{tag}" not in main and "Chen Lighting" not in main
+    assert page.get_by_role("heading", name="Erased customer").is_visible()
+    screenshot(page, "customer-erased-live")
+
+
+def test_an_open_page_follows_a_merge_to_the_survivor_live(console: Console, chromium: Any) -> None:
+    tag = unique()
+    source = make_customer(console, name=f"Tomas Ruiz {tag}", company="Ruiz Hogar")
+    target = make_customer(console, name=f"Tomas Ruiz {tag}", company="Ruiz Hogar", emails=[f"t.{tag}@example.com"])
+    page = chromium().new_page()
+    sign_in(page, console, console.agent)
+    page.goto(f"{console.url}/customers/{source['id']}")
+    page.locator("[data-live-status].on").wait_for()
+    with console.api() as http:
+        merged = http.post(f"/api/v1/contacts/{target['id']}/merge", json={"source_id": source["id"]})
+        assert merged.status_code == 200, merged.text
+    page.wait_for_url(re.compile(rf"/customers/{target['id']}"), timeout=15_000)
+    assert f"t.{tag}@example.com" in page.locator(".head").inner_text()
