@@ -102,6 +102,13 @@ def form_values(contact: dict[str, Any] | None, field: dict[str, str] | None = N
     return values
 
 
+def handle_channels(contact: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """A handle field for each channel, and one for each other handle the customer has (made through the API):
+    the form must show it, or saving would remove it."""
+    others = [k for k in (contact or {}).get("handles", {}) if k not in labels.CHANNELS]
+    return [*labels.CHANNELS.items(), *((k, k) for k in others)]
+
+
 IDENTITY_FIELDS = {"email": "emails", "phone": "phones"}
 
 
@@ -157,6 +164,7 @@ async def _form(
         etag=etag,
         conflict=conflict,
         staff=await _staff(desk),
+        handle_channels=handle_channels(contact),
         tiers=TIERS,
         stages=labels.STAGES,
         time_zones=TIME_ZONES,
