@@ -178,11 +178,21 @@ async def _form_fields(request: Request, desk: Desk) -> dict[str, str]:
     return field
 
 
+def not_for_role(desk: Desk, action: Action, what: str) -> Response | None:
+    """The refusal page before a form the API would refuse anyway: not a form that fails when sent."""
+    if allowed(desk.principal.role, action):
+        return None
+    return desk.render("error.html", status=403, title="Not for your role",
+                       message=f"{what} needs the {action.value} permission.")  # fmt: skip
+
+
 @router.get("/customers/new")
 async def new_customer_form(request: Request) -> Response:
     desk = await open_desk(request)
     if desk is None:
         return to_sign_in(request)
+    if refused := not_for_role(desk, Action.contacts_write, "Adding a customer"):
+        return refused
     return await _form(desk, contact=None, values=form_values(None))
 
 
@@ -207,6 +217,8 @@ async def edit_customer_form(request: Request, contact_id: uuid.UUID) -> Respons
     desk = await open_desk(request)
     if desk is None:
         return to_sign_in(request)
+    if refused := not_for_role(desk, Action.contacts_write, "Changing a customer"):
+        return refused
     contact = await desk.api.get(f"/contacts/{contact_id}")
     if contact.status == 308:  # merged away: the survivor is the one to edit
         survivor = (contact.body or {}).get("merged_into") or contact.headers.get("location", "").rsplit("/", 1)[-1]
@@ -297,7 +309,7 @@ async def merge_customers(request: Request, contact_id: uuid.UUID, other_id: uui
     answer = await desk.api.post(f"/contacts/{survivor}/merge", json={"source_id": str(source)})
     if not answer.ok:
         return await _merge_page(desk, contact_id, other_id, problem=answer.problem, status=answer.status)
-    return RedirectResponse(f"/customers/{survivor}", status_code=303)
+    return RedirectResponse(f"/customers/{survivor}?merged_from={source}", status_code=303)
 
 
 # --- export and erase ---------------------------------------------------------------------------------------------
@@ -336,9 +348,8 @@ async def erase_page(request: Request, contact_id: uuid.UUID) -> Response:
 
 
 async def _erase_page(desk: Desk, contact_id: uuid.UUID, *, problem: str | None, status: int = 200) -> Response:
-    if not allowed(desk.principal.role, Action.contacts_erase):
-        return desk.render("error.html", status=403, title="Not for your role",
-                           message="Erasing a customer needs the contacts:erase permission (admins).")  # fmt: skip
+    if refused := not_for_role(desk, Action.contacts_erase, "Erasing a customer"):
+        return refused
     contact = await desk.api.get(f"/contacts/{contact_id}")
     if not contact.ok:
         return unavailable(desk, contact, "This customer")

@@ -282,6 +282,7 @@ async def customer_page(
     since: Annotated[str, Query(max_length=10)] = "",
     until: Annotated[str, Query(max_length=10)] = "",
     cursor: Annotated[str | None, Query(max_length=1024)] = None,
+    merged_from: uuid.UUID | None = None,
 ) -> Response:
     desk = await open_desk(request)
     if desk is None:
@@ -294,7 +295,7 @@ async def customer_page(
         return unavailable(desk, timeline, "This customer")
     surviving = timeline.body["contact"]["profile"]["id"]
     if surviving != str(contact_id):  # merged away: the survivor's page is the customer's page
-        return RedirectResponse(f"/customers/{surviving}", status_code=303)
+        return RedirectResponse(f"/customers/{surviving}?merged_from={contact_id}", status_code=303)
     journey, similar = await asyncio.gather(
         desk.api.get(f"/contacts/{contact_id}/journey"), duplicates(desk.api, timeline.body["contact"]["profile"])
     )
@@ -305,6 +306,7 @@ async def customer_page(
         page=timeline.body,
         journey=journey.body if journey.ok else None,
         duplicates=similar,
+        merged_from=merged_from,
         filters=filters,
         filtered=any(filters.values()),
         more_query=_more_query(filters, timeline.body.get("next_cursor")),

@@ -169,18 +169,19 @@ def test_duplicates_are_suggested_and_merged_into_the_survivor_the_agent_picks(c
     screenshot(page, "customer-merge")
     page.get_by_label(re.compile(r"^Keep Ursula  xavier")).check()
     page.get_by_role("button", name="Merge").click()
-    page.wait_for_url(re.compile(rf"/customers/{second['id']}$"))
+    page.wait_for_url(re.compile(rf"/customers/{second['id']}\?merged_from={first['id']}$"))
+    assert "was merged into this one" in page.get_by_role("status").filter(has_text="merged").inner_text()
     status, merged = read_customer(console, first["id"])
     assert status == 308 and str(merged.get("merged_into")) == second["id"]
     _, survivor = read_customer(console, second["id"])
     assert f"ux.{tag}@a.example" in survivor["emails"]
     # The merged-away page leads to the survivor, and the survivor shows no duplicate any more.
     page.goto(f"{console.url}/customers/{first['id']}")
-    page.wait_for_url(re.compile(rf"/customers/{second['id']}$"))
+    page.wait_for_url(re.compile(rf"/customers/{second['id']}\?merged_from={first['id']}$"))
     assert page.get_by_role("region", name="Possible duplicates").count() == 0
 
 
-def test_an_admin_downloads_the_export_and_an_agent_is_not_offered_it(console: Console, chromium: Any) -> None:
+def test_an_admin_downloads_the_export_and_other_roles_are_not_offered_it(console: Console, chromium: Any) -> None:
     tag = unique()
     contact = make_customer(console, name=f"Kofi Mensah {tag}", emails=[f"kofi.{tag}@example.com"])
     page = chromium().new_page()
@@ -201,6 +202,13 @@ def test_an_admin_downloads_the_export_and_an_agent_is_not_offered_it(console: C
     assert agent.get_by_role("link", name="Erase").count() == 0
     refused = agent.goto(f"{console.url}/customers/{contact['id']}/export")
     assert refused is not None and refused.status == 403
+    readonly = chromium().new_page()
+    sign_in(readonly, console, console.make_staff("readonly"))
+    readonly.goto(f"{console.url}/customers/{contact['id']}")
+    assert readonly.get_by_role("link", name="Edit", exact=True).count() == 0
+    for form in ("/customers/new", f"/customers/{contact['id']}/edit"):
+        refused = readonly.goto(console.url + form)
+        assert refused is not None and refused.status == 403  # refused before the form, not when sent
 
 
 def test_erasing_needs_the_typed_confirmation(console: Console, chromium: Any) -> None:
@@ -261,5 +269,6 @@ def test_an_open_page_follows_a_merge_to_the_survivor_live(console: Console, chr
     with console.api() as http:
         merged = http.post(f"/api/v1/contacts/{target['id']}/merge", json={"source_id": source["id"]})
         assert merged.status_code == 200, merged.text
-    page.wait_for_url(re.compile(rf"/customers/{target['id']}"), timeout=15_000)
+    page.wait_for_url(re.compile(rf"/customers/{target['id']}\?merged_from={source['id']}$"), timeout=15_000)
+    assert "was merged into this one" in page.get_by_role("status").filter(has_text="merged").inner_text()
     assert f"t.{tag}@example.com" in page.locator(".head").inner_text()

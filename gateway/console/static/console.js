@@ -115,9 +115,10 @@ function timeline(list) {
     // The customer was merged into another: their page is the survivor's now.
     source.addEventListener("merged", (event) => {
       source.close();
-      const into = JSON.parse(event.data).into;
+      const merge = JSON.parse(event.data);
       status.textContent = "merged into another customer, opening it…";
-      window.location.assign("/customers/" + encodeURIComponent(into));
+      const query = new URLSearchParams({ merged_from: merge.contact_id });
+      window.location.assign("/customers/" + encodeURIComponent(merge.into) + "?" + query);
     });
     // The customer was erased: nothing of who they were stays on the screen.
     source.addEventListener("erased", () => {
