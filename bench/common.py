@@ -159,6 +159,26 @@ def write_results(name: str, results: dict[str, Any]) -> Path:
     return path
 
 
+def postmaster_pid(pg: PostgresCluster | None) -> int | None:
+    """The pid of a running cluster's postmaster (its backends are its children), or None."""
+    pid_file = pg.data_dir / "postmaster.pid" if pg is not None else None
+    if pid_file is None or not pid_file.exists():
+        return None
+    return int(pid_file.read_text().split()[0])
+
+
+async def make_api_keys(http: Any, admin_key: str, roles: list[str], prefix: str) -> dict[str, dict[str, str]]:
+    """An API key per role, made through the gateway's API with the admin key: each role's Authorization header."""
+    keys = {}
+    for role in roles:
+        made = await http.post("/api/v1/api-keys", json={"name": f"{prefix}-{role}", "role": role},
+                               headers={"Authorization": f"Bearer {admin_key}"})  # fmt: skip
+        if made.status_code != 201:
+            raise RuntimeError(f"making the {role} key: {made.status_code} {made.content[:200]!r}")
+        keys[role] = {"Authorization": f"Bearer {made.json()['key']}"}
+    return keys
+
+
 def client(base_url: str, concurrency: int) -> httpx.AsyncClient:
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     return httpx.AsyncClient(base_url=base_url, limits=limits, timeout=30)

@@ -116,10 +116,25 @@ class LightClient:
             lines.append(b"content-length: " + str(len(content)).encode())
         head = b"\r\n".join(lines) + b"\r\n\r\n"
         async with self._slots:
-            connection = self._idle.pop() if self._idle else await self._connect()
+            reused = bool(self._idle)
+            connection = self._idle.pop() if reused else await self._connect()
             try:
                 async with asyncio.timeout(self.timeout):
                     reply, reusable = await connection.exchange(head, content)
+            except (asyncio.IncompleteReadError, ConnectionError) as exc:
+                connection.close()
+                # uvicorn closes a connection idle for 5 s (its keep-alive timeout): a kept one found closed before
+                # any byte of an answer came back was never read, so the request goes again on a new connection,
+                # as browsers do. An answer cut short (some bytes read) is an error.
+                if not reused or (isinstance(exc, asyncio.IncompleteReadError) and exc.partial):
+                    raise
+                connection = await self._connect()
+                try:
+                    async with asyncio.timeout(self.timeout):
+                        reply, reusable = await connection.exchange(head, content)
+                except BaseException:
+                    connection.close()
+                    raise
             except BaseException:
                 connection.close()
                 raise

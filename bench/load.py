@@ -36,7 +36,7 @@ from typing import Any
 import httpx
 import psutil
 
-from bench.common import client, percentiles, remove_scratch, write_results
+from bench.common import client, make_api_keys, percentiles, postmaster_pid, remove_scratch, write_results
 from servicekit.devstack import SERVICES, Stack
 from servicekit.testing.ports import free_port
 from servicekit.testing.postgres import PostgresCluster
@@ -93,12 +93,10 @@ def resident_memory(stack: Stack, pg: PostgresCluster | None) -> dict[str, float
             memory[name] = round(psutil.Process(service.process.pid).memory_info().rss / 2**20, 1)
     if stack.nats is not None and stack.nats.process is not None:
         memory["nats-server"] = round(psutil.Process(stack.nats.process.pid).memory_info().rss / 2**20, 1)
-    if pg is not None:
-        pid_file = pg.data_dir / "postmaster.pid"
-        if pid_file.exists():
-            postmaster = psutil.Process(int(pid_file.read_text().split()[0]))
-            total = postmaster.memory_info().rss + sum(c.memory_info().rss for c in postmaster.children())
-            memory["postgresql"] = round(total / 2**20, 1)
+    if (pid := postmaster_pid(pg)) is not None:
+        postmaster = psutil.Process(pid)
+        total = postmaster.memory_info().rss + sum(c.memory_info().rss for c in postmaster.children())
+        memory["postgresql"] = round(total / 2**20, 1)
     return memory
 
 
@@ -217,12 +215,7 @@ def touchpoint(rng: random.Random, email: str, *, at: datetime | None = None) ->
 async def gateway_operations(stack: Stack, http: httpx.AsyncClient, contacts: int, history: int = 0) -> list[Operation]:
     """Make an ingest and an agent key with the admin key, seed contacts and ``history`` past touchpoints (in batches
     of 50, over the last 30 days), and return the gateway mix."""
-    admin = {"Authorization": f"Bearer {stack.env['TOUCHPOINT_ADMIN_KEY']}"}
-    keys = {}
-    for role in ("ingest", "agent"):
-        made = check(await http.post("/api/v1/api-keys", json={"name": f"load-{role}", "role": role}, headers=admin),
-                     201)  # fmt: skip
-        keys[role] = {"Authorization": f"Bearer {made.json()['key']}"}
+    keys = await make_api_keys(http, stack.env["TOUCHPOINT_ADMIN_KEY"], ["ingest", "agent"], "load")
     ingest, agent = keys["ingest"], keys["agent"]
     emails = [f"load.{n}.{uuid.uuid4().hex[:6]}@example.com" for n in range(contacts)]
     seeding = asyncio.Semaphore(8)

@@ -1,6 +1,6 @@
 """`make bench`: run every benchmark under bench/, then write bench/results/REPORT.md and report.json.
 
-Runs bench/floors.py first (the raw floors of this run), then contacts, ingest, followups, timeline and load,
+Runs bench/floors.py first (the raw floors of this run), then contacts, ingest, followups, timeline, load and e2e,
 each as its own process (those not in this checkout are listed as missing). Each figure is shown beside its
 target and the raw floor measured in the same run, with the machine's description.
 
@@ -26,9 +26,10 @@ from bench.common import RESULTS, machine
 from servicekit.processes import spawn
 
 ROOT = Path(__file__).resolve().parents[1]
-ORDER = ["floors", "contacts", "ingest", "followups", "timeline", "load"]
+ORDER = ["floors", "contacts", "ingest", "followups", "timeline", "load", "e2e"]
 # A benchmark that runs longer than this is stopped and reported as such (load adds its own minutes).
-TIMEOUT_S = {"floors": 900, "contacts": 3600, "ingest": 3600, "followups": 3600, "timeline": 5400, "load": 1800}
+TIMEOUT_S = {"floors": 900, "contacts": 3600, "ingest": 3600, "followups": 3600, "timeline": 5400, "load": 1800,
+             "e2e": 3600}  # fmt: skip
 
 Figure = dict[str, Any]
 

@@ -35,6 +35,7 @@ from servicekit.openapi import document_examples, operation_id, package_version
 from servicekit.outbox import Outbox
 from servicekit.problems import install_problem_handlers
 from servicekit.runtime import Runtime
+from servicekit.tracing import setup_tracing
 
 NAME = "gateway"
 log = get_logger(__name__)
@@ -50,9 +51,11 @@ def create_app(
     settings = settings or GatewaySettings()
     transports = transports or {}
 
+    # Before uvicorn serves (it calls this factory first): its own start-up lines are JSON too.
+    configure_logging(service=NAME, level=settings.log_level, json=settings.log_json)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        configure_logging(service=NAME, level=settings.log_level, json=settings.log_json)
         # The gateway publishes staff changes (gateway.staff) through its outbox.
         runtime = Runtime.create(
             name=NAME, settings=settings, outbox=Outbox(outbox_table), streams=[staff.STREAM], clock=clock
@@ -80,6 +83,7 @@ def create_app(
                 settings.database_url, pool_size=settings.db_pool_size, read_only=True, pooler=settings.db_pooler
             )
             reader = make_sessionmaker(reading_engine)
+            runtime.sampler.pools["gateway-reads"] = reading_engine
         timeline = Timeline(
             contacts=services.contacts,
             sessionmaker=reader,
@@ -201,6 +205,7 @@ def create_app(
     app.include_router(router)
     app.include_router(console_router)
     document_problems(app)
+    setup_tracing(service=NAME, app=app)
     document_examples(app, by_schema=examples.EXAMPLES, by_operation=examples.TEXT_EXAMPLES)
     publish_service_contract(app, amend=partial(document_timeline_limit, max_limit=settings.timeline_max_limit))
     return app

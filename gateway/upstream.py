@@ -89,6 +89,8 @@ class ServiceClient:
             headers["X-Request-ID"] = str(context["request_id"])
         if context.get("traceparent"):
             headers["traceparent"] = str(context["traceparent"])
+            if context.get("tracestate"):
+                headers["tracestate"] = str(context["tracestate"])
         if caller:
             headers["X-Touchpoint-Caller"] = caller
         if extra:
@@ -122,7 +124,7 @@ class ServiceClient:
                     await asyncio.sleep(delay)
                     delay *= 4
                     continue
-                log.warning("upstream_unreachable", service=self.name, error=repr(exc))
+                log.warning("upstream_unreachable", upstream=self.name, error=repr(exc))
                 raise ServiceUnavailable(
                     f"The {self.name} service cannot be reached.", retry_after=5, service=self.name
                 ) from None
@@ -135,7 +137,7 @@ class ServiceClient:
                     await asyncio.sleep(delay)
                     delay *= 4
                     continue
-                log.warning("upstream_failed", service=self.name, error=repr(exc))
+                log.warning("upstream_failed", upstream=self.name, error=repr(exc))
                 raise ServiceUnavailable(
                     f"The {self.name} service dropped the connection.", retry_after=5, service=self.name
                 ) from None

@@ -127,6 +127,7 @@ CLOUDEVENT: dict[str, Any] = {
         "datacontenttype": {"const": "application/json"},
         "requestid": {"type": "string", "description": "the X-Request-ID of the request that caused it"},
         "traceparent": {"type": "string", "description": "W3C traceparent of the request that caused it"},
+        "tracestate": {"type": "string", "description": "W3C tracestate that came with that traceparent"},
         "data": {"type": "object"},
     },
 }
@@ -135,6 +136,7 @@ NATS_HEADERS: dict[str, Any] = {
     "properties": {
         "Nats-Msg-Id": {"type": "string", "description": "the event's id: JetStream drops a duplicate"},
         "traceparent": {"type": "string", "description": "W3C trace context, when the event has one"},
+        "tracestate": {"type": "string", "description": "W3C tracestate, when it came with the traceparent"},
     },
 }
 

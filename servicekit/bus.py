@@ -19,6 +19,7 @@ from nats.js.errors import NotFoundError
 
 from servicekit.logging import get_logger
 from servicekit.natsauth import inbox_prefix, without_credentials
+from servicekit.tracing import current_trace_headers
 
 log = get_logger(__name__)
 
@@ -167,7 +168,11 @@ class Bus:
     async def publish(self, subject: str, payload: bytes, *, msg_id: str | None = None) -> None:
         if self.js is None:
             raise ConnectionError("not connected to NATS")
-        await self.js.publish(subject, payload, headers={"Nats-Msg-Id": msg_id} if msg_id else None)
+        # The trace context of the request or event being handled travels on (servicekit.tracing).
+        headers = current_trace_headers()
+        if msg_id:
+            headers["Nats-Msg-Id"] = msg_id
+        await self.js.publish(subject, payload, headers=headers or None)
 
     async def dead_letter(
         self,
@@ -216,6 +221,10 @@ class DurableConsumer:
     ``handle_batch`` gets the fetched messages and must ack, nak or term each one. If fetches come back
     empty while the server says messages are pending for us (the pull subscription died with a server
     restart, nats-py #504), the subscription is rebuilt; a test kills and restarts nats-server under it.
+
+    Trace context travels in each message's ``traceparent``/``tracestate`` headers: a batch has one per message,
+    so it is the handler that makes each current while it handles that message (``EventInbox`` does, per event;
+    another handler wraps its per-message work in ``servicekit.tracing.consuming(message_trace_headers(...))``).
     """
 
     bus: Bus

@@ -8,11 +8,12 @@ from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import sqlalchemy.ext.asyncio
 from sqlalchemy import DateTime, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 from sqlalchemy.types import TypeDecorator
 
@@ -75,7 +76,7 @@ def make_engine(
         # One connection per process: SQLite has one writer anyway, and waiting in the pool's
         # asyncio queue is fairer and faster than SQLite's sleeping busy handler.
         # Sessions always end their transaction, so the pool's extra ROLLBACK on return is skipped.
-        engine = create_async_engine(
+        engine = _create_async_engine(
             url, echo=echo, pool_size=1, max_overflow=0, pool_timeout=60, pool_reset_on_return=None
         )
         _tune_sqlite(engine)
@@ -92,7 +93,7 @@ def make_engine(
             "statement_cache_size": 0,
             "prepared_statement_name_func": _unique_statement_name,
         }
-    engine = create_async_engine(
+    engine = _create_async_engine(
         url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800, **options
     )
     _ping_idle_connections(engine)
@@ -189,3 +190,9 @@ async def session_scope(sessionmaker: async_sessionmaker[AsyncSession]) -> Async
         except BaseException:
             await session.rollback()
             raise
+
+
+def _create_async_engine(url: str, **options: Any) -> AsyncEngine:
+    # Looked up at each call: SQLAlchemy's OpenTelemetry instrumentation (servicekit.tracing), when on, replaces the
+    # module's function, and a name imported before that would make engines it never sees.
+    return sqlalchemy.ext.asyncio.create_async_engine(url, **options)

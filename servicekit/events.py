@@ -19,8 +19,9 @@ class CloudEvent(BaseModel):
 
     ``type`` is versioned (``crm.contact.created.v1``); ``subject`` is the id of the entity the
     event is about (a contact id for contact events); ``data`` is the event's document.
-    ``traceparent`` and ``requestid`` are CloudEvents extension attributes carrying the
-    request that caused the event.
+    ``traceparent`` and ``tracestate`` (the CloudEvents distributed-tracing extension) and ``requestid`` carry
+    the request that caused the event; the outbox relay lifts the first two into the NATS headers, their carrier
+    (``servicekit.tracing``).
     """
 
     model_config = ConfigDict(extra="allow")
@@ -34,6 +35,7 @@ class CloudEvent(BaseModel):
     datacontenttype: str = "application/json"
     data: dict[str, Any] = Field(default_factory=dict)
     traceparent: str | None = None
+    tracestate: str | None = None
     requestid: str | None = None
 
     def to_json(self) -> bytes:
@@ -65,6 +67,7 @@ def make_event(
         time=time,
         data=data,
         traceparent=ctx.get("traceparent"),
+        tracestate=ctx.get("tracestate") if ctx.get("traceparent") else None,
         requestid=ctx.get("request_id"),
     )
 
@@ -108,6 +111,8 @@ def event_json(
                                 "data": data}  # fmt: skip
     if request.get("traceparent") is not None:
         document["traceparent"] = request["traceparent"]
+        if request.get("tracestate") is not None:
+            document["tracestate"] = request["tracestate"]
     if request.get("request_id") is not None:
         document["requestid"] = request["request_id"]
     return to_json(document).decode()

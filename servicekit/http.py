@@ -20,10 +20,10 @@ from servicekit.logging import bind_request_context, get_logger
 from servicekit.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from servicekit.openapi import headers, operation_id, package_version
 from servicekit.problems import PROBLEM_MEDIA_TYPE, install_problem_handlers, problem_body
+from servicekit.tracing import bind_current_span, setup_tracing, valid_traceparent, valid_tracestate
 
 log = get_logger("http")
 
-_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
@@ -56,10 +56,12 @@ class RequestContextMiddleware:
         request_id = headers.get(b"x-request-id", "")
         if not _REQUEST_ID.match(request_id):
             request_id = random_hex()
-        traceparent = headers.get(b"traceparent")
-        if traceparent and not _TRACEPARENT.match(traceparent):
-            traceparent = None
-        bind_request_context(request_id=request_id, traceparent=traceparent)
+        traceparent = valid_traceparent(headers.get(b"traceparent"))
+        tracestate = valid_tracestate(headers.get(b"tracestate")) if traceparent else None
+        bind_request_context(request_id=request_id, traceparent=traceparent, tracestate=tracestate)
+        # With the SDK on, the server span (FastAPI's instrumentation, outside this middleware) is the request's
+        # context: the events and calls it causes are its children.
+        bind_current_span()
         declared = headers.get(b"content-length", "")
         limit = self.body_limits.get(scope["path"], self.max_body_bytes)
         if limit is not None and declared.isdigit() and int(declared) > limit:
@@ -125,13 +127,19 @@ class RequestContextMiddleware:
                 log.info("request", method=scope["method"], route=template, status=status, ms=round(elapsed * 1000, 2))
 
 
-_READ_HEADERS = frozenset((b"x-request-id", b"traceparent", b"content-length"))
+_READ_HEADERS = frozenset((b"x-request-id", b"traceparent", b"tracestate", b"content-length"))
 # Each (method, route, status)'s metric children, looked up once: prometheus_client's labels() checks and locks on
 # every call. Bounded as the labels are: methods, route templates (or "unmatched") and statuses.
 _CHILDREN: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
 
+# Any token is a method to HTTP: a client sending 50 made-up ones made 50 series. Those outside this set count as
+# "other" (they are answered 405 or 404 all the same).
+METRIC_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 def _observe(method: str, template: str, status: int, elapsed: float) -> None:
+    method = method if method in METRIC_METHODS else "other"
     children = _CHILDREN.get((method, template, status))
     if children is None:
         children = (HTTP_REQUESTS.labels(method, template, str(status)), HTTP_LATENCY.labels(method, template))
@@ -263,24 +271,28 @@ def build_app(
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]],
     max_body_bytes: int,
     body_limits: dict[str, int] | None = None,
+    service: str | None = None,
 ) -> FastAPI:
     """A FastAPI app with problem+json errors, the body limit, request context and health routes; ``info.version``
-    is the package's unless ``version`` says otherwise."""
+    is the package's unless ``version`` says otherwise. Named ``service``, it is traced when the ``OTEL_*``
+    variables ask for it (``servicekit.tracing``)."""
     app = FastAPI(
         title=title,
         description=description,
         version=version or package_version(),
         lifespan=lifespan,
         generate_unique_id_function=operation_id,
-        # No OpenTelemetry here (Prometheus metrics and the request context cover it): FastAPI's native bridge
-        # otherwise asks OpenTelemetry for its providers on every request (os.environ lookups, ~3% of the CPU of
-        # a single touchpoint POST in py-spy).
+        # Not FastAPI's native OpenTelemetry bridge: it asks OpenTelemetry for its providers on every request
+        # (os.environ lookups, ~3% of the CPU of a single touchpoint POST in py-spy) even with nothing exported.
+        # Tracing, when asked for, is the instrumentation servicekit.tracing installs.
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     install_problem_handlers(app)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=max_body_bytes, body_limits=body_limits)
     app.include_router(health_router())
     document_problems(app)
+    if service is not None:
+        setup_tracing(service=service, app=app)
     return app
 
 

@@ -16,6 +16,7 @@ from servicekit.clock import Clock
 from servicekit.events import CloudEvent
 from servicekit.logging import get_logger
 from servicekit.metrics import EVENTS_CONSUMED
+from servicekit.tracing import batch_span, consuming, message_trace_headers, recording
 
 log = get_logger(__name__)
 
@@ -55,6 +56,13 @@ class EventInbox(Generic[Batch]):
 
     Handlers are called with the batch object ``batches`` opens (``BatchKind``), or with the session when none
     is given.
+
+    Trace context: each handler runs in its own event's context, taken from its message's headers
+    (``servicekit.tracing.consuming``), so the events it emits and its log lines carry that event's trace, even
+    in a batch of events from many requests. With the SDK on, that is a CONSUMER span per event, the child of
+    its producer; the batch's shared work (the inbox insert, ``prepare``/``finish``, the commit) is one span
+    linked to every event's context, since it has many parents. Without the SDK no span is made: the two
+    header values are bound while the handler runs.
     """
 
     def __init__(
@@ -91,22 +99,26 @@ class EventInbox(Generic[Batch]):
 
     async def handle_batch(self, msgs: list[Msg]) -> None:
         decoded: list[tuple[Msg, CloudEvent]] = []
+        contexts: dict[str, dict[str, str]] = {}
         for msg in msgs:
             try:
-                decoded.append((msg, CloudEvent.from_json(msg.data)))
+                event = CloudEvent.from_json(msg.data)
             except (ValidationError, ValueError) as exc:
                 await self._dead_letter(msg, f"not a CloudEvent: {exc}")
+                continue
+            decoded.append((msg, event))
+            contexts[event.id] = message_trace_headers(msg.headers)
         if not decoded:
             return
         try:
-            await self._apply([event for _, event in decoded])
+            await self._apply([event for _, event in decoded], contexts)
         except Exception as exc:
             if len(decoded) == 1:
                 await self._fail(decoded[0][0], decoded[0][1], exc)
                 return
             for msg, event in decoded:
                 try:
-                    await self._apply([event])
+                    await self._apply([event], contexts)
                 except Exception as single_exc:
                     await self._fail(msg, event, single_exc)
                 else:
@@ -115,7 +127,19 @@ class EventInbox(Generic[Batch]):
         for msg, _ in decoded:
             await msg.ack()
 
-    async def _apply(self, events: list[CloudEvent]) -> None:
+    async def _apply(self, events: list[CloudEvent], contexts: Mapping[str, Mapping[str, str]] | None = None) -> None:
+        """Apply ``events`` in one transaction, each handler in its event's trace context (``contexts``, by event
+        id: the W3C headers its message came with)."""
+        contexts = contexts or {}
+        if not recording():
+            await self._apply_in_transaction(events, contexts)
+            return
+        with batch_span(f"{self.name} apply", [contexts.get(event.id, {}) for event in events],
+                        attributes={"messaging.system": "nats", "messaging.consumer.group.name": self.name,
+                                    "messaging.batch.message_count": len(events)}):  # fmt: skip
+            await self._apply_in_transaction(events, contexts)
+
+    async def _apply_in_transaction(self, events: list[CloudEvent], contexts: Mapping[str, Mapping[str, str]]) -> None:
         applied: list[CloudEvent] = []
         async with self.sessionmaker() as session, session.begin():
             # The batch's inbox rows go in first, in one statement that skips the ids already stored: what it
@@ -142,7 +166,10 @@ class EventInbox(Generic[Batch]):
             for event in fresh:
                 handler = self.handlers.get(event.type)
                 if handler is not None:
-                    await handler(batch, event)
+                    with consuming(contexts.get(event.id, {}), name=f"{event.type} process",
+                                   attributes={"messaging.system": "nats", "messaging.message.id": event.id,
+                                               "messaging.consumer.group.name": self.name}):  # fmt: skip
+                        await handler(batch, event)
                     applied.append(event)
             if self.batches is not None:
                 await self.batches.finish(batch)
@@ -168,15 +195,17 @@ class EventInbox(Generic[Batch]):
     async def _dead_letter(self, msg: Msg, reason: str, event_id: str | None = None) -> None:
         log.error("event_dead_lettered", consumer=self.name, subject=msg.subject, reason=reason[:500])
         EVENTS_CONSUMED.labels(self.name, "dead_letter").inc()
-        await self.bus.dead_letter(
-            # Our events' subjects end in the contact's id; so does the dead letter's, so an erasure finds it.
-            f"crm.deadletter.{self.name}.{msg.subject.rsplit('.', 1)[-1]}",
-            reason=reason,
-            payload=msg.data,
-            origin=msg.subject,
-            # Per consumer: two consumers parking the same event made one dead letter, the other a duplicate.
-            msg_id=f"{self.name}:{event_id}" if event_id else None,
-        )
+        # In the event's trace: the dead letter's headers carry it on (Bus.publish), so it is found from the request.
+        with consuming(message_trace_headers(msg.headers), name=f"{self.name} dead-letter"):
+            await self.bus.dead_letter(
+                # Our events' subjects end in the contact's id; so does the dead letter's, so an erasure finds it.
+                f"crm.deadletter.{self.name}.{msg.subject.rsplit('.', 1)[-1]}",
+                reason=reason,
+                payload=msg.data,
+                origin=msg.subject,
+                # Per consumer: two consumers parking the same event made one dead letter, the other a duplicate.
+                msg_id=f"{self.name}:{event_id}" if event_id else None,
+            )
         await msg.ack()
 
 

@@ -33,6 +33,41 @@ OUTBOX_PENDING = Gauge(
 )
 EVENTS_CONSUMED = Counter("events_consumed_total", "Events handled by a consumer", ["consumer", "outcome"])
 
+# Sampled every <PREFIX>_METRICS_SAMPLE_S by servicekit.opsmetrics, never on a scrape (a scrape must not wait on
+# JetStream or the database). Labels are names from the code (durables, services), never data. Across worker
+# processes: the lag and the outbox age are what every worker sees alike (the largest live one counts); the pool
+# is each worker's own (summed).
+CONSUMER_PENDING = Gauge(
+    "consumer_pending_messages",
+    "Messages of the stream not yet delivered to this durable consumer (JetStream num_pending)",
+    ["durable"],
+    multiprocess_mode="livemax",
+)
+CONSUMER_ACK_PENDING = Gauge(
+    "consumer_ack_pending_messages",
+    "Messages delivered to this durable consumer and not yet acknowledged (JetStream num_ack_pending)",
+    ["durable"],
+    multiprocess_mode="livemax",
+)
+OUTBOX_OLDEST_AGE = Gauge(
+    "outbox_oldest_unsent_age_seconds",
+    "Age of the oldest outbox row not yet acknowledged by JetStream (0: none waiting)",
+    ["service"],
+    multiprocess_mode="livemax",
+)
+DB_POOL_IN_USE = Gauge(
+    "db_pool_connections_in_use",
+    "Database connections checked out of the pool",
+    ["service"],
+    multiprocess_mode="livesum",
+)
+DB_POOL_LIMIT = Gauge(
+    "db_pool_connections_limit",
+    "Most database connections the pool hands out (pool size plus overflow)",
+    ["service"],
+    multiprocess_mode="livesum",
+)
+
 MULTIPROCESS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 

@@ -72,6 +72,7 @@ def permissions() -> dict[str, Permissions | None]:
     """Each user's permissions; None is every permission (the operators' ``admin``)."""
     contacts = _producer("contacts", "CRM_CONTACTS")
     contacts.owns(_DEADLETTER, purges=True)  # an erasure removes the contact's dead letters too
+    contacts.consumes("CRM_STAFF", "contacts-staff")  # its copy of the staff handles (a CSV import's owners)
     interactions = _producer("interactions", "CRM_INTERACTIONS")
     interactions.owns("CRM_INGEST")
     interactions.consumes("CRM_INGEST", "interactions-ingest")

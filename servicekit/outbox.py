@@ -1,7 +1,9 @@
 """Transactional outbox: events are rows written in the same transaction as the change.
 
 A relay publishes them to JetStream with ``Nats-Msg-Id`` = event id (the stream's duplicate
-window drops a re-send) and marks a row sent only after JetStream acknowledged it. While
+window drops a re-send) and marks a row sent only after JetStream acknowledged it. The event's W3C trace context
+(its ``traceparent``/``tracestate`` extensions, from the request that caused it) goes into the message's headers,
+where consumers take it from (``servicekit.tracing``). While
 NATS is down, changes still commit and their events wait; they go, in order, when it is back.
 """
 
@@ -40,6 +42,7 @@ from servicekit.db import on_commit
 from servicekit.events import CloudEvent
 from servicekit.logging import get_logger
 from servicekit.metrics import OUTBOX_PENDING, OUTBOX_PUBLISHED
+from servicekit.tracing import trace_headers_of_event
 
 log = get_logger(__name__)
 
@@ -327,11 +330,12 @@ class OutboxRelay:
         batch_id = uuid.uuid4().hex
         core = js._nc  # the messages before the commit need no reply of their own
         for n, row in enumerate(chunk[:-1], start=1):
-            headers = {"Nats-Msg-Id": row.event_id, "Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(n)}
+            headers = {"Nats-Msg-Id": row.event_id, "Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(n),
+                       **trace_headers_of_event(row.payload)}  # fmt: skip
             await core.publish(row.subject, row.payload.encode(), headers=headers)
         last = chunk[-1]
         headers = {"Nats-Msg-Id": last.event_id, "Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(len(chunk)),
-                   "Nats-Batch-Commit": "1"}  # fmt: skip
+                   "Nats-Batch-Commit": "1", **trace_headers_of_event(last.payload)}  # fmt: skip
         try:
             # A plain request: nats-py's publish_async never resolves on an error reply to a batch commit.
             reply = await core.request(last.subject, last.payload.encode(), headers=headers,
@@ -369,7 +373,8 @@ class OutboxRelay:
         """Send the rows one by one, pipelined, then keep the longest acknowledged prefix."""
         futures = []
         for row in rows:
-            future = await js.publish_async(row.subject, row.payload.encode(), headers={"Nats-Msg-Id": row.event_id})
+            headers = {"Nats-Msg-Id": row.event_id, **trace_headers_of_event(row.payload)}
+            future = await js.publish_async(row.subject, row.payload.encode(), headers=headers)
             futures.append(future)
         acked_through: int | None = None
         for row, future in zip(rows, futures, strict=True):

@@ -19,6 +19,7 @@ from servicekit.clock import Clock, SystemClock
 from servicekit.db import make_engine, make_sessionmaker
 from servicekit.http import database_ready
 from servicekit.metrics import MetricsListener, in_worker_process, start_metrics_listener
+from servicekit.opsmetrics import OpsSampler
 from servicekit.outbox import Outbox, OutboxRelay
 from servicekit.purge import PURGE_STREAM, BusPurger
 from servicekit.settings import ServiceSettings
@@ -34,6 +35,8 @@ class Runtime:
     bus: Bus
     outbox: Outbox
     relay: OutboxRelay
+    # Consumer lag, outbox age and pool in use (servicekit.opsmetrics); a service adds its own rounds to ``extra``.
+    sampler: OpsSampler
     consumers: list[DurableConsumer] = field(default_factory=list)
     background: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
     extra_checks: dict[str, Callable[[], Awaitable[bool]]] = field(default_factory=dict)
@@ -76,6 +79,17 @@ class Runtime:
             retention_s=settings.outbox_retention_s,
         )
         outbox.set_waker(relay.wake)
+        consumers: list[DurableConsumer] = []
+        sampler = OpsSampler(
+            service=name,
+            bus=bus,
+            consumers=consumers,
+            sessionmaker=sessionmaker,
+            outbox=outbox.table,
+            engine=engine,
+            clock=clock,
+            interval_s=settings.metrics_sample_s,
+        )
         return cls(
             name=name,
             settings=settings,
@@ -85,6 +99,9 @@ class Runtime:
             bus=bus,
             outbox=outbox,
             relay=relay,
+            sampler=sampler,
+            consumers=consumers,
+            background=[sampler.run],
         )
 
     def purge_erased(self, stream: StreamSpec, root: str, also: tuple[tuple[str, str], ...] = ()) -> None:

@@ -29,6 +29,9 @@ class ServiceSettings(BaseSettings):
         le=65535,
         description="Port of the Prometheus metrics listener, apart from the API (unset: no listener)",
     )
+    metrics_sample_s: float = Field(
+        15.0, gt=0, description="Interval of the sampled metrics (consumer lag, outbox age, pool in use), seconds"
+    )
     log_level: str = Field("INFO", description="Log level")
     log_json: bool = Field(True, description="Log as JSON lines (false: human-readable console)")
     max_body_bytes: int = Field(1_048_576, description="Largest accepted request body in bytes (413 above)")

@@ -160,8 +160,12 @@ def test_start_order_migrations_first_then_dependencies_healthy(services: dict[s
 
 
 def test_only_the_proxy_publishes_ports_and_the_gateway_sits_behind_it(services: dict[str, dict[str, Any]]) -> None:
-    publishing = {name for name, service in services.items() if service.get("ports")}
+    publishing = {name for name, service in services.items() if service.get("ports") and not service.get("profiles")}
     assert publishing == {"proxy"}, "the gateway is reached through the proxy only"
+    # The monitoring profile's Grafana is for this host only.
+    optional = {name: service.get("ports") for name, service in services.items() if service.get("profiles")}
+    assert optional["grafana"] == ["127.0.0.1:3000:3000"]
+    assert all(not ports for name, ports in optional.items() if name != "grafana"), optional
     assert all("network_mode" not in service for service in services.values())
     proxy_service = services["proxy"]
     assert sorted(str(p) for p in proxy_service["ports"]) == ["443:443", "443:443/udp", "80:80"]

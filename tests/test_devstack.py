@@ -25,6 +25,8 @@ def test_make_up_serves_every_service_and_ctrl_c_stops_them_all(tmp_path: Path) 
         "TOUCHPOINT_NATS_PORT": str(free_port()), "TOUCHPOINT_NATS_MONITOR_PORT": str(free_port()),
         # Two gateway processes: their metrics are summed by their supervisor on the one metrics port.
         "GATEWAY_WORKERS": "2",
+        # The sampled metrics (consumer lag, outbox age, pool) within the test's patience.
+        **{spec.prefix + "METRICS_SAMPLE_S": "0.2" for spec in SERVICES},
     }  # fmt: skip
     env.pop("TOUCHPOINT_ADMIN_KEY", None)
     process = subprocess.Popen(
@@ -71,6 +73,9 @@ def test_make_up_serves_every_service_and_ctrl_c_stops_them_all(tmp_path: Path) 
         summed = httpx.get(f"http://127.0.0.1:{metrics_ports['GATEWAY_METRICS_PORT']}/metrics").text
         healthz = re.search(r'http_requests_total\{method="GET",route="/healthz",status="200"\} (\S+)', summed)
         assert healthz is not None and float(healthz.group(1)) >= 20, "every worker's requests, summed"
+        _every_dashboard_metric_is_served(
+            {spec.name: f"http://127.0.0.1:{metrics_ports[spec.prefix + 'METRICS_PORT']}/metrics" for spec in installed}
+        )
         children = psutil.Process(process.pid).children(recursive=True)
         assert len(children) >= len(installed) + 1  # every service and nats-server
     finally:
@@ -106,3 +111,31 @@ def test_the_stack_can_restart_a_service_and_keeps_its_data(tmp_path: Path) -> N
         assert again.status_code == 200 and again.json()["emails"] == ["grace@example.com"]
     finally:
         stack.stop()
+
+
+def _every_dashboard_metric_is_served(metrics_urls: dict[str, str], timeout: float = 60.0) -> None:
+    """What the running services serve covers every metric the dashboard and the alert rules query (the contact
+    created above has been consumed by then); followups_overdue has a series only while a follow-up is overdue
+    (tests/test_deploy_monitoring.py finds it in the registry)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from tests.test_deploy_monitoring import alert_rules, metric_names, panel_exprs
+
+    wanted = {name for exprs in panel_exprs().values() for e in exprs for name in metric_names(e)}
+    wanted |= {name for rule in alert_rules() for name in metric_names(rule["expr"])}
+    wanted -= {"up", "followups_overdue"}
+    deadline = time.monotonic() + timeout
+    while True:
+        served: set[str] = set()
+        unsampled = []
+        for name, url in metrics_urls.items():
+            text = httpx.get(url, timeout=10).text
+            samples = [s for family in text_string_to_metric_families(text) for s in family.samples]
+            served |= {sample.name for sample in samples}
+            # Each service samples its own outbox and pool.
+            if not any(s.name == "outbox_oldest_unsent_age_seconds" and s.labels == {"service": name} for s in samples):
+                unsampled.append(name)
+        if wanted <= served and not unsampled:
+            return
+        assert time.monotonic() < deadline, f"not served: {sorted(wanted - served)}; unsampled: {unsampled}"
+        time.sleep(0.5)

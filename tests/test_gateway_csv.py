@@ -14,13 +14,18 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import select
+from sqlmodel import col
 
 from gateway.app import create_app as create_gateway
 from gateway.settings import DEV_ADMIN_KEY, GatewaySettings
 from servicekit.clock import MovableClock
+from servicekit.db import make_engine, make_sessionmaker
 from servicekit.testing.apps import running_app
 from servicekit.testing.nats import NatsServer
+from servicekit.testing.plugin import eventually
 from services.contacts.app import create_app as create_contacts
+from services.contacts.models import StaffHandle
 from services.contacts.settings import ContactsSettings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,12 +86,16 @@ def databases(database_factory: Callable[[Path], str]) -> dict[str, str]:
 async def gateway(
     databases: dict[str, str], nats_server: NatsServer, clock: MovableClock, touchpoints: list[dict[str, Any]]
 ) -> AsyncIterator[httpx.AsyncClient]:
+    # Each service connects as its own NATS user, as in every deployment: the contacts service may read the staff
+    # changes the gateway publishes only through what servicekit.natsauth grants it.
     contacts_settings = ContactsSettings(
-        database_url=databases["contacts"], nats_url=nats_server.url, log_json=False, outbox_poll_s=0.05,
+        database_url=databases["contacts"], nats_url=nats_server.anonymous_url, log_json=False, outbox_poll_s=0.05,
+        nats_user="contacts", nats_password=nats_server.passwords["contacts"],
     )  # fmt: skip
     settings = GatewaySettings(
-        database_url=databases["gateway"], nats_url=nats_server.url, dev_mode=True, log_json=False,
+        database_url=databases["gateway"], nats_url=nats_server.anonymous_url, dev_mode=True, log_json=False,
         upstream_read_retries=0, import_max_bytes=20_000,
+        nats_user="gateway", nats_password=nats_server.passwords["gateway"],
     )  # fmt: skip
     contacts = create_contacts(contacts_settings, clock=clock)
     interactions = interactions_list(touchpoints)
@@ -145,6 +154,59 @@ async def test_import_by_the_roles_that_create_contacts_and_export_round_trip(ga
     assert (again.json()["unchanged"], again.json()["created"], again.json()["updated"]) == (2, 0, 0)
     audit = (await gateway.get("/api/v1/audit", headers=ADMIN)).json()
     assert "contacts.export_csv" in {entry["action"] for entry in audit["items"]}
+
+
+async def staff_copy(contacts_db: str) -> dict[str, bool]:
+    """The contacts service's copy of the staff handles, read from its database."""
+    engine = make_engine(contacts_db)
+    try:
+        async with make_sessionmaker(engine)() as session:
+            rows = (await session.execute(select(col(StaffHandle.handle), col(StaffHandle.active)))).all()
+    finally:
+        await engine.dispose()
+    return {handle: active for handle, active in rows}
+
+
+async def test_an_import_names_owners_the_contacts_service_learnt_of_from_staff_events(
+    gateway: httpx.AsyncClient, databases: dict[str, str]
+) -> None:
+    # Handles of this test only: the session's nats-server keeps other tests' staff events on CRM_STAFF.
+    suffix = uuid.uuid4().hex[:8]
+    ana, leaver = f"ana.{suffix}", f"leaver.{suffix}"
+    for handle in (ana, leaver):
+        body = {"email": f"{handle}@example.com", "password": "correct horse battery", "role": "agent"}
+        created = await gateway.post("/api/v1/users", json=body, headers=ADMIN)
+        assert created.status_code == 201, created.text
+    disabled = await gateway.delete(f"/api/v1/users/{created.json()['id']}", headers=ADMIN)
+    assert disabled.status_code == 204, disabled.text
+
+    # The copy is filled from crm.staff.changed.v1 through the contacts-staff consumer: await its state.
+    async def copy_is_current() -> bool:
+        copy = await staff_copy(databases["contacts"])
+        return copy.get(ana) is True and copy.get(leaver) is False
+
+    await eventually(copy_is_current)
+    text = (
+        "name,email,owner\n"
+        f"Ada,ada.{suffix}@example.com,{ana}\n"
+        f"Bob,bob.{suffix}@example.com,nobody.here\n"
+        f"Cy,cy.{suffix}@example.com,{leaver}\n"
+    )
+    agent = await key(gateway, "agent")
+    for dry_run in ("true", "false"):
+        response = await gateway.post(f"/api/v1/contacts/import?dry_run={dry_run}", content=text.encode(),
+                                      headers={**CSV, **agent})  # fmt: skip
+        assert response.status_code == 200, response.text
+        report = response.json()
+        assert (report["created"], report["error_count"]) == (1, 2)
+        errors = {e["row"]: (e["field"], e["message"]) for e in report["errors"]}
+        assert errors == {
+            3: ("owner", "owner 'nobody.here' is not a staff handle."),
+            4: ("owner", f"owner '{leaver}' is disabled: give the contact to an active colleague."),
+        }
+    items = (await gateway.get("/api/v1/contacts", params={"owner": ana}, headers=agent)).json()["items"]
+    assert [(c["name"], c["owner"]) for c in items] == [("Ada", ana)]
+    assert len((await gateway.get("/api/v1/contacts", headers=agent)).json()["items"]) == 1
 
 
 async def test_import_body_over_the_route_limit_is_a_413(gateway: httpx.AsyncClient) -> None:

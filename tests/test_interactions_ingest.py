@@ -144,6 +144,22 @@ async def _stream_empty(js: Any) -> bool:
     return int((await js.stream_info("CRM_INGEST")).state.messages) == 0
 
 
+async def test_an_ingested_touchpoint_s_event_carries_the_trace_context_of_its_message(
+    client: httpx.AsyncClient, contacts: ContactsService, js: Any
+) -> None:
+    contact = await contacts.create()
+    traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    tap = await EventTap(js, "CRM_INTERACTIONS", f"crm.interactions.logged.{contact['id']}",
+                         durable=f"t{uuid.uuid4().hex}").start()  # fmt: skip
+    traced = touchpoint_factory(contact_id=contact["id"], subject="traced")
+    untraced = touchpoint_factory(contact_id=contact["id"], subject="untraced")
+    await js.publish(INGEST, json.dumps(traced).encode(), headers={"traceparent": traceparent, "tracestate": "pbx=1"})
+    await js.publish(INGEST, json.dumps(untraced).encode(), headers={"traceparent": "forged"})
+    events = {event.data["subject"]: event for event in await tap.take(2, timeout=SLOW)}
+    assert events["traced"].traceparent == traceparent and events["traced"].tracestate == "pbx=1"
+    assert events["untraced"].traceparent is None
+
+
 async def test_merge_and_erase_reach_the_touchpoints(
     client: httpx.AsyncClient, contacts: ContactsService, js: Any
 ) -> None:

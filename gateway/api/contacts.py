@@ -85,7 +85,14 @@ async def list_contacts(
     description=INGEST_VIEW.format("id` and `status"),
     responses={**ok(ContactRead, "Found", headers=("ETag",)), **ok(ContactRead, "Created", 201, headers=("ETag",))},
 )
-async def resolve_contact(body: ResolveRequest, principal: ContactsResolve, services: ServicesDep) -> Response:
+async def resolve_contact(
+    body: ResolveRequest, principal: ContactsResolve, services: ServicesDep, names: StaffNamesDep
+) -> Response:
+    # An owner in `create` is checked even when the contact turns out to exist: a bad request is refused whatever
+    # the data holds, so a caller learns of it the first time, not when the contact is new.
+    if body.create is not None and body.create.owner is not None:
+        body.create.owner = resolve_me(body.create.owner, principal, field="create.owner")
+        await names.check_person(body.create.owner, field="create.owner")
     answer = await forward(services.contacts, "POST", "/v1/contacts/resolve", principal, body=body_of(body))
     return ids_only_for_ingest(principal, answer, "id", "status")
 

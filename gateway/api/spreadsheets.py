@@ -47,7 +47,7 @@ async def _send(service: ServiceClient, request: httpx.Request, *, stream: bool)
     except httpx.TimeoutException:
         raise GatewayTimeout(f"The {service.name} service did not answer in time.", service=service.name) from None
     except httpx.TransportError as exc:
-        log.warning("upstream_failed", service=service.name, error=repr(exc))
+        log.warning("upstream_failed", upstream=service.name, error=repr(exc))
         raise ServiceUnavailable(
             f"The {service.name} service cannot be reached.", retry_after=5, service=service.name
         ) from None

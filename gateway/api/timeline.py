@@ -20,8 +20,9 @@ from gateway.deps import TimelineDep
 from gateway.live import LiveFeed, Stream
 from gateway.schemas import Journey, TimelinePage
 from gateway.timeline import KINDS, Filters, InvalidCursor, Position, Timeline, position_of, to_json
+from gateway.upstream import UpstreamAnswer
 from servicekit.clock import InUtc
-from servicekit.problems import Unprocessable
+from servicekit.problems import ProblemError, Unprocessable
 
 router = APIRouter(prefix="/contacts", tags=["timeline"], responses=AUTH_ERRORS)
 
@@ -201,6 +202,10 @@ async def stream_timeline(
         if not woken and now - read_at < STREAM_SAFETY_POLL_S:
             continue
         read_at = now
+        moved = await _moved_or_erased(timeline, surviving, caller=principal.id)
+        if moved is not None:
+            yield moved
+            return
         head, _ = await timeline.page(
             contact_id=surviving, filters=filters, limit=STREAM_PAGE, after=None, caller=principal.id
         )
@@ -208,3 +213,19 @@ async def stream_timeline(
         for item in reversed(head):
             if fingerprint(item) not in known:
                 yield event_of(item)
+
+
+async def _moved_or_erased(timeline: Timeline, contact_id: uuid.UUID, *, caller: str) -> ServerSentEvent | None:
+    """The event that ends a stream whose contact was merged into another (``merged``, with the survivor) or
+    erased (``erased``): a page left open follows the merge, or drops what it shows of the person."""
+    try:
+        contact = await timeline.resolve_contact(contact_id=contact_id, caller=caller)
+    except UpstreamAnswer as answer:
+        if answer.response.status_code == 410:
+            return ServerSentEvent(event="erased", data={"contact_id": str(contact_id)})
+        return None  # another refusal, or the service down: the stream goes on; the next wake asks again
+    except ProblemError:
+        return None  # the contacts service unreachable: the timeline is the gateway's own, it keeps streaming
+    if contact["id"] != str(contact_id):
+        return ServerSentEvent(event="merged", data={"contact_id": str(contact_id), "into": contact["id"]})
+    return None

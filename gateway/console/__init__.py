@@ -1,5 +1,12 @@
 """The staff console: server-rendered pages over the gateway's own API (see docs/console.md)."""
 
-from gateway.console.routes import router
+from fastapi import APIRouter
+
+from gateway.console import customers, routes
+
+router = APIRouter(include_in_schema=False)
+# The customer pages first: /customers/new must not be taken for a customer id by the timeline's page.
+router.include_router(customers.router)
+router.include_router(routes.router)
 
 __all__ = ["router"]

@@ -4,6 +4,7 @@ session look-up that decides between a page and the sign-in form."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from datetime import UTC, date, datetime, time, timedelta
@@ -18,6 +19,7 @@ from fastapi.templating import Jinja2Templates
 from gateway.auth import Action, Principal, allowed
 from gateway.console import labels
 from gateway.console.client import Answer, Gateway, signed_in
+from gateway.console.duplicates import duplicates
 from gateway.projection import interaction_item, to_json
 from gateway.upstream import path_segment
 
@@ -75,6 +77,18 @@ class Desk:
     @property
     def may_log(self) -> bool:
         return allowed(self.principal.role, Action.interactions_log)
+
+    @property
+    def may_edit_customers(self) -> bool:
+        return allowed(self.principal.role, Action.contacts_write)
+
+    @property
+    def may_export_customers(self) -> bool:
+        return allowed(self.principal.role, Action.contacts_export)
+
+    @property
+    def may_erase_customers(self) -> bool:
+        return allowed(self.principal.role, Action.contacts_erase)
 
     def render(self, template: str, status: int = 200, **context: Any) -> HTMLResponse:
         section = template.split("_")[0].split(".")[0]
@@ -268,24 +282,31 @@ async def customer_page(
     since: Annotated[str, Query(max_length=10)] = "",
     until: Annotated[str, Query(max_length=10)] = "",
     cursor: Annotated[str | None, Query(max_length=1024)] = None,
+    merged_from: uuid.UUID | None = None,
 ) -> Response:
     desk = await open_desk(request)
     if desk is None:
         return to_sign_in(request)
     params = _timeline_params(channel, kind, since, until)
     timeline = await _timeline(desk, contact_id, params, cursor)
+    if timeline.status == 410:  # erased: the page says so, and shows nothing of who they were
+        return desk.render("customer_erased.html", status=410, contact_id=contact_id)
     if not timeline.ok:
         return unavailable(desk, timeline, "This customer")
     surviving = timeline.body["contact"]["profile"]["id"]
     if surviving != str(contact_id):  # merged away: the survivor's page is the customer's page
-        return RedirectResponse(f"/customers/{surviving}", status_code=303)
-    journey = await desk.api.get(f"/contacts/{contact_id}/journey")
+        return RedirectResponse(f"/customers/{surviving}?merged_from={contact_id}", status_code=303)
+    journey, similar = await asyncio.gather(
+        desk.api.get(f"/contacts/{contact_id}/journey"), duplicates(desk.api, timeline.body["contact"]["profile"])
+    )
     filters = {"channel": channel, "kind": kind, "since": since, "until": until}
     response = desk.render(
         "customer.html",
         header=timeline.body["contact"],
         page=timeline.body,
         journey=journey.body if journey.ok else None,
+        duplicates=similar,
+        merged_from=merged_from,
         filters=filters,
         filtered=any(filters.values()),
         more_query=_more_query(filters, timeline.body.get("next_cursor")),

@@ -52,6 +52,7 @@ class StubServices:
         self.calls: list[httpx.Request] = []
         self.unprojected: list[CloudEvent] = []
         self.interactions_down = False  # GET of one touchpoint answers 503
+        self.gone: set[str] = set()  # contacts whose GET answers 410, as the contacts service does once erased
         self.app = self._build()
 
     async def project(self, app: FastAPI, *, announce: bool = True) -> None:
@@ -116,6 +117,8 @@ class StubServices:
             found = self.contacts.get(contact_id)
             if found is None:
                 raise HTTPException(404)
+            if contact_id in self.gone:
+                raise HTTPException(410)
             if found["status"] == "merged":
                 from fastapi.responses import JSONResponse
 

@@ -80,6 +80,9 @@ async def test_owners_and_assignees_name_active_staff_or_are_a_422_naming_the_fi
     cases = [
         ("/api/v1/contacts", {"name": "Ada", "owner": "nobody.here@nowhere"}, "owner"),
         ("/api/v1/contacts", {"name": "Ada", "owner": "leaver"}, "owner"),
+        ("/api/v1/contacts/resolve", {"email": "ada@example.com", "create": {"owner": "nobody.here"}}, "create.owner"),
+        ("/api/v1/contacts/resolve", {"email": "ada@example.com", "create": {"owner": "leaver"}}, "create.owner"),
+        ("/api/v1/contacts/resolve", {"email": "ada@example.com", "create": {"owner": "me"}}, "create.owner"),
         (f"/api/v1/followups/{followup_id}/assign", {"assignee": "nobody.here@nowhere"}, "assignee"),
         (f"/api/v1/followups/{followup_id}/assign", {"team": "ghosts"}, "team"),
         (f"/api/v1/followups/{followup_id}/assign", {"assignee": "me"}, "assignee"),  # an API key is nobody
@@ -92,7 +95,9 @@ async def test_owners_and_assignees_name_active_staff_or_are_a_422_naming_the_fi
     assert stub.calls == []  # nothing refused reached a service
     await gateway.post(f"/api/v1/followups/{followup_id}/assign", json={"assignee": "ana", "team": "support"},
                        headers=agent)  # fmt: skip
-    assert [c.url.path for c in stub.calls] == [f"/v1/followups/{followup_id}/assign"]
+    await gateway.post("/api/v1/contacts/resolve", json={"email": "ada@example.com", "create": {"owner": "ana"}},
+                       headers=agent)  # fmt: skip
+    assert [c.url.path for c in stub.calls] == [f"/v1/followups/{followup_id}/assign", "/v1/contacts/resolve"]
 
 
 async def test_me_is_the_signed_in_staff_user(gateway: httpx.AsyncClient, stub: StubServices) -> None:

@@ -157,12 +157,12 @@ async def test_the_caller_request_id_and_traceparent_reach_the_services(
     traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
     response = await gateway.get(
         f"/api/v1/contacts/{contact['id']}/timeline",
-        headers={**key, "X-Request-ID": "req-7", "traceparent": traceparent},
+        headers={**key, "X-Request-ID": "req-7", "traceparent": traceparent, "tracestate": "vendor=7"},
     )
     assert response.status_code == 200
     upstream = [r for r in stub.calls if r.url.path.startswith("/v1/")]
     assert upstream and all(r.headers["x-request-id"] == "req-7" for r in upstream)
-    assert all(r.headers["traceparent"] == traceparent for r in upstream)
+    assert all(r.headers["traceparent"] == traceparent and r.headers["tracestate"] == "vendor=7" for r in upstream)
     assert all(r.headers["x-touchpoint-caller"] == me["principal_id"] for r in upstream)
 
 

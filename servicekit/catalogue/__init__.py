@@ -59,8 +59,13 @@ def all_events() -> list[EventDoc]:
 def render_markdown() -> str:
     lines = [
         "Every event is a CloudEvents 1.0 JSON document (`specversion`, `id`, `source`, `type`, `subject`, "
-        "`time`, `data`, plus the `requestid` and `traceparent` extensions of the request that caused it), "
-        "published through the producer's transactional outbox with `Nats-Msg-Id` = `id`.",
+        "`time`, `data`, plus the `requestid`, `traceparent` and `tracestate` extensions of the request that caused "
+        "it), published through the producer's transactional outbox with `Nats-Msg-Id` = `id`.",
+        "",
+        "NATS headers: `Nats-Msg-Id` (the event's `id`), and, when the event has a trace context, the W3C "
+        "`traceparent` and `tracestate`. The headers are the trace context's carrier: every consumer makes them "
+        "current while it handles the event, so the events it emits carry the same trace (docs/configuration.md, "
+        "Tracing).",
         "",
         "The same catalogue, with a JSON Schema for every event's data, is an AsyncAPI 3.0 document: "
         "`docs/asyncapi.yaml` in the repository, `GET /api/v1/asyncapi.json` from the gateway (any authenticated "

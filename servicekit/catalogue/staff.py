@@ -16,7 +16,10 @@ EVENTS: list[EventDoc] = [
             "timezone": "their IANA time zone (null: the team's or the service default)",
             "active": "false once disabled",
         },
-        consumers=("followups (a disabled person's open follow-ups go back to their team's queue)",),
+        consumers=(
+            "followups (a disabled person's open follow-ups go back to their team's queue)",
+            "contacts (its copy of the staff handles: a CSV import's owners)",
+        ),
         types={
             "id": UUID,
             "handle": TEXT,

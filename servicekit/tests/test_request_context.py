@@ -63,3 +63,28 @@ async def test_a_surrogate_pair_at_the_end_of_a_body_is_text_in_any_chunking() -
             assert answer.json() == {"name": "Smile \U0001f600"}
         lone = await client.post("/echo", content=b'{"name": "x\\ud83d"}', headers={"content-type": "application/json"})
         assert lone.status_code == 422
+
+
+async def test_made_up_methods_share_one_metric_series() -> None:
+    """The method label had one value per method a client sent: 50 made-up methods made 50 series."""
+    from prometheus_client import REGISTRY
+
+    app = FastAPI()
+
+    @app.get("/known")
+    async def known() -> dict[str, str]:
+        return {}
+
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=100)
+
+    def methods_seen() -> set[str]:
+        [family] = [f for f in REGISTRY.collect() if f.name == "http_requests"]
+        return {s.labels["method"] for s in family.samples if s.labels.get("route") in ("/known", "unmatched")}
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+        for n in range(50):
+            await client.request(f"MADEUP{n}", "/known")
+        await client.get("/known")
+    seen = methods_seen()
+    assert "other" in seen and "GET" in seen
+    assert not any(m.startswith("MADEUP") for m in seen), seen

@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import sys
+from collections.abc import AsyncIterator
 
 import httpx
 from fastapi import FastAPI
@@ -13,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from servicekit.http import RequestContextMiddleware
 from servicekit.processes import spawn
+from servicekit.testing.plugin import eventually
 from servicekit.testing.ports import free_port, wait_for_port
 
 
@@ -30,6 +32,24 @@ def create_counted_app() -> FastAPI:
     """The same, counting its requests as every service does (servicekit.http's middleware)."""
     app = create_app()
     app.add_middleware(RequestContextMiddleware)
+    return app
+
+
+def create_sampled_app() -> FastAPI:
+    """Each worker sets the sampled gauges as servicekit.opsmetrics does: its own pool, and the lag every worker
+    reads alike from JetStream."""
+    from contextlib import asynccontextmanager
+
+    from servicekit.metrics import CONSUMER_PENDING, DB_POOL_IN_USE
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        DB_POOL_IN_USE.labels("sampled").set(3)
+        CONSUMER_PENDING.labels("sampled-durable").set(7)
+        yield
+
+    app = create_app()
+    app.router.lifespan_context = lifespan
     return app
 
 
@@ -109,6 +129,38 @@ async def test_the_supervisor_serves_the_sum_of_every_workers_metrics_on_the_met
                 assert _requests_counted(scraped.text, "/pid") == 32
             # The workers' API port has no metrics.
             assert (await client.get(f"http://127.0.0.1:{port}/metrics")).status_code == 404
+        server.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(server.wait, 15) == 0
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+
+
+async def test_the_sampled_gauges_add_up_the_pools_and_take_the_lag_once_over_the_workers() -> None:
+    port, metrics_port = free_port(), free_port()
+    server = spawn(
+        [sys.executable, "-m", "servicekit.serve", "servicekit.tests.test_serve:create_sampled_app",
+         "--port", str(port), "--workers", "2", "--metrics-port", str(metrics_port)],
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        await asyncio.to_thread(wait_for_port, port)
+        await asyncio.to_thread(wait_for_port, metrics_port)
+
+        async def both_workers_reported() -> dict[str, float] | None:
+            async with httpx.AsyncClient() as client:
+                scraped = (await client.get(f"http://127.0.0.1:{metrics_port}/metrics")).text
+            values = {
+                sample.name: sample.value
+                for family in text_string_to_metric_families(scraped)
+                for sample in family.samples
+                if sample.labels.get("service") == "sampled" or sample.labels.get("durable") == "sampled-durable"
+            }
+            return values if values.get("db_pool_connections_in_use") == 6 else None
+
+        values = await eventually(both_workers_reported, timeout=30)
+        assert values == {"db_pool_connections_in_use": 6, "consumer_pending_messages": 7}
         server.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(server.wait, 15) == 0
     finally:

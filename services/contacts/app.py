@@ -7,16 +7,17 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from servicekit.bus import DEADLETTER_STREAM
+from servicekit.bus import DEADLETTER_STREAM, DurableConsumer
 from servicekit.clock import Clock
 from servicekit.heap import settled_heap
 from servicekit.http import build_app
+from servicekit.inbox import EventInbox
 from servicekit.logging import configure_logging
 from servicekit.outbox import Outbox
 from servicekit.runtime import Runtime
-from services.contacts import csv_api, events
+from services.contacts import csv_api, events, staff
 from services.contacts.api import router
-from services.contacts.models import outbox_table
+from services.contacts.models import inbox_table, outbox_table
 from services.contacts.service import ContactService
 from services.contacts.settings import ContactsSettings
 
@@ -26,9 +27,11 @@ NAME = "contacts"
 def create_app(settings: ContactsSettings | None = None, clock: Clock | None = None) -> FastAPI:
     settings = settings or ContactsSettings()
 
+    # Before uvicorn serves (it calls this factory first): its own start-up lines are JSON too.
+    configure_logging(service=NAME, level=settings.log_level, json=settings.log_json)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        configure_logging(service=NAME, level=settings.log_level, json=settings.log_json)
         runtime = Runtime.create(
             name=NAME, settings=settings, outbox=Outbox(outbox_table), streams=[events.STREAM], clock=clock
         )
@@ -36,6 +39,20 @@ def create_app(settings: ContactsSettings | None = None, clock: Clock | None = N
         runtime.purge_erased(events.STREAM, "contacts", also=((DEADLETTER_STREAM, "crm.deadletter.*.{contact}"),))
         runtime.state["contacts"] = ContactService(
             clock=runtime.clock, outbox=runtime.outbox, default_region=settings.default_region
+        )
+        # A copy of the staff handles, for the owners a CSV import names (the gateway owns staff).
+        staff_changes = EventInbox(
+            name=staff.STAFF_DURABLE, handlers=staff.staff_handlers(), table=inbox_table,
+            sessionmaker=runtime.sessionmaker, clock=runtime.clock, bus=runtime.bus,
+        )  # fmt: skip
+        runtime.consumers.append(
+            DurableConsumer(
+                bus=runtime.bus,
+                stream=staff.STAFF_STREAM,
+                durable=staff.STAFF_DURABLE,
+                filter_subjects=staff.STAFF_SUBJECTS,
+                handle_batch=staff_changes.handle_batch,
+            )
         )
         app.state.runtime = runtime
         await runtime.start()
@@ -46,6 +63,7 @@ def create_app(settings: ContactsSettings | None = None, clock: Clock | None = N
             await runtime.stop()
 
     app = build_app(
+        service=NAME,
         title="Touchpoint contacts",
         description="Customers, their identities per channel, consent, merge and GDPR erase.",
         lifespan=lifespan,

@@ -1,4 +1,5 @@
-"""What the contacts service publishes (documented in servicekit/catalogue/contacts.py). It consumes nothing."""
+"""What the contacts service publishes (documented in servicekit/catalogue/contacts.py). What it consumes (staff
+changes, for the owners a CSV import names) is in services/contacts/staff.py."""
 
 from __future__ import annotations
 

@@ -75,3 +75,15 @@ class SearchTerm(ContactsTable, table=True):
     contact_id: uuid.UUID = Field(foreign_key="contacts.id", primary_key=True)
     field: str = Field(primary_key=True, max_length=8)
     term: str = Field(primary_key=True, sa_type=_TERM)  # type: ignore[call-overload]
+
+
+class StaffHandle(ContactsTable, table=True):
+    """This service's copy of the staff handles (the gateway owns staff and publishes every change as
+    ``crm.staff.changed.v1``): what a CSV import checks an ``owner`` against. ``changed_at`` is the time of the
+    event that wrote the row, so an older event delivered late never overwrites a newer one."""
+
+    __tablename__ = "staff_handles"
+
+    handle: str = Field(primary_key=True, max_length=64)
+    active: bool
+    changed_at: datetime = Field(sa_type=UTCDateTime())  # type: ignore[call-overload]

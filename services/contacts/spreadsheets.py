@@ -6,6 +6,9 @@ it is on an existing contact):
 - ``id``: the contact to update (a merged one is followed to its survivor; an unknown or erased one is a row
   error). Without it the row is matched by its identities.
 - ``name``, ``company``, ``tier``, ``stage``, ``owner``, ``language``, ``timezone``, ``preferred_channel``.
+  ``owner`` is an active staff user's handle (checked against this service's copy of the staff handles,
+  services/contacts/staff.py) when it gives the contact to someone (not the owner it has): any other is a row
+  error naming the column.
 - ``emails`` (or ``email``), ``phones`` (or ``phone``), ``tags`` (or ``tag``): several values separated by ``;``.
   Emails and phones are added to an existing contact's (an import never removes an identity); tags replace its tags.
 - ``handle.<channel>`` (e.g. ``handle.whatsapp``), ``external_id.<source>`` (e.g. ``external_id.shop``).
@@ -37,6 +40,7 @@ from servicekit.problems import ProblemError, Unprocessable
 from services.contacts.models import Contact, Identity
 from services.contacts.schemas import ContactCreate, ContactUpdate
 from services.contacts.service import ContactService, get_contact, list_contacts, normalise_phone
+from services.contacts.staff import owner_problem
 
 SCALAR_COLUMNS = ("name", "company", "tier", "stage", "owner", "language", "timezone", "preferred_channel")
 LIST_COLUMNS = {name: name + "s" for name in ("email", "phone", "tag")} | {n: n for n in ("emails", "phones", "tags")}
@@ -174,6 +178,7 @@ class ContactImport:
         self.columns = columns
         self.report = report
         self.max_errors = max_errors
+        self._owner_problems: dict[str, str | None] = {}
 
     def _validation_error(self, exc: ValidationError) -> RowError:
         first = exc.errors()[0]
@@ -211,9 +216,14 @@ class ContactImport:
                 data = ContactCreate.model_validate(checked.model_dump(exclude_unset=True))
             except ValidationError as exc:
                 raise self._validation_error(exc) from None
+            await self._check_owner(session, data.owner)
             async with session.begin_nested():
                 await self.contacts.create(session=session, data=data)
             return "created"
+        # An owner the contact has already is not given to anyone: re-importing an export of a leaver's contacts
+        # changes nothing, as any export does.
+        if checked.owner != target.owner:
+            await self._check_owner(session, checked.owner)
         patch = checked.model_dump(exclude_unset=True)
         # Identities are added, never removed by an import: a file lists what it knows, not all there is.
         if "emails" in patch:
@@ -229,6 +239,17 @@ class ContactImport:
         except ValidationError as exc:  # the contact as patched, checked whole (e.g. a handle's channel name)
             raise self._validation_error(exc) from None
         return "updated" if updated.version != version else "unchanged"
+
+    async def _check_owner(self, session: AsyncSession, handle: str | None) -> None:
+        """An owner is an active staff handle (this service's copy of them); each handle is looked up once per
+        import, as a file names the same few owners on many rows."""
+        if handle is None:
+            return
+        if handle not in self._owner_problems:
+            self._owner_problems[handle] = await owner_problem(session=session, handle=handle)
+        problem = self._owner_problems[handle]
+        if problem is not None:
+            raise RowError(_column_of(self.columns, ("owner",)), problem)
 
     async def _holders(self, session: AsyncSession, row: ContactUpdate) -> set[uuid.UUID]:
         wanted = [("email", e) for e in row.emails or []] + [("phone", p) for p in row.phones or []]

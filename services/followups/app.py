@@ -24,6 +24,7 @@ from services.followups import events, staff
 from services.followups.api import router
 from services.followups.directory import ContactDirectory
 from services.followups.models import inbox_table, outbox_table
+from services.followups.overdue import OverdueSampler
 from services.followups.policybook import PolicyBook
 from services.followups.scheduler import Scheduler
 from services.followups.service import FollowupService
@@ -42,12 +43,16 @@ def create_app(
     """``contacts_transport`` reaches the contacts service some other way than its URL (tests run it in-process)."""
     settings = settings or FollowupsSettings()
 
+    # Before uvicorn serves (it calls this factory first): its own start-up lines are JSON too.
+    configure_logging(service=NAME, level=settings.log_level, json=settings.log_json)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        configure_logging(service=NAME, level=settings.log_level, json=settings.log_json)
         runtime = Runtime.create(
             name=NAME, settings=settings, outbox=Outbox(outbox_table), streams=[events.STREAM], clock=clock
         )
+        overdue = OverdueSampler(sessionmaker=runtime.sessionmaker, clock=runtime.clock, cap=settings.overdue_teams_max)
+        runtime.sampler.extra.append(overdue.sample_overdue)
         replica = settings.replica or f"{socket.gethostname()}:{os.getpid()}"
         policies = PolicyBook(clock=runtime.clock, cache_s=settings.policy_cache_s)
         directory = ContactDirectory(
@@ -114,6 +119,7 @@ def create_app(
             await directory.close()
 
     app = build_app(
+        service=NAME,
         title="Touchpoint follow-ups",
         description="Follow-ups made from policies after each touchpoint (2+2+2 after a purchase, complaint "
         "call-backs, low-score recovery, reply SLAs, premium check-ins): due on time, on a channel the customer "

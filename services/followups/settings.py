@@ -16,6 +16,9 @@ class FollowupsSettings(ServiceSettings):
     contacts_concurrency: int = Field(16, description="Calls to the contacts service in flight at most")
     replica: str = Field("", description="Name of this replica in leases and fired_by (default: host:pid)")
     scheduler_enabled: bool = Field(True, description="Run the scheduler (due, overdue, escalation) in this process")
+    overdue_teams_max: int = Field(
+        20, ge=0, description="Teams with a followups_overdue series of their own; the rest are summed as 'other'"
+    )
     scheduler_interval_s: float = Field(0.25, description="Pause between scheduler rounds when nothing is due")
     scheduler_batch: int = Field(500, description="Follow-ups claimed per scheduler transaction")
     quiet_sweep_interval_s: float = Field(300.0, description="Pause between premium-quiet sweeps, seconds")

@@ -36,9 +36,11 @@ log = get_logger(__name__)
 def create_app(settings: InteractionsSettings | None = None, clock: Clock | None = None) -> FastAPI:
     settings = settings or InteractionsSettings()
 
+    # Before uvicorn serves (it calls this factory first): its own start-up lines are JSON too.
+    configure_logging(service=NAME, level=settings.log_level, json=settings.log_json)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        configure_logging(service=NAME, level=settings.log_level, json=settings.log_json)
         runtime = Runtime.create(
             name=NAME,
             settings=settings,
@@ -114,6 +116,7 @@ def create_app(settings: InteractionsSettings | None = None, clock: Clock | None
             await keys.close()
 
     app = build_app(
+        service=NAME,
         title="Touchpoint interactions",
         description="Every touchpoint on every channel: logged over HTTP or NATS, stored once, linked to its "
         "contact, announced on the bus; threads, timelines and service-quality figures.",

@@ -19,6 +19,7 @@ from servicekit.inbox import EventHandler
 from servicekit.logging import get_logger
 from servicekit.metrics import EVENTS_CONSUMED
 from servicekit.problems import ProblemError
+from servicekit.tracing import message_trace_headers
 from services.interactions import events
 from services.interactions.directory import ContactsUnavailable
 from services.interactions.flows import Ingestion, invalid
@@ -117,13 +118,16 @@ class NatsIngest:
         valid = [unit for _, units in by_message for unit in units if unit.item is not None]
         links = await self.ingestion.link_all([unit.item for unit in valid if unit.item is not None])
         waiting: set[int] = set()  # messages to redeliver whole (a passing cause)
+        # The sender's W3C trace context, from each message's headers: its touchpoints' events carry it on.
+        traces = {id(msg): message_trace_headers(msg.headers) for msg, _ in by_message}
         for unit, link in zip(valid, links, strict=True):
             if isinstance(link, ContactsUnavailable):
                 waiting.add(id(unit.msg))
             elif isinstance(link, ProblemError):
                 unit.refused = f"{link.title}: {link.detail}"
             elif unit.item is not None:
-                unit.prepared = touchpoints.prepare(item=unit.item, link=link, ingest_key=unit.key)
+                unit.prepared = touchpoints.prepare(item=unit.item, link=link, ingest_key=unit.key,
+                                                    request=traces[id(unit.msg)])  # fmt: skip
         for msg, _ in by_message:
             if id(msg) in waiting:
                 await self._retry(msg, "contacts unavailable")

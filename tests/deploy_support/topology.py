@@ -152,7 +152,10 @@ class Topology:
         if made.returncode != 0:
             raise TopologyError(f"deploy/nats/make-certs.sh failed: {made.stderr}")
         self.model = compose.load(self.env_file)
-        self.services: dict[str, dict[str, Any]] = self.model["services"]
+        # What `docker compose up` starts: a service in a profile (monitoring) only starts when asked for.
+        self.services: dict[str, dict[str, Any]] = {
+            name: service for name, service in self.model["services"].items() if not service.get("profiles")
+        }
         for name, service in self.services.items():
             for port in self.container_ports(name, service):
                 self.ports[(name, port)] = free_port()

@@ -112,6 +112,34 @@ function timeline(list) {
       refreshHead();
     });
     source.addEventListener("item", () => refreshHead());
+    // The customer was merged into another: their page is the survivor's now.
+    source.addEventListener("merged", (event) => {
+      source.close();
+      const merge = JSON.parse(event.data);
+      status.textContent = "merged into another customer, opening it…";
+      const query = new URLSearchParams({ merged_from: merge.contact_id });
+      window.location.assign("/customers/" + encodeURIComponent(merge.into) + "?" + query);
+    });
+    // The customer was erased: nothing of who they were stays on the screen.
+    source.addEventListener("erased", () => {
+      source.close();
+      clearInterval(polling);
+      const article = document.querySelector("article.customer");
+      const heading = document.createElement("h1");
+      heading.textContent = "Erased customer";
+      const banner = document.createElement("p");
+      banner.className = "alert banner-erased";
+      banner.setAttribute("role", "alert");
+      banner.textContent = "This customer was erased: their personal data is gone from Touchpoint.";
+      const back = document.createElement("a");
+      back.href = "/search";
+      back.textContent = "Back to search";
+      const card = document.createElement("section");
+      card.className = "card";
+      card.append(heading, banner, back);
+      article.replaceChildren(card);
+      document.title = "Erased customer · Touchpoint";
+    });
     source.addEventListener("error", () => {
       status.textContent = "reconnecting…";
       status.classList.remove("on");
