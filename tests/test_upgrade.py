@@ -1,0 +1,411 @@
+"""An upgrade from the previous release (servicekit.releases.PREVIOUS_RELEASE), as an operator runs it.
+
+Each service's database is migrated to the previous release's revision and filled with plain SQL, as that
+release wrote it (contacts with identities and search terms, touchpoints on every channel, a thread, follow-ups,
+a policy of the team's own, API keys, staff users, the gateway's contact events). Then the migrations to head
+run while a reader keeps running the previous release's reads (every column it knew, on another connection):
+none may fail nor miss a row. Then the new apps start on the upgraded databases and everything is read back
+through the gateway's public API: the old API key and the old staff password still sign in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from pwdlib import PasswordHash
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from gateway.app import create_app as gateway_app
+from gateway.auth import sha256
+from gateway.settings import GatewaySettings
+from servicekit.channels import CHANNELS
+from servicekit.db import make_engine
+from servicekit.migrations import upgrade
+from servicekit.releases import ALEMBIC_INI, PREVIOUS_RELEASE
+from servicekit.testing.apps import running_app
+from servicekit.testing.nats import NatsServer
+from servicekit.testing.postgres import PostgresCluster
+from services.contacts.app import create_app as contacts_app
+from services.contacts.settings import ContactsSettings
+from services.followups.app import create_app as followups_app
+from services.followups.settings import FollowupsSettings
+from services.interactions.app import create_app as interactions_app
+from services.interactions.settings import InteractionsSettings
+
+T0 = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
+PASSWORD = "correct horse battery staple"
+OLD_KEY = "tp_0123456789ab_previous-release-admin-key-kept-across-the-upgrade"
+
+
+def column_value(value: Any, dialect: str) -> Any:
+    """A Python value as the previous release's SQLAlchemy stored it, for a plain SQL statement."""
+    if isinstance(value, dict | list):
+        return json.dumps(value)
+    if dialect == "sqlite":
+        if isinstance(value, uuid.UUID):
+            return value.hex  # SQLAlchemy's Uuid on SQLite: 32 hex digits
+        if isinstance(value, datetime):  # naive UTC, as SQLAlchemy's DateTime writes it on SQLite
+            return value.astimezone(UTC).replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")
+        if isinstance(value, Decimal):
+            return str(value)
+    return value
+
+
+async def insert(connection: AsyncConnection, table: str, rows: list[dict[str, Any]]) -> None:
+    dialect = connection.dialect.name
+    for row in rows:
+        columns = ", ".join(row)
+        statement = sa.text(f"INSERT INTO {table} ({columns}) VALUES ({', '.join(f':{c}' for c in row)})")
+        await connection.execute(statement, {c: column_value(v, dialect) for c, v in row.items()})
+
+
+@dataclass
+class PreviousRelease:
+    """What the previous release wrote, per service and table (the rows as inserted)."""
+
+    rows: dict[str, dict[str, list[dict[str, Any]]]] = field(default_factory=dict)
+
+    def add(self, service: str, table: str, *rows: dict[str, Any]) -> None:
+        self.rows.setdefault(service, {}).setdefault(table, []).extend(rows)
+
+
+def previous_release_data() -> PreviousRelease:
+    data = PreviousRelease()
+    ada, grace, grace_duplicate = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    contact: dict[str, Any] = {
+        "company": None, "handles": {}, "external_ids": {}, "preferred_channel": None, "language": None,
+        "timezone": None, "attributes": {}, "consent": {}, "owner": None, "status": "active", "merged_into": None,
+        "created_at": T0, "updated_at": T0, "erased_at": None, "version": 1, "tags": [], "stage": "customer",
+        "phones": [],
+    }  # fmt: skip
+    data.add(
+        "contacts", "contacts",
+        {**contact, "id": ada, "name": "Ada Lovelace", "company": "Analytical Engines",
+         "emails": ["ada@example.com"], "phones": ["+442071838750"], "handles": {"twitter": "@ada"},
+         "external_ids": {"shop": "C-1815"}, "tier": "premium", "preferred_channel": "email", "language": "en",
+         "timezone": "Europe/London", "tags": ["vip"], "attributes": {"plan": "gold"},
+         "consent": {"email": True, "sms": False}, "owner": "sam", "version": 3},
+        {**contact, "id": grace, "name": "Grace Hopper", "emails": ["grace@example.com"], "tier": "standard",
+         "stage": "lead"},
+        {**contact, "id": grace_duplicate, "name": "G. Hopper", "emails": [], "tier": "standard",
+         "status": "merged", "merged_into": grace, "version": 2},
+    )  # fmt: skip
+    data.add(
+        "contacts", "identities",
+        {"kind": "email", "value": "ada@example.com", "contact_id": ada},
+        {"kind": "phone", "value": "+442071838750", "contact_id": ada},
+        {"kind": "handle:twitter", "value": "@ada", "contact_id": ada},
+        {"kind": "external:shop", "value": "C-1815", "contact_id": ada},
+        {"kind": "email", "value": "grace@example.com", "contact_id": grace},
+    )  # fmt: skip
+    terms = [("q", "ada lovelace"), ("q", "ada"), ("q", "lovelace"), ("q", "analytical"), ("q", "engines"),
+             ("q", "analytical engines"), ("q", "ada@example.com"), ("q", "+442071838750"), ("q", "442071838750"),
+             ("tag", "vip")]  # fmt: skip
+    data.add("contacts", "search_terms", *({"contact_id": ada, "field": f, "term": t} for f, t in terms))
+    grace_terms = ("grace hopper", "grace", "hopper", "grace@example.com")
+    data.add("contacts", "search_terms", *({"contact_id": grace, "field": "q", "term": t} for t in grace_terms))
+    data.add("contacts", "inbox", {"event_id": str(uuid.uuid4()), "type": "crm.staff.changed.v1", "processed_at": T0})
+
+    touchpoints = []
+    for n, channel in enumerate(CHANNELS):
+        at = T0 + timedelta(hours=n)
+        touchpoints.append({
+            "id": uuid.uuid4(), "contact_id": ada, "original_contact_id": ada, "channel": channel,
+            "direction": "outbound" if n % 2 else "inbound",
+            "type": "purchase" if channel == "in_person" else "inquiry",
+            "occurred_at": at, "received_at": at, "agent": "sam" if n % 2 else None, "team": "support",
+            "subject": f"About the order ({channel})", "body": f"Where is my order? ({channel})",
+            "thread_id": "chat-42" if channel == "live_chat" else None, "outcome": None,
+            "csat": 5 if channel == "phone" else None, "nps": None, "duration_s": 300 if channel == "phone" else None,
+            "amount": Decimal("49.9000") if channel == "in_person" else None,
+            "currency": "EUR" if channel == "in_person" else None, "source": "crm", "external_id": f"ext-{n}",
+            "ingest_key": None, "attributes": {"order": "A-1"}, "sentiment": -0.25, "version": 1,
+            "updated_at": at, "redacted_at": None,
+        })  # fmt: skip
+    data.add("interactions", "interactions", *touchpoints)
+    thread = {"thread_id": "chat-42", "contact_id": ada, "status": "open", "resolved_at": None, "updated_at": T0}
+    data.add("interactions", "threads", thread)
+    data.add("interactions", "contact_fates",
+             {"contact_id": grace_duplicate, "fate": "merged", "merged_into": grace, "at": T0})  # fmt: skip
+    stored = json.dumps({"id": str(touchpoints[0]["id"]), "contact_id": str(ada)})
+    data.add(
+        "interactions", "idempotency_keys",
+        {"caller": "admin", "key": "order-A-1", "fingerprint": "f" * 64, "status": 201, "response": stored,
+         "created_at": T0, "expires_at": T0 + timedelta(days=1)},
+    )  # fmt: skip
+
+    followup: dict[str, Any] = {
+        "policy": None, "policy_version": None, "step": None, "channel": "phone", "status": "scheduled",
+        "priority": "normal", "priority_rank": 2, "assignee": "sam", "team": "support", "trigger_event_id": None,
+        "thread_id": None, "completed_at": None, "outcome": None, "interaction_id": None, "escalation_level": 0,
+        "cancel_reason": None, "skip_reason": None, "closed_at": None, "anchor_at": None, "plan": {},
+        "overdue_at": None, "overdue": False, "next_action_at": None, "fired_at": None, "fired_by": None,
+        "created_at": T0, "updated_at": T0, "version": 1,
+    }  # fmt: skip
+    due = T0 + timedelta(days=2)
+    data.add(
+        "followups", "followups",
+        {**followup, "id": uuid.uuid4(), "contact_id": ada, "policy": "purchase-2-2-2", "policy_version": 1,
+         "step": "thank-you", "reason": "Thank the customer for their purchase.", "due_at": due, "timeline_at": due,
+         "trigger_event_id": str(uuid.uuid4()), "anchor_at": T0, "next_action_at": due},
+        {**followup, "id": uuid.uuid4(), "contact_id": ada, "reason": "Call back about the order", "due_at": T0,
+         "timeline_at": T0 + timedelta(hours=3), "status": "completed", "completed_at": T0 + timedelta(hours=3),
+         "closed_at": T0 + timedelta(hours=3), "outcome": "Sorted", "interaction_id": touchpoints[0]["id"],
+         "version": 2},
+        {**followup, "id": uuid.uuid4(), "contact_id": grace, "reason": "Introduce the premium plan",
+         "channel": "email", "priority": "high", "priority_rank": 1, "due_at": due, "timeline_at": due},
+    )  # fmt: skip
+    policy = {
+        "id": "vip-welcome", "name": "VIP welcome", "description": "A call a day after a VIP's first purchase.",
+        "trigger": {"event": "interaction.logged", "all": {"type": ["purchase"]}},
+        "steps": [{"id": "welcome-call", "offset": "P1D", "reason": "Welcome the new VIP customer."}],
+        "priority": "high", "channel": {"use": "preferred", "fallback": ["phone", "email"]},
+    }  # fmt: skip
+    data.add("followups", "policies", {"id": "vip-welcome", "version": 2, "enabled": False, "deleted_at": None,
+                                       "updated_at": T0})  # fmt: skip
+    data.add(
+        "followups", "policy_versions",
+        {"id": "vip-welcome", "version": 1, "document": policy, "created_at": T0 - timedelta(days=1)},
+        {"id": "vip-welcome", "version": 2, "document": {**policy, "priority": "urgent"}, "created_at": T0},
+    )  # fmt: skip
+    data.add(
+        "followups", "known_contacts",
+        {"id": ada, "status": "active", "merged_into": None, "tier": "premium", "timezone": "Europe/London",
+         "preferred_channel": "email", "consent": {"email": True}, "owner": "sam", "tags": ["vip"], "version": 3,
+         "known_since": T0, "last_touch_at": T0, "updated_at": T0},
+    )  # fmt: skip
+
+    data.add(
+        "gateway", "api_keys",
+        {"id": uuid.uuid4(), "name": "shop integration", "role": "admin", "prefix": OLD_KEY[3:15],
+         "key_hash": sha256(OLD_KEY), "created_at": T0, "created_by": "admin", "expires_at": None, "revoked_at": None},
+        {"id": uuid.uuid4(), "name": "old import", "role": "ingest", "prefix": "fedcba987654",
+         "key_hash": sha256("tp_fedcba987654_revoked"), "created_at": T0, "created_by": "admin", "expires_at": None,
+         "revoked_at": T0 + timedelta(days=1)},
+    )  # fmt: skip
+    password_hash = PasswordHash.recommended().hash(PASSWORD)
+    data.add(
+        "gateway", "staff_users",
+        {"id": uuid.uuid4(), "email": "sam@example.com", "name": "Sam Agent", "role": "agent",
+         "password_hash": password_hash, "created_at": T0, "disabled_at": None},
+        {"id": uuid.uuid4(), "email": "sam@example.org", "name": "Sam Other", "role": "readonly",
+         "password_hash": password_hash, "created_at": T0, "disabled_at": None},
+        {"id": uuid.uuid4(), "email": "lee@example.com", "name": "Lee Left", "role": "admin",
+         "password_hash": password_hash, "created_at": T0, "disabled_at": T0 + timedelta(days=1)},
+    )  # fmt: skip
+    data.add(
+        "gateway", "contact_events",
+        {"id": uuid.uuid4(), "contact_id": grace, "original_contact_id": grace_duplicate, "at": T0,
+         "type": "contact.merged", "title": "Merged", "summary": "G. Hopper merged into Grace Hopper",
+         "detail": {"source_id": str(grace_duplicate)}},
+    )  # fmt: skip
+    data.add("gateway", "contact_aliases", {"source_id": grace_duplicate, "target_id": grace})
+    data.add("gateway", "touch_summaries",
+             {"contact_id": ada, "channel": "phone", "first_at": T0, "last_at": T0, "touches": 1, "csat_sum": 5,
+              "csat_count": 1})  # fmt: skip
+    return data
+
+
+@dataclass
+class Reader:
+    """The previous release's reads: every column it knew of every table it wrote, again and again."""
+
+    url: str
+    selects: dict[str, tuple[sa.TextClause, int]]
+    reads: list[tuple[float, float]] = field(default_factory=list)
+    errors: list[BaseException] = field(default_factory=list)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        engine = make_engine(self.url)
+        clock = asyncio.get_running_loop().time
+        try:
+            while not stop.is_set():
+                for table, (select, expected) in self.selects.items():
+                    started = clock()
+                    try:
+                        async with engine.connect() as connection:
+                            rows = (await connection.execute(select)).all()
+                        assert len(rows) == expected, f"{table}: {len(rows)} rows, {expected} written"
+                    except Exception as error:  # every failure is the finding: kept, then asserted empty
+                        self.errors.append(error)
+                    self.reads.append((started, clock()))
+                await asyncio.sleep(0)
+        finally:
+            await engine.dispose()
+
+
+async def previous_columns(url: str) -> dict[str, list[str]]:
+    engine = make_engine(url)
+    try:
+        async with engine.connect() as connection:
+            return await connection.run_sync(
+                lambda sync: {t: [c["name"] for c in sa.inspect(sync).get_columns(t)]
+                              for t in sa.inspect(sync).get_table_names() if t != "alembic_version"}
+            )  # fmt: skip
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+def database_url(db_backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[str], str]:
+    def make(service: str) -> str:
+        if db_backend == "sqlite":
+            return f"sqlite+aiosqlite:///{tmp_path / service}.db"
+        cluster: PostgresCluster = request.getfixturevalue("pg_cluster")
+        return cluster.create_database(f"up_{service}_{uuid.uuid4().hex[:12]}")
+
+    return make
+
+
+@asynccontextmanager
+async def new_release(urls: dict[str, str], nats_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    """The new code on the upgraded databases; the gateway reaches the services in-process."""
+    common: dict[str, Any] = {"nats_url": nats_url, "log_json": False, "outbox_poll_s": 0.05}
+    nowhere: dict[str, Any] = {"contacts_url": "http://127.0.0.1:9", "contacts_timeout_s": 0.5}
+    apps = {
+        "contacts": contacts_app(ContactsSettings(database_url=urls["contacts"], **common)),
+        "interactions": interactions_app(InteractionsSettings(database_url=urls["interactions"], **common, **nowhere)),
+        "followups": followups_app(
+            FollowupsSettings(database_url=urls["followups"], scheduler_enabled=False, **common, **nowhere)
+        ),
+    }
+    async with AsyncExitStack() as stack:
+        for app in apps.values():
+            await stack.enter_async_context(running_app(app))
+        gateway = gateway_app(
+            GatewaySettings(database_url=urls["gateway"], dev_mode=True, upstream_read_retries=0, **common),
+            transports={name: httpx.ASGITransport(app=app) for name, app in apps.items()},
+        )
+        yield await stack.enter_async_context(running_app(gateway))
+
+
+async def test_upgrade_keeps_every_record_while_the_previous_release_reads(
+    database_url: Callable[[str], str], nats_server: NatsServer
+) -> None:
+    urls = {service: database_url(service) for service in PREVIOUS_RELEASE}
+    data = previous_release_data()
+    readers: dict[str, Reader] = {}
+    for service, revision in PREVIOUS_RELEASE.items():
+        await asyncio.to_thread(upgrade, ALEMBIC_INI[service], urls[service], revision)
+        engine = make_engine(urls[service])
+        async with engine.begin() as connection:
+            for table, rows in data.rows[service].items():
+                await insert(connection, table, rows)
+        await engine.dispose()
+        columns = await previous_columns(urls[service])
+        selects = {
+            table: (sa.text(f"SELECT {', '.join(columns[table])} FROM {table}"), len(rows))
+            for table, rows in data.rows[service].items()
+        }
+        readers[service] = Reader(urls[service], selects)
+
+    stop = asyncio.Event()
+    clock = asyncio.get_running_loop().time
+    reading = [asyncio.create_task(reader.run(stop)) for reader in readers.values()]
+    try:
+        await asyncio.sleep(0.05)  # the readers are reading before the first migration starts
+        began = clock()
+        for service in PREVIOUS_RELEASE:
+            await asyncio.to_thread(upgrade, ALEMBIC_INI[service], urls[service], "head")
+        ended = clock()
+        await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await asyncio.gather(*reading)
+    for service, reader in readers.items():
+        failed = reader.errors
+        assert not failed, f"{service}: {len(failed)} of the previous release's reads failed, first {failed[:1]}"
+        during = [r for r in reader.reads if began <= r[0] <= ended]
+        assert during, f"{service}: no read ran while the migrations did"
+
+    ada = data.rows["contacts"]["contacts"][0]
+    grace, merged = data.rows["contacts"]["contacts"][1:]
+    async with new_release(urls, nats_server.url) as gateway:
+        old_key = {"Authorization": f"Bearer {OLD_KEY}"}
+
+        async def get(path: str, **params: Any) -> Any:
+            response = await gateway.get(f"/api/v1{path}", params=params, headers=old_key)
+            assert response.status_code == 200, (path, response.status_code, response.text)
+            return response.json()
+
+        # Contacts: every field, found by id, by search and by identity; the merged one still leads to its target.
+        read = await get(f"/contacts/{ada['id']}")
+        for name in ("name", "company", "emails", "phones", "handles", "external_ids", "tier", "preferred_channel",
+                     "language", "timezone", "tags", "attributes", "consent", "owner", "stage", "version"):  # fmt: skip
+            assert read[name] == ada[name], name
+        assert {c["id"] for c in (await get("/contacts", q="lovelace"))["items"]} == {str(ada["id"])}
+        assert {c["id"] for c in (await get("/contacts", tag="vip"))["items"]} == {str(ada["id"])}
+        assert {c["id"] for c in (await get("/contacts", q="grace"))["items"]} == {str(grace["id"])}
+        moved = await gateway.get(f"/api/v1/contacts/{merged['id']}", headers=old_key)
+        assert moved.status_code in (200, 308) and str(grace["id"]) in moved.text, moved.text
+        resolved = await gateway.post("/api/v1/contacts/resolve", json={"email": "ada@example.com"}, headers=old_key)
+        assert resolved.status_code == 200 and resolved.json()["id"] == str(ada["id"]), resolved.text
+
+        # Touchpoints: one on every channel, every field the previous release stored.
+        written = {str(t["id"]): t for t in data.rows["interactions"]["interactions"]}
+        touchpoints = (await get("/interactions", contact_id=str(ada["id"]), limit=50))["items"]
+        assert {t["id"] for t in touchpoints} == set(written)
+        assert {t["channel"] for t in touchpoints} == set(CHANNELS)
+        for touchpoint in touchpoints:
+            old = written[touchpoint["id"]]
+            for name in ("channel", "direction", "type", "agent", "team", "subject", "body", "thread_id", "csat",
+                         "duration_s", "external_id", "attributes", "sentiment", "version"):  # fmt: skip
+                assert touchpoint[name] == old[name], (old["channel"], name)
+            assert datetime.fromisoformat(touchpoint["occurred_at"]) == old["occurred_at"]
+            assert touchpoint["followup_id"] is None  # the new column, empty for what came before
+        [purchase] = [t for t in touchpoints if t["channel"] == "in_person"]
+        assert (purchase["amount"], purchase["currency"]) == (49.9, "EUR")
+        thread = await get("/threads/chat-42")
+        assert thread["status"] == "open" and [t["id"] for t in thread["items"]] == [
+            str(t["id"]) for t in data.rows["interactions"]["interactions"] if t["thread_id"] == "chat-42"
+        ]
+
+        # Follow-ups: the queue and each contact's, with what they answer empty for the old ones.
+        written_followups = {str(f["id"]): f for f in data.rows["followups"]["followups"]}
+        found: dict[str, Any] = {}
+        for contact in (ada, grace):
+            for item in (await get("/followups", contact_id=str(contact["id"]), limit=200))["items"]:
+                found[item["id"]] = item
+        assert set(found) == set(written_followups)
+        for followup_id, item in found.items():
+            old = written_followups[followup_id]
+            for name in ("policy", "step", "reason", "channel", "status", "priority", "assignee", "team", "outcome"):
+                assert item[name] == old[name], name
+            assert item["triggers"] == [] and item["trigger_interaction_id"] is None and item["close_reason"] is None
+        queue = (await get("/followups", status="scheduled", limit=200))["items"]
+        assert {f["id"] for f in queue} == {i for i, f in written_followups.items() if f["status"] == "scheduled"}
+
+        # The team's own policy, at its current version and still off, beside the shipped ones.
+        policy = await get("/policies/vip-welcome")
+        assert (policy["version"], policy["enabled"], policy["document"]["priority"]) == (2, False, "urgent"), policy
+        assert "vip-welcome" in {p["id"] for p in (await get("/policies"))["items"]}
+
+        # Staff and keys: every user with a handle made from their email; the old key works (this whole test
+        # ran on it), the revoked one does not; the old password signs in.
+        users = {u["email"]: u for u in (await get("/users"))["items"]}
+        assert set(users) == {u["email"] for u in data.rows["gateway"]["staff_users"]}
+        assert {u["handle"] for u in users.values()} == {"sam", "sam-2", "lee"}
+        assert users["lee@example.com"]["disabled_at"] is not None
+        keys = {k["name"]: k for k in (await get("/api-keys"))["items"]}
+        assert set(keys) == {"shop integration", "old import"} and keys["old import"]["revoked_at"] is not None
+        revoked = await gateway.get("/api/v1/users", headers={"Authorization": "Bearer tp_fedcba987654_revoked"})
+        assert revoked.status_code == 401, revoked.text
+        login = await gateway.post("/api/v1/auth/login", json={"email": "sam@example.com", "password": PASSWORD})
+        assert login.status_code == 200, login.text
+
+        # The contact events the gateway held are on the merged contact's timeline (the projection's backfill).
+        timeline = await get(f"/contacts/{grace['id']}/timeline")
+        [event] = data.rows["gateway"]["contact_events"]
+        assert str(event["id"]) in {item["id"] for item in timeline["items"]}, timeline
