@@ -1,7 +1,9 @@
-"""Finds the operations of a migration that contract the schema (drop or rename a table or a column).
+"""Finds the operations of a migration that contract the schema: drop or rename a table or a column, or make a
+column NOT NULL without a server default.
 
 A migration newer than the previous release runs while that release still serves (servicekit.releases), so
-such an operation breaks the old code's reads unless the old code had already stopped using what goes. A
+a drop or rename breaks the old code's reads unless the old code had already stopped using what goes, and a
+NOT NULL without a default breaks its inserts, which leave the column out. A
 migration that means it says so at module level, naming the release that stopped using it in a comment::
 
     contract = True  # 0.3.0 stopped reading contacts.fax
@@ -23,12 +25,15 @@ _RELEASE = re.compile(r"#.*\b\d+\.\d+(\.\d+)?\b")
 
 @dataclass(frozen=True)
 class ContractOperation:
-    """``column`` is None when a whole table goes."""
+    """``column`` is None when a whole table goes. ``removes``: the table or column is gone (a drop, or the old
+    name of a rename); otherwise it stays but refuses what the previous release writes (NOT NULL without a
+    default: that release's inserts leave it out)."""
 
     operation: str
     table: str
     column: str | None
     line: int
+    removes: bool = True
 
     def __str__(self) -> str:
         what = f"{self.table}.{self.column}" if self.column else self.table
@@ -37,6 +42,14 @@ class ContractOperation:
 
 def _text(node: ast.expr | None) -> str | None:
     return node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else None
+
+
+def _keyword(call: ast.Call, name: str) -> ast.expr | None:
+    return next((keyword.value for keyword in call.keywords if keyword.arg == name), None)
+
+
+def _is_false(node: ast.expr | None) -> bool:
+    return isinstance(node, ast.Constant) and node.value is False
 
 
 def _argument(call: ast.Call, position: int, name: str) -> str | None:
@@ -94,13 +107,30 @@ class _Finder(ast.NodeVisitor):
         elif name == "drop_column":
             column = _argument(node, offset, "column_name") or "?"
             self.found.append(ContractOperation(name, table, column, node.lineno))
-        elif name == "alter_column" and any(k.arg == "new_column_name" for k in node.keywords):
+        elif name == "alter_column" and _keyword(node, "new_column_name") is not None:
             column = _argument(node, offset, "column_name") or "?"
             self.found.append(ContractOperation("rename_column", table, column, node.lineno))
+        elif (
+            name == "alter_column"
+            and _is_false(_keyword(node, "nullable"))
+            and _keyword(node, "server_default") is None
+        ):
+            column = _argument(node, offset, "column_name") or "?"
+            self.found.append(ContractOperation("set_not_null", table, column, node.lineno, removes=False))
+        elif name == "add_column":
+            added = node.args[offset] if len(node.args) > offset else _keyword(node, "column")
+            if (
+                isinstance(added, ast.Call)
+                and _is_false(_keyword(added, "nullable"))
+                and _keyword(added, "server_default") is None
+                and _keyword(added, "primary_key") is None
+            ):
+                column = _argument(added, 0, "name") or "?"
+                self.found.append(ContractOperation("add_not_null_column", table, column, node.lineno, removes=False))
 
 
 def contract_operations(source: str) -> list[ContractOperation]:
-    """The drops and renames in a migration's ``upgrade()`` (its ``downgrade()`` is expected to drop)."""
+    """The contracting operations in a migration's ``upgrade()`` (its ``downgrade()`` is expected to drop)."""
     finder = _Finder()
     for node in ast.parse(source).body:
         if isinstance(node, ast.FunctionDef) and node.name == "upgrade":

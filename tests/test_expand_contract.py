@@ -60,11 +60,11 @@ def refusals(source: str, metadata: MetaData) -> list[str]:
         return []
     release = declared_contract(source)
     if release is None:
-        return [f"{op}: drops or renames while the previous release may read it (declare contract = True)"
+        return [f"{op}: contracts the schema while the previous release still runs (declare contract = True)"
                 for op in operations]  # fmt: skip
     if release == "":
         return ["contract = True without a comment naming the release that stopped using it"]
-    return [f"{op}: the current models still use it" for op in operations if still_used(op, metadata)]
+    return [f"{op}: the current models still use it" for op in operations if op.removes and still_used(op, metadata)]
 
 
 @pytest.mark.parametrize("service", sorted(PREVIOUS_RELEASE))
@@ -112,6 +112,9 @@ def migration(upgrade_body: str, header: str = "") -> str:
         ("op.drop_table('faxes')", "drop_table faxes"),
         ("op.rename_table('faxes', 'telefaxes')", "rename_table faxes"),
         ("op.execute('ALTER TABLE contacts DROP COLUMN fax')", "SQL DROP COLUMN ?"),
+        ("op.alter_column('contacts', 'fax', nullable=False)", "set_not_null contacts.fax"),
+        ("with op.batch_alter_table('contacts') as batch_op:\n    batch_op.add_column(sa.Column('fax', sa.Text(), nullable=False))",  # noqa: E501
+         "add_not_null_column contacts.fax"),
     ],
 )  # fmt: skip
 def test_a_drop_or_rename_is_refused_unless_declared(upgrade_body: str, expected: str) -> None:
@@ -130,6 +133,9 @@ def test_expanding_and_the_downgrade_are_not_contracting() -> None:
         "with op.batch_alter_table('contacts') as batch_op:\n"
         "    batch_op.add_column(None)\n"
         "    batch_op.alter_column('name', nullable=True)\n"
+        "    batch_op.add_column(sa.Column('fax', sa.Text(), nullable=True))\n"
+        "    batch_op.add_column(sa.Column('faxes', sa.JSON(), server_default=sa.text(\"'[]'\"), nullable=False))\n"
+        "    batch_op.alter_column('fax', nullable=False, server_default='')\n"
         "    batch_op.drop_index('ix_contacts_name')"
     )
     assert contract_operations(source) == []
