@@ -36,6 +36,7 @@ from servicekit.migrations import upgrade
 from servicekit.releases import ALEMBIC_INI, PREVIOUS_RELEASE
 from servicekit.testing.apps import running_app
 from servicekit.testing.nats import NatsServer
+from servicekit.testing.plugin import eventually
 from servicekit.testing.postgres import PostgresCluster
 from services.contacts.app import create_app as contacts_app
 from services.contacts.settings import ContactsSettings
@@ -315,20 +316,31 @@ async def test_upgrade_keeps_every_record_while_the_previous_release_reads(
     clock = asyncio.get_running_loop().time
     reading = [asyncio.create_task(reader.run(stop)) for reader in readers.values()]
     try:
-        await asyncio.sleep(0.05)  # the readers are reading before the first migration starts
-        began = clock()
+        # The readers are reading before the first migration starts, and read on after the last one.
+        await eventually(lambda: all(reader.reads for reader in readers.values()))
+        windows: dict[str, tuple[float, float]] = {}
         for service in PREVIOUS_RELEASE:
+            began = clock()
             await asyncio.to_thread(upgrade, ALEMBIC_INI[service], urls[service], "head")
+            windows[service] = (began, clock())
         ended = clock()
-        await asyncio.sleep(0.05)
+        await eventually(lambda: all(reader.reads[-1][0] > ended for reader in readers.values()))
     finally:
         stop.set()
         await asyncio.gather(*reading)
     for service, reader in readers.items():
         failed = reader.errors
         assert not failed, f"{service}: {len(failed)} of the previous release's reads failed, first {failed[:1]}"
-        during = [r for r in reader.reads if began <= r[0] <= ended]
-        assert during, f"{service}: no read ran while the migrations did"
+        began, ended = windows[service]
+        assert any(began <= started <= ended for started, _ in reader.reads), f"{service}: no read during its upgrade"
+
+    # The backfills: a stored response names its touchpoint (the id the erasure finds it by).
+    [first, *_] = data.rows["interactions"]["interactions"]
+    engine = make_engine(urls["interactions"])
+    async with engine.connect() as connection:
+        backfilled = (await connection.execute(sa.text("SELECT touchpoint_id FROM idempotency_keys"))).scalar_one()
+    await engine.dispose()
+    assert uuid.UUID(str(backfilled)) == first["id"]
 
     ada = data.rows["contacts"]["contacts"][0]
     grace, merged = data.rows["contacts"]["contacts"][1:]
