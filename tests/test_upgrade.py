@@ -418,6 +418,8 @@ async def test_upgrade_keeps_every_record_while_the_previous_release_reads(
         assert login.status_code == 200, login.text
 
         # The contact events the gateway held are on the merged contact's timeline (the projection's backfill).
+        # Touchpoints and follow-ups reach the timeline only from a replay of their streams (docs/gateway.md,
+        # "An existing deployment"), which this test, publishing nothing, does not exercise.
         timeline = await get(f"/contacts/{grace['id']}/timeline")
         [event] = data.rows["gateway"]["contact_events"]
         assert str(event["id"]) in {item["id"] for item in timeline["items"]}, timeline
