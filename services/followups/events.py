@@ -21,7 +21,8 @@ from servicekit.events import CloudEvent, event_json
 from servicekit.ids import new_id
 from servicekit.inbox import EventInbox
 from servicekit.logging import current_request_context, get_logger
-from services.followups.directory import ContactAnswer, ContactDirectory, ContactsUnavailable
+from servicekit.problems import ContactsUnavailable
+from services.followups.directory import ContactAnswer, ContactDirectory
 from services.followups.models import KnownContact
 from services.followups.touches import TouchBatch
 

@@ -18,10 +18,9 @@ from servicekit.events import CloudEvent
 from servicekit.inbox import EventHandler
 from servicekit.logging import get_logger
 from servicekit.metrics import EVENTS_CONSUMED
-from servicekit.problems import ProblemError
+from servicekit.problems import ContactsUnavailable, ProblemError
 from servicekit.tracing import message_trace_headers
 from services.interactions import events
-from services.interactions.directory import ContactsUnavailable
 from services.interactions.flows import Ingestion, invalid
 from services.interactions.schemas import MAX_BATCH, TouchpointCreate
 from services.interactions.service import Prepared, TouchpointService
