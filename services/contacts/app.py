@@ -17,6 +17,7 @@ from servicekit.outbox import Outbox
 from servicekit.runtime import Runtime
 from services.contacts import csv_api, events, staff
 from services.contacts.api import router
+from services.contacts.deps import ContactsState
 from services.contacts.models import inbox_table, outbox_table
 from services.contacts.service import ContactService
 from services.contacts.settings import ContactsSettings
@@ -37,8 +38,8 @@ def create_app(settings: ContactsSettings | None = None, clock: Clock | None = N
         )
         # The contact's dead letters (parked by any service's inbox, on crm.deadletter.<consumer>.<contact>) too.
         runtime.purge_erased(events.STREAM, "contacts", also=((DEADLETTER_STREAM, "crm.deadletter.*.{contact}"),))
-        runtime.state["contacts"] = ContactService(
-            clock=runtime.clock, outbox=runtime.outbox, default_region=settings.default_region
+        app.state.contacts = ContactsState(
+            contacts=ContactService(clock=runtime.clock, outbox=runtime.outbox, default_region=settings.default_region)
         )
         # A copy of the staff handles, for the owners a CSV import names (the gateway owns staff).
         staff_changes = EventInbox(

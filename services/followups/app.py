@@ -22,6 +22,7 @@ from servicekit.outbox import Outbox
 from servicekit.runtime import Runtime
 from services.followups import events, staff
 from services.followups.api import router
+from services.followups.deps import FollowupsState
 from services.followups.directory import ContactDirectory
 from services.followups.models import inbox_table, outbox_table
 from services.followups.overdue import OverdueSampler
@@ -108,7 +109,7 @@ def create_app(
         ]  # fmt: skip
         if settings.scheduler_enabled:
             runtime.background += [scheduler.run, scheduler.run_sweeps]
-        runtime.state.update(followups=followups, policies=policies, scheduler=scheduler, directory=directory)
+        app.state.followups = FollowupsState(followups=followups, policies=policies, scheduler=scheduler)
         app.state.runtime = runtime
         await runtime.start()
         try:

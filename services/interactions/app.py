@@ -19,6 +19,7 @@ from servicekit.runtime import Runtime
 from services.interactions import events
 from services.interactions.api import router
 from services.interactions.consumers import NatsIngest, contact_handlers, forget_dead_contacts
+from services.interactions.deps import InteractionsState
 from services.interactions.directory import ContactDirectory
 from services.interactions.flows import Ingestion
 from services.interactions.idempotency import IdempotencyKeys
@@ -104,7 +105,7 @@ def create_app(settings: InteractionsSettings | None = None, clock: Clock | None
                     log.warning("idempotency_purge_failed", error=repr(exc))
 
         runtime.background.append(purge_idempotency_keys)
-        runtime.state.update(touchpoints=touchpoints, directory=directory, ingestion=ingestion, keys=keys)
+        app.state.interactions = InteractionsState(touchpoints=touchpoints, ingestion=ingestion)
         app.state.runtime = runtime
         await runtime.start()
         try:
