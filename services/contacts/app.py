@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from servicekit.bus import DEADLETTER_STREAM, DurableConsumer
+from servicekit.catalogue.staff import STAFF_STREAM
 from servicekit.clock import Clock
 from servicekit.heap import settled_heap
 from servicekit.http import build_app
@@ -49,7 +50,7 @@ def create_app(settings: ContactsSettings | None = None, clock: Clock | None = N
         runtime.consumers.append(
             DurableConsumer(
                 bus=runtime.bus,
-                stream=staff.STAFF_STREAM,
+                stream=STAFF_STREAM,
                 durable=staff.STAFF_DURABLE,
                 filter_subjects=staff.STAFF_SUBJECTS,
                 handle_batch=staff_changes.handle_batch,

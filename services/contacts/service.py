@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from servicekit import cursors
+from servicekit.catalogue.contacts import CONTACT_CREATED, CONTACT_ERASED, CONTACT_MERGED, CONTACT_UPDATED
 from servicekit.clock import Clock
 from servicekit.erasure import checkpoint_after_commit
 from servicekit.outbox import Outbox
@@ -281,7 +282,7 @@ class ContactService:
         await session.flush()
         await self._claim_identities(session, contact, set())
         await self._index(session, contact)
-        await self._emit(session, events.CREATED, contact.id, {"contact": to_read(contact).model_dump(mode="json")})
+        await self._emit(session, CONTACT_CREATED, contact.id, {"contact": to_read(contact).model_dump(mode="json")})
         return contact
 
     async def update(
@@ -309,7 +310,7 @@ class ContactService:
         await self._index(session, contact)
         await self._emit(
             session,
-            events.UPDATED,
+            CONTACT_UPDATED,
             contact.id,
             {
                 "contact_id": str(contact.id),
@@ -418,7 +419,7 @@ class ContactService:
         after = to_read(target).model_dump(mode="json")
         await self._emit(
             session,
-            events.MERGED,
+            CONTACT_MERGED,
             target.id,
             {
                 "source_id": str(source.id),
@@ -464,7 +465,7 @@ class ContactService:
             return contact  # a repeated erase sweeps what an older version left, and says nothing new
         await self._emit(
             session,
-            events.ERASED,
+            CONTACT_ERASED,
             contact.id,
             {
                 "contact_id": str(contact.id),

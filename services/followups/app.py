@@ -13,6 +13,9 @@ from fastapi import FastAPI
 from sqlalchemy.exc import IntegrityError
 
 from servicekit.bus import DurableConsumer
+from servicekit.catalogue.contacts import CONTACTS_STREAM
+from servicekit.catalogue.interactions import INTERACTIONS_STREAM
+from servicekit.catalogue.staff import STAFF_STREAM
 from servicekit.clock import Clock
 from servicekit.heap import settled_heap
 from servicekit.http import build_app
@@ -90,19 +93,19 @@ def create_app(
         runtime.purge_erased(events.STREAM, "followups")
         runtime.consumers += [
             DurableConsumer(
-                bus=runtime.bus, stream=events.CONTACTS_STREAM, durable=events.CONTACTS_DURABLE,
+                bus=runtime.bus, stream=CONTACTS_STREAM, durable=events.CONTACTS_DURABLE,
                 filter_subjects=events.CONTACTS_SUBJECTS,
                 handle_batch=contacts.handle_batch,
                 fetch_timeout_s=settings.consumer_wait_s, batch=settings.consumer_batch,
             ),
             DurableConsumer(
-                bus=runtime.bus, stream=staff.STAFF_STREAM, durable=staff.STAFF_DURABLE,
+                bus=runtime.bus, stream=STAFF_STREAM, durable=staff.STAFF_DURABLE,
                 filter_subjects=staff.STAFF_SUBJECTS,
                 handle_batch=staff_changes.handle_batch,
                 fetch_timeout_s=settings.consumer_wait_s, batch=settings.consumer_batch,
             ),
             DurableConsumer(
-                bus=runtime.bus, stream=events.INTERACTIONS_STREAM, durable=events.INTERACTIONS_DURABLE,
+                bus=runtime.bus, stream=INTERACTIONS_STREAM, durable=events.INTERACTIONS_DURABLE,
                 filter_subjects=events.INTERACTIONS_SUBJECTS, handle_batch=touchpoints.handle_batch,
                 fetch_timeout_s=settings.consumer_wait_s, batch=settings.consumer_batch,
             ),

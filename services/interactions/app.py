@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from servicekit.bus import DurableConsumer
+from servicekit.catalogue.contacts import CONTACTS_STREAM
 from servicekit.clock import Clock
 from servicekit.heap import settled_heap
 from servicekit.http import build_app
@@ -80,7 +81,7 @@ def create_app(settings: InteractionsSettings | None = None, clock: Clock | None
         runtime.consumers += [
             DurableConsumer(
                 bus=runtime.bus,
-                stream=events.CONTACTS_STREAM,
+                stream=CONTACTS_STREAM,
                 durable=events.CONTACTS_DURABLE,
                 filter_subjects=events.CONTACTS_SUBJECTS,
                 handle_batch=inbox.handle_batch,
