@@ -26,29 +26,32 @@ from sqlmodel import col
 from gateway import projection, webhooks
 from gateway.models import ContactAlias, ContactEvent, FollowupState, TouchSummary
 from servicekit.bus import PermanentError
+from servicekit.catalogue.contacts import (
+    CONTACT_CREATED,
+    CONTACT_ERASED,
+    CONTACT_MERGED,
+    CONTACT_UPDATED,
+    CONTACTS_STREAM,
+    CONTACTS_SUBJECTS,
+)
+from servicekit.catalogue.followups import FOLLOWUP_ACTIONS, FOLLOWUPS_STREAM, FOLLOWUPS_SUBJECTS, followup_type
+from servicekit.catalogue.interactions import (
+    INTERACTION_LOGGED,
+    INTERACTION_REDACTED,
+    INTERACTION_UPDATED,
+    INTERACTIONS_STREAM,
+    INTERACTIONS_SUBJECTS,
+)
 from servicekit.clock import as_utc
 from servicekit.db import upsert
 from servicekit.erasure import checkpoint_after_commit
 from servicekit.events import CloudEvent
 
-CONTACT_CREATED = "crm.contact.created.v1"
-CONTACT_UPDATED = "crm.contact.updated.v1"
-CONTACT_MERGED = "crm.contact.merged.v1"
-CONTACT_ERASED = "crm.contact.erased.v1"
-INTERACTION_LOGGED = "crm.interaction.logged.v1"
-INTERACTION_UPDATED = "crm.interaction.updated.v1"
-INTERACTION_REDACTED = "crm.interaction.redacted.v1"
-
+# A follow-up's status after each of its events (overdue and escalated ones are still due).
 FOLLOWUP_STATUS_OF_EVENT = {
-    "crm.followup.scheduled.v1": "scheduled",
-    "crm.followup.due.v1": "due",
-    "crm.followup.overdue.v1": "due",
-    "crm.followup.escalated.v1": "due",
-    "crm.followup.completed.v1": "completed",
-    "crm.followup.cancelled.v1": "cancelled",
-    "crm.followup.skipped.v1": "skipped",
+    followup_type(action): "due" if action in ("overdue", "escalated") else action for action in FOLLOWUP_ACTIONS
 }
-_OVERDUE_EVENTS = ("crm.followup.overdue.v1", "crm.followup.escalated.v1")
+_OVERDUE_EVENTS = (followup_type("overdue"), followup_type("escalated"))
 
 
 def _uuid(value: Any) -> uuid.UUID:
@@ -406,7 +409,7 @@ FOLLOWUP_HANDLERS = dict.fromkeys(FOLLOWUP_STATUS_OF_EVENT, on_followup_event)
 
 # (stream, durable, subjects, handlers): the streams belong to their producers; we only read them.
 CONSUMERS = [
-    ("CRM_CONTACTS", "gateway-contacts", ["crm.contacts.>"], CONTACT_HANDLERS),
-    ("CRM_INTERACTIONS", "gateway-interactions", ["crm.interactions.>"], INTERACTION_HANDLERS),
-    ("CRM_FOLLOWUPS", "gateway-followups", ["crm.followups.>"], FOLLOWUP_HANDLERS),
+    (CONTACTS_STREAM, "gateway-contacts", [CONTACTS_SUBJECTS], CONTACT_HANDLERS),
+    (INTERACTIONS_STREAM, "gateway-interactions", [INTERACTIONS_SUBJECTS], INTERACTION_HANDLERS),
+    (FOLLOWUPS_STREAM, "gateway-followups", [FOLLOWUPS_SUBJECTS], FOLLOWUP_HANDLERS),
 ]

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from servicekit.bus import Bus
+from servicekit.catalogue.contacts import CONTACT_MERGED
 from servicekit.events import CloudEvent
 from servicekit.logging import get_logger
 from servicekit.problems import ProblemError
@@ -35,7 +36,7 @@ def changed_contacts(events: list[CloudEvent]) -> set[str]:
     for event in events:
         if event.subject:
             found.add(str(event.subject))
-        source = event.data.get("source_id") if event.type == "crm.contact.merged.v1" else None
+        source = event.data.get("source_id") if event.type == CONTACT_MERGED else None
         if source:
             found.add(str(source))
     return found

@@ -13,9 +13,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from servicekit.channels import Channel
 from servicekit.clock import AwareInput
 
-Channel = Literal["phone", "in_person", "email", "sms", "live_chat", "social", "self_service"]
 Tier = Literal["standard", "premium"]
 Stage = Literal["lead", "prospect", "customer", "repeat", "at_risk", "churned"]
 Direction = Literal["inbound", "outbound", "internal"]

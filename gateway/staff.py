@@ -20,13 +20,13 @@ from sqlmodel import col
 from gateway.auth import Principal
 from gateway.models import StaffUser, Team
 from servicekit.bus import StreamSpec
+from servicekit.catalogue.staff import STAFF_CHANGED, STAFF_STREAM
 from servicekit.events import make_event
 from servicekit.outbox import Outbox
 from servicekit.problems import Unprocessable
 
 SOURCE = "touchpoint/gateway"
-STREAM = StreamSpec(name="CRM_STAFF", subjects=["crm.staff.>"], description="Staff changes (gateway)")
-STAFF_CHANGED = "crm.staff.changed.v1"
+STREAM = StreamSpec(name=STAFF_STREAM, subjects=["crm.staff.>"], description="Staff changes (gateway)")
 # What `assignee=me` (and the console's "Mine") stands for: the signed-in staff user.
 ME = "me"
 

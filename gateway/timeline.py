@@ -11,11 +11,8 @@ contact itself (its profile, or where a merged-away id now lives).
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import functools
 import hashlib
-import hmac
 import json
 import uuid
 from dataclasses import dataclass
@@ -34,14 +31,10 @@ from gateway.projection import TABLE as _ITEMS
 from gateway.schemas_services import FOLLOWUP_STATUSES, INTERACTION_TYPES
 from gateway.upstream import ServiceClient, UpstreamAnswer, upstream_path
 from servicekit.clock import Clock, as_utc
+from servicekit.cursors import InvalidCursor, read_signed, sign
 from servicekit.db import UTCDateTime
-from servicekit.problems import ProblemError
 
 CONTACT_EVENT_TYPES = ("created", "stage_changed", "consent_changed", "tier_changed", "merged", "erased")
-
-
-class InvalidCursor(ProblemError):
-    status, slug, title = 400, "invalid-cursor", "Invalid cursor"
 
 
 @dataclass(frozen=True)
@@ -78,36 +71,7 @@ class PageEntry:
     encoded: bytes | None = None
 
 
-# --- signed tokens --------------------------------------------------------------------------------------------
-
-
-def _b64(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def sign(payload: dict[str, Any], key: bytes) -> str:
-    body = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
-    mac = hmac.new(key, body, hashlib.sha256).digest()[:16]
-    return f"{_b64(body)}.{_b64(mac)}"
-
-
-def unsign(token: str, key: bytes) -> dict[str, Any]:
-    try:
-        body_part, mac_part = token.split(".", 1)
-        body = _unb64(body_part)
-        expected = hmac.new(key, body, hashlib.sha256).digest()[:16]
-        if not hmac.compare_digest(expected, _unb64(mac_part)):
-            raise ValueError("bad signature")
-        payload = json.loads(body)
-        if not isinstance(payload, dict):
-            raise ValueError("not an object")
-        return payload
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise InvalidCursor("The cursor is not one this API gave out (or it was changed).") from None
+# --- signed cursors -------------------------------------------------------------------------------------------
 
 
 def encode_position(position: Position, *, contact_id: uuid.UUID, scope: str, key: bytes) -> str:
@@ -118,13 +82,12 @@ def encode_position(position: Position, *, contact_id: uuid.UUID, scope: str, ke
 
 
 def decode_position(token: str, *, contact_id: uuid.UUID, scope: str, key: bytes) -> Position:
-    payload = unsign(token, key)
-    if payload.get("c") != str(contact_id) or payload.get("s") != scope:
-        raise InvalidCursor("This cursor belongs to another timeline or other filters.")
-    try:
+    def read(payload: dict[str, Any]) -> Position:
+        if payload.get("c") != str(contact_id) or payload.get("s") != scope:
+            raise InvalidCursor("This cursor belongs to another timeline or other filters.")
         return Position(as_utc(datetime.fromisoformat(payload["at"])), int(payload["r"]), uuid.UUID(payload["id"]))
-    except (KeyError, ValueError, TypeError):
-        raise InvalidCursor("The cursor is not one this API gave out.") from None
+
+    return read_signed(token, key, read)
 
 
 # --- filters and sources --------------------------------------------------------------------------------------

@@ -21,22 +21,22 @@ def _reading_engine(runtime: Runtime) -> AsyncEngine:
     (servicekit's begin hook is what takes its lock). Behind a transaction pooler (``<PREFIX>_DB_POOLER``) the
     engine itself too: outside a transaction PgBouncer may bind a statement on another server connection than
     the one that parsed it."""
-    reader: AsyncEngine | None = runtime.state.get("read_engine")
+    reader = runtime.read_engine
     if reader is None:
         engine = runtime.engine
         autocommit = engine.dialect.name == "postgresql" and runtime.settings.db_pooler == "none"
         reader = engine.execution_options(isolation_level="AUTOCOMMIT") if autocommit else engine
-        runtime.state["read_engine"] = reader
+        runtime.read_engine = reader
     return reader
 
 
 async def _read_session(request: Request) -> AsyncIterator[AsyncSession]:
     runtime: Runtime = request.app.state.runtime
-    reader = runtime.state.get("read_sessionmaker")
+    reader = runtime.read_sessionmaker
     if reader is None:
         engine = _reading_engine(runtime)
         reader = runtime.sessionmaker if engine is runtime.engine else make_sessionmaker(engine)
-        runtime.state["read_sessionmaker"] = reader
+        runtime.read_sessionmaker = reader
     async for session in session_scope(reader):
         yield session
 

@@ -65,6 +65,13 @@ class ServiceUnavailable(ProblemError):
         super().__init__(detail, headers={"Retry-After": str(retry_after)}, **extensions)
 
 
+class ContactsUnavailable(ServiceUnavailable):
+    """A passing cause: the contacts service is down, slow or answered oddly. HTTP answers 503, NATS redelivers
+    later (the inbox retries every error but ``PermanentError``)."""
+
+    slug, title = "contacts-unavailable", "Contacts service unavailable"
+
+
 def problem_body(
     status: int,
     title: str | None = None,

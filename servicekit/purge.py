@@ -31,6 +31,7 @@ from sqlalchemy import Table, exists, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from servicekit.bus import Bus, DurableConsumer, StreamSpec
+from servicekit.catalogue.bus import PURGE_REQUESTED
 from servicekit.events import make_event
 from servicekit.logging import get_logger
 
@@ -42,7 +43,6 @@ PURGE_STREAM = StreamSpec(
     work_queue=True,
     description="Requests to remove an erased contact's messages from a stream (ids only)",
 )
-PURGE_REQUESTED = "crm.bus.purge_requested.v1"
 
 
 def purge_request(root: str, contact_ids: Sequence[str], at: datetime) -> tuple[str, str, str, str, datetime]:

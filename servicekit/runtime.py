@@ -40,7 +40,9 @@ class Runtime:
     consumers: list[DurableConsumer] = field(default_factory=list)
     background: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
     extra_checks: dict[str, Callable[[], Awaitable[bool]]] = field(default_factory=dict)
-    state: dict[str, Any] = field(default_factory=dict)
+    # What reading routes use (servicekit.deps), made on their first request.
+    read_engine: AsyncEngine | None = None
+    read_sessionmaker: async_sessionmaker[AsyncSession] | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _jobs: list[asyncio.Task[None]] = field(default_factory=list)
     metrics_listener: MetricsListener | None = None

@@ -48,7 +48,7 @@ async def _no_lifespan(_app: FastAPI) -> AsyncIterator[None]:
 async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     app = build_app(title="t", description="t", version="1", lifespan=_no_lifespan, max_body_bytes=64 * 1024)
     engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'read.db'}")
-    app.state.runtime = SimpleNamespace(engine=engine, state={})
+    app.state.runtime = SimpleNamespace(engine=engine, read_engine=None)
     router = APIRouter()
     router.add_api_route("/lean", echo, methods=["GET"], route_class_override=QueryParametersRoute)
     router.add_api_route("/generic", echo, methods=["GET"])

@@ -36,8 +36,8 @@ from gateway.schemas import (
 )
 from gateway.schemas import AuditRead as AuditEntryRead
 from gateway.staff import check_teams, publish_staff_change
-from gateway.timeline import InvalidCursor, sign, unsign
 from servicekit.clock import InUtc, as_utc
+from servicekit.cursors import read_signed, sign
 from servicekit.problems import Conflict, NotFound, Unprocessable
 
 router = APIRouter(tags=["admin"], responses=AUTH_ERRORS)
@@ -360,10 +360,7 @@ async def read_audit(
     if since:
         query = query.where(col(AuditEntry.at) >= since)
     if cursor:
-        try:
-            before = uuid.UUID(unsign(cursor, key)["audit_before"])
-        except (KeyError, ValueError, TypeError):
-            raise InvalidCursor("The cursor is not one this API gave out.") from None
+        before = read_signed(cursor, key, lambda payload: uuid.UUID(payload["audit_before"]))
         query = query.where(col(AuditEntry.id) < before)
     rows = list((await session.scalars(query.order_by(col(AuditEntry.id).desc()).limit(limit + 1))).all())
     next_cursor = sign({"audit_before": str(rows[limit - 1].id)}, key) if len(rows) > limit else None

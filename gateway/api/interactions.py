@@ -13,7 +13,6 @@ from gateway.auth import InteractionsLog, InteractionsRead, InteractionsUpdate
 from gateway.deps import ServicesDep, WriteThroughDep
 from gateway.schemas_services import (
     BatchResults,
-    Channel,
     Direction,
     InteractionBatch,
     InteractionCreate,
@@ -24,6 +23,7 @@ from gateway.schemas_services import (
     ThreadRead,
 )
 from gateway.upstream import upstream_path
+from servicekit.channels import Channel
 from servicekit.clock import InUtc
 
 router = APIRouter(tags=["interactions"], responses=AUTH_ERRORS)

@@ -11,7 +11,7 @@ from gateway.api.common import AUTH_ERRORS
 from gateway.auth import MetricsRead
 from gateway.deps import ServicesDep
 from gateway.schemas import ServiceMetrics
-from gateway.schemas_services import Channel
+from servicekit.channels import Channel
 from servicekit.clock import InUtc
 
 router = APIRouter(prefix="/metrics", tags=["metrics"], responses=AUTH_ERRORS)

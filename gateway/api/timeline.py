@@ -19,9 +19,10 @@ from gateway.auth import Authenticator, TimelineRead
 from gateway.deps import TimelineDep
 from gateway.live import LiveFeed, Stream
 from gateway.schemas import Journey, TimelinePage
-from gateway.timeline import KINDS, Filters, InvalidCursor, Position, Timeline, position_of, to_json
+from gateway.timeline import KINDS, Filters, Position, Timeline, position_of, to_json
 from gateway.upstream import UpstreamAnswer
 from servicekit.clock import InUtc
+from servicekit.cursors import InvalidCursor
 from servicekit.problems import ProblemError, Unprocessable
 
 router = APIRouter(prefix="/contacts", tags=["timeline"], responses=AUTH_ERRORS)

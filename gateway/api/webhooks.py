@@ -23,7 +23,7 @@ from gateway.schemas import (
     WebhookList,
     WebhookRead,
 )
-from gateway.timeline import InvalidCursor, sign, unsign
+from servicekit.cursors import read_signed, sign
 from servicekit.openapi import headers
 
 router = APIRouter(tags=["webhooks"], responses=AUTH_ERRORS)
@@ -126,10 +126,7 @@ async def list_deliveries(
     dead-lettered. Paged with `cursor`."""
     before = None
     if cursor:
-        try:
-            before = uuid.UUID(unsign(cursor, settings.signing_key)["deliveries_before"])
-        except (KeyError, ValueError, TypeError):
-            raise InvalidCursor("The cursor is not one this API gave out.") from None
+        before = read_signed(cursor, settings.signing_key, lambda payload: uuid.UUID(payload["deliveries_before"]))
     rows = await webhooks.list_deliveries(
         session=session, webhook_id=webhook_id, status=status, before=before, limit=limit
     )

@@ -1,8 +1,10 @@
 from servicekit.catalogue import UUID, EventDoc, array_of
 
+PURGE_REQUESTED = "crm.bus.purge_requested.v1"
+
 EVENTS: list[EventDoc] = [
     EventDoc(
-        type="crm.bus.purge_requested.v1",
+        type=PURGE_REQUESTED,
         producer="contacts, interactions, followups (each for its own stream)",
         subject="crm.purge.<stream root>.<contact_id>",
         meaning="After applying an erasure, a producer asks itself (on CRM_PURGES, a work queue) to remove the "

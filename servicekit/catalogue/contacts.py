@@ -1,5 +1,13 @@
 from servicekit.catalogue import INTEGER, OBJECT, TIME, UUID, EventDoc, array_of
 
+# The names producer and consumers use (this module is their one declaration).
+CONTACTS_STREAM = "CRM_CONTACTS"
+CONTACTS_SUBJECTS = "crm.contacts.>"
+CONTACT_CREATED = "crm.contact.created.v1"
+CONTACT_UPDATED = "crm.contact.updated.v1"
+CONTACT_MERGED = "crm.contact.merged.v1"
+CONTACT_ERASED = "crm.contact.erased.v1"
+
 CONTACT = {"$model": "services.contacts.schemas:ContactRead"}
 
 CONTACT_FIELDS = (
@@ -10,7 +18,7 @@ CONTACT_FIELDS = (
 
 EVENTS: list[EventDoc] = [
     EventDoc(
-        type="crm.contact.created.v1",
+        type=CONTACT_CREATED,
         producer="contacts",
         subject="crm.contacts.created.<contact_id>",
         meaning="A contact was created (by hand, by import, or by resolve-or-create from ingestion).",
@@ -19,7 +27,7 @@ EVENTS: list[EventDoc] = [
         types={"contact": CONTACT},
     ),
     EventDoc(
-        type="crm.contact.updated.v1",
+        type=CONTACT_UPDATED,
         producer="contacts",
         subject="crm.contacts.updated.<contact_id>",
         meaning="Fields of a contact changed.",
@@ -33,7 +41,7 @@ EVENTS: list[EventDoc] = [
         types={"contact_id": UUID, "version": INTEGER, "changed": OBJECT, "previous": OBJECT},
     ),
     EventDoc(
-        type="crm.contact.merged.v1",
+        type=CONTACT_MERGED,
         producer="contacts",
         subject="crm.contacts.merged.<target_id>",
         meaning="A duplicate contact (source) was merged into another (target); the source is now a "
@@ -48,7 +56,7 @@ EVENTS: list[EventDoc] = [
         types={"source_id": UUID, "target_id": UUID, "contact": CONTACT, "changed": array_of({"type": "string"})},
     ),
     EventDoc(
-        type="crm.contact.erased.v1",
+        type=CONTACT_ERASED,
         producer="contacts",
         subject="crm.contacts.erased.<contact_id>",
         meaning="A contact's personal data was erased (GDPR). Every service removes what it holds about "

@@ -1,5 +1,16 @@
 from servicekit.catalogue import EventDoc
 
+# The names producer and consumers use (this module is their one declaration).
+FOLLOWUPS_STREAM = "CRM_FOLLOWUPS"
+FOLLOWUPS_SUBJECTS = "crm.followups.>"
+FOLLOWUP_ACTIONS = ("scheduled", "due", "overdue", "escalated", "completed", "cancelled", "skipped")
+
+
+def followup_type(action: str) -> str:
+    """The event type of a follow-up action: ``due`` -> ``crm.followup.due.v1``."""
+    return f"crm.followup.{action}.v1"
+
+
 FOLLOWUP_FIELDS = {
     "id": "the follow-up's id (UUIDv7)",
     "contact_id": "the contact it is for (moves when that contact is merged away)",
@@ -32,7 +43,7 @@ _CONSUMERS = ("gateway (timeline header: open and overdue follow-ups)",)
 
 def _doc(action: str, meaning: str) -> EventDoc:
     return EventDoc(
-        type=f"crm.followup.{action}.v1",
+        type=followup_type(action),
         producer="followups",
         subject=f"crm.followups.{action}.<contact_id>",
         meaning=meaning + " The data is the follow-up as GET /v1/followups/{id} returns it.",

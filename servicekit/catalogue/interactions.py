@@ -1,5 +1,13 @@
 from servicekit.catalogue import BOOLEAN, INTEGER, TEXT, TIME, UUID, EventDoc, array_of
 
+# The names producer and consumers use (this module is their one declaration).
+INTERACTIONS_STREAM = "CRM_INTERACTIONS"
+INTERACTIONS_SUBJECTS = "crm.interactions.>"
+INTERACTION_LOGGED = "crm.interaction.logged.v1"
+INTERACTION_UPDATED = "crm.interaction.updated.v1"
+THREAD_RESOLVED = "crm.thread.resolved.v1"
+INTERACTION_REDACTED = "crm.interaction.redacted.v1"
+
 TOUCHPOINT = "services.interactions.schemas:TouchpointRead"
 
 TOUCHPOINT_FIELDS = {
@@ -24,7 +32,7 @@ TOUCHPOINT_FIELDS = {
 
 EVENTS: list[EventDoc] = [
     EventDoc(
-        type="crm.interaction.logged.v1",
+        type=INTERACTION_LOGGED,
         producer="interactions",
         subject="crm.interactions.logged.<contact_id>",
         meaning="A touchpoint was stored (over HTTP, in a batch, or from crm.ingest.interactions); one event per "
@@ -35,7 +43,7 @@ EVENTS: list[EventDoc] = [
         exclude=("body",),
     ),
     EventDoc(
-        type="crm.interaction.updated.v1",
+        type=INTERACTION_UPDATED,
         producer="interactions",
         subject="crm.interactions.updated.<contact_id>",
         meaning="The outcome or attributes of a touchpoint changed (PATCH).",
@@ -46,7 +54,7 @@ EVENTS: list[EventDoc] = [
         types={"changed": array_of({"type": "string", "enum": ["outcome", "attributes"]})},
     ),
     EventDoc(
-        type="crm.thread.resolved.v1",
+        type=THREAD_RESOLVED,
         producer="interactions",
         subject="crm.interactions.thread_resolved.<contact_id>",
         meaning="A thread (the touchpoints of one problem or conversation) was marked resolved.",
@@ -75,7 +83,7 @@ EVENTS: list[EventDoc] = [
         },
     ),
     EventDoc(
-        type="crm.interaction.redacted.v1",
+        type=INTERACTION_REDACTED,
         producer="interactions",
         subject="crm.interactions.redacted.<contact_id>",
         meaning="After a contact's erasure, the subject, body, outcome and attributes of its touchpoints were "

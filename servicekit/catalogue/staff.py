@@ -1,8 +1,13 @@
 from servicekit.catalogue import BOOLEAN, TEXT, UUID, EventDoc, array_of, nullable, one_of
 
+# The names producer and consumers use (this module is their one declaration).
+STAFF_STREAM = "CRM_STAFF"
+STAFF_CHANGED = "crm.staff.changed.v1"
+STAFF_CHANGED_SUBJECTS = "crm.staff.changed.*"
+
 EVENTS: list[EventDoc] = [
     EventDoc(
-        type="crm.staff.changed.v1",
+        type=STAFF_CHANGED,
         producer="gateway",
         subject="crm.staff.changed.<staff user id>",
         meaning="A staff user was created, changed (display name, role, teams, time zone) or disabled. "

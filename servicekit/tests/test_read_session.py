@@ -29,7 +29,11 @@ async def test_a_read_session_runs_each_statement_on_its_own_on_postgres(databas
     engine = make_engine(database_url)
     app = FastAPI()
     app.state.runtime = SimpleNamespace(
-        engine=engine, sessionmaker=make_sessionmaker(engine), state={}, settings=SimpleNamespace(db_pooler="none")
+        engine=engine,
+        sessionmaker=make_sessionmaker(engine),
+        read_engine=None,
+        read_sessionmaker=None,
+        settings=SimpleNamespace(db_pooler="none"),
     )
     # now() is the start of the transaction: two statements in one transaction see the same instant.
     instant = sa.text("SELECT now()") if db_backend == "postgres" else sa.text("SELECT 1")

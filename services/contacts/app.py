@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from servicekit.bus import DEADLETTER_STREAM, DurableConsumer
+from servicekit.catalogue.staff import STAFF_STREAM
 from servicekit.clock import Clock
 from servicekit.heap import settled_heap
 from servicekit.http import build_app
@@ -17,6 +18,7 @@ from servicekit.outbox import Outbox
 from servicekit.runtime import Runtime
 from services.contacts import csv_api, events, staff
 from services.contacts.api import router
+from services.contacts.deps import ContactsState
 from services.contacts.models import inbox_table, outbox_table
 from services.contacts.service import ContactService
 from services.contacts.settings import ContactsSettings
@@ -37,8 +39,8 @@ def create_app(settings: ContactsSettings | None = None, clock: Clock | None = N
         )
         # The contact's dead letters (parked by any service's inbox, on crm.deadletter.<consumer>.<contact>) too.
         runtime.purge_erased(events.STREAM, "contacts", also=((DEADLETTER_STREAM, "crm.deadletter.*.{contact}"),))
-        runtime.state["contacts"] = ContactService(
-            clock=runtime.clock, outbox=runtime.outbox, default_region=settings.default_region
+        app.state.contacts = ContactsState(
+            contacts=ContactService(clock=runtime.clock, outbox=runtime.outbox, default_region=settings.default_region)
         )
         # A copy of the staff handles, for the owners a CSV import names (the gateway owns staff).
         staff_changes = EventInbox(
@@ -48,7 +50,7 @@ def create_app(settings: ContactsSettings | None = None, clock: Clock | None = N
         runtime.consumers.append(
             DurableConsumer(
                 bus=runtime.bus,
-                stream=staff.STAFF_STREAM,
+                stream=STAFF_STREAM,
                 durable=staff.STAFF_DURABLE,
                 filter_subjects=staff.STAFF_SUBJECTS,
                 handle_batch=staff_changes.handle_batch,

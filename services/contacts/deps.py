@@ -1,16 +1,29 @@
-"""Typed dependencies of the contacts routes."""
+"""Typed dependencies of the contacts routes, and what the lifespan builds for them."""
 
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
+from starlette.applications import Starlette
 
 from servicekit.deps import SessionDep as SessionDep
 from services.contacts.service import ContactService
 
 
+@dataclass(frozen=True)
+class ContactsState:
+    """The contacts service's own objects, built in the lifespan and kept as ``app.state.contacts``."""
+
+    contacts: ContactService
+
+
+def contacts_state(app: Starlette) -> ContactsState:
+    state: ContactsState = app.state.contacts
+    return state
+
+
 def _contacts(request: Request) -> ContactService:
-    service: ContactService = request.app.state.runtime.state["contacts"]
-    return service
+    return contacts_state(request.app).contacts
 
 
 ContactsDep = Annotated[ContactService, Depends(_contacts)]

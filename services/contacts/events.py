@@ -8,15 +8,11 @@ from datetime import datetime
 from typing import Any
 
 from servicekit.bus import StreamSpec
+from servicekit.catalogue.contacts import CONTACTS_STREAM, CONTACTS_SUBJECTS
 from servicekit.events import CloudEvent, make_event
 
 SOURCE = "touchpoint/contacts"
-STREAM = StreamSpec(name="CRM_CONTACTS", subjects=["crm.contacts.>"], description="Contact events")
-
-CREATED = "crm.contact.created.v1"
-UPDATED = "crm.contact.updated.v1"
-MERGED = "crm.contact.merged.v1"
-ERASED = "crm.contact.erased.v1"
+STREAM = StreamSpec(name=CONTACTS_STREAM, subjects=[CONTACTS_SUBJECTS], description="Contact events")
 
 
 def subject_for(event_type: str, contact_id: uuid.UUID) -> str:

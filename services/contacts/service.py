@@ -3,8 +3,6 @@ consistent, every change writes its event to the outbox in the same transaction.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import uuid
 from typing import Any
@@ -15,6 +13,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from servicekit import cursors
+from servicekit.catalogue.contacts import CONTACT_CREATED, CONTACT_ERASED, CONTACT_MERGED, CONTACT_UPDATED
 from servicekit.clock import Clock
 from servicekit.erasure import checkpoint_after_commit
 from servicekit.outbox import Outbox
@@ -36,10 +36,6 @@ PROFILE_FIELDS = (
     "name", "company", "emails", "phones", "handles", "external_ids", "tier", "preferred_channel", "language",
     "timezone", "tags", "attributes", "consent", "stage", "owner",
 )  # fmt: skip
-
-
-class InvalidCursor(ProblemError):
-    status, slug, title = 400, "invalid-cursor", "Invalid cursor"
 
 
 class IdentityTaken(Conflict):
@@ -127,15 +123,11 @@ async def get_contact(
 
 
 def encode_cursor(contact_id: uuid.UUID) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"before": str(contact_id)}).encode()).decode().rstrip("=")
+    return cursors.encode({"before": str(contact_id)})
 
 
 def decode_cursor(cursor: str) -> uuid.UUID:
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        return uuid.UUID(json.loads(base64.urlsafe_b64decode(padded))["before"])
-    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError):
-        raise InvalidCursor("The cursor is not one this API gave out.") from None
+    return cursors.decode(cursor, lambda document: uuid.UUID(document["before"]))
 
 
 # A prefix matching at most this many search terms is searched by gathering its matches and ordering their ids;
@@ -290,7 +282,7 @@ class ContactService:
         await session.flush()
         await self._claim_identities(session, contact, set())
         await self._index(session, contact)
-        await self._emit(session, events.CREATED, contact.id, {"contact": to_read(contact).model_dump(mode="json")})
+        await self._emit(session, CONTACT_CREATED, contact.id, {"contact": to_read(contact).model_dump(mode="json")})
         return contact
 
     async def update(
@@ -318,7 +310,7 @@ class ContactService:
         await self._index(session, contact)
         await self._emit(
             session,
-            events.UPDATED,
+            CONTACT_UPDATED,
             contact.id,
             {
                 "contact_id": str(contact.id),
@@ -427,7 +419,7 @@ class ContactService:
         after = to_read(target).model_dump(mode="json")
         await self._emit(
             session,
-            events.MERGED,
+            CONTACT_MERGED,
             target.id,
             {
                 "source_id": str(source.id),
@@ -473,7 +465,7 @@ class ContactService:
             return contact  # a repeated erase sweeps what an older version left, and says nothing new
         await self._emit(
             session,
-            events.ERASED,
+            CONTACT_ERASED,
             contact.id,
             {
                 "contact_id": str(contact.id),

@@ -13,15 +13,14 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from servicekit.bus import PermanentError
+from servicekit.catalogue.staff import STAFF_CHANGED, STAFF_CHANGED_SUBJECTS
 from servicekit.db import upsert
 from servicekit.events import CloudEvent
 from servicekit.inbox import EventHandler
 from services.contacts.models import StaffHandle
 
-STAFF_STREAM = "CRM_STAFF"
 STAFF_DURABLE = "contacts-staff"
-STAFF_SUBJECTS = ["crm.staff.changed.*"]
-STAFF_CHANGED = "crm.staff.changed.v1"
+STAFF_SUBJECTS = [STAFF_CHANGED_SUBJECTS]
 STAFF_HANDLE_MAX = 64  # the gateway's limit, and the column's
 
 _TABLE: Any = StaffHandle.__table__  # type: ignore[attr-defined]

@@ -201,13 +201,14 @@ async def preview_draft(
     body: PolicyDocument,
     session: SessionDep,
     runtime: RuntimeDep,
+    followups: FollowupsDep,
     days: Annotated[int, Query(ge=1, le=365)] = 30,
 ) -> PolicyPreview:
     saved = await session.get(Policy, body.id)
     return await preview(
         session=session, policy=body, version=saved.version if saved is not None else 0,
         enabled=body.enabled, days=days, now=runtime.clock.now(),
-        default_timezone=runtime.state["followups"].default_timezone, draft=True,
+        default_timezone=followups.default_timezone, draft=True,
     )  # fmt: skip
 
 
@@ -252,10 +253,11 @@ async def preview_policy(
     session: SessionDep,
     policies: PoliciesDep,
     runtime: RuntimeDep,
+    followups: FollowupsDep,
     days: Annotated[int, Query(ge=1, le=365)] = 30,
 ) -> PolicyPreview:
     policy, document = await policies.get(session, policy_id)
     return await preview(
         session=session, policy=document, version=policy.version, enabled=policy.enabled, days=days,
-        now=runtime.clock.now(), default_timezone=runtime.state["followups"].default_timezone,
+        now=runtime.clock.now(), default_timezone=followups.default_timezone,
     )  # fmt: skip

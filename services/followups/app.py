@@ -13,6 +13,9 @@ from fastapi import FastAPI
 from sqlalchemy.exc import IntegrityError
 
 from servicekit.bus import DurableConsumer
+from servicekit.catalogue.contacts import CONTACTS_STREAM
+from servicekit.catalogue.interactions import INTERACTIONS_STREAM
+from servicekit.catalogue.staff import STAFF_STREAM
 from servicekit.clock import Clock
 from servicekit.heap import settled_heap
 from servicekit.http import build_app
@@ -22,6 +25,7 @@ from servicekit.outbox import Outbox
 from servicekit.runtime import Runtime
 from services.followups import events, staff
 from services.followups.api import router
+from services.followups.deps import FollowupsState
 from services.followups.directory import ContactDirectory
 from services.followups.models import inbox_table, outbox_table
 from services.followups.overdue import OverdueSampler
@@ -89,26 +93,26 @@ def create_app(
         runtime.purge_erased(events.STREAM, "followups")
         runtime.consumers += [
             DurableConsumer(
-                bus=runtime.bus, stream=events.CONTACTS_STREAM, durable=events.CONTACTS_DURABLE,
+                bus=runtime.bus, stream=CONTACTS_STREAM, durable=events.CONTACTS_DURABLE,
                 filter_subjects=events.CONTACTS_SUBJECTS,
                 handle_batch=contacts.handle_batch,
                 fetch_timeout_s=settings.consumer_wait_s, batch=settings.consumer_batch,
             ),
             DurableConsumer(
-                bus=runtime.bus, stream=staff.STAFF_STREAM, durable=staff.STAFF_DURABLE,
+                bus=runtime.bus, stream=STAFF_STREAM, durable=staff.STAFF_DURABLE,
                 filter_subjects=staff.STAFF_SUBJECTS,
                 handle_batch=staff_changes.handle_batch,
                 fetch_timeout_s=settings.consumer_wait_s, batch=settings.consumer_batch,
             ),
             DurableConsumer(
-                bus=runtime.bus, stream=events.INTERACTIONS_STREAM, durable=events.INTERACTIONS_DURABLE,
+                bus=runtime.bus, stream=INTERACTIONS_STREAM, durable=events.INTERACTIONS_DURABLE,
                 filter_subjects=events.INTERACTIONS_SUBJECTS, handle_batch=touchpoints.handle_batch,
                 fetch_timeout_s=settings.consumer_wait_s, batch=settings.consumer_batch,
             ),
         ]  # fmt: skip
         if settings.scheduler_enabled:
             runtime.background += [scheduler.run, scheduler.run_sweeps]
-        runtime.state.update(followups=followups, policies=policies, scheduler=scheduler, directory=directory)
+        app.state.followups = FollowupsState(followups=followups, policies=policies, scheduler=scheduler)
         app.state.runtime = runtime
         await runtime.start()
         try:

@@ -15,14 +15,11 @@ import httpx
 
 from servicekit.clients import service_client
 from servicekit.logging import get_logger
+from servicekit.problems import ContactsUnavailable
 
 log = get_logger(__name__)
 
 MAX_MERGE_HOPS = 4
-
-
-class ContactsUnavailable(Exception):
-    """The contacts service is down or answered oddly: retry later."""
 
 
 @dataclass(frozen=True)

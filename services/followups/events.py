@@ -16,12 +16,24 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
 from servicekit.bus import PermanentError, StreamSpec
+from servicekit.catalogue.contacts import (
+    CONTACT_CREATED,
+    CONTACT_ERASED,
+    CONTACT_MERGED,
+    CONTACT_UPDATED,
+)
+from servicekit.catalogue.contacts import CONTACTS_SUBJECTS as ALL_CONTACT_SUBJECTS
+from servicekit.catalogue.followups import FOLLOWUP_ACTIONS as ACTIONS
+from servicekit.catalogue.followups import FOLLOWUPS_STREAM, FOLLOWUPS_SUBJECTS
+from servicekit.catalogue.followups import followup_type as event_type
+from servicekit.catalogue.interactions import INTERACTION_LOGGED, THREAD_RESOLVED
 from servicekit.clock import as_utc
 from servicekit.events import CloudEvent, event_json
 from servicekit.ids import new_id
 from servicekit.inbox import EventInbox
 from servicekit.logging import current_request_context, get_logger
-from services.followups.directory import ContactAnswer, ContactDirectory, ContactsUnavailable
+from servicekit.problems import ContactsUnavailable
+from services.followups.directory import ContactAnswer, ContactDirectory
 from services.followups.models import KnownContact
 from services.followups.touches import TouchBatch
 
@@ -31,30 +43,15 @@ if TYPE_CHECKING:  # the service writes its events with this module's followup_o
 log = get_logger(__name__)
 
 SOURCE = "touchpoint/followups"
-STREAM = StreamSpec(name="CRM_FOLLOWUPS", subjects=["crm.followups.>"], description="Follow-up events")
-
-ACTIONS = ("scheduled", "due", "overdue", "escalated", "completed", "cancelled", "skipped")
+STREAM = StreamSpec(name=FOLLOWUPS_STREAM, subjects=[FOLLOWUPS_SUBJECTS], description="Follow-up events")
 
 # Consumed from the interactions service.
-INTERACTIONS_STREAM = "CRM_INTERACTIONS"
 INTERACTIONS_DURABLE = "followups-interactions"
 INTERACTIONS_SUBJECTS = ["crm.interactions.logged.*", "crm.interactions.thread_resolved.*"]
-INTERACTION_LOGGED = "crm.interaction.logged.v1"
-THREAD_RESOLVED = "crm.thread.resolved.v1"
 
 # Consumed from the contacts service.
-CONTACTS_STREAM = "CRM_CONTACTS"
 CONTACTS_DURABLE = "followups-contacts"
-CONTACTS_SUBJECTS = ["crm.contacts.>"]
-CONTACT_CREATED = "crm.contact.created.v1"
-CONTACT_UPDATED = "crm.contact.updated.v1"
-CONTACT_MERGED = "crm.contact.merged.v1"
-CONTACT_ERASED = "crm.contact.erased.v1"
-
-
-def event_type(action: str) -> str:
-    return f"crm.followup.{action}.v1"
-
+CONTACTS_SUBJECTS = [ALL_CONTACT_SUBJECTS]
 
 _TYPES = {action: event_type(action) for action in ACTIONS}
 

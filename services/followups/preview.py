@@ -21,6 +21,7 @@ from sqlalchemy import func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from servicekit.catalogue.interactions import INTERACTION_LOGGED, THREAD_RESOLVED
 from servicekit.clock import as_utc
 from services.followups.closing import close_reason
 from services.followups.models import KnownContact, SeenTouch
@@ -67,7 +68,7 @@ async def preview(
     considered = 0
     kinds = {policy.trigger_of(step).event for step in policy.steps}
     # Every touchpoint is replayed when anything is: one that triggers nothing may still close what was made.
-    event_types = ["crm.interaction.logged.v1", "crm.thread.resolved.v1"] if kinds - {"contact.quiet"} else []
+    event_types = [INTERACTION_LOGGED, THREAD_RESOLVED] if kinds - {"contact.quiet"} else []
     contacts: dict[uuid.UUID, KnownContact | None] = {}
     # Per contact, what the replay made and is still open: (the follow-up's closing facts, its item or None).
     open_now: dict[uuid.UUID, list[tuple[dict[str, Any], PreviewItem | None, str]]] = {}
@@ -134,7 +135,7 @@ async def preview(
                 if row.contact_id not in contacts:
                     contacts[row.contact_id] = await session.get(KnownContact, row.contact_id)
                 facts = facts_of(contacts[row.contact_id])
-                kind = "thread.resolved" if row.event_type == "crm.thread.resolved.v1" else "interaction.logged"
+                kind = "thread.resolved" if row.event_type == THREAD_RESOLVED else "interaction.logged"
                 if kind == "interaction.logged":
                     close_by(row.contact_id, row.data, as_utc(row.at))
                 for step in policy.steps:

@@ -9,9 +9,6 @@ Pages are keyset pages (no offset, no cap on how far one can page): the cursor h
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import uuid
 from datetime import datetime, time, timedelta
 from typing import Any
@@ -22,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import col
 
+from servicekit import cursors
 from servicekit.clock import as_utc
 from servicekit.problems import ProblemError, Unprocessable
 from services.followups.models import OPEN, PRIORITY_RANK, Followup
@@ -29,10 +27,6 @@ from services.followups.schemas import BucketCounts, BulkItemResult, FollowupBul
 from services.followups.service import FollowupService
 
 MAX_PAGE = 200
-
-
-class InvalidCursor(ProblemError):
-    status, slug, title = 400, "invalid-cursor", "Invalid cursor"
 
 
 # sort name -> (columns, descending)
@@ -44,21 +38,15 @@ SORTS: dict[str, tuple[tuple[Any, ...], bool]] = {
 }
 
 
-def _encode(payload: list[Any]) -> str:
-    return base64.urlsafe_b64encode(json.dumps(payload).encode()).decode().rstrip("=")
-
-
 def _cursor_of(row: Followup, sort: str) -> str:
     if sort == "priority":  # the shape cursors had before there were other sorts: those given out still work
-        return _encode([row.priority_rank, as_utc(row.due_at).isoformat(), str(row.id)])
+        return cursors.encode([row.priority_rank, as_utc(row.due_at).isoformat(), str(row.id)])
     at = row.created_at if sort == "-created_at" else row.due_at
-    return _encode([sort, as_utc(at).isoformat(), str(row.id)])
+    return cursors.encode([sort, as_utc(at).isoformat(), str(row.id)])
 
 
 def _decode_cursor(cursor: str, sort: str) -> tuple[Any, ...]:
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        payload = json.loads(base64.urlsafe_b64decode(padded))
+    def read(payload: Any) -> tuple[Any, ...]:
         if sort == "priority":
             rank, due, ident = payload
             if rank not in PRIORITY_RANK.values() or isinstance(rank, bool):
@@ -68,8 +56,8 @@ def _decode_cursor(cursor: str, sort: str) -> tuple[Any, ...]:
         if given_sort != sort:
             raise ValueError("a cursor of another sort")
         return as_utc(datetime.fromisoformat(at)), uuid.UUID(ident)
-    except (ValueError, TypeError, OverflowError, binascii.Error, UnicodeDecodeError):
-        raise InvalidCursor("The cursor is not one this API gave out (with this sort).") from None
+
+    return cursors.decode(cursor, read, detail="The cursor is not one this API gave out (with this sort).")
 
 
 def parse_before(value: str) -> tuple[datetime, uuid.UUID]:

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from servicekit.bus import PermanentError
+from servicekit.catalogue.staff import STAFF_CHANGED, STAFF_CHANGED_SUBJECTS
 from servicekit.events import CloudEvent
 from servicekit.inbox import EventHandler
 from servicekit.logging import get_logger
@@ -21,10 +22,8 @@ from services.followups.service import FollowupService
 
 log = get_logger(__name__)
 
-STAFF_STREAM = "CRM_STAFF"
 STAFF_DURABLE = "followups-staff"
-STAFF_SUBJECTS = ["crm.staff.changed.*"]
-STAFF_CHANGED = "crm.staff.changed.v1"
+STAFF_SUBJECTS = [STAFF_CHANGED_SUBJECTS]
 
 
 async def return_work_of(

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query, Request, Response
 
 from servicekit.channels import Channel
 from servicekit.clock import InUtc
+from servicekit.cursors import InvalidCursor
 from servicekit.openapi import headers
 from servicekit.problems import PROBLEM_MEDIA_TYPE
 from services.interactions import service
@@ -150,7 +151,7 @@ async def list_touchpoints(
     ] = None,
 ) -> Response:
     if cursor is not None and before is not None:
-        raise service.InvalidCursor("Give cursor or before, not both.")
+        raise InvalidCursor("Give cursor or before, not both.")
     after = (
         service.Position.from_cursor(cursor)
         if cursor is not None

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from servicekit.bus import DurableConsumer
+from servicekit.catalogue.contacts import CONTACTS_STREAM
 from servicekit.clock import Clock
 from servicekit.heap import settled_heap
 from servicekit.http import build_app
@@ -19,6 +20,7 @@ from servicekit.runtime import Runtime
 from services.interactions import events
 from services.interactions.api import router
 from services.interactions.consumers import NatsIngest, contact_handlers, forget_dead_contacts
+from services.interactions.deps import InteractionsState
 from services.interactions.directory import ContactDirectory
 from services.interactions.flows import Ingestion
 from services.interactions.idempotency import IdempotencyKeys
@@ -79,7 +81,7 @@ def create_app(settings: InteractionsSettings | None = None, clock: Clock | None
         runtime.consumers += [
             DurableConsumer(
                 bus=runtime.bus,
-                stream=events.CONTACTS_STREAM,
+                stream=CONTACTS_STREAM,
                 durable=events.CONTACTS_DURABLE,
                 filter_subjects=events.CONTACTS_SUBJECTS,
                 handle_batch=inbox.handle_batch,
@@ -104,7 +106,7 @@ def create_app(settings: InteractionsSettings | None = None, clock: Clock | None
                     log.warning("idempotency_purge_failed", error=repr(exc))
 
         runtime.background.append(purge_idempotency_keys)
-        runtime.state.update(touchpoints=touchpoints, directory=directory, ingestion=ingestion, keys=keys)
+        app.state.interactions = InteractionsState(touchpoints=touchpoints, ingestion=ingestion)
         app.state.runtime = runtime
         await runtime.start()
         try:

@@ -14,14 +14,14 @@ from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from servicekit.bus import Bus, PermanentError
+from servicekit.catalogue.contacts import CONTACT_ERASED, CONTACT_MERGED
 from servicekit.events import CloudEvent
 from servicekit.inbox import EventHandler
 from servicekit.logging import get_logger
 from servicekit.metrics import EVENTS_CONSUMED
-from servicekit.problems import ProblemError
+from servicekit.problems import ContactsUnavailable, ProblemError
 from servicekit.tracing import message_trace_headers
 from services.interactions import events
-from services.interactions.directory import ContactsUnavailable
 from services.interactions.flows import Ingestion, invalid
 from services.interactions.schemas import MAX_BATCH, TouchpointCreate
 from services.interactions.service import Prepared, TouchpointService
@@ -243,7 +243,7 @@ def contact_handlers(touchpoints: TouchpointService) -> dict[str, EventHandler]:
         merged_ids = [uuid.UUID(str(ident)) for ident in event.data.get("merged_ids") or []]
         await touchpoints.redact_contact(session=session, contact_id=contact_id, merged_ids=merged_ids)
 
-    return {events.CONTACT_MERGED: merged, events.CONTACT_ERASED: erased}
+    return {CONTACT_MERGED: merged, CONTACT_ERASED: erased}
 
 
 def _ids(event: CloudEvent, *names: str) -> list[uuid.UUID]:
@@ -259,7 +259,7 @@ def forget_dead_contacts(forget: Callable[[uuid.UUID], None]) -> Callable[[list[
     async def after_commit(applied: list[CloudEvent]) -> None:
         for event in applied:
             for name in ("source_id", "contact_id"):
-                if name in event.data and event.type in (events.CONTACT_MERGED, events.CONTACT_ERASED):
+                if name in event.data and event.type in (CONTACT_MERGED, CONTACT_ERASED):
                     forget(uuid.UUID(str(event.data[name])))
 
     return after_commit

@@ -3,9 +3,11 @@
 Each is ``async def``: FastAPI runs a plain ``def`` dependency in a worker thread, a thread hop per request
 and dependency that cost single POSTs a tenth of the service's CPU under load."""
 
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
+from starlette.applications import Starlette
 
 from servicekit.deps import ReadConnectionDep as ReadConnectionDep
 from servicekit.deps import RuntimeDep as RuntimeDep
@@ -15,14 +17,25 @@ from services.interactions.idempotency import checked_key
 from services.interactions.service import TouchpointService
 
 
+@dataclass(frozen=True)
+class InteractionsState:
+    """The interactions service's own objects, built in the lifespan and kept as ``app.state.interactions``."""
+
+    touchpoints: TouchpointService
+    ingestion: Ingestion
+
+
+def interactions_state(app: Starlette) -> InteractionsState:
+    state: InteractionsState = app.state.interactions
+    return state
+
+
 async def _touchpoints(request: Request) -> TouchpointService:
-    service: TouchpointService = request.app.state.runtime.state["touchpoints"]
-    return service
+    return interactions_state(request.app).touchpoints
 
 
 async def _ingestion(request: Request) -> Ingestion:
-    ingestion: Ingestion = request.app.state.runtime.state["ingestion"]
-    return ingestion
+    return interactions_state(request.app).ingestion
 
 
 async def _idempotency(

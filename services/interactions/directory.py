@@ -19,7 +19,7 @@ import httpx
 
 from servicekit.clients import service_client
 from servicekit.logging import get_logger
-from servicekit.problems import ServiceUnavailable, Unprocessable
+from servicekit.problems import ContactsUnavailable, Unprocessable
 from services.interactions.schemas import ContactByIdentity
 
 log = get_logger(__name__)
@@ -30,12 +30,6 @@ log = get_logger(__name__)
 FAIL_FAST_S = 1.0
 FAILURES_BEFORE_FAIL_FAST = 3
 MAX_MERGE_HOPS = 4
-
-
-class ContactsUnavailable(ServiceUnavailable):
-    """A passing cause: the contacts service is down or slow. HTTP answers 503, NATS redelivers later."""
-
-    slug, title = "contacts-unavailable", "Contacts service unavailable"
 
 
 class UnknownContact(Unprocessable):

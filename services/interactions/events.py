@@ -7,11 +7,15 @@ from datetime import datetime
 from typing import Any
 
 from servicekit.bus import StreamSpec
+from servicekit.catalogue.interactions import INTERACTION_LOGGED as LOGGED
+from servicekit.catalogue.interactions import INTERACTION_REDACTED as REDACTED
+from servicekit.catalogue.interactions import INTERACTION_UPDATED as UPDATED
+from servicekit.catalogue.interactions import INTERACTIONS_STREAM, INTERACTIONS_SUBJECTS, THREAD_RESOLVED
 from servicekit.events import CloudEvent, make_event
 from servicekit.ids import new_id
 
 SOURCE = "touchpoint/interactions"
-STREAM = StreamSpec(name="CRM_INTERACTIONS", subjects=["crm.interactions.>"], description="Interaction events")
+STREAM = StreamSpec(name=INTERACTIONS_STREAM, subjects=[INTERACTIONS_SUBJECTS], description="Interaction events")
 INGEST_STREAM = StreamSpec(
     name="CRM_INGEST",
     subjects=["crm.ingest.interactions"],
@@ -22,17 +26,9 @@ INGEST_SUBJECT = "crm.ingest.interactions"
 INGEST_DURABLE = "interactions-ingest"
 DEADLETTER_SUBJECT = "crm.ingest.deadletter"
 
-LOGGED = "crm.interaction.logged.v1"
-UPDATED = "crm.interaction.updated.v1"
-THREAD_RESOLVED = "crm.thread.resolved.v1"
-REDACTED = "crm.interaction.redacted.v1"
-
 # Consumed from the contacts service.
-CONTACTS_STREAM = "CRM_CONTACTS"
 CONTACTS_DURABLE = "interactions-contacts"
 CONTACTS_SUBJECTS = ["crm.contacts.merged.*", "crm.contacts.erased.*"]
-CONTACT_MERGED = "crm.contact.merged.v1"
-CONTACT_ERASED = "crm.contact.erased.v1"
 
 _ACTIONS = {LOGGED: "logged", UPDATED: "updated", THREAD_RESOLVED: "thread_resolved", REDACTED: "redacted"}
 

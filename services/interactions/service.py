@@ -3,8 +3,6 @@ writes its event to the outbox in the same transaction, merges and erasures reac
 
 from __future__ import annotations
 
-import base64
-import binascii
 import functools
 import json
 import uuid
@@ -19,8 +17,10 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlmodel import col
 
+from servicekit import cursors
 from servicekit.bulk import among, unsized_type
 from servicekit.clock import Clock, as_utc
+from servicekit.cursors import InvalidCursor
 from servicekit.db import upsert
 from servicekit.erasure import checkpoint_after_commit
 from servicekit.events import event_json, json_value
@@ -58,10 +58,6 @@ _TABLE = cast(sa.Table, Touchpoint.__table__)  # type: ignore[attr-defined]
 _FATES = cast(sa.Table, ContactFate.__table__)  # type: ignore[attr-defined]
 
 
-class InvalidCursor(ProblemError):
-    status, slug, title = 400, "invalid-cursor", "Invalid cursor"
-
-
 class Redacted(Conflict):
     slug, title = "redacted", "Touchpoint redacted"
 
@@ -77,19 +73,14 @@ class Position:
     id: uuid.UUID
 
     def cursor(self) -> str:
-        raw = json.dumps({"at": self.at.isoformat(), "id": str(self.id)}).encode()
-        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+        return cursors.encode({"at": self.at.isoformat(), "id": str(self.id)})
 
     def before(self) -> str:
         return f"{self.at.isoformat().replace('+00:00', 'Z')}|{self.id}"
 
     @classmethod
     def from_cursor(cls, cursor: str) -> Position:
-        try:
-            document = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-            return cls._make(document["at"], document["id"])
-        except (ValueError, KeyError, TypeError, AttributeError, binascii.Error, UnicodeDecodeError):
-            raise InvalidCursor("The cursor is not one this API gave out.") from None
+        return cursors.decode(cursor, lambda document: cls._make(document["at"], document["id"]))
 
     @classmethod
     def from_before(cls, before: str) -> Position:

@@ -24,6 +24,7 @@ from fastapi.routing import APIRoute
 from pydantic_core import PydanticUndefined
 from starlette.exceptions import HTTPException
 
+from services.interactions.deps import interactions_state
 from services.interactions.idempotency import checked_key
 
 # The endpoint's parameters, which the handler below gives it (checked when the route is built).
@@ -51,7 +52,7 @@ class SingleTouchpointRoute(APIRoute):
                 item, errors = body_field.validate(body, {}, loc=("body",))
             if errors:
                 raise RequestValidationError(errors, body=None if body is PydanticUndefined else body)
-            ingestion = request.app.state.runtime.state["ingestion"]
+            ingestion = interactions_state(request.app).ingestion
             response: Response = await endpoint(
                 body=item, request=request, ingestion=ingestion, idempotency=idempotency
             )

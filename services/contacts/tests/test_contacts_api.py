@@ -135,6 +135,8 @@ async def test_search_by_prefix_and_filters(client: httpx.AsyncClient) -> None:
     tampered = await client.get("/v1/contacts", params={"cursor": "eyJiZWZvcmUiOiAibm9wZSJ9"})
     assert tampered.status_code == 400
     assert tampered.headers["content-type"] == PROBLEM
+    numbered = await client.get("/v1/contacts", params={"cursor": "eyJiZWZvcmUiOiA1fQ"})  # {"before": 5}: was a 500
+    assert numbered.status_code == 400 and numbered.json()["type"].endswith("/invalid-cursor")
 
 
 async def test_pages_are_stable_while_contacts_are_added(client: httpx.AsyncClient) -> None:

@@ -19,6 +19,7 @@ from servicekit.testing.apps import EventTap, running_app
 from servicekit.testing.nats import NatsServer
 from servicekit.testing.plugin import eventually
 from services.followups.app import create_app
+from services.followups.deps import followups_state
 from services.followups.scheduler import Scheduler
 from services.followups.settings import FollowupsSettings
 
@@ -72,8 +73,7 @@ class Harness:
 
     @property
     def scheduler(self) -> Scheduler:
-        scheduler: Scheduler = self.app.state.runtime.state["scheduler"]
-        return scheduler
+        return followups_state(self.app).scheduler
 
     async def publish(self, event: CloudEvent, subject: str, msg_id: str | None = None) -> None:
         await self.js.publish(subject, event.to_json(), headers={"Nats-Msg-Id": msg_id or event.id})

@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
+from servicekit import cursors
 from servicekit.events import CloudEvent
 from servicekit.ids import new_id
 from services.followups.tests.conftest import Harness
@@ -86,6 +87,9 @@ async def test_every_sort_pages_through_everything_once_with_its_own_cursor(harn
     first = (await harness.client.get("/v1/followups", params={"sort": "due_at", "limit": 1})).json()
     crossed = await harness.client.get("/v1/followups", params={"sort": "-created_at", "cursor": first["next_cursor"]})
     assert crossed.status_code == 400
+    numbered = cursors.encode(["due_at", "2026-01-01T00:00:00+00:00", 5])  # uuid.UUID(5): was a 500
+    refused = await harness.client.get("/v1/followups", params={"sort": "due_at", "cursor": numbered})
+    assert refused.status_code == 400 and refused.json()["detail"].endswith("(with this sort).")
 
 
 async def test_bulk_gives_a_result_per_id_and_stops_at_the_limit(harness: Harness) -> None:

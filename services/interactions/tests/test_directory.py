@@ -7,11 +7,11 @@ import uuid
 import httpx
 import pytest
 
+from servicekit.problems import ContactsUnavailable
 from services.interactions.directory import (
     ContactDirectory,
     ContactErased,
     ContactRejected,
-    ContactsUnavailable,
     UnknownContact,
 )
 from services.interactions.schemas import ContactByIdentity

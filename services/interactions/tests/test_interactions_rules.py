@@ -9,9 +9,10 @@ from decimal import Decimal
 import pytest
 from pydantic import ValidationError
 
+from servicekit.cursors import InvalidCursor
 from services.interactions.idempotency import InvalidIdempotencyKey, checked_key, fingerprint
 from services.interactions.schemas import TouchpointCreate, TouchpointPatch
-from services.interactions.service import InvalidCursor, Position, first_response_s, sentiment_of
+from services.interactions.service import Position, first_response_s, sentiment_of
 from services.interactions.stats import first_responses, nearest_rank, pareto, retention
 from services.interactions.tests.conftest import touchpoint_factory
 
