@@ -292,3 +292,12 @@ async def test_regression_a_number_is_no_due_time(client: httpx.AsyncClient) -> 
     assert made.status_code == 201, made.text
     snooze = await client.post(f"/v1/followups/{made.json()['id']}/snooze", json={"until": 4_102_444_800})
     assert_problem(snooze, 422)
+
+
+async def test_regression_a_boolean_is_no_score_in_a_policy_condition(client: httpx.AsyncClient) -> None:
+    """Found by the gateway's fuzz: ``"csat_max": true`` made a policy for scores of at most 1."""
+    for field in ("csat_max", "nps_max"):
+        trigger = {"event": "interaction.logged", "any": [{field: True}]}
+        response = await client.post("/v1/policies", json=policy(trigger=trigger))
+        assert_problem(response, 422)
+        assert field in response.text

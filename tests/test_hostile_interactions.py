@@ -275,3 +275,14 @@ async def test_an_escaped_backslash_before_u0000_is_text(interactions: httpx.Asy
     assert_problem(
         await interactions.post("/v1/interactions", content=raw, headers={"content-type": "application/json"}), 422
     )
+
+
+async def test_regression_a_boolean_is_no_score(interactions: httpx.AsyncClient, contact_id: str) -> None:
+    """Lax integers take booleans: ``"csat": true`` was stored as a CSAT of 1 and moved the customer's average (the
+    gateway's fuzz found the same in policy conditions)."""
+    for field in ("csat", "nps", "duration_s"):
+        for value in (True, False):
+            response = await interactions.post("/v1/interactions", json=touchpoint(contact_id, **{field: value}))
+            assert response.status_code == 422, (field, value, response.status_code, response.text[:300])
+            assert response.json()["errors"][0]["loc"][-1] == field
+    assert await stored(interactions, contact_id) == []

@@ -19,6 +19,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StrictInt,
     StringConstraints,
     WithJsonSchema,
     model_validator,
@@ -111,8 +112,9 @@ class Match(Strict):
     direction: list[Direction] | None = Field(None, max_length=3)
     tier: list[Literal["standard", "premium"]] | None = Field(None, max_length=2)
     tags_any: list[Annotated[str, StringConstraints(max_length=64)]] | None = Field(None, max_length=50)
-    csat_max: int | None = Field(None, ge=1, le=5, description="csat at most (a touchpoint without csat fails)")
-    nps_max: int | None = Field(None, ge=0, le=10, description="nps at most (a touchpoint without nps fails)")
+    # StrictInt: a JSON true is not a score of 1 (lax integers take booleans; the fuzzer sent one).
+    csat_max: StrictInt | None = Field(None, ge=1, le=5, description="csat at most (a touchpoint without csat fails)")
+    nps_max: StrictInt | None = Field(None, ge=0, le=10, description="nps at most (a touchpoint without nps fails)")
     complaint: bool | None = Field(None, description="thread.resolved: whether the thread held a complaint")
 
     def holds(self, touch: dict[str, Any], contact: ContactFacts) -> bool:

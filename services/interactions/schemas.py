@@ -15,6 +15,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    StrictInt,
     StringConstraints,
     field_validator,
     model_validator,
@@ -180,9 +181,10 @@ class TouchpointCreate(Strict):
         None, description="The follow-up this touchpoint fulfils (e.g. the call-back it is): that follow-up closes"
     )
     outcome: Outcome | None = None
-    csat: Annotated[int, Field(ge=1, le=5)] | None = None
-    nps: Annotated[int, Field(ge=0, le=10)] | None = None
-    duration_s: Annotated[int, Field(ge=0, le=MAX_DURATION_S)] | None = None
+    # StrictInt: a JSON true is not a score of 1 (lax integers take booleans).
+    csat: Annotated[StrictInt, Field(ge=1, le=5)] | None = None
+    nps: Annotated[StrictInt, Field(ge=0, le=10)] | None = None
+    duration_s: Annotated[StrictInt, Field(ge=0, le=MAX_DURATION_S)] | None = None
     amount: Amount | None = None
     currency: Currency | None = None
     source: SourceName | None = None
