@@ -97,6 +97,8 @@ class LiveFeed:
         self._listeners: dict[str, set[asyncio.Event]] = {}
         self._streams: dict[str, set[Stream]] = {}  # by caller
         self._subs: list[Any] = []
+        # Set once the server has the subscriptions: what was announced before then never reaches this process.
+        self.subscribed = asyncio.Event()
 
     def open_stream(self, *, caller: str, credentials: set[str], contact_ids: list[str], limit: int) -> Stream:
         """A stream for ``caller`` woken by ``contact_ids``; a 429 problem when the caller has ``limit`` open in
@@ -161,6 +163,8 @@ class LiveFeed:
         nc = self.bus.nc
         for subject in self.subjects:
             self._subs.append(await nc.subscribe(subject, cb=self._on_message))
+        await nc.flush()  # the round trip: the server has the interest once it answers
+        self.subscribed.set()
         log.info("live_feed_subscribed", subjects=self.subjects)
         try:
             await asyncio.Event().wait()

@@ -11,10 +11,11 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic import BaseModel, ConfigDict, Field
 
 from servicekit.channels import Channel
 from servicekit.clock import AwareInput
+from servicekit.numbers import NotBoolean
 
 Tier = Literal["standard", "premium"]
 Stage = Literal["lead", "prospect", "customer", "repeat", "at_risk", "churned"]
@@ -208,9 +209,9 @@ class InteractionCreate(Strict):
         None, description="The follow-up this touchpoint fulfils (e.g. the call-back it is): that follow-up closes"
     )
     outcome: Annotated[str, Field(max_length=500)] | None = None
-    csat: Annotated[StrictInt, Field(ge=1, le=5)] | None = None
-    nps: Annotated[StrictInt, Field(ge=0, le=10)] | None = None
-    duration_s: Annotated[StrictInt, Field(ge=0)] | None = None
+    csat: Annotated[int, Field(ge=1, le=5), NotBoolean] | None = None
+    nps: Annotated[int, Field(ge=0, le=10), NotBoolean] | None = None
+    duration_s: Annotated[int, Field(ge=0), NotBoolean] | None = None
     amount: Annotated[float, Field(ge=0)] | None = None
     currency: Annotated[str, Field(pattern=r"^[A-Za-z]{3}$")] | None = None
     source: str | None = None

@@ -286,3 +286,7 @@ async def test_regression_a_boolean_is_no_score(interactions: httpx.AsyncClient,
             assert response.status_code == 422, (field, value, response.status_code, response.text[:300])
             assert response.json()["errors"][0]["loc"][-1] == field
     assert await stored(interactions, contact_id) == []
+    # A whole number written with a fraction is an integer to JSON Schema, and so here (the fuzzer sent 497.0).
+    whole = await interactions.post("/v1/interactions", json=touchpoint(contact_id, csat=5.0, duration_s=497.0))
+    assert whole.status_code == 201, whole.text
+    assert (whole.json()["csat"], whole.json()["duration_s"]) == (5, 497)

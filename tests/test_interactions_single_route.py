@@ -41,7 +41,7 @@ async def _no_lifespan(_app: FastAPI) -> AsyncIterator[None]:
 
 def _app() -> FastAPI:
     app = build_app(title="t", description="t", version="1", lifespan=_no_lifespan, max_body_bytes=64 * 1024)
-    app.state.runtime = SimpleNamespace(state={"ingestion": "the ingestion"})
+    app.state.interactions = SimpleNamespace(ingestion="the ingestion")  # what InteractionsState holds
     router = APIRouter()
     router.add_api_route("/lean", echo, methods=["POST"], status_code=201, route_class_override=SingleTouchpointRoute)
     router.add_api_route("/generic", echo, methods=["POST"], status_code=201)

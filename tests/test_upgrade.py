@@ -416,14 +416,21 @@ async def test_upgrade_keeps_every_record_while_the_previous_release_reads(
         for contact in (ada, grace):
             for item in (await get("/followups", contact_id=str(contact["id"]), limit=200))["items"]:
                 found[item["id"]] = item
-        assert set(found) == set(written_followups)
-        for followup_id, item in found.items():
-            old = written_followups[followup_id]
+        # The new code may already have made follow-ups of its own (the quiet-premium sweep runs at start, and
+        # the test's stream holds other tests' events): each of those came from a policy; none of ours is lost.
+        made_since = {i: f for i, f in found.items() if i not in written_followups}
+        assert set(written_followups) <= set(found)
+        assert all(f["policy"] is not None for f in made_since.values()), made_since
+        for followup_id, old in written_followups.items():
+            item = found[followup_id]
             for name in ("policy", "step", "reason", "channel", "status", "priority", "assignee", "team", "outcome"):
                 assert item[name] == old[name], name
             assert item["triggers"] == [] and item["trigger_interaction_id"] is None and item["close_reason"] is None
         queue = (await get("/followups", status="scheduled", limit=200))["items"]
-        assert {f["id"] for f in queue} == {i for i, f in written_followups.items() if f["status"] == "scheduled"}
+        assert all(f["policy"] is not None for f in queue if f["id"] not in written_followups)
+        assert {f["id"] for f in queue if f["id"] in written_followups} == {
+            i for i, f in written_followups.items() if f["status"] == "scheduled"
+        }
 
         # The team's own policy, at its current version and still off, beside the shipped ones.
         policy = await get("/policies/vip-welcome")

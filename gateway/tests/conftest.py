@@ -264,3 +264,10 @@ async def served(app: FastAPI) -> AsyncIterator[str]:
     finally:
         server.should_exit = True
         await task
+
+
+async def live_ready(app: FastAPI) -> None:
+    """The app is connected to NATS and its live feed subscribed: an announcement made before that never wakes
+    its streams (a stream test once announced in between and waited for nothing)."""
+    await app.state.runtime.bus.wait_connected()
+    await asyncio.wait_for(app.state.live.subscribed.wait(), 10)

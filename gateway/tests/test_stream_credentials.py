@@ -18,7 +18,7 @@ from sqlmodel import col
 from gateway.app import create_app
 from gateway.models import ApiKey
 from gateway.settings import GatewaySettings
-from gateway.tests.conftest import ADMIN, StubServices, make_key, served
+from gateway.tests.conftest import ADMIN, StubServices, live_ready, make_key, served
 from gateway.tests.test_timeline import _next, _read_events
 from servicekit.clock import MovableClock
 from servicekit.testing.plugin import eventually
@@ -78,7 +78,7 @@ async def test_a_revoked_key_a_disabled_user_or_a_sign_out_ends_open_streams_in_
         httpx.AsyncClient(base_url=acting_url, timeout=30) as admin,
         httpx.AsyncClient(base_url=streaming_url, timeout=30) as client,
     ):
-        await streaming.state.runtime.bus.wait_connected()
+        await live_ready(streaming)
         key = await make_key(admin, "readonly")
         [key_id] = [k["id"] for k in (await admin.get("/api/v1/api-keys", headers=ADMIN)).json()["items"]]
         leaving, disabled = await _signed_in(admin, "leaving@example.com"), await _signed_in(admin, "gone@example.com")

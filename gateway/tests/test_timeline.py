@@ -16,7 +16,7 @@ import pytest
 
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
-from gateway.tests.conftest import ADMIN, StubServices, make_key, served
+from gateway.tests.conftest import ADMIN, StubServices, live_ready, make_key, served
 from gateway.timeline import Position, decode_position, encode_position
 from servicekit.clock import MovableClock
 from servicekit.cursors import InvalidCursor, sign
@@ -192,7 +192,7 @@ async def test_the_stream_pushes_a_new_item_within_a_second_and_replays_after_re
     stub.add_interaction(contact["id"], T0 - timedelta(days=1))
     app = create_app(gateway_settings, clock=clock, transports=stub.transports())
     async with served(app) as base_url, httpx.AsyncClient(base_url=base_url, timeout=10) as client:
-        await app.state.runtime.bus.wait_connected()
+        await live_ready(app)
         await stub.project(app)
         url = f"/api/v1/contacts/{contact['id']}/timeline/stream"
 
@@ -326,7 +326,7 @@ async def test_a_stream_on_one_gateway_process_gets_what_another_process_project
         served(streaming) as base_url,
         httpx.AsyncClient(base_url=base_url, timeout=10) as client,
     ):
-        await streaming.state.runtime.bus.wait_connected()
+        await live_ready(streaming)
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         url = f"/api/v1/contacts/{contact['id']}/timeline/stream"
         async with client.stream("GET", url, headers=ADMIN) as response:
@@ -350,7 +350,7 @@ async def test_a_contact_changed_or_erased_through_the_gateway_is_never_shown_as
     settings = gateway_settings.model_copy(update={"timeline_cache_s": 600.0, "header_cache_s": 600.0})
     writing, other = (create_app(settings, clock=clock, transports=stub.transports()) for _ in range(2))
     async with running_app(writing) as gateway, running_app(other) as elsewhere:
-        await other.state.runtime.bus.wait_connected()
+        await live_ready(other)
         contact = stub.add_contact(name="Grace Hopper", emails=["grace@example.com"])
         url = f"/api/v1/contacts/{contact['id']}/timeline"
         assert await _named(gateway, url, "Grace Hopper") and await _named(elsewhere, url, "Grace Hopper")  # cached

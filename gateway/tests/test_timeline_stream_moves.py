@@ -13,7 +13,7 @@ import httpx
 from gateway import live
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
-from gateway.tests.conftest import ADMIN, StubServices, served
+from gateway.tests.conftest import ADMIN, StubServices, live_ready, served
 from gateway.tests.test_timeline import T0, _next, _read_events
 from servicekit.clock import MovableClock
 from servicekit.testing.nats import NatsServer
@@ -33,7 +33,7 @@ async def test_a_stream_says_merged_with_the_survivor_or_erased_and_ends(
         stub.add_interaction(contact["id"], T0 - timedelta(days=1))
     app = create_app(gateway_settings, clock=clock, transports=stub.transports())
     async with served(app) as base_url, httpx.AsyncClient(base_url=base_url, timeout=10) as client:
-        await app.state.runtime.bus.wait_connected()
+        await live_ready(app)
         await stub.project(app)
         for contact, change in ((duplicate, "merged"), (erased, "erased")):
             queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
@@ -62,7 +62,7 @@ async def test_a_stream_goes_on_when_nothing_happened_to_its_contact(
     contact = stub.add_contact()
     app = create_app(gateway_settings, clock=clock, transports=stub.transports())
     async with served(app) as base_url, httpx.AsyncClient(base_url=base_url, timeout=10) as client:
-        await app.state.runtime.bus.wait_connected()
+        await live_ready(app)
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         async with client.stream("GET", f"/api/v1/contacts/{contact['id']}/timeline/stream", headers=ADMIN) as r:
             reader = asyncio.create_task(_read_events(r, queue))

@@ -19,13 +19,13 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    StrictInt,
     StringConstraints,
     WithJsonSchema,
     model_validator,
 )
 
 from servicekit.channels import Channel
+from servicekit.numbers import NotBoolean
 from services.followups.hours import add_business_time, out_of_quiet_hours, zone
 
 Priority = Literal["low", "normal", "high", "urgent"]
@@ -104,6 +104,11 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# NotBoolean: a JSON true is not a score of 1 (lax integers take booleans; the fuzzer sent one).
+Score5 = Annotated[int, Field(ge=1, le=5), NotBoolean]
+Score10 = Annotated[int, Field(ge=0, le=10), NotBoolean]
+
+
 class Match(Strict):
     """Conditions on the touchpoint (or resolved thread) and the contact; every given one must hold."""
 
@@ -112,9 +117,12 @@ class Match(Strict):
     direction: list[Direction] | None = Field(None, max_length=3)
     tier: list[Literal["standard", "premium"]] | None = Field(None, max_length=2)
     tags_any: list[Annotated[str, StringConstraints(max_length=64)]] | None = Field(None, max_length=50)
-    # StrictInt: a JSON true is not a score of 1 (lax integers take booleans; the fuzzer sent one).
-    csat_max: StrictInt | None = Field(None, ge=1, le=5, description="csat at most (a touchpoint without csat fails)")
-    nps_max: StrictInt | None = Field(None, ge=0, le=10, description="nps at most (a touchpoint without nps fails)")
+    csat_max: Annotated[int, Field(ge=1, le=5), NotBoolean] | None = Field(
+        None, description="csat at most (a touchpoint without csat fails)"
+    )
+    nps_max: Annotated[int, Field(ge=0, le=10), NotBoolean] | None = Field(
+        None, description="nps at most (a touchpoint without nps fails)"
+    )
     complaint: bool | None = Field(None, description="thread.resolved: whether the thread held a complaint")
 
     def holds(self, touch: dict[str, Any], contact: ContactFacts) -> bool:

@@ -15,7 +15,6 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
-    StrictInt,
     StringConstraints,
     field_validator,
     model_validator,
@@ -25,6 +24,7 @@ from pydantic.json_schema import SkipJsonSchema
 from servicekit.channels import Channel
 from servicekit.clock import AwareInput, as_utc
 from servicekit.jsonschema import both_or_neither, exactly_one_of, needs, stated
+from servicekit.numbers import NotBoolean
 from servicekit.text import trimmed
 
 Direction = Literal["inbound", "outbound", "internal"]
@@ -181,10 +181,10 @@ class TouchpointCreate(Strict):
         None, description="The follow-up this touchpoint fulfils (e.g. the call-back it is): that follow-up closes"
     )
     outcome: Outcome | None = None
-    # StrictInt: a JSON true is not a score of 1 (lax integers take booleans).
-    csat: Annotated[StrictInt, Field(ge=1, le=5)] | None = None
-    nps: Annotated[StrictInt, Field(ge=0, le=10)] | None = None
-    duration_s: Annotated[StrictInt, Field(ge=0, le=MAX_DURATION_S)] | None = None
+    # NotBoolean: a JSON true is not a score of 1 (lax integers take booleans).
+    csat: Annotated[int, Field(ge=1, le=5), NotBoolean] | None = None
+    nps: Annotated[int, Field(ge=0, le=10), NotBoolean] | None = None
+    duration_s: Annotated[int, Field(ge=0, le=MAX_DURATION_S), NotBoolean] | None = None
     amount: Amount | None = None
     currency: Currency | None = None
     source: SourceName | None = None
