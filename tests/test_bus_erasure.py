@@ -18,7 +18,7 @@ from nats.js.errors import NotFoundError
 
 from servicekit.clock import MovableClock
 from servicekit.purge import subject_matches
-from servicekit.testing.apps import running_app
+from servicekit.testing.apps import running_app, served
 from servicekit.testing.nats import NatsServer
 from servicekit.testing.plugin import eventually
 from services.contacts.app import create_app as create_contacts_app
@@ -27,7 +27,6 @@ from services.followups.app import create_app as create_followups_app
 from services.followups.settings import FollowupsSettings
 from services.interactions.app import create_app as create_interactions_app
 from services.interactions.settings import InteractionsSettings
-from tests.test_followups_journey import serve
 
 ROOT = Path(__file__).resolve().parents[1]
 NOW = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)
@@ -80,7 +79,7 @@ async def test_an_erasure_leaves_none_of_the_contacts_messages_on_the_bus_nor_in
     nc = await nats.connect(server.url)
     js = nc.jetstream()
     try:
-        async with serve(contacts_app) as contacts_url, httpx.AsyncClient(base_url=contacts_url) as contacts:
+        async with served(contacts_app) as contacts_url, httpx.AsyncClient(base_url=contacts_url) as contacts:
             interactions_settings = InteractionsSettings(
                 database_url=databases["interactions"], contacts_url=contacts_url, **common, **user("interactions")
             )

@@ -4,24 +4,19 @@ brings its satisfaction check, a merge moves them and an erase cancels them. SQL
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
-from fastapi import FastAPI
 
 from servicekit.clock import MovableClock
-from servicekit.testing.apps import running_app
+from servicekit.testing.apps import running_app, served
 from servicekit.testing.nats import NatsServer
 from servicekit.testing.plugin import eventually
-from servicekit.testing.ports import free_port
 from services.contacts.app import create_app as create_contacts_app
 from services.contacts.settings import ContactsSettings
 from services.followups.app import create_app as create_followups_app
@@ -32,24 +27,6 @@ from services.interactions.settings import InteractionsSettings
 ROOT = Path(__file__).resolve().parents[1]
 MONDAY_10 = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)
 SLOW = 60.0  # generous on a busy shared machine; short when it works
-
-
-@contextlib.asynccontextmanager
-async def serve(app: FastAPI) -> AsyncIterator[str]:
-    """Run an app (lifespan included) with uvicorn on a free port of this event loop."""
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, log_level="warning")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
 
 
 @pytest.fixture
@@ -71,7 +48,7 @@ async def test_touchpoints_logged_over_http_become_followups_and_close_the_loop(
     clock.set(MONDAY_10)
     common: dict[str, Any] = {"nats_url": nats_private.url, "log_json": False, "outbox_poll_s": 0.05}
     contacts_app = create_contacts_app(ContactsSettings(database_url=databases["contacts"], **common), clock=clock)
-    async with serve(contacts_app) as contacts_url, httpx.AsyncClient(base_url=contacts_url, timeout=10) as contacts:
+    async with served(contacts_app) as contacts_url, httpx.AsyncClient(base_url=contacts_url, timeout=10) as contacts:
         interactions_settings = InteractionsSettings(
             database_url=databases["interactions"], contacts_url=contacts_url, **common
         )

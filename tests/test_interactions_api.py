@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -15,11 +14,10 @@ from urllib.parse import quote
 import httpx
 import nats
 import pytest
-import uvicorn
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from servicekit.clock import MovableClock
-from servicekit.testing.apps import EventTap, running_app
+from servicekit.testing.apps import EventTap, running_app, served
 from servicekit.testing.nats import NatsServer
 from servicekit.testing.plugin import eventually
 from servicekit.testing.ports import free_port
@@ -65,27 +63,6 @@ class ContactsService:
         return dict(response.json())
 
 
-@contextlib.asynccontextmanager
-async def serve(app: ASGIApp) -> AsyncIterator[str]:
-    """Run an ASGI app (lifespan included) with uvicorn on a free port of this event loop."""
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app, host="127.0.0.1", port=port, log_config=None, log_level="warning", timeout_graceful_shutdown=5
-        )
-    )
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
-
-
 @pytest.fixture
 def contacts_db(database_factory: Callable[[Path], str]) -> str:
     return database_factory(CONTACTS_ALEMBIC_INI)
@@ -100,7 +77,7 @@ def interactions_db(database_factory: Callable[[Path], str]) -> str:
 async def contacts(contacts_db: str, nats_server: NatsServer, clock: MovableClock) -> AsyncIterator[ContactsService]:
     settings = ContactsSettings(database_url=contacts_db, nats_url=nats_server.url, log_json=False, outbox_poll_s=0.05)
     gate = Gate(create_contacts_app(settings, clock=clock))
-    async with serve(gate) as url, httpx.AsyncClient(base_url=url, timeout=10) as http:
+    async with served(gate) as url, httpx.AsyncClient(base_url=url, timeout=10) as http:
         yield ContactsService(url, gate, http)
 
 

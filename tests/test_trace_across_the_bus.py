@@ -5,27 +5,22 @@ and OpenTelemetry's in-memory exporter in place of OTLP."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
-from fastapi import FastAPI
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind
 
 from gateway.app import create_app as create_gateway
 from gateway.settings import DEV_ADMIN_KEY, GatewaySettings
 from servicekit.clock import MovableClock
-from servicekit.testing.apps import running_app
+from servicekit.testing.apps import running_app, served
 from servicekit.testing.nats import NatsServer
 from servicekit.testing.plugin import eventually
-from servicekit.testing.ports import free_port
 from servicekit.testing.tracing import recorded_spans
 from servicekit.tracing import recording
 from services.contacts.app import create_app as create_contacts
@@ -38,23 +33,6 @@ from services.interactions.settings import InteractionsSettings
 ROOT = Path(__file__).resolve().parents[1]
 ADMIN = {"Authorization": f"Bearer {DEV_ADMIN_KEY}"}
 SLOW = 60.0
-
-
-@contextlib.asynccontextmanager
-async def serve(app: FastAPI) -> AsyncIterator[str]:
-    """Run an app (lifespan included) with uvicorn on a free port of this event loop."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, log_level="warning"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
 
 
 @pytest.fixture
@@ -76,13 +54,13 @@ async def test_one_trace_from_a_gateway_post_through_interactions_follow_ups_and
     common: dict[str, Any] = {"nats_url": nats_server.url, "log_json": False, "outbox_poll_s": 0.05}
     with recorded_spans() as exporter:
         contacts_app = create_contacts(ContactsSettings(database_url=databases["contacts"], **common), clock=clock)
-        async with serve(contacts_app) as contacts_url:
+        async with served(contacts_app) as contacts_url:
             interactions_app = create_interactions(InteractionsSettings(
                 database_url=databases["interactions"], contacts_url=contacts_url, **common), clock=clock)  # fmt: skip
             followups_app = create_followups(FollowupsSettings(
                 database_url=databases["followups"], contacts_url=contacts_url, scheduler_enabled=False, **common,
             ), clock=clock)  # fmt: skip
-            async with serve(interactions_app) as interactions_url, running_app(followups_app):
+            async with served(interactions_app) as interactions_url, running_app(followups_app):
                 gateway_app = create_gateway(GatewaySettings(
                     database_url=databases["gateway"], dev_mode=True, contacts_url=contacts_url,
                     interactions_url=interactions_url, followups_url="http://followups", **common,
@@ -117,15 +95,15 @@ async def test_one_trace_from_a_gateway_post_through_interactions_follow_ups_and
     assert not recording()  # the process is untraced again for the tests that follow
     by_id = {s.context.span_id: s for s in spans}
     # interactions served the gateway's call, within the gateway's request
-    (served,) = [s for s in spans if s.kind == SpanKind.SERVER and s.name == "POST /v1/interactions"]
-    chain = _ancestors(served, by_id)
+    (answered,) = [s for s in spans if s.kind == SpanKind.SERVER and s.name == "POST /v1/interactions"]
+    chain = _ancestors(answered, by_id)
     assert chain[-1] is post and any(s.kind == SpanKind.CLIENT for s in chain[1:-1])  # the gateway's call's span
     # the follow-ups consumer handled the event interactions wrote, as the child of the request that wrote it
     (followed,) = consumed(spans, "followups-interactions", "crm.interaction.logged.v1")
-    assert followed.parent is not None and followed.parent.span_id == served.context.span_id
+    assert followed.parent is not None and followed.parent.span_id == answered.context.span_id
     # the gateway's projection applied the touchpoint, and the follow-ups the consumer made, in the same trace
     (projected,) = consumed(spans, "gateway-interactions", "crm.interaction.logged.v1")
-    assert projected.parent is not None and projected.parent.span_id == served.context.span_id
+    assert projected.parent is not None and projected.parent.span_id == answered.context.span_id
     for scheduled in consumed(spans, "gateway-followups", "crm.followup.scheduled.v1"):
         assert scheduled.parent is not None and scheduled.parent.span_id == followed.context.span_id
     # and the databases' statements are in it (SQLAlchemy instrumented)

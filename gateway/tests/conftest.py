@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
@@ -10,7 +9,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI, HTTPException
 
 from gateway import events, live
@@ -20,7 +18,6 @@ from servicekit.clock import MovableClock
 from servicekit.events import CloudEvent, make_event
 from servicekit.testing.apps import running_app
 from servicekit.testing.nats import NatsServer
-from servicekit.testing.ports import free_port
 
 ALEMBIC_INI = Path(__file__).resolve().parents[1] / "alembic.ini"
 ADMIN = {"Authorization": f"Bearer {DEV_ADMIN_KEY}"}
@@ -247,23 +244,6 @@ async def make_key(client: httpx.AsyncClient, role: str, name: str | None = None
     response = await client.post("/api/v1/api-keys", json={"name": name or f"{role} key", "role": role}, headers=ADMIN)
     assert response.status_code == 201, response.text
     return {"Authorization": f"Bearer {response.json()['key']}"}
-
-
-@contextlib.asynccontextmanager
-async def served(app: FastAPI) -> AsyncIterator[str]:
-    """Serve an app on a real port (streaming responses need a real server, not ASGITransport)."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
 
 
 async def live_ready(app: FastAPI) -> None:

@@ -12,9 +12,9 @@ from gateway.app import create_app
 from gateway.auth import passwords
 from gateway.lockout import SignInGuard
 from gateway.settings import GatewaySettings
-from gateway.tests.conftest import ADMIN, StubServices, served
+from gateway.tests.conftest import ADMIN, StubServices
 from servicekit.clock import MovableClock
-from servicekit.testing.apps import running_app
+from servicekit.testing.apps import running_app, served
 
 PASSWORD = "correct horse battery"
 

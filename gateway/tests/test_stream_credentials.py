@@ -18,9 +18,10 @@ from sqlmodel import col
 from gateway.app import create_app
 from gateway.models import ApiKey
 from gateway.settings import GatewaySettings
-from gateway.tests.conftest import ADMIN, StubServices, live_ready, make_key, served
+from gateway.tests.conftest import ADMIN, StubServices, live_ready, make_key
 from gateway.tests.test_timeline import _next, _read_events
 from servicekit.clock import MovableClock
+from servicekit.testing.apps import served
 from servicekit.testing.plugin import eventually
 
 PASSWORD = "correct horse battery"

@@ -16,11 +16,11 @@ import pytest
 
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
-from gateway.tests.conftest import ADMIN, StubServices, live_ready, make_key, served
+from gateway.tests.conftest import ADMIN, StubServices, live_ready, make_key
 from gateway.timeline import Position, decode_position, encode_position
 from servicekit.clock import MovableClock
 from servicekit.cursors import InvalidCursor, sign
-from servicekit.testing.apps import running_app
+from servicekit.testing.apps import running_app, served
 from servicekit.testing.nats import NatsServer
 from servicekit.testing.plugin import eventually
 

@@ -13,9 +13,10 @@ import httpx
 from gateway import live
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
-from gateway.tests.conftest import ADMIN, StubServices, live_ready, served
+from gateway.tests.conftest import ADMIN, StubServices, live_ready
 from gateway.tests.test_timeline import T0, _next, _read_events
 from servicekit.clock import MovableClock
+from servicekit.testing.apps import served
 from servicekit.testing.nats import NatsServer
 
 

@@ -14,9 +14,10 @@ import pytest
 from gateway.api import endpoint_actions
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
-from gateway.tests.conftest import ADMIN, StubServices, served
+from gateway.tests.conftest import ADMIN, StubServices
 from gateway.upstream import ServiceClient, UnsafeUpstreamPath, path_segment, upstream_path
 from servicekit.clock import MovableClock
+from servicekit.testing.apps import served
 
 PAYLOADS = (
     "a/../../../metrics",

@@ -1,17 +1,20 @@
-"""Run a service's FastAPI app in-process, lifespan included, behind an httpx client."""
+"""Run a service's FastAPI app in-process, lifespan included: behind an httpx client, or on a real port."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
+import uvicorn
 from fastapi import FastAPI
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from servicekit.events import CloudEvent
+from servicekit.testing.ports import free_port
 
 
 @asynccontextmanager
@@ -23,6 +26,24 @@ async def running_app(app: FastAPI, base_url: str = "http://test") -> AsyncItera
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url=base_url, timeout=30) as client:
             yield client
+
+
+@asynccontextmanager
+async def served(app: Any) -> AsyncIterator[str]:
+    """Serve an ASGI app with uvicorn on a free port of this event loop (lifespan included) and yield its base
+    URL: for streaming responses, and for services that call each other over real HTTP."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
 
 
 class EventTap:
