@@ -18,7 +18,7 @@ from gateway.auth import Action, allowed
 from gateway.console import labels
 from gateway.console.client import Answer
 from gateway.console.duplicates import same_person
-from gateway.console.routes import Desk, open_desk, refused_origin, same_origin, to_sign_in, unavailable
+from gateway.console.routes import Desk, open_desk, posted_form, to_sign_in, unavailable
 
 router = APIRouter(include_in_schema=False)
 
@@ -171,13 +171,6 @@ async def _form(
     )
 
 
-async def _form_fields(request: Request, desk: Desk) -> dict[str, str]:
-    form = await request.form()
-    field = {k: str(v).strip() for k, v in form.items() if isinstance(v, str)}
-    desk.api.csrf = field.get("csrf_token", "")
-    return field
-
-
 def not_for_role(desk: Desk, action: Action, what: str) -> Response | None:
     """The refusal page before a form the API would refuse anyway: not a form that fails when sent."""
     if allowed(desk.principal.role, action):
@@ -198,12 +191,10 @@ async def new_customer_form(request: Request) -> Response:
 
 @router.post("/customers")
 async def create_customer(request: Request) -> Response:
-    desk = await open_desk(request)
-    if desk is None:
-        return to_sign_in(request)
-    if not same_origin(request):
-        return refused_origin(request)
-    field = await _form_fields(request, desk)
+    posted = await posted_form(request)
+    if isinstance(posted, Response):
+        return posted
+    desk, field = posted
     answer = await desk.api.post("/contacts", json=profile_from_form(field, before=None))
     if answer.status in (409, 422):
         return await _form(desk, contact=None, values=field, errors=field_errors(answer), status=answer.status)
@@ -231,12 +222,10 @@ async def edit_customer_form(request: Request, contact_id: uuid.UUID) -> Respons
 
 @router.post("/customers/{contact_id}/edit")
 async def edit_customer(request: Request, contact_id: uuid.UUID) -> Response:
-    desk = await open_desk(request)
-    if desk is None:
-        return to_sign_in(request)
-    if not same_origin(request):
-        return refused_origin(request)
-    field = await _form_fields(request, desk)
+    posted = await posted_form(request)
+    if isinstance(posted, Response):
+        return posted
+    desk, field = posted
     current = await desk.api.get(f"/contacts/{contact_id}")
     if not current.ok:
         return unavailable(desk, current, "This customer")
@@ -294,12 +283,10 @@ async def _merge_page(
 
 @router.post("/customers/{contact_id}/merge/{other_id}")
 async def merge_customers(request: Request, contact_id: uuid.UUID, other_id: uuid.UUID) -> Response:
-    desk = await open_desk(request)
-    if desk is None:
-        return to_sign_in(request)
-    if not same_origin(request):
-        return refused_origin(request)
-    field = await _form_fields(request, desk)
+    posted = await posted_form(request)
+    if isinstance(posted, Response):
+        return posted
+    desk, field = posted
     pair = {str(contact_id): other_id, str(other_id): contact_id}
     survivor = field.get("survivor", "")
     if survivor not in pair:
@@ -359,12 +346,10 @@ async def _erase_page(desk: Desk, contact_id: uuid.UUID, *, problem: str | None,
 
 @router.post("/customers/{contact_id}/erase")
 async def erase_customer(request: Request, contact_id: uuid.UUID) -> Response:
-    desk = await open_desk(request)
-    if desk is None:
-        return to_sign_in(request)
-    if not same_origin(request):
-        return refused_origin(request)
-    field = await _form_fields(request, desk)
+    posted = await posted_form(request)
+    if isinstance(posted, Response):
+        return posted
+    desk, field = posted
     contact = await desk.api.get(f"/contacts/{contact_id}")
     if not contact.ok:
         return unavailable(desk, contact, "This customer")

@@ -131,6 +131,20 @@ def refused_origin(request: Request) -> HTMLResponse:
     return render(request, "error.html", status=403, title="Refused", message="This form came from another site.")
 
 
+async def posted_form(request: Request) -> tuple[Desk, dict[str, str]] | Response:
+    """A console form post: the signed-in desk and the trimmed fields (the form's CSRF token handed to the API
+    client), or the answer that stops it there: sign in first, or refused as sent from another site."""
+    desk = await open_desk(request)
+    if desk is None:
+        return to_sign_in(request)
+    if not same_origin(request):
+        return refused_origin(request)
+    form = await request.form()
+    field = {k: str(v).strip() for k, v in form.items() if isinstance(v, str)}
+    desk.api.csrf = field.get("csrf_token", "")
+    return desk, field
+
+
 def unavailable(desk: Desk, answer: Answer, what: str) -> HTMLResponse:
     status = answer.status if answer.status >= 400 else 502
     if answer.status == 403:
@@ -354,14 +368,10 @@ async def timeline_fragment(
 
 @router.post("/customers/{contact_id}/touchpoints")
 async def log_touchpoint(request: Request, contact_id: uuid.UUID) -> Response:
-    desk = await open_desk(request)
-    if desk is None:
-        return to_sign_in(request)
-    if not same_origin(request):
-        return refused_origin(request)
-    form = await request.form()
-    field = {k: str(v).strip() for k, v in form.items() if isinstance(v, str)}
-    desk.api.csrf = field.get("csrf_token", "")
+    posted = await posted_form(request)
+    if isinstance(posted, Response):
+        return posted
+    desk, field = posted
     occurred = labels.parse_time(field.get("occurred_at")) or datetime.now(UTC)
     touchpoint: dict[str, Any] = {
         "contact_id": str(contact_id),
@@ -515,14 +525,10 @@ def _snooze_until(choice: str, now: datetime) -> datetime:
 
 @router.post("/followups/{followup_id}/{action}")
 async def work_followup(request: Request, followup_id: uuid.UUID, action: str) -> Response:
-    desk = await open_desk(request)
-    if desk is None:
-        return to_sign_in(request)
-    if not same_origin(request):
-        return refused_origin(request)
-    form = await request.form()
-    field = {k: str(v).strip() for k, v in form.items() if isinstance(v, str)}
-    desk.api.csrf = field.get("csrf_token", "")
+    posted = await posted_form(request)
+    if isinstance(posted, Response):
+        return posted
+    desk, field = posted
     body: dict[str, Any]
     if action == "complete":
         body = {"outcome": field.get("outcome") or None}
