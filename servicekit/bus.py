@@ -239,6 +239,7 @@ class DurableConsumer:
     deliver_policy: DeliverPolicy = DeliverPolicy.ALL
     _sub: Any = field(default=None, init=False)
     _stopping: bool = field(default=False, init=False)
+    _awaiting_stream: bool = field(default=False, init=False)
 
     stall_check_s: float = 5.0
     _last_progress: float = field(default=0.0, init=False)
@@ -270,7 +271,16 @@ class DurableConsumer:
         try:
             await js.consumer_info(self.stream, self.durable)
         except NotFoundError:
-            await js.add_consumer(self.stream, config=self._config())
+            try:
+                await js.add_consumer(self.stream, config=self._config())
+            except NotFoundError:
+                # The stream belongs to another service that has not started yet (the gateway makes CRM_STAFF):
+                # wait for it quietly instead of logging an error every few seconds.
+                if not self._awaiting_stream:
+                    log.info("consumer_awaiting_stream", stream=self.stream, durable=self.durable)
+                self._awaiting_stream = True
+                return None
+        self._awaiting_stream = False
         self._sub = await js.pull_subscribe_bind(self.durable, stream=self.stream)
         log.info("consumer_subscribed", stream=self.stream, durable=self.durable)
         return self._sub

@@ -10,6 +10,7 @@ from typing import Any
 
 import nats
 import pytest
+import structlog.testing
 from sqlalchemy import Column, Integer, MetaData, String, Table, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -280,3 +281,31 @@ async def test_batches_in_flight_overlap_each_acked_once_and_stop_finishes_the_b
     finally:
         task.cancel()
         await bus.close()
+
+
+async def test_a_consumer_waits_quietly_for_a_stream_another_service_makes_then_consumes(
+    nats_factory: Callable[[], NatsServer], sessionmaker: object, clock: MovableClock
+) -> None:
+    """The gateway makes CRM_STAFF; contacts and follow-ups consume it and may start first. Before, they logged a
+    consumer_error with a NotFoundError every few seconds until it existed."""
+    server = nats_factory()
+    consumer_bus = Bus(server.url, name="kit")  # declares no stream: it only consumes
+    await consumer_bus.start()
+    await consumer_bus.wait_connected()
+    with structlog.testing.capture_logs() as logs:
+        task = await start_consumer(consumer_bus, sessionmaker, clock)
+        await eventually(lambda: any(line["event"] == "consumer_awaiting_stream" for line in logs))
+        owner = await connected_bus(server)
+        await publish(server.url, [event(1)])
+
+        async def applied_once() -> bool:
+            return await count_applied(sessionmaker) == 1
+
+        await eventually(applied_once)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    await owner.close()
+    await consumer_bus.close()
+    seen = [line["event"] for line in logs]
+    assert seen.count("consumer_awaiting_stream") == 1
+    assert "consumer_error" not in seen
