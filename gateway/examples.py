@@ -165,6 +165,7 @@ USER: dict[str, Any] = {
     "timezone": "Europe/London",
     "created_at": "2026-11-01T08:00:00Z",
     "disabled_at": None,
+    "invite_pending": False,
 }
 TEAM: dict[str, Any] = {
     "id": "customer-success",
@@ -368,6 +369,13 @@ EXAMPLES: dict[str, Any] = {
         "timezone": "Europe/London",
     },
     "UserUpdate": {"role": "admin"},
+    "PasswordLinkCreated": {
+        "user_id": USER_ID,
+        "purpose": "invite",
+        "token": "Zb3q0C1x9TQv2m8sJk4LwE7rYp6uHn5aGd0fRc2iVtA",
+        "path": "/password/Zb3q0C1x9TQv2m8sJk4LwE7rYp6uHn5aGd0fRc2iVtA",
+        "expires_at": "2026-11-11T09:30:00Z",
+    },
     "UserRead": USER,
     "UserList": {"items": [USER]},
     "StaffList": {
@@ -403,6 +411,14 @@ EXAMPLES: dict[str, Any] = {
     "WebhookDeliveryPage": {"items": [DELIVERY], "next_cursor": None},
     # the console's session
     "LoginRequest": {"email": "grace@touchpoint.example", "password": "correct horse battery"},
+    "PasswordLinkToken": {"token": "Zb3q0C1x9TQv2m8sJk4LwE7rYp6uHn5aGd0fRc2iVtA"},
+    "PasswordLinkInfo": {
+        "email": "grace@touchpoint.example",
+        "name": "Grace Hopper",
+        "purpose": "invite",
+        "expires_at": "2026-11-11T09:30:00Z",
+    },
+    "PasswordSet": {"token": "Zb3q0C1x9TQv2m8sJk4LwE7rYp6uHn5aGd0fRc2iVtA", "password": "correct horse battery"},
     "SessionInfo": {
         "principal_id": USER_ID,
         "kind": "user",

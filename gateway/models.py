@@ -61,6 +61,37 @@ class StaffUser(GatewayTable, table=True):
     disabled_at: datetime | None = Field(default=None, sa_type=_TS)  # type: ignore[call-overload]
 
 
+class StaffPasswordLink(GatewayTable, table=True):
+    """A one-time link that lets a staff user set their password: an ``invite`` (a user made without one) or a
+    ``reset``. Only the SHA-256 of its token is stored (256-bit random, like an API key, so a fast hash is a safe
+    verifier); it ends when used, when it expires, or when a newer link is made for the same user."""
+
+    __tablename__ = "staff_password_links"
+
+    id: uuid.UUID = Field(default_factory=new_id, primary_key=True)
+    user_id: uuid.UUID = Field(foreign_key="staff_users.id", index=True)
+    purpose: str = Field(max_length=10)
+    token_hash: str = Field(max_length=64, unique=True)
+    created_at: datetime = Field(sa_type=_TS)  # type: ignore[call-overload]
+    created_by: str = Field(max_length=64)
+    expires_at: datetime = Field(sa_type=_TS)  # type: ignore[call-overload]
+    used_at: datetime | None = Field(default=None, sa_type=_TS)  # type: ignore[call-overload]
+
+
+class ConsoleFlash(GatewayTable, table=True):
+    """A secret the console shows once, on the page a form redirects to (a new API key, an invite link): sealed
+    with a key derived from ``GATEWAY_SECRET_KEY``, readable only by the console session that made it, deleted
+    when read or, unread, once expired. In the database rather than in one process's memory: the redirected GET
+    may reach another gateway replica."""
+
+    __tablename__ = "console_flashes"
+
+    id: uuid.UUID = Field(default_factory=new_id, primary_key=True)
+    session_id: uuid.UUID = Field(index=True)
+    sealed: str = Field(sa_type=sa.Text)  # type: ignore[call-overload]
+    expires_at: datetime = Field(sa_type=_TS)  # type: ignore[call-overload]
+
+
 class Team(GatewayTable, table=True):
     """A team: a queue follow-ups can be given to and a group of staff. Only admins make and change them."""
 

@@ -67,9 +67,14 @@ TeamId = Annotated[str, StringConstraints(pattern=HANDLE_PATTERN, max_length=64)
 Teams = Annotated[list[TeamId], Field(max_length=20, description="Ids of known teams; the first is the home team")]
 
 
+Password = Annotated[str, StringConstraints(min_length=12, max_length=256)]
+
+
 class UserCreate(Strict):
     email: EmailStr
-    password: Annotated[str, StringConstraints(min_length=12, max_length=256)]
+    password: Password | None = Field(
+        None, description="None: the user cannot sign in until they set one through an invite link"
+    )
     role: StaffRole
     name: Name | None = Field(None, description="Display name")
     handle: Handle | None = Field(
@@ -98,8 +103,40 @@ class UserRead(BaseModel):
     timezone: str | None
     created_at: datetime
     disabled_at: datetime | None
+    invite_pending: bool = Field(False, description="An invited user who has not chosen a password yet")
 
     model_config = ConfigDict(from_attributes=True)
+
+
+PasswordLinkPurpose = Literal["invite", "reset"]
+
+
+class PasswordLinkCreated(BaseModel):
+    """A one-time link to set a password: shown in this answer only (the gateway keeps a hash of the token)."""
+
+    user_id: uuid.UUID
+    purpose: PasswordLinkPurpose = Field(description="invite: no password yet; reset: replaces the one they have")
+    token: str
+    path: str = Field(description="The console page that takes the token (on this gateway's address)")
+    expires_at: datetime
+
+
+class PasswordLinkToken(Strict):
+    token: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
+class PasswordLinkInfo(BaseModel):
+    """Whom a password link is for, before they choose the password."""
+
+    email: str
+    name: str | None
+    purpose: PasswordLinkPurpose
+    expires_at: datetime
+
+
+class PasswordSet(Strict):
+    token: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    password: Password
 
 
 class StaffMember(BaseModel):

@@ -55,9 +55,13 @@ def endpoint_actions() -> list[tuple[str, str, str | None]]:
     return found
 
 
+# Routes that need no credential: the sign-in, and setting a password with a one-time link (the token is one).
+PUBLIC_PATHS = ("/auth/login", "/auth/password", "/auth/password-link")
+
+
 def render_endpoints_markdown() -> str:
     lines = ["| method | path | action |", "|---|---|---|"]
     for method, path, action in endpoint_actions():
-        who = f"`{action}`" if action else "public" if path.endswith("/login") else "any caller"
+        who = f"`{action}`" if action else "public" if path.endswith(PUBLIC_PATHS) else "any caller"
         lines.append(f"| {method} | `{path}` | {who} |")
     return "\n".join(lines) + "\n"

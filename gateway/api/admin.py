@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
+import secrets
 import uuid
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 
@@ -15,7 +17,7 @@ from gateway.api.common import AUTH_ERRORS, NOT_FOUND, problem
 from gateway.auth import ApiKeysManage, AuditRead, FollowupsRead, UsersManage, new_api_key, sha256
 from gateway.deps import RuntimeDep, SessionDep, record_audit
 from gateway.live import announce_revoked
-from gateway.models import ApiKey, AuditEntry, StaffSession, StaffUser, Team
+from gateway.models import ApiKey, AuditEntry, StaffPasswordLink, StaffSession, StaffUser, Team
 from gateway.schemas import (
     HANDLE_PATTERN,
     ApiKeyCreate,
@@ -23,6 +25,7 @@ from gateway.schemas import (
     ApiKeyList,
     ApiKeyRead,
     AuditPage,
+    PasswordLinkCreated,
     StaffList,
     StaffMember,
     TeamCreate,
@@ -41,6 +44,16 @@ from servicekit.cursors import read_signed, sign
 from servicekit.problems import Conflict, NotFound, Unprocessable
 
 router = APIRouter(tags=["admin"], responses=AUTH_ERRORS)
+
+# How long a one-time password link works: an invite waits for someone to start; a reset is for now.
+INVITE_LINK_TTL = timedelta(days=7)
+RESET_LINK_TTL = timedelta(hours=24)
+# The console page that takes a password link's token (gateway/console/admin.py).
+PASSWORD_PAGE = "/password/"
+
+
+def user_read(user: StaffUser) -> UserRead:
+    return UserRead.model_validate(user).model_copy(update={"invite_pending": not user.password_hash})
 
 
 @router.post("/api-keys", status_code=201, response_model=ApiKeyCreated, summary="Make an API key (shown once)")
@@ -141,7 +154,8 @@ async def create_user(
         role=body.role,
         teams=list(dict.fromkeys(body.teams)),
         timezone=body.timezone,
-        password_hash=await request.app.state.password_hashing.hash(body.password),
+        # Empty: no password yet (an invite); no password verifies against it (gateway/api/session.py).
+        password_hash=await request.app.state.password_hashing.hash(body.password) if body.password else "",
         created_at=now,
     )
     session.add(user)
@@ -159,14 +173,14 @@ async def create_user(
         outcome=201,
         detail={"role": user.role, "handle": user.handle},
     )
-    return UserRead.model_validate(user)
+    return user_read(user)
 
 
 @router.get("/users", response_model=UserList, summary="List staff users")
 async def list_users(principal: UsersManage, session: SessionDep) -> UserList:
     """Every staff user with their role and teams and whether they are active."""
     rows = (await session.scalars(select(StaffUser).order_by(col(StaffUser.email)).limit(1000))).all()
-    return UserList(items=[UserRead.model_validate(r) for r in rows])
+    return UserList(items=[user_read(r) for r in rows])
 
 
 @router.patch(
@@ -203,7 +217,7 @@ async def update_user(
         detail={"fields": sorted(changes)},
     )
     await session.flush()
-    return UserRead.model_validate(user)
+    return user_read(user)
 
 
 @router.delete(
@@ -239,6 +253,41 @@ async def disable_user(
     request.app.state.live.end_streams(str(user_id))
     await announce_revoked(runtime.bus, str(user_id))
     return Response(status_code=204)
+
+
+@router.post(
+    "/users/{user_id}/password-link",
+    status_code=201,
+    response_model=PasswordLinkCreated,
+    summary="Make a one-time link that lets the user set their password (invite or reset; shown once)",
+    responses={**NOT_FOUND, 409: problem("The user is disabled")},
+)
+async def create_password_link(
+    user_id: uuid.UUID, principal: UsersManage, session: SessionDep, runtime: RuntimeDep
+) -> PasswordLinkCreated:
+    """Makes a link for a user to choose their password: an invite (7 days) when they have none, else a reset
+    (24 hours). The token is in this answer only; an earlier unused link for the user stops working."""
+    user = await session.get(StaffUser, user_id)
+    if user is None:
+        raise NotFound(f"No staff user {user_id}.")
+    if user.disabled_at is not None:
+        raise Conflict("The user is disabled: a link would not let them in.", field="user_id")
+    now = runtime.clock.now()
+    purpose = "reset" if user.password_hash else "invite"
+    expires_at = now + (RESET_LINK_TTL if purpose == "reset" else INVITE_LINK_TTL)
+    await session.execute(
+        delete(StaffPasswordLink).where(
+            col(StaffPasswordLink.user_id) == user_id, col(StaffPasswordLink.used_at).is_(None)
+        )
+    )
+    token = secrets.token_urlsafe(32)
+    session.add(StaffPasswordLink(user_id=user_id, purpose=purpose, token_hash=sha256(token), created_at=now,
+                                  created_by=principal.id, expires_at=expires_at))  # fmt: skip
+    await record_audit(session=session, runtime=runtime, principal=principal, action="user.password_link",
+                       target=str(user_id), outcome=201, detail={"purpose": purpose})  # fmt: skip
+    return PasswordLinkCreated(
+        user_id=user_id, purpose=purpose, token=token, path=PASSWORD_PAGE + token, expires_at=expires_at
+    )
 
 
 @router.get("/staff", response_model=StaffList, summary="Colleagues work can be given to (handle, name, teams)")

@@ -12,13 +12,24 @@ from sqlalchemy import delete, select
 from sqlmodel import col
 
 from gateway.api.common import problem
-from gateway.auth import SESSION_COOKIE, CurrentPrincipal, PasswordHashing, RateLimiter, Unauthorized, passwords, sha256
-from gateway.deps import RuntimeDep, SessionDep, SettingsDep
+from gateway.auth import (
+    SESSION_COOKIE,
+    CurrentPrincipal,
+    PasswordHashing,
+    Principal,
+    RateLimiter,
+    Role,
+    Unauthorized,
+    passwords,
+    sha256,
+)
+from gateway.deps import RuntimeDep, SessionDep, SettingsDep, record_audit
 from gateway.live import announce_revoked
 from gateway.lockout import sign_in_guard
-from gateway.models import StaffSession, StaffUser
-from gateway.schemas import LoginRequest, SessionInfo
-from servicekit.problems import ProblemError
+from gateway.models import StaffPasswordLink, StaffSession, StaffUser
+from gateway.schemas import LoginRequest, PasswordLinkInfo, PasswordLinkToken, PasswordSet, SessionInfo
+from servicekit.clock import as_utc
+from servicekit.problems import Gone, ProblemError
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
@@ -65,7 +76,9 @@ async def login(
         raise SignInLocked(locked)
     user = await session.scalar(select(StaffUser).where(col(StaffUser.email) == body.email.strip().lower()))
     hashing: PasswordHashing = request.app.state.password_hashing
-    valid = await hashing.verify(body.password, user.password_hash if user else _DUMMY_HASH)
+    # An invited user with no password yet (an empty hash) is verified against the dummy too: never valid.
+    valid = await hashing.verify(body.password, user.password_hash if user and user.password_hash else _DUMMY_HASH)
+    valid = valid and user is not None and bool(user.password_hash)
     if user is None or not valid or user.disabled_at is not None:
         guard.failed(body.email, account_exists=user is not None)
         raise Unauthorized("Wrong email or password.")
@@ -121,3 +134,70 @@ async def me(principal: CurrentPrincipal) -> SessionInfo:
         teams=list(principal.teams),
         csrf_token=principal.csrf_token,
     )
+
+
+async def _open_link(
+    request: Request, session: SessionDep, runtime: RuntimeDep, token: str
+) -> tuple[StaffPasswordLink, StaffUser]:
+    """The link a token opens and its user; 410 when it is unknown, used, expired or its user disabled. Limited per
+    client address like a sign-in (a token is 256-bit random: the limit is for the hashing a set costs)."""
+    address = request.client.host if request.client else "unknown"
+    limiter: RateLimiter = request.app.state.sign_in_limiter
+    limiter.take(address)
+    found = (
+        await session.execute(
+            select(StaffPasswordLink, StaffUser)
+            .join(StaffUser, col(StaffUser.id) == col(StaffPasswordLink.user_id))
+            .where(col(StaffPasswordLink.token_hash) == sha256(token))
+        )
+    ).first()
+    if found is None:
+        raise Gone("This link is not valid (a newer one may have replaced it): ask an admin for a new one.")
+    link, user = found
+    if link.used_at is not None:
+        raise Gone("This link was used already: sign in, or ask an admin for a new one.")
+    if as_utc(link.expires_at) <= runtime.clock.now():
+        raise Gone("This link has expired: ask an admin for a new one.")
+    if user.disabled_at is not None:
+        raise Gone("This account is disabled.")
+    limiter.give_back(address)
+    return link, user
+
+
+@router.post(
+    "/password-link",
+    response_model=PasswordLinkInfo,
+    summary="Whom a one-time password link is for (before they choose the password)",
+    responses={410: problem("Unknown, used or expired link"), 429: problem("Too many tries from this address")},
+)
+async def read_password_link(
+    body: PasswordLinkToken, request: Request, session: SessionDep, runtime: RuntimeDep
+) -> PasswordLinkInfo:
+    """The email, name and purpose (invite or reset) of a password link, and until when it works. Needs no sign-in:
+    the token is the credential. Sent in the body, not the URL, so it stays out of access logs."""
+    link, user = await _open_link(request, session, runtime, body.token)
+    return PasswordLinkInfo(email=user.email, name=user.name, purpose=link.purpose,  # type: ignore[arg-type]
+                            expires_at=link.expires_at)  # fmt: skip
+
+
+@router.post(
+    "/password",
+    status_code=204,
+    summary="Set a staff user's password with a one-time link (ends their sessions)",
+    responses={410: problem("Unknown, used or expired link"), 429: problem("Too many tries from this address")},
+)
+async def set_password(body: PasswordSet, request: Request, session: SessionDep, runtime: RuntimeDep) -> Response:
+    """Sets the password of the link's user and uses the link up. Every session they had ends (a reset is often
+    because someone else may know the old password); they sign in with the new one."""
+    link, user = await _open_link(request, session, runtime, body.token)
+    hashing: PasswordHashing = request.app.state.password_hashing
+    user.password_hash = await hashing.hash(body.password)
+    link.used_at = runtime.clock.now()
+    await session.execute(delete(StaffSession).where(col(StaffSession.user_id) == user.id))
+    who = Principal(id=str(user.id), kind="user", role=Role(user.role), name=user.email, handle=user.handle)
+    await record_audit(session=session, runtime=runtime, principal=who, action=f"user.password_{link.purpose}",
+                       target=str(user.id), outcome=204)  # fmt: skip
+    await session.commit()
+    request.app.state.live.end_streams(str(user.id))
+    await announce_revoked(runtime.bus, str(user.id))
+    return Response(status_code=204)

@@ -15,7 +15,8 @@ from gateway.tests.conftest import make_key
 from servicekit.clock import MovableClock
 from servicekit.testing.apps import running_app
 
-PUBLIC = {("POST", "/api/v1/auth/login")}
+# The sign-in, and setting a password with a one-time link (the link's token is the credential).
+PUBLIC = {("POST", "/api/v1/auth/login"), ("POST", "/api/v1/auth/password-link"), ("POST", "/api/v1/auth/password")}
 ANY_CALLER = {("POST", "/api/v1/auth/logout"), ("GET", "/api/v1/auth/me"), ("GET", "/api/v1/asyncapi.json")}
 
 

@@ -1,5 +1,5 @@
 """The pages that stand on the follow-ups service, in a real Chromium against the real stack: the work queue
-(complete a follow-up), the service dashboard, and the policies an admin switches and previews."""
+(complete a follow-up) and the service dashboard (the policies: test_console_admin.py)."""
 
 from __future__ import annotations
 
@@ -67,29 +67,6 @@ def test_the_dashboard_draws_the_service_quality_of_the_demo_shop(console: Conso
     assert page.get_by_role("img", name="First response p50 and p90 per channel").locator("rect").count() >= 2
     assert page.get_by_role("img", name="Follow-up counts").locator("rect").count() >= 4
     screenshot(page, "dashboard")
-
-
-def test_an_admin_previews_and_switches_a_policy(console: Console, chromium: Any) -> None:
-    page = chromium().new_page()
-    sign_in(page, console, console.admin)
-    page.goto(console.url + "/admin/policies")
-    row = page.locator("tr").filter(has_text="purchase-2-2-2")
-    state = "Off" if "Switch on" in row.inner_text() else "On"
-    screenshot(page, "admin-policies")
-    for expected in ("On" if state == "Off" else "Off", state):  # switched, then back as it was for the rest
-        row.get_by_role("button").click()
-        row = page.locator("tr").filter(has_text="purchase-2-2-2")
-        assert expected in row.locator("td").nth(3).inner_text()
-    row.get_by_role("link", name="purchase-2-2-2").click()
-    assert '"steps"' in page.get_by_label("Policy document (JSON)").input_value()
-    page.get_by_role("button", name="Preview the last 30 days").click()
-    heading = page.get_by_role("heading", name=re.compile(r"Preview: \d+ follow-ups? in the last 30 days"))
-    heading.wait_for()
-    assert int(heading.inner_text().split()[1]) > 0  # the demo shop bought things in the last 30 days
-    first_row = page.locator("section").filter(has=heading).locator("tbody tr").first
-    assert first_row.get_by_role("link").inner_text() != "Open customer"  # the customer's name
-    heading.scroll_into_view_if_needed()
-    screenshot(page, "admin-policy-preview", from_top=False)
 
 
 def test_an_agent_hands_a_follow_up_to_a_team_and_the_team_snoozes_it(console: Console, chromium: Any) -> None:
