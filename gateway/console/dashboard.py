@@ -195,19 +195,21 @@ def _followup_figures(followups: dict[str, Any] | None) -> list[tuple[str, float
 
 
 def _tile_links(scope: dict[str, str]) -> dict[str, str]:
-    """The list behind each tile: the follow-up queue with the dashboard's team, agent and channel, and the policy
-    whose follow-ups act on that figure (low scores are recovered, complaints called back, replies owed)."""
+    """The list behind each tile: the follow-up queue on the dashboard's team, agent (else anyone's: the figures are
+    everyone's) and channel, and the policy whose follow-ups act on that figure (low scores recovered, complaints
+    called back, replies owed, check-ins after a purchase, premium customers gone quiet)."""
 
-    def queue(**extra: str) -> str:
-        filters = {"team": scope.get("team"), "assignee": scope.get("agent"), "channel": scope.get("channel")}
-        return "/queue?" + urlencode({k: v for k, v in {**extra, **filters}.items() if v})
+    def queue(tab: str, policy: str = "") -> str:
+        query = {"tab": tab, "policy": policy, "team": scope.get("team"), "assignee": scope.get("agent") or "any",
+                 "channel": scope.get("channel")}  # fmt: skip
+        return "/queue?" + urlencode({k: v for k, v in query.items() if v})
 
     return {
-        "csat": queue(view="all", policy="low-score-recovery"),
-        "nps": queue(view="all", policy="low-score-recovery"),
-        "complaints": queue(view="all", policy="complaint-callback"),
-        "sla": queue(view="overdue", policy=SLA_POLICY),
-        "overdue": queue(view="overdue"),
-        "retention": queue(view="all", policy="purchase-2-2-2"),
-        "pareto": queue(view="all", policy="premium-quiet"),
+        "csat": queue("due_today", "low-score-recovery"),
+        "nps": queue("due_today", "low-score-recovery"),
+        "complaints": queue("due_today", "complaint-callback"),
+        "sla": queue("overdue", SLA_POLICY),
+        "overdue": queue("overdue"),
+        "retention": queue("due_today", "purchase-2-2-2"),
+        "pareto": queue("due_today", "premium-quiet"),
     }

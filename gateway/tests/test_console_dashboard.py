@@ -63,4 +63,4 @@ def test_each_tile_opens_the_queue_on_the_same_people_and_channel() -> None:
         query = parse_qs(urlsplit(href).query)
         assert query["team"] == ["support"] and query["assignee"] == ["ana"] and query["channel"] == ["email"], name
     assert parse_qs(urlsplit(links["complaints"]).query)["policy"] == ["complaint-callback"]
-    assert _tile_links({})["overdue"] == "/queue?view=overdue"
+    assert _tile_links({})["overdue"] == "/queue?tab=overdue&assignee=any"  # everyone's, as the figures are

@@ -195,7 +195,7 @@ def test_no_label_is_clipped(console: Console, page: Any, size: str) -> None:
 def test_a_tile_opens_the_list_behind_it(console: Console, page: Any) -> None:
     page.goto(f"{console.url}/dashboard")
     tile(page, "overdue").click()
-    page.wait_for_url(re.compile(r"/queue\?view=overdue"))
+    page.wait_for_url(re.compile(r"/queue\?tab=overdue"))
     assert page.get_by_role("heading", name="Follow-ups", level=1).is_visible()
     page.go_back()
     tile(page, "complaints").focus()
