@@ -48,7 +48,16 @@ $(DEV_STAMP): pyproject.toml uv.lock $(UV_STAMP)
 
 install-run: $(RUN_STAMP)
 
-install: $(DEV_STAMP)
+# axe-core, which the browser tests inject into every console page (tests/browser/test_console_accessibility.py),
+# exactly as tests/browser/package-lock.json pins it, into the git-ignored tests/browser/node_modules. Without npm
+# the step says so and goes on: the accessibility test then skips, or fails under CI=true (.ci/run installs npm).
+BROWSER_JS := tests/browser/node_modules/.installed
+$(BROWSER_JS): tests/browser/package.json tests/browser/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		npm ci --prefix tests/browser --ignore-scripts --no-audit --no-fund --loglevel=error && touch $@; \
+	else echo "npm is not installed: the console's accessibility test (axe-core) cannot run"; fi
+
+install: $(DEV_STAMP) $(BROWSER_JS)
 
 up: install-run
 	$(PY) -m servicekit.devstack

@@ -292,6 +292,7 @@ class ServiceMetrics(BaseModel):
     until: datetime | None
     channel: str | None
     team: str | None
+    agent: str | None = None
     csat: dict[str, Any] | None
     nps: dict[str, Any] | None
     first_response: dict[str, Any] | None

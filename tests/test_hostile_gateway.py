@@ -224,7 +224,9 @@ async def test_sql_html_and_nul_are_data_and_escaped_in_the_console(
                              (customer, {"since": "0001-01-01", "until": "9999-12-31"}), (customer, {"since": "x"}),
                              (f"{customer}/timeline", {"cursor": "forged"}), (customer, {"channel": HTML[:20]}),
                              ("/queue", {"view": HTML[:10], "team": "\x00"}), ("/search", {"q": "\x00"}),
-                             ("/dashboard", {"since": "9999-99-99"}),
+                             ("/dashboard", {"since": "9999-99-99"}), ("/dashboard", {"until": "9999-12-31"}),
+                             ("/dashboard", {"since": "0001-01-01", "until": "0001-01-02"}),
+                             ("/dashboard", {"team": HTML[:200], "agent": HTML[:200], "channel": HTML[:20]}),
                              ("/login", {"next": "javascript:alert(1)"})):  # fmt: skip
             page = await web.get(path, params=params)
             assert page.status_code < 500, (path, params, page.status_code, page.text[:300])

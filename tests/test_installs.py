@@ -78,3 +78,14 @@ def test_the_lowest_versions_are_resolved_apart_from_the_lock(tmp_path: Path) ->
     [pytest_line] = [line for line in lines if " -m pytest " in line]
     for suite in ("stack", "fuzz", "browser", "faults"):
         assert f"not {suite}" in pytest_line, pytest_line
+
+
+def test_the_test_install_fetches_axe_core_exactly_as_locked(tmp_path: Path) -> None:
+    """axe-core for the accessibility test: `npm ci` (the lock, never a re-resolve) into git-ignored node_modules."""
+    lines = make_would_run("-B", "install", venv=tmp_path / "venv", tools=tmp_path / "tools")
+    assert any("npm ci --prefix tests/browser" in line for line in lines), lines
+    assert (ROOT / "tests" / "browser" / "package-lock.json").is_file()
+    ignored = subprocess.run(
+        ["git", "check-ignore", "-q", "tests/browser/node_modules/axe-core"], cwd=ROOT, check=False
+    )
+    assert ignored.returncode == 0, "node_modules must be git-ignored"

@@ -476,6 +476,7 @@ async def test_stats_report_counts_scores_response_times_retention_and_pareto(
             direction="outbound",
             occurred_at=at(-28),
             team="sales",
+            agent="ben.sales",
         ),
     ]
     results = (await client.post("/v1/interactions/batch", json={"items": items})).json()["results"]
@@ -500,6 +501,11 @@ async def test_stats_report_counts_scores_response_times_retention_and_pareto(
     assert stats["pareto"]["top_share"] == round(1200 / 1400, 4)
     by_team = (await client.get("/v1/stats", params={"since": at(-60 * 24 * 60), "team": "sales"})).json()
     assert by_team["total"] == 1 and by_team["first_response"] == {"email": {"n": 1, "p50_s": 120.0, "p90_s": 120.0}}
+    by_agent = (await client.get("/v1/stats", params={"since": at(-60 * 24 * 60), "agent": "ben.sales"})).json()
+    assert by_agent["agent"] == "ben.sales" and by_agent["total"] == 1 and by_agent["by_type"] == {"support": 1}
+    assert by_agent["first_response"] == {"email": {"n": 1, "p50_s": 120.0, "p90_s": 120.0}}
+    nobody = (await client.get("/v1/stats", params={"since": at(-60 * 24 * 60), "agent": "nobody"})).json()
+    assert nobody["total"] == 0 and nobody["first_response"] == {}
 
 
 async def test_a_batch_s_events_name_the_request_that_sent_it(

@@ -32,9 +32,17 @@ async def service_metrics(
     until: InUtc | None = None,
     channel: Channel | None = None,
     team: Annotated[str | None, Query(max_length=200)] = None,
+    agent: Annotated[
+        str | None,
+        Query(
+            max_length=200,
+            description="One staff member (handle): the touchpoints they logged and replied with, "
+            "the follow-ups given to them",
+        ),
+    ] = None,
 ) -> ServiceMetrics:
     """Service quality over a period (response times, SLAs met and missed, follow-ups done and overdue), overall and
-    per channel and team."""
+    per channel, team and agent."""
     params = {
         "since": since.isoformat() if since else None,
         "until": until.isoformat() if until else None,
@@ -42,14 +50,17 @@ async def service_metrics(
         "team": team,
     }
     touch, follow = await asyncio.gather(
-        services.interactions.json("GET", "/v1/stats", caller=principal.id, params=params),
-        services.followups.json("GET", "/v1/followups/stats", caller=principal.id, params=params),
+        services.interactions.json("GET", "/v1/stats", caller=principal.id, params={**params, "agent": agent}),
+        services.followups.json(
+            "GET", "/v1/followups/stats", caller=principal.id, params={**params, "assignee": agent}
+        ),
     )
     return ServiceMetrics(
         since=since,
         until=until,
         channel=channel,
         team=team,
+        agent=agent,
         csat=_pick(touch, "csat"),
         nps=_pick(touch, "nps"),
         first_response=_pick(touch, "first_response", "first_response_time", "first_response_s"),

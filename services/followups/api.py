@@ -107,9 +107,16 @@ async def followup_stats(
     until: InUtc | None = None,
     team: Annotated[str | None, Query(max_length=200)] = None,
     channel: Channel | None = None,
+    assignee: Annotated[str | None, Query(max_length=200, description="follow-ups given to this staff handle")] = None,
 ) -> FollowupStats:
     return await service.stats(
-        session=session, now=followups.clock.now(), since=since, until=until, team=team, channel=channel
+        session=session,
+        now=followups.clock.now(),
+        since=since,
+        until=until,
+        team=team,
+        channel=channel,
+        assignee=assignee,
     )
 
 

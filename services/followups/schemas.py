@@ -273,12 +273,13 @@ class StatsSla(BaseModel):
 
 
 class FollowupStats(BaseModel):
-    """Follow-ups falling due in [since, until) (all time when absent), for one team or channel if given."""
+    """Follow-ups falling due in [since, until) (all time when absent), for one team, channel or assignee if given."""
 
     since: datetime | None
     until: datetime | None
     team: str | None
     channel: str | None
+    assignee: str | None = None
     as_of: datetime
     total: int
     sla: StatsSla

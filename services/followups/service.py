@@ -91,6 +91,7 @@ async def stats(
     until: datetime | None,
     team: str | None,
     channel: str | None,
+    assignee: str | None = None,
 ) -> FollowupStats:
     """Counts over the follow-ups falling due in [since, until)."""
     on_time = case(
@@ -117,6 +118,8 @@ async def stats(
         query = query.where(col(Followup.team) == team)
     if channel is not None:
         query = query.where(col(Followup.channel) == channel)
+    if assignee is not None:
+        query = query.where(col(Followup.assignee) == assignee)
     query = query.group_by(
         col(Followup.policy), col(Followup.status), col(Followup.cancel_reason), on_time, due_passed, overdue_now
     )
@@ -157,6 +160,7 @@ async def stats(
         until=until,
         team=team,
         channel=channel,
+        assignee=assignee,
         as_of=now,
         total=total,
         sla=StatsSla(met=met, missed=missed, open=sla_open, met_rate=round(met / decided, 4) if decided else None),

@@ -238,6 +238,7 @@ async def get_stats(
     until: Annotated[InUtc | None, Query(description="occurred_at < until; default now")] = None,
     channel: Channel | None = None,
     team: Annotated[str | None, Query(max_length=100)] = None,
+    agent: Annotated[str | None, Query(max_length=200, description="touchpoints this staff handle logged")] = None,
 ) -> dict[str, Any]:
     return await compute_stats(
         session=session,
@@ -246,4 +247,5 @@ async def get_stats(
         until=until,
         channel=channel.value if channel is not None else None,
         team=team,
+        agent=agent,
     )

@@ -41,15 +41,17 @@ def spread(values: list[float]) -> dict[str, Any]:
     }
 
 
-def first_responses(rows: list[Any], channel: str | None, team: str | None) -> dict[str, list[float]]:
+def first_responses(
+    rows: list[Any], channel: str | None, team: str | None, agent: str | None = None
+) -> dict[str, list[float]]:
     """Per channel of the inbound touchpoint: seconds to the next outbound one on the same thread.
 
-    ``rows`` are (thread_id, direction, channel, team, occurred_at) ordered by thread then time.
-    The channel filter applies to the customer's inbound touchpoint, the team filter to the reply."""
+    ``rows`` are (thread_id, direction, channel, team, agent, occurred_at) ordered by thread then time.
+    The channel filter applies to the customer's inbound touchpoint, the team and agent filters to the reply."""
     found: dict[str, list[float]] = defaultdict(list)
     waiting: tuple[str, datetime] | None = None
     current_thread: str | None = None
-    for thread_id, direction, row_channel, row_team, at in rows:
+    for thread_id, direction, row_channel, row_team, row_agent, at in rows:
         if thread_id != current_thread:
             current_thread, waiting = thread_id, None
         at = as_utc(at)
@@ -58,7 +60,8 @@ def first_responses(rows: list[Any], channel: str | None, team: str | None) -> d
         elif direction == "outbound" and waiting is not None:
             inbound_channel, since = waiting
             waiting = None
-            if (channel is None or inbound_channel == channel) and (team is None or row_team == team):
+            wanted_reply = (team is None or row_team == team) and (agent is None or row_agent == agent)
+            if (channel is None or inbound_channel == channel) and wanted_reply:
                 found[inbound_channel].append((at - since).total_seconds())
     return found
 
@@ -104,6 +107,7 @@ async def compute_stats(
     until: datetime | None = None,
     channel: str | None = None,
     team: str | None = None,
+    agent: str | None = None,
 ) -> dict[str, Any]:
     until = utc_param("until", until) if until is not None else now
     try:
@@ -116,6 +120,8 @@ async def compute_stats(
         filters.append(col(Touchpoint.channel) == channel)
     if team:
         filters.append(col(Touchpoint.team) == team)
+    if agent:
+        filters.append(col(Touchpoint.agent) == agent)
 
     async def grouped(column: Any, *extra: Any) -> dict[Any, int]:
         query = select(column, func.count()).where(*filters, *extra).group_by(column)
@@ -151,6 +157,7 @@ async def compute_stats(
                 col(Touchpoint.direction),
                 col(Touchpoint.channel),
                 col(Touchpoint.team),
+                col(Touchpoint.agent),
                 col(Touchpoint.occurred_at),
             )
             .where(*in_window, col(Touchpoint.thread_id).is_not(None), col(Touchpoint.direction) != "internal")
@@ -158,7 +165,7 @@ async def compute_stats(
         )
     ).all()
     first_response = {
-        ch: spread(values) for ch, values in sorted(first_responses(list(threaded), channel, team).items())
+        ch: spread(values) for ch, values in sorted(first_responses(list(threaded), channel, team, agent).items())
     }
 
     # A complaint is opened by its thread's first complaint touchpoint (or by itself, outside any thread).
@@ -220,6 +227,7 @@ async def compute_stats(
         "until": until,
         "channel": channel,
         "team": team,
+        "agent": agent,
         "total": sum(by_channel.values()),
         "by_channel": by_channel,
         "by_type": by_type,

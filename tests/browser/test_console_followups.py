@@ -1,5 +1,5 @@
 """The pages that stand on the follow-ups service, in a real Chromium against the real stack: the work queue
-(complete a follow-up) and the service dashboard (the policies: test_console_admin.py)."""
+(complete a follow-up; the dashboard: test_console_dashboard.py; the policies: test_console_admin.py)."""
 
 from __future__ import annotations
 
@@ -50,23 +50,6 @@ def test_an_agent_completes_a_follow_up_from_the_queue(console: Console, chromiu
     page.get_by_role("link", name="Overdue").click()
     page.wait_for_url(re.compile(r"view=overdue"))
     assert page.get_by_role("heading", name="Follow-ups").is_visible()
-
-
-def test_the_dashboard_draws_the_service_quality_of_the_demo_shop(console: Console, chromium: Any) -> None:
-    page = chromium().new_page()
-    sign_in(page, console, console.agent)
-    since = (datetime.now(UTC) - timedelta(days=180)).date().isoformat()
-    page.goto(f"{console.url}/dashboard")
-    page.get_by_label("From").fill(since)
-    page.get_by_role("button", name="Show").click()
-    page.wait_for_url(re.compile(r"since=" + since))
-    assert page.get_by_role("alert").count() == 0
-    csat = page.locator(".tile").filter(has_text="CSAT average").locator(".figure").inner_text()
-    assert 1.0 <= float(csat) <= 5.0  # the demo's survey responses, averaged by the interactions service
-    assert page.get_by_role("img", name="Average CSAT per period, 1 to 5").locator("circle").count() >= 1
-    assert page.get_by_role("img", name="First response p50 and p90 per channel").locator("rect").count() >= 2
-    assert page.get_by_role("img", name="Follow-up counts").locator("rect").count() >= 4
-    screenshot(page, "dashboard")
 
 
 def test_an_agent_hands_a_follow_up_to_a_team_and_the_team_snoozes_it(console: Console, chromium: Any) -> None:

@@ -110,7 +110,7 @@ async def test_a_manual_followup_on_an_opted_out_channel_is_refused(harness: Har
 async def test_stats_count_on_time_late_overdue_and_escalations(harness: Harness) -> None:
     harness.clock.set(MONDAY_10)
     contact = str(uuid.uuid4())
-    on_time = await make(harness, contact, team="billing")
+    on_time = await make(harness, contact, team="billing", assignee="ana")
     late = await make(harness, contact, team="billing")
     await make(harness, contact, team="billing")  # left open
     await harness.client.post(f"/v1/followups/{on_time['id']}/complete", json={})
@@ -123,6 +123,8 @@ async def test_stats_count_on_time_late_overdue_and_escalations(harness: Harness
         "manual": {"completed": 2, "due": 1}
     }
     assert stats["total"] == 3 and stats["escalations"] == 0
+    anas = (await harness.client.get("/v1/followups/stats", params={"assignee": "ana"})).json()
+    assert anas["assignee"] == "ana" and anas["total"] == 1 and anas["completed_on_time"] == 1
     none = (await harness.client.get("/v1/followups/stats", params={"team": "nobody"})).json()
     assert none["total"] == 0 and none["sla"]["met_rate"] is None
     assert (await harness.client.get("/v1/followups/stats", params={"channel": "fax"})).status_code == 422

@@ -69,16 +69,19 @@ def test_first_response_time_of_a_thread() -> None:
     assert first_response_s([(d, T0 + timedelta(minutes=m)) for d, m in minutes]) == 300
     assert first_response_s([("inbound", T0)]) is None
     rows = [
-        ("a", "inbound", "email", None, T0),
-        ("a", "outbound", "email", "support", T0 + timedelta(hours=2)),
-        ("a", "inbound", "email", None, T0 + timedelta(hours=3)),
-        ("b", "outbound", "phone", "sales", T0),  # no inbound before: no response time
-        ("b", "inbound", "phone", None, T0 + timedelta(minutes=1)),
-        ("b", "outbound", "phone", "sales", T0 + timedelta(minutes=2)),
+        ("a", "inbound", "email", None, None, T0),
+        ("a", "outbound", "email", "support", "ana", T0 + timedelta(hours=2)),
+        ("a", "inbound", "email", None, None, T0 + timedelta(hours=3)),
+        ("b", "outbound", "phone", "sales", "ben", T0),  # no inbound before: no response time
+        ("b", "inbound", "phone", None, None, T0 + timedelta(minutes=1)),
+        ("b", "outbound", "phone", "sales", "ben", T0 + timedelta(minutes=2)),
     ]
     assert first_responses(rows, None, None) == {"email": [7200.0], "phone": [60.0]}
     assert first_responses(rows, "phone", None) == {"phone": [60.0]}
     assert first_responses(rows, None, "support") == {"email": [7200.0]}
+    # The agent filter, like the team's, is on who replied.
+    assert first_responses(rows, None, None, "ben") == {"phone": [60.0]}
+    assert first_responses(rows, None, "support", "ben") == {}
 
 
 def test_percentiles_retention_and_pareto() -> None:
