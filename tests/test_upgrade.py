@@ -26,14 +26,17 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
+from fastapi import FastAPI
 from pwdlib import PasswordHash
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.app import create_app as gateway_app
 from gateway.auth import sha256
+from gateway.rebuild_timeline import Rebuilt, rebuild_timeline
 from gateway.settings import GatewaySettings
+from gateway.upstream import ServiceClient
 from servicekit.channels import CHANNELS
-from servicekit.db import make_engine
+from servicekit.db import make_engine, make_sessionmaker
 from servicekit.migrations import upgrade
 from servicekit.releases import ALEMBIC_INI, PREVIOUS_RELEASE
 from servicekit.testing.apps import running_app
@@ -300,18 +303,27 @@ def database_url(db_backend: str, request: pytest.FixtureRequest, tmp_path: Path
     return make
 
 
-@asynccontextmanager
-async def new_release(urls: dict[str, str], nats_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    """The new code on the upgraded databases; the gateway reaches the services in-process."""
+def service_apps(urls: dict[str, str], nats_url: str) -> dict[str, FastAPI]:
+    """The three services of the new code on these databases (not started)."""
     common: dict[str, Any] = {"nats_url": nats_url, "log_json": False, "outbox_poll_s": 0.05}
     nowhere: dict[str, Any] = {"contacts_url": "http://127.0.0.1:9", "contacts_timeout_s": 0.5}
-    apps = {
+    return {
         "contacts": contacts_app(ContactsSettings(database_url=urls["contacts"], **common)),
         "interactions": interactions_app(InteractionsSettings(database_url=urls["interactions"], **common, **nowhere)),
         "followups": followups_app(
             FollowupsSettings(database_url=urls["followups"], scheduler_enabled=False, **common, **nowhere)
         ),
     }
+
+
+@asynccontextmanager
+async def new_release(
+    urls: dict[str, str], nats_url: str, apps: dict[str, FastAPI] | None = None
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The new code on the upgraded databases (``apps``: its services, when the caller made them); the gateway
+    reaches the services in-process."""
+    common: dict[str, Any] = {"nats_url": nats_url, "log_json": False, "outbox_poll_s": 0.05}
+    apps = apps or service_apps(urls, nats_url)
     async with AsyncExitStack() as stack:
         for app in apps.values():
             await stack.enter_async_context(running_app(app))
@@ -320,6 +332,43 @@ async def new_release(urls: dict[str, str], nats_url: str) -> AsyncIterator[http
             transports={name: httpx.ASGITransport(app=app) for name, app in apps.items()},
         )
         yield await stack.enter_async_context(running_app(gateway))
+
+
+async def projection_rows(url: str) -> dict[str, dict[str, tuple[Any, ...]]]:
+    """The gateway's projection tables, row by row (keyed by their primary key)."""
+    engine = make_engine(url)
+    try:
+        async with engine.connect() as connection:
+            items = await connection.execute(sa.text("SELECT id, version, document FROM timeline_items"))
+            touches = await connection.execute(sa.text("SELECT * FROM touch_summaries"))
+            states = await connection.execute(sa.text("SELECT id, status, overdue, due_at FROM followup_states"))
+            return {
+                "timeline_items": {str(uuid.UUID(str(r[0]))): tuple(r[1:]) for r in items.all()},
+                "touch_summaries": {f"{r[0]}/{r[1]}": tuple(r[2:]) for r in touches.all()},
+                "followup_states": {str(uuid.UUID(str(r[0]))): tuple(r[1:]) for r in states.all()},
+            }
+    finally:
+        await engine.dispose()
+
+
+async def rebuild_from(url: str, apps: dict[str, FastAPI]) -> Rebuilt:
+    """``python -m gateway.rebuild_timeline`` against the running services (in-process)."""
+    engine = make_engine(url)
+    clients = {
+        name: ServiceClient(name, "http://test", timeout_s=10, connect_timeout_s=10, read_retries=0,
+                            transport=httpx.ASGITransport(app=apps[name]))
+        for name in ("interactions", "followups")
+    }  # fmt: skip
+    try:
+        return await rebuild_timeline(
+            sessionmaker=make_sessionmaker(engine),
+            page_size=3,
+            **clients,  # small pages: the paging runs too
+        )
+    finally:
+        for client in clients.values():
+            await client.close()
+        await engine.dispose()
 
 
 async def test_upgrade_keeps_every_record_while_the_previous_release_reads(
@@ -374,7 +423,8 @@ async def test_upgrade_keeps_every_record_while_the_previous_release_reads(
 
     ada = data.rows["contacts"]["contacts"][0]
     grace, merged = data.rows["contacts"]["contacts"][1:]
-    async with new_release(urls, nats_server.url) as gateway:
+    apps = service_apps(urls, nats_server.url)
+    async with new_release(urls, nats_server.url, apps) as gateway:
         old_key = {"Authorization": f"Bearer {OLD_KEY}"}
 
         async def get(path: str, **params: Any) -> Any:
@@ -470,11 +520,29 @@ async def test_upgrade_keeps_every_record_while_the_previous_release_reads(
         assert mid_login.status_code == 200, mid_login.text
 
         # The contact events the gateway held are on the merged contact's timeline (the projection's backfill).
-        # Touchpoints and follow-ups reach the timeline only from a replay of their streams (docs/gateway.md,
-        # "An existing deployment"), which this test, publishing nothing, does not exercise.
         timeline = await get(f"/contacts/{grace['id']}/timeline")
         [event] = data.rows["gateway"]["contact_events"]
         assert str(event["id"]) in {item["id"] for item in timeline["items"]}, timeline
+
+        # The previous release's touchpoints and follow-ups are in no stream this test publishes: the timeline
+        # gets them from the services' lists (python -m gateway.rebuild_timeline, docs/operations.md), while
+        # the new release serves, with the touch counts of the header; a second run changes nothing.
+        projection = await projection_rows(urls["gateway"])
+        assert not set(written) & set(projection["timeline_items"]), "nothing of them before the rebuild"
+        rebuilt = await rebuild_from(urls["gateway"], apps)
+        assert rebuilt.touchpoints >= len(written) and rebuilt.followups >= len(written_followups)
+        timeline = await get(f"/contacts/{ada['id']}/timeline", limit=100)
+        shown = {item["id"]: item for item in timeline["items"]}
+        assert set(written) <= set(shown) and all(shown[i]["kind"] == "interaction" for i in written)
+        ada_followups = {i for i, f in written_followups.items() if f["contact_id"] == ada["id"]}
+        assert ada_followups <= set(shown), ada_followups - set(shown)
+        # The header: each channel touched once (the previous release's summaries held phone's, also once).
+        per_channel = {c["channel"]: c["touches"] for c in timeline["contact"]["last_touch_per_channel"]}
+        assert per_channel == dict.fromkeys(CHANNELS, 1), per_channel
+        assert timeline["contact"]["open_followups"] == 1  # the thank-you; the call-back was completed
+        again = await projection_rows(urls["gateway"])
+        await rebuild_from(urls["gateway"], apps)
+        assert await projection_rows(urls["gateway"]) == again, "a second rebuild changed the projection"
 
     # The previous release's replicas keep writing until the rollout replaces them: each of their inserts (the
     # columns they knew, nothing else) still goes in, but those a marked contract refuses.
