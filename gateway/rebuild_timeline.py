@@ -17,8 +17,10 @@ Idempotent, and safe while the gateway serves and its consumers run:
   meanwhile is never undone and a second run writes nothing;
 - a follow-up's state (the header's open and overdue counts) only when its change is newer than the stored one;
 - the header's counts per contact and channel are raised to what the services hold, never lowered, so a touch
-  counted by an event during the run is not lost. If the projection lacked older touchpoints of a contact and
-  channel that also got a new one during the run, its count may be short by the new ones: run it again.
+  counted by an event during the run is not lost. A touchpoint received in the last ``--settle`` seconds (10
+  minutes) is left out of the counts: its event is still on its way or just applied, and counts it (counted
+  here too, it would be counted twice). If the projection lacked older touchpoints of a contact and channel
+  that also got a new one during the run, its count may be short by the new ones: run it again.
 
 The contacts service is not read: a contact's own events (created, changed, merged, erased) are rows of the
 gateway, with the ids of their events, and an item made up from a contact's current state would be a second
@@ -32,7 +34,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import case, select
@@ -45,7 +47,7 @@ from gateway.settings import GatewaySettings
 from gateway.upstream import ServiceClient
 from servicekit.catalogue.followups import followup_type
 from servicekit.catalogue.interactions import INTERACTION_UPDATED
-from servicekit.clock import as_utc
+from servicekit.clock import Clock, SystemClock, as_utc
 from servicekit.db import make_engine, make_sessionmaker, upsert
 from servicekit.events import CloudEvent
 from servicekit.logging import configure_logging, get_logger
@@ -54,6 +56,8 @@ log = get_logger(__name__)
 
 # The services' largest page (services/interactions/schemas.py and services/followups/queue.py MAX_PAGE).
 PAGE_SIZE = 200
+# A touchpoint received this recently is counted in the header by its own event, not by the rebuild.
+SETTLE_S = 600.0
 SOURCE = "gateway/rebuild-timeline"
 
 
@@ -95,11 +99,15 @@ async def _survivors(session: AsyncSession, contact_ids: set[uuid.UUID]) -> dict
     return {source: target for source, target in rows.all()}
 
 
-async def _apply_touchpoints(session: AsyncSession, page: list[dict[str, Any]], rebuilt: Rebuilt) -> None:
+async def _apply_touchpoints(
+    session: AsyncSession, page: list[dict[str, Any]], rebuilt: Rebuilt, *, settled_before: datetime
+) -> None:
     await events.apply(session, [_as_event(INTERACTION_UPDATED, doc, doc.get("updated_at") or doc["occurred_at"])
                                  for doc in page])  # fmt: skip
     survivors = await _survivors(session, {uuid.UUID(str(doc["contact_id"])) for doc in page})
     for doc in page:
+        if as_utc(datetime.fromisoformat(str(doc["received_at"]))) >= settled_before:
+            continue  # its event counts it
         contact_id = uuid.UUID(str(doc["contact_id"]))
         channel = str(doc.get("channel") or "unknown")
         at = as_utc(datetime.fromisoformat(str(doc["occurred_at"])))
@@ -153,13 +161,16 @@ async def rebuild_timeline(
     sessionmaker: async_sessionmaker[AsyncSession],
     interactions: ServiceClient,
     followups: ServiceClient,
+    clock: Clock,
     page_size: int = PAGE_SIZE,
+    settle_s: float = SETTLE_S,
 ) -> Rebuilt:
     """Applies every touchpoint and follow-up the services hold to the projection (one transaction a page)."""
     rebuilt = Rebuilt()
+    settled_before = clock.now() - timedelta(seconds=settle_s)
     async for page in pages(interactions, "/v1/interactions", page_size=page_size):
         async with sessionmaker() as session, session.begin():
-            await _apply_touchpoints(session, page, rebuilt)
+            await _apply_touchpoints(session, page, rebuilt, settled_before=settled_before)
         rebuilt.touchpoints += len(page)
         log.info("timeline_rebuild_touchpoints", done=rebuilt.touchpoints)
     touches = list(rebuilt.touches.values())
@@ -179,7 +190,7 @@ async def rebuild_timeline(
     return rebuilt
 
 
-async def _run(settings: GatewaySettings, page_size: int) -> Rebuilt:
+async def _run(settings: GatewaySettings, page_size: int, settle_s: float) -> Rebuilt:
     engine = make_engine(settings.database_url, pool_size=2, pooler=settings.db_pooler)
     clients = {
         name: ServiceClient(
@@ -197,7 +208,9 @@ async def _run(settings: GatewaySettings, page_size: int) -> Rebuilt:
             sessionmaker=make_sessionmaker(engine),
             interactions=clients["interactions"],
             followups=clients["followups"],
+            clock=SystemClock(),
             page_size=page_size,
+            settle_s=settle_s,
         )
     finally:
         for client in clients.values():
@@ -213,10 +226,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--page-size", type=int, default=PAGE_SIZE, choices=range(1, PAGE_SIZE + 1),
                         metavar=f"1..{PAGE_SIZE}", help="items per page and per transaction")  # fmt: skip
+    parser.add_argument("--settle", type=float, default=SETTLE_S, metavar="SECONDS",
+                        help="touchpoints received this recently are counted by their events, not here")  # fmt: skip
     args = parser.parse_args(argv)
     settings = GatewaySettings()
     configure_logging(service="gateway", level=settings.log_level, json=settings.log_json)
-    rebuilt = asyncio.run(_run(settings, args.page_size))
+    rebuilt = asyncio.run(_run(settings, args.page_size, args.settle))
     print(f"timeline rebuilt: {rebuilt.touchpoints} touchpoints, {rebuilt.followups} follow-ups")
     return 0
 

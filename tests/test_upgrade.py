@@ -30,13 +30,17 @@ from fastapi import FastAPI
 from pwdlib import PasswordHash
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from gateway import events as gateway_events
 from gateway.app import create_app as gateway_app
 from gateway.auth import sha256
 from gateway.rebuild_timeline import Rebuilt, rebuild_timeline
 from gateway.settings import GatewaySettings
 from gateway.upstream import ServiceClient
+from servicekit.catalogue.interactions import INTERACTION_LOGGED
 from servicekit.channels import CHANNELS
+from servicekit.clock import SystemClock
 from servicekit.db import make_engine, make_sessionmaker
+from servicekit.events import CloudEvent
 from servicekit.migrations import upgrade
 from servicekit.releases import ALEMBIC_INI, PREVIOUS_RELEASE
 from servicekit.testing.apps import running_app
@@ -362,8 +366,10 @@ async def rebuild_from(url: str, apps: dict[str, FastAPI]) -> Rebuilt:
     try:
         return await rebuild_timeline(
             sessionmaker=make_sessionmaker(engine),
-            page_size=3,
-            **clients,  # small pages: the paging runs too
+            interactions=clients["interactions"],
+            followups=clients["followups"],
+            clock=SystemClock(),
+            page_size=3,  # small pages: the paging runs too
         )
     finally:
         for client in clients.values():
@@ -543,6 +549,36 @@ async def test_upgrade_keeps_every_record_while_the_previous_release_reads(
         again = await projection_rows(urls["gateway"])
         await rebuild_from(urls["gateway"], apps)
         assert await projection_rows(urls["gateway"]) == again, "a second rebuild changed the projection"
+
+        # Safe while serving: a touchpoint the rebuild lists before the gateway's consumer applies its event is
+        # on the timeline once and counted once (by its event: the rebuild leaves the recent ones to them).
+        now = datetime.now(UTC)
+        [first_written] = data.rows["interactions"]["interactions"][:1]
+        fresh = {**first_written, **FRESH["interactions"](first_written), "channel": "email", "occurred_at": now,
+                 "received_at": now, "updated_at": now, "thread_id": None, "csat": None,
+                 "external_id": "during-the-rebuild"}  # fmt: skip
+        engine = make_engine(urls["interactions"])
+        async with engine.begin() as connection:
+            await insert(connection, "interactions", [fresh])
+        await engine.dispose()
+        await rebuild_from(urls["gateway"], apps)
+        doc = await get(f"/interactions/{fresh['id']}")
+        engine = make_engine(urls["gateway"])
+        async with make_sessionmaker(engine)() as session, session.begin():
+            logged = CloudEvent(id=str(uuid.uuid4()), source="interactions", type=INTERACTION_LOGGED,
+                                subject=str(ada["id"]), time=now, data=doc)  # fmt: skip
+            await gateway_events.apply(session, [logged])  # as the consumer applies it, after the rebuild
+        await engine.dispose()
+
+        async def counted_once() -> bool:  # the header and pages are cached a moment (GATEWAY_*_CACHE_S)
+            timeline = await get(f"/contacts/{ada['id']}/timeline", limit=100)
+            ids = [item["id"] for item in timeline["items"]]
+            assert len(ids) == len(set(ids)), "an item twice"
+            per_channel = {c["channel"]: c["touches"] for c in timeline["contact"]["last_touch_per_channel"]}
+            assert per_channel["email"] <= 2, f"counted twice: {per_channel}"
+            return per_channel["email"] == 2 and str(fresh["id"]) in ids
+
+        await eventually(counted_once, timeout=10)
 
     # The previous release's replicas keep writing until the rollout replaces them: each of their inserts (the
     # columns they knew, nothing else) still goes in, but those a marked contract refuses.
