@@ -22,6 +22,12 @@ Idempotent, and safe while the gateway serves and its consumers run:
   here too, it would be counted twice). If the projection lacked older touchpoints of a contact and channel
   that also got a new one during the run, its count may be short by the new ones: run it again.
 
+With ``--prune-received-before TIME`` it also removes the touchpoints and follow-ups the timeline holds and no
+service lists any more, received (touchpoints) or made (follow-ups) before TIME: after a restore, what the
+replayed streams brought back of the writes the restored databases no longer hold (docs/backups.md, "After a
+restore"; TIME: when the services started again). Their touches leave the header's counts with them. Anything
+received after TIME is kept whatever the lists said, so a write during the run is never removed.
+
 The contacts service is not read: a contact's own events (created, changed, merged, erased) are rows of the
 gateway, with the ids of their events, and an item made up from a contact's current state would be a second
 copy of one of them.
@@ -31,18 +37,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, select
+from sqlalchemy import case, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
-from gateway import events
-from gateway.models import ContactAlias, TouchSummary
+from gateway import events, projection
+from gateway.models import ContactAlias, FollowupState, TouchSummary
 from gateway.settings import GatewaySettings
 from gateway.upstream import ServiceClient
 from servicekit.catalogue.followups import followup_type
@@ -65,6 +72,9 @@ SOURCE = "gateway/rebuild-timeline"
 class Rebuilt:
     touchpoints: int = 0
     followups: int = 0
+    pruned: int = 0
+    # Every touchpoint and follow-up the services listed (what --prune-received-before keeps).
+    listed: set[uuid.UUID] = field(default_factory=set)
     # (contact, channel) -> the header's row, as the listed touchpoints make it.
     touches: dict[tuple[uuid.UUID, str], dict[str, Any]] = field(default_factory=dict)
 
@@ -104,6 +114,7 @@ async def _apply_touchpoints(
 ) -> None:
     await events.apply(session, [_as_event(INTERACTION_UPDATED, doc, doc.get("updated_at") or doc["occurred_at"])
                                  for doc in page])  # fmt: skip
+    rebuilt.listed.update(uuid.UUID(str(doc["id"])) for doc in page)
     survivors = await _survivors(session, {uuid.UUID(str(doc["contact_id"])) for doc in page})
     for doc in page:
         if as_utc(datetime.fromisoformat(str(doc["received_at"]))) >= settled_before:
@@ -156,6 +167,55 @@ async def _apply_followups(
         await events.apply(session, [_as_event(type, doc, doc["updated_at"]) for doc in page])
 
 
+async def _prune(
+    sessionmaker: async_sessionmaker[AsyncSession], listed: set[uuid.UUID], before: datetime, page_size: int
+) -> int:
+    """Removes the touchpoints and follow-ups no service listed, received or made before ``before`` (a page of
+    the projection a transaction, in id order), and their touches from the header's counts."""
+    table = projection.TABLE
+    ranks = {projection.SORT_RANK["interaction"]: "received_at", projection.SORT_RANK["followup"]: "created_at"}
+    pruned, after = 0, uuid.UUID(int=0)
+    while True:
+        async with sessionmaker() as session, session.begin():
+            rows = (
+                await session.execute(
+                    select(table.c.id, table.c.contact_id, table.c.sort_rank, table.c.document)
+                    .where(table.c.sort_rank.in_(list(ranks)), table.c.id > after)
+                    .order_by(table.c.id)
+                    .limit(page_size)
+                )
+            ).all()
+            if not rows:
+                return pruned
+            after = rows[-1].id
+            gone: list[uuid.UUID] = []
+            untouched: list[dict[str, Any]] = []
+            for row in rows:
+                doc = json.loads(row.document)
+                stamp = doc.get(ranks[row.sort_rank])
+                if row.id in listed or stamp is None or as_utc(datetime.fromisoformat(str(stamp))) >= before:
+                    continue
+                gone.append(row.id)
+                if row.sort_rank == projection.SORT_RANK["interaction"]:
+                    csat = doc.get("csat")
+                    scored = isinstance(csat, int) and not isinstance(csat, bool)
+                    untouched.append({"contact_id": row.contact_id, "channel": str(doc.get("channel") or "unknown"),
+                                      "csat": csat if scored else 0, "scored": int(scored)})  # fmt: skip
+            if gone:
+                await session.execute(delete(table).where(table.c.id.in_(gone)))
+                await session.execute(delete(FollowupState).where(col(FollowupState.id).in_(gone)))
+                for touch in untouched:
+                    await session.execute(
+                        update(TouchSummary)
+                        .where(col(TouchSummary.contact_id) == touch["contact_id"],
+                               col(TouchSummary.channel) == touch["channel"], col(TouchSummary.touches) > 0)
+                        .values(touches=col(TouchSummary.touches) - 1,
+                                csat_sum=col(TouchSummary.csat_sum) - touch["csat"],
+                                csat_count=col(TouchSummary.csat_count) - touch["scored"])
+                    )  # fmt: skip
+                pruned += len(gone)
+
+
 async def rebuild_timeline(
     *,
     sessionmaker: async_sessionmaker[AsyncSession],
@@ -164,6 +224,7 @@ async def rebuild_timeline(
     clock: Clock,
     page_size: int = PAGE_SIZE,
     settle_s: float = SETTLE_S,
+    prune_received_before: datetime | None = None,
 ) -> Rebuilt:
     """Applies every touchpoint and follow-up the services hold to the projection (one transaction a page)."""
     rebuilt = Rebuilt()
@@ -181,16 +242,21 @@ async def rebuild_timeline(
     overdue: set[str] = set()
     async for page in pages(followups, "/v1/followups", page_size=page_size, overdue="true"):
         overdue.update(doc["id"] for doc in page)
+        rebuilt.listed.update(uuid.UUID(str(doc["id"])) for doc in page)
         await _apply_followups(sessionmaker, page, followup_type("overdue"))
     async for page in pages(followups, "/v1/followups", page_size=page_size):
         await _apply_followups(sessionmaker, [doc for doc in page if doc["id"] not in overdue],
                                followup_type("scheduled"))  # fmt: skip
         rebuilt.followups += len(page)
+        rebuilt.listed.update(uuid.UUID(str(doc["id"])) for doc in page)
         log.info("timeline_rebuild_followups", done=rebuilt.followups)
+    if prune_received_before is not None:
+        rebuilt.pruned = await _prune(sessionmaker, rebuilt.listed, as_utc(prune_received_before), page_size)
+        log.info("timeline_rebuild_pruned", pruned=rebuilt.pruned)
     return rebuilt
 
 
-async def _run(settings: GatewaySettings, page_size: int, settle_s: float) -> Rebuilt:
+async def _run(settings: GatewaySettings, args: argparse.Namespace) -> Rebuilt:
     engine = make_engine(settings.database_url, pool_size=2, pooler=settings.db_pooler)
     clients = {
         name: ServiceClient(
@@ -209,13 +275,21 @@ async def _run(settings: GatewaySettings, page_size: int, settle_s: float) -> Re
             interactions=clients["interactions"],
             followups=clients["followups"],
             clock=SystemClock(),
-            page_size=page_size,
-            settle_s=settle_s,
+            page_size=args.page_size,
+            settle_s=args.settle,
+            prune_received_before=args.prune_received_before,
         )
     finally:
         for client in clients.values():
             await client.close()
         await engine.dispose()
+
+
+def _utc_time(text: str) -> datetime:
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        raise argparse.ArgumentTypeError("give the time with its offset (e.g. 2026-12-06T19:00:00Z)")
+    return as_utc(moment)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -228,11 +302,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                         metavar=f"1..{PAGE_SIZE}", help="items per page and per transaction")  # fmt: skip
     parser.add_argument("--settle", type=float, default=SETTLE_S, metavar="SECONDS",
                         help="touchpoints received this recently are counted by their events, not here")  # fmt: skip
+    parser.add_argument("--prune-received-before", type=_utc_time, metavar="TIME",
+                        help="also remove what no service lists, received before TIME (ISO 8601, offset)")  # fmt: skip
     args = parser.parse_args(argv)
     settings = GatewaySettings()
     configure_logging(service="gateway", level=settings.log_level, json=settings.log_json)
-    rebuilt = asyncio.run(_run(settings, args.page_size, args.settle))
-    print(f"timeline rebuilt: {rebuilt.touchpoints} touchpoints, {rebuilt.followups} follow-ups")
+    rebuilt = asyncio.run(_run(settings, args))
+    print(
+        f"timeline rebuilt: {rebuilt.touchpoints} touchpoints, {rebuilt.followups} follow-ups, {rebuilt.pruned} pruned"
+    )
     return 0
 
 

@@ -344,18 +344,22 @@ async def projection_rows(url: str) -> dict[str, dict[str, tuple[Any, ...]]]:
     try:
         async with engine.connect() as connection:
             items = await connection.execute(sa.text("SELECT id, version, document FROM timeline_items"))
-            touches = await connection.execute(sa.text("SELECT * FROM touch_summaries"))
+            touches = await connection.execute(
+                sa.text(
+                    "SELECT contact_id, channel, touches, csat_sum, csat_count, first_at, last_at FROM touch_summaries"
+                )
+            )
             states = await connection.execute(sa.text("SELECT id, status, overdue, due_at FROM followup_states"))
             return {
                 "timeline_items": {str(uuid.UUID(str(r[0]))): tuple(r[1:]) for r in items.all()},
-                "touch_summaries": {f"{r[0]}/{r[1]}": tuple(r[2:]) for r in touches.all()},
+                "touch_summaries": {f"{uuid.UUID(str(r[0]))}/{r[1]}": tuple(r[2:]) for r in touches.all()},
                 "followup_states": {str(uuid.UUID(str(r[0]))): tuple(r[1:]) for r in states.all()},
             }
     finally:
         await engine.dispose()
 
 
-async def rebuild_from(url: str, apps: dict[str, FastAPI]) -> Rebuilt:
+async def rebuild_from(url: str, apps: dict[str, FastAPI], prune_received_before: datetime | None = None) -> Rebuilt:
     """``python -m gateway.rebuild_timeline`` against the running services (in-process)."""
     engine = make_engine(url)
     clients = {
@@ -370,6 +374,7 @@ async def rebuild_from(url: str, apps: dict[str, FastAPI]) -> Rebuilt:
             followups=clients["followups"],
             clock=SystemClock(),
             page_size=3,  # small pages: the paging runs too
+            prune_received_before=prune_received_before,
         )
     finally:
         for client in clients.values():
@@ -579,6 +584,30 @@ async def test_upgrade_keeps_every_record_while_the_previous_release_reads(
             return per_channel["email"] == 2 and str(fresh["id"]) in ids
 
         await eventually(counted_once, timeout=10)
+
+        # After a restore the replay can bring touchpoints the restored service no longer holds: the prune
+        # removes those received before the restart (and their touch), and keeps one received since.
+        restarted = datetime.now(UTC)
+        orphans = [{**doc, "id": str(uuid.uuid4()), "received_at": (restarted + timedelta(minutes=m)).isoformat()}
+                   for m in (-30, 1)]  # fmt: skip
+        engine = make_engine(urls["gateway"])
+        async with make_sessionmaker(engine)() as session, session.begin():
+            await gateway_events.apply(session, [
+                CloudEvent(id=str(uuid.uuid4()), source="interactions", type=INTERACTION_LOGGED,
+                           subject=str(ada["id"]), time=restarted, data=orphan)
+                for orphan in orphans
+            ])  # fmt: skip
+        await engine.dispose()
+        before_prune = await projection_rows(urls["gateway"])
+        assert {o["id"] for o in orphans} <= set(before_prune["timeline_items"])
+        rebuilt = await rebuild_from(urls["gateway"], apps, prune_received_before=restarted)
+        assert rebuilt.pruned == 1
+        after_prune = await projection_rows(urls["gateway"])
+        assert (
+            orphans[0]["id"] not in after_prune["timeline_items"] and orphans[1]["id"] in after_prune["timeline_items"]
+        )
+        email = f"{ada['id']}/email"
+        assert after_prune["touch_summaries"][email][0] == before_prune["touch_summaries"][email][0] - 1
 
     # The previous release's replicas keep writing until the rollout replaces them: each of their inserts (the
     # columns they knew, nothing else) still goes in, but those a marked contract refuses.
