@@ -518,11 +518,11 @@ class Topology:
             raise TopologyError(f"{name} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
 
     def exec(self, name: str, *args: str, timeout: float = 300.0) -> subprocess.CompletedProcess[str]:
-        """``docker compose exec <name> <args>``: a command with the service's environment, its paths mapped to
-        where compose mounts them."""
+        """``docker compose exec <name> <args>``: a command with the service's environment, in the image's
+        WORKDIR, its paths mapped to where compose mounts them."""
         command = [self.host_path(name, arg) or arg for arg in args]
         return subprocess.run(
-            command, env=self._process_env(name), cwd=self.workdir, capture_output=True, text=True, timeout=timeout
+            command, env=self._process_env(name), cwd=self.app_dir, capture_output=True, text=True, timeout=timeout
         )
 
     def lose_postgres_volume(self) -> None:
