@@ -19,7 +19,7 @@ RUN_STAMP := $(VENV)/.synced-run
 DEV_STAMP := $(VENV)/.synced-dev
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-run up demo migrate lint format test test-fast test-lowest screenshots bench fuzz faults clean
+.PHONY: help install install-run up demo migrate lint format test test-fast test-lowest screenshots bench fuzz faults restore-drill clean
 
 help:
 	@echo "make up           install what running needs, migrate and run the whole stack (SQLite + embedded nats-server); Ctrl-C stops it"
@@ -30,6 +30,7 @@ help:
 	@echo "make bench        run the benchmarks under bench/ and write bench/results/"
 	@echo "make faults       the fault suite alone, with its figures (FAULT_TOUCHPOINTS=10000 per scenario)"
 	@echo "make fuzz         Schemathesis against every API (three services, gateway): FUZZ_CASES=20000 each, SQLite and PostgreSQL"
+	@echo "make restore-drill  a backup under traffic, PostgreSQL lost, restored, every record back (compose topology as processes, ~3 min)"
 	@echo "make test-lowest  the unit tests on the lowest versions pyproject.toml allows (.venv-lowest; not in CI)"
 
 $(UV_STAMP):
@@ -110,6 +111,10 @@ FUZZ_CASES ?= 20000
 FUZZ_BACKENDS ?= sqlite,postgres
 fuzz: install
 	FUZZ_CASES=$(FUZZ_CASES) FUZZ_BACKENDS=$(FUZZ_BACKENDS) FUZZ_BRIEF=1 $(PY) -m pytest -m fuzz -s $(PYTEST_ARGS)
+
+# The restore drill alone (docs/operations.md; it also runs in `make test`): needs PostgreSQL, PgBouncer and Caddy.
+restore-drill: install
+	CI=true $(PY) -m pytest -p no:cacheprovider tests/test_restore_drill.py $(PYTEST_ARGS)
 
 # The console's pictures in docs/screenshots/ (committed; docs/console.md shows them): only this target writes them,
 # a test run photographs into a temporary folder.

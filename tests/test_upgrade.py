@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -25,14 +26,21 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
+from fastapi import FastAPI
 from pwdlib import PasswordHash
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from gateway import events as gateway_events
 from gateway.app import create_app as gateway_app
 from gateway.auth import sha256
+from gateway.rebuild_timeline import Rebuilt, rebuild_timeline
 from gateway.settings import GatewaySettings
+from gateway.upstream import ServiceClient
+from servicekit.catalogue.interactions import INTERACTION_LOGGED
 from servicekit.channels import CHANNELS
-from servicekit.db import make_engine
+from servicekit.clock import SystemClock
+from servicekit.db import make_engine, make_sessionmaker
+from servicekit.events import CloudEvent
 from servicekit.migrations import upgrade
 from servicekit.releases import ALEMBIC_INI, PREVIOUS_RELEASE
 from servicekit.testing.apps import running_app
@@ -241,8 +249,11 @@ FRESH: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "touch_summaries": lambda row: {"contact_id": uuid.uuid4()},
 }
 # The previous release's inserts the upgraded schema refuses, each a migration marked contract = True
-# (tests/test_expand_contract.py) with its reason there.
-OLD_WRITES_REFUSED = {("gateway", "staff_users")}  # 7c3e5a1f9b02: handle and teams NOT NULL
+# (tests/test_expand_contract.py) with its reason there. None today: 7c3e5a1f9b02 made staff_users.handle and
+# teams NOT NULL, and 9d41b7e2c6a3 gave them server defaults, so the previous gateway adds staff users again.
+OLD_WRITES_REFUSED: set[tuple[str, str]] = set()
+# The handle the database draws for a staff user the previous release adds mid-upgrade (9d41b7e2c6a3).
+DRAWN_HANDLE = re.compile(r"^staff-[0-9a-f]{12}$")
 
 
 @dataclass
@@ -296,18 +307,27 @@ def database_url(db_backend: str, request: pytest.FixtureRequest, tmp_path: Path
     return make
 
 
-@asynccontextmanager
-async def new_release(urls: dict[str, str], nats_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    """The new code on the upgraded databases; the gateway reaches the services in-process."""
+def service_apps(urls: dict[str, str], nats_url: str) -> dict[str, FastAPI]:
+    """The three services of the new code on these databases (not started)."""
     common: dict[str, Any] = {"nats_url": nats_url, "log_json": False, "outbox_poll_s": 0.05}
     nowhere: dict[str, Any] = {"contacts_url": "http://127.0.0.1:9", "contacts_timeout_s": 0.5}
-    apps = {
+    return {
         "contacts": contacts_app(ContactsSettings(database_url=urls["contacts"], **common)),
         "interactions": interactions_app(InteractionsSettings(database_url=urls["interactions"], **common, **nowhere)),
         "followups": followups_app(
             FollowupsSettings(database_url=urls["followups"], scheduler_enabled=False, **common, **nowhere)
         ),
     }
+
+
+@asynccontextmanager
+async def new_release(
+    urls: dict[str, str], nats_url: str, apps: dict[str, FastAPI] | None = None
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The new code on the upgraded databases (``apps``: its services, when the caller made them); the gateway
+    reaches the services in-process."""
+    common: dict[str, Any] = {"nats_url": nats_url, "log_json": False, "outbox_poll_s": 0.05}
+    apps = apps or service_apps(urls, nats_url)
     async with AsyncExitStack() as stack:
         for app in apps.values():
             await stack.enter_async_context(running_app(app))
@@ -316,6 +336,50 @@ async def new_release(urls: dict[str, str], nats_url: str) -> AsyncIterator[http
             transports={name: httpx.ASGITransport(app=app) for name, app in apps.items()},
         )
         yield await stack.enter_async_context(running_app(gateway))
+
+
+async def projection_rows(url: str) -> dict[str, dict[str, tuple[Any, ...]]]:
+    """The gateway's projection tables, row by row (keyed by their primary key)."""
+    engine = make_engine(url)
+    try:
+        async with engine.connect() as connection:
+            items = await connection.execute(sa.text("SELECT id, version, document FROM timeline_items"))
+            touches = await connection.execute(
+                sa.text(
+                    "SELECT contact_id, channel, touches, csat_sum, csat_count, first_at, last_at FROM touch_summaries"
+                )
+            )
+            states = await connection.execute(sa.text("SELECT id, status, overdue, due_at FROM followup_states"))
+            return {
+                "timeline_items": {str(uuid.UUID(str(r[0]))): tuple(r[1:]) for r in items.all()},
+                "touch_summaries": {f"{uuid.UUID(str(r[0]))}/{r[1]}": tuple(r[2:]) for r in touches.all()},
+                "followup_states": {str(uuid.UUID(str(r[0]))): tuple(r[1:]) for r in states.all()},
+            }
+    finally:
+        await engine.dispose()
+
+
+async def rebuild_from(url: str, apps: dict[str, FastAPI], prune_received_before: datetime | None = None) -> Rebuilt:
+    """``python -m gateway.rebuild_timeline`` against the running services (in-process)."""
+    engine = make_engine(url)
+    clients = {
+        name: ServiceClient(name, "http://test", timeout_s=10, connect_timeout_s=10, read_retries=0,
+                            transport=httpx.ASGITransport(app=apps[name]))
+        for name in ("interactions", "followups")
+    }  # fmt: skip
+    try:
+        return await rebuild_timeline(
+            sessionmaker=make_sessionmaker(engine),
+            interactions=clients["interactions"],
+            followups=clients["followups"],
+            clock=SystemClock(),
+            page_size=3,  # small pages: the paging runs too
+            prune_received_before=prune_received_before,
+        )
+    finally:
+        for client in clients.values():
+            await client.close()
+        await engine.dispose()
 
 
 async def test_upgrade_keeps_every_record_while_the_previous_release_reads(
@@ -370,7 +434,8 @@ async def test_upgrade_keeps_every_record_while_the_previous_release_reads(
 
     ada = data.rows["contacts"]["contacts"][0]
     grace, merged = data.rows["contacts"]["contacts"][1:]
-    async with new_release(urls, nats_server.url) as gateway:
+    apps = service_apps(urls, nats_server.url)
+    async with new_release(urls, nats_server.url, apps) as gateway:
         old_key = {"Authorization": f"Bearer {OLD_KEY}"}
 
         async def get(path: str, **params: Any) -> Any:
@@ -450,12 +515,99 @@ async def test_upgrade_keeps_every_record_while_the_previous_release_reads(
         login = await gateway.post("/api/v1/auth/login", json={"email": "sam@example.com", "password": PASSWORD})
         assert login.status_code == 200, login.text
 
+        # Mid-upgrade an admin adds two staff users through a replica of the previous release (its insert: the
+        # columns it knew, no handle nor teams): both go in, each with a handle of its own, and sign in on the new.
+        engine = make_engine(urls["gateway"])
+        old_user = data.rows["gateway"]["staff_users"][0]
+        added = [{**old_user, **FRESH["staff_users"](old_user), "email": f"mid-{n}@example.com"} for n in (1, 2)]
+        async with engine.begin() as connection:
+            await insert(connection, "staff_users", added)
+        await engine.dispose()
+        users = {u["email"]: u for u in (await get("/users"))["items"]}
+        handles = {users[u["email"]]["handle"] for u in added}
+        assert len(handles) == 2 and all(DRAWN_HANDLE.match(h) for h in handles), handles
+        assert all(users[u["email"]]["teams"] == [] for u in added)
+        mid_login = await gateway.post("/api/v1/auth/login", json={"email": "mid-1@example.com", "password": PASSWORD})
+        assert mid_login.status_code == 200, mid_login.text
+
         # The contact events the gateway held are on the merged contact's timeline (the projection's backfill).
-        # Touchpoints and follow-ups reach the timeline only from a replay of their streams (docs/gateway.md,
-        # "An existing deployment"), which this test, publishing nothing, does not exercise.
         timeline = await get(f"/contacts/{grace['id']}/timeline")
         [event] = data.rows["gateway"]["contact_events"]
         assert str(event["id"]) in {item["id"] for item in timeline["items"]}, timeline
+
+        # The previous release's touchpoints and follow-ups are in no stream this test publishes: the timeline
+        # gets them from the services' lists (python -m gateway.rebuild_timeline, docs/operations.md), while
+        # the new release serves, with the touch counts of the header; a second run changes nothing.
+        projection = await projection_rows(urls["gateway"])
+        assert not set(written) & set(projection["timeline_items"]), "nothing of them before the rebuild"
+        rebuilt = await rebuild_from(urls["gateway"], apps)
+        assert rebuilt.touchpoints >= len(written) and rebuilt.followups >= len(written_followups)
+        timeline = await get(f"/contacts/{ada['id']}/timeline", limit=100)
+        shown = {item["id"]: item for item in timeline["items"]}
+        assert set(written) <= set(shown) and all(shown[i]["kind"] == "interaction" for i in written)
+        ada_followups = {i for i, f in written_followups.items() if f["contact_id"] == ada["id"]}
+        assert ada_followups <= set(shown), ada_followups - set(shown)
+        # The header: each channel touched once (the previous release's summaries held phone's, also once).
+        per_channel = {c["channel"]: c["touches"] for c in timeline["contact"]["last_touch_per_channel"]}
+        assert per_channel == dict.fromkeys(CHANNELS, 1), per_channel
+        assert timeline["contact"]["open_followups"] == 1  # the thank-you; the call-back was completed
+        again = await projection_rows(urls["gateway"])
+        await rebuild_from(urls["gateway"], apps)
+        assert await projection_rows(urls["gateway"]) == again, "a second rebuild changed the projection"
+
+        # Safe while serving: a touchpoint the rebuild lists before the gateway's consumer applies its event is
+        # on the timeline once and counted once (by its event: the rebuild leaves the recent ones to them).
+        now = datetime.now(UTC)
+        [first_written] = data.rows["interactions"]["interactions"][:1]
+        fresh = {**first_written, **FRESH["interactions"](first_written), "channel": "email", "occurred_at": now,
+                 "received_at": now, "updated_at": now, "thread_id": None, "csat": None,
+                 "external_id": "during-the-rebuild"}  # fmt: skip
+        engine = make_engine(urls["interactions"])
+        async with engine.begin() as connection:
+            await insert(connection, "interactions", [fresh])
+        await engine.dispose()
+        await rebuild_from(urls["gateway"], apps)
+        doc = await get(f"/interactions/{fresh['id']}")
+        engine = make_engine(urls["gateway"])
+        async with make_sessionmaker(engine)() as session, session.begin():
+            logged = CloudEvent(id=str(uuid.uuid4()), source="interactions", type=INTERACTION_LOGGED,
+                                subject=str(ada["id"]), time=now, data=doc)  # fmt: skip
+            await gateway_events.apply(session, [logged])  # as the consumer applies it, after the rebuild
+        await engine.dispose()
+
+        async def counted_once() -> bool:  # the header and pages are cached a moment (GATEWAY_*_CACHE_S)
+            timeline = await get(f"/contacts/{ada['id']}/timeline", limit=100)
+            ids = [item["id"] for item in timeline["items"]]
+            assert len(ids) == len(set(ids)), "an item twice"
+            per_channel = {c["channel"]: c["touches"] for c in timeline["contact"]["last_touch_per_channel"]}
+            assert per_channel["email"] <= 2, f"counted twice: {per_channel}"
+            return per_channel["email"] == 2 and str(fresh["id"]) in ids
+
+        await eventually(counted_once, timeout=10)
+
+        # After a restore the replay can bring touchpoints the restored service no longer holds: the prune
+        # removes those received before the restart (and their touch), and keeps one received since.
+        restarted = datetime.now(UTC)
+        orphans = [{**doc, "id": str(uuid.uuid4()), "received_at": (restarted + timedelta(minutes=m)).isoformat()}
+                   for m in (-30, 1)]  # fmt: skip
+        engine = make_engine(urls["gateway"])
+        async with make_sessionmaker(engine)() as session, session.begin():
+            await gateway_events.apply(session, [
+                CloudEvent(id=str(uuid.uuid4()), source="interactions", type=INTERACTION_LOGGED,
+                           subject=str(ada["id"]), time=restarted, data=orphan)
+                for orphan in orphans
+            ])  # fmt: skip
+        await engine.dispose()
+        before_prune = await projection_rows(urls["gateway"])
+        assert {o["id"] for o in orphans} <= set(before_prune["timeline_items"])
+        rebuilt = await rebuild_from(urls["gateway"], apps, prune_received_before=restarted)
+        assert rebuilt.pruned == 1
+        after_prune = await projection_rows(urls["gateway"])
+        assert (
+            orphans[0]["id"] not in after_prune["timeline_items"] and orphans[1]["id"] in after_prune["timeline_items"]
+        )
+        email = f"{ada['id']}/email"
+        assert after_prune["touch_summaries"][email][0] == before_prune["touch_summaries"][email][0] - 1
 
     # The previous release's replicas keep writing until the rollout replaces them: each of their inserts (the
     # columns they knew, nothing else) still goes in, but those a marked contract refuses.

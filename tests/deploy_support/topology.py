@@ -517,6 +517,22 @@ class Topology:
         if result.returncode != 0:
             raise TopologyError(f"{name} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
 
+    def exec(self, name: str, *args: str, timeout: float = 300.0) -> subprocess.CompletedProcess[str]:
+        """``docker compose exec <name> <args>``: a command with the service's environment, in the image's
+        WORKDIR, its paths mapped to where compose mounts them."""
+        command = [self.host_path(name, arg) or arg for arg in args]
+        return subprocess.run(
+            command, env=self._process_env(name), cwd=self.app_dir, capture_output=True, text=True, timeout=timeout
+        )
+
+    def lose_postgres_volume(self) -> None:
+        """The postgres-data volume is gone: a new, empty cluster on the same port, initialised as the image
+        does on an empty volume (the roles and empty databases), as ``docker compose up -d postgres`` then."""
+        assert self.postgres is not None
+        self.postgres.destroy()
+        self.postgres = None
+        self.start_postgres()
+
     def _container_args(self, name: str) -> list[str]:
         """What the container runs: a script's entrypoint with its command (paths to where compose mounts them), or
         the image's own tools."""
