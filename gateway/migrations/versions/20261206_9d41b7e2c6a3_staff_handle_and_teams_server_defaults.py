@@ -11,7 +11,7 @@ insert go in again:
   adds mid-upgrade gets one; the new gateway always writes its own.
 
 Revision ID: 9d41b7e2c6a3
-Revises: 7c3f9a1e5b20
+Revises: 9a4d2c6e8f13
 Create Date: 2026-12-06 18:40:00
 
 """
@@ -23,7 +23,7 @@ import sqlmodel
 from alembic import op
 
 revision: str = "9d41b7e2c6a3"
-down_revision: str | Sequence[str] | None = "7c3f9a1e5b20"
+down_revision: str | Sequence[str] | None = "9a4d2c6e8f13"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
