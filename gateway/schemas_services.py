@@ -341,8 +341,8 @@ class FollowupRead(BaseModel):
     version: int
 
 
-FollowupBucket = Literal["overdue", "due_today", "upcoming"]
-FollowupSort = Literal["priority", "due_at", "-due_at", "-created_at"]
+FollowupBucket = Literal["overdue", "due_today", "upcoming", "done"]
+FollowupSort = Literal["priority", "due_at", "-due_at", "-created_at", "-closed_at"]
 BULK_LIMIT = 500
 
 
@@ -350,6 +350,7 @@ class BucketCounts(BaseModel):
     overdue: int
     due_today: int
     upcoming: int
+    done: int
     timezone: str
 
 

@@ -32,7 +32,7 @@ from servicekit.clock import InUtc
 
 BUCKET_HELP = (
     "Open follow-ups overdue, due by the end of today, or due later (today: the team's time zone when team is "
-    "given and has one, else the caller's)"
+    "given and has one, else the caller's); or done (completed or cancelled)"
 )
 router = APIRouter(prefix="/followups", tags=["followups"], responses=AUTH_ERRORS)
 STATE_ERRORS = {

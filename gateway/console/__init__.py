@@ -2,12 +2,13 @@
 
 from fastapi import APIRouter
 
-from gateway.console import admin, customers, dashboard, routes
+from gateway.console import admin, customers, dashboard, queue, routes
 
 router = APIRouter(include_in_schema=False)
 # The customer pages first: /customers/new must not be taken for a customer id by the timeline's page.
 router.include_router(customers.router)
 router.include_router(admin.router)
+router.include_router(queue.router)
 router.include_router(routes.router)
 router.include_router(dashboard.router)
 

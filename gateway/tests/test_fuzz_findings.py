@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import httpx
 
-from gateway.console.routes import with_done
+from gateway.console.queue import with_done
 from gateway.tests.conftest import ADMIN, StubServices
 
 

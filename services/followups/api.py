@@ -64,13 +64,15 @@ async def list_followups(
     due_before: InUtc | None = None,
     overdue: bool | None = None,
     bucket: Annotated[
-        Bucket | None, Query(description="Open follow-ups: overdue, due by the end of today (in tz), or later")
+        Bucket | None,
+        Query(description="Open follow-ups overdue, due by the end of today (in tz), or later; or done (closed)"),
     ] = None,
     tz: Annotated[
         str | None, Query(max_length=64, description="Whose today (IANA time zone; default: the service's)")
     ] = None,
     sort: Annotated[
-        QueueSort, Query(description="queue order: priority (then due time), due_at, -due_at or -created_at")
+        QueueSort,
+        Query(description="queue order: priority (then due time), due_at, -due_at, -created_at or -closed_at"),
     ] = "priority",
     order: Annotated[
         Literal["queue", "timeline"],

@@ -2,7 +2,8 @@
 
 Buckets split the open follow-ups (scheduled or due) in three, by one person's or team's "today":
 ``overdue`` (past its overdue time, as ``overdue=true``), ``due_today`` (not overdue, due before the end of
-today) and ``upcoming`` (due after today). Every open follow-up is in exactly one.
+today) and ``upcoming`` (due after today). Every open follow-up is in exactly one. A fourth, ``done``, holds the
+work closed by someone or something (completed or cancelled); skipped ones were never work and are in none.
 
 Pages are keyset pages (no offset, no cap on how far one can page): the cursor holds the last row's sort key.
 """
@@ -26,6 +27,8 @@ from services.followups.models import OPEN, PRIORITY_RANK, Followup
 from services.followups.schemas import BucketCounts, BulkItemResult, FollowupBulk, FollowupBulkResult, FollowupRead
 from services.followups.service import FollowupService
 
+DONE = ("completed", "cancelled")
+
 MAX_PAGE = 200
 
 
@@ -35,13 +38,16 @@ SORTS: dict[str, tuple[tuple[Any, ...], bool]] = {
     "due_at": ((col(Followup.due_at), col(Followup.id)), False),
     "-due_at": ((col(Followup.due_at), col(Followup.id)), True),
     "-created_at": ((col(Followup.created_at), col(Followup.id)), True),
+    # timeline_at is closed_at once closed (never null, unlike closed_at): the newest done work first, and open
+    # work (which has no closed_at) by its due time.
+    "-closed_at": ((col(Followup.timeline_at), col(Followup.id)), True),
 }
 
 
 def _cursor_of(row: Followup, sort: str) -> str:
     if sort == "priority":  # the shape cursors had before there were other sorts: those given out still work
         return cursors.encode([row.priority_rank, as_utc(row.due_at).isoformat(), str(row.id)])
-    at = row.created_at if sort == "-created_at" else row.due_at
+    at = {"-created_at": row.created_at, "-closed_at": row.timeline_at}.get(sort, row.due_at)
     return cursors.encode([sort, as_utc(at).isoformat(), str(row.id)])
 
 
@@ -85,6 +91,8 @@ def end_of_today(now: datetime, timezone: str) -> datetime:
 
 
 def _bucket_of(bucket: str, *, now: datetime, today_ends: datetime) -> ColumnElement[bool]:
+    if bucket == "done":
+        return col(Followup.status).in_(DONE)
     is_open = col(Followup.status).in_(OPEN)
     overdue = and_(col(Followup.overdue_at).is_not(None), col(Followup.overdue_at) <= now)
     if bucket == "overdue":
@@ -169,12 +177,13 @@ async def _counts(
 
     row = (
         await session.execute(
-            select(count_of("overdue"), count_of("due_today"), count_of("upcoming")).where(
-                *filters, col(Followup.status).in_(OPEN)
+            select(count_of("overdue"), count_of("due_today"), count_of("upcoming"), count_of("done")).where(
+                *filters, col(Followup.status).in_((*OPEN, *DONE))
             )
         )
     ).one()
-    return BucketCounts(overdue=int(row[0]), due_today=int(row[1]), upcoming=int(row[2]), timezone=timezone)
+    overdue, due_today, upcoming, done = (int(n) for n in row)
+    return BucketCounts(overdue=overdue, due_today=due_today, upcoming=upcoming, done=done, timezone=timezone)
 
 
 async def apply_bulk(*, session: AsyncSession, followups: FollowupService, request: FollowupBulk) -> FollowupBulkResult:

@@ -98,19 +98,20 @@ class FollowupRead(BaseModel):
         return as_utc(value) if value is not None else None
 
 
-Bucket = Literal["overdue", "due_today", "upcoming"]
-QueueSort = Literal["priority", "due_at", "-due_at", "-created_at"]
+Bucket = Literal["overdue", "due_today", "upcoming", "done"]
+QueueSort = Literal["priority", "due_at", "-due_at", "-created_at", "-closed_at"]
 # One bulk request changes at most this many follow-ups (a request above it is refused whole, 422): a page of
 # the console's queue is 100, a team lead's "give all of these to X" rarely more than a few hundred.
 BULK_LIMIT = 500
 
 
 class BucketCounts(BaseModel):
-    """Open follow-ups per bucket, for the same filters as the page (bucket and cursor aside)."""
+    """Follow-ups per bucket, for the same filters as the page (bucket and cursor aside)."""
 
     overdue: int
     due_today: int
     upcoming: int
+    done: int = Field(description="Completed or cancelled (all time, or as the filters narrow it)")
     timezone: str = Field(description="Whose today: the IANA time zone due_today was counted in")
 
 

@@ -40,7 +40,9 @@ async def test_buckets_split_the_open_work_by_the_callers_today(harness: Harness
     await harness.client.post(f"/v1/followups/{done['id']}/complete", json={})
     # Manual follow-ups are overdue from their due time (no policy grace).
     in_new_york = await page(harness, assignee="ana", tz="America/New_York")
-    assert in_new_york["counts"] == {"overdue": 1, "due_today": 1, "upcoming": 1, "timezone": "America/New_York"}
+    assert in_new_york["counts"] == {
+        "overdue": 1, "due_today": 1, "upcoming": 1, "done": 1, "timezone": "America/New_York"
+    }  # fmt: skip
     in_tokyo = await page(harness, assignee="ana", tz="Asia/Tokyo", bucket="upcoming")
     # In Tokyo it is already Tuesday: 22:00 UTC Monday is 07:00 Tuesday, due today there too; next week is not.
     assert [f["id"] for f in in_tokyo["items"]] == [next_week["id"]]
@@ -48,6 +50,13 @@ async def test_buckets_split_the_open_work_by_the_callers_today(harness: Harness
     assert [f["id"] for f in today["items"]] == [later_tonight["id"]]
     late = await page(harness, assignee="ana", bucket="overdue")
     assert [f["id"] for f in late["items"]] == [overdue["id"]]
+    # Done: what was completed or cancelled, the newest closed first (the one cancelled now above the one
+    # completed before), whatever their due times.
+    harness.clock.advance(seconds=5)
+    await harness.client.post(f"/v1/followups/{next_week['id']}/cancel", json={})
+    closed = await page(harness, assignee="ana", bucket="done", sort="-closed_at")
+    assert [f["id"] for f in closed["items"]] == [next_week["id"], done["id"]]
+    assert closed["counts"]["done"] == 2 and closed["counts"]["upcoming"] == 0
     by_channel = await page(harness, assignee="ana", channel="phone")
     assert [f["id"] for f in by_channel["items"]] == [later_tonight["id"]]
     assert by_channel["counts"]["due_today"] == 1 and by_channel["counts"]["overdue"] == 0
@@ -69,6 +78,7 @@ async def test_every_sort_pages_through_everything_once_with_its_own_cursor(harn
         "due_at": [f["id"] for f in by_due],
         "-due_at": [f["id"] for f in reversed(by_due)],
         "-created_at": [f["id"] for f in reversed(made)],
+        "-closed_at": [f["id"] for f in reversed(by_due)],  # none closed: by due time, latest first
     }
     for sort, order in expected.items():
         seen: list[str] = []
