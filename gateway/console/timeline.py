@@ -392,7 +392,7 @@ async def log_touchpoint(request: Request, contact_id: uuid.UUID, now: Now) -> R
         response.headers["X-Console-Next-Key"] = str(uuid.uuid4())
         # The form's "when" goes back to now for the next touchpoint (a backdated one is not the default after).
         response.headers["X-Console-Now"] = local_input(now, zone)
-        if touchpoint.get("thread_id", "").startswith("desk-") and field.get("thread") == "new":
+        if field.get("thread") == "new":
             response.headers["X-Console-New-Thread"] = touchpoint["thread_id"]
         return response
     return RedirectResponse(f"/customers/{contact_id}", status_code=303)

@@ -241,10 +241,7 @@ function timeline(list) {
           form.elements[name].value = "";
         }
         const now = response.headers.get("X-Console-Now");
-        if (now) {
-          form.elements.occurred_at.value = now;
-          form.elements.occurred_at.max = now;
-        }
+        if (now) form.elements.occurred_at.value = now;
         form.elements.idempotency_key.value = response.headers.get("X-Console-Next-Key") || "";
         refreshSummary();
       } catch (error) {
