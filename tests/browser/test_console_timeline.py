@@ -188,4 +188,7 @@ def test_logging_a_backdated_touchpoint_on_a_thread_that_fulfils_a_follow_up(con
     form.get_by_role("button", name="Log touchpoint").click()
     page.locator("#timeline li.item", has_text="Sent the invoice").wait_for()
     assert f"Thread {thread_id.group(1)}" in page.locator("#timeline li.item", has_text="Sent the invoice").inner_text()
+    # The header counts what the form logged too: three touchpoints, the last by email just now.
+    page.locator("[data-fact=touches] dd", has_text=re.compile(r"^3 ")).wait_for()
+    page.locator(".touches li[data-channel=email]", has_text="now").wait_for()
     screenshot(page, "customer-log")
