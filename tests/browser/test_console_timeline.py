@@ -149,7 +149,10 @@ def test_logging_a_backdated_touchpoint_on_a_thread_that_fulfils_a_follow_up(con
     subject = f"Called back about order 1844 {uuid.uuid4().hex[:6]}"
     earlier = datetime.now(zone) - timedelta(minutes=40)
     when.fill(earlier.strftime("%Y-%m-%dT%H:%M"))
-    form.get_by_label("Channel").select_option("phone")
+    form.get_by_label("Channel").select_option("email")
+    # The follow-up it fulfils is a phone call-back: picking it sets the channel the work is owed on.
+    form.get_by_label("Fulfils follow-up").select_option(callback["id"])
+    assert form.get_by_label("Channel").input_value() == "phone"
     form.get_by_label("Type").select_option("purchase")
     form.get_by_label("Subject").fill(subject)
     form.get_by_label("Duration (minutes)").fill("12")
@@ -157,7 +160,6 @@ def test_logging_a_backdated_touchpoint_on_a_thread_that_fulfils_a_follow_up(con
     form.get_by_label(re.compile("^Amount")).fill("24.90")
     form.get_by_label("Currency").fill("EUR")
     form.get_by_label("Thread").select_option("new")
-    form.get_by_label("Fulfils follow-up").select_option(callback["id"])
     form.get_by_role("button", name="Log touchpoint").click()
     form.locator(".form-status", has_text="Logged.").wait_for()
     entry = page.locator("#timeline li.item").filter(has_text=subject)

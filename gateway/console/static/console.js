@@ -207,6 +207,14 @@ function timeline(list) {
   const form = document.querySelector("form[data-log]");
   if (form) {
     const said = form.querySelector(".form-status");
+    // The follow-up it fulfils says where the work is owed: its channel, and its thread when that is open.
+    form.elements.followup_id.addEventListener("change", (event) => {
+      const chosen = event.target.selectedOptions[0];
+      if (!chosen || !chosen.value) return;
+      if (chosen.dataset.channel) form.elements.channel.value = chosen.dataset.channel;
+      const thread = [...form.elements.thread.options].find((o) => o.value && o.value === chosen.dataset.thread);
+      if (thread) form.elements.thread.value = thread.value;
+    });
     form.addEventListener("submit", async (event) => {
       event.preventDefault();
       const button = form.querySelector("button[type=submit]");
