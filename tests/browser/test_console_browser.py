@@ -238,10 +238,15 @@ def test_keyboard_only_sign_in_and_timeline_filters_and_paging(console: Console,
     shown = items.count()
     assert shown < 46  # one page, not everything
     more = page.locator("#timeline a[data-more]")
-    for _ in range(10):  # scrolling alone pages on, one page per scroll to the bottom
-        if more.count() == 0:
+    for _ in range(20):  # scrolling alone pages on, one page per scroll to the bottom
+        # Scrolled in the page itself: the link is replaced by the next page's as it loads, and a locator's
+        # scroll that resolved the old one failed with "not attached to the DOM".
+        scrolled = page.evaluate(
+            "() => { const link = document.querySelector('#timeline a[data-more]');"
+            " link?.scrollIntoView(); return !!link; }"
+        )
+        if not scrolled:
             break
-        more.scroll_into_view_if_needed()
         page.wait_for_timeout(400)
     assert more.count() == 0 and items.count() > shown
     subjects = [s for s in items.all_inner_texts() if "Question number" in s]
