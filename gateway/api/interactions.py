@@ -4,12 +4,12 @@ service scopes it per caller (``X-Touchpoint-Caller`` = the API key id or user i
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query, Response
 
 from gateway.api.common import AUTH_ERRORS, INGEST_VIEW, NOT_FOUND, body_of, forward, ids_only_for_ingest, ok, problem
-from gateway.auth import InteractionsLog, InteractionsRead, InteractionsUpdate
+from gateway.auth import InteractionsLog, InteractionsRead, InteractionsUpdate, Principal
 from gateway.deps import ServicesDep, WriteThroughDep
 from gateway.schemas_services import (
     BatchResults,
@@ -25,6 +25,7 @@ from gateway.schemas_services import (
 from gateway.upstream import upstream_path
 from servicekit.channels import Channel
 from servicekit.clock import InUtc
+from servicekit.problems import Unprocessable
 
 router = APIRouter(tags=["interactions"], responses=AUTH_ERRORS)
 
@@ -32,6 +33,28 @@ router = APIRouter(tags=["interactions"], responses=AUTH_ERRORS)
 IdempotencyKey = Annotated[
     str | None, Header(max_length=255, description="Same key and body replay the first answer (24 h)")
 ]
+SCORES = ("csat", "nps")
+
+
+class ScoreFromStaff(Unprocessable):
+    slug, title = "score-from-staff", "Scores come from customers"
+
+
+def refuse_staff_scores(principal: Principal, touchpoints: list[dict[str, Any]]) -> None:
+    """A CSAT or NPS is the customer's answer to a survey, never a staff member's guess: a signed-in staff user
+    may not send one (it would move the customer's average and every satisfaction figure). Surveys, ingest and
+    integrations send them with an API key."""
+    if principal.kind != "user":
+        return
+    sent = [(index, score) for index, item in enumerate(touchpoints) for score in SCORES if item.get(score) is not None]
+    if not sent:
+        return
+    where = ", ".join(f"item {index}: {score}" for index, score in sent) if len(touchpoints) > 1 else None
+    raise ScoreFromStaff(
+        "Scores come from customers: CSAT and NPS are recorded from the customer's survey answer, not entered by "
+        f"staff. Leave them out{f' ({where})' if where else ''}.",
+        fields=sorted({score for _, score in sent}),
+    )
 
 
 @router.post(
@@ -44,7 +67,10 @@ IdempotencyKey = Annotated[
         **ok(InteractionRead, "Already stored (same source and external_id)", headers=("Idempotency-Replayed",)),
         409: problem("The same Idempotency-Key is still in flight"),
         410: problem("This Idempotency-Key's touchpoint belonged to a contact erased since (its response is gone)"),
-        422: problem("Invalid, or the Idempotency-Key was used with another body"),
+        422: problem(
+            "Invalid, the Idempotency-Key was used with another body, or a CSAT/NPS sent by a signed-in staff user "
+            "(scores come from customers)"
+        ),
     },
 )
 async def log_interaction(
@@ -54,6 +80,7 @@ async def log_interaction(
     write_through: WriteThroughDep,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
+    refuse_staff_scores(principal, [body.model_dump(include=set(SCORES))])
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key is not None else None
     answer = await forward(
         services.interactions, "POST", "/v1/interactions", principal, body=body_of(body), headers=headers
@@ -66,7 +93,10 @@ async def log_interaction(
 @router.post(
     "/interactions/batch",
     summary="Log up to 1000 touchpoints; each gets its own status",
-    responses=ok(BatchResults, headers=("Idempotency-Replayed",)),
+    responses={
+        **ok(BatchResults, headers=("Idempotency-Replayed",)),
+        422: problem("A CSAT/NPS in an item sent by a signed-in staff user (scores come from customers)"),
+    },
 )
 async def log_interactions(
     body: InteractionBatch,
@@ -77,6 +107,7 @@ async def log_interactions(
     """Each item is stored or refused on its own: the answer lists a status (201 stored, 200 already stored, or the 4xx
     problem) per item, in order. With an `Idempotency-Key`, a retry returns the first answer with `Idempotency-
     Replayed: true`."""
+    refuse_staff_scores(principal, body.items)
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key is not None else None
     return await forward(
         services.interactions, "POST", "/v1/interactions/batch", principal, body=body_of(body), headers=headers

@@ -2,13 +2,14 @@
 
 from fastapi import APIRouter
 
-from gateway.console import admin, customers, dashboard, queue, routes
+from gateway.console import admin, customers, dashboard, queue, routes, timeline
 
 router = APIRouter(include_in_schema=False)
 # The customer pages first: /customers/new must not be taken for a customer id by the timeline's page.
 router.include_router(customers.router)
 router.include_router(admin.router)
 router.include_router(queue.router)
+router.include_router(timeline.router)
 router.include_router(routes.router)
 router.include_router(dashboard.router)
 

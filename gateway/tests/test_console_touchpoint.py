@@ -6,13 +6,14 @@ from __future__ import annotations
 import html
 import re
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
 
 from gateway.tests.conftest import ADMIN, StubServices, interaction_fields
+from servicekit.clock import MovableClock
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 SQL = "Robert'); DROP TABLE touchpoints;--"
@@ -136,22 +137,24 @@ async def test_a_touchpoint_under_another_customer_leads_to_its_own_address_and_
 
 
 async def test_a_touchpoint_logged_from_the_console_is_drawn_as_the_timeline_draws_it(
-    gateway: httpx.AsyncClient, stub: StubServices
+    gateway: httpx.AsyncClient, stub: StubServices, clock: MovableClock
 ) -> None:
     """The script's POST answers with the new item from ``interaction_item`` (no body): the same HTML as the
     timeline's own fragment gives for it once it is in the projection."""
+    clock.set(T0 + timedelta(hours=2))  # the touchpoint is backdated two hours
     contact = stub.add_contact()
     agent = await staff(gateway, "agent")
     me = await gateway.get("/api/v1/auth/me", headers=agent)
     csrf = me.json()["csrf_token"]
     form = {"csrf_token": csrf, "idempotency_key": str(uuid.uuid4()), "channel": "phone", "direction": "outbound",
-            "type": "support", "subject": "Called <back>", "body": "Secret\nnotes", "csat": "5",
-            "occurred_at": T0.isoformat()}  # fmt: skip
+            "type": "support", "subject": "Called <back>", "body": "Secret\nnotes", "outcome": "Slot moved",
+            "duration_min": "4.5", "occurred_at": T0.isoformat()}  # fmt: skip
     logged = await gateway.post(f"/customers/{contact['id']}/touchpoints", data=form,
                                 headers={**agent, "X-Console": "fragment", "origin": "http://test"})  # fmt: skip
     assert logged.status_code == 201, logged.text
     drawn = logged.text
-    assert "Called &lt;back&gt;" in drawn and "CSAT 5/5" in drawn and "Secret" not in drawn
+    assert "Called &lt;back&gt;" in drawn and "Slot moved" in drawn and "Secret" not in drawn
+    assert "4 min" in drawn and stub.interactions[-1]["duration_s"] == 270  # 4.5 minutes, in seconds
     assert 'data-at="2026-03-01T12:00:00+00:00"' in drawn  # ISO 8601, as the timeline API gives it
     touchpoint_id = stub.interactions[-1]["id"]
     assert f'href="/customers/{contact["id"]}/touchpoints/{touchpoint_id}"' in drawn

@@ -33,7 +33,7 @@ function timeline(list) {
   const status = document.querySelector("[data-live-status]");
   const known = () => new Set([...list.querySelectorAll("li.item")].map((li) => li.dataset.id));
 
-  // Newest first, by time: a follow-up due tomorrow sits above a touchpoint logged just now.
+  // Newest first, by when it happened (open follow-ups are not history: they stand in "Upcoming").
   function placeByTime(li) {
     const at = Date.parse(li.dataset.at);
     for (const other of list.querySelectorAll("li.item")) {
@@ -59,6 +59,26 @@ function timeline(list) {
   async function refreshHead() {
     const response = await fetch(list.dataset.fragment, { credentials: "same-origin" });
     if (response.ok) addNewest(fragment(await response.text()));
+  }
+
+  // The header's figures and the "Upcoming" block, as the server draws them now. A part is replaced only when
+  // it changed, so a keyboard user's focus inside it is not lost for nothing.
+  let summaryTicket = 0;
+  async function refreshSummary() {
+    if (!list.dataset.summary) return;
+    const ticket = ++summaryTicket;
+    const response = await fetch(list.dataset.summary, { credentials: "same-origin" });
+    if (!response.ok || ticket !== summaryTicket) return; // an older answer must not overwrite a newer one
+    const parts = fragment(await response.text());
+    for (const fresh of parts.querySelectorAll("[data-live-part]")) {
+      const shown = document.querySelector(`[data-live-part="${fresh.dataset.livePart}"]`);
+      if (shown && shown.innerHTML.trim() !== fresh.innerHTML.trim()) shown.replaceChildren(...fresh.childNodes);
+    }
+  }
+
+  function refreshAll() {
+    refreshHead();
+    refreshSummary();
   }
 
   async function loadMore(link) {
@@ -109,9 +129,9 @@ function timeline(list) {
       status.classList.add("on");
       clearInterval(polling);
       polling = null;
-      refreshHead();
+      refreshAll();
     });
-    source.addEventListener("item", () => refreshHead());
+    source.addEventListener("item", () => refreshAll());
     // The customer was merged into another: their page is the survivor's now.
     source.addEventListener("merged", (event) => {
       source.close();
@@ -143,7 +163,7 @@ function timeline(list) {
     source.addEventListener("error", () => {
       status.textContent = "reconnecting…";
       status.classList.remove("on");
-      polling = polling || setInterval(refreshHead, 15000);
+      polling = polling || setInterval(refreshAll, 15000);
     });
     window.addEventListener("pagehide", () => source.close());
   } else if (status) {
@@ -187,6 +207,14 @@ function timeline(list) {
   const form = document.querySelector("form[data-log]");
   if (form) {
     const said = form.querySelector(".form-status");
+    // The follow-up it fulfils says where the work is owed: its channel, and its thread when that is open.
+    form.elements.followup_id.addEventListener("change", (event) => {
+      const chosen = event.target.selectedOptions[0];
+      if (!chosen || !chosen.value) return;
+      if (chosen.dataset.channel) form.elements.channel.value = chosen.dataset.channel;
+      const thread = [...form.elements.thread.options].find((o) => o.value && o.value === chosen.dataset.thread);
+      if (thread) form.elements.thread.value = thread.value;
+    });
     form.addEventListener("submit", async (event) => {
       event.preventDefault();
       const button = form.querySelector("button[type=submit]");
@@ -208,8 +236,22 @@ function timeline(list) {
         addNewest(fragment(text));
         said.textContent = "Logged.";
         said.classList.remove("error");
-        for (const name of ["subject", "body", "thread_id", "csat"]) form.elements[name].value = "";
+        const fulfilled = form.elements.followup_id;
+        if (fulfilled.value) fulfilled.selectedOptions[0].remove(); // closed by this touchpoint
+        const thread = form.elements.thread;
+        const started = response.headers.get("X-Console-New-Thread");
+        if (started) {
+          // The thread just started is open: the next touchpoint may go on with it.
+          const option = new Option(form.elements.subject.value || started, started);
+          thread.insertBefore(option, thread.querySelector("option[value=new]"));
+        }
+        for (const name of ["subject", "body", "outcome", "duration_min", "amount", "thread", "followup_id"]) {
+          form.elements[name].value = "";
+        }
+        const now = response.headers.get("X-Console-Now");
+        if (now) form.elements.occurred_at.value = now;
         form.elements.idempotency_key.value = response.headers.get("X-Console-Next-Key") || "";
+        refreshSummary();
       } catch (error) {
         said.textContent = "Not logged: the gateway could not be reached.";
         said.classList.add("error");
