@@ -459,6 +459,7 @@ class FollowupStats(BaseModel):
     until: datetime | None
     team: str | None
     channel: str | None
+    assignee: str | None = None
     as_of: datetime
     total: int
     sla: FollowupSla
