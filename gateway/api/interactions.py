@@ -6,9 +6,20 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path, Query, Response
+from fastapi import APIRouter, Header, Path, Query, Request, Response
 
-from gateway.api.common import AUTH_ERRORS, INGEST_VIEW, NOT_FOUND, body_of, forward, ids_only_for_ingest, ok, problem
+from gateway.api.common import (
+    AUTH_ERRORS,
+    INGEST_VIEW,
+    NOT_FOUND,
+    body_of,
+    forward,
+    ids_only_for_ingest,
+    ok,
+    pass_on,
+    passed_on_body,
+    problem,
+)
 from gateway.auth import InteractionsLog, InteractionsRead, InteractionsUpdate
 from gateway.deps import ServicesDep, WriteThroughDep
 from gateway.schemas_services import (
@@ -27,6 +38,8 @@ from servicekit.channels import Channel
 from servicekit.clock import InUtc
 
 router = APIRouter(tags=["interactions"], responses=AUTH_ERRORS)
+# The bodies these routes pass on unparsed (the service validates them), documented as if parsed.
+PASSED_ON_BODIES = (InteractionCreate, InteractionBatch)
 
 # Passed on as sent, an empty one too (the service refuses it with a 400, as its document says).
 IdempotencyKey = Annotated[
@@ -46,18 +59,17 @@ IdempotencyKey = Annotated[
         410: problem("This Idempotency-Key's touchpoint belonged to a contact erased since (its response is gone)"),
         422: problem("Invalid, or the Idempotency-Key was used with another body"),
     },
+    openapi_extra=passed_on_body(InteractionCreate),
 )
 async def log_interaction(
-    body: InteractionCreate,
+    request: Request,
     principal: InteractionsLog,
     services: ServicesDep,
     write_through: WriteThroughDep,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key is not None else None
-    answer = await forward(
-        services.interactions, "POST", "/v1/interactions", principal, body=body_of(body), headers=headers
-    )
+    answer = await pass_on(services.interactions, "POST", "/v1/interactions", principal, request, headers=headers)
     # Projected from the full answer; an ingest key then sees ids only, a touchpoint of another system included
     # (the same source and external_id answer 200 with the touchpoint already stored).
     return ids_only_for_ingest(principal, await write_through.interaction(answer), "id", "contact_id")
@@ -67,9 +79,10 @@ async def log_interaction(
     "/interactions/batch",
     summary="Log up to 1000 touchpoints; each gets its own status",
     responses=ok(BatchResults, headers=("Idempotency-Replayed",)),
+    openapi_extra=passed_on_body(InteractionBatch),
 )
 async def log_interactions(
-    body: InteractionBatch,
+    request: Request,
     principal: InteractionsLog,
     services: ServicesDep,
     idempotency_key: IdempotencyKey = None,
@@ -78,9 +91,7 @@ async def log_interactions(
     problem) per item, in order. With an `Idempotency-Key`, a retry returns the first answer with `Idempotency-
     Replayed: true`."""
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key is not None else None
-    return await forward(
-        services.interactions, "POST", "/v1/interactions/batch", principal, body=body_of(body), headers=headers
-    )
+    return await pass_on(services.interactions, "POST", "/v1/interactions/batch", principal, request, headers=headers)
 
 
 @router.get("/interactions", summary="List touchpoints, newest first", responses=ok(InteractionPage))
