@@ -65,14 +65,15 @@ async def log_interaction(
     request: Request,
     principal: InteractionsLog,
     services: ServicesDep,
-    write_through: WriteThroughDep,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key is not None else None
     answer = await pass_on(services.interactions, "POST", "/v1/interactions", principal, request, headers=headers)
-    # Projected from the full answer; an ingest key then sees ids only, a touchpoint of another system included
-    # (the same source and external_id answer 200 with the touchpoint already stored).
-    return ids_only_for_ingest(principal, await write_through.interaction(answer), "id", "contact_id")
+    # The timeline gets the touchpoint from its event, through the gateway's consumer (in batches), not from this
+    # answer: writing it here too cost a transaction per touchpoint on the busiest path and wrote every row twice
+    # (issue 21). An ingest key sees ids only, a touchpoint of another system included (the same source and
+    # external_id answer 200 with the touchpoint already stored).
+    return ids_only_for_ingest(principal, answer, "id", "contact_id")
 
 
 @router.post(

@@ -9,8 +9,14 @@ import json
 
 import httpx
 import pytest
+from sqlalchemy import func, select
 
+from gateway import projection
+from gateway.app import create_app
+from gateway.settings import GatewaySettings
 from gateway.tests.conftest import ADMIN, StubServices, make_key
+from servicekit.clock import MovableClock
+from servicekit.testing.apps import running_app
 
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 SOMEONE = "7aa3a058-0088-18e0-b75e-779325d4b344"
@@ -80,3 +86,22 @@ async def test_the_document_shows_the_body_the_service_takes(gateway: httpx.Asyn
         assert "example" in body["content"]["application/json"]
         assert name in document["components"]["schemas"]
     assert "ContactRef" in document["components"]["schemas"]  # what InteractionCreate refers to is there too
+
+
+async def test_a_logged_touchpoint_reaches_the_timeline_from_its_event_only(
+    gateway_settings: GatewaySettings, clock: MovableClock, stub: StubServices
+) -> None:
+    # The answer was written into the projection as well (a transaction per touchpoint on the busiest path), and
+    # the event wrote the same row again: now the consumer alone writes it, from the event.
+    contact = stub.add_contact()
+    app = create_app(gateway_settings, clock=clock, transports=stub.transports())
+    async with running_app(app) as client:
+        logged = await client.post("/api/v1/interactions", json={**TOUCHPOINT, "contact_id": contact["id"]},
+                                   headers=ADMIN)  # fmt: skip
+        assert logged.status_code == 201, logged.text
+        projected = select(func.count()).select_from(projection.TABLE)
+        async with app.state.runtime.sessionmaker() as session:
+            assert await session.scalar(projected) == 0
+        await stub.project(app)  # as the gateway's consumer applies the touchpoint's event
+        page = (await client.get(f"/api/v1/contacts/{contact['id']}/timeline", headers=ADMIN)).json()
+        assert [item["id"] for item in page["items"] if item["kind"] == "interaction"] == [logged.json()["id"]]
