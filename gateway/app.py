@@ -12,7 +12,8 @@ from fastapi import FastAPI, Request, Response
 from nats.js.api import DeliverPolicy
 
 from gateway import events, examples, staff, webhooks
-from gateway.api import router, spreadsheets
+from gateway.api import PASSED_ON_BODIES, router, spreadsheets
+from gateway.api.common import document_passed_on_bodies
 from gateway.api.timeline import document_timeline_limit
 from gateway.auth import Authenticator, PasswordHashing, RateLimiter
 from gateway.console import router as console_router
@@ -203,6 +204,7 @@ def create_app(
     )
     app.include_router(health_router())
     app.include_router(router)
+    document_passed_on_bodies(app, PASSED_ON_BODIES)
     app.include_router(console_router)
     document_problems(app)
     setup_tracing(service=NAME, app=app)

@@ -117,6 +117,28 @@ class RateLimited(ProblemError):
 
 
 @dataclass(frozen=True)
+class RateLimit:
+    """How many requests a caller may send: ``per_minute`` on average, ``burst`` at once."""
+
+    per_minute: int
+    burst: int
+
+
+# An API key's own limit when its maker sets none, by role (issue 21): an ingest key is a machine sender, whose
+# backlog after an outage or whose nightly sync comes at hundreds a second; the gateway's default for people
+# (1,200 a minute) answered such a sender with 429s at 20 requests a second. Other roles: the gateway's setting.
+KEY_RATE_LIMITS: dict[Role, RateLimit] = {Role.ingest: RateLimit(per_minute=60_000, burst=1_000)}
+MAX_KEY_RATE_PER_MINUTE = 6_000_000  # 100,000 a second: more than one gateway process serves
+MAX_KEY_BURST = 100_000
+
+
+def key_rate_limit(role: Role, per_minute: int | None, burst: int | None, *, default: RateLimit) -> RateLimit:
+    """The limit a new key gets: what its maker set, else its role's default, else ``default`` (the setting)."""
+    base = KEY_RATE_LIMITS.get(role, default)
+    return RateLimit(per_minute=per_minute or base.per_minute, burst=burst or base.burst)
+
+
+@dataclass(frozen=True)
 class Principal:
     """The caller of one request."""
 
@@ -129,6 +151,7 @@ class Principal:
     handle: str | None = None  # a staff user's handle: what assignee=me and "Mine" mean
     teams: tuple[str, ...] = ()
     timezone: str | None = None
+    rate_limit: RateLimit | None = None  # an API key's own; none: the gateway's setting
 
     @property
     def via_session(self) -> bool:
@@ -183,19 +206,21 @@ class RateLimiter:
     """A token bucket per caller, in this process (each gateway replica limits on its own)."""
 
     def __init__(self, *, per_minute: int, burst: int) -> None:
-        self.rate = per_minute / 60.0
-        self.burst = float(max(burst, 1))
+        self.default = RateLimit(per_minute=per_minute, burst=max(burst, 1))
         self._buckets: dict[str, tuple[float, float]] = {}
 
-    def take(self, caller: str) -> None:
+    def take(self, caller: str, limit: RateLimit | None = None) -> None:
+        """Takes a token from ``caller``'s bucket, sized by ``limit`` (an API key's own) or this limiter's."""
+        limit = limit or self.default
+        rate, burst = limit.per_minute / 60.0, float(max(limit.burst, 1))
         now = time.monotonic()
-        tokens, stamp = self._buckets.get(caller, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - stamp) * self.rate)
+        tokens, stamp = self._buckets.get(caller, (burst, now))
+        tokens = min(burst, tokens + (now - stamp) * rate)
         if tokens < 1.0:
-            wait = max(1, int((1.0 - tokens) / self.rate + 0.999))
+            wait = max(1, int((1.0 - tokens) / rate + 0.999))
             self._buckets[caller] = (tokens, now)
             raise RateLimited(
-                f"More than {int(self.rate * 60)} requests per minute; retry in {wait} s.",
+                f"More than {limit.per_minute} requests per minute; retry in {wait} s.",
                 headers={"Retry-After": str(wait)},
             )
         self._buckets[caller] = (tokens - 1.0, now)
@@ -206,7 +231,7 @@ class RateLimiter:
         """Returns the token a request took (a sign-in that succeeded does not count against its address)."""
         found = self._buckets.get(caller)
         if found is not None:
-            self._buckets[caller] = (min(self.burst, found[0] + 1.0), found[1])
+            self._buckets[caller] = (min(float(self.default.burst), found[0] + 1.0), found[1])
 
 
 # --- authentication ----------------------------------------------------------------------------------------------
@@ -256,7 +281,11 @@ class Authenticator:
             row = await session.scalar(select(ApiKey).where(col(ApiKey.prefix) == prefix))
         if row is None or row.revoked_at is not None or not hmac.compare_digest(row.key_hash, digest):
             return None, None
-        return Principal(id=str(row.id), kind="api_key", role=Role(row.role), name=row.name), row.expires_at
+        own = None
+        if row.rate_limit_per_minute is not None and row.rate_limit_burst is not None:
+            own = RateLimit(per_minute=row.rate_limit_per_minute, burst=row.rate_limit_burst)
+        principal = Principal(id=str(row.id), kind="api_key", role=Role(row.role), name=row.name, rate_limit=own)
+        return principal, row.expires_at
 
     async def still_valid(self, principal: Principal) -> bool:
         """Whether the caller's credential still holds, read from the database (no cache): a long-lived request
@@ -336,7 +365,7 @@ async def current_principal(
             await verify_csrf(request, principal)
     else:
         raise Unauthorized("Send an API key (Authorization: Bearer …) or log in.")
-    state.rate_limiter.take(principal.id)
+    state.rate_limiter.take(principal.id, principal.rate_limit)
     request.state.principal = principal
     return principal
 

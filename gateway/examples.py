@@ -154,6 +154,8 @@ API_KEY: dict[str, Any] = {
     "created_by": "admin",
     "expires_at": None,
     "revoked_at": None,
+    "rate_limit_per_minute": 60_000,
+    "rate_limit_burst": 1_000,
 }
 USER: dict[str, Any] = {
     "id": USER_ID,

@@ -40,6 +40,9 @@ class ApiKey(GatewayTable, table=True):
     created_by: str = Field(max_length=64)
     expires_at: datetime | None = Field(default=None, sa_type=_TS)  # type: ignore[call-overload]
     revoked_at: datetime | None = Field(default=None, sa_type=_TS)  # type: ignore[call-overload]
+    # The key's own limit, set when it was made; none (a key made before keys had one): the gateway's setting.
+    rate_limit_per_minute: int | None = None
+    rate_limit_burst: int | None = None
 
 
 class StaffUser(GatewayTable, table=True):

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, StringConstraints, WithJsonSchema
 
-from gateway.auth import Role
+from gateway.auth import MAX_KEY_BURST, MAX_KEY_RATE_PER_MINUTE, Role
 from gateway.schemas_services import ContactRead
 from servicekit.catalogue import all_events
 from servicekit.clock import InUtc
@@ -28,6 +28,20 @@ class ApiKeyCreate(Strict):
     name: Name
     role: Role
     expires_at: InUtc | None = Field(None, description="When the key stops working (none: never)")
+    rate_limit_per_minute: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_KEY_RATE_PER_MINUTE,
+        description="Requests a minute this key may send (429 above); none: its role's default (ingest 60,000, "
+        "others the gateway's GATEWAY_RATE_LIMIT_PER_MINUTE)",
+    )
+    rate_limit_burst: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_KEY_BURST,
+        description="Requests this key may send at once before the per-minute rate applies; none: its role's "
+        "default (ingest 1,000, others the gateway's GATEWAY_RATE_LIMIT_BURST)",
+    )
 
 
 class ApiKeyRead(BaseModel):
@@ -39,6 +53,8 @@ class ApiKeyRead(BaseModel):
     created_by: str
     expires_at: datetime | None
     revoked_at: datetime | None
+    rate_limit_per_minute: int = Field(description="Requests a minute this key may send (429 above)")
+    rate_limit_burst: int = Field(description="Requests it may send at once before the per-minute rate applies")
 
     model_config = ConfigDict(from_attributes=True)
 

@@ -105,9 +105,11 @@ class ServiceClient:
         caller: str | None,
         params: dict[str, Any] | None = None,
         json: Any = None,
+        content: bytes | None = None,
         headers: dict[str, str] | None = None,
     ) -> httpx.Response:
-        """Send one call; transport failures become 503/504 problems naming this service."""
+        """Send one call (a body as ``json``, or as the caller's own bytes in ``content`` with its Content-Type in
+        ``headers``); transport failures become 503/504 problems naming this service."""
         if any(segment in (".", "..") for segment in path.split("?", 1)[0].split("/")):
             raise UnsafeUpstreamPath(path)  # a 500: a bug of ours (not the caller's input), never another route
         clean_params = {k: v for k, v in (params or {}).items() if v is not None}
@@ -117,7 +119,12 @@ class ServiceClient:
             last = attempt == attempts - 1
             try:
                 response = await self.client.request(
-                    method, path, params=clean_params, json=json, headers=self._headers(caller, headers)
+                    method,
+                    path,
+                    params=clean_params,
+                    json=json,
+                    content=content,
+                    headers=self._headers(caller, headers),
                 )
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
                 if not last:

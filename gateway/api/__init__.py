@@ -31,6 +31,7 @@ MODULES = (
     catalogue,
 )
 router = APIRouter(prefix="/api/v1")
+PASSED_ON_BODIES = interactions.PASSED_ON_BODIES
 for module in MODULES:
     router.include_router(module.router)
 

@@ -3,12 +3,24 @@ service scopes it per caller (``X-Touchpoint-Caller`` = the API key id or user i
 
 from __future__ import annotations
 
+import json
 import uuid
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import APIRouter, Header, Path, Query, Response
+from fastapi import APIRouter, Header, Path, Query, Request, Response
 
-from gateway.api.common import AUTH_ERRORS, INGEST_VIEW, NOT_FOUND, body_of, forward, ids_only_for_ingest, ok, problem
+from gateway.api.common import (
+    AUTH_ERRORS,
+    INGEST_VIEW,
+    NOT_FOUND,
+    body_of,
+    forward,
+    ids_only_for_ingest,
+    ok,
+    pass_on,
+    passed_on_body,
+    problem,
+)
 from gateway.auth import InteractionsLog, InteractionsRead, InteractionsUpdate, Principal
 from gateway.deps import ServicesDep, WriteThroughDep
 from gateway.schemas_services import (
@@ -28,6 +40,8 @@ from servicekit.clock import InUtc
 from servicekit.problems import Unprocessable
 
 router = APIRouter(tags=["interactions"], responses=AUTH_ERRORS)
+# The bodies these routes pass on unparsed (the service validates them), documented as if parsed.
+PASSED_ON_BODIES = (InteractionCreate, InteractionBatch)
 
 # Passed on as sent, an empty one too (the service refuses it with a 400, as its document says).
 IdempotencyKey = Annotated[
@@ -40,12 +54,23 @@ class ScoreFromStaff(Unprocessable):
     slug, title = "score-from-staff", "Scores come from customers"
 
 
-def refuse_staff_scores(principal: Principal, touchpoints: list[dict[str, Any]]) -> None:
+async def refuse_staff_scores(principal: Principal, request: Request, *, batch: bool) -> None:
     """A CSAT or NPS is the customer's answer to a survey, never a staff member's guess: a signed-in staff user
     may not send one (it would move the customer's average and every satisfaction figure). Surveys, ingest and
-    integrations send them with an API key."""
+    integrations send them with an API key.
+
+    Only a staff user's body is parsed here (people send few touchpoints); a key's goes on unread (``pass_on``),
+    and a body that is not a JSON object is left for the service to refuse."""
     if principal.kind != "user":
         return
+    try:
+        body = json.loads(await request.body())
+    except ValueError:
+        return
+    if not isinstance(body, dict):
+        return
+    sent_items = body.get("items") if batch else [body]
+    touchpoints = [item for item in sent_items if isinstance(item, dict)] if isinstance(sent_items, list) else []
     sent = [(index, score) for index, item in enumerate(touchpoints) for score in SCORES if item.get(score) is not None]
     if not sent:
         return
@@ -72,22 +97,22 @@ def refuse_staff_scores(principal: Principal, touchpoints: list[dict[str, Any]])
             "(scores come from customers)"
         ),
     },
+    openapi_extra=passed_on_body(InteractionCreate),
 )
 async def log_interaction(
-    body: InteractionCreate,
+    request: Request,
     principal: InteractionsLog,
     services: ServicesDep,
-    write_through: WriteThroughDep,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
-    refuse_staff_scores(principal, [body.model_dump(include=set(SCORES))])
+    await refuse_staff_scores(principal, request, batch=False)
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key is not None else None
-    answer = await forward(
-        services.interactions, "POST", "/v1/interactions", principal, body=body_of(body), headers=headers
-    )
-    # Projected from the full answer; an ingest key then sees ids only, a touchpoint of another system included
-    # (the same source and external_id answer 200 with the touchpoint already stored).
-    return ids_only_for_ingest(principal, await write_through.interaction(answer), "id", "contact_id")
+    answer = await pass_on(services.interactions, "POST", "/v1/interactions", principal, request, headers=headers)
+    # The timeline gets the touchpoint from its event, through the gateway's consumer (in batches), not from this
+    # answer: writing it here too cost a transaction per touchpoint on the busiest path and wrote every row twice
+    # (issue 21). An ingest key sees ids only, a touchpoint of another system included (the same source and
+    # external_id answer 200 with the touchpoint already stored).
+    return ids_only_for_ingest(principal, answer, "id", "contact_id")
 
 
 @router.post(
@@ -97,9 +122,10 @@ async def log_interaction(
         **ok(BatchResults, headers=("Idempotency-Replayed",)),
         422: problem("A CSAT/NPS in an item sent by a signed-in staff user (scores come from customers)"),
     },
+    openapi_extra=passed_on_body(InteractionBatch),
 )
 async def log_interactions(
-    body: InteractionBatch,
+    request: Request,
     principal: InteractionsLog,
     services: ServicesDep,
     idempotency_key: IdempotencyKey = None,
@@ -107,11 +133,9 @@ async def log_interactions(
     """Each item is stored or refused on its own: the answer lists a status (201 stored, 200 already stored, or the 4xx
     problem) per item, in order. With an `Idempotency-Key`, a retry returns the first answer with `Idempotency-
     Replayed: true`."""
-    refuse_staff_scores(principal, body.items)
+    await refuse_staff_scores(principal, request, batch=True)
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key is not None else None
-    return await forward(
-        services.interactions, "POST", "/v1/interactions/batch", principal, body=body_of(body), headers=headers
-    )
+    return await pass_on(services.interactions, "POST", "/v1/interactions/batch", principal, request, headers=headers)
 
 
 @router.get("/interactions", summary="List touchpoints, newest first", responses=ok(InteractionPage))

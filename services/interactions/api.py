@@ -24,7 +24,6 @@ from services.interactions.deps import (
 )
 from services.interactions.flows import BatchTooLarge, Ingestion
 from services.interactions.idempotency import Claim, Replay, fingerprint
-from services.interactions.list_route import QueryParametersRoute
 from services.interactions.schemas import (
     DEFAULT_PAGE,
     DIRECTIONS,
@@ -40,7 +39,6 @@ from services.interactions.schemas import (
     TouchpointRead,
     page_json,
 )
-from services.interactions.single_route import SingleTouchpointRoute
 from services.interactions.stats import compute_stats
 
 router = APIRouter(prefix="/v1", tags=["interactions"])
@@ -104,8 +102,6 @@ router.add_api_route(
         410: _problem("This Idempotency-Key's touchpoint belonged to a contact erased since (its response is gone)"),
         **WRITE_PROBLEMS,
     },
-    # The busiest route: its parameters are read without FastAPI's generic solving (see single_route).
-    route_class_override=SingleTouchpointRoute,
 )
 
 
@@ -172,7 +168,7 @@ async def list_touchpoints(
         limit=limit,
     )
     # Written straight from the rows (schemas.page_json: the document TouchpointPage gives; response_model
-    # documents it): the timeline reads this page on every view.
+    # documents it), without building a model per row.
     body = page_json(
         rows,
         next_cursor=next_position.cursor() if next_position else None,
@@ -188,8 +184,6 @@ router.add_api_route(
     response_model=TouchpointPage,
     summary="List touchpoints, newest first (keyset pagination)",
     responses={400: _problem("Invalid cursor or before")},
-    # The timeline reads it on every view: its parameters are read without FastAPI's generic solving (list_route).
-    route_class_override=QueryParametersRoute,
 )
 
 
