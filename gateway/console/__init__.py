@@ -2,11 +2,12 @@
 
 from fastapi import APIRouter
 
-from gateway.console import customers, routes
+from gateway.console import customers, routes, search
 
 router = APIRouter(include_in_schema=False)
 # The customer pages first: /customers/new must not be taken for a customer id by the timeline's page.
 router.include_router(customers.router)
+router.include_router(search.router)
 router.include_router(routes.router)
 
 __all__ = ["router"]
