@@ -110,9 +110,10 @@ async def replace_terms(
     words = {row.term for row in rows if row.field == "name"}
     if words:
         known = select(col(SearchTrigram.term)).where(col(SearchTrigram.term).in_(words)).distinct()
-        fresh = words - set((await session.scalars(known)).all())
+        # A word without a letter or digit ("&" in "Maple & Rye") has no trigrams: nothing to add for it.
+        fresh = trigram_rows(words - set((await session.scalars(known)).all()))
         if fresh:
-            await session.execute(upsert(session, SearchTrigram).on_conflict_do_nothing(), trigram_rows(fresh))
+            await session.execute(upsert(session, SearchTrigram).on_conflict_do_nothing(), fresh)
     gone = before - words
     if gone:
         still_used = (
