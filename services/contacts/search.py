@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import phonenumbers
-from sqlalchemy import Select, and_, delete, func, or_, select, text
+from sqlalchemy import Select, and_, delete, func, or_, select, text, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 from sqlmodel import col
@@ -254,8 +254,15 @@ async def _tier_page(
     if tier == EXACT:
         ids = _ids(col(SearchTerm.field) == "q", col(SearchTerm.term).in_(query.forms), *bounds)
     elif tier == PREFIX:
-        matching = _ids(col(SearchTerm.field) == "q", _prefix_of(SearchTerm, query.forms), *bounds)
-        counted = select(func.count()).select_from(matching.limit(COLLECT_LIMIT + 1).subquery())
+        # One range scan a form, in a UNION: SQLite would scan the whole index for an OR of ranges.
+        per_form = [
+            _ids(col(SearchTerm.field) == "q", _prefix_of(SearchTerm, (form,)), *bounds).where(
+                ~_has(SearchTerm.contact_id, _equal_to(query.forms))
+            )
+            for form in query.forms
+        ]
+        matching = (union_all(*per_form) if len(per_form) > 1 else per_form[0]).subquery()
+        counted = select(func.count()).select_from(select(matching.c.contact_id).limit(COLLECT_LIMIT + 1).subquery())
         if (await session.scalar(counted) or 0) > COLLECT_LIMIT:
             # A common prefix: walk contacts newest first and probe each one's terms. The probe compares the
             # term's head rather than a range so the planner cannot take it for a rare one (from the histogram,
@@ -267,7 +274,10 @@ async def _tier_page(
                 ~_has(Contact.id, _equal_to(query.forms)),
             )
             return await _newest(session, outer, want)
-        ids = matching.where(~_has(SearchTerm.contact_id, _equal_to(query.forms)))
+        found = select(matching.c.contact_id)
+        if not filters.any:
+            found = found.group_by(matching.c.contact_id).order_by(matching.c.contact_id.desc()).limit(want)
+        return await _newest(session, outer.where(col(Contact.id).in_(found)), want)
     else:
         if query.fuzzy is None:
             return []
