@@ -49,7 +49,7 @@ def test_an_agent_finds_a_customer_by_a_phone_number_in_any_format_and_by_a_miss
             "q => new URLSearchParams(location.search).get('q') === q", arg=typed
         )  # this answer, not the last one
         assert results(page).first.inner_text().startswith("Lucia Okonkwo-Berg"), typed
-    screenshot(page, "search-phone")
+    screenshot(page, "search-by-phone-number")
 
     box.fill("lucai okonkwo")  # two letters swapped, and the rest of the surname left out
     page.get_by_text("“lucai okonkwo”").wait_for()
