@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import phonenumbers
-from sqlalchemy import Select, and_, delete, func, or_, select, text, union_all
+from sqlalchemy import Select, and_, delete, func, intersect, or_, select, text, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 from sqlmodel import col
@@ -47,14 +47,20 @@ _WORD = re.compile(r"[^\W_]+")
 
 
 def name_terms(*texts: str | None) -> set[str]:
-    """The lower-cased name or company as a whole and each of its words: what a typo search compares."""
+    """The lower-cased name or company as a whole and each of its words: what a prefix search compares."""
     terms: set[str] = set()
     for text_ in texts:
         if text_:
             lowered = text_.lower()
             terms.add(lowered[:200])
-            terms |= {word[:200] for word in lowered.replace(",", " ").split()}
+            terms |= name_words(text_)
     return terms
+
+
+def name_words(*texts: str | None) -> set[str]:
+    """The lower-cased words of a name or company: what a typo search compares, word by word (a whole name as
+    one term would match every contact sharing one of its words, twice the rows for nothing)."""
+    return {word[:200] for text_ in texts if text_ for word in text_.lower().replace(",", " ").split()}
 
 
 def phone_terms(phone: str) -> set[str]:
@@ -289,9 +295,13 @@ async def _tier_page(
             if close is None:
                 return []
             each.append(close)
-        ids = _ids(col(SearchTerm.field) == "name", each[0](SearchTerm), *bounds)
-        ids = ids.where(*(_has(SearchTerm.contact_id, close) for close in each[1:]))
-        ids = ids.where(~_has(SearchTerm.contact_id, _head_of(query.forms)))
+        # One index scan a word (GIN on PostgreSQL, the vocabulary's words on SQLite), intersected.
+        per_word = [_ids(close(SearchTerm), *bounds) for close in each]
+        both = (intersect(*per_word) if len(per_word) > 1 else per_word[0]).subquery()
+        found = select(both.c.contact_id).where(~_has(both.c.contact_id, _head_of(query.forms)))
+        if not filters.any:
+            found = found.group_by(both.c.contact_id).order_by(both.c.contact_id.desc()).limit(want)
+        return await _newest(session, outer.where(col(Contact.id).in_(found)), want)
     if not filters.any:
         # Search terms exist only for live contacts (merge and erase delete them): the page is the newest
         # ``want`` of the matches, ordered in the database on the ids alone.

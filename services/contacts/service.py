@@ -79,8 +79,8 @@ def identities_of(contact: Contact) -> set[tuple[str, str]]:
 
 def search_terms_of(contact: Contact) -> set[tuple[str, str]]:
     terms: set[tuple[str, str]] = set()
-    names = search.name_terms(contact.name, contact.company)
-    terms |= {("q", term) for term in names} | {("name", term) for term in names}
+    terms |= {("q", term) for term in search.name_terms(contact.name, contact.company)}
+    terms |= {("name", word) for word in search.name_words(contact.name, contact.company)}
     terms |= {("q", email) for email in contact.emails}
     terms |= {("q", term) for phone in contact.phones for term in search.phone_terms(phone)}
     terms |= {("tag", tag) for tag in contact.tags}

@@ -105,7 +105,7 @@ async def test_an_erased_name_leaves_every_search_index(client: httpx.AsyncClien
     keep = await create(client, name="Ingrid Berg")
     gone = await create(client, name="Sigrun Vakkerud", company="Vakkerud Fiskeri")
     assert await ids(client, "sigrn") == [gone["id"]]
-    assert {"sigrun", "vakkerud", "sigrun vakkerud", "vakkerud fiskeri"} <= await indexed_words(engine)
+    assert {"sigrun", "vakkerud", "fiskeri"} <= await indexed_words(engine)
     assert (await client.delete(f"/v1/contacts/{gone['id']}")).status_code == 204
     assert await ids(client, "sigrn") == []
     words = await indexed_words(engine)
@@ -120,12 +120,12 @@ async def test_a_merged_away_name_leaves_the_index_and_shared_words_stay(
     client: httpx.AsyncClient, engine: AsyncEngine
 ) -> None:
     survivor = await create(client, name="Ursula Xavier")
-    duplicate = await create(client, name="Ursula Xaviera")
+    duplicate = await create(client, name="Ursula Xaviera Brennhaug")
     other = await create(client, name="Xaviera Quist")
     response = await client.post(f"/v1/contacts/{survivor['id']}/merge", json={"source_id": duplicate["id"]})
     assert response.status_code == 200, response.text
     words = await indexed_words(engine)
-    assert "ursula xaviera" not in words
+    assert "brennhaug" not in words  # the survivor kept its own name: the duplicate's is in no index
     assert "xaviera" in words  # still another contact's word
     assert await ids(client, "xaviera") == [other["id"], survivor["id"]]  # exact, then the survivor by a typo
     assert (await client.delete(f"/v1/contacts/{other['id']}")).status_code == 204
@@ -189,7 +189,8 @@ async def test_the_migration_indexes_contacts_made_before_it(
     await asyncio.to_thread(upgrade, ALEMBIC_INI, empty_database_url)
     async with engine.connect() as conn:
         terms = set((await conn.execute(sa.text("SELECT field, term FROM search_terms"))).tuples().all())
-    assert {("name", "fatima khan"), ("name", "fatima"), ("name", "khan"), ("q", "612992580")} <= terms
+    assert {("name", "fatima"), ("name", "khan"), ("q", "612992580")} <= terms
+    assert ("name", "fatima khan") not in terms
     assert "fatima" in await indexed_words(engine)
     if db_backend == "sqlite":
         async with engine.connect() as conn:

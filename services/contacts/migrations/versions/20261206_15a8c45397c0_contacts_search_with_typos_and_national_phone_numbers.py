@@ -1,8 +1,8 @@
 """contacts search with typos and national phone numbers: name terms, pg_trgm GIN index, SQLite trigram table
 
-Adds the ``name`` search terms (name and company, for the typo search) and each phone's national part as a ``q``
-term to every live contact; on PostgreSQL the pg_trgm extension and a GIN trigram index over the name terms, on
-SQLite the ``search_trigrams`` vocabulary (filled from the name terms).
+Adds the ``name`` search terms (the words of name and company, for the typo search) and each phone's national
+part as a ``q`` term to every live contact; on PostgreSQL the pg_trgm extension and a GIN trigram index over the
+name terms, on SQLite the ``search_trigrams`` vocabulary (filled from the name terms).
 
 Revision ID: 15a8c45397c0
 Revises: 3f6b2c9d8e14
@@ -29,15 +29,9 @@ _WORD = re.compile(r"[^\W_]+")
 _BATCH = 2000
 
 
-def _name_terms(*texts: str | None) -> set[str]:
+def _name_words(*texts: str | None) -> set[str]:
     # As services/contacts/search.py cut them when this revision was written.
-    terms: set[str] = set()
-    for text in texts:
-        if text:
-            lowered = text.lower()
-            terms.add(lowered[:200])
-            terms |= {word[:200] for word in lowered.replace(",", " ").split()}
-    return terms
+    return {word[:200] for text in texts if text for word in text.lower().replace(",", " ").split()}
 
 
 def _national(phone: str) -> str | None:
@@ -87,7 +81,7 @@ def upgrade() -> None:
         last = rows[-1].id
         new = []
         for row in rows:
-            new += [{"contact_id": row.id, "field": "name", "term": t} for t in _name_terms(row.name, row.company)]
+            new += [{"contact_id": row.id, "field": "name", "term": t} for t in _name_words(row.name, row.company)]
             national = {_national(phone) for phone in row.phones or []} - {None}
             new += [{"contact_id": row.id, "field": "q", "term": t} for t in national]
         if new:
