@@ -182,9 +182,8 @@ def fuzz(
 
     ``known`` adds values that must exist (a contact's id): positive cases refer to them."""
     semantic = {**SEMANTIC, **(known or {})}
-    schema = schemathesis.openapi.from_asgi(openapi, app)
-    if OPERATIONS:
-        schema = schema.include(name=OPERATIONS)
+    document = schemathesis.openapi.from_asgi(openapi, app)
+    schema = document.include(name=OPERATIONS) if OPERATIONS else document
     failures: dict[tuple[str, str], str] = {}
     counts: dict[str, int] = {}
     statuses: dict[int, int] = {}

@@ -153,3 +153,28 @@ async def test_the_request_id_and_traceparent_reach_the_service_and_its_events(
     finally:
         await nc.close()
     assert event.requestid == "req-journey-1" and event.traceparent == traceparent
+
+
+async def test_search_through_the_gateway_phone_formats_typos_and_every_page(gateway: httpx.AsyncClient) -> None:
+    agent, reader = await key(gateway, "agent"), await key(gateway, "readonly")
+    made = await gateway.post("/api/v1/contacts", json={"name": "Fatima Ortega", "phones": ["+34612992580"]},
+                              headers=agent)  # fmt: skip
+    assert made.status_code == 201, made.text
+    fatima = made.json()["id"]
+    for q in ("612 992 580", "0034612992580", "+34 612 992 580", "(612) 992-580", "fatma", "ortga"):
+        found = await gateway.get("/api/v1/contacts", params={"q": q}, headers=reader)
+        assert found.status_code == 200, found.text
+        assert [c["id"] for c in found.json()["items"]] == [fatima], q
+    many = []
+    for n in range(27):
+        response = await gateway.post("/api/v1/contacts", json={"name": f"Fatima Number{n}"}, headers=agent)
+        many.append(response.json()["id"])
+    seen: list[str] = []
+    params: dict[str, Any] = {"q": "fatima", "limit": 25}
+    while True:
+        page = (await gateway.get("/api/v1/contacts", params=params, headers=reader)).json()
+        seen += [c["id"] for c in page["items"]]
+        if not page.get("next_cursor"):
+            break
+        params = {**params, "cursor": page["next_cursor"]}
+    assert seen == [*reversed(many), fatima]

@@ -60,11 +60,17 @@ async def create_contact(
     return await forward(services.contacts, "POST", "/v1/contacts", principal, body=body_of(body))
 
 
+SEARCH = (
+    "Name, company, email or phone: exact matches first, then prefix matches, then names within a typo; a phone "
+    "number in any common format (national, 00 or + international, spaces, brackets, dashes)"
+)
+
+
 @router.get("", summary="List and search contacts", responses=ok(ContactPage))
 async def list_contacts(
     principal: ContactsRead,
     services: ServicesDep,
-    q: Annotated[str | None, Query(max_length=200, description="Prefix of name, company, email or phone")] = None,
+    q: Annotated[str | None, Query(max_length=200, description=SEARCH)] = None,
     tag: Annotated[str | None, Query(max_length=64)] = None,
     tier: Annotated[str | None, Query(pattern="^(standard|premium)$")] = None,
     stage: Annotated[str | None, Query(max_length=20)] = None,
@@ -72,8 +78,12 @@ async def list_contacts(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> Response:
-    """Pages through contacts, filtered by a prefix of name, company, email or phone (`q`), a tag, tier, stage or owner
-    (`me`: the caller). Follow `next_cursor` for the next page; it is absent on the last."""
+    """Pages through contacts, filtered by a search (`q`), a tag, tier, stage or owner (`me`: the caller). A search
+    finds name, company, email or phone: first the contacts with a word or identity equal to it, then those starting
+    with it, then those whose name or company words are each within a typo of the words typed (`fatma` finds
+    Fatima); each group newest first. A phone number may be typed in any common format (`612 992 580`,
+    `0034612992580`, `+34 612 992 580`, `(612) 992-580`). Follow `next_cursor` for the next page (through every
+    group); it is absent on the last."""
     owner = resolve_me(owner, principal, field="owner")
     params = {"q": q, "tag": tag, "tier": tier, "stage": stage, "owner": owner, "limit": limit, "cursor": cursor}
     return await forward(services.contacts, "GET", "/v1/contacts", principal, params=params)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlencode, urlsplit
 
-from fastapi import APIRouter, Form, Query, Request
+from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
@@ -234,25 +234,6 @@ def _recent_ids(request: Request) -> list[str]:
         except ValueError:
             continue
     return found[:RECENT_MAX]
-
-
-@router.get("/search")
-async def search_page(request: Request, q: Annotated[str, Query(max_length=200)] = "") -> Response:
-    desk = await open_desk(request)
-    if desk is None:
-        return to_sign_in(request)
-    results = await desk.api.get("/contacts", q=q.strip(), limit=25) if q.strip() else None
-    recent = [a.body for a in await desk.api.get_many([f"/contacts/{i}" for i in _recent_ids(request)]) if a.ok]
-    return desk.render("search.html", q=q, results=results, recent=recent)
-
-
-@router.get("/search/results")
-async def search_results(request: Request, q: Annotated[str, Query(max_length=200)] = "") -> Response:
-    desk = await open_desk(request)
-    if desk is None:
-        return Response(status_code=401)
-    results = await desk.api.get("/contacts", q=q.strip(), limit=25) if q.strip() else None
-    return desk.render("_results.html", q=q, results=results)
 
 
 # --- the customer -------------------------------------------------------------------------------------------------

@@ -24,6 +24,11 @@ from services.contacts.schemas import (
 
 router = APIRouter(prefix="/v1/contacts", tags=["contacts"])
 
+SEARCH_DESCRIPTION = (
+    "Name, company, email or phone: exact matches first, then prefix matches, then names within a typo; a phone "
+    "number in any common format (national, 00 or + international, spaces, brackets, dashes)"
+)
+
 
 def _problem(description: str) -> dict[str, Any]:
     return {"description": description, "content": {PROBLEM_MEDIA_TYPE: {}}}
@@ -60,7 +65,8 @@ async def create_contact(
 )
 async def list_contacts(
     session: SessionDep,
-    q: Annotated[str | None, Query(max_length=200, description="Prefix of name, company, email or phone")] = None,
+    contacts: ContactsDep,
+    q: Annotated[str | None, Query(max_length=200, description=SEARCH_DESCRIPTION)] = None,
     tag: Annotated[str | None, Query(max_length=64)] = None,
     tier: Annotated[str | None, Query(pattern="^(standard|premium)$")] = None,
     stage: Annotated[str | None, Query(pattern="^(" + "|".join(STAGES) + ")$")] = None,
@@ -69,8 +75,9 @@ async def list_contacts(
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> ContactPage:
     rows, next_cursor = await service.list_contacts(
-        session=session, q=q, tag=tag, tier=tier, stage=stage, owner=owner, limit=limit, cursor=cursor
-    )
+        session=session, q=q, tag=tag, tier=tier, stage=stage, owner=owner, limit=limit, cursor=cursor,
+        region=contacts.default_region, similarity=contacts.search_similarity,
+    )  # fmt: skip
     return ContactPage(items=[service.to_read(r) for r in rows], next_cursor=next_cursor)
 
 

@@ -40,7 +40,12 @@ def create_app(settings: ContactsSettings | None = None, clock: Clock | None = N
         # The contact's dead letters (parked by any service's inbox, on crm.deadletter.<consumer>.<contact>) too.
         runtime.purge_erased(events.STREAM, "contacts", also=((DEADLETTER_STREAM, "crm.deadletter.*.{contact}"),))
         app.state.contacts = ContactsState(
-            contacts=ContactService(clock=runtime.clock, outbox=runtime.outbox, default_region=settings.default_region)
+            contacts=ContactService(
+                clock=runtime.clock,
+                outbox=runtime.outbox,
+                default_region=settings.default_region,
+                search_similarity=settings.search_similarity,
+            )
         )
         # A copy of the staff handles, for the owners a CSV import names (the gateway owns staff).
         staff_changes = EventInbox(

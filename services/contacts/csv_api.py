@@ -69,13 +69,15 @@ async def import_contacts(
 )
 async def export_contacts(
     request: Request,
+    contacts: ContactsDep,
     q: Annotated[str | None, Query(max_length=200, description="Prefix of name, company, email or phone")] = None,
     tag: Annotated[str | None, Query(max_length=64)] = None,
     tier: Annotated[str | None, Query(pattern="^(standard|premium)$")] = None,
     stage: Annotated[str | None, Query(pattern="^(" + "|".join(STAGES) + ")$")] = None,
     owner: Annotated[str | None, Query(max_length=200)] = None,
 ) -> StreamingResponse:
-    filters = {"q": q, "tag": tag, "tier": tier, "stage": stage, "owner": owner}
+    filters = {"q": q, "tag": tag, "tier": tier, "stage": stage, "owner": owner,
+               "region": contacts.default_region, "similarity": contacts.search_similarity}  # fmt: skip
     body = spreadsheets.export_contacts(sessionmaker=request.app.state.runtime.sessionmaker, filters=filters)
     return StreamingResponse(
         body, media_type=CSV_MEDIA_TYPE, headers={"Content-Disposition": 'attachment; filename="contacts.csv"'}

@@ -66,15 +66,38 @@ class Identity(ContactsTable, table=True):
 
 
 class SearchTerm(ContactsTable, table=True):
-    """Lower-cased words of name and company, emails and phone digits (field ``q``) and tags
-    (field ``tag``): prefix search and tag filters are index range scans."""
+    """Lower-cased words of name and company, emails and phone digits (field ``q``), tags (field ``tag``), and name
+    and company again (field ``name``) for the typo search: prefix search and tag filters are index range scans; on
+    PostgreSQL a GIN trigram index (``pg_trgm``) over the ``name`` terms answers the typo search."""
 
     __tablename__ = "search_terms"
-    __table_args__ = (sa.Index("ix_search_terms_lookup", "field", "term", "contact_id"),)
+    __table_args__ = (
+        sa.Index("ix_search_terms_lookup", "field", "term", "contact_id"),
+        sa.Index(
+            "ix_search_terms_name_trgm",
+            "term",
+            postgresql_using="gin",
+            postgresql_ops={"term": "gin_trgm_ops"},
+            postgresql_where=sa.text("field = 'name'"),
+        ).ddl_if(dialect="postgresql"),
+    )
 
     contact_id: uuid.UUID = Field(foreign_key="contacts.id", primary_key=True)
     field: str = Field(primary_key=True, max_length=8)
     term: str = Field(primary_key=True, sa_type=_TERM)  # type: ignore[call-overload]
+
+
+class SearchTrigram(ContactsTable, table=True):
+    """SQLite's typo search: the trigrams (as ``pg_trgm`` cuts them) of every distinct ``name`` term a live contact
+    has, with the term's trigram count for the similarity. One row per word, not per contact, so a common name
+    costs nothing more; a word leaves when no live contact has it any more. Empty on PostgreSQL (``pg_trgm``)."""
+
+    __tablename__ = "search_trigrams"
+    __table_args__ = (sa.Index("ix_search_trigrams_term", "term"),)
+
+    trigram: str = Field(primary_key=True, max_length=3)
+    term: str = Field(primary_key=True, max_length=200)
+    grams: int
 
 
 class StaffHandle(ContactsTable, table=True):

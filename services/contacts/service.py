@@ -20,7 +20,7 @@ from servicekit.erasure import checkpoint_after_commit
 from servicekit.outbox import Outbox
 from servicekit.problems import Conflict, Gone, NotFound, PreconditionFailed, ProblemError, Unprocessable
 from servicekit.purge import purge_request
-from services.contacts import events
+from services.contacts import events, search
 from services.contacts.models import Contact, Identity, SearchTerm, outbox_table
 from services.contacts.schemas import (
     ContactCreate,
@@ -79,15 +79,10 @@ def identities_of(contact: Contact) -> set[tuple[str, str]]:
 
 def search_terms_of(contact: Contact) -> set[tuple[str, str]]:
     terms: set[tuple[str, str]] = set()
-    for text in (contact.name, contact.company):
-        if text:
-            lowered = text.lower()
-            terms.add(("q", lowered[:200]))
-            terms |= {("q", word[:200]) for word in lowered.replace(",", " ").split()}
+    terms |= {("q", term) for term in search.name_terms(contact.name, contact.company)}
+    terms |= {("name", word) for word in search.name_words(contact.name, contact.company)}
     terms |= {("q", email) for email in contact.emails}
-    for phone in contact.phones:
-        terms.add(("q", phone))
-        terms.add(("q", phone.lstrip("+")))
+    terms |= {("q", term) for phone in contact.phones for term in search.phone_terms(phone)}
     terms |= {("tag", tag) for tag in contact.tags}
     return terms
 
@@ -130,12 +125,6 @@ def decode_cursor(cursor: str) -> uuid.UUID:
     return cursors.decode(cursor, lambda document: uuid.UUID(document["before"]))
 
 
-# A prefix matching at most this many search terms is searched by gathering its matches and ordering their ids;
-# a more common one by walking contacts newest first until a page is full, which is short because the prefix is
-# common (unless its matches are all among the oldest contacts). Counting stops at this many, too.
-COLLECT_LIMIT = 2000
-
-
 async def list_contacts(
     *,
     session: AsyncSession,
@@ -146,14 +135,14 @@ async def list_contacts(
     owner: str | None = None,
     limit: int = 50,
     cursor: str | None = None,
+    region: str = "US",
+    similarity: float = search.DEFAULT_SIMILARITY,
 ) -> tuple[list[Contact], str | None]:
-    """Newest first, keyset on the time-ordered id: stable while contacts are added."""
-    before = decode_cursor(cursor) if cursor else None
-    query = select(Contact).where(col(Contact.status) == "active")
-    if before is not None:
-        query = query.where(col(Contact.id) < before)
+    """Newest first, keyset on the time-ordered id: stable while contacts are added. With ``q``, a search
+    (services/contacts/search.py): exact matches first, then prefix matches, then matches with a typo."""
+    conditions: list[Any] = []
     if tag:
-        query = query.where(
+        conditions.append(
             col(Contact.id).in_(
                 select(col(SearchTerm.contact_id)).where(
                     col(SearchTerm.field) == "tag", col(SearchTerm.term) == tag.strip().lower()
@@ -161,57 +150,28 @@ async def list_contacts(
             )
         )
     if tier:
-        query = query.where(col(Contact.tier) == tier)
+        conditions.append(col(Contact.tier) == tier)
     if stage:
-        query = query.where(col(Contact.stage) == stage)
+        conditions.append(col(Contact.stage) == stage)
     if owner:
-        query = query.where(col(Contact.owner) == owner)
+        conditions.append(col(Contact.owner) == owner)
     if q and q.strip():
-        prefix = q.strip().lower()
-        terms = _term_prefix(prefix)
-        if before is not None:
-            terms = terms.where(col(SearchTerm.contact_id) < before)
-        common = await session.scalar(select(func.count()).select_from(terms.limit(COLLECT_LIMIT + 1).subquery()))
-        if (common or 0) <= COLLECT_LIMIT:
-            if not (tag or tier or stage or owner):
-                # Search terms exist only for live contacts (merge and erase delete them): the page is the
-                # newest limit+1 of the matches, ordered in the database on the ids alone.
-                newest = col(SearchTerm.contact_id).desc()
-                terms = terms.group_by(col(SearchTerm.contact_id)).order_by(newest).limit(limit + 1)
-            query = query.where(col(Contact.id).in_(terms))
-        else:
-            # A common prefix: walk contacts newest first and probe each one's terms. The probe compares the
-            # term's head rather than a range so the planner cannot take it for a rare one (from the histogram,
-            # a range on terms is estimated badly) and gather every match instead.
-            head = func.substr(col(SearchTerm.term), 1, len(prefix)) == prefix
-            probe = select(col(SearchTerm.contact_id)).where(
-                col(SearchTerm.contact_id) == col(Contact.id), col(SearchTerm.field) == "q", head
-            )
-            query = query.where(probe.exists())
+        return await search.search_contacts(
+            session=session,
+            q=q,
+            region=region,
+            similarity=similarity,
+            filters=search.Filters(tuple(conditions)),
+            limit=limit,
+            cursor=cursor,
+        )
+    before = decode_cursor(cursor) if cursor else None
+    query = select(Contact).where(col(Contact.status) == "active", *conditions)
+    if before is not None:
+        query = query.where(col(Contact.id) < before)
     rows = list((await session.scalars(query.order_by(col(Contact.id).desc()).limit(limit + 1))).all())
     next_cursor = encode_cursor(rows[limit - 1].id) if len(rows) > limit else None
     return rows[:limit], next_cursor
-
-
-def _term_prefix(prefix: str) -> Any:
-    """Contact ids of search terms starting with ``prefix``: a range scan on the term index."""
-    terms = select(col(SearchTerm.contact_id)).where(col(SearchTerm.field) == "q")
-    upper = _next_prefix(prefix)
-    if upper is None:
-        escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        return terms.where(col(SearchTerm.term).like(escaped + "%", escape="\\"))
-    return terms.where(col(SearchTerm.term) >= prefix, col(SearchTerm.term) < upper)
-
-
-def _next_prefix(prefix: str) -> str | None:
-    """The smallest string after every string that starts with ``prefix`` (None past U+10FFFF)."""
-    for cut in range(len(prefix) - 1, -1, -1):
-        code = ord(prefix[cut]) + 1
-        if 0xD800 <= code <= 0xDFFF:
-            code = 0xE000  # surrogates cannot be stored or sent to the database
-        if code <= 0x10FFFF:
-            return prefix[:cut] + chr(code)
-    return None
 
 
 # --- writing -------------------------------------------------------------------------------------------------
@@ -220,10 +180,18 @@ def _next_prefix(prefix: str) -> str | None:
 class ContactService:
     """Contact rules bound to this service's clock, outbox and phone region."""
 
-    def __init__(self, *, clock: Clock, outbox: Outbox, default_region: str) -> None:
+    def __init__(
+        self,
+        *,
+        clock: Clock,
+        outbox: Outbox,
+        default_region: str,
+        search_similarity: float = search.DEFAULT_SIMILARITY,
+    ) -> None:
         self.clock = clock
         self.outbox = outbox
         self.default_region = default_region
+        self.search_similarity = search_similarity
 
     async def _emit(self, session: AsyncSession, event_type: str, contact_id: uuid.UUID, data: dict[str, Any]) -> None:
         event = events.contact_event(event_type, contact_id, data, self.clock.now())
@@ -271,8 +239,8 @@ class ContactService:
             raise IdentityTaken("An identity of this contact was just taken by another contact.") from None
 
     async def _index(self, session: AsyncSession, contact: Contact) -> None:
-        await session.execute(delete(SearchTerm).where(col(SearchTerm.contact_id) == contact.id))
-        session.add_all(SearchTerm(contact_id=contact.id, field=f, term=t) for f, t in search_terms_of(contact))
+        terms = [(contact.id, f, t) for f, t in search_terms_of(contact)]
+        await search.replace_terms(session, [contact.id], terms)
 
     async def create(self, *, session: AsyncSession, data: ContactCreate) -> Contact:
         now = self.clock.now()
@@ -414,7 +382,7 @@ class ContactService:
         await session.execute(
             update(Contact).where(col(Contact.merged_into) == source.id).values(merged_into=target.id)
         )
-        await session.execute(delete(SearchTerm).where(col(SearchTerm.contact_id) == source.id))
+        await search.replace_terms(session, [source.id], [])
         await self._index(session, target)
         after = to_read(target).model_dump(mode="json")
         await self._emit(
@@ -452,7 +420,7 @@ class ContactService:
         contact.status = "erased"
         family = [contact.id, *(m.id for m in merged)]
         await session.execute(delete(Identity).where(col(Identity.contact_id).in_(family)))
-        await session.execute(delete(SearchTerm).where(col(SearchTerm.contact_id).in_(family)))
+        await search.replace_terms(session, family, [])
         for member_id in family:
             await self.outbox.redact_events(
                 session, subject_like=f"crm.contacts.%.{member_id}", redact=redact_event_data

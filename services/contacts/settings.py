@@ -11,7 +11,12 @@ class ContactsSettings(ServiceSettings):
 
     database_url: str = Field("sqlite+aiosqlite:///./var/contacts.db", description="Database URL")
     port: int = Field(8001, description="HTTP port")
-    default_region: str = Field("US", description="Region assumed for phone numbers without +country code")
+    default_region: str = Field(
+        "US", description="Region assumed for phone numbers without +country code, stored or searched"
+    )
+    search_similarity: float = Field(
+        0.3, ge=0.1, le=1.0, description="Trigram similarity a name or company word needs to match a search with a typo"
+    )
     import_max_bytes: int = Field(
         67_108_864, description="Largest CSV body of POST /v1/contacts/import in bytes (413 above; read as a stream)"
     )

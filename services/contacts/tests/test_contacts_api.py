@@ -7,7 +7,7 @@ import httpx
 import pytest
 from prometheus_client import generate_latest
 
-from services.contacts import service
+from services.contacts import search
 from services.contacts.tests.conftest import contact_factory
 
 PROBLEM = "application/problem+json"
@@ -162,13 +162,14 @@ async def test_prefix_search_pages_the_same_whether_the_prefix_is_common_or_rare
     client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch, collect_limit: int
 ) -> None:
     # The service picks its query plan by how many terms a prefix matches; both plans must give the same pages.
-    monkeypatch.setattr(service, "COLLECT_LIMIT", collect_limit)
+    monkeypatch.setattr(search, "COLLECT_LIMIT", collect_limit)
     word = f"zq{uuid.uuid4().hex[:6]}"
     made = [await create(client, name=f"{word.title()} Person{n}", company=f"{word}co") for n in range(7)]
     merged_away, erased = made[2], made[4]
     assert (await client.post(f"/v1/contacts/{made[0]['id']}/merge", json={"source_id": merged_away["id"]})).is_success
     assert (await client.delete(f"/v1/contacts/{erased['id']}")).status_code == 204
     live = [c["id"] for c in reversed(made) if c["id"] not in (merged_away["id"], erased["id"])]
+    latecomers: list[str] = []
 
     async def pages(params: dict[str, str | int]) -> list[str]:
         seen: list[str] = []
@@ -178,14 +179,17 @@ async def test_prefix_search_pages_the_same_whether_the_prefix_is_common_or_rare
             page = (await client.get("/v1/contacts", params=query)).json()
             assert len(page["items"]) <= int(params["limit"])
             seen += [c["id"] for c in page["items"]]
-            await create(client, name=f"{word} Latecomer")  # newer than every cursor: never in a later page
+            # Newer than the search: never in a later page, whatever its tier.
+            latecomers.append((await create(client, name=f"{word} Latecomer"))["id"])
             cursor = page["next_cursor"]
             if not cursor:
                 return seen
 
     assert await pages({"q": word[:5].upper(), "limit": 2}) == live
-    assert await pages({"q": f"{word}co", "limit": 3, "tier": "standard"}) == live
-    assert (await client.get("/v1/contacts", params={"q": word + "x"})).json() == {"items": [], "next_cursor": None}
+    earlier = list(reversed(latecomers))
+    # The company matches exactly; the earlier latecomers' name "zq…" is within a typo of "zq…co", so they follow.
+    assert await pages({"q": f"{word}co", "limit": 3, "tier": "standard"}) == live + earlier
+    assert (await client.get("/v1/contacts", params={"q": "quixotic"})).json() == {"items": [], "next_cursor": None}
 
 
 async def test_resolve_finds_or_creates(client: httpx.AsyncClient) -> None:
@@ -370,7 +374,7 @@ async def test_chunked_body_over_the_limit_is_413(client: httpx.AsyncClient) -> 
 
 
 def test_next_prefix_stays_in_storable_unicode() -> None:
-    from services.contacts.service import _next_prefix
+    from services.contacts.search import _next_prefix
 
     assert _next_prefix("ada") == "adb"
     assert _next_prefix("a\U0010ffff") == "b"
