@@ -150,6 +150,9 @@ async def test_import_by_the_roles_that_create_contacts_and_export_round_trip(ga
     assert rows[1]["phones"] == "'+442079460958" and rows[1]["tags"] == "vip;béta"
     premium = rows_of((await gateway.get("/api/v1/contacts/export.csv?tier=premium", headers=ADMIN)).text)
     assert [r["name"] for r in premium] == ["'=Ada"]
+    # An empty filter is what the document says it is, not a pattern: refused by the service, not dropped.
+    empty_stage = await gateway.get("/api/v1/contacts/export.csv?stage=", headers=ADMIN)
+    assert empty_stage.status_code == 422, empty_stage.text
     again = await gateway.post("/api/v1/contacts/import", content=export.content, headers={**CSV, **agent})
     assert (again.json()["unchanged"], again.json()["created"], again.json()["updated"]) == (2, 0, 0)
     audit = (await gateway.get("/api/v1/audit", headers=ADMIN)).json()

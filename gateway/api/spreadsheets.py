@@ -114,7 +114,9 @@ async def export_contacts(
     """Streams every live contact matching the filters as CSV, one row per contact. A cell that a spreadsheet would run
     as a formula is neutralised."""
     service = services.contacts
-    params = {k: v for k, v in {"q": q, "tag": tag, "tier": tier, "stage": stage, "owner": owner}.items() if v}
+    # Given empty is given: the service judges it by the document (an empty stage is refused), not dropped here.
+    filters = {"q": q, "tag": tag, "tier": tier, "stage": stage, "owner": owner}
+    params = {k: v for k, v in filters.items() if v is not None}
     upstream = service.client.build_request(
         "GET",
         "/v1/contacts/export.csv",
