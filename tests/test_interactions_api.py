@@ -44,7 +44,8 @@ class Gate:
         self.waiting = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] == "/v1/contacts/resolve" and not self.open.is_set():
+        resolving = scope["type"] == "http" and scope["path"] in ("/v1/contacts/resolve", "/v1/contacts/resolve-many")
+        if resolving and not self.open.is_set():
             self.waiting += 1
             await self.open.wait()
         await self.app(scope, receive, send)
