@@ -24,6 +24,7 @@ from servicekit.problems import ContactsUnavailable, ProblemError
 from servicekit.tracing import message_trace_headers
 from services.interactions import events
 from services.interactions.flows import Ingestion, invalid
+from services.interactions.identities import IdentityCopy
 from services.interactions.schemas import MAX_BATCH, TouchpointCreate
 from services.interactions.service import Prepared, TouchpointService
 
@@ -236,20 +237,23 @@ def contact_handlers(touchpoints: TouchpointService) -> dict[str, EventHandler]:
     """Handlers of the contacts service's events, applied through the inbox (once per event): merges and erasures
     reach the touchpoints, and every event that changes who holds an identity reaches the local copy of the
     identity directory (services/interactions/identities.py)."""
-    identities = touchpoints.identities
-    assert identities is not None, "the contacts consumer keeps the identity copy"
+
+    def identities() -> IdentityCopy:
+        copy = touchpoints.identities
+        assert copy is not None, "the contacts consumer keeps the identity copy"
+        return copy
 
     async def created(session: AsyncSession, event: CloudEvent) -> None:
         contact = event.data.get("contact")
         if not isinstance(contact, dict) or "id" not in contact:
             raise PermanentError(f"{event.type} {event.id} lacks its contact")
-        await identities.contact_created(session=session, contact=contact, at=event.time)
+        await identities().contact_created(session=session, contact=contact, at=event.time)
 
     async def updated(session: AsyncSession, event: CloudEvent) -> None:
         (contact_id,) = _ids(event, "contact_id")
         changed, previous = event.data.get("changed"), event.data.get("previous")
         if isinstance(changed, dict):
-            await identities.contact_updated(session=session, contact_id=contact_id, changed=changed,
+            await identities().contact_updated(session=session, contact_id=contact_id, changed=changed,
                                              previous=previous if isinstance(previous, dict) else {},
                                              at=event.time)  # fmt: skip
 
@@ -257,7 +261,7 @@ def contact_handlers(touchpoints: TouchpointService) -> dict[str, EventHandler]:
         source_id, target_id = _ids(event, "source_id", "target_id")
         await touchpoints.rekey(session=session, source_id=source_id, target_id=target_id)
         target = event.data.get("contact")
-        await identities.contact_merged(
+        await identities().contact_merged(
             session=session, target_id=target_id, target=target if isinstance(target, dict) else None, at=event.time
         )
 
