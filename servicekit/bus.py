@@ -269,7 +269,7 @@ class DurableConsumer:
             with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()
         try:
-            await js.consumer_info(self.stream, self.durable)
+            info = await js.consumer_info(self.stream, self.durable)
         except NotFoundError:
             try:
                 await js.add_consumer(self.stream, config=self._config())
@@ -280,6 +280,14 @@ class DurableConsumer:
                     log.info("consumer_awaiting_stream", stream=self.stream, durable=self.durable)
                 self._awaiting_stream = True
                 return None
+        else:
+            held = info.config.filter_subjects or ([info.config.filter_subject] if info.config.filter_subject else [])
+            if sorted(held) != sorted(self.filter_subjects):
+                # A new release consumes more (or fewer) subjects: the durable keeps its place in the stream and
+                # takes the new filter from there on (the server updates a durable created with the same name).
+                log.info("consumer_filter_updated", stream=self.stream, durable=self.durable,
+                         was=sorted(held), now=sorted(self.filter_subjects))  # fmt: skip
+                await js.add_consumer(self.stream, config=self._config())
         self._awaiting_stream = False
         self._sub = await js.pull_subscribe_bind(self.durable, stream=self.stream)
         log.info("consumer_subscribed", stream=self.stream, durable=self.durable)

@@ -114,6 +114,11 @@ def _jsonable_errors(errors: Any) -> list[dict[str, Any]]:
     return cleaned
 
 
+def validation_errors(exc: ValidationError) -> list[dict[str, Any]]:
+    """A pydantic error's list as a problem's ``errors``: where and why, never the submitted value."""
+    return _jsonable_errors(exc.errors(include_input=False, include_context=False, include_url=False))
+
+
 def _raised_at(exc: BaseException) -> str:
     """``module:function:line`` of the innermost frame: where a validation error came from, without its text
     (which may quote what the caller sent)."""

@@ -14,9 +14,12 @@ from urllib.parse import quote
 import httpx
 import nats
 import pytest
+import sqlalchemy as sa
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from servicekit.clock import MovableClock
+from servicekit.db import make_engine
+from servicekit.identities import Identity
 from servicekit.testing.apps import EventTap, running_app, served
 from servicekit.testing.nats import NatsServer
 from servicekit.testing.plugin import eventually
@@ -25,6 +28,8 @@ from servicekit.testing.storage import StorageScan
 from services.contacts.app import create_app as create_contacts_app
 from services.contacts.settings import ContactsSettings
 from services.interactions.app import create_app
+from services.interactions.identities import LEARNED_AT, IdentityCopy
+from services.interactions.models import KnownIdentity
 from services.interactions.settings import InteractionsSettings
 from services.interactions.tests.conftest import ALEMBIC_INI, at, touchpoint_factory
 
@@ -42,9 +47,13 @@ class Gate:
         self.open = asyncio.Event()
         self.open.set()
         self.waiting = 0
+        self.calls: list[str] = []  # the path of every call that reached the contacts service
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] == "/v1/contacts/resolve" and not self.open.is_set():
+        if scope["type"] == "http":
+            self.calls.append(scope["path"])
+        resolving = scope["type"] == "http" and scope["path"] in ("/v1/contacts/resolve", "/v1/contacts/resolve-many")
+        if resolving and not self.open.is_set():
             self.waiting += 1
             await self.open.wait()
         await self.app(scope, receive, send)
@@ -636,3 +645,161 @@ async def test_an_erase_leaves_no_replayable_response_thread_or_external_id(
     scan = StorageScan()
     scan.add_database(interactions_db)
     await scan.assert_clean(personal)
+
+
+# --- the copy of the identity directory: known identities are filed without a call, unknown ones go to contacts in
+# one resolve-many call per batch; updates, merges and erasures reach the copy, which holds no personal data.
+
+RESOLVING = ("/v1/contacts/resolve", "/v1/contacts/resolve-many")
+
+
+class Copy:
+    """Reads the copy's table as the service wrote it."""
+
+    def __init__(self, settings: InteractionsSettings) -> None:
+        self.identities = IdentityCopy(key=settings.identity_key.get_secret_value().encode())
+        self.engine = make_engine(settings.database_url)
+
+    async def holder(self, identity: Identity) -> tuple[str | None, Any]:
+        """(contact id holding it, the row's time), or (None, None) when nobody does."""
+        table = KnownIdentity.__table__  # type: ignore[attr-defined]
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(table.c.contact_id, table.c.changed_at).where(
+                        table.c.digest == self.identities.digest(identity), table.c.held.is_(True)
+                    )
+                )
+            ).first()
+        return (str(row.contact_id), row.changed_at) if row is not None else (None, None)
+
+    async def rows_of(self, *contact_ids: str) -> int:
+        table = KnownIdentity.__table__  # type: ignore[attr-defined]
+        async with self.engine.connect() as conn:
+            ids = [uuid.UUID(c) for c in contact_ids]
+            return int(await conn.scalar(sa.select(sa.func.count()).where(table.c.contact_id.in_(ids))) or 0)
+
+    async def held_by(self, identity: Identity, contact_id: str | None) -> bool:
+        return (await self.holder(identity))[0] == contact_id
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+
+def resolving(contacts: ContactsService) -> list[str]:
+    return [path for path in contacts.gate.calls if path in RESOLVING]
+
+
+async def log_by_identity(client: httpx.AsyncClient, contact: dict[str, Any], status: int = 201) -> dict[str, Any]:
+    response = await client.post("/v1/interactions", json=touchpoint_factory(contact_id=None, contact=contact))
+    assert response.status_code == status, response.text
+    return dict(response.json())
+
+
+async def test_known_identities_are_filed_without_asking_contacts_and_kept_hashed(
+    client: httpx.AsyncClient, contacts: ContactsService, settings: InteractionsSettings, interactions_db: str
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    email, phone = f"ada.{tag}@example.com", "+12025550188"
+    ada = await contacts.create(emails=[email], phones=[phone], handles={"twitter": f"@Ada{tag}"},
+                                external_ids={"shop": f"C-{tag}"})  # fmt: skip
+    copy = Copy(settings)
+    try:
+        # From crm.contact.created.v1: every identity of the contact.
+        await eventually(lambda: copy.held_by(("external:shop", f"C-{tag}"), ada["id"]), timeout=SLOW)
+        assert await copy.rows_of(ada["id"]) == 4
+        before = len(resolving(contacts))
+        for named in (
+            {"email": email.upper()},  # normalised as the contacts service does
+            {"phone": "+1 (202) 555-0188"},
+            {"handle": {"channel": "twitter", "value": f"@ADA{tag}"}},
+            {"external_id": {"source": "shop", "value": f"C-{tag}"}},
+            {"email": email, "name": "Not used: the contact exists"},
+        ):
+            touchpoint = await log_by_identity(client, named)
+            assert touchpoint["contact_id"] == ada["id"], named
+        assert resolving(contacts)[before:] == []  # not one call to the contacts service
+        # A phone written without its country code: only contacts knows the region, so it is asked.
+        assert (await log_by_identity(client, {"phone": "202-555-0188"}))["contact_id"] == ada["id"]
+        assert resolving(contacts)[before:] == ["/v1/contacts/resolve-many"]
+    finally:
+        await copy.close()
+    # The copy holds digests: neither the address, nor the number, nor the ids are anywhere in the database.
+    scan = StorageScan()
+    scan.add_database(interactions_db)
+    await scan.assert_clean([email, phone, f"@ada{tag}", f"C-{tag}"])
+
+
+async def test_a_batch_of_unknown_identities_is_one_resolve_many_call_and_its_answers_are_kept(
+    client: httpx.AsyncClient, contacts: ContactsService, settings: InteractionsSettings
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    emails = [f"new{n}.{tag}@example.com" for n in range(50)]
+    # 500 touchpoints of 50 new customers: each five times as given and five times written otherwise (the same
+    # identity, told apart only once normalised: the call holds 100 items).
+    sent = emails * 5 + [e.upper() for e in emails] * 5
+    items = [touchpoint_factory(contact_id=None, contact={"email": e}) for e in sent]
+    before = len(resolving(contacts))
+    response = await client.post("/v1/interactions/batch", json={"items": items})
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert [r["status"] for r in results] == [201] * 500
+    assert resolving(contacts)[before:] == ["/v1/contacts/resolve-many"]
+    by_email: dict[str, str] = {}
+    for email, result in zip(sent, results, strict=True):
+        touchpoint = (await client.get(f"/v1/interactions/{result['id']}")).json()
+        assert by_email.setdefault(email.lower(), touchpoint["contact_id"]) == touchpoint["contact_id"]
+    assert len(set(by_email.values())) == 50
+    # Learned from the answer: the same customers again make no call, even before their created events are in.
+    again = await client.post("/v1/interactions/batch", json={"items": items[:100]})
+    assert [r["status"] for r in again.json()["results"]] == [201] * 100
+    assert resolving(contacts)[before:] == ["/v1/contacts/resolve-many"]
+    copy = Copy(settings)
+    try:
+        # The created event, arriving after, agrees with the answer and takes over the row (its time, not the
+        # learned one).
+        async def from_event() -> bool:
+            holder, at = await copy.holder(("email", emails[0]))
+            return holder == by_email[emails[0]] and at != LEARNED_AT
+
+        await eventually(from_event, timeout=SLOW)
+    finally:
+        await copy.close()
+
+
+async def test_updates_merges_and_erasures_reach_the_copy(
+    client: httpx.AsyncClient, contacts: ContactsService, settings: InteractionsSettings
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    a1, a2, b1 = (f"{name}.{tag}@example.com" for name in ("a1", "a2", "b1"))
+    ada = await contacts.create(emails=[a1])
+    bob = await contacts.create(emails=[b1])
+    copy = Copy(settings)
+    try:
+        await eventually(lambda: copy.held_by(("email", b1), bob["id"]), timeout=SLOW)
+        await eventually(lambda: copy.held_by(("email", a1), ada["id"]), timeout=SLOW)
+        # An update that replaces the address: the old one is no longer Ada's, the new one is.
+        patched = await contacts.http.patch(f"/v1/contacts/{ada['id']}", json={"emails": [a2]})
+        assert patched.status_code == 200, patched.text
+        await eventually(lambda: copy.held_by(("email", a2), ada["id"]), timeout=SLOW)
+        assert await copy.held_by(("email", a1), None)
+        someone_else = await log_by_identity(client, {"email": a1})
+        assert someone_else["contact_id"] != ada["id"]  # contacts made a new contact for the freed address
+        # A merge: Bob's address is Ada's now, and is filed under her without a call.
+        merged = await contacts.http.post(f"/v1/contacts/{ada['id']}/merge", json={"source_id": bob["id"]})
+        assert merged.status_code == 200, merged.text
+        await eventually(lambda: copy.held_by(("email", b1), ada["id"]), timeout=SLOW)
+        before = len(resolving(contacts))
+        assert (await log_by_identity(client, {"email": b1}))["contact_id"] == ada["id"]
+        assert resolving(contacts)[before:] == []
+        # An erasure: every row of Ada and of Bob (merged into her) goes; her addresses are anybody's again.
+        assert (await contacts.http.delete(f"/v1/contacts/{ada['id']}")).status_code == 204
+        await eventually(lambda: _no_rows(copy, ada["id"], bob["id"]), timeout=SLOW)
+        fresh = await log_by_identity(client, {"email": a2})
+        assert fresh["contact_id"] not in (ada["id"], bob["id"])
+    finally:
+        await copy.close()
+
+
+async def _no_rows(copy: Copy, *contact_ids: str) -> bool:
+    return await copy.rows_of(*contact_ids) == 0

@@ -23,7 +23,7 @@ EVENTS: list[EventDoc] = [
         subject="crm.contacts.created.<contact_id>",
         meaning="A contact was created (by hand, by import, or by resolve-or-create from ingestion).",
         data={"contact": CONTACT_FIELDS},
-        consumers=("gateway (timeline)",),
+        consumers=("interactions (copy of the identity directory)", "gateway (timeline)"),
         types={"contact": CONTACT},
     ),
     EventDoc(
@@ -37,7 +37,11 @@ EVENTS: list[EventDoc] = [
             "changed": "object: each changed field with its new value",
             "previous": "object: each changed field with its value before",
         },
-        consumers=("followups (consent, timezone, tier)", "gateway (timeline: stage and consent changes)"),
+        consumers=(
+            "interactions (copy of the identity directory: emails, phones, handles, external_ids)",
+            "followups (consent, timezone, tier)",
+            "gateway (timeline: stage and consent changes)",
+        ),
         types={"contact_id": UUID, "version": INTEGER, "changed": OBJECT, "previous": OBJECT},
     ),
     EventDoc(
@@ -52,7 +56,7 @@ EVENTS: list[EventDoc] = [
             "contact": "the target after the merge (" + CONTACT_FIELDS + ")",
             "changed": "the target's profile fields the merge changed",
         },
-        consumers=("interactions (re-key)", "followups (re-key)", "gateway (timeline)"),
+        consumers=("interactions (re-key; identity copy)", "followups (re-key)", "gateway (timeline)"),
         types={"source_id": UUID, "target_id": UUID, "contact": CONTACT, "changed": array_of({"type": "string"})},
     ),
     EventDoc(
@@ -67,7 +71,7 @@ EVENTS: list[EventDoc] = [
             "merged_ids": "the contacts merged into it (transitively), erased with it: each consumer erases what "
             "it still holds under those ids too, and their events leave the bus with its own",
         },
-        consumers=("interactions (redact)", "followups (cancel all)", "gateway (timeline)"),
+        consumers=("interactions (redact; identity copy)", "followups (cancel all)", "gateway (timeline)"),
         types={"contact_id": UUID, "erased_at": TIME, "merged_ids": array_of(UUID)},
     ),
 ]

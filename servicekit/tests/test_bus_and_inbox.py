@@ -309,3 +309,46 @@ async def test_a_consumer_waits_quietly_for_a_stream_another_service_makes_then_
     seen = [line["event"] for line in logs]
     assert seen.count("consumer_awaiting_stream") == 1
     assert "consumer_error" not in seen
+
+
+async def test_a_durable_whose_filter_changed_takes_the_new_one_and_keeps_its_place(
+    nats_factory: Callable[[], NatsServer],
+) -> None:
+    # interactions-contacts consumed merges and erasures; a release that keeps a copy of the identity directory
+    # needs created and updated too, from the same durable (one order for every event of a contact).
+    server = nats_factory()
+    bus = await connected_bus(server)
+    seen: list[str] = []
+
+    async def take(msgs: list[Any]) -> None:
+        for msg in msgs:
+            seen.append(msg.subject)
+            await msg.ack()
+
+    def consumer(filters: list[str]) -> DurableConsumer:
+        return DurableConsumer(bus=bus, stream="TEST_EVENTS", durable="kit-refilter", filter_subjects=filters,
+                               handle_batch=take, fetch_timeout_s=0.2)  # fmt: skip
+
+    nc = await nats.connect(server.url)
+    js = nc.jetstream()
+    try:
+        await js.publish("test.events.a.1", b"{}")
+        await js.publish("test.events.b.1", b"{}")
+        first = consumer(["test.events.a.*"])
+        task = asyncio.create_task(first.run())
+        await eventually(lambda: seen == ["test.events.a.1"], timeout=20)
+        first.stop()
+        await asyncio.wait_for(task, timeout=20)
+        await js.publish("test.events.a.2", b"{}")
+        await js.publish("test.events.b.2", b"{}")
+        second = consumer(["test.events.a.*", "test.events.b.*"])
+        task = asyncio.create_task(second.run())
+        # From its place on: b.1 came before the change and is not delivered again.
+        await eventually(lambda: seen[1:] == ["test.events.a.2", "test.events.b.2"], timeout=20)
+        info = await js.consumer_info("TEST_EVENTS", "kit-refilter")
+        assert sorted(info.config.filter_subjects or []) == ["test.events.a.*", "test.events.b.*"]
+        second.stop()
+        await asyncio.wait_for(task, timeout=20)
+    finally:
+        await nc.close()
+        await bus.close()

@@ -12,6 +12,7 @@ from servicekit.problems import PROBLEM_MEDIA_TYPE
 from services.contacts import service
 from services.contacts.deps import ContactsDep, SessionDep
 from services.contacts.schemas import (
+    MAX_RESOLVE_MANY,
     STAGES,
     ContactCreate,
     ContactExport,
@@ -19,6 +20,8 @@ from services.contacts.schemas import (
     ContactRead,
     ContactUpdate,
     MergeRequest,
+    ResolveManyRequest,
+    ResolveManyResult,
     ResolveRequest,
 )
 
@@ -98,6 +101,19 @@ async def resolve_contact(
     response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
     response.headers["ETag"] = service.etag(contact)
     return service.to_read(contact)
+
+
+@router.post(
+    "/resolve-many",
+    response_model=ResolveManyResult,
+    response_model_exclude_none=True,
+    summary="Find or create the contacts holding many identities at once",
+    description=f"Up to {MAX_RESOLVE_MANY} items, each resolved as `POST /v1/contacts/resolve` does (found: 200, "
+    "created: 201, refused: its problem), in one transaction. Each result holds the contact's id only.",
+)
+async def resolve_many(body: ResolveManyRequest, session: SessionDep, contacts: ContactsDep) -> ResolveManyResult:
+    outcomes = await contacts.resolve_many(session=session, items=body.items)
+    return ResolveManyResult(results=[service.resolve_many_item(index, o) for index, o in enumerate(outcomes)])
 
 
 @router.get(

@@ -10,11 +10,11 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import langcodes
-from email_validator import EmailNotValidError, validate_email
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
 from servicekit.channels import Channel
+from servicekit.identities import normalise_email
 from servicekit.jsonschema import exactly_one_of, stated
 from servicekit.text import trimmed
 
@@ -24,13 +24,6 @@ STAGES: tuple[str, ...] = ("lead", "prospect", "customer", "repeat", "at_risk", 
 
 MAX_IDENTITIES = 20
 _KEY = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,39}$")
-
-
-def normalise_email(value: str) -> str:
-    try:
-        return validate_email(value.strip(), check_deliverability=False).normalized.lower()
-    except EmailNotValidError as exc:
-        raise ValueError(f"not a valid email address: {exc}") from None
 
 
 def _check_timezone(value: str) -> str:
@@ -207,6 +200,39 @@ class ResolveRequest(Strict):
         if len(given) != 1:
             raise ValueError("give exactly one identity: email, phone, handle or external_id")
         return self
+
+
+# Items of one resolve-many call: the interactions service sends the unknown identities of one batch of touchpoints
+# (at most 500 distinct ones per call) in one request.
+MAX_RESOLVE_MANY = 500
+
+
+class ResolveManyRequest(Strict):
+    """Up to ``MAX_RESOLVE_MANY`` resolve requests, each as ``POST /v1/contacts/resolve`` takes it. Each item is
+    checked and answered on its own: an invalid one gets its 422 in the results, the others are resolved."""
+
+    items: list[dict[str, Any]] = Field(
+        min_length=1,
+        max_length=MAX_RESOLVE_MANY,
+        description=f"At most {MAX_RESOLVE_MANY} items, each a ResolveRequest",
+        json_schema_extra={"items": {"$ref": "#/components/schemas/ResolveRequest"}},
+    )
+
+
+class ResolveManyItem(BaseModel):
+    """What became of one item: 200 found, 201 created (``id`` set), or a 4xx ``problem`` (RFC 9457 body)."""
+
+    index: int
+    status: int
+    id: uuid.UUID | None = None
+    problem: dict[str, Any] | None = None
+
+
+class ResolveManyResult(BaseModel):
+    """One result per item, in the order of the items. Only ids and statuses: the caller (the ingest path) needs
+    no profile."""
+
+    results: list[ResolveManyItem]
 
 
 class MergeRequest(Strict):

@@ -8,7 +8,8 @@ import uuid
 from typing import Any
 
 import phonenumbers
-from sqlalchemy import delete, func, or_, select, update
+from pydantic import ValidationError
+from sqlalchemy import delete, func, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
@@ -17,8 +18,18 @@ from servicekit import cursors
 from servicekit.catalogue.contacts import CONTACT_CREATED, CONTACT_ERASED, CONTACT_MERGED, CONTACT_UPDATED
 from servicekit.clock import Clock
 from servicekit.erasure import checkpoint_after_commit
+from servicekit.identities import profile_identities
 from servicekit.outbox import Outbox
-from servicekit.problems import Conflict, Gone, NotFound, PreconditionFailed, ProblemError, Unprocessable
+from servicekit.problems import (
+    Conflict,
+    Gone,
+    NotFound,
+    PreconditionFailed,
+    ProblemError,
+    Unprocessable,
+    problem_body,
+    validation_errors,
+)
 from servicekit.purge import purge_request
 from services.contacts import events, search
 from services.contacts.models import Contact, Identity, SearchTerm, outbox_table
@@ -28,8 +39,10 @@ from services.contacts.schemas import (
     ContactRead,
     ContactUpdate,
     IdentityRead,
+    ResolveManyItem,
     ResolveRequest,
 )
+from services.contacts.staff import owner_problem
 
 MAX_PAGE = 200
 PROFILE_FIELDS = (
@@ -71,10 +84,9 @@ def normalise_phone(raw: str, region: str) -> str:
 
 
 def identities_of(contact: Contact) -> set[tuple[str, str]]:
-    found = {("email", e) for e in contact.emails} | {("phone", p) for p in contact.phones}
-    found |= {(f"handle:{ch}", h.lower()) for ch, h in contact.handles.items()}
-    found |= {(f"external:{src}", v) for src, v in contact.external_ids.items()}
-    return found
+    return profile_identities(
+        emails=contact.emails, phones=contact.phones, handles=contact.handles, external_ids=contact.external_ids
+    )
 
 
 def search_terms_of(contact: Contact) -> set[tuple[str, str]]:
@@ -89,6 +101,15 @@ def search_terms_of(contact: Contact) -> set[tuple[str, str]]:
 
 def to_read(contact: Contact) -> ContactRead:
     return ContactRead.model_validate(contact)
+
+
+def resolve_many_item(index: int, outcome: tuple[uuid.UUID, bool] | ProblemError) -> ResolveManyItem:
+    if isinstance(outcome, ProblemError):
+        body = problem_body(outcome.status, title=outcome.title, detail=outcome.detail, slug=outcome.slug,
+                            **outcome.extensions)  # fmt: skip
+        return ResolveManyItem(index=index, status=outcome.status, problem=body)
+    contact_id, created = outcome
+    return ResolveManyItem(index=index, status=201 if created else 200, id=contact_id)
 
 
 def etag(contact: Contact) -> str:
@@ -305,6 +326,61 @@ class ContactService:
             if found is None:
                 raise
             return found, False
+
+    async def resolve_many(
+        self, *, session: AsyncSession, items: list[dict[str, Any]]
+    ) -> list[tuple[uuid.UUID, bool] | ProblemError]:
+        """Each item resolved as ``resolve`` does, in the caller's transaction: (contact id, created) or the problem
+        that item alone meets (invalid, an identity in ``create`` held by another contact, an owner who is not an
+        active staff handle). Identities already held are found in one query; each new contact is made in its own
+        savepoint, so one refused item leaves the others as they are. The same identity twice resolves to one
+        contact (the second finds what the first made)."""
+        results: list[tuple[uuid.UUID, bool] | ProblemError | None] = [None] * len(items)
+        wanted: dict[int, tuple[ResolveRequest, str, str]] = {}
+        for index, raw in enumerate(items):
+            try:
+                request = ResolveRequest.model_validate(raw)
+                kind, value, _ = self._identity_of_request(request)
+            except ValidationError as exc:
+                results[index] = Unprocessable(
+                    "The item does not match the schema of a resolve request.",
+                    errors=validation_errors(exc),
+                )
+                continue
+            except ProblemError as exc:
+                results[index] = exc
+                continue
+            wanted[index] = (request, kind, value)
+        keys = {(kind, value) for _, kind, value in wanted.values()}
+        held: dict[tuple[str, str], uuid.UUID] = {}
+        if keys:
+            rows = await session.execute(
+                select(col(Identity.kind), col(Identity.value), col(Identity.contact_id)).where(
+                    tuple_(col(Identity.kind), col(Identity.value)).in_(sorted(keys))
+                )
+            )
+            held = {(row.kind, row.value): row.contact_id for row in rows}
+        for index, (request, kind, value) in wanted.items():
+            if (kind, value) in held:
+                results[index] = (held[(kind, value)], False)
+                continue
+            try:
+                owner = request.create.owner if request.create is not None else None
+                if owner is not None and (why := await owner_problem(session=session, handle=owner)) is not None:
+                    raise Unprocessable(why, field="create.owner")
+                contact, created = await self.resolve(session=session, request=request)
+            except ValidationError as exc:
+                results[index] = Unprocessable(
+                    "The contact to create would be invalid.",
+                    errors=validation_errors(exc),
+                )
+                continue
+            except ProblemError as exc:
+                results[index] = exc
+                continue
+            held[(kind, value)] = contact.id
+            results[index] = (contact.id, created)
+        return [result for result in results if result is not None]
 
     def _identity_of_request(self, request: ResolveRequest) -> tuple[str, str, dict[str, Any]]:
         profile = request.create.model_dump(exclude_unset=True) if request.create else {}

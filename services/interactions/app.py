@@ -24,6 +24,7 @@ from services.interactions.deps import InteractionsState
 from services.interactions.directory import ContactDirectory
 from services.interactions.flows import Ingestion
 from services.interactions.idempotency import IdempotencyKeys
+from services.interactions.identities import IdentityCopy
 from services.interactions.models import inbox_table, outbox_table
 from services.interactions.service import TouchpointService
 from services.interactions.settings import InteractionsSettings
@@ -50,7 +51,8 @@ def create_app(settings: InteractionsSettings | None = None, clock: Clock | None
             streams=[events.STREAM, events.INGEST_STREAM],
             clock=clock,
         )
-        touchpoints = TouchpointService(clock=runtime.clock, outbox=runtime.outbox)
+        identities = IdentityCopy(key=settings.identity_key.get_secret_value().encode())
+        touchpoints = TouchpointService(clock=runtime.clock, outbox=runtime.outbox, identities=identities)
         directory = ContactDirectory(
             base_url=settings.contacts_url,
             timeout_s=settings.contacts_timeout_s,

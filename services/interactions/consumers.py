@@ -1,5 +1,6 @@
 """What the interactions service consumes: touchpoints published straight onto NATS, and the contacts
-service's merge and erase events."""
+service's events (merges and erasures for the touchpoints; created, updated, merged and erased for the copy of the
+identity directory)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from servicekit.bus import Bus, PermanentError
-from servicekit.catalogue.contacts import CONTACT_ERASED, CONTACT_MERGED
+from servicekit.catalogue.contacts import CONTACT_CREATED, CONTACT_ERASED, CONTACT_MERGED, CONTACT_UPDATED
 from servicekit.events import CloudEvent
 from servicekit.inbox import EventHandler
 from servicekit.logging import get_logger
@@ -23,6 +24,7 @@ from servicekit.problems import ContactsUnavailable, ProblemError
 from servicekit.tracing import message_trace_headers
 from services.interactions import events
 from services.interactions.flows import Ingestion, invalid
+from services.interactions.identities import IdentityCopy
 from services.interactions.schemas import MAX_BATCH, TouchpointCreate
 from services.interactions.service import Prepared, TouchpointService
 
@@ -232,18 +234,43 @@ def _batch_items(data: bytes) -> list[Any] | str | None:
 
 
 def contact_handlers(touchpoints: TouchpointService) -> dict[str, EventHandler]:
-    """Handlers of the contacts service's events, applied through the inbox (once per event)."""
+    """Handlers of the contacts service's events, applied through the inbox (once per event): merges and erasures
+    reach the touchpoints, and every event that changes who holds an identity reaches the local copy of the
+    identity directory (services/interactions/identities.py)."""
+
+    def identities() -> IdentityCopy:
+        copy = touchpoints.identities
+        assert copy is not None, "the contacts consumer keeps the identity copy"
+        return copy
+
+    async def created(session: AsyncSession, event: CloudEvent) -> None:
+        contact = event.data.get("contact")
+        if not isinstance(contact, dict) or "id" not in contact:
+            raise PermanentError(f"{event.type} {event.id} lacks its contact")
+        await identities().contact_created(session=session, contact=contact, at=event.time)
+
+    async def updated(session: AsyncSession, event: CloudEvent) -> None:
+        (contact_id,) = _ids(event, "contact_id")
+        changed, previous = event.data.get("changed"), event.data.get("previous")
+        if isinstance(changed, dict):
+            await identities().contact_updated(session=session, contact_id=contact_id, changed=changed,
+                                             previous=previous if isinstance(previous, dict) else {},
+                                             at=event.time)  # fmt: skip
 
     async def merged(session: AsyncSession, event: CloudEvent) -> None:
         source_id, target_id = _ids(event, "source_id", "target_id")
         await touchpoints.rekey(session=session, source_id=source_id, target_id=target_id)
+        target = event.data.get("contact")
+        await identities().contact_merged(
+            session=session, target_id=target_id, target=target if isinstance(target, dict) else None, at=event.time
+        )
 
     async def erased(session: AsyncSession, event: CloudEvent) -> None:
         (contact_id,) = _ids(event, "contact_id")
         merged_ids = [uuid.UUID(str(ident)) for ident in event.data.get("merged_ids") or []]
         await touchpoints.redact_contact(session=session, contact_id=contact_id, merged_ids=merged_ids)
 
-    return {CONTACT_MERGED: merged, CONTACT_ERASED: erased}
+    return {CONTACT_CREATED: created, CONTACT_UPDATED: updated, CONTACT_MERGED: merged, CONTACT_ERASED: erased}
 
 
 def _ids(event: CloudEvent, *names: str) -> list[uuid.UUID]:

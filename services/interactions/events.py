@@ -28,7 +28,12 @@ DEADLETTER_SUBJECT = "crm.ingest.deadletter"
 
 # Consumed from the contacts service.
 CONTACTS_DURABLE = "interactions-contacts"
-CONTACTS_SUBJECTS = ["crm.contacts.merged.*", "crm.contacts.erased.*"]
+CONTACTS_SUBJECTS = [
+    "crm.contacts.created.*",
+    "crm.contacts.updated.*",
+    "crm.contacts.merged.*",
+    "crm.contacts.erased.*",
+]
 
 _ACTIONS = {LOGGED: "logged", UPDATED: "updated", THREAD_RESOLVED: "thread_resolved", REDACTED: "redacted"}
 

@@ -1,5 +1,6 @@
-"""Logging touchpoints, step by step: check, find each contact (HTTP to contacts, outside any
-transaction), then store them all in one transaction with their events and the idempotent response."""
+"""Logging touchpoints, step by step: check, find each contact (the local copy of the identity directory; HTTP to
+contacts, outside any transaction, for what it does not know), then store them all in one transaction with their
+events and the idempotent response."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from servicekit.logging import current_request_context
 from servicekit.problems import ProblemError, Unprocessable, problem_body
 from services.interactions.directory import ContactDirectory, ContactLink
 from services.interactions.idempotency import Claim, IdempotencyKeys, Replay
-from services.interactions.schemas import MAX_BATCH, BatchItemResult, BatchResult, TouchpointCreate
+from services.interactions.identities import IdentityCopy
+from services.interactions.schemas import MAX_BATCH, BatchItemResult, BatchResult, ContactByIdentity, TouchpointCreate
 from services.interactions.service import Outcome, Prepared, TouchpointService
 
 
@@ -48,26 +50,68 @@ class Ingestion:
         self.directory = directory
         self.keys = keys
         self.writer = GroupCommit(sessionmaker=sessionmaker, touchpoints=touchpoints, keys=keys)
+        assert touchpoints.identities is not None, "ingestion looks identities up in the local copy"
+        self.identities: IdentityCopy = touchpoints.identities
 
     async def link_all(self, items: list[TouchpointCreate]) -> list[ContactLink | ProblemError]:
-        """The contact of each item; one call per distinct contact, calls in parallel (bounded)."""
+        """The contact of each item. By id: one call per distinct contact not known live, calls in parallel
+        (bounded). By identity: the local copy of the identity directory first (one query), then one resolve-many
+        call for the identities it does not know (one per 500 of them)."""
         # The id itself, not its text: formatting a UUID is Python code, once per item of a batch.
         keys: list[uuid.UUID | str] = [
             item.contact_id if item.contact_id is not None else item.contact.cache_key()  # type: ignore[union-attr]
             for item in items
         ]
-        first: dict[uuid.UUID | str, TouchpointCreate] = {}
+        by_id: dict[uuid.UUID, TouchpointCreate] = {}
+        by_identity: dict[str, ContactByIdentity] = {}
         for key, item in zip(keys, items, strict=True):
-            first.setdefault(key, item)
+            if isinstance(key, uuid.UUID):
+                by_id.setdefault(key, item)
+            elif item.contact is not None:
+                by_identity.setdefault(key, item.contact)
 
-        async def one(item: TouchpointCreate) -> ContactLink | ProblemError:
+        async def one(contact_id: uuid.UUID) -> ContactLink | ProblemError:
             try:
-                return await self.directory.link(contact_id=item.contact_id, contact=item.contact)
+                return await self.directory.link_by_id(contact_id)
             except ProblemError as exc:
                 return exc
 
-        found = dict(zip(first, await asyncio.gather(*(one(item) for item in first.values())), strict=True))
+        found: dict[uuid.UUID | str, ContactLink | ProblemError] = {}
+        found.update(zip(by_id, await asyncio.gather(*(one(contact_id) for contact_id in by_id)), strict=True))
+        found.update(await self._link_identities(by_identity))
         return [found[key] for key in keys]
+
+    async def _link_identities(self, contacts: dict[str, ContactByIdentity]) -> dict[str, ContactLink | ProblemError]:
+        if not contacts:
+            return {}
+        digests = {key: self.identities.digest_of(contact) for key, contact in contacts.items()}
+        async with self.sessionmaker() as session:
+            known = await self.identities.lookup(session=session, digests=[d for d in digests.values() if d])
+        found: dict[str, ContactLink | ProblemError] = {}
+        unknown: list[str] = []
+        for key, digest in digests.items():
+            if digest is not None and digest in known:
+                found[key] = ContactLink(known[digest], known[digest])
+            else:
+                unknown.append(key)
+        if unknown:
+            try:
+                answers = await self.directory.resolve_many([contacts[key] for key in unknown])
+            except ProblemError as exc:
+                return {**found, **{key: exc for key in unknown}}
+            for key, answer in zip(unknown, answers, strict=True):
+                found[key] = answer if isinstance(answer, ProblemError) else ContactLink(answer, answer, digests[key])
+        return found
+
+    async def _link_one(self, item: TouchpointCreate, digest: bytes | None) -> ContactLink:
+        """The contact of one touchpoint the local copy could not tell: asked of the contacts service."""
+        if item.contact_id is not None:
+            return await self.directory.link_by_id(item.contact_id)
+        assert item.contact is not None
+        (answer,) = await self.directory.resolve_many([item.contact])
+        if isinstance(answer, ProblemError):
+            raise answer
+        return ContactLink(answer, answer, digest)
 
     async def _idempotent(
         self, claim: Claim | None, store: Callable[[AsyncSession], Awaitable[tuple[int, str]]]
@@ -93,8 +137,15 @@ class Ingestion:
         status, the touchpoint's JSON and its id."""
         try:
             self.touchpoints.check(item)
-            link = await self.directory.link(contact_id=item.contact_id, contact=item.contact)
-            outcome = await self.writer.submit(self.touchpoints.prepare(item=item, link=link), claim)
+            # By identity: looked up in the local copy in the write transaction itself (no query, nor call, of its
+            # own); only an identity the copy does not know goes to the contacts service, then is written again.
+            digest = self.identities.digest_of(item.contact) if item.contact is not None else None
+            link = None if digest is not None else await self._link_one(item, None)
+            prepared = self.touchpoints.prepare(item=item, link=link, identity=digest)
+            outcome = await self.writer.submit(prepared, claim)
+            if outcome.needs_contact:
+                prepared.link = await self._link_one(item, digest)
+                outcome = await self.writer.submit(prepared, claim)
         except BaseException:
             if claim is not None:
                 await self.keys.release(claim)

@@ -100,6 +100,26 @@ class ContactFate(InteractionsTable, table=True):
     at: datetime = Field(sa_type=_AT)  # type: ignore[call-overload]
 
 
+class KnownIdentity(InteractionsTable, table=True):
+    """This service's copy of the contacts service's identity directory: which contact holds an identity, so a
+    touchpoint naming a known email, phone, handle or external id is filed without a call to contacts.
+
+    Fed by the contacts service's events (created, updated, merged, erased) and by the answers of resolve-many
+    calls. Holds no personal data: an identity is kept as the HMAC-SHA256 of its normalised value under a key
+    that is a setting, not in the database (``servicekit.identities.identity_digest``), and an erase deletes
+    every row of the contact and of the contacts merged into it. ``changed_at`` is the time of the event that
+    wrote the row, so an older event delivered late never overwrites a newer one; a row learned from an answer
+    carries the earliest time (any event about it wins). ``held`` false: the identity was removed from the contact
+    at ``changed_at`` (kept so that an older event cannot bring it back)."""
+
+    __tablename__ = "known_identities"
+
+    digest: bytes = Field(sa_type=sa.LargeBinary(32), primary_key=True)  # type: ignore[call-overload]
+    contact_id: uuid.UUID = Field(index=True)
+    held: bool = Field(default=True)
+    changed_at: datetime = Field(sa_type=_AT)  # type: ignore[call-overload]
+
+
 class IdempotencyRecord(InteractionsTable, table=True):
     """An Idempotency-Key of one caller, with the fingerprint of its request and, once done, the response."""
 

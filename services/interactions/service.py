@@ -33,6 +33,7 @@ from servicekit.purge import purge_request
 from services.interactions import events
 from services.interactions.directory import ContactErased, ContactLink
 from services.interactions.idempotency import erase_responses
+from services.interactions.identities import IdentityCopy
 from services.interactions.models import ContactFate, Thread, Touchpoint
 from services.interactions.schemas import (
     READ_FIELDS,
@@ -111,15 +112,17 @@ class Position:
 
 @dataclass
 class Prepared:
-    """A valid touchpoint whose contact is known, ready to be written."""
+    """A valid touchpoint ready to be written: its contact known (``link``), or to be looked up in the write
+    transaction by the digest of its identity (``identity``: the local copy of the identity directory)."""
 
     item: TouchpointCreate
-    link: ContactLink
+    link: ContactLink | None
     sentiment: float | None
     ingest_key: str | None = None
     # The request that sent it (request id, traceparent): its event carries them even when written
     # together with other requests' touchpoints (group commit).
     request: dict[str, Any] = field(default_factory=dict)
+    identity: bytes | None = None
 
 
 @dataclass
@@ -129,6 +132,8 @@ class Outcome:
     status: int
     row: Touchpoint | dict[str, Any] | None = None
     problem: ProblemError | None = None
+    # Not written: its identity is not in the local copy, so only the contacts service can tell its contact.
+    needs_contact: bool = False
     _read: TouchpointRead | None = None
     _json: str | None = None
 
@@ -270,9 +275,10 @@ async def _insert_new(session: AsyncSession, rows: list[dict[str, Any]]) -> set[
 class TouchpointService:
     """Touchpoint rules bound to this service's clock and outbox."""
 
-    def __init__(self, *, clock: Clock, outbox: Outbox) -> None:
+    def __init__(self, *, clock: Clock, outbox: Outbox, identities: IdentityCopy | None = None) -> None:
         self.clock = clock
         self.outbox = outbox
+        self.identities = identities
 
     def check(self, item: TouchpointCreate) -> None:
         """Rules that need the clock (schemas cannot see it)."""
@@ -286,17 +292,20 @@ class TouchpointService:
         self,
         *,
         item: TouchpointCreate,
-        link: ContactLink,
+        link: ContactLink | None,
         ingest_key: str | None = None,
         request: dict[str, Any] | None = None,
+        identity: bytes | None = None,
     ) -> Prepared:
-        """``request``: the sending request's context (default: the current one), given once by a batch."""
+        """``request``: the sending request's context (default: the current one), given once by a batch.
+        ``link`` None: the contact is looked up by ``identity`` (a digest) when it is written."""
         return Prepared(
             item=item,
             link=link,
             sentiment=sentiment_of(item.subject, item.body),
             ingest_key=ingest_key,
             request=current_request_context() if request is None else request,
+            identity=identity,
         )
 
     async def store(self, *, session: AsyncSession, prepared: list[Prepared]) -> list[Outcome]:
@@ -307,19 +316,24 @@ class TouchpointService:
         outcomes: list[Outcome | None] = [None] * len(prepared)
         if not prepared:
             return []
-        final = await _final_contacts(session, {p.link.contact_id for p in prepared})
+        links = await self._links(session, prepared)
+        final = await _final_contacts(session, {link.contact_id for link in links if link is not None})
+        await self._learn(session, links, final)
         now = self.clock.now()
         rows: list[dict[str, Any]] = []
         row_index: list[int] = []
         ids = new_ids(len(prepared))
-        for index, p in enumerate(prepared):
-            contact_id = final[p.link.contact_id]
+        for index, (p, link) in enumerate(zip(prepared, links, strict=True)):
+            if link is None:
+                outcomes[index] = Outcome(0, needs_contact=True)
+                continue
+            contact_id = final[link.contact_id]
             if contact_id is None:
                 outcomes[index] = Outcome(
-                    422, problem=ContactErased(f"Contact {p.link.contact_id} was erased; the touchpoint is refused.")
+                    422, problem=ContactErased(f"Contact {link.contact_id} was erased; the touchpoint is refused.")
                 )
                 continue
-            rows.append(self._row(p, ids[index], contact_id, now))
+            rows.append(self._row(p, link, ids[index], contact_id, now))
             row_index.append(index)
         inserted: set[uuid.UUID] = set()
         if rows:
@@ -342,12 +356,47 @@ class TouchpointService:
                 )
         return [o if o is not None else Outcome(500) for o in outcomes]
 
-    def _row(self, p: Prepared, id: uuid.UUID, contact_id: uuid.UUID, now: datetime) -> dict[str, Any]:
+    async def _links(self, session: AsyncSession, prepared: list[Prepared]) -> list[ContactLink | None]:
+        """Each touchpoint's contact: as given, or from the local copy of the identity directory (one query for the
+        whole transaction); None for an identity the copy does not know."""
+        wanted = [p.identity for p in prepared if p.link is None and p.identity is not None]
+        known: dict[bytes, uuid.UUID] = {}
+        if wanted:
+            assert self.identities is not None, "a touchpoint by identity needs the identity copy"
+            known = await self.identities.lookup(session=session, digests=wanted)
+        links: list[ContactLink | None] = []
+        for p in prepared:
+            if p.link is not None:
+                links.append(p.link)
+            elif p.identity is not None and p.identity in known:
+                contact_id = known[p.identity]
+                links.append(ContactLink(contact_id, contact_id))
+            else:
+                links.append(None)
+        return links
+
+    async def _learn(
+        self, session: AsyncSession, links: list[ContactLink | None], final: dict[uuid.UUID, uuid.UUID | None]
+    ) -> None:
+        """Identities the contacts service just resolved join the local copy, for contacts that were neither merged
+        nor erased (``_final_contacts`` read their fates under the contact lock, which the merge and erase handlers
+        take exclusively: a learned row cannot slip in after an erase deleted the contact's rows)."""
+        learned = {
+            link.learned: link.contact_id
+            for link in links
+            if link is not None and link.learned is not None and final.get(link.contact_id) == link.contact_id
+        }
+        if learned and self.identities is not None:
+            await self.identities.learn(session=session, found=learned)
+
+    def _row(
+        self, p: Prepared, link: ContactLink, id: uuid.UUID, contact_id: uuid.UUID, now: datetime
+    ) -> dict[str, Any]:
         item = p.item
         return {
             "id": id,
             "contact_id": contact_id,
-            "original_contact_id": p.link.original,
+            "original_contact_id": link.original,
             "channel": str(item.channel),
             "direction": item.direction,
             "type": item.type,
@@ -468,6 +517,8 @@ class TouchpointService:
         await _lock_contacts(session, {source_id}, shared=False)
         now = self.clock.now()
         await self._set_fate(session, source_id, "merged", target_id, now)
+        if self.identities is not None:
+            await self.identities.repoint(session=session, source_id=source_id, target_id=target_id)
         # Flatten chains: whatever was merged into the source now points at the target.
         await session.execute(
             update(ContactFate).where(col(ContactFate.merged_into) == source_id).values(merged_into=target_id)
@@ -500,6 +551,8 @@ class TouchpointService:
         await _lock_contacts(session, family, shared=False)
         now = self.clock.now()
         await self._set_fate(session, contact_id, "erased", None, now)
+        if self.identities is not None:
+            await self.identities.forget(session=session, contact_ids=family)
         mine = sa.or_(col(Touchpoint.contact_id).in_(family), col(Touchpoint.original_contact_id).in_(family))
         result = await session.execute(
             update(Touchpoint)

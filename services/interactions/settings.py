@@ -1,4 +1,4 @@
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from servicekit.settings import ServiceSettings
@@ -30,4 +30,10 @@ class InteractionsSettings(ServiceSettings):
     ingest_batch: int = Field(500, description="NATS ingest messages fetched and stored per transaction")
     ingest_retry_max_s: float = Field(
         15.0, description="Longest redelivery delay of an ingest message that failed for a passing cause"
+    )
+    # Identities are kept hashed with this key (services/interactions/identities.py): the table alone holds no
+    # personal data. Every replica needs the same key; a new key only makes the copy learn the identities again.
+    identity_key: SecretStr = Field(
+        SecretStr("touchpoint-development-identity-key"),
+        description="Key of the HMAC that hashes the identities of the local identity directory (never logged)",
     )

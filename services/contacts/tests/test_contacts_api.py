@@ -400,3 +400,45 @@ async def test_limits_hold_for_the_text_as_sent(client: httpx.AsyncClient) -> No
     assert blank.status_code == 422 and "white space" in blank.text
     made = await create(client, name=" " * 5 + "x" * 195, tags=["  VIP "])
     assert made["name"] == "x" * 195 and made["tags"] == ["vip"]
+
+
+async def test_resolve_many_answers_each_item_as_resolve_does(client: httpx.AsyncClient, staff_change) -> None:
+    existing = await create(client, phones=["+12025550177"], external_ids={"shop": "C-78"})
+    await staff_change("grace")
+    await staff_change("gone", active=False)
+    new_email = f"new.{uuid.uuid4().hex[:8]}@example.com"
+    items = [
+        {"email": existing["emails"][0].upper()},  # found, whatever the case
+        {"phone": "202-555-0177"},  # found, after the same normalisation
+        {"email": new_email, "create": {"name": "New Person", "owner": "grace"}},  # created
+        {"email": new_email.upper()},  # the same identity again: the contact just made
+        {"email": "not-an-email"},  # invalid: its own 422
+        {"email": "a@example.com", "phone": "+12025550100"},  # two identities: 422
+        {"external_id": {"source": "shop", "value": f"X-{uuid.uuid4().hex[:6]}"}, "create": {"owner": "gone"}},
+        {"handle": {"channel": "sms", "value": "x"}, "create": {"emails": existing["emails"]}},  # 409: taken
+    ]
+    response = await client.post("/v1/contacts/resolve-many", json={"items": items})
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert [r["index"] for r in results] == list(range(len(items)))
+    assert [r["status"] for r in results] == [200, 200, 201, 200, 422, 422, 422, 409]
+    assert results[0]["id"] == results[1]["id"] == existing["id"]
+    assert results[2]["id"] == results[3]["id"] != existing["id"]
+    assert results[6]["problem"]["field"] == "create.owner" and "disabled" in results[6]["problem"]["detail"]
+    assert results[7]["problem"]["contact_id"] == existing["id"]
+    assert set(results[0]) == {"index", "status", "id"}  # ids only: no profile goes back
+    made = (await client.get(f"/v1/contacts/{results[2]['id']}")).json()
+    assert made["emails"] == [new_email] and made["owner"] == "grace"
+    # Nothing of the refused items was stored (each new contact is made in its own savepoint).
+    unused = await client.post("/v1/contacts/resolve", json={"handle": {"channel": "sms", "value": "x"}})
+    assert unused.status_code == 201
+
+
+async def test_resolve_many_is_bounded(client: httpx.AsyncClient) -> None:
+    from services.contacts.schemas import MAX_RESOLVE_MANY
+
+    too_many = {"items": [{"email": f"n{i}@example.com"} for i in range(MAX_RESOLVE_MANY + 1)]}
+    response = await client.post("/v1/contacts/resolve-many", json=too_many)
+    assert response.status_code == 422 and response.headers["content-type"] == PROBLEM
+    assert (await client.post("/v1/contacts/resolve-many", json={"items": []})).status_code == 422
+    assert (await client.post("/v1/contacts/resolve-many", json={"items": ["x"]})).status_code == 422

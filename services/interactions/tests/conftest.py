@@ -15,6 +15,7 @@ from servicekit.db import make_engine, make_sessionmaker
 from servicekit.outbox import Outbox
 from servicekit.testing.nats import NatsServer
 from services.interactions.directory import ContactLink
+from services.interactions.identities import IdentityCopy
 from services.interactions.models import outbox_table
 from services.interactions.schemas import TouchpointCreate
 from services.interactions.service import Outcome, TouchpointService
@@ -54,7 +55,9 @@ def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 
 @pytest.fixture
 def touchpoints(clock: MovableClock) -> TouchpointService:
-    return TouchpointService(clock=clock, outbox=Outbox(outbox_table))
+    return TouchpointService(
+        clock=clock, outbox=Outbox(outbox_table), identities=IdentityCopy(key=b"test-identity-key")
+    )
 
 
 @pytest.fixture

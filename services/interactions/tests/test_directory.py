@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import httpx
@@ -23,11 +24,12 @@ def contacts_service(calls: list[httpx.Request]) -> httpx.MockTransport:
     def answer(request: httpx.Request) -> httpx.Response:
         calls.append(request)
         path = request.url.path
-        if path == "/v1/contacts/resolve":
-            body = request.read()
-            if b"bad" in body:
-                return httpx.Response(422, json={"detail": "not a valid email address", "errors": [{"loc": ["email"]}]})
-            return httpx.Response(201, json={"id": str(LIVE)})
+        if path == "/v1/contacts/resolve-many":
+            items = json.loads(request.read())["items"]
+            bad = {"status": 422, "problem": {"detail": "not a valid email address", "errors": [{"loc": ["email"]}]}}
+            created = {"status": 201, "id": str(LIVE)}
+            results = [{"index": n, **(bad if "bad" in json.dumps(item) else created)} for n, item in enumerate(items)]
+            return httpx.Response(200, json={"results": results})
         contact_id = uuid.UUID(path.rsplit("/", 1)[1])
         if contact_id == LIVE:
             return httpx.Response(200, json={"id": str(LIVE), "status": "active"})
@@ -67,11 +69,29 @@ async def test_erased_unknown_and_refused_contacts_are_permanent_problems() -> N
         await contacts.link_by_id(ERASED)
     with pytest.raises(UnknownContact):
         await contacts.link_by_id(MISSING)
-    with pytest.raises(ContactRejected) as refused:
-        await contacts.link_by_identity(ContactByIdentity(email="bad@"))
-    assert refused.value.status == 422 and refused.value.extensions["errors"] == [{"loc": ["email"]}]
-    created = await contacts.link_by_identity(ContactByIdentity.model_validate({"email": "a@b.io", "name": "A"}))
-    assert created.contact_id == LIVE
+    refused, created = await contacts.resolve_many(
+        [ContactByIdentity(email="bad@"), ContactByIdentity.model_validate({"email": "a@b.io", "name": "A"})]
+    )
+    assert isinstance(refused, ContactRejected)
+    assert refused.status == 422 and refused.extensions["errors"] == [{"loc": ["email"]}]
+    assert created == LIVE
+    await contacts.close()
+
+
+async def test_resolve_many_sends_at_most_500_identities_a_call() -> None:
+    calls: list[httpx.Request] = []
+    contacts = directory(contacts_service(calls))
+    found = await contacts.resolve_many([ContactByIdentity(email=f"n{n}@example.com") for n in range(1001)])
+    assert found == [LIVE] * 1001
+    assert [len(json.loads(call.read())["items"]) for call in calls] == [500, 500, 1]
+    await contacts.close()
+
+
+async def test_a_resolve_many_answer_that_does_not_match_is_a_passing_cause() -> None:
+    short = httpx.MockTransport(lambda request: httpx.Response(200, json={"results": []}))
+    contacts = directory(short)
+    with pytest.raises(ContactsUnavailable):
+        await contacts.resolve_many([ContactByIdentity(email="a@example.com")])
     await contacts.close()
 
 

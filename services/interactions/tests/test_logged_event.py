@@ -84,7 +84,7 @@ def test_a_row_holds_the_sent_time_in_utc() -> None:
     )  # fmt: skip
     service = TouchpointService(clock=MovableClock(NOW), outbox=Outbox(outbox_table))
     link = ContactLink(contact_id=item.contact_id, original=item.contact_id)  # type: ignore[arg-type]
-    built = service._row(service.prepare(item=item, link=link), new_id(), link.contact_id, NOW)
+    built = service._row(service.prepare(item=item, link=link), link, new_id(), link.contact_id, NOW)
     assert built["occurred_at"].utcoffset() == timedelta(0)
     _, _, _, payload, _ = logged_outbox_row(built, NOW, {})
     assert json.loads(payload)["data"]["occurred_at"] == "2026-01-05T08:00:00Z"
