@@ -230,9 +230,12 @@ def test_secrets_come_from_the_env_file_only(example_env: dict[str, str]) -> Non
     assert set(used) <= set(example_env), f"not in deploy/.env.example: {sorted(set(used) - set(example_env))}"
     # ... the required ones (no default) are exactly the secrets ...
     required = {name for name, default in used.items() if default is None}
-    assert required == {"POSTGRES_PASSWORD", "TOUCHPOINT_ADMIN_KEY", "GATEWAY_SECRET_KEY"} | {
-        f"{s.upper()}_DB_PASSWORD" for s in compose.SETTINGS
-    } | {
+    assert required == {
+        "POSTGRES_PASSWORD",
+        "TOUCHPOINT_ADMIN_KEY",
+        "GATEWAY_SECRET_KEY",
+        "INTERACTIONS_IDENTITY_KEY",
+    } | {f"{s.upper()}_DB_PASSWORD" for s in compose.SETTINGS} | {
         f"NATS_{user.upper()}_PASSWORD"
         for user in ("contacts", "interactions", "followups", "gateway", "ingest", "admin")
     }
