@@ -143,7 +143,11 @@ async def list_followups(
         filters.append(col(Followup.priority) == priority)
     if due_before is not None:
         filters.append(col(Followup.due_at) < as_utc(due_before))
-    is_overdue = and_(col(Followup.status).in_(OPEN), col(Followup.overdue_at) <= now)
+    # No overdue time (follow-ups of the previous release) is never overdue; without the IS NOT NULL,
+    # NOT (open AND NULL <= now) would be NULL and ``overdue=false`` would leave such rows out too.
+    is_overdue = and_(
+        col(Followup.status).in_(OPEN), col(Followup.overdue_at).is_not(None), col(Followup.overdue_at) <= now
+    )
     if overdue is True:
         filters.append(is_overdue)
     elif overdue is False:

@@ -6,9 +6,13 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
+from sqlalchemy import update
+from sqlmodel import col
+
 from servicekit import cursors
 from servicekit.events import CloudEvent
 from servicekit.ids import new_id
+from services.followups.models import Followup
 from services.followups.tests.conftest import Harness
 
 # Monday 5 January 2026, 20:00 UTC: already Tuesday in Tokyo (05:00), still Monday in New York (15:00).
@@ -155,3 +159,15 @@ async def test_a_disabled_person_s_open_work_goes_back_to_their_team(harness: Ha
     returned = [e for e in announced[5:] if e.type == "crm.followup.scheduled.v1" and e.data["assignee"] is None]
     assert {e.data["id"] for e in returned} == {no_team["id"], with_team["id"]}
     await tap.assert_no_more()
+
+
+async def test_open_work_without_an_overdue_time_is_not_overdue(harness: Harness) -> None:
+    """Follow-ups made by the previous release have no overdue time. ``overdue=false`` used to leave them out too:
+    NOT (open AND NULL <= now) is NULL in SQL, which no row satisfies."""
+    harness.clock.set(MONDAY_20)
+    made = await make(harness, str(uuid.uuid4()), MONDAY_20 + timedelta(days=1), assignee="bea")
+    async with harness.app.state.runtime.sessionmaker() as session, session.begin():
+        await session.execute(update(Followup).where(col(Followup.id) == uuid.UUID(made["id"])).values(overdue_at=None))
+    not_overdue = await page(harness, assignee="bea", overdue="false")
+    assert [f["id"] for f in not_overdue["items"]] == [made["id"]]
+    assert (await page(harness, assignee="bea", overdue="true"))["items"] == []
