@@ -152,6 +152,7 @@ class Principal:
     teams: tuple[str, ...] = ()
     timezone: str | None = None
     rate_limit: RateLimit | None = None  # an API key's own; none: the gateway's setting
+    display_name: str | None = None  # a staff user's name as people know it; ``name`` is their email
 
     @property
     def via_session(self) -> bool:
@@ -335,6 +336,7 @@ class Authenticator:
             kind="user",
             role=Role(user.role),
             name=user.email,
+            display_name=user.name,
             csrf_token=staff_session.csrf_token,
             session_id=staff_session.id,
             handle=user.handle,

@@ -58,6 +58,7 @@ async def test_read_message_opens_the_touchpoint_with_its_body_as_text(
     assert page.status_code == 200, page.text
     assert page.headers["content-security-policy"].startswith("default-src 'self'")
     text = page.text
+    assert '<span class="who" title="agent">Sam agent <small>' in text  # the display name, not the email
     assert "<script>alert" not in text and "<img src=x" not in text and "<b>" not in text and "<i>" not in text
     message = re.search(r'<pre class="message">(.*?)</pre>', text, re.S)
     assert message is not None and html.unescape(message.group(1)) == HOSTILE  # newlines and spaces kept
