@@ -147,6 +147,7 @@ def test_times_and_scores_read_as_staff_say_them() -> None:
     assert labels.sentiment(0.6) == "positive" and labels.sentiment(-0.5) == "negative"
     assert labels.sentiment(0.1) == "neutral" and labels.sentiment(None) == ""
     assert labels.channel("live_chat") == "Live chat" and labels.duration(5400) == "90 min"
+    assert [labels.duration(s) for s in (270, 300, 1170)] == ["4 min 30 s", "5 min", "20 min"]
 
 
 def test_the_demo_data_set_is_the_same_for_the_same_seed_and_different_for_another() -> None:

@@ -91,8 +91,11 @@ def duration(seconds: Any) -> str:
     s = float(seconds)
     if s < 120:
         return f"{s:.0f} s"
+    if s < 600:  # a call's length: the seconds matter (270 s was "4 min", rounded half to even)
+        minutes, rest = divmod(round(s), 60)
+        return f"{minutes} min {rest} s" if rest else f"{minutes} min"
     if s < 7200:
-        return f"{s / 60:.0f} min"
+        return f"{int(s / 60 + 0.5)} min"
     if s < 172800:
         return f"{s / 3600:.1f} h"
     return f"{s / 86400:.1f} days"
