@@ -76,6 +76,9 @@ def test_the_routes_an_ingest_key_reaches_are_the_ones_checked_here() -> None:
         ("POST", "/api/v1/auth/logout"),  # nothing
         ("GET", "/api/v1/auth/me"),  # the key's own id, role and name
         ("GET", "/api/v1/asyncapi.json"),  # the event catalogue: the events' shape, no data
+        # Public: the one-time token is the credential; a key without one gets 404/410 and learns nothing.
+        ("POST", "/api/v1/auth/password-link"),
+        ("POST", "/api/v1/auth/password"),
     }
 
 

@@ -10,10 +10,10 @@ from typing import Any
 
 import nats
 import pytest
-import structlog.testing
 from sqlalchemy import Column, Integer, MetaData, String, Table, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+import servicekit.bus
 from servicekit.bus import Bus, DurableConsumer, PermanentError, StreamSpec
 from servicekit.clock import MovableClock
 from servicekit.db import make_engine, make_sessionmaker
@@ -283,32 +283,45 @@ async def test_batches_in_flight_overlap_each_acked_once_and_stop_finishes_the_b
         await bus.close()
 
 
+class RecordedLog:
+    """Stands in for a module's structlog logger and keeps each line's event name: capture_logs misses loggers that
+    an earlier test in the same process has already bound and cached."""
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    def _record(self, event: str, **_: Any) -> None:
+        self.events.append(event)
+
+    info = warning = error = debug = exception = _record
+
+
 async def test_a_consumer_waits_quietly_for_a_stream_another_service_makes_then_consumes(
-    nats_factory: Callable[[], NatsServer], sessionmaker: object, clock: MovableClock
+    nats_factory: Callable[[], NatsServer], sessionmaker: object, clock: MovableClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The gateway makes CRM_STAFF; contacts and follow-ups consume it and may start first. Before, they logged a
     consumer_error with a NotFoundError every few seconds until it existed."""
+    logs = RecordedLog()
+    monkeypatch.setattr(servicekit.bus, "log", logs)
     server = nats_factory()
     consumer_bus = Bus(server.url, name="kit")  # declares no stream: it only consumes
     await consumer_bus.start()
     await consumer_bus.wait_connected()
-    with structlog.testing.capture_logs() as logs:
-        task = await start_consumer(consumer_bus, sessionmaker, clock)
-        await eventually(lambda: any(line["event"] == "consumer_awaiting_stream" for line in logs))
-        owner = await connected_bus(server)
-        await publish(server.url, [event(1)])
+    task = await start_consumer(consumer_bus, sessionmaker, clock)
+    await eventually(lambda: "consumer_awaiting_stream" in logs.events)
+    owner = await connected_bus(server)
+    await publish(server.url, [event(1)])
 
-        async def applied_once() -> bool:
-            return await count_applied(sessionmaker) == 1
+    async def applied_once() -> bool:
+        return await count_applied(sessionmaker) == 1
 
-        await eventually(applied_once)
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+    await eventually(applied_once)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
     await owner.close()
     await consumer_bus.close()
-    seen = [line["event"] for line in logs]
-    assert seen.count("consumer_awaiting_stream") == 1
-    assert "consumer_error" not in seen
+    assert logs.events.count("consumer_awaiting_stream") == 1
+    assert "consumer_error" not in logs.events
 
 
 async def test_a_durable_whose_filter_changed_takes_the_new_one_and_keeps_its_place(

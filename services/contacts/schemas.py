@@ -211,11 +211,12 @@ class ResolveManyRequest(Strict):
     """Up to ``MAX_RESOLVE_MANY`` resolve requests, each as ``POST /v1/contacts/resolve`` takes it. Each item is
     checked and answered on its own: an invalid one gets its 422 in the results, the others are resolved."""
 
+    # Each item is documented as an object, not as a ResolveRequest: an invalid item is not a refusal of the whole
+    # request (it gets its own 422 in the results), as in the touchpoint batch.
     items: list[dict[str, Any]] = Field(
         min_length=1,
         max_length=MAX_RESOLVE_MANY,
-        description=f"At most {MAX_RESOLVE_MANY} items, each a ResolveRequest",
-        json_schema_extra={"items": {"$ref": "#/components/schemas/ResolveRequest"}},
+        description=f"At most {MAX_RESOLVE_MANY} items, each as POST /v1/contacts/resolve takes it (ResolveRequest)",
     )
 
 
