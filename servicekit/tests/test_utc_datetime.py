@@ -17,6 +17,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from servicekit.clock import InUtc
 from servicekit.db import UTCDateTime, make_engine
+from servicekit.migrations import on_dialect
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = {
@@ -35,7 +36,9 @@ def test_models_agree_with_their_migrations(service: str, database_factory: Call
     engine = make_engine(url)
 
     def diff(connection: sa.Connection) -> list[object]:
-        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        # As the migrations' env.py compares: an object the model makes on another database only is left out.
+        opts = {"compare_type": True, "include_object": on_dialect(connection.dialect.name)}
+        context = MigrationContext.configure(connection, opts=opts)
         return list(compare_metadata(context, metadata))
 
     async def compare() -> list[object]:

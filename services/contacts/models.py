@@ -66,9 +66,10 @@ class Identity(ContactsTable, table=True):
 
 
 class SearchTerm(ContactsTable, table=True):
-    """Lower-cased words of name and company, emails and phone digits (field ``q``), tags (field ``tag``), and name
-    and company again (field ``name``) for the typo search: prefix search and tag filters are index range scans; on
-    PostgreSQL a GIN trigram index (``pg_trgm``) over the ``name`` terms answers the typo search."""
+    """Lower-cased words of name and company, emails and phone digits (field ``q``), phones' national parts (field
+    ``national``), tags (field ``tag``), and name and company again (field ``name``) for the typo search: prefix
+    search and tag filters are index range scans; on PostgreSQL a GIN trigram index (``pg_trgm``) over the ``name``
+    terms answers the typo search (``ddl_if``: it exists there only, and the migrations' comparisons honour that)."""
 
     __tablename__ = "search_terms"
     __table_args__ = (

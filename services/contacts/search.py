@@ -36,6 +36,11 @@ FUZZY_MAX_WORDS = 200
 # common (unless its matches are all among the oldest contacts). Counting stops at this many, too.
 COLLECT_LIMIT = 2000
 
+# The fields the exact and prefix tiers compare. National phone parts have a field of their own, not ``q``: the
+# previous release searches ``q`` terms by prefix, and its answers must not change while it serves beside this one
+# (docs/deploy.md, "Migrations: expand, then contract"); it never reads ``national`` nor ``name``.
+TYPED_FIELDS = ("q", "national")
+
 EXACT, PREFIX, TYPO = 0, 1, 2
 TIERS = (EXACT, PREFIX, TYPO)
 
@@ -64,14 +69,17 @@ def name_words(*texts: str | None) -> set[str]:
 
 
 def phone_terms(phone: str) -> set[str]:
-    """An E.164 number as stored, without its ``+``, and its national part (``612992580`` for +34612992580):
-    an agent who types the number as the customer says it, without the country code, finds it."""
-    terms = {phone, phone.lstrip("+")}
+    """An E.164 number as stored and without its ``+`` (field ``q``)."""
+    return {phone, phone.lstrip("+")}
+
+
+def national_term(phone: str) -> str | None:
+    """A number's national part (``612992580`` for +34612992580), field ``national``: an agent who types the number
+    as the customer says it, without the country code, finds it."""
     try:
-        terms.add(phonenumbers.national_significant_number(phonenumbers.parse(phone)))
+        return str(phonenumbers.national_significant_number(phonenumbers.parse(phone)))
     except phonenumbers.NumberParseException:
-        pass
-    return terms
+        return None
 
 
 def trigrams(term: str) -> set[str]:
@@ -258,11 +266,11 @@ async def _tier_page(
         bounds.append(col(SearchTerm.contact_id) < before)
     outer = select(Contact).where(col(Contact.status) == "active", *filters.conditions)
     if tier == EXACT:
-        ids = _ids(col(SearchTerm.field) == "q", col(SearchTerm.term).in_(query.forms), *bounds)
+        ids = _ids(col(SearchTerm.field).in_(TYPED_FIELDS), col(SearchTerm.term).in_(query.forms), *bounds)
     elif tier == PREFIX:
         # One range scan a form, in a UNION: SQLite would scan the whole index for an OR of ranges.
         per_form = [
-            _ids(col(SearchTerm.field) == "q", _prefix_of(SearchTerm, (form,)), *bounds).where(
+            _ids(col(SearchTerm.field).in_(TYPED_FIELDS), _prefix_of(SearchTerm, (form,)), *bounds).where(
                 ~_has(SearchTerm.contact_id, _equal_to(query.forms))
             )
             for form in query.forms
@@ -325,7 +333,7 @@ def _has(contact_id: Any, condition: Any) -> Any:
 
 def _equal_to(forms: tuple[str, ...]) -> Any:
     def condition(term: Any) -> Any:
-        return and_(col(term.field) == "q", col(term.term).in_(forms))
+        return and_(col(term.field).in_(TYPED_FIELDS), col(term.term).in_(forms))
 
     return condition
 
@@ -333,7 +341,7 @@ def _equal_to(forms: tuple[str, ...]) -> Any:
 def _head_of(forms: tuple[str, ...]) -> Any:
     def condition(term: Any) -> Any:
         heads = [func.substr(col(term.term), 1, len(form)) == form for form in forms]
-        return and_(col(term.field) == "q", or_(*heads))
+        return and_(col(term.field).in_(TYPED_FIELDS), or_(*heads))
 
     return condition
 

@@ -95,6 +95,7 @@ def search_terms_of(contact: Contact) -> set[tuple[str, str]]:
     terms |= {("name", word) for word in search.name_words(contact.name, contact.company)}
     terms |= {("q", email) for email in contact.emails}
     terms |= {("q", term) for phone in contact.phones for term in search.phone_terms(phone)}
+    terms |= {("national", term) for phone in contact.phones if (term := search.national_term(phone))}
     terms |= {("tag", tag) for tag in contact.tags}
     return terms
 

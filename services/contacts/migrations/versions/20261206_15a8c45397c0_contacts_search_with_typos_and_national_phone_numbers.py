@@ -1,8 +1,10 @@
 """contacts search with typos and national phone numbers: name terms, pg_trgm GIN index, SQLite trigram table
 
 Adds the ``name`` search terms (the words of name and company, for the typo search) and each phone's national
-part as a ``q`` term to every live contact; on PostgreSQL the pg_trgm extension and a GIN trigram index over the
-name terms, on SQLite the ``search_trigrams`` vocabulary (filled from the name terms).
+part as a ``national`` term to every live contact: fields of their own, because the previous release, serving on
+while this runs, reads ``q`` and ``tag`` terms only, so its searches answer as before. On PostgreSQL the pg_trgm
+extension and a GIN trigram index over the name terms, on SQLite the ``search_trigrams`` vocabulary (filled from
+the name terms).
 
 Revision ID: 15a8c45397c0
 Revises: 3f6b2c9d8e14
@@ -83,7 +85,7 @@ def upgrade() -> None:
         for row in rows:
             new += [{"contact_id": row.id, "field": "name", "term": t} for t in _name_words(row.name, row.company)]
             national = {_national(phone) for phone in row.phones or []} - {None}
-            new += [{"contact_id": row.id, "field": "q", "term": t} for t in national]
+            new += [{"contact_id": row.id, "field": "national", "term": t} for t in national]
         if new:
             bind.execute(insert.on_conflict_do_nothing(), new)
 
@@ -110,8 +112,8 @@ def downgrade() -> None:
     """Downgrade schema."""
     if op.get_bind().dialect.name == "postgresql":
         op.execute("DROP INDEX IF EXISTS ix_search_terms_name_trgm")
-    op.execute("DELETE FROM search_terms WHERE field = 'name'")
-    # The national phone terms stay: prefix search found them before this revision too (as digits).
+    # The previous release knows no other fields than q and tag, and searches none else.
+    op.execute("DELETE FROM search_terms WHERE field IN ('name', 'national')")
     with op.batch_alter_table("search_trigrams", schema=None) as batch_op:
         batch_op.drop_index("ix_search_trigrams_term")
     op.drop_table("search_trigrams")
