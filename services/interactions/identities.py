@@ -31,11 +31,13 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 import sqlalchemy as sa
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from servicekit.bulk import among
 from servicekit.db import upsert
 from servicekit.identities import Identity, identity_digest, profile_identities_of, requested_identity
+from servicekit.logging import get_logger
 from services.interactions.models import ContactFate, KnownIdentity
 from services.interactions.schemas import ContactByIdentity
 
@@ -43,8 +45,25 @@ from services.interactions.schemas import ContactByIdentity
 LEARNED_AT = datetime(1970, 1, 1, tzinfo=UTC)
 IDENTITY_FIELDS = ("emails", "phones", "handles", "external_ids")
 
+# How long learning waits for a row another transaction is writing before it gives up (see ``learn``).
+LEARN_WAIT = "200ms"
+LOCK_NOT_AVAILABLE = "55P03"  # lock_timeout expired
+_LOCK_TIMEOUT = sa.text("SELECT current_setting('lock_timeout')")
+# For this transaction only (and undone with a savepoint rolled back).
+_SET_LOCK_TIMEOUT = sa.text("SELECT set_config('lock_timeout', :value, true)")
+
 _TABLE = cast(sa.Table, KnownIdentity.__table__)  # type: ignore[attr-defined]
 _FATES = cast(sa.Table, ContactFate.__table__)  # type: ignore[attr-defined]
+
+log = get_logger(__name__)
+
+
+def _sqlstate(exc: DBAPIError) -> str | None:
+    """The SQLSTATE of a PostgreSQL error (asyncpg's, under SQLAlchemy's wrapper)."""
+    for error in (exc.orig, getattr(exc.orig, "__cause__", None)):
+        if (code := getattr(error, "sqlstate", None)) is not None:
+            return str(code)
+    return None
 
 
 class IdentityCopy:
@@ -85,7 +104,25 @@ class IdentityCopy:
             {"digest": digest, "contact_id": contact_id, "held": True, "changed_at": LEARNED_AT}
             for digest, contact_id in sorted(found.items())
         ]
-        await session.execute(upsert(session, _TABLE).values(rows).on_conflict_do_nothing(index_elements=["digest"]))
+        statement = upsert(session, _TABLE).values(rows).on_conflict_do_nothing(index_elements=["digest"])
+        if session.get_bind().dialect.name != "postgresql":
+            await session.execute(statement)  # SQLite: write transactions are serialised, nobody to wait for
+            return
+        # The contacts consumer applies a batch of events in one transaction, each event's identities in turn (not
+        # in one digest order across the batch): had this waited for a row that transaction wrote while it waits
+        # for one written here, PostgreSQL would break the deadlock by failing one of them, and a touchpoint
+        # request answered 500 (the fault suite saw it). What is learned is only a hint that the events bring
+        # anyway, so rather than wait this gives up after LEARN_WAIT and files the touchpoints without it.
+        try:
+            async with session.begin_nested():
+                before = await session.scalar(_LOCK_TIMEOUT)
+                await session.execute(_SET_LOCK_TIMEOUT, {"value": LEARN_WAIT})
+                await session.execute(statement)
+                await session.execute(_SET_LOCK_TIMEOUT, {"value": before})
+        except DBAPIError as exc:
+            if _sqlstate(exc) != LOCK_NOT_AVAILABLE:
+                raise
+            log.info("identities_not_learned", identities=len(rows), why="a concurrent writer holds one")
 
     async def hold(
         self, *, session: AsyncSession, contact_id: uuid.UUID, identities: Iterable[Identity], at: datetime

@@ -4,6 +4,7 @@ transaction knows of merges and erasures."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -108,6 +109,48 @@ async def test_a_learned_contact_merged_meanwhile_files_under_the_survivor_and_i
         found, missing = await touchpoints.store(session=session, prepared=[by_identity, unknown])
     assert found.status == 201 and isinstance(found.row, dict) and found.row["contact_id"] == live
     assert missing.needs_contact and missing.row is None
+
+
+async def test_learning_never_deadlocks_with_the_contacts_consumers_batch(
+    sessionmaker: async_sessionmaker[AsyncSession], touchpoints: TouchpointService
+) -> None:
+    """The fault suite's 500: a batch of touchpoints for two new buyers learned both identities (in digest order)
+    while the contacts consumer's batch of their two created events held them in event order, the other way round.
+    PostgreSQL failed one transaction as a deadlock; the touchpoints are now filed without the learned hint."""
+    copy = touchpoints.identities
+    assert copy is not None
+    buyers = {ADA: uuid.uuid4(), ("email", "bob@example.com"): uuid.uuid4()}
+    lower, higher = sorted(buyers, key=copy.digest)
+    item = TouchpointCreate.model_validate(touchpoint_factory(contact_id=None, contact={"email": ADA[1]}))
+    learned = [
+        touchpoints.prepare(
+            item=item.model_copy(update={"external_id": f"x-{n}"}),
+            link=ContactLink(contact, contact, learned=copy.digest(identity)),
+        )
+        for n, (identity, contact) in enumerate(buyers.items())
+    ]
+
+    async def write() -> list[int]:
+        async with sessionmaker() as session, session.begin():
+            return [o.status for o in await touchpoints.store(session=session, prepared=learned)]
+
+    async with sessionmaker() as consumer:
+        async with consumer.begin():
+            await copy.hold(session=consumer, contact_id=buyers[higher], identities=[higher], at=later(1))
+            if consumer.get_bind().dialect.name == "postgresql":
+                writing = asyncio.create_task(write())
+                await asyncio.sleep(0.5)  # the write transaction learned the lower digest and waits for the higher
+                await copy.hold(session=consumer, contact_id=buyers[lower], identities=[lower], at=later(2))
+            else:  # SQLite: one writer at a time, the write transaction comes after
+                await copy.hold(session=consumer, contact_id=buyers[lower], identities=[lower], at=later(2))
+                writing = None
+        statuses = await asyncio.wait_for(writing, timeout=10) if writing is not None else await write()
+    assert statuses == [201, 201]
+    for identity, contact in buyers.items():
+        async with sessionmaker() as session:
+            assert (await copy.lookup(session=session, digests=[copy.digest(identity)])) == {
+                copy.digest(identity): contact
+            }
 
 
 def test_identities_normalise_as_the_contacts_service_does() -> None:
