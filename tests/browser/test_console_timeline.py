@@ -101,9 +101,18 @@ def test_the_header_and_upcoming_follow_the_stream(console: Console, chromium: A
     ).wait_for()
     page.locator(".touches li[data-channel=email]").wait_for()
     page.get_by_role("region", name="Upcoming").locator("li.item", has_text=reason).wait_for()
-    # The header's count comes with the same swap (the low score may have scheduled a recovery call too).
-    shown = page.get_by_role("region", name="Upcoming").locator("li.item").count()
-    assert page.locator("[data-fact=followups] dd").inner_text().startswith(f"{shown} open")
+    # The header's count follows the same stream: the low score and the survey may schedule more follow-ups
+    # after ours, each arriving as its own event, so wait until header and Upcoming agree on the count.
+    upcoming = page.get_by_role("region", name="Upcoming").locator("li.item")
+    header = page.locator("[data-fact=followups] dd")
+    agreed = ""
+    for _ in range(100):
+        shown, said = upcoming.count(), header.inner_text()
+        if said.startswith(f"{shown} open"):
+            agreed = said
+            break
+        page.wait_for_timeout(100)  # the next swap; polled, as Playwright has no wait for two locators agreeing
+    assert agreed, f"header {header.inner_text()!r} never agreed with {upcoming.count()} upcoming items"
     assert "(2)" not in page.locator(".touches li[data-channel=phone]").inner_text()  # one phone touch, as before
     assert page.locator("[data-fact=touches] dd").inner_text().startswith("2")
 
